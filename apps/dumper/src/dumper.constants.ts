@@ -1,0 +1,1 @@
+export const DUMPER_CONFIG = Symbol('DUMPER_CONFIG');

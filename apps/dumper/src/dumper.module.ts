@@ -1,0 +1,24 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { type DumperConfig, JetStreamModule, SUBJECTS } from '@app/common';
+import { DUMPER_CONFIG } from './dumper.constants';
+import { DumperController } from './dumper.controller';
+import { DumperService } from './dumper.service';
+
+@Module({})
+export class DumperModule {
+  static forRoot(config: DumperConfig): DynamicModule {
+    return {
+      module: DumperModule,
+      imports: [
+        JetStreamModule.forRoot({
+          config: config.nats,
+          clientName: 'db-fanout-dumper',
+          // Replicas of the dumper share one consumer: each trigger is dumped once.
+          bindings: [{ pattern: SUBJECTS.trigger, durable: 'dumper', startAt: 'all', maxDeliver: 10 }],
+        }),
+      ],
+      controllers: [DumperController],
+      providers: [{ provide: DUMPER_CONFIG, useValue: config }, DumperService],
+    };
+  }
+}

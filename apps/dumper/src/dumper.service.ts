@@ -1,0 +1,80 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import {
+  dateInTimeZone,
+  type DumperConfig,
+  errorMessage,
+  EventPublisher,
+  InvalidMessageError,
+  RetriesExhaustedError,
+  type SnapshotReadyPayload,
+  SUBJECTS,
+  type TriggerPayload,
+  withRetry,
+} from '@app/common';
+import { DUMPER_CONFIG } from './dumper.constants';
+import { writeSnapshot } from './snapshot-writer';
+
+export type DumpOutcome = { status: 'ready'; snapshot: SnapshotReadyPayload } | { status: 'failed'; error: string; attempts: number };
+
+@Injectable()
+export class DumperService {
+  private readonly logger = new Logger('Dumper');
+
+  constructor(
+    @Inject(DUMPER_CONFIG) private readonly config: DumperConfig,
+    private readonly events: EventPublisher,
+  ) {}
+
+  /** The date a trigger asks for: its own, or today in SCHEDULE_TIMEZONE; never before START_DATE. */
+  resolveDate(trigger: TriggerPayload, now = new Date()): string {
+    const date = trigger.date ?? dateInTimeZone(now, this.config.timeZone);
+    if (date < this.config.startDate) {
+      throw new InvalidMessageError(`trigger date ${date} is before START_DATE ${this.config.startDate}`);
+    }
+    return date;
+  }
+
+  /**
+   * Dumps one date, retrying transient failures, and announces the outcome: `snapshot.ready` on
+   * success, `snapshot.failed` once the retries are spent. Rejects only when the outcome could not
+   * be announced, so the trigger stays unacked and is delivered again.
+   */
+  async dump(date: string, signal?: AbortSignal): Promise<DumpOutcome> {
+    const started = Date.now();
+    this.logger.log(`dumping ${date} to ${this.config.snapshotDir}`);
+    try {
+      const { result, attempts } = await withRetry(
+        this.config.retry,
+        () =>
+          writeSnapshot({
+            date,
+            sourceDatabaseUrl: this.config.sourceDatabaseUrl,
+            snapshotDir: this.config.snapshotDir,
+            tables: this.config.tables,
+            excludeTables: this.config.excludeTables,
+          }),
+        (attempt, error) =>
+          this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${this.config.retry.delayMs}ms: ${errorMessage(error)}`),
+        signal,
+      );
+      const { manifest, location } = result;
+      const snapshot: SnapshotReadyPayload = {
+        snapshotId: manifest.snapshotId,
+        date,
+        location,
+        createdAt: manifest.createdAt,
+        tables: manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
+      };
+      await this.events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`);
+      const rows = snapshot.tables.reduce((sum, t) => sum + t.rows, 0);
+      this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
+      return { status: 'ready', snapshot };
+    } catch (error) {
+      if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;
+      const message = errorMessage(error.lastError);
+      this.logger.error(`dump of ${date} failed after ${error.attempts} attempt(s): ${message}`);
+      await this.events.publish(SUBJECTS.snapshotFailed, { date, error: message, attempts: error.attempts });
+      return { status: 'failed', error: message, attempts: error.attempts };
+    }
+  }
+}

@@ -1,0 +1,62 @@
+import type { ClientBase } from 'pg';
+
+/**
+ * A small table in the target recording which snapshots it holds. Written in the load's own
+ * transaction, so "in the ledger" means "committed": a redelivered snapshot is recognised and acked
+ * without loading again.
+ */
+export const LEDGER_SCHEMA = 'db_fanout';
+export const LEDGER_TABLE = `${LEDGER_SCHEMA}.loaded_snapshots`;
+
+export interface LedgerEntry {
+  snapshotId: string;
+  rows: number;
+  durationMs: number;
+  attempts: number;
+  announced: boolean;
+}
+
+const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07']);
+
+export async function ensureLedger(client: ClientBase): Promise<void> {
+  try {
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${LEDGER_SCHEMA}`);
+    await client.query(`CREATE TABLE IF NOT EXISTS ${LEDGER_TABLE} (
+      snapshot_id  text PRIMARY KEY,
+      snapshot_date date NOT NULL,
+      environment  text NOT NULL,
+      rows         bigint NOT NULL,
+      duration_ms  bigint NOT NULL,
+      attempts     int NOT NULL,
+      loaded_at    timestamptz NOT NULL DEFAULT now(),
+      announced_at timestamptz
+    )`);
+  } catch (error) {
+    // Two replicas creating it at the same moment: the loser sees a duplicate; the table is there.
+    if (!DUPLICATE_OBJECT_CODES.has((error as { code?: string }).code ?? '')) throw error;
+  }
+}
+
+export async function findLedgerEntry(client: ClientBase, snapshotId: string): Promise<LedgerEntry | undefined> {
+  const { rows } = await client.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean }>(
+    `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
+    [snapshotId],
+  );
+  const row = rows[0];
+  return row && { snapshotId, rows: Number(row.rows), durationMs: Number(row.duration_ms), attempts: row.attempts, announced: row.announced };
+}
+
+export async function recordLoad(
+  client: ClientBase,
+  entry: Omit<LedgerEntry, 'announced'> & { date: string; environment: string },
+): Promise<void> {
+  await client.query(
+    `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, environment, rows, duration_ms, attempts) VALUES ($1, $2, $3, $4, $5, $6)`,
+    [entry.snapshotId, entry.date, entry.environment, entry.rows, entry.durationMs, entry.attempts],
+  );
+}
+
+/** Set once snapshot.loaded is stored in the stream, so a redelivery announces only what was never announced. */
+export async function markAnnounced(client: ClientBase, snapshotId: string): Promise<void> {
+  await client.query(`UPDATE ${LEDGER_TABLE} SET announced_at = now() WHERE snapshot_id = $1`, [snapshotId]);
+}

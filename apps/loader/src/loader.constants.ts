@@ -1,0 +1,1 @@
+export const LOADER_CONFIG = Symbol('LOADER_CONFIG');

@@ -1,0 +1,155 @@
+import { createReadStream } from 'node:fs';
+import { readFile, realpath, stat } from 'node:fs/promises';
+import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import {
+  InvalidMessageError,
+  MANIFEST_FILE,
+  type SnapshotManifest,
+  type SnapshotReadyPayload,
+  SNAPSHOT_DIR_PREFIX,
+} from '@app/common';
+
+const MAX_MANIFEST_BYTES = 64 << 20;
+
+/** Thrown when the files on disk do not match what was announced: permanent, never retried. */
+export class SnapshotFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SnapshotFileError';
+  }
+}
+
+function isInside(parent: string, child: string): boolean {
+  const rel = relative(parent, child);
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) && !rel.includes(`..${sep}`);
+}
+
+/**
+ * The snapshot directory a message points at, confined to SNAPSHOT_DIR: symlinks are resolved
+ * before the check, so neither `..` nor a link can lead the loader outside it.
+ */
+export async function resolveSnapshotDir(snapshotDir: string, location: string): Promise<string> {
+  const root = await realpath(snapshotDir);
+  const lexical = resolve(root, location);
+  if (!isInside(root, lexical) || !basename(lexical).startsWith(SNAPSHOT_DIR_PREFIX)) {
+    throw new InvalidMessageError(`location ${JSON.stringify(location)} is not a snapshot directory inside SNAPSHOT_DIR (${snapshotDir})`);
+  }
+  // A missing directory is reported by the load itself (as a failed load, not a bad message).
+  const real = await realpath(lexical).catch(() => lexical);
+  if (!isInside(root, real)) {
+    throw new InvalidMessageError(`location ${JSON.stringify(location)} leads outside SNAPSHOT_DIR (${snapshotDir})`);
+  }
+  return real;
+}
+
+/** Reads manifest.json and checks that it describes exactly the snapshot the message announced. */
+export async function readManifest(dir: string, announced: SnapshotReadyPayload): Promise<SnapshotManifest> {
+  const path = join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    const info = await stat(path);
+    if (info.size > MAX_MANIFEST_BYTES) throw new SnapshotFileError(`${path} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if (error instanceof SnapshotFileError) throw error;
+    const missing = (error as { code?: string }).code === 'ENOENT';
+    throw new SnapshotFileError(
+      missing ? `${path} does not exist (is SNAPSHOT_DIR shared with the dumper?)` : `cannot read ${path}: ${(error as Error).message}`,
+    );
+  }
+  let manifest: SnapshotManifest;
+  try {
+    manifest = JSON.parse(text) as SnapshotManifest;
+  } catch {
+    throw new SnapshotFileError(`${path} is not valid JSON`);
+  }
+  if (manifest.formatVersion !== 1 || manifest.snapshotId !== announced.snapshotId || !Array.isArray(manifest.tables)) {
+    throw new SnapshotFileError(`${path} does not describe snapshot ${announced.snapshotId}`);
+  }
+  if (manifest.tables.length !== announced.tables.length) {
+    throw new SnapshotFileError(`${path} lists ${manifest.tables.length} tables, the message ${announced.tables.length}`);
+  }
+  announced.tables.forEach((table, index) => {
+    const entry = manifest.tables[index];
+    const same =
+      entry &&
+      entry.name === table.name &&
+      entry.file === table.file &&
+      entry.sha256 === table.sha256 &&
+      entry.bytes === table.bytes &&
+      entry.rows === table.rows &&
+      typeof entry.schema === 'string' &&
+      typeof entry.table === 'string' &&
+      Array.isArray(entry.columns) &&
+      entry.columns.length > 0 &&
+      entry.columns.every((c) => typeof c === 'string');
+    if (!same) throw new SnapshotFileError(`${path} does not match the message for table ${table.name}`);
+  });
+  manifest.sequences = Array.isArray(manifest.sequences) ? manifest.sequences : [];
+  return manifest;
+}
+
+/** Cheap checks before the database is touched: every file exists, is a plain file, and has the announced size. */
+export async function checkFileSizes(dir: string, manifest: SnapshotManifest): Promise<void> {
+  for (const table of manifest.tables) {
+    const path = join(dir, table.file);
+    const info = await stat(path).catch(() => undefined);
+    if (!info?.isFile()) throw new SnapshotFileError(`snapshot file ${table.file} for ${table.name} is missing`);
+    if (info.size !== table.bytes) {
+      throw new SnapshotFileError(`snapshot file ${table.file} for ${table.name} is ${info.size} bytes, the manifest says ${table.bytes}`);
+    }
+  }
+}
+
+/**
+ * Parses the CSV header line (column names, quoted the way PostgreSQL quotes them) so the COPY
+ * can name its columns from the file itself.
+ */
+export async function readCsvHeader(path: string): Promise<string[]> {
+  const stream = createReadStream(path, { start: 0, end: 1 << 20, encoding: 'utf8' });
+  let text = '';
+  for await (const chunk of stream) {
+    text += chunk as string;
+    const parsed = parseCsvRecord(text);
+    if (parsed) {
+      stream.destroy();
+      return parsed;
+    }
+  }
+  const parsed = parseCsvRecord(`${text}\n`);
+  if (!parsed || (parsed.length === 1 && parsed[0] === '')) throw new SnapshotFileError(`${path} has no CSV header line`);
+  return parsed;
+}
+
+/** The first CSV record of `text`, or undefined when it does not end within `text` yet. */
+export function parseCsvRecord(text: string): string[] | undefined {
+  const fields: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else {
+          quoted = false;
+        }
+      } else {
+        field += ch;
+      }
+    } else if (ch === '"') {
+      quoted = true;
+    } else if (ch === ',') {
+      fields.push(field);
+      field = '';
+    } else if (ch === '\n' || ch === '\r') {
+      fields.push(field);
+      return fields;
+    } else {
+      field += ch;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,139 @@
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Client } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import {
+  DigestStream,
+  type SnapshotManifest,
+  type SnapshotReadyPayload,
+  quoteIdent,
+  quoteQualified,
+} from '@app/common';
+import { ensureLedger, findLedgerEntry, type LedgerEntry, markAnnounced, recordLoad } from './ledger';
+import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
+import { foreignKeysTouching, resolveTargetTables, type TargetTable } from './target-schema';
+
+const READ_BUFFER = 1 << 20;
+
+export type LoadResult = { kind: 'loaded'; rows: number; durationMs: number } | { kind: 'already-loaded'; entry: LedgerEntry };
+
+export interface LoadRequest {
+  snapshot: SnapshotReadyPayload;
+  /** The snapshot's directory, already confined to SNAPSHOT_DIR (resolveSnapshotDir). */
+  dir: string;
+  targetDatabaseUrl: string;
+  environment: string;
+  attempt: number;
+}
+
+export function targetClient(url: string): Client {
+  const client = new Client({ connectionString: url, application_name: 'db-fanout-loader' });
+  // An idle connection killed by the server must not crash the process; the next query reports it.
+  client.on('error', () => undefined);
+  return client;
+}
+
+/**
+ * Loads one snapshot into the target in ONE transaction: truncate, COPY every table, set the
+ * sequences, record the ledger row, commit. Any error rolls everything back: the environment shows
+ * the whole new snapshot or its previous data, never a mix.
+ */
+export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
+  const started = Date.now();
+  const { dir } = request;
+  const manifest = await readManifest(dir, request.snapshot);
+  await checkFileSizes(dir, manifest);
+  const headers = await Promise.all(manifest.tables.map((table) => readCsvHeader(join(dir, table.file))));
+  manifest.tables.forEach((table, index) => {
+    if (headers[index].join('\u0000') !== table.columns.join('\u0000')) {
+      throw new SnapshotFileError(`CSV header of ${table.file} does not match the manifest's columns for ${table.name}`);
+    }
+  });
+
+  const client = targetClient(request.targetDatabaseUrl);
+  await client.connect();
+  try {
+    await ensureLedger(client);
+    const entry = await findLedgerEntry(client, manifest.snapshotId);
+    if (entry) return { kind: 'already-loaded', entry };
+
+    await client.query('BEGIN');
+    try {
+      const rows = await loadTables(client, dir, manifest, headers);
+      const durationMs = Date.now() - started;
+      await recordLoad(client, {
+        snapshotId: manifest.snapshotId,
+        date: manifest.date,
+        environment: request.environment,
+        rows,
+        durationMs,
+        attempts: request.attempt,
+      });
+      await client.query('COMMIT');
+      return { kind: 'loaded', rows, durationMs };
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, headers: string[][]): Promise<number> {
+  const targets = await resolveTargetTables(client, manifest.tables);
+  const foreignKeys = await foreignKeysTouching(client, targets.map((t) => t.oid));
+  for (const fk of foreignKeys) {
+    await client.query(`ALTER TABLE ${fk.table} DROP CONSTRAINT ${quoteIdent(fk.name)}`);
+  }
+  await client.query(`TRUNCATE ${targets.map((t) => qualified(t)).join(', ')}`);
+
+  let rows = 0;
+  for (const [index, target] of targets.entries()) {
+    rows += await copyTable(client, dir, target, headers[index]);
+  }
+  for (const sequence of manifest.sequences) {
+    await client.query('SELECT setval(pg_get_serial_sequence($1, $2), $3::bigint, $4)', [
+      quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
+      sequence.column,
+      sequence.lastValue,
+      sequence.isCalled,
+    ]);
+  }
+  for (const fk of foreignKeys) {
+    await client.query(`ALTER TABLE ${fk.table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.definition}`);
+  }
+  return rows;
+}
+
+function qualified(target: TargetTable): string {
+  return quoteQualified({ schema: target.manifest.schema, name: target.manifest.table });
+}
+
+/** Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY. */
+async function copyTable(client: Client, dir: string, target: TargetTable, columns: string[]): Promise<number> {
+  const table = target.manifest;
+  const copy = client.query(
+    copyFrom(`COPY ${qualified(target)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`),
+  );
+  await pipeline(
+    createReadStream(join(dir, table.file), { highWaterMark: READ_BUFFER }),
+    new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }),
+    copy,
+  );
+  if (copy.rowCount !== table.rows) {
+    throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
+  }
+  return copy.rowCount;
+}
+
+export async function markLoadAnnounced(targetDatabaseUrl: string, snapshotId: string): Promise<void> {
+  const client = targetClient(targetDatabaseUrl);
+  await client.connect();
+  try {
+    await markAnnounced(client, snapshotId);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

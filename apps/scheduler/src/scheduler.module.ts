@@ -1,0 +1,20 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { ScheduleModule } from '@nestjs/schedule';
+import { JetStreamModule, type SchedulerConfig } from '@app/common';
+import { SCHEDULER_CONFIG } from './scheduler.constants';
+import { TriggerScheduler } from './trigger-scheduler.service';
+
+@Module({})
+export class SchedulerModule {
+  static forRoot(config: SchedulerConfig): DynamicModule {
+    return {
+      module: SchedulerModule,
+      imports: [
+        ScheduleModule.forRoot(),
+        // The scheduler only publishes; it consumes nothing.
+        JetStreamModule.forRoot({ config: config.nats, clientName: 'db-fanout-scheduler', bindings: [] }),
+      ],
+      providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler],
+    };
+  }
+}

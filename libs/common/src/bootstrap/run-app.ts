@@ -1,0 +1,42 @@
+import { type DynamicModule, Logger, type LoggerService } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { MicroserviceOptions } from '@nestjs/microservices';
+import { ConfigError } from '../config/env-reader';
+import { JetStreamServer } from '../jetstream/jetstream.server';
+import { TerminateMessageFilter } from '../jetstream/terminate-message.filter';
+import { errorMessage } from '../util/redact';
+
+export interface AppDefinition<C extends { http: { port: number } }> {
+  name: string;
+  loadConfig: () => C;
+  module: (config: C) => DynamicModule;
+  logger?: LoggerService;
+}
+
+/**
+ * Boots one app: validate the environment (one line and exit 1 when it is wrong), connect to NATS,
+ * start consuming, serve /health. Anything that fails at boot exits non-zero, loudly.
+ */
+export async function runApp<C extends { http: { port: number } }>(definition: AppDefinition<C>): Promise<void> {
+  const logger = new Logger(definition.name);
+  let config: C;
+  try {
+    config = definition.loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${definition.name}: ${error.message}\n`);
+    process.exit(1);
+  }
+  try {
+    const app = await NestFactory.create(definition.module(config), { logger: definition.logger, abortOnError: false });
+    app.enableShutdownHooks();
+    app.useGlobalFilters(new TerminateMessageFilter());
+    app.connectMicroservice<MicroserviceOptions>({ strategy: app.get(JetStreamServer) }, { inheritAppConfig: true });
+    await app.startAllMicroservices();
+    await app.listen(config.http.port, '0.0.0.0');
+    logger.log(`${definition.name} ready; /health on port ${config.http.port}`);
+  } catch (error) {
+    logger.error(`${definition.name} failed to start: ${errorMessage(error)}`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * `manifest.json`, written last into every snapshot directory. The loader trusts only what the
+ * manifest and the checksums agree on; the message is a pointer to it.
+ */
+export interface ManifestTable {
+  /** `schema.table`, as in snapshot.ready. */
+  name: string;
+  schema: string;
+  table: string;
+  file: string;
+  /** Column names in file order (generated columns are left out: the target computes them). */
+  columns: string[];
+  rows: number;
+  bytes: number;
+  sha256: string;
+}
+
+/** A sequence owned by a column (serial or identity); the loader finds the target's own by the column. */
+export interface ManifestSequence {
+  table: string;
+  schema: string;
+  tableName: string;
+  column: string;
+  lastValue: string;
+  isCalled: boolean;
+}
+
+export interface SnapshotManifest {
+  formatVersion: 1;
+  snapshotId: string;
+  date: string;
+  createdAt: string;
+  tables: ManifestTable[];
+  sequences: ManifestSequence[];
+}
+
+export const MANIFEST_FILE = 'manifest.json';
+export const SNAPSHOT_DIR_PREFIX = 'prod_snapshot_';
+
+export function snapshotDirName(snapshotId: string): string {
+  return `${SNAPSHOT_DIR_PREFIX}${snapshotId}`;
+}

@@ -1,0 +1,141 @@
+import { isCalendarDate } from '../util/dates';
+import { InvalidMessageError } from './invalid-message.error';
+
+/** `replication.trigger`: an empty body or `{}` means today in SCHEDULE_TIMEZONE. */
+export interface TriggerPayload {
+  date?: string;
+}
+
+export interface SnapshotTable {
+  /** `schema.table`, quoted where needed (e.g. `public."Order Items"`). */
+  name: string;
+  /** File name inside the snapshot directory. */
+  file: string;
+  rows: number;
+  bytes: number;
+  sha256: string;
+}
+
+/** `snapshot.ready`: a pointer to a complete snapshot plus digests; the CSV never travels in a message. */
+export interface SnapshotReadyPayload {
+  snapshotId: string;
+  date: string;
+  /** Absolute path of the snapshot directory (inside SNAPSHOT_DIR). */
+  location: string;
+  createdAt: string;
+  tables: SnapshotTable[];
+}
+
+export interface SnapshotLoadedPayload {
+  snapshotId: string;
+  environment: string;
+  rows: number;
+  durationMs: number;
+  attempts: number;
+}
+
+export interface SnapshotLoadFailedPayload {
+  snapshotId: string;
+  environment: string;
+  error: string;
+  attempts: number;
+}
+
+export interface SnapshotFailedPayload {
+  date: string;
+  error: string;
+  attempts: number;
+}
+
+/** `YYYYMMDD-<8 hex>`: the snapshot's date, then a random part so re-runs of one date never collide. */
+export const SNAPSHOT_ID_PATTERN = /^[0-9]{8}-[0-9a-f]{8}$/;
+const SHA256_PATTERN = /^[0-9a-f]{64}$/;
+
+type Json = Record<string, unknown>;
+
+function asObject(value: unknown, what: string): Json {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidMessageError(`${what} must be a JSON object`);
+  }
+  return value as Json;
+}
+
+function rejectUnknownFields(body: Json, allowed: readonly string[], what: string): void {
+  const unknown = Object.keys(body).filter((key) => !allowed.includes(key));
+  if (unknown.length) throw new InvalidMessageError(`${what} has unknown field(s): ${unknown.join(', ')}`);
+}
+
+function stringField(body: Json, field: string, what: string, maxLength = 4096): string {
+  const value = body[field];
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new InvalidMessageError(`${what}.${field} must be a non-empty string`);
+  }
+  if (value.length > maxLength) throw new InvalidMessageError(`${what}.${field} is longer than ${maxLength} characters`);
+  return value;
+}
+
+function countField(body: Json, field: string, what: string): number {
+  const value = body[field];
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidMessageError(`${what}.${field} must be a whole number >= 0`);
+  }
+  return value;
+}
+
+function dateField(body: Json, field: string, what: string): string {
+  const value = stringField(body, field, what, 10);
+  if (!isCalendarDate(value)) throw new InvalidMessageError(`${what}.${field} is not a calendar date YYYY-MM-DD: ${JSON.stringify(value)}`);
+  return value;
+}
+
+export function parseTriggerPayload(body: unknown): TriggerPayload {
+  const what = 'trigger';
+  const object = asObject(body, what);
+  rejectUnknownFields(object, ['date'], what);
+  if (object.date === undefined) return {};
+  return { date: dateField(object, 'date', what) };
+}
+
+/**
+ * Validates the shape of `snapshot.ready`. Path confinement is checked by the loader against its own
+ * SNAPSHOT_DIR; here a file name is at least required to be a plain name with no directory part.
+ */
+export function parseSnapshotReadyPayload(body: unknown): SnapshotReadyPayload {
+  const what = 'snapshot.ready';
+  const object = asObject(body, what);
+  rejectUnknownFields(object, ['snapshotId', 'date', 'location', 'createdAt', 'tables'], what);
+  const snapshotId = stringField(object, 'snapshotId', what, 64);
+  if (!SNAPSHOT_ID_PATTERN.test(snapshotId)) {
+    throw new InvalidMessageError(`${what}.snapshotId ${JSON.stringify(snapshotId)} is not a snapshot id`);
+  }
+  const createdAt = stringField(object, 'createdAt', what, 64);
+  if (Number.isNaN(Date.parse(createdAt))) throw new InvalidMessageError(`${what}.createdAt is not a timestamp`);
+  if (!Array.isArray(object.tables) || object.tables.length === 0) {
+    throw new InvalidMessageError(`${what}.tables must be a non-empty array`);
+  }
+  const tables = object.tables.map((entry, index) => {
+    const at = `${what}.tables[${index}]`;
+    const table = asObject(entry, at);
+    rejectUnknownFields(table, ['name', 'file', 'rows', 'bytes', 'sha256'], at);
+    const file = stringField(table, 'file', at, 255);
+    if (file.includes('/') || file.includes('\\') || file === '.' || file === '..' || file.includes('\0')) {
+      throw new InvalidMessageError(`${at}.file ${JSON.stringify(file)} must be a plain file name inside the snapshot`);
+    }
+    const sha256 = stringField(table, 'sha256', at, 64);
+    if (!SHA256_PATTERN.test(sha256)) throw new InvalidMessageError(`${at}.sha256 is not a hex SHA-256 digest`);
+    return {
+      name: stringField(table, 'name', at, 1024),
+      file,
+      rows: countField(table, 'rows', at),
+      bytes: countField(table, 'bytes', at),
+      sha256,
+    };
+  });
+  return {
+    snapshotId,
+    date: dateField(object, 'date', what),
+    location: stringField(object, 'location', what),
+    createdAt,
+    tables,
+  };
+}

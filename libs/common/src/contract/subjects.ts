@@ -1,0 +1,18 @@
+/**
+ * The subjects of the pipeline. Part of the public contract: users publish triggers by hand
+ * and their scripts listen to the events, so these names never change.
+ */
+export const SUBJECTS = {
+  trigger: 'replication.trigger',
+  snapshotReady: 'snapshot.ready',
+  snapshotLoaded: 'snapshot.loaded',
+  snapshotLoadFailed: 'snapshot.load.failed',
+  snapshotFailed: 'snapshot.failed',
+} as const;
+
+export type Subject = (typeof SUBJECTS)[keyof typeof SUBJECTS];
+
+/** The subjects the pipeline's stream captures (with the configured prefix). */
+export function streamSubjects(prefix: string): string[] {
+  return [`${prefix}${SUBJECTS.trigger}`, `${prefix}snapshot.>`];
+}

@@ -1,0 +1,53 @@
+import { DynamicModule, Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { NatsConfig } from '../config/app-config';
+import { HealthController } from '../health/health.controller';
+import { ReadinessService } from '../health/readiness.service';
+import { EventPublisher } from './event-publisher';
+import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
+import { JetStreamServer } from './jetstream.server';
+import { openNatsConnection } from './nats-connection';
+import type { ConsumerBinding } from './stream-setup';
+
+/** Drains the connection last, after the transport has finished its in-flight messages. */
+@Injectable()
+class NatsConnectionCloser implements OnApplicationShutdown {
+  private readonly logger = new Logger('NATS');
+
+  constructor(@Inject(NATS_CONNECTION) private readonly connection: NatsConnection) {}
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.connection.isClosed()) return;
+    await this.connection.drain().catch((error: unknown) => this.logger.warn(`drain failed: ${String(error)}`));
+    await this.connection.closed();
+  }
+}
+
+export interface JetStreamModuleOptions {
+  config: NatsConfig;
+  /** Shown in the server's connection list (`nats server report connections`). */
+  clientName: string;
+  bindings: ConsumerBinding[];
+}
+
+/** The NATS connection, the event publisher, the JetStream transport and /health, for one app. */
+@Global()
+@Module({})
+export class JetStreamModule {
+  static forRoot(options: JetStreamModuleOptions): DynamicModule {
+    return {
+      module: JetStreamModule,
+      controllers: [HealthController],
+      providers: [
+        { provide: NATS_CONFIG, useValue: options.config },
+        { provide: JETSTREAM_BINDINGS, useValue: options.bindings },
+        { provide: NATS_CONNECTION, useFactory: () => openNatsConnection(options.config, options.clientName) },
+        NatsConnectionCloser,
+        ReadinessService,
+        EventPublisher,
+        JetStreamServer,
+      ],
+      exports: [NATS_CONFIG, NATS_CONNECTION, ReadinessService, EventPublisher, JetStreamServer],
+    };
+  }
+}

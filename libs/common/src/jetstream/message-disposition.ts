@@ -1,0 +1,22 @@
+import { RpcException } from '@nestjs/microservices';
+
+/**
+ * How a handler tells the transport to finish a message without acking it as done.
+ * Nest's exception layer turns plain errors into a generic object, so dispositions travel
+ * as RpcException payloads that survive it.
+ */
+export interface TerminateDisposition {
+  disposition: 'terminate';
+  reason: string;
+}
+
+/** The message can never succeed (invalid, or its failure was already reported): stop redelivery. */
+export class TerminateMessage extends RpcException {
+  constructor(reason: string) {
+    super({ disposition: 'terminate', reason } satisfies TerminateDisposition);
+  }
+}
+
+export function isTerminateDisposition(value: unknown): value is TerminateDisposition {
+  return typeof value === 'object' && value !== null && (value as { disposition?: unknown }).disposition === 'terminate';
+}

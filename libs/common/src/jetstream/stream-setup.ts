@@ -1,0 +1,83 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiError,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+} from '@nats-io/jetstream';
+import { nanos } from '@nats-io/transport-node';
+import type { NatsConfig } from '../config/app-config';
+import { streamSubjects } from '../contract/subjects';
+
+const NOT_FOUND_CODES = new Set([10059 /* stream not found */, 10014 /* consumer not found */]);
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof JetStreamApiError && NOT_FOUND_CODES.has(error.code);
+}
+
+/**
+ * Creates the pipeline's stream if it does not exist. An existing stream is left as it is:
+ * an operator may have tuned it (replicas, limits) and an app must not undo that on restart.
+ */
+export async function ensureStream(jsm: JetStreamManager, config: NatsConfig): Promise<void> {
+  try {
+    await jsm.streams.info(config.stream);
+    return;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  try {
+    await jsm.streams.add({
+      name: config.stream,
+      subjects: streamSubjects(config.subjectPrefix),
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: nanos(config.streamMaxAgeMs),
+      num_replicas: config.streamReplicas,
+      // Two schedulers firing the same tick publish one Nats-Msg-Id; the server keeps one.
+      duplicate_window: nanos(2 * 60_000),
+    });
+  } catch (error) {
+    // Another app created it between our look-up and our add: that is fine.
+    if (!(await jsm.streams.info(config.stream).catch(() => undefined))) throw error;
+  }
+}
+
+export interface ConsumerBinding {
+  /** The logical subject, as written in @EventPattern (no prefix). */
+  pattern: string;
+  /** Durable consumer name: shared by replicas, one per role (dumper) or per environment (loader). */
+  durable: string;
+  /**
+   * Where a brand-new consumer starts. `all`: nothing published before the first start is lost
+   * (triggers). `last`: a new environment loads the latest snapshot instead of replaying history.
+   */
+  startAt: 'all' | 'last';
+  /** Upper bound of deliveries for one message, so a message that crashes its handler cannot loop forever. */
+  maxDeliver: number;
+}
+
+/** Creates the durable consumer if missing; an existing one keeps its position (that is the point of it). */
+export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, binding: ConsumerBinding): Promise<void> {
+  try {
+    await jsm.consumers.info(config.stream, binding.durable);
+    return;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+  }
+  try {
+    await jsm.consumers.add(config.stream, {
+      durable_name: binding.durable,
+      filter_subject: `${config.subjectPrefix}${binding.pattern}`,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: binding.startAt === 'all' ? DeliverPolicy.All : DeliverPolicy.Last,
+      ack_wait: nanos(config.ackWaitMs),
+      max_deliver: binding.maxDeliver,
+      // Each replica pulls one message at a time; this bounds how many replicas can hold one at once.
+      max_ack_pending: 100,
+    });
+  } catch (error) {
+    if (!(await jsm.consumers.info(config.stream, binding.durable).catch(() => undefined))) throw error;
+  }
+}

@@ -1,0 +1,25 @@
+/**
+ * Secrets must never reach logs or events. Connection strings are the usual carrier
+ * (postgres://user:password@host/db, nats://user:pass@host), so every URL-looking
+ * credential in a string is masked before it is logged or published.
+ */
+const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)([^:/?#@\s]+)(:[^@/\s]*)?@/gi;
+const PASSWORD_PAIRS = /\b(password|passwd|pass|pwd|token)=([^\s&;]+)/gi;
+
+export function redactSecrets(text: string): string {
+  return text
+    .replace(URL_CREDENTIALS, (_all, scheme: string, user: string, password?: string) =>
+      password ? `${scheme}${user}:***@` : `${scheme}${user}@`,
+    )
+    .replace(PASSWORD_PAIRS, '$1=***');
+}
+
+/** A database URL as it may be shown to a person: credentials masked, nothing else lost. */
+export function maskUrl(url: string): string {
+  return redactSecrets(url);
+}
+
+export function errorMessage(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return redactSecrets(text);
+}

@@ -1,0 +1,65 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * Errors worth retrying: the database or network went away, or the server asked us to try again.
+ * Anything else (a missing column, a constraint violation, a bad checksum) fails the same way
+ * every time, so retrying it only delays the failure report.
+ */
+const TRANSIENT_SQLSTATE_CLASSES = ['08', '53', '58'];
+const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '55P03', '57P01', '57P02', '57P03']);
+const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND']);
+const TRANSIENT_MESSAGES = [/Connection terminated/i, /connection timeout/i, /Client has encountered a connection error/i];
+
+export function isTransientError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  if (typeof code === 'string') {
+    if (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_NODE_CODES.has(code)) return true;
+    // A few classes are transient as a whole; check them only for real 5-character SQLSTATEs.
+    if (/^[0-9A-Z]{5}$/.test(code) && TRANSIENT_SQLSTATE_CLASSES.some((prefix) => code.startsWith(prefix))) return true;
+  }
+  if (error instanceof AggregateError) return error.errors.some(isTransientError);
+  return typeof message === 'string' && TRANSIENT_MESSAGES.some((pattern) => pattern.test(message));
+}
+
+export interface RetryPolicy {
+  retries: number;
+  delayMs: number;
+}
+
+export class RetriesExhaustedError extends Error {
+  constructor(
+    readonly attempts: number,
+    readonly lastError: unknown,
+  ) {
+    super(lastError instanceof Error ? lastError.message : String(lastError), { cause: lastError });
+    this.name = 'RetriesExhaustedError';
+  }
+}
+
+/**
+ * Runs `work` up to 1 + retries times, RETRY_DELAY apart, retrying only transient errors
+ * (like the old DAG's retries=2, retry_delay=5m). Resolves with the result and the attempt count;
+ * rejects with RetriesExhaustedError carrying the attempt count and the last error.
+ */
+export async function withRetry<T>(
+  policy: RetryPolicy,
+  work: (attempt: number) => Promise<T>,
+  onRetry: (attempt: number, error: unknown) => void = () => undefined,
+  signal?: AbortSignal,
+): Promise<{ result: T; attempts: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return { result: await work(attempt), attempts: attempt };
+    } catch (error) {
+      const canRetry = attempt <= policy.retries && isTransientError(error) && !signal?.aborted;
+      if (!canRetry) throw new RetriesExhaustedError(attempt, error);
+      onRetry(attempt, error);
+      try {
+        await sleep(policy.delayMs, undefined, { signal });
+      } catch {
+        throw new RetriesExhaustedError(attempt, error);
+      }
+    }
+  }
+}

@@ -1,0 +1,60 @@
+"use strict";
+Object.defineProperty(exports, "__esModule", { value: true });
+exports.quoteIdent = quoteIdent;
+exports.quoteQualified = quoteQualified;
+exports.parseQualifiedName = parseQualifiedName;
+exports.formatQualifiedName = formatQualifiedName;
+function quoteIdent(name) {
+    if (name.includes('\0'))
+        throw new Error(`identifier contains a NUL byte: ${JSON.stringify(name)}`);
+    return `"${name.replaceAll('"', '""')}"`;
+}
+function quoteQualified(qualifiedName) {
+    return `${quoteIdent(qualifiedName.schema)}.${quoteIdent(qualifiedName.name)}`;
+}
+function parseQualifiedName(text) {
+    const parts = [];
+    let i = 0;
+    while (i < text.length) {
+        if (text[i] === '"') {
+            let part = '';
+            i++;
+            for (;;) {
+                if (i >= text.length)
+                    throw new Error(`unterminated quote in table name ${JSON.stringify(text)}`);
+                if (text[i] === '"') {
+                    if (text[i + 1] === '"') {
+                        part += '"';
+                        i += 2;
+                        continue;
+                    }
+                    i++;
+                    break;
+                }
+                part += text[i++];
+            }
+            parts.push(part);
+        }
+        else {
+            const end = text.indexOf('.', i);
+            parts.push(text.slice(i, end === -1 ? text.length : end));
+            i = end === -1 ? text.length : end;
+        }
+        if (i < text.length) {
+            if (text[i] !== '.')
+                throw new Error(`unexpected character in table name ${JSON.stringify(text)}`);
+            i++;
+            if (i === text.length)
+                parts.push('');
+        }
+    }
+    if (parts.length !== 2 || parts.some((p) => p.length === 0)) {
+        throw new Error(`table name ${JSON.stringify(text)} must be written schema.table`);
+    }
+    return { schema: parts[0], name: parts[1] };
+}
+function formatQualifiedName(table) {
+    const part = (s) => (/^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replaceAll('"', '""')}"`);
+    return `${part(table.schema)}.${part(table.name)}`;
+}
+//# sourceMappingURL=sql.js.map

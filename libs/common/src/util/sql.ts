@@ -1,0 +1,57 @@
+/** Quotes an SQL identifier: every table, column and sequence name goes through here. */
+export function quoteIdent(name: string): string {
+  if (name.includes('\0')) throw new Error(`identifier contains a NUL byte: ${JSON.stringify(name)}`);
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** `schema.table` as stored in manifests and config, quoted part by part. */
+export function quoteQualified(qualifiedName: { schema: string; name: string }): string {
+  return `${quoteIdent(qualifiedName.schema)}.${quoteIdent(qualifiedName.name)}`;
+}
+
+/**
+ * Splits `schema.table` into parts. Names with a dot in them can be written quoted:
+ * `"my.schema"."my.table"`. A name without a schema is rejected rather than guessed.
+ */
+export function parseQualifiedName(text: string): { schema: string; name: string } {
+  const parts: string[] = [];
+  let i = 0;
+  while (i < text.length) {
+    if (text[i] === '"') {
+      let part = '';
+      i++;
+      for (;;) {
+        if (i >= text.length) throw new Error(`unterminated quote in table name ${JSON.stringify(text)}`);
+        if (text[i] === '"') {
+          if (text[i + 1] === '"') {
+            part += '"';
+            i += 2;
+            continue;
+          }
+          i++;
+          break;
+        }
+        part += text[i++];
+      }
+      parts.push(part);
+    } else {
+      const end = text.indexOf('.', i);
+      parts.push(text.slice(i, end === -1 ? text.length : end));
+      i = end === -1 ? text.length : end;
+    }
+    if (i < text.length) {
+      if (text[i] !== '.') throw new Error(`unexpected character in table name ${JSON.stringify(text)}`);
+      i++;
+      if (i === text.length) parts.push('');
+    }
+  }
+  if (parts.length !== 2 || parts.some((p) => p.length === 0)) {
+    throw new Error(`table name ${JSON.stringify(text)} must be written schema.table`);
+  }
+  return { schema: parts[0], name: parts[1] };
+}
+
+export function formatQualifiedName(table: { schema: string; name: string }): string {
+  const part = (s: string) => (/^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replaceAll('"', '""')}"`);
+  return `${part(table.schema)}.${part(table.name)}`;
+}

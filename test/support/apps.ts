@@ -1,0 +1,115 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+const ROOT = join(__dirname, '..', '..');
+
+export type AppName = 'scheduler' | 'dumper' | 'loader';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** One of the built apps running as a real process (`npm run build` first; `npm test` does). */
+export class RunningApp {
+  output = '';
+  private exited?: Promise<number | null>;
+  exitCode: number | null | undefined;
+
+  private constructor(
+    readonly name: string,
+    readonly port: number,
+    private readonly child: ChildProcess,
+  ) {
+    child.stdout?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    this.exited = new Promise((resolve) =>
+      child.on('exit', (code) => {
+        this.exitCode = code;
+        resolve(code);
+      }),
+    );
+  }
+
+  static async start(app: AppName, env: Record<string, string>, label: string = app): Promise<RunningApp> {
+    const main = join(ROOT, 'dist', 'apps', app, 'main.js');
+    if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build`);
+    const port = env.HTTP_PORT ? Number(env.HTTP_PORT) : await freePort();
+    const child = spawn(process.execPath, [main], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', NO_COLOR: '1', ...env, HTTP_PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new RunningApp(label, port, child);
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  async health(): Promise<number | undefined> {
+    try {
+      const response = await fetch(`http://127.0.0.1:${this.port}/health`);
+      return response.status;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async waitHealthy(timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((await this.health()) !== 200) {
+      if (this.exitCode !== undefined) throw new Error(`${this.name} exited with ${this.exitCode}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`${this.name} not healthy after ${timeoutMs}ms:\n${this.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** SIGTERM and wait for a clean exit. */
+  async stop(timeoutMs = 20_000): Promise<number | null> {
+    if (this.exitCode !== undefined) return this.exitCode;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    const code = await this.exited!;
+    clearTimeout(timer);
+    return code;
+  }
+
+  async kill(): Promise<void> {
+    if (this.exitCode !== undefined) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+
+  async waitExit(): Promise<number | null> {
+    return this.exited!;
+  }
+}
+
+/** Starts apps and stops them all at the end of a test file. */
+export class AppFleet {
+  private readonly apps: RunningApp[] = [];
+
+  async start(app: AppName, env: Record<string, string>, label?: string): Promise<RunningApp> {
+    const running = await RunningApp.start(app, env, label);
+    this.apps.push(running);
+    await running.waitHealthy();
+    return running;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(this.apps.map((app) => app.stop()));
+  }
+
+  logs(): string {
+    return this.apps.map((app) => `--- ${app.name}\n${app.output}`).join('\n');
+  }
+}

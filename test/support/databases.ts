@@ -1,0 +1,65 @@
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+
+/** Tests reach the machine's PostgreSQL; override with TEST_PG_URL (any database, used for admin work). */
+export const ADMIN_URL = process.env.TEST_PG_URL ?? 'postgresql://root@127.0.0.1:5432/postgres';
+
+export function databaseUrl(name: string): string {
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(4).toString('hex')}`;
+}
+
+async function admin<T>(work: (client: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ connectionString: ADMIN_URL });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  query<R extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+  drop(): Promise<void>;
+}
+
+/** A database of this test's own, dropped by drop() (connections are terminated first). */
+export async function createDatabase(prefix: string, setupSql?: string): Promise<TestDatabase> {
+  const name = uniqueName(prefix);
+  await admin((client) => client.query(`CREATE DATABASE "${name}"`));
+  const url = databaseUrl(name);
+  const query = async <R extends Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]> => {
+    const client = new Client({ connectionString: url });
+    await client.connect();
+    try {
+      return (await client.query<R>(sql, params)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  if (setupSql) await query(setupSql);
+  return {
+    name,
+    url,
+    query,
+    drop: () =>
+      admin(async (client) => {
+        await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+        await client.query(`DROP DATABASE IF EXISTS "${name}"`);
+      }),
+  };
+}
+
+/** Every row of a table as PostgreSQL's own text form, sorted: equal arrays mean equal content. */
+export async function tableContent(db: TestDatabase, qualifiedTable: string): Promise<string[]> {
+  const rows = await db.query<{ row: string }>(`SELECT t::text AS row FROM ${qualifiedTable} t ORDER BY 1`);
+  return rows.map((r) => r.row);
+}

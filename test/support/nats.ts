@@ -1,0 +1,121 @@
+import { randomBytes } from 'node:crypto';
+import { connect as connectSocket } from 'node:net';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+
+export const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+/** A stream and subject prefix of this test's own, so test files never share broker state. */
+export interface NatsNamespace {
+  stream: string;
+  prefix: string;
+  env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+export function natsNamespace(label: string): NatsNamespace {
+  const id = `${label}_${randomBytes(4).toString('hex')}`;
+  const stream = `T_${id}`.toUpperCase();
+  const prefix = `t_${id}.`;
+  return {
+    stream,
+    prefix,
+    env: { NATS_URL, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix },
+    cleanup: async () => {
+      const nc = await connect({ servers: NATS_URL });
+      try {
+        const jsm = await jetstreamManager(nc);
+        await jsm.streams.delete(stream).catch(() => undefined);
+      } finally {
+        await nc.close();
+      }
+    },
+  };
+}
+
+export interface CollectedEvent {
+  subject: string;
+  data: Record<string, unknown>;
+}
+
+/** Listens to every pipeline event of a namespace (core NATS: what a user's `nats sub` would see). */
+export class EventCollector {
+  readonly events: CollectedEvent[] = [];
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly sub: Subscription,
+    private readonly prefix: string,
+  ) {}
+
+  static async start(namespace: NatsNamespace): Promise<EventCollector> {
+    const nc = await connect({ servers: NATS_URL });
+    const sub = nc.subscribe(`${namespace.prefix}>`);
+    const collector = new EventCollector(nc, sub, namespace.prefix);
+    void (async () => {
+      for await (const msg of sub) {
+        let data: Record<string, unknown> = {};
+        try {
+          data = msg.json();
+        } catch {
+          data = { raw: msg.string() };
+        }
+        collector.events.push({ subject: msg.subject.slice(namespace.prefix.length), data });
+      }
+    })();
+    await nc.flush();
+    return collector;
+  }
+
+  of(subject: string): Record<string, unknown>[] {
+    return this.events.filter((e) => e.subject === subject).map((e) => e.data);
+  }
+
+  /** Waits (bounded) until `predicate` holds for the events seen so far. */
+  async waitFor(description: string, predicate: (c: EventCollector) => boolean, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!predicate(this)) {
+      if (Date.now() > deadline) {
+        throw new Error(`timed out after ${timeoutMs}ms waiting for ${description}; events: ${JSON.stringify(this.events, null, 1)}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.sub.unsubscribe();
+    await this.nc.close();
+  }
+}
+
+/**
+ * Publishes like a user's plain NATS client would (`nats pub`), speaking the wire protocol over a
+ * socket: no JetStream library, optionally with a Nats-Msg-Id header.
+ */
+export async function plainPublish(subject: string, body: string, msgId?: string): Promise<void> {
+  const url = new URL(NATS_URL);
+  const socket = connectSocket(Number(url.port || 4222), url.hostname);
+  const payload = Buffer.from(body);
+  const frames: Buffer[] = [Buffer.from('CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n')];
+  if (msgId) {
+    const headers = Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${msgId}\r\n\r\n`);
+    frames.push(Buffer.from(`HPUB ${subject} ${headers.length} ${headers.length + payload.length}\r\n`), headers, payload);
+  } else {
+    frames.push(Buffer.from(`PUB ${subject} ${payload.length}\r\n`), payload);
+  }
+  frames.push(Buffer.from('\r\nPING\r\n'));
+  await new Promise<void>((resolve, reject) => {
+    let received = '';
+    const timer = setTimeout(() => reject(new Error(`no PONG from ${NATS_URL}`)), 5_000);
+    socket.on('error', reject);
+    socket.on('data', (chunk) => {
+      received += chunk.toString();
+      if (received.includes('-ERR')) reject(new Error(received));
+      if (received.includes('PONG')) {
+        clearTimeout(timer);
+        socket.end();
+        resolve();
+      }
+    });
+    socket.write(Buffer.concat(frames));
+  });
+}

@@ -29,14 +29,38 @@ export async function runApp<C extends { http: { port: number } }>(definition: A
   }
   try {
     const app = await NestFactory.create(definition.module(config), { logger: definition.logger, abortOnError: false });
-    app.enableShutdownHooks();
     app.useGlobalFilters(new TerminateMessageFilter());
     app.connectMicroservice<MicroserviceOptions>({ strategy: app.get(JetStreamServer) }, { inheritAppConfig: true });
     await app.startAllMicroservices();
     await app.listen(config.http.port, '0.0.0.0');
     logger.log(`${definition.name} ready; /health on port ${config.http.port}`);
+    exitCleanlyOn(['SIGTERM', 'SIGINT'], () => app.close(), logger);
   } catch (error) {
     logger.error(`${definition.name} failed to start: ${errorMessage(error)}`);
     process.exit(1);
   }
+}
+
+/**
+ * Nest's enableShutdownHooks re-raises the signal after closing, so even a clean drain ends as
+ * "killed by SIGTERM". Here a drained shutdown exits 0, and a second signal forces the exit.
+ */
+function exitCleanlyOn(signals: NodeJS.Signals[], close: () => Promise<void>, logger: Logger): void {
+  let closing = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (closing) {
+      logger.warn(`${signal} again: exiting without waiting for in-flight work`);
+      process.exit(1);
+    }
+    closing = true;
+    logger.log(`${signal}: finishing in-flight work, then exiting`);
+    close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error(`shutdown failed: ${errorMessage(error)}`);
+        process.exit(1);
+      },
+    );
+  };
+  for (const signal of signals) process.on(signal, onSignal);
 }

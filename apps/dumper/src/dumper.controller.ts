@@ -1,6 +1,6 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
-import { InvalidMessageError, JetStreamContext, parseTriggerPayload, SUBJECTS, TerminateMessage } from '@app/common';
+import { JetStreamContext, parseTriggerPayload, SUBJECTS, TerminateMessage } from '@app/common';
 import { DumperService } from './dumper.service';
 
 @Controller()
@@ -10,14 +10,9 @@ export class DumperController {
   /** Acked (by the transport) only after snapshot.ready or snapshot.failed has been stored. */
   @EventPattern<string>(SUBJECTS.trigger)
   async onTrigger(@Payload() body: unknown, @Ctx() context: JetStreamContext): Promise<void> {
-    let date: string;
-    try {
-      // "Today" is the day the trigger was published, even if it is delivered again later.
-      date = this.dumper.resolveDate(parseTriggerPayload(body), context.getMessage().time);
-    } catch (error) {
-      if (error instanceof InvalidMessageError) throw new TerminateMessage(error.message);
-      throw error;
-    }
+    // An InvalidMessageError terminates the message (TerminateMessageFilter). "Today" is the day
+    // the trigger was published, even if it is delivered again later.
+    const date = this.dumper.resolveDate(parseTriggerPayload(body), context.getMessage().time);
     const outcome = await this.dumper.dump(date, context.getShutdownSignal());
     if (outcome.status === 'failed') throw new TerminateMessage(`dump of ${date} failed: ${outcome.error}`);
   }

@@ -1,6 +1,6 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
-import { InvalidMessageError, JetStreamContext, parseSnapshotReadyPayload, type SnapshotReadyPayload, SUBJECTS, TerminateMessage } from '@app/common';
+import { JetStreamContext, parseSnapshotReadyPayload, SUBJECTS, TerminateMessage } from '@app/common';
 import { LoaderService } from './loader.service';
 
 @Controller()
@@ -10,13 +10,8 @@ export class LoaderController {
   /** Acked (by the transport) only after the load committed and snapshot.loaded was stored. */
   @EventPattern<string>(SUBJECTS.snapshotReady)
   async onSnapshotReady(@Payload() body: unknown, @Ctx() context: JetStreamContext): Promise<void> {
-    let snapshot: SnapshotReadyPayload;
-    try {
-      snapshot = parseSnapshotReadyPayload(body);
-    } catch (error) {
-      if (error instanceof InvalidMessageError) throw new TerminateMessage(error.message);
-      throw error;
-    }
+    // An InvalidMessageError from here on terminates the message (TerminateMessageFilter).
+    const snapshot = parseSnapshotReadyPayload(body);
     const outcome = await this.loader.load(snapshot, context.getShutdownSignal());
     if (outcome.status === 'failed') throw new TerminateMessage(`load of ${snapshot.snapshotId} failed: ${outcome.error}`);
   }

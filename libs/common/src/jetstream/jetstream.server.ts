@@ -111,7 +111,7 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
       body = text.trim() === '' ? {} : JSON.parse(text);
     } catch {
       this.logger.warn(`rejected ${where}: body is not JSON`);
-      message.term('body is not JSON');
+      message.term();
       return;
     }
 
@@ -129,7 +129,8 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
       clearInterval(heartbeat);
       if (isTerminateDisposition(error)) {
         this.logger.warn(`rejected ${where}: ${error.reason}`);
-        message.term(error.reason.slice(0, 200));
+        // No reason argument: nats-server 2.9 ignores `+TERM <reason>` and would redeliver the message.
+        message.term();
       } else {
         this.logger.error(`handler failed for ${where}, will be redelivered: ${describeError(error)}`);
         message.nak(REDELIVERY_DELAY_MS);

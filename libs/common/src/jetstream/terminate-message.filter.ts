@@ -1,14 +1,18 @@
 import { Catch, type RpcExceptionFilter } from '@nestjs/common';
 import { type Observable, throwError } from 'rxjs';
-import { TerminateMessage } from './message-disposition';
+import { InvalidMessageError } from '../contract/invalid-message.error';
+import { type TerminateDisposition, TerminateMessage } from './message-disposition';
 
 /**
- * Passes a TerminateMessage to the transport as it is. Without it Nest logs every one as an
- * unhandled error, and a rejected message would cost two log lines instead of one clear one.
+ * Hands "this message can never succeed" to the transport, which terminates it: a TerminateMessage
+ * as it is, and an InvalidMessageError thrown anywhere in a handler. Without it Nest logs each one
+ * as an unhandled error and the transport would redeliver a bad message.
  */
-@Catch(TerminateMessage)
-export class TerminateMessageFilter implements RpcExceptionFilter<TerminateMessage> {
-  catch(exception: TerminateMessage): Observable<never> {
-    return throwError(() => exception.getError());
+@Catch(TerminateMessage, InvalidMessageError)
+export class TerminateMessageFilter implements RpcExceptionFilter<TerminateMessage | InvalidMessageError> {
+  catch(exception: TerminateMessage | InvalidMessageError): Observable<never> {
+    const disposition: TerminateDisposition =
+      exception instanceof TerminateMessage ? (exception.getError() as TerminateDisposition) : { disposition: 'terminate', reason: exception.message };
+    return throwError(() => disposition);
   }
 }

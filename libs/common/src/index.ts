@@ -21,3 +21,4 @@ export * from './util/retry';
 export * from './util/sql';
 export * from './streams/digest-stream';
 export * from './jetstream/terminate-message.filter';
+export * from './config/config-variables';

@@ -1,0 +1,105 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { AppFleet } from './support/apps';
+import { createDatabase, type TestDatabase } from './support/databases';
+import { EventCollector, NATS_URL, natsNamespace, plainPublish } from './support/nats';
+
+/** Every trigger stored in the stream, with its message id. */
+async function storedTriggers(stream: string, prefix: string): Promise<{ id: string; date: string }[]> {
+  const nc = await connect({ servers: NATS_URL });
+  try {
+    // An ordered consumer over the whole stream (filter_subjects needs nats-server 2.10).
+    const consumer = await jetstream(nc).consumers.get(stream);
+    const triggers: { id: string; date: string }[] = [];
+    for (;;) {
+      const msg = await consumer.next({ expires: 1_000 });
+      if (!msg) return triggers;
+      if (msg.subject !== `${prefix}replication.trigger`) continue;
+      triggers.push({ id: msg.headers?.get('Nats-Msg-Id') ?? '', date: msg.json<{ date: string }>().date });
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+const todayIn = (timeZone: string) => new Intl.DateTimeFormat('en-CA', { timeZone }).format(new Date());
+
+describe('the scheduler', () => {
+  const fleet = new AppFleet();
+  const namespaces: ReturnType<typeof natsNamespace>[] = [];
+  const newNamespace = (label: string) => {
+    const namespace = natsNamespace(label);
+    namespaces.push(namespace);
+    return namespace;
+  };
+
+  afterAll(async () => {
+    await fleet.stopAll();
+    await Promise.all(namespaces.map((n) => n.cleanup()));
+  });
+
+  it('two schedulers firing the same ticks store one trigger per tick', async () => {
+    const namespace = newNamespace('sched');
+    const events = await EventCollector.start(namespace);
+    const env = { ...namespace.env, SCHEDULE: '* * * * * *', SCHEDULE_TIMEZONE: 'Asia/Tokyo' };
+    const [a, b] = await Promise.all([fleet.start('scheduler', env, 'scheduler-a'), fleet.start('scheduler', env, 'scheduler-b')]);
+    await events.waitFor('both schedulers to publish several ticks', (c) => c.of('replication.trigger').length >= 6, 15_000);
+    await Promise.all([a.stop(), b.stop()]);
+    await events.stop();
+
+    const published = events.of('replication.trigger').length;
+    const stored = await storedTriggers(namespace.stream, namespace.prefix);
+    const ids = new Set(stored.map((t) => t.id));
+    expect(ids.size).toBe(stored.length);
+    expect([...ids].every((id) => /^scheduled:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z$/.test(id))).toBe(true);
+    // Both published every tick; the stream kept one of each pair.
+    expect(stored.length).toBeGreaterThanOrEqual(3);
+    expect(stored.length).toBeLessThanOrEqual(Math.ceil(published / 2) + 1);
+    expect(stored.every((t) => t.date === todayIn('Asia/Tokyo') || t.date < todayIn('Asia/Tokyo'))).toBe(true);
+  });
+
+  it('publishes no trigger for a date before START_DATE', async () => {
+    const namespace = newNamespace('schedstart');
+    const scheduler = await fleet.start('scheduler', { ...namespace.env, SCHEDULE: '* * * * * *', START_DATE: '2999-01-01' });
+    const deadline = Date.now() + 10_000;
+    while (!scheduler.output.includes('before START_DATE 2999-01-01') && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await scheduler.stop();
+    expect(scheduler.output).toContain('before START_DATE 2999-01-01');
+    expect(await storedTriggers(namespace.stream, namespace.prefix)).toEqual([]);
+  });
+
+  describe('with the dumper', () => {
+    const snapshotDir = mkdtempSync(join(tmpdir(), 'db-fanout-sched-'));
+    let source: TestDatabase;
+
+    beforeAll(async () => {
+      source = await createDatabase('sched_prod', 'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);');
+    });
+    afterAll(async () => {
+      await source?.drop();
+      rmSync(snapshotDir, { recursive: true, force: true });
+    });
+
+    it('an empty trigger body means today in SCHEDULE_TIMEZONE', async () => {
+      const namespace = newNamespace('schedempty');
+      const events = await EventCollector.start(namespace);
+      const timeZone = 'Pacific/Kiritimati';
+      await fleet.start('dumper', { ...namespace.env, SOURCE_DATABASE_URL: source.url, SNAPSHOT_DIR: snapshotDir, SCHEDULE_TIMEZONE: timeZone });
+      await plainPublish(`${namespace.prefix}replication.trigger`, '');
+      await plainPublish(`${namespace.prefix}replication.trigger`, '{}');
+      await events.waitFor('two snapshots', (c) => c.of('snapshot.ready').length === 2);
+      await events.stop();
+      const [first, second] = events.of('snapshot.ready');
+      expect(first.date).toBe(todayIn(timeZone));
+      expect(second.date).toBe(todayIn(timeZone));
+      // A re-run of the same date gets its own snapshot.
+      expect(first.snapshotId).not.toBe(second.snapshotId);
+      expect(first.location).not.toBe(second.location);
+    });
+  });
+});

@@ -60,7 +60,7 @@ describe('docker-compose.yml', () => {
     expect(given.filter((variable) => !known.includes(variable))).toEqual([]);
     expect(apps[app].required.filter((variable) => !given.includes(variable))).toEqual([]);
     // The configuration the service gets is valid as the app itself judges it.
-    expect(() => apps[app].load(service.environment!)).not.toThrow();
+    expect(() => apps[app].load(service.environment)).not.toThrow();
     expect(new URL(service.environment!.NATS_URL).hostname).toBe('nats');
     expect(service.depends_on?.nats?.condition).toBe('service_healthy');
   });

@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { SnapshotManifest } from '@app/common';
 import { AppFleet } from './support/apps';
 import { createDatabase, tableContent, type TestDatabase } from './support/databases';
 import { DEMO_TABLES, SCHEMA_SQL, SEED_SQL, STALE_SQL } from './support/fixtures';
@@ -86,11 +87,11 @@ describe('replicating production into dev, staging and qa', () => {
     expect(readdirSync(snapshotDir).filter((name) => name.startsWith('.tmp-'))).toEqual([]);
     const files = readdirSync(ready.location).sort();
     expect(files).toEqual([...ready.tables.map((t) => t.file), 'manifest.json'].sort());
-    const manifest = JSON.parse(readFileSync(join(ready.location, 'manifest.json'), 'utf8'));
-    const products = manifest.tables.find((t: { name: string }) => t.name === 'public.products');
+    const manifest = JSON.parse(readFileSync(join(ready.location, 'manifest.json'), 'utf8')) as SnapshotManifest;
+    const products = manifest.tables.find((t) => t.name === 'public.products')!;
     // The generated column is computed by each target, never copied.
     expect(products.columns).toEqual(['id', 'sku', 'category_id', 'price', 'tags', 'attrs', 'photo']);
-    expect(manifest.tables.map((t: { name: string }) => t.name)).toContain('"Sales"."Order Items"');
+    expect(manifest.tables.map((t) => t.name)).toContain('"Sales"."Order Items"');
     expect(manifest.sequences).toEqual(
       expect.arrayContaining([expect.objectContaining({ table: 'public.customers', column: 'id', lastValue: '2008', isCalled: true })]),
     );

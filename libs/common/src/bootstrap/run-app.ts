@@ -1,4 +1,4 @@
-import { type DynamicModule, Logger, type LoggerService } from '@nestjs/common';
+import { type DynamicModule, type INestApplication, Logger, type LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
 import { ConfigError } from '../config/env-reader';
@@ -11,6 +11,12 @@ export interface AppDefinition<C extends { http: { port: number } }> {
   loadConfig: () => C;
   module: (config: C) => DynamicModule;
   logger?: LoggerService;
+}
+
+/** Makes the app's @EventPattern handlers consume from JetStream (JetStreamModule must be imported). */
+export function attachJetStream(app: INestApplication): void {
+  app.useGlobalFilters(new TerminateMessageFilter());
+  app.connectMicroservice<MicroserviceOptions>({ strategy: app.get(JetStreamServer) }, { inheritAppConfig: true });
 }
 
 /**
@@ -29,8 +35,7 @@ export async function runApp<C extends { http: { port: number } }>(definition: A
   }
   try {
     const app = await NestFactory.create(definition.module(config), { logger: definition.logger, abortOnError: false });
-    app.useGlobalFilters(new TerminateMessageFilter());
-    app.connectMicroservice<MicroserviceOptions>({ strategy: app.get(JetStreamServer) }, { inheritAppConfig: true });
+    attachJetStream(app);
     await app.startAllMicroservices();
     await app.listen(config.http.port, '0.0.0.0');
     logger.log(`${definition.name} ready; /health on port ${config.http.port}`);

@@ -13,7 +13,7 @@ import { isTerminateDisposition } from './message-disposition';
 import { type ConsumerBinding, ensureConsumer, ensureStream } from './stream-setup';
 
 const PULL_EXPIRES_MS = 5_000;
-const REDELIVERY_DELAY_MS = 5_000;
+const MAX_REDELIVERY_DELAY_MS = 5_000;
 
 /**
  * A Nest transport over JetStream pull consumers, so handlers stay plain @EventPattern methods while
@@ -133,7 +133,7 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
         message.term();
       } else {
         this.logger.error(`handler failed for ${where}, will be redelivered: ${describeError(error)}`);
-        message.nak(REDELIVERY_DELAY_MS);
+        message.nak(Math.min(MAX_REDELIVERY_DELAY_MS, this.config.ackWaitMs));
       }
     }
   }

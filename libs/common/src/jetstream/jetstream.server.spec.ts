@@ -1,0 +1,141 @@
+import { Controller, type INestApplication } from '@nestjs/common';
+import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
+import { Test } from '@nestjs/testing';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { attachJetStream } from '../bootstrap/run-app';
+import type { NatsConfig } from '../config/app-config';
+import { InvalidMessageError } from '../contract/invalid-message.error';
+import { SUBJECTS } from '../contract/subjects';
+import { ReadinessService } from '../health/readiness.service';
+import { JetStreamContext } from './jetstream.context';
+import { JetStreamModule } from './jetstream.module';
+
+const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+type Body = { id: string; mode: 'ok' | 'invalid' | 'fail-once' | 'slow' };
+
+/** Records what the transport hands to an ordinary @EventPattern handler. */
+@Controller()
+class ProbeController {
+  static calls: { id: string; delivery: number }[] = [];
+  static finished: string[] = [];
+
+  @EventPattern<string>(SUBJECTS.snapshotReady)
+  async handle(@Payload() body: Body, @Ctx() context: JetStreamContext): Promise<void> {
+    ProbeController.calls.push({ id: body.id, delivery: context.getDeliveryCount() });
+    if (body.mode === 'invalid') throw new InvalidMessageError(`probe ${body.id} is invalid`);
+    if (body.mode === 'fail-once' && context.getDeliveryCount() === 1) throw new Error('transient probe failure');
+    if (body.mode === 'slow') await sleep(3_500); // 3.5x the ack wait
+    ProbeController.finished.push(body.id);
+  }
+}
+
+describe('JetStreamServer (real NATS)', () => {
+  const id = randomBytes(4).toString('hex');
+  const config: NatsConfig = {
+    servers: [NATS_URL],
+    stream: `SPEC_JS_${id}`,
+    subjectPrefix: `spec_js_${id}.`,
+    ackWaitMs: 1_000,
+    streamMaxAgeMs: 3_600_000,
+    streamReplicas: 1,
+  };
+  const durable = 'probe';
+  let app: INestApplication;
+  let nc: NatsConnection;
+
+  const publish = async (body: Body | string) => {
+    await jetstream(nc).publish(`${config.subjectPrefix}${SUBJECTS.snapshotReady}`, typeof body === 'string' ? body : JSON.stringify(body));
+  };
+  const consumerState = async () => {
+    const info = await (await jetstreamManager(nc)).consumers.info(config.stream, durable);
+    return { unacked: info.num_ack_pending, pending: info.num_pending };
+  };
+  const callsFor = (probe: string) => ProbeController.calls.filter((c) => c.id === probe);
+  const until = async (what: string, condition: () => boolean, timeoutMs = 10_000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (!condition()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(ProbeController.calls)}`);
+      await sleep(50);
+    }
+  };
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    const moduleRef = await Test.createTestingModule({
+      imports: [JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver: 5 }] })],
+      controllers: [ProbeController],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: false });
+    attachJetStream(app);
+    await app.startAllMicroservices();
+    await app.init();
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await (await jetstreamManager(nc)).streams.delete(config.stream).catch(() => undefined);
+    await nc.close();
+  });
+
+  it('creates the stream and the durable consumer, and reports ready', async () => {
+    const info = await (await jetstreamManager(nc)).consumers.info(config.stream, durable);
+    expect(info.config.filter_subject).toBe(`${config.subjectPrefix}snapshot.ready`);
+    expect(app.get(ReadinessService).isReady()).toBe(true);
+  });
+
+  it('hands the parsed body to the handler and acks after it returns', async () => {
+    await publish({ id: 'ok-1', mode: 'ok' });
+    await until('ok-1', () => ProbeController.finished.includes('ok-1'));
+    await sleep(1_500); // past the ack wait: an unacked message would be redelivered now
+    expect(callsFor('ok-1')).toEqual([{ id: 'ok-1', delivery: 1 }]);
+    expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
+  });
+
+  it('terminates a message the handler proves invalid: never redelivered', async () => {
+    await publish({ id: 'invalid-1', mode: 'invalid' });
+    await until('invalid-1', () => callsFor('invalid-1').length === 1);
+    await sleep(2_500);
+    expect(callsFor('invalid-1')).toHaveLength(1);
+    expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
+  });
+
+  it('terminates a body that is not JSON without calling the handler', async () => {
+    const before = ProbeController.calls.length;
+    await publish('{not json');
+    await sleep(2_500);
+    expect(ProbeController.calls.length).toBe(before);
+    expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
+  });
+
+  it('redelivers after an unexpected handler error, then acks the success', async () => {
+    await publish({ id: 'retry-1', mode: 'fail-once' });
+    await until('the redelivery', () => ProbeController.finished.includes('retry-1'));
+    expect(callsFor('retry-1')).toEqual([
+      { id: 'retry-1', delivery: 1 },
+      { id: 'retry-1', delivery: 2 },
+    ]);
+    await sleep(1_500);
+    expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
+  });
+
+  it('keeps a message that outlasts the ack wait: working() heartbeats prevent a redelivery', async () => {
+    await publish({ id: 'slow-1', mode: 'slow' });
+    await until('slow-1', () => ProbeController.finished.includes('slow-1'), 15_000);
+    await sleep(1_500);
+    expect(callsFor('slow-1')).toEqual([{ id: 'slow-1', delivery: 1 }]);
+    expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
+  });
+
+  it('on shutdown lets the in-flight handler finish and acks it before closing', async () => {
+    await publish({ id: 'drain-1', mode: 'slow' });
+    await until('drain-1 to start', () => callsFor('drain-1').length === 1);
+    await app.close();
+    expect(ProbeController.finished).toContain('drain-1');
+    expect(app.get(ReadinessService).isReady()).toBe(false);
+    expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
+  });
+});

@@ -1,4 +1,5 @@
 import { DynamicModule, Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import { HealthController } from '../health/health.controller';
@@ -7,7 +8,19 @@ import { EventPublisher } from './event-publisher';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamServer } from './jetstream.server';
 import { openNatsConnection } from './nats-connection';
-import type { ConsumerBinding } from './stream-setup';
+import { type ConsumerBinding, ensureStream } from './stream-setup';
+
+/** The stream exists before anything publishes or consumes: a publisher-only app needs it too. */
+async function connectAndEnsureStream(config: NatsConfig, clientName: string): Promise<NatsConnection> {
+  const connection = await openNatsConnection(config, clientName);
+  try {
+    await ensureStream(await jetstreamManager(connection), config);
+  } catch (error) {
+    await connection.close();
+    throw new Error(`cannot set up JetStream stream ${config.stream}: ${(error as Error).message}`, { cause: error });
+  }
+  return connection;
+}
 
 /** Drains the connection last, after the transport has finished its in-flight messages. */
 @Injectable()
@@ -41,7 +54,7 @@ export class JetStreamModule {
       providers: [
         { provide: NATS_CONFIG, useValue: options.config },
         { provide: JETSTREAM_BINDINGS, useValue: options.bindings },
-        { provide: NATS_CONNECTION, useFactory: () => openNatsConnection(options.config, options.clientName) },
+        { provide: NATS_CONNECTION, useFactory: () => connectAndEnsureStream(options.config, options.clientName) },
         NatsConnectionCloser,
         ReadinessService,
         EventPublisher,

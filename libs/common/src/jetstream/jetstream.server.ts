@@ -10,7 +10,7 @@ import { errorMessage } from '../util/redact';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamContext } from './jetstream.context';
 import { isTerminateDisposition } from './message-disposition';
-import { type ConsumerBinding, ensureConsumer, ensureStream } from './stream-setup';
+import { type ConsumerBinding, ensureConsumer } from './stream-setup';
 
 const PULL_EXPIRES_MS = 5_000;
 const MAX_REDELIVERY_DELAY_MS = 5_000;
@@ -47,7 +47,6 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
   private async start(): Promise<void> {
     this.readiness.set('nats', false, 'starting');
     const jsm = await jetstreamManager(this.connection);
-    await ensureStream(jsm, this.config);
     for (const binding of this.bindings) {
       if (!this.getHandlerByPattern(binding.pattern)) {
         throw new Error(`no @EventPattern('${binding.pattern}') handler is registered for consumer ${binding.durable}`);

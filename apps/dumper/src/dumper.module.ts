@@ -1,5 +1,5 @@
 import { DynamicModule, Module } from '@nestjs/common';
-import { type DumperConfig, JetStreamModule, SUBJECTS } from '@app/common';
+import { DatabaseReadiness, type DumperConfig, JetStreamModule, SUBJECTS, ReadinessService } from '@app/common';
 import { DUMPER_CONFIG } from './dumper.constants';
 import { DumperController } from './dumper.controller';
 import { DumperService } from './dumper.service';
@@ -18,7 +18,15 @@ export class DumperModule {
         }),
       ],
       controllers: [DumperController],
-      providers: [{ provide: DUMPER_CONFIG, useValue: config }, DumperService],
+      providers: [
+        { provide: DUMPER_CONFIG, useValue: config },
+        DumperService,
+        {
+          provide: DatabaseReadiness,
+          useFactory: (readiness: ReadinessService) => new DatabaseReadiness(readiness, 'source-database', config.sourceDatabaseUrl),
+          inject: [ReadinessService],
+        },
+      ],
     };
   }
 }

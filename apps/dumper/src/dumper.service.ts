@@ -3,6 +3,7 @@ import {
   dateInTimeZone,
   type DumperConfig,
   errorMessage,
+  formatDuration,
   EventPublisher,
   InvalidMessageError,
   RetriesExhaustedError,
@@ -53,8 +54,8 @@ export class DumperService {
             tables: this.config.tables,
             excludeTables: this.config.excludeTables,
           }),
-        (attempt, error) =>
-          this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${this.config.retry.delayMs}ms: ${errorMessage(error)}`),
+        (attempt, error, delayMs) =>
+          this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`),
         signal,
       );
       const { manifest, location } = result;

@@ -13,6 +13,7 @@ import {
   type ManifestTable,
   quoteIdent,
   quoteQualified,
+  serverIdentity,
   type SnapshotManifest,
   snapshotDirName,
 } from '@app/common';
@@ -81,6 +82,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   await mkdir(workDir, { recursive: true });
   try {
     await client.connect();
+    const source = await serverIdentity(client);
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const tables = await listSourceTables(client, request.tables, request.excludeTables);
     const manifestTables: ManifestTable[] = [];
@@ -95,6 +97,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     const manifest: SnapshotManifest = {
       formatVersion: 1,
       snapshotId,
+      source,
       date: request.date,
       createdAt: new Date().toISOString(),
       tables: manifestTables,

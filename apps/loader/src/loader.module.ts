@@ -1,5 +1,5 @@
 import { DynamicModule, Module } from '@nestjs/common';
-import { JetStreamModule, type LoaderConfig, SUBJECTS } from '@app/common';
+import { DatabaseReadiness, JetStreamModule, type LoaderConfig, SUBJECTS, ReadinessService } from '@app/common';
 import { LOADER_CONFIG } from './loader.constants';
 import { LoaderController } from './loader.controller';
 import { LoaderService } from './loader.service';
@@ -19,7 +19,15 @@ export class LoaderModule {
         }),
       ],
       controllers: [LoaderController],
-      providers: [{ provide: LOADER_CONFIG, useValue: config }, LoaderService],
+      providers: [
+        { provide: LOADER_CONFIG, useValue: config },
+        LoaderService,
+        {
+          provide: DatabaseReadiness,
+          useFactory: (readiness: ReadinessService) => new DatabaseReadiness(readiness, 'target-database', config.targetDatabaseUrl),
+          inject: [ReadinessService],
+        },
+      ],
     };
   }
 }

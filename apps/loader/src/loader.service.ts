@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   errorMessage,
+  formatDuration,
   EventPublisher,
   type LoaderConfig,
   RetriesExhaustedError,
@@ -46,8 +47,8 @@ export class LoaderService {
             environment,
             attempt,
           }),
-        (attempt, error) =>
-          this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${this.config.retry.delayMs}ms: ${errorMessage(error)}`),
+        (attempt, error, delayMs) =>
+          this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`),
         signal,
       );
       if (result.kind === 'already-loaded') {

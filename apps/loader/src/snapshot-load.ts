@@ -5,6 +5,8 @@ import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import {
   DigestStream,
+  isSameDatabase,
+  serverIdentity,
   type SnapshotManifest,
   type SnapshotReadyPayload,
   quoteIdent,
@@ -12,7 +14,7 @@ import {
 } from '@app/common';
 import { ensureLedger, findLedgerEntry, type LedgerEntry, markAnnounced, recordLoad } from './ledger';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
-import { foreignKeysTouching, resolveTargetTables, type TargetTable } from './target-schema';
+import { foreignKeysTouching, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
 
 const READ_BUFFER = 1 << 20;
 
@@ -54,6 +56,12 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
   const client = targetClient(request.targetDatabaseUrl);
   await client.connect();
   try {
+    const target = await serverIdentity(client);
+    if (isSameDatabase(manifest.source, target)) {
+      throw new TargetSchemaError(
+        `refusing to load snapshot ${manifest.snapshotId} into its own source database ${target.database} (system ${target.systemIdentifier})`,
+      );
+    }
     await ensureLedger(client);
     const entry = await findLedgerEntry(client, manifest.snapshotId);
     if (entry) return { kind: 'already-loaded', entry };

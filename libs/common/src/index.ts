@@ -22,3 +22,5 @@ export * from './util/sql';
 export * from './streams/digest-stream';
 export * from './jetstream/terminate-message.filter';
 export * from './config/config-variables';
+export * from './health/database-readiness';
+export * from './util/server-identity';

@@ -23,6 +23,8 @@ export interface NatsConfig {
 export interface RetryConfig {
   retries: number;
   delayMs: number;
+  backoff: 'fixed' | 'exponential';
+  maxDelayMs: number;
 }
 
 export interface HttpConfig {
@@ -48,6 +50,8 @@ export interface LoaderConfig {
   targetDatabaseUrl: string;
   environment: string;
   snapshotDir: string;
+  /** When set, the only database hosts this loader may write to (a guard against a wrong URL). */
+  targetHostAllowlist: string[];
 }
 
 export interface SchedulerConfig {
@@ -69,6 +73,8 @@ export const DEFAULTS = {
   START_DATE: '2024-01-01',
   RETRIES: 2,
   RETRY_DELAY: '5m',
+  RETRY_BACKOFF: 'fixed',
+  RETRY_MAX_DELAY: '1h',
   ACK_WAIT: '30s',
   NATS_STREAM_MAX_AGE: '7d',
 } as const;
@@ -98,7 +104,17 @@ function readRetry(env: EnvReader): RetryConfig {
   return {
     retries: env.integer('RETRIES', DEFAULTS.RETRIES, 0, 100),
     delayMs: env.duration('RETRY_DELAY', DEFAULTS.RETRY_DELAY),
+    backoff: env.matching('RETRY_BACKOFF', /^(fixed|exponential)$/, 'fixed or exponential', DEFAULTS.RETRY_BACKOFF) as RetryConfig['backoff'],
+    maxDelayMs: env.duration('RETRY_MAX_DELAY', DEFAULTS.RETRY_MAX_DELAY),
   };
+}
+
+function hostOf(url: string): string | undefined {
+  try {
+    return new URL(url).hostname.toLowerCase();
+  } catch {
+    return undefined; // already reported as an invalid URL
+  }
 }
 
 function readTables(env: EnvReader, name: string): { schema: string; name: string }[] {
@@ -139,7 +155,14 @@ export function loadLoaderConfig(source: Env = process.env): LoaderConfig {
     targetDatabaseUrl: env.url('TARGET_DATABASE_URL', ['postgres', 'postgresql']),
     environment: env.matching('LOADER_ENV', /^[a-z0-9-]+$/, 'lowercase letters, digits or - ([a-z0-9-]+)'),
     snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
+    targetHostAllowlist: env.list('TARGET_HOST_ALLOWLIST').map((host) => host.toLowerCase()),
   };
+  if (config.targetHostAllowlist.length && config.targetDatabaseUrl) {
+    const host = hostOf(config.targetDatabaseUrl);
+    if (host !== undefined && !config.targetHostAllowlist.includes(host)) {
+      env.report('TARGET_DATABASE_URL', `points at host ${JSON.stringify(host)}, which is not in TARGET_HOST_ALLOWLIST`);
+    }
+  }
   env.done();
   return config;
 }

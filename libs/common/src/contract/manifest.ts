@@ -1,3 +1,5 @@
+import type { ServerIdentity } from '../util/server-identity';
+
 /**
  * `manifest.json`, written last into every snapshot directory. The loader trusts only what the
  * manifest and the checksums agree on; the message is a pointer to it.
@@ -28,6 +30,8 @@ export interface ManifestSequence {
 export interface SnapshotManifest {
   formatVersion: 1;
   snapshotId: string;
+  /** Where the snapshot was read from: a loader refuses to load it back into that same database. */
+  source?: ServerIdentity;
   date: string;
   createdAt: string;
   tables: ManifestTable[];

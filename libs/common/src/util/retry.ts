@@ -25,6 +25,16 @@ export function isTransientError(error: unknown): boolean {
 export interface RetryPolicy {
   retries: number;
   delayMs: number;
+  /** `fixed` (Airflow's default): every wait is delayMs. `exponential`: delayMs, 2x, 4x... up to maxDelayMs. */
+  backoff?: 'fixed' | 'exponential';
+  maxDelayMs?: number;
+}
+
+/** The wait after failed attempt number `attempt` (1-based). */
+export function retryDelay(policy: RetryPolicy, attempt: number): number {
+  if (policy.backoff !== 'exponential') return policy.delayMs;
+  const delay = policy.delayMs * 2 ** (attempt - 1);
+  return Math.min(delay, policy.maxDelayMs ?? Number.POSITIVE_INFINITY);
 }
 
 export class RetriesExhaustedError extends Error {
@@ -38,14 +48,14 @@ export class RetriesExhaustedError extends Error {
 }
 
 /**
- * Runs `work` up to 1 + retries times, RETRY_DELAY apart, retrying only transient errors
+ * Runs `work` up to 1 + retries times, RETRY_DELAY apart (or backing off), retrying only transient errors
  * (like the old DAG's retries=2, retry_delay=5m). Resolves with the result and the attempt count;
  * rejects with RetriesExhaustedError carrying the attempt count and the last error.
  */
 export async function withRetry<T>(
   policy: RetryPolicy,
   work: (attempt: number) => Promise<T>,
-  onRetry: (attempt: number, error: unknown) => void = () => undefined,
+  onRetry: (attempt: number, error: unknown, delayMs: number) => void = () => undefined,
   signal?: AbortSignal,
 ): Promise<{ result: T; attempts: number }> {
   for (let attempt = 1; ; attempt++) {
@@ -54,9 +64,10 @@ export async function withRetry<T>(
     } catch (error) {
       const canRetry = attempt <= policy.retries && isTransientError(error) && !signal?.aborted;
       if (!canRetry) throw new RetriesExhaustedError(attempt, error);
-      onRetry(attempt, error);
+      const delayMs = retryDelay(policy, attempt);
+      onRetry(attempt, error, delayMs);
       try {
-        await sleep(policy.delayMs, undefined, { signal });
+        await sleep(delayMs, undefined, { signal });
       } catch {
         throw new RetriesExhaustedError(attempt, error);
       }

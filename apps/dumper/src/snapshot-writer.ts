@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
@@ -74,8 +74,9 @@ async function dumpTable(client: Client, table: SourceTable, path: string): Prom
  */
 export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSnapshot> {
   const snapshotId = newSnapshotId(request.date);
-  const finalDir = join(request.snapshotDir, snapshotDirName(snapshotId));
-  const workDir = join(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
+  // Absolute, so a relative SNAPSHOT_DIR still gives loaders a location they can resolve.
+  const finalDir = resolve(request.snapshotDir, snapshotDirName(snapshotId));
+  const workDir = resolve(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
   const client = new Client({ connectionString: request.sourceDatabaseUrl, application_name: 'db-fanout-dumper' });
   // Without a listener, a connection dropped while idle would crash the process.
   client.on('error', () => undefined);

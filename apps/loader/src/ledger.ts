@@ -18,10 +18,20 @@ export interface LedgerEntry {
 
 const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07']);
 
-export async function ensureLedger(client: ClientBase): Promise<void> {
+/** Runs DDL that another replica may be running at the same moment: losing that race is fine. */
+async function createIfMissing(client: ClientBase, sql: string): Promise<void> {
   try {
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${LEDGER_SCHEMA}`);
-    await client.query(`CREATE TABLE IF NOT EXISTS ${LEDGER_TABLE} (
+    await client.query(sql);
+  } catch (error) {
+    if (!DUPLICATE_OBJECT_CODES.has((error as { code?: string }).code ?? '')) throw error;
+  }
+}
+
+export async function ensureLedger(client: ClientBase): Promise<void> {
+  await createIfMissing(client, `CREATE SCHEMA IF NOT EXISTS ${LEDGER_SCHEMA}`);
+  await createIfMissing(
+    client,
+    `CREATE TABLE IF NOT EXISTS ${LEDGER_TABLE} (
       snapshot_id  text PRIMARY KEY,
       snapshot_date date NOT NULL,
       environment  text NOT NULL,
@@ -30,11 +40,16 @@ export async function ensureLedger(client: ClientBase): Promise<void> {
       attempts     int NOT NULL,
       loaded_at    timestamptz NOT NULL DEFAULT now(),
       announced_at timestamptz
-    )`);
-  } catch (error) {
-    // Two replicas creating it at the same moment: the loser sees a duplicate; the table is there.
-    if (!DUPLICATE_OBJECT_CODES.has((error as { code?: string }).code ?? '')) throw error;
-  }
+    )`,
+  );
+}
+
+/**
+ * Serialises loads into one target (SHARE ROW EXCLUSIVE conflicts with itself), for the rest of the
+ * transaction: two loads racing each other would otherwise both truncate and the loser would fail.
+ */
+export async function lockLedger(client: ClientBase): Promise<void> {
+  await client.query(`LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
 }
 
 export async function findLedgerEntry(client: ClientBase, snapshotId: string): Promise<LedgerEntry | undefined> {

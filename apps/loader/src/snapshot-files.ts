@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
-import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import {
   InvalidMessageError,
   MANIFEST_FILE,
@@ -25,19 +25,21 @@ function isInside(parent: string, child: string): boolean {
 }
 
 /**
- * The snapshot directory a message points at, confined to SNAPSHOT_DIR: symlinks are resolved
- * before the check, so neither `..` nor a link can lead the loader outside it.
+ * The snapshot directory a message points at, confined to SNAPSHOT_DIR. The location is resolved
+ * against SNAPSHOT_DIR as configured (the dumper publishes paths under the same name), then every
+ * symlink is resolved before the check, so neither `..` nor a link can lead the loader outside it.
  */
 export async function resolveSnapshotDir(snapshotDir: string, location: string): Promise<string> {
   const root = await realpath(snapshotDir);
-  const lexical = resolve(root, location);
-  if (!isInside(root, lexical) || !basename(lexical).startsWith(SNAPSHOT_DIR_PREFIX)) {
+  const lexical = resolve(snapshotDir, location);
+  if (!basename(lexical).startsWith(SNAPSHOT_DIR_PREFIX)) {
     throw new InvalidMessageError(`location ${JSON.stringify(location)} is not a snapshot directory inside SNAPSHOT_DIR (${snapshotDir})`);
   }
-  // A missing directory is reported by the load itself (as a failed load, not a bad message).
-  const real = await realpath(lexical).catch(() => lexical);
+  // A missing directory is reported by the load itself (as a failed load, not a bad message),
+  // so only its parent must exist to be checked.
+  const real = await realpath(lexical).catch(async () => join(await realpath(dirname(lexical)).catch(() => dirname(lexical)), basename(lexical)));
   if (!isInside(root, real)) {
-    throw new InvalidMessageError(`location ${JSON.stringify(location)} leads outside SNAPSHOT_DIR (${snapshotDir})`);
+    throw new InvalidMessageError(`location ${JSON.stringify(location)} is not a snapshot directory inside SNAPSHOT_DIR (${snapshotDir})`);
   }
   return real;
 }

@@ -12,7 +12,7 @@ import {
   quoteIdent,
   quoteQualified,
 } from '@app/common';
-import { ensureLedger, findLedgerEntry, type LedgerEntry, markAnnounced, recordLoad } from './ledger';
+import { ensureLedger, findLedgerEntry, type LedgerEntry, lockLedger, markAnnounced, recordLoad } from './ledger';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
 import { foreignKeysTouching, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
 
@@ -68,6 +68,12 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
 
     await client.query('BEGIN');
     try {
+      await lockLedger(client);
+      const loadedMeanwhile = await findLedgerEntry(client, manifest.snapshotId);
+      if (loadedMeanwhile) {
+        await client.query('ROLLBACK');
+        return { kind: 'already-loaded', entry: loadedMeanwhile };
+      }
       const rows = await loadTables(client, dir, manifest, headers);
       const durationMs = Date.now() - started;
       await recordLoad(client, {

@@ -109,9 +109,12 @@ function readRetry(env: EnvReader): RetryConfig {
   };
 }
 
+/** The host a postgres URL really connects to: node-postgres lets `?host=` override the authority. */
 function hostOf(url: string): string | undefined {
   try {
-    return new URL(url).hostname.toLowerCase();
+    const parsed = new URL(url);
+    const host = parsed.searchParams.get('host') ?? parsed.hostname;
+    return host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
   } catch {
     return undefined; // already reported as an invalid URL
   }

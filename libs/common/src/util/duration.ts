@@ -8,7 +8,7 @@ const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_0
 export function parseDuration(text: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim());
   if (!match) {
-    throw new Error(`"${text}" is not a duration (use e.g. 500ms, 30s, 5m, 2h, 7d)`);
+    throw new Error(`${JSON.stringify(text)} is not a duration (use e.g. 500ms, 30s, 5m, 2h, 7d)`);
   }
   return Math.round(Number(match[1]) * UNIT_MS[match[2]]);
 }

@@ -3,8 +3,10 @@
  * (postgres://user:password@host/db, nats://user:pass@host), so every URL-looking
  * credential in a string is masked before it is logged or published.
  */
-const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)([^:/?#@\s]+)(:[^@/\s]*)?@/gi;
-const PASSWORD_PAIRS = /\b(password|passwd|pass|pwd|token)=([^\s&;]+)/gi;
+// The password runs to the last `@` of the authority: an unencoded `@` inside it must not leak the rest.
+const URL_CREDENTIALS = /([a-z][a-z0-9+.-]*:\/\/)([^:/?#@\s]*)(:[^\s]*?)?@(?=[^@\s/?#]*(?:[/?#\s]|$))/gi;
+// Also PGPASSWORD=..., NATS_PASSWORD=..., sslpassword=..., and quoted values.
+const PASSWORD_PAIRS = /([a-z_]*(?:password|passwd|pass|pwd|token))=('[^']*'|"[^"]*"|[^\s&;]+)/gi;
 
 export function redactSecrets(text: string): string {
   return text

@@ -1,0 +1,363 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common';
+import { checkFileSizes, parseCsvRecord, readCsvHeader, readManifest, resolveSnapshotDir, SnapshotFileError } from './snapshot-files';
+
+const SNAPSHOT_ID = '20240105-1a2b3c4d';
+
+let root: string;
+let snapshotDir: string;
+let outside: string;
+
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), 'spec-snapshot-files-'));
+  snapshotDir = join(root, 'snapshots');
+  outside = join(root, 'outside');
+  mkdirSync(snapshotDir);
+  mkdirSync(outside);
+});
+
+afterAll(() => {
+  rmSync(root, { recursive: true, force: true });
+});
+
+/** A fresh directory under the test root (each test gets its own). */
+function freshDir(name: string): string {
+  const dir = mkdtempSync(join(root, `${name}-`));
+  return dir;
+}
+
+interface FixtureTable {
+  name: string;
+  schema: string;
+  table: string;
+  file: string;
+  columns: string[];
+  content: string;
+  rows: number;
+}
+
+const TABLES: FixtureTable[] = [
+  {
+    name: 'public.customers',
+    schema: 'public',
+    table: 'customers',
+    file: '0001_public.customers.csv',
+    columns: ['id', 'name'],
+    content: 'id,name\n1,Ada\n2,Grace\n',
+    rows: 2,
+  },
+  {
+    name: '"Sales"."Order Items"',
+    schema: 'Sales',
+    table: 'Order Items',
+    file: '0002_Sales.Order_Items.csv',
+    columns: ['id', 'qty, total'],
+    content: 'id,"qty, total"\n1,3\n',
+    rows: 1,
+  },
+];
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/** Writes a consistent snapshot (files + manifest) into `dir`; returns the manifest and the matching message. */
+function writeFixture(dir: string, edit?: (manifest: SnapshotManifest) => void): { manifest: SnapshotManifest; payload: SnapshotReadyPayload } {
+  const manifest: SnapshotManifest = {
+    formatVersion: 1,
+    snapshotId: SNAPSHOT_ID,
+    date: '2024-01-05',
+    createdAt: '2024-01-05T00:00:01.000Z',
+    tables: TABLES.map((t) => ({
+      name: t.name,
+      schema: t.schema,
+      table: t.table,
+      file: t.file,
+      columns: t.columns,
+      rows: t.rows,
+      bytes: Buffer.byteLength(t.content),
+      sha256: sha256(t.content),
+    })),
+    sequences: [{ table: 'public.customers', schema: 'public', tableName: 'customers', column: 'id', lastValue: '2', isCalled: true }],
+  };
+  for (const t of TABLES) writeFileSync(join(dir, t.file), t.content);
+  const payload: SnapshotReadyPayload = {
+    snapshotId: manifest.snapshotId,
+    date: manifest.date,
+    location: dir,
+    createdAt: manifest.createdAt,
+    tables: manifest.tables.map(({ name, file, rows, bytes, sha256: digest }) => ({ name, file, rows, bytes, sha256: digest })),
+  };
+  const written = structuredClone(manifest);
+  edit?.(written);
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(written, null, 2));
+  return { manifest, payload };
+}
+
+describe('resolveSnapshotDir', () => {
+  it('accepts a prod_snapshot_* directory inside SNAPSHOT_DIR given as an absolute path', async () => {
+    const dir = join(snapshotDir, 'prod_snapshot_20240105-aaaaaaaa');
+    mkdirSync(dir);
+    await expect(resolveSnapshotDir(snapshotDir, dir)).resolves.toBe(dir);
+  });
+
+  it('accepts a prod_snapshot_* directory inside SNAPSHOT_DIR given relative to it', async () => {
+    const dir = join(snapshotDir, 'prod_snapshot_20240105-bbbbbbbb');
+    mkdirSync(dir);
+    await expect(resolveSnapshotDir(snapshotDir, 'prod_snapshot_20240105-bbbbbbbb')).resolves.toBe(dir);
+  });
+
+  it('returns the path of a missing prod_snapshot_* directory inside SNAPSHOT_DIR (the load reports it)', async () => {
+    const dir = join(snapshotDir, 'prod_snapshot_20240105-cccccccc');
+    await expect(resolveSnapshotDir(snapshotDir, dir)).resolves.toBe(dir);
+  });
+
+  it('rejects a location outside SNAPSHOT_DIR', async () => {
+    await expect(resolveSnapshotDir(snapshotDir, '/etc')).rejects.toThrow(InvalidMessageError);
+  });
+
+  it('rejects a prod_snapshot_* directory outside SNAPSHOT_DIR', async () => {
+    const dir = join(outside, 'prod_snapshot_20240105-dddddddd');
+    mkdirSync(dir);
+    await expect(resolveSnapshotDir(snapshotDir, dir)).rejects.toThrow(InvalidMessageError);
+  });
+
+  it('rejects `..` escapes, relative and absolute', async () => {
+    mkdirSync(join(outside, 'prod_snapshot_20240105-eeeeeeee'));
+    await expect(resolveSnapshotDir(snapshotDir, '../outside/prod_snapshot_20240105-eeeeeeee')).rejects.toThrow(InvalidMessageError);
+    await expect(resolveSnapshotDir(snapshotDir, `${snapshotDir}/../outside/prod_snapshot_20240105-eeeeeeee`)).rejects.toThrow(
+      InvalidMessageError,
+    );
+    await expect(resolveSnapshotDir(snapshotDir, '..')).rejects.toThrow(InvalidMessageError);
+  });
+
+  it('rejects SNAPSHOT_DIR itself', async () => {
+    await expect(resolveSnapshotDir(snapshotDir, snapshotDir)).rejects.toThrow(InvalidMessageError);
+    await expect(resolveSnapshotDir(snapshotDir, '.')).rejects.toThrow(InvalidMessageError);
+  });
+
+  it('rejects a directory inside SNAPSHOT_DIR not named prod_snapshot_*', async () => {
+    const dir = join(snapshotDir, 'other_20240105-ffffffff');
+    mkdirSync(dir);
+    await expect(resolveSnapshotDir(snapshotDir, dir)).rejects.toThrow(InvalidMessageError);
+    await expect(resolveSnapshotDir(snapshotDir, 'other_20240105-ffffffff')).rejects.toThrow(InvalidMessageError);
+  });
+
+  it('rejects a symlink named prod_snapshot_x inside SNAPSHOT_DIR that points to /etc', async () => {
+    const link = join(snapshotDir, 'prod_snapshot_x');
+    symlinkSync('/etc', link);
+    try {
+      await expect(resolveSnapshotDir(snapshotDir, link)).rejects.toThrow(InvalidMessageError);
+      await expect(resolveSnapshotDir(snapshotDir, 'prod_snapshot_x')).rejects.toThrow(InvalidMessageError);
+    } finally {
+      unlinkSync(link);
+    }
+  });
+});
+
+describe('readManifest', () => {
+  it('returns the manifest when it matches the message', async () => {
+    const dir = freshDir('ok');
+    const { manifest, payload } = writeFixture(dir);
+    await expect(readManifest(dir, payload)).resolves.toEqual(manifest);
+  });
+
+  it('fails when manifest.json does not exist, saying so', async () => {
+    const dir = freshDir('missing');
+    const { payload } = writeFixture(dir);
+    unlinkSync(join(dir, MANIFEST_FILE));
+    const error = await readManifest(dir, payload).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect((error as Error).message).toContain(join(dir, MANIFEST_FILE));
+    expect((error as Error).message).toMatch(/does not exist/);
+  });
+
+  it('fails when the whole snapshot directory is missing', async () => {
+    const dir = join(root, 'prod_snapshot_20240105-00000000');
+    const { payload } = writeFixture(freshDir('elsewhere'));
+    await expect(readManifest(dir, payload)).rejects.toThrow(SnapshotFileError);
+    await expect(readManifest(dir, payload)).rejects.toThrow(/does not exist/);
+  });
+
+  it('fails when manifest.json is not JSON', async () => {
+    const dir = freshDir('notjson');
+    const { payload } = writeFixture(dir);
+    writeFileSync(join(dir, MANIFEST_FILE), '{"formatVersion": 1, "snapshotId": ');
+    await expect(readManifest(dir, payload)).rejects.toThrow(SnapshotFileError);
+    await expect(readManifest(dir, payload)).rejects.toThrow(/not valid JSON/);
+  });
+
+  it('fails when manifest.json describes another snapshot', async () => {
+    const dir = freshDir('otherid');
+    const { payload } = writeFixture(dir, (m) => {
+      m.snapshotId = '20240105-99999999';
+    });
+    await expect(readManifest(dir, payload)).rejects.toThrow(SnapshotFileError);
+    await expect(readManifest(dir, payload)).rejects.toThrow(SNAPSHOT_ID);
+  });
+
+  it('fails when the manifest lists another number of tables than the message', async () => {
+    const dir = freshDir('count');
+    const { payload } = writeFixture(dir, (m) => {
+      m.tables.pop();
+    });
+    await expect(readManifest(dir, payload)).rejects.toThrow(SnapshotFileError);
+  });
+
+  const disagreements: [string, (m: SnapshotManifest) => void][] = [
+    ['name', (m) => (m.tables[1].name = 'Sales.order_items')],
+    ['file', (m) => (m.tables[1].file = '0002_other.csv')],
+    ['sha256', (m) => (m.tables[1].sha256 = '0'.repeat(64))],
+    ['bytes', (m) => (m.tables[1].bytes += 1)],
+    ['rows', (m) => (m.tables[1].rows += 1)],
+  ];
+  it.each(disagreements)('fails naming the table when the manifest disagrees with the message on %s', async (_field, edit) => {
+    const dir = freshDir('disagree');
+    const { payload } = writeFixture(dir, edit);
+    const error = await readManifest(dir, payload).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect((error as Error).message).toContain('does not match the message for table "Sales"."Order Items"');
+  });
+});
+
+describe('checkFileSizes', () => {
+  it('passes when every file exists with its announced size', async () => {
+    const dir = freshDir('sizes-ok');
+    const { manifest } = writeFixture(dir);
+    await expect(checkFileSizes(dir, manifest)).resolves.toBeUndefined();
+  });
+
+  it('fails naming a missing file', async () => {
+    const dir = freshDir('sizes-missing');
+    const { manifest } = writeFixture(dir);
+    unlinkSync(join(dir, TABLES[1].file));
+    const error = await checkFileSizes(dir, manifest).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect((error as Error).message).toContain(TABLES[1].file);
+    expect((error as Error).message).toMatch(/missing/);
+  });
+
+  it('fails when a directory stands where a file should be', async () => {
+    const dir = freshDir('sizes-dir');
+    const { manifest } = writeFixture(dir);
+    unlinkSync(join(dir, TABLES[0].file));
+    mkdirSync(join(dir, TABLES[0].file));
+    await expect(checkFileSizes(dir, manifest)).rejects.toThrow(TABLES[0].file);
+  });
+
+  it('fails naming a file of the wrong size, with both sizes', async () => {
+    const dir = freshDir('sizes-wrong');
+    const { manifest } = writeFixture(dir);
+    const grown = `${TABLES[0].content}3,Edsger\n`;
+    writeFileSync(join(dir, TABLES[0].file), grown);
+    const error = await checkFileSizes(dir, manifest).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect((error as Error).message).toContain(TABLES[0].file);
+    expect((error as Error).message).toContain(`is ${Buffer.byteLength(grown)} bytes`);
+    expect((error as Error).message).toContain(`says ${Buffer.byteLength(TABLES[0].content)}`);
+  });
+});
+
+describe('parseCsvRecord', () => {
+  it('splits plain names', () => {
+    expect(parseCsvRecord('id,name,created_at\n1,2,3\n')).toEqual(['id', 'name', 'created_at']);
+  });
+
+  it('keeps commas inside quoted names', () => {
+    expect(parseCsvRecord('id,"qty, total","a,b,c"\n')).toEqual(['id', 'qty, total', 'a,b,c']);
+  });
+
+  it('unescapes doubled quotes', () => {
+    expect(parseCsvRecord('"say ""hi""","""",x\n')).toEqual(['say "hi"', '"', 'x']);
+  });
+
+  it('keeps newlines (LF and CRLF) inside quotes', () => {
+    expect(parseCsvRecord('"line\none","two\r\nlines",z\nnext\n')).toEqual(['line\none', 'two\r\nlines', 'z']);
+  });
+
+  it('ends a record at CRLF', () => {
+    expect(parseCsvRecord('a,"b c"\r\n1,2\r\n')).toEqual(['a', 'b c']);
+  });
+
+  it('keeps an empty quoted name and empty fields', () => {
+    expect(parseCsvRecord('"",a,\n')).toEqual(['', 'a', '']);
+  });
+
+  it('returns undefined while the record has not ended', () => {
+    expect(parseCsvRecord('a,b')).toBeUndefined();
+    expect(parseCsvRecord('a,"b\nc')).toBeUndefined();
+    expect(parseCsvRecord('a,"b""')).toBeUndefined();
+    expect(parseCsvRecord('')).toBeUndefined();
+  });
+});
+
+describe('readCsvHeader', () => {
+  it('reads quoted names with commas, quotes and newlines, stopping at the first record', async () => {
+    const dir = freshDir('header');
+    const path = join(dir, 'h.csv');
+    writeFileSync(path, 'id,"a, b","say ""hi""","multi\nline"\n1,2,3,4\n');
+    await expect(readCsvHeader(path)).resolves.toEqual(['id', 'a, b', 'say "hi"', 'multi\nline']);
+  });
+
+  it('reads a CRLF header', async () => {
+    const dir = freshDir('header-crlf');
+    const path = join(dir, 'h.csv');
+    writeFileSync(path, 'id,"name, full"\r\n1,x\r\n');
+    await expect(readCsvHeader(path)).resolves.toEqual(['id', 'name, full']);
+  });
+
+  it('reads a header without a trailing newline', async () => {
+    const dir = freshDir('header-eof');
+    const path = join(dir, 'h.csv');
+    writeFileSync(path, 'id,"x ""y"""');
+    await expect(readCsvHeader(path)).resolves.toEqual(['id', 'x "y"']);
+  });
+
+  it('reads a header spanning several read chunks, with quotes and multibyte characters across the boundaries', async () => {
+    const dir = freshDir('header-long');
+    const path = join(dir, 'h.csv');
+    // ~300 KiB of header: several 64 KiB read chunks; quoted names with commas, quotes, newlines and é.
+    const names = Array.from({ length: 3000 }, (_, i) => `col ${i}, "quoted" é\nline ${'x'.repeat(60)}`);
+    const header = names.map((n) => `"${n.replaceAll('"', '""')}"`).join(',');
+    expect(Buffer.byteLength(header)).toBeGreaterThan(4 * 65536);
+    writeFileSync(path, `${header}\n1,2,3\n`);
+    const parsed = await readCsvHeader(path);
+    expect(parsed).toHaveLength(names.length);
+    expect(parsed).toEqual(names);
+  });
+
+  it('fails on an empty file', async () => {
+    const dir = freshDir('header-empty');
+    const path = join(dir, 'h.csv');
+    writeFileSync(path, '');
+    await expect(readCsvHeader(path)).rejects.toThrow(SnapshotFileError);
+    await expect(readCsvHeader(path)).rejects.toThrow(path);
+  });
+});
+
+describe('resolveSnapshotDir with a symlinked or relative SNAPSHOT_DIR', () => {
+  const base = mkdtempSync(join(tmpdir(), 'spec-files-link-'));
+  afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+  it('accepts the location the dumper published under a SNAPSHOT_DIR that is a symlink', async () => {
+    mkdirSync(join(base, 'real', 'prod_snapshot_20240105-aaaaaaaa'), { recursive: true });
+    symlinkSync(join(base, 'real'), join(base, 'link'));
+    await expect(resolveSnapshotDir(join(base, 'link'), join(base, 'link', 'prod_snapshot_20240105-aaaaaaaa'))).resolves.toBe(
+      join(base, 'real', 'prod_snapshot_20240105-aaaaaaaa'),
+    );
+  });
+
+  it('resolves a relative location against a relative SNAPSHOT_DIR only once', async () => {
+    mkdirSync(join(base, 'rel', 'prod_snapshot_20240105-bbbbbbbb'), { recursive: true });
+    const cwd = process.cwd();
+    process.chdir(base);
+    try {
+      await expect(resolveSnapshotDir('rel', join(base, 'rel', 'prod_snapshot_20240105-bbbbbbbb'))).resolves.toBe(
+        join(base, 'rel', 'prod_snapshot_20240105-bbbbbbbb'),
+      );
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+});

@@ -1,0 +1,395 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { ChecksumMismatchError, type SnapshotReadyPayload } from '@app/common';
+import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
+import { SnapshotFileError } from './snapshot-files';
+import { loadSnapshot, type LoadResult } from './snapshot-load';
+import { TargetSchemaError } from './target-schema';
+
+const ADMIN_URL = process.env.TEST_PG_URL ?? 'postgresql://root@127.0.0.1:5432/postgres';
+const DATE = '2024-01-05';
+const ENVIRONMENT = 'spec';
+
+function databaseUrl(name: string): string {
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function query<R extends Record<string, unknown>>(url: string, sql: string, params?: unknown[]): Promise<R[]> {
+  const client = new Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(sql, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+const databases: string[] = [];
+
+/** A database of this spec's own (dropped in afterAll), set up with `sql`; returns its URL. */
+async function createDatabase(role: string, sql: string): Promise<string> {
+  const name = `spec_loader_${role}_${randomBytes(4).toString('hex')}`;
+  await query(ADMIN_URL, `CREATE DATABASE "${name}"`);
+  databases.push(name);
+  const url = databaseUrl(name);
+  await query(url, sql);
+  return url;
+}
+
+// The schema shared by production and every environment: serial and identity keys, a generated
+// column, a self-reference, a cycle of two non-deferrable foreign keys, odd names.
+const SCHEMA_SQL = `
+  CREATE TABLE public.customers (
+    id          serial PRIMARY KEY,
+    name        text NOT NULL,
+    note        text,
+    referrer_id int REFERENCES public.customers (id)
+  );
+  CREATE TABLE public.teams (
+    id        int PRIMARY KEY,
+    label     text NOT NULL,
+    leader_id int
+  );
+  CREATE TABLE public.members (
+    id      int PRIMARY KEY,
+    team_id int NOT NULL REFERENCES public.teams (id),
+    nick    text
+  );
+  ALTER TABLE public.teams ADD CONSTRAINT teams_leader_fk FOREIGN KEY (leader_id) REFERENCES public.members (id);
+  CREATE SCHEMA "Sales";
+  CREATE TABLE "Sales"."Order Items" (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id  int NOT NULL REFERENCES public.customers (id),
+    "qty, total" int NOT NULL,
+    "say ""hi""" text,
+    doubled      int GENERATED ALWAYS AS ("qty, total" * 2) STORED
+  );
+`;
+
+// Production: the referrer of customer 1 is customer 3 (loaded later in the same COPY); teams and
+// members reference each other.
+const SOURCE_DATA_SQL = `
+  INSERT INTO public.customers (name, note) VALUES
+    ('Ada', E'first line\\nsecond line'), ('Grace, H.', 'she said "hi"'), ('Edsger', NULL), ('Barbara', ''), ('Gone', 'deleted');
+  DELETE FROM public.customers WHERE name = 'Gone';
+  UPDATE public.customers SET referrer_id = 3 WHERE id = 1;
+  UPDATE public.customers SET referrer_id = 1 WHERE id IN (2, 4);
+  INSERT INTO public.teams (id, label) VALUES (1, 'core'), (2, 'edge');
+  INSERT INTO public.members VALUES (10, 1, 'ann'), (11, 1, 'bob'), (20, 2, 'cy');
+  UPDATE public.teams SET leader_id = 10 WHERE id = 1;
+  UPDATE public.teams SET leader_id = 20 WHERE id = 2;
+  INSERT INTO "Sales"."Order Items" (customer_id, "qty, total", "say ""hi""") VALUES
+    (1, 2, 'a, b'), (2, 5, E'multi\\r\\nline'), (3, 1, NULL), (1, 7, 'plain');
+`;
+
+// What an environment held before: different rows, and sequences far ahead of production's.
+const STALE_DATA_SQL = `
+  INSERT INTO public.customers (id, name, note) VALUES (1, 'stale one', 'old'), (99, 'stale only', NULL);
+  SELECT setval('public.customers_id_seq', 500);
+  INSERT INTO public.teams (id, label) VALUES (7, 'stale team');
+  INSERT INTO public.members VALUES (70, 7, 'old member');
+  UPDATE public.teams SET leader_id = 70 WHERE id = 7;
+  INSERT INTO "Sales"."Order Items" (customer_id, "qty, total", "say ""hi""") SELECT 99, g, 'stale' FROM generate_series(1, 40) g;
+`;
+
+const TABLES = ['public.customers', 'public.teams', 'public.members', '"Sales"."Order Items"'];
+
+let sourceUrl: string;
+let root: string;
+let snapshotDir: string;
+let snapshot: WrittenSnapshot;
+
+function payloadOf(written: WrittenSnapshot): SnapshotReadyPayload {
+  return {
+    snapshotId: written.manifest.snapshotId,
+    date: written.manifest.date,
+    location: written.location,
+    createdAt: written.manifest.createdAt,
+    tables: written.manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
+  };
+}
+
+function load(targetUrl: string, written: WrittenSnapshot, attempt = 1): Promise<LoadResult> {
+  return loadSnapshot({ snapshot: payloadOf(written), dir: written.location, targetDatabaseUrl: targetUrl, environment: ENVIRONMENT, attempt });
+}
+
+async function contentOf(url: string, table: string): Promise<string[]> {
+  const rows = await query<{ row: string }>(url, `SELECT t::text AS row FROM ${table} t ORDER BY 1`);
+  return rows.map((r) => r.row);
+}
+
+async function contentsOf(url: string, tables: string[] = TABLES): Promise<Record<string, string[]>> {
+  const result: Record<string, string[]> = {};
+  for (const table of tables) result[table] = await contentOf(url, table);
+  return result;
+}
+
+/** Every foreign key in the database with its definition and validation state. */
+async function foreignKeys(url: string): Promise<string[]> {
+  const rows = await query<{ fk: string }>(
+    url,
+    `SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' validated=' || convalidated AS fk
+       FROM pg_constraint WHERE contype = 'f' ORDER BY 1`,
+  );
+  return rows.map((r) => r.fk);
+}
+
+async function ledgerRows(url: string): Promise<Record<string, unknown>[]> {
+  const exists = await query<{ t: string | null }>(url, `SELECT to_regclass('db_fanout.loaded_snapshots')::text AS t`);
+  if (!exists[0].t) return [];
+  return query(
+    url,
+    `SELECT snapshot_id, snapshot_date::text AS snapshot_date, environment, rows::int AS rows, attempts FROM db_fanout.loaded_snapshots ORDER BY snapshot_id`,
+  );
+}
+
+/** A target with the shared schema (plus `extraSql`) and stale data. */
+function createTarget(extraSql = ''): Promise<string> {
+  return createDatabase('target', `${SCHEMA_SQL}\n${STALE_DATA_SQL}\n${extraSql}`);
+}
+
+/** A new snapshot of the source (own directory, own id), for tests that alter files. */
+function dumpSource(): Promise<WrittenSnapshot> {
+  return writeSnapshot({ date: DATE, sourceDatabaseUrl: sourceUrl, snapshotDir, tables: [], excludeTables: [] });
+}
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'spec-snapshot-load-'));
+  snapshotDir = join(root, 'snapshots');
+  sourceUrl = await createDatabase('source', `${SCHEMA_SQL}\n${SOURCE_DATA_SQL}`);
+  mkdirSync(snapshotDir);
+  snapshot = await dumpSource();
+  expect(snapshot.manifest.tables.map((t) => t.name).sort()).toEqual([...TABLES].sort());
+});
+
+afterAll(async () => {
+  for (const name of databases) {
+    await query(ADMIN_URL, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+    await query(ADMIN_URL, `DROP DATABASE IF EXISTS "${name}"`);
+  }
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+describe('loadSnapshot', () => {
+  it('replaces the stale target data with exactly the source content', async () => {
+    const target = await createTarget();
+    const source = await contentsOf(sourceUrl);
+    expect(await contentsOf(target)).not.toEqual(source);
+
+    const result = await load(target, snapshot);
+
+    expect(result.kind).toBe('loaded');
+    const expectedRows = snapshot.manifest.tables.reduce((sum, t) => sum + t.rows, 0);
+    expect(expectedRows).toBe(4 + 2 + 3 + 4);
+    expect(result).toMatchObject({ kind: 'loaded', rows: expectedRows });
+    expect(await contentsOf(target)).toEqual(source);
+  });
+
+  it('records the load in db_fanout.loaded_snapshots: one row', async () => {
+    const target = await createTarget();
+    await load(target, snapshot, 2);
+    expect(await ledgerRows(target)).toEqual([
+      { snapshot_id: snapshot.manifest.snapshotId, snapshot_date: DATE, environment: ENVIRONMENT, rows: 13, attempts: 2 },
+    ]);
+  });
+
+  it('returns already-loaded for a snapshot in the ledger and changes nothing', async () => {
+    const target = await createTarget();
+    const first = await load(target, snapshot);
+    expect(first.kind).toBe('loaded');
+    // A change made in the environment after the load: a second load of the same snapshot must keep it.
+    await query(target, `INSERT INTO public.customers (name) VALUES ('added after the load')`);
+    const before = await contentsOf(target);
+    const ledgerBefore = await ledgerRows(target);
+
+    const second = await load(target, snapshot);
+
+    expect(second).toEqual({
+      kind: 'already-loaded',
+      entry: expect.objectContaining({ snapshotId: snapshot.manifest.snapshotId, rows: 13, attempts: 1 }),
+    });
+    expect(await contentsOf(target)).toEqual(before);
+    expect(await ledgerRows(target)).toEqual(ledgerBefore);
+    expect(ledgerBefore).toHaveLength(1);
+  });
+
+  it('loads a cycle of non-deferrable foreign keys and a self-reference, and the constraints exist afterwards', async () => {
+    const target = await createTarget();
+    const keysBefore = await foreignKeys(target);
+    expect(keysBefore).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^teams teams_leader_fk FOREIGN KEY \(leader_id\) REFERENCES members\(id\) validated=true$/),
+        expect.stringMatching(/^members members_team_id_fkey FOREIGN KEY \(team_id\) REFERENCES teams\(id\) validated=true$/),
+        expect.stringMatching(/^customers customers_referrer_id_fkey FOREIGN KEY \(referrer_id\) REFERENCES customers\(id\) validated=true$/),
+      ]),
+    );
+    const deferrable = await query<{ n: number }>(target, `SELECT count(*)::int AS n FROM pg_constraint WHERE contype = 'f' AND condeferrable`);
+    expect(deferrable[0].n).toBe(0);
+
+    await expect(load(target, snapshot)).resolves.toMatchObject({ kind: 'loaded' });
+
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+    expect(await foreignKeys(target)).toEqual(keysBefore);
+    // The constraints are enforced again: a dangling reference is refused.
+    await expect(query(target, `UPDATE public.teams SET leader_id = 999 WHERE id = 1`)).rejects.toThrow(/teams_leader_fk/);
+    await expect(query(target, `UPDATE public.customers SET referrer_id = 999 WHERE id = 1`)).rejects.toThrow(/customers_referrer_id_fkey/);
+  });
+
+  it('keeps a target-only table referencing a snapshot table, and its foreign key, when its rows still match', async () => {
+    const target = await createTarget(`
+      CREATE TABLE public.reviews (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES public.customers (id), body text);
+      INSERT INTO public.reviews VALUES (1, 1, 'kept');
+    `);
+    const keysBefore = await foreignKeys(target);
+
+    await expect(load(target, snapshot)).resolves.toMatchObject({ kind: 'loaded' });
+
+    expect(await contentOf(target, 'public.reviews')).toEqual(['(1,1,kept)']);
+    expect(await foreignKeys(target)).toEqual(keysBefore);
+    expect(keysBefore.some((fk) => fk.startsWith('reviews reviews_customer_id_fkey'))).toBe(true);
+  });
+
+  it('fails on a foreign key violation in the target and leaves the target untouched', async () => {
+    // reviews (target only) references customer 99, which production does not have.
+    const target = await createTarget(`
+      CREATE TABLE public.reviews (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES public.customers (id), body text);
+      INSERT INTO public.reviews VALUES (1, 99, 'about a stale customer');
+    `);
+    const before = await contentsOf(target, [...TABLES, 'public.reviews']);
+    const keysBefore = await foreignKeys(target);
+
+    await expect(load(target, snapshot)).rejects.toThrow(/reviews_customer_id_fkey/);
+
+    expect(await contentsOf(target, [...TABLES, 'public.reviews'])).toEqual(before);
+    expect(await foreignKeys(target)).toEqual(keysBefore);
+    expect(await ledgerRows(target)).toEqual([]);
+  });
+
+  it('fails with ChecksumMismatchError naming the file when a file was altered after publication, and leaves the target untouched', async () => {
+    const altered = await dumpSource();
+    const second = altered.manifest.tables[1];
+    const path = join(altered.location, second.file);
+    const original = readFileSync(path);
+    // Change one letter of the data (letters only occur in text values here): same size, valid CSV, new digest.
+    const dataStart = original.indexOf(0x0a) + 1;
+    let at = -1;
+    for (let i = dataStart; i < original.length; i++) {
+      if (original[i] >= 0x61 && original[i] <= 0x7a) {
+        at = i;
+        break;
+      }
+    }
+    expect(at).toBeGreaterThan(0);
+    const changed = Buffer.from(original);
+    changed[at] = changed[at] === 0x7a ? 0x79 : changed[at] + 1;
+    writeFileSync(path, changed);
+    expect(statSync(path).size).toBe(second.bytes);
+
+    const target = await createTarget();
+    const before = await contentsOf(target);
+    const keysBefore = await foreignKeys(target);
+
+    const error = await load(target, altered).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(ChecksumMismatchError);
+    expect((error as Error).message).toContain(second.file);
+    expect(await contentsOf(target)).toEqual(before);
+    expect(await foreignKeys(target)).toEqual(keysBefore);
+    expect(await ledgerRows(target)).toEqual([]);
+
+    // The target connection is usable and the unaltered snapshot still loads.
+    await expect(load(target, snapshot)).resolves.toMatchObject({ kind: 'loaded' });
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+  });
+
+  it('fails with TargetSchemaError naming the table and column when a target column is missing, and leaves the target untouched', async () => {
+    const target = await createTarget(`ALTER TABLE public.customers DROP COLUMN note;`);
+    const before = await contentsOf(target);
+
+    const error = await load(target, snapshot).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TargetSchemaError);
+    expect((error as Error).message).toContain('public.customers');
+    expect((error as Error).message).toMatch(/\bnote\b/);
+    expect(await contentsOf(target)).toEqual(before);
+    expect(await ledgerRows(target)).toEqual([]);
+  });
+
+  it('fails with TargetSchemaError naming a table missing in the target, and leaves the target untouched', async () => {
+    const target = await createTarget(`DROP TABLE public.members CASCADE;`);
+    const remaining = TABLES.filter((t) => t !== 'public.members');
+    const before = await contentsOf(target, remaining);
+
+    const error = await load(target, snapshot).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(TargetSchemaError);
+    expect((error as Error).message).toContain('public.members');
+    expect(await contentsOf(target, remaining)).toEqual(before);
+    expect(await ledgerRows(target)).toEqual([]);
+  });
+
+  it('fails with SnapshotFileError when the snapshot directory is gone, and leaves the target untouched', async () => {
+    const target = await createTarget();
+    const before = await contentsOf(target);
+    const missing = join(snapshotDir, 'prod_snapshot_20240105-00000000');
+
+    const error = await loadSnapshot({
+      snapshot: { ...payloadOf(snapshot), location: missing },
+      dir: missing,
+      targetDatabaseUrl: target,
+      environment: ENVIRONMENT,
+      attempt: 1,
+    }).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect((error as Error).message).toMatch(/does not exist/);
+    expect(await contentsOf(target)).toEqual(before);
+  });
+
+  it('sets the target sequences so the next insert continues after the source', async () => {
+    const target = await createTarget();
+    const [{ max: sourceCustomersMax }] = await query<{ max: number }>(sourceUrl, 'SELECT max(id)::int AS max FROM public.customers');
+    const [{ max: sourceItemsMax }] = await query<{ max: number }>(sourceUrl, 'SELECT max(id)::int AS max FROM "Sales"."Order Items"');
+
+    await load(target, snapshot);
+
+    const customersSeq = snapshot.manifest.sequences.find((s) => s.table === 'public.customers')!;
+    const itemsSeq = snapshot.manifest.sequences.find((s) => s.table === '"Sales"."Order Items"')!;
+    // Production used 5 customer ids (the 5th row was deleted) and 4 order item ids.
+    expect(customersSeq).toMatchObject({ lastValue: '5', isCalled: true });
+    expect(itemsSeq).toMatchObject({ lastValue: '4', isCalled: true });
+
+    const [customer] = await query<{ id: number }>(target, `INSERT INTO public.customers (name) VALUES ('new') RETURNING id`);
+    expect(customer.id).toBeGreaterThan(sourceCustomersMax);
+    expect(customer.id).toBe(6);
+    const [item] = await query<{ id: string }>(
+      target,
+      `INSERT INTO "Sales"."Order Items" (customer_id, "qty, total") VALUES (1, 1) RETURNING id`,
+    );
+    expect(Number(item.id)).toBeGreaterThan(sourceItemsMax);
+    expect(Number(item.id)).toBe(5);
+  });
+});
+
+describe('loadSnapshot racing itself (two replicas holding one message)', () => {
+  it('loads once into a fresh target and reports the other call as already loaded', async () => {
+    const target = await createTarget();
+    const results = await Promise.all([load(target, snapshot), load(target, snapshot)]);
+    expect(results.map((r) => r.kind).sort()).toEqual(['already-loaded', 'loaded']);
+    expect(await ledgerRows(target)).toHaveLength(1);
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+  });
+});
+
+describe('loadSnapshot into its own source', () => {
+  it('refuses, naming the database, and changes nothing', async () => {
+    const before = await contentsOf(sourceUrl);
+    await expect(load(sourceUrl, snapshot)).rejects.toThrow(/refusing to load snapshot .* into its own source database/);
+    expect(await contentsOf(sourceUrl)).toEqual(before);
+  });
+});

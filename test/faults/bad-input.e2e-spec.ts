@@ -1,11 +1,11 @@
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AppFleet, type RunningApp } from './support/apps';
-import { consumerBacklog } from './support/consumers';
-import { createDatabase, tableContent, type TestDatabase } from './support/databases';
-import { DEMO_TABLES, SCHEMA_SQL, SEED_SQL, STALE_SQL } from './support/fixtures';
-import { EventCollector, natsNamespace, plainPublish } from './support/nats';
+import { AppFleet, type RunningApp } from '../support/apps';
+import { consumerBacklog } from '../support/consumers';
+import { createDatabase, tableContent, type TestDatabase } from '../support/databases';
+import { DEMO_TABLES, SCHEMA_SQL, SEED_SQL, STALE_SQL } from '../support/fixtures';
+import { EventCollector, natsNamespace, plainPublish } from '../support/nats';
 
 /** Bad messages are rejected with one clear line, never redelivered forever, and change nothing. */
 describe('bad messages on every subject the apps consume', () => {

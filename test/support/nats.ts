@@ -7,22 +7,24 @@ export const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
 /** A stream and subject prefix of this test's own, so test files never share broker state. */
 export interface NatsNamespace {
+  url: string;
   stream: string;
   prefix: string;
   env: Record<string, string>;
   cleanup(): Promise<void>;
 }
 
-export function natsNamespace(label: string): NatsNamespace {
+export function natsNamespace(label: string, url: string = NATS_URL): NatsNamespace {
   const id = `${label}_${randomBytes(4).toString('hex')}`;
   const stream = `T_${id}`.toUpperCase();
   const prefix = `t_${id}.`;
   return {
+    url,
     stream,
     prefix,
-    env: { NATS_URL, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix },
+    env: { NATS_URL: url, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix },
     cleanup: async () => {
-      const nc = await connect({ servers: NATS_URL });
+      const nc = await connect({ servers: url });
       try {
         const jsm = await jetstreamManager(nc);
         await jsm.streams.delete(stream).catch(() => undefined);
@@ -48,7 +50,7 @@ export class EventCollector {
   ) {}
 
   static async start(namespace: NatsNamespace): Promise<EventCollector> {
-    const nc = await connect({ servers: NATS_URL });
+    const nc = await connect({ servers: namespace.url });
     const sub = nc.subscribe(`${namespace.prefix}>`);
     const collector = new EventCollector(nc, sub, namespace.prefix);
     void (async () => {
@@ -91,8 +93,8 @@ export class EventCollector {
  * Publishes like a user's plain NATS client would (`nats pub`), speaking the wire protocol over a
  * socket: no JetStream library, optionally with a Nats-Msg-Id header.
  */
-export async function plainPublish(subject: string, body: string, msgId?: string): Promise<void> {
-  const url = new URL(NATS_URL);
+export async function plainPublish(subject: string, body: string, msgId?: string, natsUrl: string = NATS_URL): Promise<void> {
+  const url = new URL(natsUrl);
   const socket = connectSocket(Number(url.port || 4222), url.hostname);
   const payload = Buffer.from(body);
   const frames: Buffer[] = [Buffer.from('CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n')];
@@ -105,7 +107,7 @@ export async function plainPublish(subject: string, body: string, msgId?: string
   frames.push(Buffer.from('\r\nPING\r\n'));
   await new Promise<void>((resolve, reject) => {
     let received = '';
-    const timer = setTimeout(() => reject(new Error(`no PONG from ${NATS_URL}`)), 5_000);
+    const timer = setTimeout(() => reject(new Error(`no PONG from ${natsUrl}`)), 5_000);
     socket.on('error', reject);
     socket.on('data', (chunk) => {
       received += chunk.toString();

@@ -1,0 +1,102 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AppFleet, type RunningApp } from './apps';
+import { createDatabase, type TestDatabase } from './databases';
+import { SCHEMA_SQL, SEED_SQL, STALE_SQL } from './fixtures';
+import { EventCollector, NATS_URL, natsNamespace, type NatsNamespace, plainPublish } from './nats';
+
+export interface PipelineOptions {
+  environments: string[];
+  natsUrl?: string;
+  /** Extra SQL run in one environment's database after the schema and stale rows. */
+  targetSql?: Record<string, string>;
+  /** Environment variables given to every app. */
+  env?: Record<string, string>;
+}
+
+/**
+ * One test file's own pipeline: a production database with the demo data, one database per
+ * environment, a snapshot directory, a NATS namespace and the apps as real processes.
+ */
+export class PipelineHarness {
+  readonly fleet = new AppFleet();
+  readonly targets: Record<string, TestDatabase> = {};
+  readonly snapshotDir: string;
+  readonly namespace: NatsNamespace;
+  source!: TestDatabase;
+  events!: EventCollector;
+
+  private constructor(
+    label: string,
+    private readonly options: PipelineOptions,
+  ) {
+    this.snapshotDir = mkdtempSync(join(tmpdir(), `db-fanout-${label}-`));
+    this.namespace = natsNamespace(label, options.natsUrl ?? NATS_URL);
+  }
+
+  static async create(label: string, options: PipelineOptions): Promise<PipelineHarness> {
+    const harness = new PipelineHarness(label, options);
+    harness.source = await createDatabase(`${label}_prod`, SCHEMA_SQL + SEED_SQL);
+    for (const env of options.environments) {
+      harness.targets[env] = await createDatabase(`${label}_${env}`, SCHEMA_SQL + STALE_SQL + (options.targetSql?.[env] ?? ''));
+    }
+    harness.events = await EventCollector.start(harness.namespace);
+    return harness;
+  }
+
+  get commonEnv(): Record<string, string> {
+    return { ...this.namespace.env, SNAPSHOT_DIR: this.snapshotDir, RETRY_DELAY: '500ms', ...this.options.env };
+  }
+
+  startDumper(env: Record<string, string> = {}, label = 'dumper'): Promise<RunningApp> {
+    return this.fleet.start('dumper', { ...this.commonEnv, SOURCE_DATABASE_URL: this.source.url, ...env }, label);
+  }
+
+  startLoader(environment: string, env: Record<string, string> = {}, label = `loader-${environment}`): Promise<RunningApp> {
+    return this.fleet.start('loader', { ...this.commonEnv, TARGET_DATABASE_URL: this.targets[environment].url, LOADER_ENV: environment, ...env }, label);
+  }
+
+  trigger(date: string, msgId?: string): Promise<void> {
+    return plainPublish(`${this.namespace.prefix}replication.trigger`, JSON.stringify({ date }), msgId, this.namespace.url);
+  }
+
+  loadedIn(environment: string): Record<string, unknown>[] {
+    return this.events.of('snapshot.loaded').filter((e) => e.environment === environment);
+  }
+
+  readyFor(date: string): Record<string, unknown> | undefined {
+    return this.events.of('snapshot.ready').find((e) => e.date === date);
+  }
+
+  async cleanup(): Promise<void> {
+    await this.fleet.stopAll();
+    await this.events?.stop();
+    await this.namespace.cleanup().catch(() => undefined);
+    await Promise.all([this.source, ...Object.values(this.targets)].filter(Boolean).map((db) => db.drop()));
+    rmSync(this.snapshotDir, { recursive: true, force: true });
+  }
+}
+
+/** A statement-level trigger that makes COPY into `table` take `seconds`: a load slow on purpose. */
+export function slowLoadSql(table: string, seconds: number): string {
+  return `
+    CREATE FUNCTION slow_load() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(${seconds}); RETURN NULL; END $$;
+    CREATE TRIGGER slow_load AFTER INSERT ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION slow_load();`;
+}
+
+/** Waits (bounded) until `condition` holds. */
+export async function until(description: string, condition: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${description}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The loader's session as PostgreSQL sees it, e.g. to know it is inside its COPY. */
+export async function loaderSessions(db: TestDatabase): Promise<{ pid: number; query: string; wait_event: string | null }[]> {
+  return db.query<{ pid: number; query: string; wait_event: string | null }>(
+    "SELECT pid, query, wait_event FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'db-fanout-loader'",
+  );
+}

@@ -1,0 +1,77 @@
+import { tableContent } from '../support/databases';
+import { DEMO_TABLES } from '../support/fixtures';
+import { OwnNatsServer } from '../support/nats-server';
+import { loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/pipeline';
+import { ofSubject, type StoredEvent, streamEvents } from '../support/stream-events';
+import type { RunningApp } from '../support/apps';
+
+/** The broker restarts (idle, and in the middle of a load): every app reconnects by itself. */
+describe('a NATS server restart', () => {
+  let nats: OwnNatsServer;
+  let pipeline: PipelineHarness;
+  let apps: RunningApp[];
+
+  beforeAll(async () => {
+    nats = await OwnNatsServer.start();
+    pipeline = await PipelineHarness.create('natsrestart', {
+      environments: ['dev', 'qa'],
+      natsUrl: nats.url,
+      targetSql: { dev: slowLoadSql('products', 3) },
+      env: { ACK_WAIT: '2s' },
+    });
+    apps = [await pipeline.startDumper(), await pipeline.startLoader('dev'), await pipeline.startLoader('qa')];
+  });
+  afterAll(async () => {
+    await pipeline?.cleanup();
+    await nats?.destroy();
+  });
+
+  const stored = () => streamEvents(nats.url, pipeline.namespace.stream, pipeline.namespace.prefix);
+  const loadedFor = (events: StoredEvent[], snapshotId: unknown) => ofSubject(events, 'snapshot.loaded').filter((e) => e.snapshotId === snapshotId);
+
+  async function expectAllHealthy(): Promise<void> {
+    await until('every app to report healthy again', async () => (await Promise.all(apps.map((app) => app.health()))).every((s) => s === 200), 20_000);
+  }
+
+  it('while idle: the apps reconnect and the next trigger is replicated everywhere', async () => {
+    await nats.restart(500);
+    await expectAllHealthy();
+    expect(apps.every((app) => app.exitCode === undefined)).toBe(true);
+
+    await pipeline.trigger('2024-03-01');
+    await until('both environments to load', async () => {
+      const events = await stored();
+      const ready = ofSubject(events, 'snapshot.ready')[0];
+      return Boolean(ready) && loadedFor(events, ready.snapshotId).length === 2;
+    });
+  });
+
+  it('during a load: the load completes, is announced once per environment, and nothing is done twice', async () => {
+    await pipeline.trigger('2024-03-02');
+    await until('the dev load to be inside its COPY', async () => (await loaderSessions(pipeline.targets.dev)).some((s) => s.wait_event === 'PgSleep'));
+    await nats.restart(1_000);
+    await expectAllHealthy();
+
+    let events: StoredEvent[] = [];
+    await until('both environments to load the second snapshot', async () => {
+      events = await stored();
+      const second = ofSubject(events, 'snapshot.ready').find((e) => e.date === '2024-03-02');
+      return Boolean(second) && loadedFor(events, second!.snapshotId).length === 2;
+    }, 40_000);
+    // Past the ack wait: a message that was not acked would have been redelivered by now.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    events = await stored();
+
+    const ready = ofSubject(events, 'snapshot.ready');
+    expect(ready.map((e) => e.date)).toEqual(['2024-03-01', '2024-03-02']);
+    for (const snapshot of ready) {
+      expect(loadedFor(events, snapshot.snapshotId).map((e) => e.environment).sort()).toEqual(['dev', 'qa']);
+    }
+    expect(ofSubject(events, 'snapshot.load.failed')).toEqual([]);
+    for (const env of ['dev', 'qa']) {
+      const ledger = await pipeline.targets[env].query('SELECT snapshot_id FROM db_fanout.loaded_snapshots');
+      expect(ledger).toHaveLength(2);
+      for (const table of DEMO_TABLES) expect(await tableContent(pipeline.targets[env], table)).toEqual(await tableContent(pipeline.source, table));
+    }
+  });
+});

@@ -53,6 +53,8 @@ export class DumperService {
             snapshotDir: this.config.snapshotDir,
             tables: this.config.tables,
             excludeTables: this.config.excludeTables,
+            jobs: this.config.dumpJobs,
+            log: (line) => this.logger.log(line),
           }),
         (attempt, error, delayMs) =>
           this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`),

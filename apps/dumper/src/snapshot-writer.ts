@@ -11,6 +11,7 @@ import {
   formatQualifiedName,
   MANIFEST_FILE,
   type ManifestTable,
+  ProgressMeter,
   quoteIdent,
   quoteQualified,
   serverIdentity,
@@ -25,6 +26,9 @@ export interface SnapshotRequest {
   snapshotDir: string;
   tables: { schema: string; name: string }[];
   excludeTables: { schema: string; name: string }[];
+  /** Connections dumping tables at once (default 1), all reading one exported snapshot. */
+  jobs?: number;
+  log?: (line: string) => void;
 }
 
 export interface WrittenSnapshot {
@@ -57,11 +61,11 @@ async function fsyncPath(path: string): Promise<void> {
  * Streams one table through COPY TO into a file, hashing in the same pass; memory stays flat.
  * Partitioned tables are read through a query because COPY cannot read them directly.
  */
-async function dumpTable(client: Client, table: SourceTable, path: string): Promise<{ rows: number; bytes: number; sha256: string }> {
+async function dumpTable(client: Client, table: SourceTable, path: string, progress: ProgressMeter): Promise<{ rows: number; bytes: number; sha256: string }> {
   const columns = table.columns.map(quoteIdent).join(', ');
   const source = table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
   const copy = client.query(copyTo(`COPY ${source} TO STDOUT (FORMAT csv, HEADER)`));
-  const digest = new DigestStream();
+  const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
   await pipeline(copy, digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
   await fsyncPath(path);
   return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256 };
@@ -77,24 +81,65 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   // Absolute, so a relative SNAPSHOT_DIR still gives loaders a location they can resolve.
   const finalDir = resolve(request.snapshotDir, snapshotDirName(snapshotId));
   const workDir = resolve(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
-  const client = new Client({ connectionString: request.sourceDatabaseUrl, application_name: 'db-fanout-dumper' });
-  // Without a listener, a connection dropped while idle would crash the process.
-  client.on('error', () => undefined);
+  const clients: Client[] = [];
+  const open = async () => {
+    const client = new Client({ connectionString: request.sourceDatabaseUrl, application_name: 'db-fanout-dumper' });
+    // Without a listener, a connection dropped while idle would crash the process.
+    client.on('error', () => undefined);
+    clients.push(client);
+    await client.connect();
+    return client;
+  };
   await mkdir(workDir, { recursive: true });
   try {
-    await client.connect();
-    const source = await serverIdentity(client);
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const tables = await listSourceTables(client, request.tables, request.excludeTables);
-    const manifestTables: ManifestTable[] = [];
-    for (const [index, table] of tables.entries()) {
-      const file = fileNameFor(index, table);
-      const written = await dumpTable(client, table, join(workDir, file));
-      manifestTables.push({ name: formatQualifiedName(table), schema: table.schema, table: table.name, file, columns: table.columns, ...written });
-    }
-    const sequences = await readOwnedSequences(client, tables);
-    await client.query('COMMIT');
+    const main = await open();
+    const source = await serverIdentity(main);
+    await main.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const tables = await listSourceTables(main, request.tables, request.excludeTables);
+    const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table)]));
 
+    // Extra connections adopt the main transaction's snapshot: every table is read at one instant.
+    const jobs = Math.max(1, Math.min(request.jobs ?? 1, tables.length));
+    const workers = [main];
+    if (jobs > 1) {
+      const { rows } = await main.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
+      for (let i = 1; i < jobs; i++) {
+        const worker = await open();
+        await worker.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        await worker.query(`SET TRANSACTION SNAPSHOT '${rows[0].id.replaceAll("'", "''")}'`);
+        workers.push(worker);
+      }
+    }
+
+    const totalBytes = tables.reduce((sum, t) => sum + t.bytes, 0);
+    const progress = new ProgressMeter((line) => request.log?.(`dumping ${snapshotId}: ${line}`)).start();
+    const written = new Map<SourceTable, Awaited<ReturnType<typeof dumpTable>>>();
+    const queue = [...tables].sort((a, b) => b.bytes - a.bytes);
+    request.log?.(`dumping ${tables.length} tables (about ${(totalBytes / 1e6).toFixed(1)} MB on disk) with ${jobs} connection(s)`);
+    try {
+      await Promise.all(
+        workers.map(async (worker) => {
+          for (let table = queue.shift(); table; table = queue.shift()) {
+            const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress);
+            progress.addRows(result.rows);
+            written.set(table, result);
+          }
+        }),
+      );
+    } finally {
+      progress.stop();
+    }
+    const sequences = await readOwnedSequences(main, tables);
+    for (const client of clients) await client.query('COMMIT');
+
+    const manifestTables: ManifestTable[] = tables.map((table) => ({
+      name: formatQualifiedName(table),
+      schema: table.schema,
+      table: table.name,
+      file: files.get(table)!,
+      columns: table.columns,
+      ...written.get(table)!,
+    }));
     const manifest: SnapshotManifest = {
       formatVersion: 1,
       snapshotId,
@@ -114,6 +159,6 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     await rm(workDir, { recursive: true, force: true });
     throw error;
   } finally {
-    await client.end().catch(() => undefined);
+    await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
   }
 }

@@ -7,6 +7,8 @@ export interface SourceTable {
   name: string;
   partitioned: boolean;
   columns: string[];
+  /** On-disk size, to dump the largest tables first when dumping in parallel. */
+  bytes: number;
 }
 
 type TableRef = { schema: string; name: string };
@@ -19,8 +21,9 @@ const sameTable = (a: TableRef, b: TableRef) => a.schema === b.schema && a.name 
  * extensions belong to the extension. A TABLES entry that does not exist is an error, not a skip.
  */
 export async function listSourceTables(client: ClientBase, include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
-  const { rows } = await client.query<{ oid: number; schema: string; name: string; relkind: string }>(`
-    SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind
+  const { rows } = await client.query<{ oid: number; schema: string; name: string; relkind: string; bytes: string }>(`
+    SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind,
+           coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)::text AS bytes
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p')
@@ -52,6 +55,7 @@ export async function listSourceTables(client: ClientBase, include: TableRef[], 
     schema: row.schema,
     name: row.name,
     partitioned: row.relkind === 'p',
+    bytes: Number(row.bytes),
     columns: columns.filter((c) => c.oid === row.oid).map((c) => c.name),
   }));
 }

@@ -46,6 +46,7 @@ export class LoaderService {
             targetDatabaseUrl: this.config.targetDatabaseUrl,
             environment,
             attempt,
+            log: (line) => this.logger.log(`${line} into ${environment}`),
           }),
         (attempt, error, delayMs) =>
           this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`),

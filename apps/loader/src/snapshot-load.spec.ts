@@ -393,3 +393,39 @@ describe('loadSnapshot into its own source', () => {
     expect(await contentsOf(sourceUrl)).toEqual(before);
   });
 });
+
+describe('loadSnapshot with indexes deferred to the end of the load', () => {
+  const indexesAndKeys = (url: string) =>
+    query<{ def: string }>(
+      url,
+      `SELECT indexdef AS def FROM pg_indexes WHERE schemaname IN ('public', 'Sales')
+       UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE connamespace::regnamespace::text IN ('public', '"Sales"')
+       UNION ALL SELECT 'clustered ' || indexrelid::regclass::text FROM pg_index WHERE indisclustered
+       ORDER BY 1`,
+    );
+
+  it('leaves every index, key and constraint as it was, including a clustered index and a partial unique index', async () => {
+    const target = await createTarget(`
+      CREATE UNIQUE INDEX customers_name_note ON public.customers (name) WHERE note IS NOT NULL;
+      CREATE INDEX "Order Items by qty" ON "Sales"."Order Items" ("qty, total" DESC);
+      ALTER TABLE public.members CLUSTER ON members_pkey;`);
+    const before = await indexesAndKeys(target);
+    expect(before.map((r) => r.def).join('\n')).toContain('clustered members_pkey');
+
+    await load(target, snapshot);
+
+    expect(await indexesAndKeys(target)).toEqual(before);
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+  });
+
+  it('fails when the data breaks a unique index of the target, and leaves the target untouched', async () => {
+    // Production has two order items for customer 1: a target that says "one per customer" refuses them.
+    const target = await createTarget('CREATE UNIQUE INDEX one_item_per_customer ON "Sales"."Order Items" (customer_id) WHERE customer_id <> 99;');
+    const before = await contentsOf(target);
+    const indexesBefore = await indexesAndKeys(target);
+    await expect(load(target, snapshot)).rejects.toMatchObject({ code: '23505' });
+    expect(await contentsOf(target)).toEqual(before);
+    expect(await indexesAndKeys(target)).toEqual(indexesBefore);
+    expect(await ledgerRows(target)).toEqual([]);
+  });
+});

@@ -5,7 +5,9 @@ import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import {
   DigestStream,
+  errorMessage,
   isSameDatabase,
+  ProgressMeter,
   serverIdentity,
   type SnapshotManifest,
   type SnapshotReadyPayload,
@@ -14,13 +16,18 @@ import {
 } from '@app/common';
 import { ensureLedger, findLedgerEntry, type LedgerEntry, lockLedger, markAnnounced, recordLoad } from './ledger';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
-import { foreignKeysTouching, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
+import { deferrableIndexes, foreignKeysTouching, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
 
 const READ_BUFFER = 1 << 20;
 
 export type LoadResult = { kind: 'loaded'; rows: number; durationMs: number } | { kind: 'already-loaded'; entry: LedgerEntry };
 
-export interface LoadRequest {
+export interface LoadHooks {
+  /** Progress lines (start of the COPY phase, then every few seconds). */
+  log?: (line: string) => void;
+}
+
+export interface LoadRequest extends LoadHooks {
   snapshot: SnapshotReadyPayload;
   /** The snapshot's directory, already confined to SNAPSHOT_DIR (resolveSnapshotDir). */
   dir: string;
@@ -74,7 +81,7 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
         await client.query('ROLLBACK');
         return { kind: 'already-loaded', entry: loadedMeanwhile };
       }
-      const rows = await loadTables(client, dir, manifest, headers);
+      const rows = await loadTables(client, dir, manifest, headers, request);
       const durationMs = Date.now() - started;
       await recordLoad(client, {
         snapshotId: manifest.snapshotId,
@@ -85,6 +92,7 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
         attempts: request.attempt,
       });
       await client.query('COMMIT');
+      await analyze(client, manifest, request);
       return { kind: 'loaded', rows, durationMs };
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -95,17 +103,45 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
   }
 }
 
-async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, headers: string[][]): Promise<number> {
+/** Session settings for the load's transaction only: index builds get room to sort in memory. */
+const LOAD_SETTINGS = ["SET LOCAL maintenance_work_mem = '256MB'"];
+
+/**
+ * The load itself, inside the caller's transaction. Work that would otherwise happen per row is
+ * deferred to one pass at the end: foreign keys and indexes are dropped and rebuilt (every
+ * constraint is re-validated before commit), and COPY runs with FREEZE (the tables were truncated in
+ * this transaction, so rows are written already frozen and need no later rewrite).
+ */
+async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, headers: string[][], hooks: LoadHooks): Promise<number> {
   const targets = await resolveTargetTables(client, manifest.tables);
   const foreignKeys = await foreignKeysTouching(client, targets.map((t) => t.oid));
+  const indexes = await deferrableIndexes(client, targets);
+  for (const setting of LOAD_SETTINGS) await client.query(setting);
   for (const fk of foreignKeys) {
     await client.query(`ALTER TABLE ${fk.table} DROP CONSTRAINT ${quoteIdent(fk.name)}`);
   }
+  for (const index of indexes) {
+    await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${schemaOf(index.table)}.${quoteIdent(index.name)}`);
+  }
   await client.query(`TRUNCATE ${targets.map((t) => qualified(t)).join(', ')}`);
 
+  const totalBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);
+  hooks.log?.(`copying ${targets.length} tables (${(totalBytes / 1e6).toFixed(1)} MB) of ${manifest.snapshotId}`);
+  const progress = new ProgressMeter((line) => hooks.log?.(`loading ${manifest.snapshotId}: ${line}`), totalBytes).start();
   let rows = 0;
-  for (const [index, target] of targets.entries()) {
-    rows += await copyTable(client, dir, target, headers[index]);
+  try {
+    for (const [index, target] of targets.entries()) {
+      const copied = await copyTable(client, dir, target, headers[index], progress);
+      progress.addRows(copied);
+      rows += copied;
+    }
+  } finally {
+    progress.stop();
+  }
+
+  for (const index of indexes) {
+    await client.query(index.constraint ? `ALTER TABLE ${index.table} ADD CONSTRAINT ${quoteIdent(index.name)} ${index.definition}` : index.definition);
+    if (index.clustered) await client.query(`ALTER TABLE ${index.table} CLUSTER ON ${quoteIdent(index.name)}`);
   }
   for (const sequence of manifest.sequences) {
     await client.query('SELECT setval(pg_get_serial_sequence($1, $2), $3::bigint, $4)', [
@@ -121,25 +157,36 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   return rows;
 }
 
+/** `"schema"."table"` -> `"schema"` (an index lives in its table's schema). */
+function schemaOf(quotedTable: string): string {
+  return quotedTable.slice(0, quotedTable.indexOf('"."') + 1);
+}
+
 function qualified(target: TargetTable): string {
   return quoteQualified({ schema: target.manifest.schema, name: target.manifest.table });
 }
 
 /** Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY. */
-async function copyTable(client: Client, dir: string, target: TargetTable, columns: string[]): Promise<number> {
+async function copyTable(client: Client, dir: string, target: TargetTable, columns: string[], progress: ProgressMeter): Promise<number> {
   const table = target.manifest;
-  const copy = client.query(
-    copyFrom(`COPY ${qualified(target)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`),
-  );
+  // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
+  const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
+  const copy = client.query(copyFrom(`COPY ${qualified(target)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
   await pipeline(
     createReadStream(join(dir, table.file), { highWaterMark: READ_BUFFER }),
-    new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }),
+    new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }, (bytes) => progress.add(bytes)),
     copy,
   );
   if (copy.rowCount !== table.rows) {
     throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
   }
   return copy.rowCount;
+}
+
+/** Fresh statistics for the planner, after commit: a failure here costs speed, never data. */
+async function analyze(client: Client, manifest: SnapshotManifest, hooks: LoadHooks): Promise<void> {
+  const tables = manifest.tables.map((t) => quoteQualified({ schema: t.schema, name: t.table })).join(', ');
+  await client.query(`ANALYZE ${tables}`).catch((error: unknown) => hooks.log?.(`ANALYZE after the load failed: ${errorMessage(error)}`));
 }
 
 export async function markLoadAnnounced(targetDatabaseUrl: string, snapshotId: string): Promise<void> {

@@ -1,5 +1,5 @@
 import type { ClientBase } from 'pg';
-import { formatQualifiedName, type ManifestTable, quoteIdent, quoteQualified } from '@app/common';
+import { type ManifestTable, quoteIdent, quoteQualified } from '@app/common';
 
 /** The target's schema does not fit the snapshot: a permanent failure naming what is missing. */
 export class TargetSchemaError extends Error {
@@ -11,6 +11,7 @@ export class TargetSchemaError extends Error {
 
 export interface TargetTable {
   oid: number;
+  partitioned: boolean;
   manifest: ManifestTable;
 }
 
@@ -22,7 +23,10 @@ export async function resolveTargetTables(client: ClientBase, tables: ManifestTa
   const problems: string[] = [];
   const resolved: TargetTable[] = [];
   for (const table of tables) {
-    const { rows } = await client.query<{ oid: number | null }>('SELECT to_regclass($1)::oid::int AS oid', [quoteQualified({ schema: table.schema, name: table.table })]);
+    const { rows } = await client.query<{ oid: number | null; partitioned: boolean }>(
+      "SELECT c.oid::int AS oid, c.relkind = 'p' AS partitioned FROM pg_class c WHERE c.oid = to_regclass($1)",
+      [quoteQualified({ schema: table.schema, name: table.table })],
+    );
     const oid = rows[0]?.oid;
     if (!oid) {
       problems.push(`table ${table.name} does not exist in the target`);
@@ -38,7 +42,7 @@ export async function resolveTargetTables(client: ClientBase, tables: ManifestTa
       problems.push(`column(s) ${missing.map((c) => `${table.name}.${quoteIdent(c)}`).join(', ')} missing in the target`);
       continue;
     }
-    resolved.push({ oid, manifest: table });
+    resolved.push({ oid, partitioned: rows[0].partitioned, manifest: table });
   }
   if (problems.length) throw new TargetSchemaError(problems.join('; '));
   return resolved;
@@ -69,6 +73,43 @@ export async function foreignKeysTouching(client: ClientBase, tableOids: number[
   return rows.map((row) => ({ table: quoteQualified({ schema: row.schema, name: row.table }), name: row.name, definition: row.definition }));
 }
 
-export function describeTable(table: { schema: string; table: string }): string {
-  return formatQualifiedName({ schema: table.schema, name: table.table });
+export interface IndexDefinition {
+  table: string;
+  name: string;
+  /** Set for indexes that back a PRIMARY KEY, UNIQUE or EXCLUDE constraint. */
+  constraint: boolean;
+  definition: string;
+  clustered: boolean;
+}
+
+/**
+ * Indexes (and the key constraints they back) of ordinary snapshot tables, to drop before the load
+ * and build once after it: one sort per index instead of a b-tree insert per row. Indexes used as
+ * replica identity stay, and so do those of partitioned tables (their definitions cannot be replayed
+ * on the parent alone).
+ */
+export async function deferrableIndexes(client: ClientBase, tables: TargetTable[]): Promise<IndexDefinition[]> {
+  const oids = tables.filter((t) => !t.partitioned).map((t) => t.oid);
+  const { rows } = await client.query<{ schema: string; table: string; name: string; constraint: boolean; definition: string; clustered: boolean }>(
+    `SELECT n.nspname AS schema, c.relname AS table,
+            coalesce(con.conname, ic.relname) AS name,
+            con.oid IS NOT NULL AS constraint,
+            CASE WHEN con.oid IS NOT NULL THEN pg_get_constraintdef(con.oid) ELSE pg_get_indexdef(i.indexrelid) END AS definition,
+            i.indisclustered AS clustered
+       FROM pg_index i
+       JOIN pg_class ic ON ic.oid = i.indexrelid
+       JOIN pg_class c ON c.oid = i.indrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
+      WHERE i.indrelid = ANY($1::oid[]) AND NOT i.indisreplident
+      ORDER BY con.oid IS NULL, 1, 2, 3`,
+    [oids],
+  );
+  return rows.map((row) => ({
+    table: quoteQualified({ schema: row.schema, name: row.table }),
+    name: row.name,
+    constraint: row.constraint,
+    definition: row.definition,
+    clustered: row.clustered,
+  }));
 }

@@ -24,3 +24,4 @@ export * from './jetstream/terminate-message.filter';
 export * from './config/config-variables';
 export * from './health/database-readiness';
 export * from './util/server-identity';
+export * from './streams/progress-meter';

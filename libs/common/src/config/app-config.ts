@@ -39,6 +39,8 @@ export interface DumperConfig {
   snapshotDir: string;
   tables: { schema: string; name: string }[];
   excludeTables: { schema: string; name: string }[];
+  /** Tables dumped at once, each on its own connection sharing one exported snapshot. */
+  dumpJobs: number;
   startDate: string;
   timeZone: string;
 }
@@ -76,6 +78,7 @@ export const DEFAULTS = {
   RETRY_BACKOFF: 'fixed',
   RETRY_MAX_DELAY: '1h',
   ACK_WAIT: '30s',
+  DUMP_JOBS: 2,
   NATS_STREAM_MAX_AGE: '7d',
 } as const;
 
@@ -142,6 +145,7 @@ export function loadDumperConfig(source: Env = process.env): DumperConfig {
     snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
     tables: readTables(env, 'TABLES'),
     excludeTables: readTables(env, 'EXCLUDE_TABLES'),
+    dumpJobs: env.integer('DUMP_JOBS', DEFAULTS.DUMP_JOBS, 1, 32),
     startDate: env.date('START_DATE', DEFAULTS.START_DATE),
     timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
   };

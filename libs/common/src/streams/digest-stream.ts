@@ -10,13 +10,17 @@ export class DigestStream extends Transform {
   bytes = 0;
   private digestHex?: string;
 
-  constructor(private readonly expected?: { sha256: string; bytes: number; label: string }) {
+  constructor(
+    private readonly expected?: { sha256: string; bytes: number; label: string },
+    private readonly onBytes?: (bytes: number) => void,
+  ) {
     super();
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
+    this.onBytes?.(chunk.length);
     callback(null, chunk);
   }
 

@@ -9,10 +9,11 @@ export interface StoredEvent {
 
 /**
  * Every message the stream holds, in order: what really happened, unlike a core subscription that
- * misses what was published while it was disconnected (a NATS restart).
+ * misses what was published while it was disconnected (a NATS restart). `auth` is for a server
+ * that requires a user and password.
  */
-export async function streamEvents(natsUrl: string, stream: string, prefix: string): Promise<StoredEvent[]> {
-  const nc = await connect({ servers: natsUrl });
+export async function streamEvents(natsUrl: string, stream: string, prefix: string, auth?: { user: string; pass: string }): Promise<StoredEvent[]> {
+  const nc = await connect({ servers: natsUrl, ...auth });
   try {
     const consumer = await jetstream(nc).consumers.get(stream);
     const events: StoredEvent[] = [];

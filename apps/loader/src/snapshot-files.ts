@@ -39,7 +39,12 @@ export async function resolveSnapshotDir(snapshotDir: string, location: string):
   // so only its parent must exist to be checked.
   const real = await realpath(lexical).catch(async () => join(await realpath(dirname(lexical)).catch(() => dirname(lexical)), basename(lexical)));
   if (!isInside(root, real)) {
-    throw new InvalidMessageError(`location ${JSON.stringify(location)} is not a snapshot directory inside SNAPSHOT_DIR (${snapshotDir})`);
+    const throughLink = isInside(root, lexical) || isInside(resolve(snapshotDir), lexical);
+    throw new InvalidMessageError(
+      throughLink
+        ? `location ${JSON.stringify(location)} leads outside SNAPSHOT_DIR (${snapshotDir}) through a symbolic link`
+        : `location ${JSON.stringify(location)} is not a snapshot directory inside SNAPSHOT_DIR (${snapshotDir})`,
+    );
   }
   return real;
 }

@@ -331,7 +331,7 @@ describe('variablesReadBy', () => {
 
   it('lists the variables the dumper reads, though its required one is missing', () => {
     expect(variablesReadBy(loadDumperConfig)).toEqual(
-      [...common, 'EXCLUDE_TABLES', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
+      [...common, 'DUMP_JOBS', 'EXCLUDE_TABLES', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
     );
   });
 

@@ -11,6 +11,7 @@ import {
   formatQualifiedName,
   MANIFEST_FILE,
   type ManifestTable,
+  PhaseTimer,
   ProgressMeter,
   quoteIdent,
   quoteQualified,
@@ -90,6 +91,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     await client.connect();
     return client;
   };
+  const phases = new PhaseTimer();
   await mkdir(workDir, { recursive: true });
   try {
     const main = await open();
@@ -111,6 +113,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       }
     }
 
+    phases.mark('connect');
     const totalBytes = tables.reduce((sum, t) => sum + t.bytes, 0);
     const progress = new ProgressMeter((line) => request.log?.(`dumping ${snapshotId}: ${line}`)).start();
     const written = new Map<SourceTable, Awaited<ReturnType<typeof dumpTable>>>();
@@ -129,6 +132,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     } finally {
       progress.stop();
     }
+    phases.mark('copy');
     const sequences = await readOwnedSequences(main, tables);
     for (const client of clients) await client.query('COMMIT');
 
@@ -154,6 +158,8 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     await fsyncPath(manifestPath);
     await rename(workDir, finalDir);
     await fsyncPath(request.snapshotDir);
+    phases.mark('manifest');
+    request.log?.(`${snapshotId} phases: ${phases.toString()}`);
     return { manifest, location: finalDir };
   } catch (error) {
     await rm(workDir, { recursive: true, force: true });

@@ -23,7 +23,8 @@ const sameTable = (a: TableRef, b: TableRef) => a.schema === b.schema && a.name 
 export async function listSourceTables(client: ClientBase, include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
   const { rows } = await client.query<{ oid: number; schema: string; name: string; relkind: string; bytes: string }>(`
     SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind,
-           coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)::text AS bytes
+           CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)
+                ELSE pg_relation_size(c.oid) END::text AS bytes
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'p')

@@ -12,7 +12,7 @@ import {
 } from '@app/common';
 import { LOADER_CONFIG } from './loader.constants';
 import { resolveSnapshotDir } from './snapshot-files';
-import { loadSnapshot, markLoadAnnounced } from './snapshot-load';
+import { analyzeSnapshotTables, loadSnapshot, markLoadAnnounced } from './snapshot-load';
 
 export type LoadOutcome = { status: 'loaded'; event: SnapshotLoadedPayload } | { status: 'failed'; error: string; attempts: number };
 
@@ -62,6 +62,9 @@ export class LoaderService {
       const event: SnapshotLoadedPayload = { snapshotId: snapshot.snapshotId, environment, rows: result.rows, durationMs: result.durationMs, attempts };
       this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
       await this.announce(event);
+      await analyzeSnapshotTables(this.config.targetDatabaseUrl, snapshot).catch((error: unknown) =>
+        this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`),
+      );
       return { status: 'loaded', event };
     } catch (error) {
       if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;

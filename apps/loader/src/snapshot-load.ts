@@ -5,8 +5,9 @@ import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import {
   DigestStream,
-  errorMessage,
   isSameDatabase,
+  parseQualifiedName,
+  PhaseTimer,
   ProgressMeter,
   serverIdentity,
   type SnapshotManifest,
@@ -50,6 +51,7 @@ export function targetClient(url: string): Client {
  */
 export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
   const started = Date.now();
+  const phases = new PhaseTimer();
   const { dir } = request;
   const manifest = await readManifest(dir, request.snapshot);
   await checkFileSizes(dir, manifest);
@@ -60,6 +62,7 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
     }
   });
 
+  phases.mark('files');
   const client = targetClient(request.targetDatabaseUrl);
   await client.connect();
   try {
@@ -81,7 +84,7 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
         await client.query('ROLLBACK');
         return { kind: 'already-loaded', entry: loadedMeanwhile };
       }
-      const rows = await loadTables(client, dir, manifest, headers, request);
+      const rows = await loadTables(client, dir, manifest, headers, request, phases);
       const durationMs = Date.now() - started;
       await recordLoad(client, {
         snapshotId: manifest.snapshotId,
@@ -92,7 +95,8 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
         attempts: request.attempt,
       });
       await client.query('COMMIT');
-      await analyze(client, manifest, request);
+      phases.mark('commit');
+      request.log?.(`${manifest.snapshotId} phases: ${phases.toString()}`);
       return { kind: 'loaded', rows, durationMs };
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -104,7 +108,7 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
 }
 
 /** Session settings for the load's transaction only: index builds get room to sort in memory. */
-const LOAD_SETTINGS = ["SET LOCAL maintenance_work_mem = '256MB'"];
+const LOAD_SETTINGS = ["SET LOCAL maintenance_work_mem = '256MB'", 'SET LOCAL max_parallel_maintenance_workers = 0'];
 
 /**
  * The load itself, inside the caller's transaction. Work that would otherwise happen per row is
@@ -112,7 +116,7 @@ const LOAD_SETTINGS = ["SET LOCAL maintenance_work_mem = '256MB'"];
  * constraint is re-validated before commit), and COPY runs with FREEZE (the tables were truncated in
  * this transaction, so rows are written already frozen and need no later rewrite).
  */
-async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, headers: string[][], hooks: LoadHooks): Promise<number> {
+async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, headers: string[][], hooks: LoadHooks, phases: PhaseTimer): Promise<number> {
   const targets = await resolveTargetTables(client, manifest.tables);
   const foreignKeys = await foreignKeysTouching(client, targets.map((t) => t.oid));
   const indexes = await deferrableIndexes(client, targets);
@@ -124,6 +128,7 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
     await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${schemaOf(index.table)}.${quoteIdent(index.name)}`);
   }
   await client.query(`TRUNCATE ${targets.map((t) => qualified(t)).join(', ')}`);
+  phases.mark('prepare');
 
   const totalBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);
   hooks.log?.(`copying ${targets.length} tables (${(totalBytes / 1e6).toFixed(1)} MB) of ${manifest.snapshotId}`);
@@ -138,11 +143,13 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   } finally {
     progress.stop();
   }
+  phases.mark('copy');
 
   for (const index of indexes) {
     await client.query(index.constraint ? `ALTER TABLE ${index.table} ADD CONSTRAINT ${quoteIdent(index.name)} ${index.definition}` : index.definition);
     if (index.clustered) await client.query(`ALTER TABLE ${index.table} CLUSTER ON ${quoteIdent(index.name)}`);
   }
+  phases.mark('indexes');
   for (const sequence of manifest.sequences) {
     await client.query('SELECT setval(pg_get_serial_sequence($1, $2), $3::bigint, $4)', [
       quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
@@ -154,6 +161,7 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   for (const fk of foreignKeys) {
     await client.query(`ALTER TABLE ${fk.table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.definition}`);
   }
+  phases.mark('constraints');
   return rows;
 }
 
@@ -183,10 +191,20 @@ async function copyTable(client: Client, dir: string, target: TargetTable, colum
   return copy.rowCount;
 }
 
-/** Fresh statistics for the planner, after commit: a failure here costs speed, never data. */
-async function analyze(client: Client, manifest: SnapshotManifest, hooks: LoadHooks): Promise<void> {
-  const tables = manifest.tables.map((t) => quoteQualified({ schema: t.schema, name: t.table })).join(', ');
-  await client.query(`ANALYZE ${tables}`).catch((error: unknown) => hooks.log?.(`ANALYZE after the load failed: ${errorMessage(error)}`));
+/**
+ * Fresh planner statistics for the loaded tables. Run after the load is committed and announced:
+ * the environment is usable without it, and a failure here costs query plans, never data.
+ */
+export async function analyzeSnapshotTables(targetDatabaseUrl: string, snapshot: SnapshotReadyPayload): Promise<void> {
+  const client = targetClient(targetDatabaseUrl);
+  await client.connect();
+  try {
+    // The message's table names were validated against the manifest by the load that just committed.
+    const tables = snapshot.tables.map((t) => quoteQualified(parseQualifiedName(t.name))).join(', ');
+    await client.query(`ANALYZE ${tables}`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 export async function markLoadAnnounced(targetDatabaseUrl: string, snapshotId: string): Promise<void> {

@@ -25,3 +25,4 @@ export * from './config/config-variables';
 export * from './health/database-readiness';
 export * from './util/server-identity';
 export * from './streams/progress-meter';
+export * from './util/phase-timer';

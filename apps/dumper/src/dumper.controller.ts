@@ -1,7 +1,7 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
-import { JetStreamContext, parseTriggerPayload, SUBJECTS, TerminateMessage } from '@app/common';
-import { DumperService } from './dumper.service';
+import { errorMessage, JetStreamContext, parseTriggerPayload, SUBJECTS, TerminateMessage } from '@app/common';
+import { type DumpOutcome, DumperService } from './dumper.service';
 
 @Controller()
 export class DumperController {
@@ -13,7 +13,16 @@ export class DumperController {
     // An InvalidMessageError terminates the message (TerminateMessageFilter). "Today" is the day
     // the trigger was published, even if it is delivered again later.
     const date = this.dumper.resolveDate(parseTriggerPayload(body), context.getMessage().time);
-    const outcome = await this.dumper.dump(date, context.getShutdownSignal());
+    let outcome: DumpOutcome;
+    try {
+      outcome = await this.dumper.dump(date, context.getShutdownSignal());
+    } catch (error) {
+      // Unexpected (e.g. the outcome could not be published): redelivered, unless this was the last try.
+      if (!context.isLastDelivery() || context.getShutdownSignal().aborted) throw error;
+      const message = errorMessage(error);
+      await this.dumper.reportFailure(date, message, context.getDeliveryCount());
+      throw new TerminateMessage(`dump of ${date} failed on the last delivery: ${message}`);
+    }
     if (outcome.status === 'failed') throw new TerminateMessage(`dump of ${date} failed: ${outcome.error}`);
   }
 }

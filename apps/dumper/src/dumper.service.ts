@@ -26,6 +26,12 @@ export class DumperService {
     private readonly events: EventPublisher,
   ) {}
 
+  /** Publishes snapshot.failed: the dump of `date` gave up. */
+  async reportFailure(date: string, error: string, attempts: number): Promise<void> {
+    this.logger.error(`dump of ${date} failed after ${attempts} attempt(s): ${error}`);
+    await this.events.publish(SUBJECTS.snapshotFailed, { date, error, attempts });
+  }
+
   /** The date a trigger asks for: its own, or today in SCHEDULE_TIMEZONE; never before START_DATE. */
   resolveDate(trigger: TriggerPayload, now = new Date()): string {
     const date = trigger.date ?? dateInTimeZone(now, this.config.timeZone);
@@ -75,8 +81,7 @@ export class DumperService {
     } catch (error) {
       if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;
       const message = errorMessage(error.lastError);
-      this.logger.error(`dump of ${date} failed after ${error.attempts} attempt(s): ${message}`);
-      await this.events.publish(SUBJECTS.snapshotFailed, { date, error: message, attempts: error.attempts });
+      await this.reportFailure(date, message, error.attempts);
       return { status: 'failed', error: message, attempts: error.attempts };
     }
   }

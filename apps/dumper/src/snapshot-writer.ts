@@ -84,7 +84,13 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   const workDir = resolve(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
   const clients: Client[] = [];
   const open = async () => {
-    const client = new Client({ connectionString: request.sourceDatabaseUrl, application_name: 'db-fanout-dumper' });
+    const client = new Client({
+      connectionString: request.sourceDatabaseUrl,
+      application_name: 'db-fanout-dumper',
+      // A dead peer or a half-open connection must surface as an error (transient, retried), not a hang.
+      keepAlive: true,
+      connectionTimeoutMillis: 30_000,
+    });
     // Without a listener, a connection dropped while idle would crash the process.
     client.on('error', () => undefined);
     clients.push(client);
@@ -97,7 +103,12 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     const main = await open();
     const source = await serverIdentity(main);
     await main.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    // Waiting behind a lock in production is bounded: lock_not_available is retried as transient.
+    await main.query("SET LOCAL lock_timeout = '60s'");
     const tables = await listSourceTables(main, request.tables, request.excludeTables);
+    // Like pg_dump: hold ACCESS SHARE on every table for the whole dump, so a TRUNCATE or DROP in
+    // production (which ignore MVCC snapshots) cannot make a table look empty halfway through.
+    await main.query(`LOCK TABLE ${tables.map((t) => quoteQualified(t)).join(', ')} IN ACCESS SHARE MODE`);
     const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table)]));
 
     // Extra connections adopt the main transaction's snapshot: every table is read at one instant.
@@ -119,16 +130,26 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     const written = new Map<SourceTable, Awaited<ReturnType<typeof dumpTable>>>();
     const queue = [...tables].sort((a, b) => b.bytes - a.bytes);
     request.log?.(`dumping ${tables.length} tables (about ${(totalBytes / 1e6).toFixed(1)} MB on disk) with ${jobs} connection(s)`);
+    let failed = false;
     try {
-      await Promise.all(
+      // allSettled, not all: when one worker fails the others stop taking tables and finish their
+      // current file before the directory is removed, and the first error is the one reported.
+      const settled = await Promise.allSettled(
         workers.map(async (worker) => {
-          for (let table = queue.shift(); table; table = queue.shift()) {
-            const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress);
-            progress.addRows(result.rows);
-            written.set(table, result);
+          for (let table = queue.shift(); table && !failed; table = queue.shift()) {
+            try {
+              const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress);
+              progress.addRows(result.rows);
+              written.set(table, result);
+            } catch (error) {
+              failed = true;
+              throw error;
+            }
           }
         }),
       );
+      const rejected = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+      if (rejected) throw rejected.reason;
     } finally {
       progress.stop();
     }
@@ -162,7 +183,9 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     request.log?.(`${snapshotId} phases: ${phases.toString()}`);
     return { manifest, location: finalDir };
   } catch (error) {
-    await rm(workDir, { recursive: true, force: true });
+    await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
+    // The original error is what matters (a cleanup failure must not turn a transient error permanent).
+    await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     throw error;
   } finally {
     await Promise.all(clients.map((client) => client.end().catch(() => undefined)));

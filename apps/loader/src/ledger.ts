@@ -42,6 +42,20 @@ export async function ensureLedger(client: ClientBase): Promise<void> {
       announced_at timestamptz
     )`,
   );
+  // Added after the first release: ledgers created before it get the column on their next load.
+  await createIfMissing(client, `ALTER TABLE ${LEDGER_TABLE} ADD COLUMN IF NOT EXISTS snapshot_created_at timestamptz`);
+}
+
+/**
+ * The newest snapshot this target holds, if it was dumped after `createdAt`: loading an older
+ * snapshot over it (a retry or redelivery that lost a race) would move the environment back in time.
+ */
+export async function newerLoadedSnapshot(client: ClientBase, createdAt: string): Promise<string | undefined> {
+  const { rows } = await client.query<{ snapshot_id: string }>(
+    `SELECT snapshot_id FROM ${LEDGER_TABLE} WHERE snapshot_created_at > $1 ORDER BY snapshot_created_at DESC LIMIT 1`,
+    [createdAt],
+  );
+  return rows[0]?.snapshot_id;
 }
 
 /**
@@ -63,11 +77,12 @@ export async function findLedgerEntry(client: ClientBase, snapshotId: string): P
 
 export async function recordLoad(
   client: ClientBase,
-  entry: Omit<LedgerEntry, 'announced'> & { date: string; environment: string },
+  entry: Omit<LedgerEntry, 'announced'> & { date: string; createdAt: string; environment: string },
 ): Promise<void> {
   await client.query(
-    `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, environment, rows, duration_ms, attempts) VALUES ($1, $2, $3, $4, $5, $6)`,
-    [entry.snapshotId, entry.date, entry.environment, entry.rows, entry.durationMs, entry.attempts],
+    `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, environment, rows, duration_ms, attempts)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    [entry.snapshotId, entry.date, entry.createdAt, entry.environment, entry.rows, entry.durationMs, entry.attempts],
   );
 }
 

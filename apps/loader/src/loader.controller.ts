@@ -1,7 +1,7 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
-import { JetStreamContext, parseSnapshotReadyPayload, SUBJECTS, TerminateMessage } from '@app/common';
-import { LoaderService } from './loader.service';
+import { errorMessage, InvalidMessageError, JetStreamContext, parseSnapshotReadyPayload, SUBJECTS, TerminateMessage } from '@app/common';
+import { type LoadOutcome, LoaderService } from './loader.service';
 
 @Controller()
 export class LoaderController {
@@ -12,7 +12,16 @@ export class LoaderController {
   async onSnapshotReady(@Payload() body: unknown, @Ctx() context: JetStreamContext): Promise<void> {
     // An InvalidMessageError from here on terminates the message (TerminateMessageFilter).
     const snapshot = parseSnapshotReadyPayload(body);
-    const outcome = await this.loader.load(snapshot, context.getShutdownSignal());
+    let outcome: LoadOutcome;
+    try {
+      outcome = await this.loader.load(snapshot, context.getShutdownSignal());
+    } catch (error) {
+      // Unexpected (e.g. the outcome could not be published): redelivered, unless this was the last try.
+      if (error instanceof InvalidMessageError || !context.isLastDelivery() || context.getShutdownSignal().aborted) throw error;
+      const message = errorMessage(error);
+      await this.loader.reportFailure(snapshot, message, context.getDeliveryCount());
+      throw new TerminateMessage(`load of ${snapshot.snapshotId} failed on the last delivery: ${message}`);
+    }
     if (outcome.status === 'failed') throw new TerminateMessage(`load of ${snapshot.snapshotId} failed: ${outcome.error}`);
   }
 }

@@ -1,8 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   errorMessage,
-  formatDuration,
   EventPublisher,
+  formatDuration,
+  InvalidMessageError,
   type LoaderConfig,
   RetriesExhaustedError,
   type SnapshotLoadedPayload,
@@ -14,7 +15,10 @@ import { LOADER_CONFIG } from './loader.constants';
 import { resolveSnapshotDir } from './snapshot-files';
 import { analyzeSnapshotTables, loadSnapshot, markLoadAnnounced } from './snapshot-load';
 
-export type LoadOutcome = { status: 'loaded'; event: SnapshotLoadedPayload } | { status: 'failed'; error: string; attempts: number };
+export type LoadOutcome =
+  | { status: 'loaded'; event: SnapshotLoadedPayload }
+  | { status: 'superseded'; by: string }
+  | { status: 'failed'; error: string; attempts: number };
 
 @Injectable()
 export class LoaderService {
@@ -31,12 +35,13 @@ export class LoaderService {
    * and the ledger makes the redelivery cheap).
    */
   async load(snapshot: SnapshotReadyPayload, signal?: AbortSignal): Promise<LoadOutcome> {
-    // A location outside SNAPSHOT_DIR is a bad message (InvalidMessageError), not a failed load.
-    const dir = await resolveSnapshotDir(this.config.snapshotDir, snapshot.location);
     const environment = this.config.environment;
     const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
     this.logger.log(`loading ${label}`);
     try {
+      // A location outside SNAPSHOT_DIR is a bad message (InvalidMessageError, rethrown below);
+      // an unreadable SNAPSHOT_DIR is a failed load like any other.
+      const dir = await resolveSnapshotDir(this.config.snapshotDir, snapshot.location);
       const { result, attempts } = await withRetry(
         this.config.retry,
         (attempt) =>
@@ -52,31 +57,57 @@ export class LoaderService {
           this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`),
         signal,
       );
-      if (result.kind === 'already-loaded') {
-        this.logger.log(`${label}: already loaded (ledger)`);
-        const { entry } = result;
-        const event = { snapshotId: snapshot.snapshotId, environment, rows: entry.rows, durationMs: entry.durationMs, attempts: entry.attempts };
-        if (!entry.announced) await this.announce(event);
-        return { status: 'loaded', event };
+      switch (result.kind) {
+        case 'superseded':
+          this.logger.warn(`skipped ${label}: the environment already holds ${result.by}, dumped later`);
+          return { status: 'superseded', by: result.by };
+        case 'already-loaded': {
+          this.logger.log(`${label}: already loaded (ledger)`);
+          const { entry } = result;
+          const event = { snapshotId: snapshot.snapshotId, environment, rows: entry.rows, durationMs: entry.durationMs, attempts: entry.attempts };
+          if (!entry.announced) await this.announce(event);
+          return { status: 'loaded', event };
+        }
+        case 'loaded': {
+          const event: SnapshotLoadedPayload = { snapshotId: snapshot.snapshotId, environment, rows: result.rows, durationMs: result.durationMs, attempts };
+          this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
+          await this.announce(event);
+          await analyzeSnapshotTables(this.config.targetDatabaseUrl, snapshot).catch((error: unknown) =>
+            this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`),
+          );
+          return { status: 'loaded', event };
+        }
       }
-      const event: SnapshotLoadedPayload = { snapshotId: snapshot.snapshotId, environment, rows: result.rows, durationMs: result.durationMs, attempts };
-      this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
-      await this.announce(event);
-      await analyzeSnapshotTables(this.config.targetDatabaseUrl, snapshot).catch((error: unknown) =>
-        this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`),
-      );
-      return { status: 'loaded', event };
     } catch (error) {
-      if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;
-      const message = errorMessage(error.lastError);
-      this.logger.error(`loading ${label} failed after ${error.attempts} attempt(s): ${message}`);
-      await this.events.publish(SUBJECTS.snapshotLoadFailed, { snapshotId: snapshot.snapshotId, environment, error: message, attempts: error.attempts });
-      return { status: 'failed', error: message, attempts: error.attempts };
+      if (error instanceof InvalidMessageError || signal?.aborted) throw error;
+      if (!(error instanceof RetriesExhaustedError) && !isSnapshotDirError(error)) throw error;
+      const attempts = error instanceof RetriesExhaustedError ? error.attempts : 1;
+      const message = errorMessage(error instanceof RetriesExhaustedError ? error.lastError : error);
+      await this.reportFailure(snapshot, message, attempts);
+      return { status: 'failed', error: message, attempts };
     }
+  }
+
+  /** Publishes snapshot.load.failed (with a message id, so a redelivered report is not doubled). */
+  async reportFailure(snapshot: SnapshotReadyPayload, error: string, attempts: number): Promise<void> {
+    const environment = this.config.environment;
+    this.logger.error(`loading snapshot ${snapshot.snapshotId} into ${environment} failed after ${attempts} attempt(s): ${error}`);
+    await this.events.publish(
+      SUBJECTS.snapshotLoadFailed,
+      { snapshotId: snapshot.snapshotId, environment, error, attempts },
+      `load-failed:${snapshot.snapshotId}:${environment}`,
+    );
   }
 
   private async announce(event: SnapshotLoadedPayload): Promise<void> {
     await this.events.publish(SUBJECTS.snapshotLoaded, event, `loaded:${event.snapshotId}:${event.environment}`);
-    await markLoadAnnounced(this.config.targetDatabaseUrl, event.snapshotId);
+    // Only spares a redelivery from announcing again; the message id already dedupes that event.
+    await markLoadAnnounced(this.config.targetDatabaseUrl, event.snapshotId).catch((error: unknown) =>
+      this.logger.warn(`could not mark ${event.snapshotId} as announced: ${errorMessage(error)}`),
+    );
   }
+}
+
+function isSnapshotDirError(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && ['ENOENT', 'EACCES', 'ENOTDIR'].includes((error as { code?: string }).code ?? '');
 }

@@ -429,3 +429,42 @@ describe('loadSnapshot with indexes deferred to the end of the load', () => {
     expect(await ledgerRows(target)).toEqual([]);
   });
 });
+
+describe('loadSnapshot and what else lives in the target', () => {
+  it('never loads a snapshot over one dumped later (a retry that lost a race): superseded, nothing changes', async () => {
+    const target = await createTarget();
+    const older = snapshot;
+    await query(sourceUrl, "UPDATE public.customers SET note = 'newer' WHERE id = 1");
+    const newer = await dumpSource();
+    await query(sourceUrl, "UPDATE public.customers SET note = 'first line\nsecond line' WHERE id = 1");
+    expect(await load(target, newer)).toMatchObject({ kind: 'loaded' });
+    const afterNewer = await contentsOf(target);
+
+    expect(await load(target, older)).toEqual({ kind: 'superseded', by: newer.manifest.snapshotId });
+    expect(await contentsOf(target)).toEqual(afterNewer);
+    expect((await ledgerRows(target)).map((r) => r.snapshot_id)).toEqual([newer.manifest.snapshotId]);
+  });
+
+  it('keeps an index that a view depends on in place instead of failing the load', async () => {
+    const target = await createTarget('CREATE VIEW public.customer_names AS SELECT id, name FROM public.customers GROUP BY id;');
+    expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+    const [{ n }] = await query<{ n: string }>(target, 'SELECT count(*)::text AS n FROM public.customer_names');
+    expect(n).toBe('4');
+  });
+
+  it('leaves the rows of an inheritance child that is not in the snapshot', async () => {
+    const target = await createTarget("CREATE TABLE public.vip_customers (tier text) INHERITS (public.customers); INSERT INTO public.vip_customers (id, name, tier) VALUES (1000, 'vip', 'gold');");
+    expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });
+    expect(await query(target, 'SELECT id, name, tier FROM ONLY public.vip_customers')).toEqual([{ id: 1000, name: 'vip', tier: 'gold' }]);
+  });
+
+  it('keeps comments on indexes and key constraints it rebuilt', async () => {
+    const target = await createTarget(`COMMENT ON CONSTRAINT members_pkey ON public.members IS 'the member''s id';
+      CREATE INDEX members_nick ON public.members (nick); COMMENT ON INDEX public.members_nick IS 'lookup by nick';`);
+    await load(target, snapshot);
+    expect(
+      await query(target, "SELECT obj_description('public.members_nick'::regclass, 'pg_class') AS index_comment, obj_description((SELECT oid FROM pg_constraint WHERE conname = 'members_pkey'), 'pg_constraint') AS key_comment"),
+    ).toEqual([{ index_comment: 'lookup by nick', key_comment: "the member's id" }]);
+  });
+});

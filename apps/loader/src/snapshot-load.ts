@@ -15,13 +15,17 @@ import {
   quoteIdent,
   quoteQualified,
 } from '@app/common';
-import { ensureLedger, findLedgerEntry, type LedgerEntry, lockLedger, markAnnounced, recordLoad } from './ledger';
+import { ensureLedger, findLedgerEntry, type LedgerEntry, lockLedger, markAnnounced, newerLoadedSnapshot, recordLoad } from './ledger';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
-import { deferrableIndexes, foreignKeysTouching, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
+import { deferrableIndexes, foreignKeysTouching, type IndexDefinition, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
 
 const READ_BUFFER = 1 << 20;
 
-export type LoadResult = { kind: 'loaded'; rows: number; durationMs: number } | { kind: 'already-loaded'; entry: LedgerEntry };
+export type LoadResult =
+  | { kind: 'loaded'; rows: number; durationMs: number }
+  | { kind: 'already-loaded'; entry: LedgerEntry }
+  /** The target already holds a snapshot dumped later: loading this one would go back in time. */
+  | { kind: 'superseded'; by: string };
 
 export interface LoadHooks {
   /** Progress lines (start of the COPY phase, then every few seconds). */
@@ -38,7 +42,13 @@ export interface LoadRequest extends LoadHooks {
 }
 
 export function targetClient(url: string): Client {
-  const client = new Client({ connectionString: url, application_name: 'db-fanout-loader' });
+  const client = new Client({
+    connectionString: url,
+    application_name: 'db-fanout-loader',
+    // A dead peer or a half-open connection must surface as an error (transient, retried), not a hang.
+    keepAlive: true,
+    connectionTimeoutMillis: 30_000,
+  });
   // An idle connection killed by the server must not crash the process; the next query reports it.
   client.on('error', () => undefined);
   return client;
@@ -84,11 +94,17 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
         await client.query('ROLLBACK');
         return { kind: 'already-loaded', entry: loadedMeanwhile };
       }
+      const newer = await newerLoadedSnapshot(client, manifest.createdAt);
+      if (newer) {
+        await client.query('ROLLBACK');
+        return { kind: 'superseded', by: newer };
+      }
       const rows = await loadTables(client, dir, manifest, headers, request, phases);
       const durationMs = Date.now() - started;
       await recordLoad(client, {
         snapshotId: manifest.snapshotId,
         date: manifest.date,
+        createdAt: manifest.createdAt,
         environment: request.environment,
         rows,
         durationMs,
@@ -108,7 +124,14 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
 }
 
 /** Session settings for the load's transaction only: index builds get room to sort in memory. */
-const LOAD_SETTINGS = ["SET LOCAL maintenance_work_mem = '256MB'", 'SET LOCAL max_parallel_maintenance_workers = 0'];
+const LOAD_SETTINGS = [
+  "SET LOCAL maintenance_work_mem = '256MB'",
+  // With several loads sharing a server, parallel index workers only add contention (measured).
+  'SET LOCAL max_parallel_maintenance_workers = 0',
+  // A session idling in a transaction on the target must not stall the load forever: give up
+  // (lock_not_available, retried as transient) instead of waiting behind it.
+  "SET LOCAL lock_timeout = '60s'",
+];
 
 /**
  * The load itself, inside the caller's transaction. Work that would otherwise happen per row is
@@ -124,10 +147,10 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   for (const fk of foreignKeys) {
     await client.query(`ALTER TABLE ${fk.table} DROP CONSTRAINT ${quoteIdent(fk.name)}`);
   }
-  for (const index of indexes) {
-    await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${schemaOf(index.table)}.${quoteIdent(index.name)}`);
-  }
-  await client.query(`TRUNCATE ${targets.map((t) => qualified(t)).join(', ')}`);
+  const dropped = await dropIndexesWherePossible(client, indexes);
+  // ONLY: inheritance children that are not in the snapshot keep their rows (partitions are loaded
+  // through their parent, so a partitioned table is truncated whole).
+  await client.query(`TRUNCATE ${targets.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')}`);
   phases.mark('prepare');
 
   const totalBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);
@@ -145,9 +168,13 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   }
   phases.mark('copy');
 
-  for (const index of indexes) {
+  for (const index of dropped) {
     await client.query(index.constraint ? `ALTER TABLE ${index.table} ADD CONSTRAINT ${quoteIdent(index.name)} ${index.definition}` : index.definition);
     if (index.clustered) await client.query(`ALTER TABLE ${index.table} CLUSTER ON ${quoteIdent(index.name)}`);
+    if (index.comment !== null) {
+      const object = index.constraint ? `CONSTRAINT ${quoteIdent(index.name)} ON ${index.table}` : `INDEX ${schemaOf(index.table)}.${quoteIdent(index.name)}`;
+      await client.query(`COMMENT ON ${object} IS ${quoteLiteral(index.comment)}`);
+    }
   }
   phases.mark('indexes');
   for (const sequence of manifest.sequences) {
@@ -163,6 +190,32 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   }
   phases.mark('constraints');
   return rows;
+}
+
+/**
+ * Drops each deferrable index inside its own savepoint: one that something else depends on (a view
+ * grouping by a primary key, say) stays in place and is maintained row by row instead of failing
+ * the load. Returns the indexes that were dropped, to rebuild after the COPY.
+ */
+async function dropIndexesWherePossible(client: Client, indexes: IndexDefinition[]): Promise<IndexDefinition[]> {
+  const dropped: IndexDefinition[] = [];
+  for (const index of indexes) {
+    await client.query('SAVEPOINT drop_index');
+    try {
+      await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${schemaOf(index.table)}.${quoteIdent(index.name)}`);
+      await client.query('RELEASE SAVEPOINT drop_index');
+      dropped.push(index);
+    } catch (error) {
+      if ((error as { code?: string }).code !== '2BP01') throw error; // dependent_objects_still_exist
+      await client.query('ROLLBACK TO SAVEPOINT drop_index');
+      await client.query('RELEASE SAVEPOINT drop_index');
+    }
+  }
+  return dropped;
+}
+
+function quoteLiteral(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
 }
 
 /** `"schema"."table"` -> `"schema"` (an index lives in its table's schema). */

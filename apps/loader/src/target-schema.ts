@@ -80,6 +80,7 @@ export interface IndexDefinition {
   constraint: boolean;
   definition: string;
   clustered: boolean;
+  comment: string | null;
 }
 
 /**
@@ -90,14 +91,19 @@ export interface IndexDefinition {
  */
 export async function deferrableIndexes(client: ClientBase, tables: TargetTable[]): Promise<IndexDefinition[]> {
   const oids = tables.filter((t) => !t.partitioned).map((t) => t.oid);
-  const { rows } = await client.query<{ schema: string; table: string; name: string; constraint: boolean; definition: string; clustered: boolean }>(
+  // pg_get_indexdef and pg_get_constraintdef leave out a non-default tablespace: it is added back.
+  const { rows } = await client.query<{ schema: string; table: string; name: string; constraint: boolean; definition: string; clustered: boolean; comment: string | null }>(
     `SELECT n.nspname AS schema, c.relname AS table,
             coalesce(con.conname, ic.relname) AS name,
             con.oid IS NOT NULL AS constraint,
-            CASE WHEN con.oid IS NOT NULL THEN pg_get_constraintdef(con.oid) ELSE pg_get_indexdef(i.indexrelid) END AS definition,
-            i.indisclustered AS clustered
+            CASE WHEN con.oid IS NOT NULL
+                 THEN pg_get_constraintdef(con.oid) || coalesce(' USING INDEX TABLESPACE ' || quote_ident(ts.spcname), '')
+                 ELSE pg_get_indexdef(i.indexrelid) || coalesce(' TABLESPACE ' || quote_ident(ts.spcname), '') END AS definition,
+            i.indisclustered AS clustered,
+            CASE WHEN con.oid IS NOT NULL THEN obj_description(con.oid, 'pg_constraint') ELSE obj_description(i.indexrelid, 'pg_class') END AS comment
        FROM pg_index i
        JOIN pg_class ic ON ic.oid = i.indexrelid
+       LEFT JOIN pg_tablespace ts ON ts.oid = ic.reltablespace
        JOIN pg_class c ON c.oid = i.indrelid
        JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
@@ -111,5 +117,6 @@ export async function deferrableIndexes(client: ClientBase, tables: TargetTable[
     constraint: row.constraint,
     definition: row.definition,
     clustered: row.clustered,
+    comment: row.comment,
   }));
 }

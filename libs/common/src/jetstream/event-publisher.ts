@@ -1,9 +1,14 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import type { Subject } from '../contract/subjects';
+import { errorMessage } from '../util/redact';
 import { NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
+
+/** 1 + 6 retries waiting 1, 2, 4, 8, 15, 15 s: about 45 s of broker trouble is ridden out. */
+const PUBLISH_ATTEMPTS = 7;
 
 /**
  * Publishes pipeline events into the stream and waits for the broker's ack, so a publish that
@@ -13,14 +18,30 @@ import { NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 export class EventPublisher {
   private readonly js: JetStreamClient;
 
+  private readonly logger = new Logger('Events');
+
   constructor(
-    @Inject(NATS_CONNECTION) connection: NatsConnection,
+    @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
     @Inject(NATS_CONFIG) private readonly config: NatsConfig,
   ) {
     this.js = jetstream(connection);
   }
 
+  /**
+   * Retries for about a minute (a broker restart, a leader election) before giving up. With a
+   * message id a retried publish that did reach the stream is dropped as a duplicate.
+   */
   async publish(subject: Subject, payload: object, msgID?: string): Promise<void> {
-    await this.js.publish(`${this.config.subjectPrefix}${subject}`, JSON.stringify(payload), msgID ? { msgID } : undefined);
+    const body = JSON.stringify(payload);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.js.publish(`${this.config.subjectPrefix}${subject}`, body, msgID ? { msgID } : undefined);
+        return;
+      } catch (error) {
+        if (attempt >= PUBLISH_ATTEMPTS || this.connection.isClosed()) throw error;
+        this.logger.warn(`publishing ${subject} failed (attempt ${attempt} of ${PUBLISH_ATTEMPTS}), retrying: ${errorMessage(error)}`);
+        await sleep(Math.min(1_000 * 2 ** (attempt - 1), 15_000));
+      }
+    }
   }
 }

@@ -2,7 +2,7 @@ import { BaseRpcContext } from '@nestjs/microservices';
 import type { JsMsg } from '@nats-io/jetstream';
 
 /** What a handler can ask about the message it is processing (second @EventPattern handler argument). */
-export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal]> {
+export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal, number]> {
   getMessage(): JsMsg {
     return this.args[0];
   }
@@ -15,6 +15,14 @@ export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal
   /** Aborted when the app shuts down: long waits (retry delays) should stop and let the message be redelivered. */
   getShutdownSignal(): AbortSignal {
     return this.args[2];
+  }
+
+  /**
+   * True when the broker will not deliver this message again (max_deliver reached): a handler that
+   * fails now should report the failure itself, or nobody will.
+   */
+  isLastDelivery(): boolean {
+    return this.args[0].info.deliveryCount >= this.args[3];
   }
 
   /** 1 for the first delivery, more when the broker redelivers (crash, nak, lost ack). */

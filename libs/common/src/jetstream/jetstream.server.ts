@@ -27,6 +27,8 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
   private stopping = false;
   private readonly stopSignal = new AbortController();
   private loops: Promise<void>[] = [];
+  /** The broker's ack wait per consumer, which may differ from ACK_WAIT for an existing consumer. */
+  private readonly ackWaitMs = new Map<string, number>();
 
   constructor(
     @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
@@ -51,7 +53,11 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
       if (!this.getHandlerByPattern(binding.pattern)) {
         throw new Error(`no @EventPattern('${binding.pattern}') handler is registered for consumer ${binding.durable}`);
       }
-      await ensureConsumer(jsm, this.config, binding);
+      const ackWaitMs = await ensureConsumer(jsm, this.config, binding);
+      this.ackWaitMs.set(binding.durable, ackWaitMs);
+      if (ackWaitMs !== this.config.ackWaitMs) {
+        this.logger.warn(`consumer ${binding.durable} keeps its ack wait of ${ackWaitMs}ms (ACK_WAIT asks ${this.config.ackWaitMs}ms); heartbeats follow the consumer`);
+      }
     }
     this.loops = this.bindings.map((binding) => this.consumeLoop(binding));
     this.readiness.set('nats', true, `consuming ${this.bindings.map((b) => b.durable).join(', ')}`);
@@ -115,10 +121,11 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
     }
 
     // Keep the message ours while the handler runs (a load can outlast the ack wait many times).
-    const heartbeat = setInterval(() => message.working(), Math.max(500, Math.floor(this.config.ackWaitMs / 3)));
+    const ackWaitMs = this.ackWaitMs.get(binding.durable) ?? this.config.ackWaitMs;
+    const heartbeat = setInterval(() => message.working(), Math.max(200, Math.floor(ackWaitMs / 3)));
     try {
       const handler = this.getHandlerByPattern(binding.pattern)!;
-      const context = new JetStreamContext([message, binding.pattern, this.stopSignal.signal]);
+      const context = new JetStreamContext([message, binding.pattern, this.stopSignal.signal, binding.maxDeliver]);
       await lastValueFrom(this.transformToObservable(await handler(body, context)), { defaultValue: undefined });
       clearInterval(heartbeat);
       if (!(await message.ackAck().catch(() => false))) {
@@ -132,7 +139,7 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
         message.term();
       } else {
         this.logger.error(`handler failed for ${where}, will be redelivered: ${describeError(error)}`);
-        message.nak(Math.min(MAX_REDELIVERY_DELAY_MS, this.config.ackWaitMs));
+        message.nak(Math.min(MAX_REDELIVERY_DELAY_MS, ackWaitMs));
       }
     }
   }

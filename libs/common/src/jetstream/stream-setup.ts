@@ -6,7 +6,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
-import { nanos } from '@nats-io/transport-node';
+import { millis, nanos } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import { streamSubjects } from '../contract/subjects';
 
@@ -58,11 +58,15 @@ export interface ConsumerBinding {
   maxDeliver: number;
 }
 
-/** Creates the durable consumer if missing; an existing one keeps its position (that is the point of it). */
-export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, binding: ConsumerBinding): Promise<void> {
+/**
+ * Creates the durable consumer if missing; an existing one keeps its position (that is the point of
+ * it). Returns the consumer's ack wait in ms as the broker has it: an existing consumer keeps the
+ * ack wait it was created with, whatever ACK_WAIT says now, and heartbeats must follow the broker's.
+ */
+export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, binding: ConsumerBinding): Promise<number> {
   try {
-    await jsm.consumers.info(config.stream, binding.durable);
-    return;
+    const info = await jsm.consumers.info(config.stream, binding.durable);
+    return millis(info.config.ack_wait ?? nanos(config.ackWaitMs));
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
@@ -80,4 +84,6 @@ export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, 
   } catch (error) {
     if (!(await jsm.consumers.info(config.stream, binding.durable).catch(() => undefined))) throw error;
   }
+  const info = await jsm.consumers.info(config.stream, binding.durable);
+  return millis(info.config.ack_wait ?? nanos(config.ackWaitMs));
 }

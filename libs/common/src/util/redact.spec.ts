@@ -81,3 +81,12 @@ describe('redactSecrets with awkward credentials', () => {
     expect(redactSecrets(input)).toBe(expected);
   });
 });
+
+describe('redactSecrets and NATS tokens', () => {
+  it('masks a token written as the user part of a NATS URL, but keeps a database user name', () => {
+    expect(redactSecrets('cannot connect to NATS at nats://s3cr3t@host:1,tls://t0k@h2:4222')).toBe(
+      'cannot connect to NATS at nats://***@host:1,tls://***@h2:4222',
+    );
+    expect(redactSecrets('postgres://loader@dev-db/app')).toBe('postgres://loader@dev-db/app');
+  });
+});

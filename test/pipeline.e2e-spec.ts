@@ -66,6 +66,25 @@ describe('replicating production into dev, staging and qa', () => {
     }
   });
 
+  it('announces every attempt and counts the work in /metrics', async () => {
+    expect(events.of('snapshot.dump.started')).toEqual([expect.objectContaining({ date: '2024-01-05', attempt: 1 })]);
+    expect(events.of('snapshot.load.started').map((e) => `${String(e.environment)}:${String(e.attempt)}`).sort()).toEqual(['dev:1', 'qa:1', 'staging:1']);
+
+    const metrics = async (name: string) => (await fetch(`http://127.0.0.1:${fleet.app(name).port}/metrics`)).text();
+    const dumper = await metrics('dumper');
+    expect(dumper).toContain('db_fanout_dumps_total{result="success"} 1');
+    expect(dumper).toContain(`db_fanout_dump_rows_total ${20000 + 2008 + 4 + 504}`);
+    expect(dumper).toMatch(/db_fanout_dump_duration_seconds_count 1/);
+    for (const env of environments) {
+      const loader = await metrics(`loader-${env}`);
+      expect(loader).toContain(`db_fanout_loads_total{environment="${env}",result="success"} 1`);
+      expect(loader).toContain(`db_fanout_load_rows_total{environment="${env}"} ${20000 + 2008 + 4 + 504}`);
+      const age = Number(/db_fanout_snapshot_age_seconds\{environment="[a-z]+"\} ([0-9.e+-]+)/.exec(loader)?.[1]);
+      expect(age).toBeGreaterThan(0);
+      expect(age).toBeLessThan(120);
+    }
+  });
+
   it('leaves sequences usable: the next insert continues after production', async () => {
     const [{ max_customer }] = await source.query<{ max_customer: number }>('SELECT max(id) AS max_customer FROM customers');
     const [{ max_item }] = await source.query<{ max_item: string }>('SELECT max("Id")::text AS max_item FROM "Sales"."Order Items"');

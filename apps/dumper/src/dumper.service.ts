@@ -2,6 +2,8 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   dateInTimeZone,
   type DumperConfig,
+  type DumpStartedPayload,
+  MetricsService,
   errorMessage,
   formatDuration,
   EventPublisher,
@@ -24,12 +26,22 @@ export class DumperService {
   constructor(
     @Inject(DUMPER_CONFIG) private readonly config: DumperConfig,
     private readonly events: EventPublisher,
+    private readonly metrics: MetricsService,
   ) {}
 
   /** Publishes snapshot.failed: the dump of `date` gave up. */
   async reportFailure(date: string, error: string, attempts: number): Promise<void> {
+    this.metrics.dumps.inc({ result: 'failed' });
     this.logger.error(`dump of ${date} failed after ${attempts} attempt(s): ${error}`);
     await this.events.publish(SUBJECTS.snapshotFailed, { date, error, attempts });
+  }
+
+  /** snapshot.dump.started, best effort: history and dashboards, never a reason to fail a dump. */
+  private async announceStart(date: string, attempt: number): Promise<void> {
+    const event: DumpStartedPayload = { date, attempt, startedAt: new Date().toISOString() };
+    await this.events
+      .publish(SUBJECTS.dumpStarted, event)
+      .catch((error: unknown) => this.logger.warn(`could not announce the start of the dump of ${date}: ${errorMessage(error)}`));
   }
 
   /** The date a trigger asks for: its own, or today in SCHEDULE_TIMEZONE; never before START_DATE. */
@@ -52,8 +64,9 @@ export class DumperService {
     try {
       const { result, attempts } = await withRetry(
         this.config.retry,
-        () =>
-          writeSnapshot({
+        async (attempt) => {
+          await this.announceStart(date, attempt);
+          return writeSnapshot({
             date,
             sourceDatabaseUrl: this.config.sourceDatabaseUrl,
             snapshotDir: this.config.snapshotDir,
@@ -61,9 +74,12 @@ export class DumperService {
             excludeTables: this.config.excludeTables,
             jobs: this.config.dumpJobs,
             log: (line) => this.logger.log(line),
-          }),
-        (attempt, error, delayMs) =>
-          this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`),
+          });
+        },
+        (attempt, error, delayMs) => {
+          this.metrics.dumpRetries.inc();
+          this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`);
+        },
         signal,
       );
       const { manifest, location } = result;
@@ -76,6 +92,11 @@ export class DumperService {
       };
       await this.events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`);
       const rows = snapshot.tables.reduce((sum, t) => sum + t.rows, 0);
+      this.metrics.dumps.inc({ result: 'success' });
+      this.metrics.dumpRows.inc(rows);
+      this.metrics.dumpBytes.inc(snapshot.tables.reduce((sum, t) => sum + t.bytes, 0));
+      this.metrics.dumpDuration.observe((Date.now() - started) / 1000);
+      this.metrics.lastSnapshotCreated.set(Date.parse(snapshot.createdAt) / 1000);
       this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
       return { status: 'ready', snapshot };
     } catch (error) {

@@ -5,6 +5,8 @@ import {
   formatDuration,
   InvalidMessageError,
   type LoaderConfig,
+  type LoadStartedPayload,
+  MetricsService,
   RetriesExhaustedError,
   type SnapshotLoadedPayload,
   type SnapshotReadyPayload,
@@ -27,6 +29,7 @@ export class LoaderService {
   constructor(
     @Inject(LOADER_CONFIG) private readonly config: LoaderConfig,
     private readonly events: EventPublisher,
+    private readonly metrics: MetricsService,
   ) {}
 
   /**
@@ -44,22 +47,27 @@ export class LoaderService {
       const dir = await resolveSnapshotDir(this.config.snapshotDir, snapshot.location);
       const { result, attempts } = await withRetry(
         this.config.retry,
-        (attempt) =>
-          loadSnapshot({
+        async (attempt) => {
+          await this.announceStart(snapshot, attempt);
+          return loadSnapshot({
             snapshot,
             dir,
             targetDatabaseUrl: this.config.targetDatabaseUrl,
             environment,
             attempt,
             log: (line) => this.logger.log(`${line} into ${environment}`),
-          }),
-        (attempt, error, delayMs) =>
-          this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`),
+          });
+        },
+        (attempt, error, delayMs) => {
+          this.metrics.loadRetries.inc({ environment });
+          this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`);
+        },
         signal,
       );
       switch (result.kind) {
         case 'superseded':
           this.logger.warn(`skipped ${label}: the environment already holds ${result.by}, dumped later`);
+          this.metrics.loads.inc({ environment, result: 'superseded' });
           return { status: 'superseded', by: result.by };
         case 'already-loaded': {
           this.logger.log(`${label}: already loaded (ledger)`);
@@ -71,6 +79,7 @@ export class LoaderService {
         case 'loaded': {
           const event: SnapshotLoadedPayload = { snapshotId: snapshot.snapshotId, environment, rows: result.rows, durationMs: result.durationMs, attempts };
           this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
+          this.recordSuccess(snapshot, event);
           await this.announce(event);
           await analyzeSnapshotTables(this.config.targetDatabaseUrl, snapshot).catch((error: unknown) =>
             this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`),
@@ -91,12 +100,31 @@ export class LoaderService {
   /** Publishes snapshot.load.failed (with a message id, so a redelivered report is not doubled). */
   async reportFailure(snapshot: SnapshotReadyPayload, error: string, attempts: number): Promise<void> {
     const environment = this.config.environment;
+    this.metrics.loads.inc({ environment, result: 'failed' });
     this.logger.error(`loading snapshot ${snapshot.snapshotId} into ${environment} failed after ${attempts} attempt(s): ${error}`);
     await this.events.publish(
       SUBJECTS.snapshotLoadFailed,
       { snapshotId: snapshot.snapshotId, environment, error, attempts },
       `load-failed:${snapshot.snapshotId}:${environment}`,
     );
+  }
+
+  private recordSuccess(snapshot: SnapshotReadyPayload, event: SnapshotLoadedPayload): void {
+    const environment = event.environment;
+    this.metrics.loads.inc({ environment, result: 'success' });
+    this.metrics.loadRows.inc({ environment }, event.rows);
+    this.metrics.loadBytes.inc({ environment }, snapshot.tables.reduce((sum, t) => sum + t.bytes, 0));
+    this.metrics.loadDuration.observe({ environment }, event.durationMs / 1000);
+    this.metrics.recordLoadedSnapshot(environment, snapshot.createdAt);
+  }
+
+  /** snapshot.load.started, best effort: history and dashboards, never a reason to fail a load. */
+  private async announceStart(snapshot: SnapshotReadyPayload, attempt: number): Promise<void> {
+    const environment = this.config.environment;
+    const event: LoadStartedPayload = { snapshotId: snapshot.snapshotId, environment, attempt, startedAt: new Date().toISOString() };
+    await this.events
+      .publish(SUBJECTS.loadStarted, event, `load-started:${snapshot.snapshotId}:${environment}:${attempt}`)
+      .catch((error: unknown) => this.logger.warn(`could not announce the start of loading ${snapshot.snapshotId}: ${errorMessage(error)}`));
   }
 
   private async announce(event: SnapshotLoadedPayload): Promise<void> {

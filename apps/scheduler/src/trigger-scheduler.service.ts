@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { CronJob } from 'cron';
-import { dateInTimeZone, errorMessage, EventPublisher, type SchedulerConfig, SUBJECTS, type TriggerPayload } from '@app/common';
+import { dateInTimeZone, errorMessage, EventPublisher, MetricsService, type SchedulerConfig, SUBJECTS, type TriggerPayload } from '@app/common';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
@@ -24,6 +24,7 @@ export class TriggerScheduler implements OnApplicationBootstrap {
     @Inject(SCHEDULER_CONFIG) private readonly config: SchedulerConfig,
     private readonly events: EventPublisher,
     private readonly registry: SchedulerRegistry,
+    private readonly metrics: MetricsService,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -49,13 +50,16 @@ export class TriggerScheduler implements OnApplicationBootstrap {
     const trigger = scheduledTrigger(fireTime, this.config);
     if (!trigger) {
       this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
+      this.metrics.triggers.inc({ result: 'skipped' });
       return;
     }
     try {
       await this.events.publish(SUBJECTS.trigger, trigger.payload, trigger.msgID);
       this.logger.log(`triggered replication for ${trigger.payload.date} (${trigger.msgID})`);
+      this.metrics.triggers.inc({ result: 'published' });
     } catch (error) {
       this.logger.error(`could not publish the trigger for ${trigger.payload.date}: ${errorMessage(error)}`);
+      this.metrics.triggers.inc({ result: 'failed' });
     }
   }
 }

@@ -26,3 +26,4 @@ export * from './health/database-readiness';
 export * from './util/server-identity';
 export * from './streams/progress-meter';
 export * from './util/phase-timer';
+export * from './metrics/metrics.service';

@@ -41,6 +41,19 @@ export interface SnapshotLoadFailedPayload {
   attempts: number;
 }
 
+export interface DumpStartedPayload {
+  date: string;
+  attempt: number;
+  startedAt: string;
+}
+
+export interface LoadStartedPayload {
+  snapshotId: string;
+  environment: string;
+  attempt: number;
+  startedAt: string;
+}
+
 export interface SnapshotFailedPayload {
   date: string;
   error: string;

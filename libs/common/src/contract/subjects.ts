@@ -8,6 +8,10 @@ export const SUBJECTS = {
   snapshotLoaded: 'snapshot.loaded',
   snapshotLoadFailed: 'snapshot.load.failed',
   snapshotFailed: 'snapshot.failed',
+  /** Each attempt of a dump begins (attempt > 1: a retry), for run history and dashboards. */
+  dumpStarted: 'snapshot.dump.started',
+  /** Each attempt of a load begins (attempt > 1: a retry). */
+  loadStarted: 'snapshot.load.started',
 } as const;
 
 export type Subject = (typeof SUBJECTS)[keyof typeof SUBJECTS];

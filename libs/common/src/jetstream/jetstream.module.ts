@@ -3,6 +3,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import { HealthController } from '../health/health.controller';
+import { MetricsController } from '../metrics/metrics.controller';
+import { MetricsService } from '../metrics/metrics.service';
 import { ReadinessService } from '../health/readiness.service';
 import { EventPublisher } from './event-publisher';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
@@ -43,24 +45,25 @@ export interface JetStreamModuleOptions {
   bindings: ConsumerBinding[];
 }
 
-/** The NATS connection, the event publisher, the JetStream transport and /health, for one app. */
+/** The NATS connection, the event publisher, the JetStream transport, /health and /metrics, for one app. */
 @Global()
 @Module({})
 export class JetStreamModule {
   static forRoot(options: JetStreamModuleOptions): DynamicModule {
     return {
       module: JetStreamModule,
-      controllers: [HealthController],
+      controllers: [HealthController, MetricsController],
       providers: [
         { provide: NATS_CONFIG, useValue: options.config },
         { provide: JETSTREAM_BINDINGS, useValue: options.bindings },
         { provide: NATS_CONNECTION, useFactory: () => connectAndEnsureStream(options.config, options.clientName) },
         NatsConnectionCloser,
         ReadinessService,
+        MetricsService,
         EventPublisher,
         JetStreamServer,
       ],
-      exports: [NATS_CONFIG, NATS_CONNECTION, ReadinessService, EventPublisher, JetStreamServer],
+      exports: [NATS_CONFIG, NATS_CONNECTION, ReadinessService, MetricsService, EventPublisher, JetStreamServer],
     };
   }
 }

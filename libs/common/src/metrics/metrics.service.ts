@@ -1,0 +1,52 @@
+import { Injectable } from '@nestjs/common';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
+
+/**
+ * The pipeline's Prometheus metrics, one registry per process (served on GET /metrics). Every app
+ * registers all of them; each records what it does, so dashboards can sum across apps.
+ */
+@Injectable()
+export class MetricsService {
+  readonly registry = new Registry();
+
+  readonly dumps = new Counter({ name: 'db_fanout_dumps_total', help: 'Dumps finished, by result (success, failed).', labelNames: ['result'], registers: [this.registry] });
+  readonly dumpRows = new Counter({ name: 'db_fanout_dump_rows_total', help: 'Rows written into snapshots.', registers: [this.registry] });
+  readonly dumpBytes = new Counter({ name: 'db_fanout_dump_bytes_total', help: 'CSV bytes written into snapshots.', registers: [this.registry] });
+  readonly dumpDuration = new Histogram({ name: 'db_fanout_dump_duration_seconds', help: 'Time from a trigger to its snapshot.ready.', buckets: DURATION_BUCKETS, registers: [this.registry] });
+  readonly dumpRetries = new Counter({ name: 'db_fanout_dump_retries_total', help: 'Dump attempts that failed transiently and were retried.', registers: [this.registry] });
+  readonly lastSnapshotCreated = new Gauge({ name: 'db_fanout_last_snapshot_created_timestamp_seconds', help: 'When the latest snapshot of this dumper was taken.', registers: [this.registry] });
+
+  readonly loads = new Counter({ name: 'db_fanout_loads_total', help: 'Loads finished, by environment and result (success, failed, superseded).', labelNames: ['environment', 'result'], registers: [this.registry] });
+  readonly loadRows = new Counter({ name: 'db_fanout_load_rows_total', help: 'Rows loaded, by environment.', labelNames: ['environment'], registers: [this.registry] });
+  readonly loadBytes = new Counter({ name: 'db_fanout_load_bytes_total', help: 'CSV bytes loaded, by environment.', labelNames: ['environment'], registers: [this.registry] });
+  readonly loadDuration = new Histogram({ name: 'db_fanout_load_duration_seconds', help: 'Time a successful load took, by environment.', labelNames: ['environment'], buckets: DURATION_BUCKETS, registers: [this.registry] });
+  readonly loadRetries = new Counter({ name: 'db_fanout_load_retries_total', help: 'Load attempts that failed transiently and were retried, by environment.', labelNames: ['environment'], registers: [this.registry] });
+  readonly lastLoadSuccess = new Gauge({ name: 'db_fanout_last_load_success_timestamp_seconds', help: 'When the environment last finished a load.', labelNames: ['environment'], registers: [this.registry] });
+  private readonly loadedSnapshotCreated = new Map<string, number>();
+  readonly snapshotAge = new Gauge({
+    name: 'db_fanout_snapshot_age_seconds',
+    help: 'Age of the production data the environment holds (now minus the dump time of its snapshot).',
+    labelNames: ['environment'],
+    registers: [this.registry],
+    collect: () => {
+      for (const [environment, created] of this.loadedSnapshotCreated) this.snapshotAge.set({ environment }, (Date.now() - created) / 1000);
+    },
+  });
+
+  readonly triggers = new Counter({ name: 'db_fanout_triggers_total', help: 'Scheduled triggers, by result (published, skipped, failed).', labelNames: ['result'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'db_fanout_process_' });
+  }
+
+  recordLoadedSnapshot(environment: string, createdAt: string): void {
+    this.loadedSnapshotCreated.set(environment, Date.parse(createdAt));
+    this.lastLoadSuccess.set({ environment }, Date.now() / 1000);
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

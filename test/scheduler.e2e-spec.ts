@@ -25,7 +25,9 @@ async function storedTriggers(stream: string, prefix: string): Promise<{ id: str
   }
 }
 
-const todayIn = (timeZone: string) => new Intl.DateTimeFormat('en-CA', { timeZone }).format(new Date());
+/** The calendar date (YYYY-MM-DD) of an instant in a time zone. */
+const dateIn = (timeZone: string, at: Date) => new Intl.DateTimeFormat('en-CA', { timeZone }).format(at);
+const todayIn = (timeZone: string) => dateIn(timeZone, new Date());
 
 describe('the scheduler', () => {
   const fleet = new AppFleet();
@@ -44,7 +46,10 @@ describe('the scheduler', () => {
   it('two schedulers firing the same ticks store one trigger per tick', async () => {
     const namespace = newNamespace('sched');
     const events = await EventCollector.start(namespace);
-    const env = { ...namespace.env, SCHEDULE: '* * * * * *', SCHEDULE_TIMEZONE: 'Asia/Tokyo' };
+    // A zone whose calendar date differs from UTC's right now, so ignoring SCHEDULE_TIMEZONE shows.
+    const zone = new Date().getUTCHours() >= 10 ? 'Pacific/Kiritimati' : 'Pacific/Pago_Pago';
+    expect(dateIn(zone, new Date())).not.toBe(new Date().toISOString().slice(0, 10));
+    const env = { ...namespace.env, SCHEDULE: '* * * * * *', SCHEDULE_TIMEZONE: zone };
     const [a, b] = await Promise.all([fleet.start('scheduler', env, 'scheduler-a'), fleet.start('scheduler', env, 'scheduler-b')]);
     await events.waitFor('both schedulers to publish several ticks', (c) => c.of('replication.trigger').length >= 6, 15_000);
     await Promise.all([a.stop(), b.stop()]);
@@ -58,7 +63,11 @@ describe('the scheduler', () => {
     // Both published every tick; the stream kept one of each pair.
     expect(stored.length).toBeGreaterThanOrEqual(3);
     expect(stored.length).toBeLessThanOrEqual(Math.ceil(published / 2) + 1);
-    expect(stored.every((t) => t.date === todayIn('Asia/Tokyo') || t.date < todayIn('Asia/Tokyo'))).toBe(true);
+    // Each trigger carries the calendar date of its own fire time in SCHEDULE_TIMEZONE.
+    for (const trigger of stored) {
+      const fireTime = trigger.id.slice('scheduled:'.length);
+      expect({ id: trigger.id, date: trigger.date }).toEqual({ id: trigger.id, date: dateIn(zone, new Date(fireTime)) });
+    }
   });
 
   it('publishes no trigger for a date before START_DATE', async () => {

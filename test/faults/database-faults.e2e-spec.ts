@@ -35,7 +35,8 @@ describe('target database faults', () => {
     const started = Date.now();
     await pipeline.trigger('2024-04-01');
     await pipeline.events.waitFor('staging to give up', (c) => c.of('snapshot.load.failed').length === 1, 30_000);
-    const elapsed = Date.now() - started;
+    const failedAt = Date.now();
+    const elapsed = failedAt - started;
 
     const [failure] = pipeline.events.of('snapshot.load.failed');
     expect(failure).toMatchObject({ environment: 'staging', attempts: 3 });
@@ -43,6 +44,16 @@ describe('target database faults', () => {
     expect(elapsed).toBeGreaterThanOrEqual(2_000); // two waits of RETRY_DELAY
     expect(staging.output).toMatch(/failed on attempt 1, retrying in 1s/);
     expect(staging.output).toMatch(/failed on attempt 2, retrying in 1s/);
+    // The real spacing of the attempts, from when each line arrived: RETRY_DELAY (1s) apart, not just said so.
+    const arrival = (pattern: RegExp) => {
+      const line = staging.lines.find((l) => pattern.test(l.text));
+      if (!line) throw new Error(`no staging line matches ${pattern}:\n${staging.output}`);
+      return line.at;
+    };
+    const attempt1At = arrival(/failed on attempt 1, retrying in 1s/);
+    const attempt2At = arrival(/failed on attempt 2, retrying in 1s/);
+    expect(attempt2At - attempt1At).toBeGreaterThanOrEqual(900);
+    expect(failedAt - attempt2At).toBeGreaterThanOrEqual(900);
     expect(staging.exitCode).toBeUndefined();
     expect(await staging.health()).toBe(503);
     await pipeline.events.waitFor('dev and qa to load', () => pipeline.loadedIn('dev').length === 1 && pipeline.loadedIn('qa').length === 1);

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -21,6 +22,11 @@ export async function freePort(): Promise<number> {
 /** One of the built apps running as a real process (`npm run build` first; `npm test` does). */
 export class RunningApp {
   output = '';
+  /** Every complete output line (stdout or stderr), with Date.now() when its end arrived. */
+  readonly lines: { at: number; text: string }[] = [];
+  // Per stream: the unfinished last line, and a decoder that keeps a UTF-8 character split across chunks whole.
+  private readonly partial = { stdout: '', stderr: '' };
+  private readonly decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
   private exited?: Promise<number | null>;
   exitCode: number | null | undefined;
 
@@ -29,8 +35,8 @@ export class RunningApp {
     readonly port: number,
     private readonly child: ChildProcess,
   ) {
-    child.stdout?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stdout?.on('data', (chunk: Buffer) => this.collect('stdout', chunk));
+    child.stderr?.on('data', (chunk: Buffer) => this.collect('stderr', chunk));
     this.exited = new Promise((resolve) =>
       child.on('exit', (code) => {
         this.exitCode = code;
@@ -49,6 +55,15 @@ export class RunningApp {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new RunningApp(label, port, child);
+  }
+
+  private collect(stream: 'stdout' | 'stderr', chunk: Buffer): void {
+    this.output += chunk.toString();
+    const at = Date.now();
+    // Each stream keeps its own unfinished line, so interleaved stdout and stderr never mix inside a line.
+    const pieces = (this.partial[stream] + this.decoders[stream].write(chunk)).split('\n');
+    this.partial[stream] = pieces.pop()!;
+    for (const line of pieces) this.lines.push({ at, text: line.endsWith('\r') ? line.slice(0, -1) : line });
   }
 
   get pid(): number {
@@ -107,6 +122,13 @@ export class AppFleet {
 
   async stopAll(): Promise<void> {
     await Promise.all(this.apps.map((app) => app.stop()));
+  }
+
+  /** The app started under `label`. */
+  app(label: string): RunningApp {
+    const found = this.apps.find((app) => app.name === label);
+    if (!found) throw new Error(`no app named ${label}`);
+    return found;
   }
 
   logs(): string {

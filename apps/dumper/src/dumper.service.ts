@@ -78,6 +78,9 @@ export class DumperService {
         },
         (attempt, error, delayMs) => {
           this.metrics.dumpRetries.inc();
+          void this.events
+            .publish(SUBJECTS.dumpRetrying, { date, attempt, error: errorMessage(error), retryInMs: delayMs })
+            .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
           this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`);
         },
         signal,

@@ -90,3 +90,8 @@ export async function recordLoad(
 export async function markAnnounced(client: ClientBase, snapshotId: string): Promise<void> {
   await client.query(`UPDATE ${LEDGER_TABLE} SET announced_at = now() WHERE snapshot_id = $1`, [snapshotId]);
 }
+
+/** A reload replaces the snapshot's ledger row (in the load's transaction, so a failed reload keeps it). */
+export async function forgetLoad(client: ClientBase, snapshotId: string): Promise<void> {
+  await client.query(`DELETE FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`, [snapshotId]);
+}

@@ -10,11 +10,21 @@ export class LoaderController {
   /** Acked (by the transport) only after the load committed and snapshot.loaded was stored. */
   @EventPattern<string>(SUBJECTS.snapshotReady)
   async onSnapshotReady(@Payload() body: unknown, @Ctx() context: JetStreamContext): Promise<void> {
+    await this.handle(body, context, false);
+  }
+
+  /** A reload asked for by hand: loads the snapshot again even if the ledger has it or a newer one. */
+  @EventPattern<string>(SUBJECTS.reload)
+  async onReload(@Payload() body: unknown, @Ctx() context: JetStreamContext): Promise<void> {
+    await this.handle(body, context, true);
+  }
+
+  private async handle(body: unknown, context: JetStreamContext, force: boolean): Promise<void> {
     // An InvalidMessageError from here on terminates the message (TerminateMessageFilter).
     const snapshot = parseSnapshotReadyPayload(body);
     let outcome: LoadOutcome;
     try {
-      outcome = await this.loader.load(snapshot, context.getShutdownSignal());
+      outcome = await this.loader.load(snapshot, context.getShutdownSignal(), force);
     } catch (error) {
       // Unexpected (e.g. the outcome could not be published): redelivered, unless this was the last try.
       if (error instanceof InvalidMessageError || !context.isLastDelivery() || context.getShutdownSignal().aborted) throw error;

@@ -1,5 +1,5 @@
 import { DynamicModule, Module } from '@nestjs/common';
-import { DatabaseReadiness, JetStreamModule, type LoaderConfig, SUBJECTS, ReadinessService } from '@app/common';
+import { DatabaseReadiness, JetStreamModule, type LoaderConfig, ReadinessService, reloadSubject, SUBJECTS } from '@app/common';
 import { LOADER_CONFIG } from './loader.constants';
 import { LoaderController } from './loader.controller';
 import { LoaderService } from './loader.service';
@@ -15,7 +15,11 @@ export class LoaderModule {
           clientName: `db-fanout-loader-${config.environment}`,
           // One durable consumer per environment: every environment gets every snapshot, replicas of
           // one environment share it, and a new environment starts from the latest snapshot.
-          bindings: [{ pattern: SUBJECTS.snapshotReady, durable: `loader-${config.environment}`, startAt: 'last', maxDeliver: 10 }],
+          bindings: [
+            { pattern: SUBJECTS.snapshotReady, durable: `loader-${config.environment}`, startAt: 'last', maxDeliver: 10 },
+            // Reloads asked for by hand (`db-fanout reload --env`), for this environment only.
+            { pattern: SUBJECTS.reload, subject: reloadSubject(config.environment), durable: `loader-${config.environment}-reload`, startAt: 'new', maxDeliver: 10 },
+          ],
         }),
       ],
       controllers: [LoaderController],

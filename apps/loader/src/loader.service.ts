@@ -37,10 +37,10 @@ export class LoaderService {
    * outcome. Rejects only when the outcome could not be announced (the message is then redelivered,
    * and the ledger makes the redelivery cheap).
    */
-  async load(snapshot: SnapshotReadyPayload, signal?: AbortSignal): Promise<LoadOutcome> {
+  async load(snapshot: SnapshotReadyPayload, signal?: AbortSignal, force = false): Promise<LoadOutcome> {
     const environment = this.config.environment;
     const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
-    this.logger.log(`loading ${label}`);
+    this.logger.log(`${force ? 'reloading' : 'loading'} ${label}`);
     try {
       // A location outside SNAPSHOT_DIR is a bad message (InvalidMessageError, rethrown below);
       // an unreadable SNAPSHOT_DIR is a failed load like any other.
@@ -55,11 +55,16 @@ export class LoaderService {
             targetDatabaseUrl: this.config.targetDatabaseUrl,
             environment,
             attempt,
+            force,
             log: (line) => this.logger.log(`${line} into ${environment}`),
           });
         },
         (attempt, error, delayMs) => {
           this.metrics.loadRetries.inc({ environment });
+          const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, error: errorMessage(error), retryInMs: delayMs };
+          void this.events
+            .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${snapshot.snapshotId}:${environment}:${attempt}`)
+            .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
           this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`);
         },
         signal,
@@ -80,7 +85,7 @@ export class LoaderService {
           const event: SnapshotLoadedPayload = { snapshotId: snapshot.snapshotId, environment, rows: result.rows, durationMs: result.durationMs, attempts };
           this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
           this.recordSuccess(snapshot, event);
-          await this.announce(event);
+          await this.announce(event, force);
           await analyzeSnapshotTables(this.config.targetDatabaseUrl, snapshot).catch((error: unknown) =>
             this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`),
           );
@@ -127,8 +132,9 @@ export class LoaderService {
       .catch((error: unknown) => this.logger.warn(`could not announce the start of loading ${snapshot.snapshotId}: ${errorMessage(error)}`));
   }
 
-  private async announce(event: SnapshotLoadedPayload): Promise<void> {
-    await this.events.publish(SUBJECTS.snapshotLoaded, event, `loaded:${event.snapshotId}:${event.environment}`);
+  private async announce(event: SnapshotLoadedPayload, reload = false): Promise<void> {
+    // A reload announces again: its own event, not a duplicate of the first load's.
+    await this.events.publish(SUBJECTS.snapshotLoaded, event, reload ? undefined : `loaded:${event.snapshotId}:${event.environment}`);
     // Only spares a redelivery from announcing again; the message id already dedupes that event.
     await markLoadAnnounced(this.config.targetDatabaseUrl, event.snapshotId).catch((error: unknown) =>
       this.logger.warn(`could not mark ${event.snapshotId} as announced: ${errorMessage(error)}`),

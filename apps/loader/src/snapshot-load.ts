@@ -15,7 +15,7 @@ import {
   quoteIdent,
   quoteQualified,
 } from '@app/common';
-import { ensureLedger, findLedgerEntry, type LedgerEntry, lockLedger, markAnnounced, newerLoadedSnapshot, recordLoad } from './ledger';
+import { ensureLedger, findLedgerEntry, forgetLoad, type LedgerEntry, lockLedger, markAnnounced, newerLoadedSnapshot, recordLoad } from './ledger';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
 import { deferrableIndexes, foreignKeysTouching, type IndexDefinition, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
 
@@ -39,6 +39,8 @@ export interface LoadRequest extends LoadHooks {
   targetDatabaseUrl: string;
   environment: string;
   attempt: number;
+  /** A reload by hand: load even if the ledger has this snapshot or a newer one. */
+  force?: boolean;
 }
 
 export function targetClient(url: string): Client {
@@ -83,21 +85,25 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
       );
     }
     await ensureLedger(client);
-    const entry = await findLedgerEntry(client, manifest.snapshotId);
+    const entry = request.force ? undefined : await findLedgerEntry(client, manifest.snapshotId);
     if (entry) return { kind: 'already-loaded', entry };
 
     await client.query('BEGIN');
     try {
       await lockLedger(client);
-      const loadedMeanwhile = await findLedgerEntry(client, manifest.snapshotId);
-      if (loadedMeanwhile) {
-        await client.query('ROLLBACK');
-        return { kind: 'already-loaded', entry: loadedMeanwhile };
-      }
-      const newer = await newerLoadedSnapshot(client, manifest.createdAt);
-      if (newer) {
-        await client.query('ROLLBACK');
-        return { kind: 'superseded', by: newer };
+      if (request.force) {
+        await forgetLoad(client, manifest.snapshotId);
+      } else {
+        const loadedMeanwhile = await findLedgerEntry(client, manifest.snapshotId);
+        if (loadedMeanwhile) {
+          await client.query('ROLLBACK');
+          return { kind: 'already-loaded', entry: loadedMeanwhile };
+        }
+        const newer = await newerLoadedSnapshot(client, manifest.createdAt);
+        if (newer) {
+          await client.query('ROLLBACK');
+          return { kind: 'superseded', by: newer };
+        }
       }
       const rows = await loadTables(client, dir, manifest, headers, request, phases);
       const durationMs = Date.now() - started;

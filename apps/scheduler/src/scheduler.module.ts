@@ -2,6 +2,8 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
 import { JetStreamModule, type SchedulerConfig } from '@app/common';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
+import { RunLedgerService } from './run-ledger/run-ledger.service';
+import { RunsController } from './run-ledger/runs.controller';
 import { TriggerScheduler } from './trigger-scheduler.service';
 
 @Module({})
@@ -14,7 +16,8 @@ export class SchedulerModule {
         // The scheduler only publishes; it consumes nothing.
         JetStreamModule.forRoot({ config: config.nats, clientName: 'db-fanout-scheduler', bindings: [] }),
       ],
-      providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler],
+      controllers: [RunsController],
+      providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler, RunLedgerService],
     };
   }
 }

@@ -196,3 +196,16 @@ export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig 
   env.done();
   return config;
 }
+
+/** The `db-fanout` CLI: the NATS settings of the apps, and the time zone of "today". */
+export interface CliConfig {
+  nats: NatsConfig;
+  timeZone: string;
+}
+
+export function loadCliConfig(source: Env = process.env): CliConfig {
+  const env = new EnvReader(source);
+  const config: CliConfig = { nats: readNats(env), timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE) };
+  env.done();
+  return config;
+}

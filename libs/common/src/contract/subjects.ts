@@ -12,7 +12,16 @@ export const SUBJECTS = {
   dumpStarted: 'snapshot.dump.started',
   /** Each attempt of a load begins (attempt > 1: a retry). */
   loadStarted: 'snapshot.load.started',
+  /** An attempt failed transiently; the next one follows after `retryInMs`. */
+  dumpRetrying: 'snapshot.dump.retrying',
+  loadRetrying: 'snapshot.load.retrying',
+  /** `snapshot.reload.<environment>`: load that environment again from a snapshot, without dumping. */
+  reload: 'snapshot.reload',
 } as const;
+
+export function reloadSubject(environment: string): string {
+  return `${SUBJECTS.reload}.${environment}`;
+}
 
 export type Subject = (typeof SUBJECTS)[keyof typeof SUBJECTS];
 

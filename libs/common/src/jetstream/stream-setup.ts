@@ -47,13 +47,16 @@ export async function ensureStream(jsm: JetStreamManager, config: NatsConfig): P
 export interface ConsumerBinding {
   /** The logical subject, as written in @EventPattern (no prefix). */
   pattern: string;
+  /** The subject the consumer filters on, when narrower than the pattern (e.g. one environment's). */
+  subject?: string;
   /** Durable consumer name: shared by replicas, one per role (dumper) or per environment (loader). */
   durable: string;
   /**
    * Where a brand-new consumer starts. `all`: nothing published before the first start is lost
    * (triggers). `last`: a new environment loads the latest snapshot instead of replaying history.
+   * `new`: only what is published from now on (requests such as a reload).
    */
-  startAt: 'all' | 'last';
+  startAt: 'all' | 'last' | 'new';
   /** Upper bound of deliveries for one message, so a message that crashes its handler cannot loop forever. */
   maxDeliver: number;
 }
@@ -73,9 +76,9 @@ export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, 
   try {
     await jsm.consumers.add(config.stream, {
       durable_name: binding.durable,
-      filter_subject: `${config.subjectPrefix}${binding.pattern}`,
+      filter_subject: `${config.subjectPrefix}${binding.subject ?? binding.pattern}`,
       ack_policy: AckPolicy.Explicit,
-      deliver_policy: binding.startAt === 'all' ? DeliverPolicy.All : DeliverPolicy.Last,
+      deliver_policy: { all: DeliverPolicy.All, last: DeliverPolicy.Last, new: DeliverPolicy.New }[binding.startAt],
       ack_wait: nanos(config.ackWaitMs),
       max_deliver: binding.maxDeliver,
       // Each replica pulls one message at a time; this bounds how many replicas can hold one at once.

@@ -1,0 +1,28 @@
+/** Runs as the CLI prints them: dates down, the dump and each environment across (Airflow's grid). */
+export interface Step {
+  state: string;
+  attempts: number;
+  startedAt?: string;
+  endedAt?: string;
+  error?: string;
+}
+export interface Run {
+  date: string;
+  dump: Step;
+  loads: Record<string, Step>;
+}
+
+function cell(step: Step | undefined): string {
+  if (!step) return '-';
+  const seconds = step.startedAt && step.endedAt ? ` ${((Date.parse(step.endedAt) - Date.parse(step.startedAt)) / 1000).toFixed(1)}s` : '';
+  const attempts = step.attempts > 1 ? ` (${step.attempts} tries)` : '';
+  return `${step.state}${seconds}${attempts}`;
+}
+
+export function formatRunsTable(runs: Run[]): string {
+  if (runs.length === 0) return 'no runs yet';
+  const environments = [...new Set(runs.flatMap((run) => Object.keys(run.loads)))].sort();
+  const rows = [['date', 'dump', ...environments], ...runs.map((run) => [run.date, cell(run.dump), ...environments.map((env) => cell(run.loads[env]))])];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  return rows.map((row) => row.map((text, i) => text.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}

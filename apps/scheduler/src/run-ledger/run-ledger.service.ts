@@ -1,0 +1,118 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dateInTimeZone, errorMessage, NATS_CONNECTION, ReadinessService, type SchedulerConfig } from '@app/common';
+import { SCHEDULER_CONFIG } from '../scheduler.constants';
+import { applyEvent, newRun, type RunRecord, runDateOf } from './run-record';
+
+const CONSUMER = 'run-ledger';
+
+/**
+ * The run history Airflow users expect, built from the events the apps already publish and kept in
+ * a JetStream KV bucket (`<NATS_STREAM>_RUNS`, one key per date): it survives restarts and needs no
+ * other server. The fold reads the whole stream through its own durable consumer, acking each event
+ * after its run was written, so a restart resumes where it stopped.
+ */
+@Injectable()
+export class RunLedgerService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('RunLedger');
+  private kv?: KV;
+  private stopping = false;
+  private loop?: Promise<void>;
+
+  constructor(
+    @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
+    @Inject(SCHEDULER_CONFIG) private readonly config: SchedulerConfig,
+    private readonly readiness: ReadinessService,
+  ) {}
+
+  get bucket(): string {
+    return `${this.config.nats.stream}_RUNS`;
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    this.kv = await new Kvm(this.connection).create(this.bucket, { history: 1, replicas: this.config.nats.streamReplicas });
+    const jsm = await jetstreamManager(this.connection);
+    const existing = await jsm.consumers.info(this.config.nats.stream, CONSUMER).catch(() => undefined);
+    if (!existing) {
+      await jsm.consumers.add(this.config.nats.stream, {
+        durable_name: CONSUMER,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(this.config.nats.ackWaitMs),
+      });
+    }
+    this.readiness.set('run-ledger', true, `bucket ${this.bucket}`);
+    this.loop = this.consume();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.stopping = true;
+    await this.loop;
+  }
+
+  /** Every run, newest date first. */
+  async runs(): Promise<RunRecord[]> {
+    const kv = this.kv!;
+    const runs: RunRecord[] = [];
+    for await (const key of await kv.keys()) {
+      const entry = await kv.get(key);
+      if (entry?.value.length) runs.push(entry.json<RunRecord>());
+    }
+    return runs.sort((a, b) => b.date.localeCompare(a.date));
+  }
+
+  private async consume(): Promise<void> {
+    const consumer = await jetstream(this.connection).consumers.get(this.config.nats.stream, CONSUMER);
+    while (!this.stopping) {
+      let message: JsMsg | null;
+      try {
+        message = await consumer.next({ expires: 2_000 });
+      } catch (error) {
+        if (this.stopping) break;
+        this.logger.warn(`reading events failed, retrying: ${errorMessage(error)}`);
+        await sleep(1_000);
+        continue;
+      }
+      if (!message) continue;
+      try {
+        await this.record(message);
+        message.ack();
+      } catch (error) {
+        this.logger.warn(`could not record ${message.subject} #${message.seq}: ${errorMessage(error)}`);
+        message.nak(1_000);
+      }
+    }
+  }
+
+  private async record(message: JsMsg): Promise<void> {
+    const subject = message.subject.slice(this.config.nats.subjectPrefix.length);
+    let body: Record<string, unknown> = {};
+    try {
+      const text = message.string();
+      body = text.trim() ? (JSON.parse(text) as Record<string, unknown>) : {};
+    } catch {
+      return; // not JSON: the consuming app rejected it; it is no run
+    }
+    if (typeof body !== 'object' || body === null) return;
+    // A trigger without a date is for "today" where the dumper resolves it: the same time zone.
+    const date = runDateOf(subject, body) ?? (subject === 'replication.trigger' ? dateInTimeZone(message.time, this.config.timeZone) : undefined);
+    if (!date || !/^\d{4}-\d{2}-\d{2}$/.test(date)) return;
+    const kv = this.kv!;
+    // Compare-and-set: a second scheduler folding the same event stream never loses an update.
+    for (;;) {
+      const entry = await kv.get(date);
+      const current = entry?.value.length ? entry.json<RunRecord>() : newRun(date);
+      const next = applyEvent(current, subject, body, message.time.toISOString());
+      try {
+        if (entry?.value.length) await kv.update(date, JSON.stringify(next), entry.revision);
+        else await kv.create(date, JSON.stringify(next));
+        return;
+      } catch (error) {
+        if (!/wrong last sequence|key exists/i.test(errorMessage(error))) throw error;
+      }
+    }
+  }
+}

@@ -1,0 +1,102 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { PipelineHarness, until } from './support/pipeline';
+
+const BIN = join(__dirname, '..', 'bin', 'db-fanout.js');
+
+/** Runs `db-fanout` as a user would, and collects its exit code and output. */
+function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('the db-fanout CLI', () => {
+  it('explains itself, and rejects wrong usage with exit code 2 and a message naming the problem', async () => {
+    const help = await cli(['--help'], {});
+    expect(help.code).toBe(0);
+    for (const command of ['trigger', 'status', 'runs', 'reload', 'backfill']) expect(help.stdout).toContain(`  ${command}`);
+    expect(await cli(['frobnicate'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('unknown command "frobnicate"') });
+    expect(await cli(['trigger', '--date', '2024-02-30'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('--date must be a date YYYY-MM-DD') });
+    expect(await cli(['trigger', '--force'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('unknown option --force') });
+    expect(await cli(['backfill', '--from', '2024-01-05'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('backfill needs --from and --to') });
+    expect(await cli(['reload'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('reload needs --env NAME') });
+    expect(await cli(['trigger', '--help'], {})).toMatchObject({ code: 0, stdout: expect.stringContaining('trigger [--date YYYY-MM-DD]') });
+  });
+
+  it('exits 1 with a clear message when NATS cannot be reached', async () => {
+    const result = await cli(['status'], { NATS_URL: 'nats://127.0.0.1:1' });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('cannot connect to NATS at nats://127.0.0.1:1');
+  });
+
+  describe('against a running pipeline', () => {
+    let pipeline: PipelineHarness;
+    let env: Record<string, string>;
+
+    beforeAll(async () => {
+      pipeline = await PipelineHarness.create('cli', { environments: ['dev'] });
+      env = pipeline.namespace.env;
+      await pipeline.fleet.start('scheduler', { ...pipeline.commonEnv, SCHEDULE: '0 0 1 1 *' });
+      await pipeline.startDumper();
+      await pipeline.startLoader('dev');
+    });
+    afterAll(() => pipeline?.cleanup());
+
+    it('trigger: replicates the date, and runs/status show the run', async () => {
+      const triggered = await cli(['trigger', '--date', '2024-07-01'], env);
+      expect(triggered).toMatchObject({ code: 0, stdout: expect.stringContaining('triggered replication for 2024-07-01') });
+      await pipeline.events.waitFor('dev to load 2024-07-01', () => pipeline.loadedIn('dev').length === 1);
+
+      let runs: { date: string; dump: { state: string }; loads: Record<string, { state: string }> }[] = [];
+      await until('the ledger to record the load', async () => {
+        const result = await cli(['runs', '--json'], env);
+        runs = JSON.parse(result.stdout) as typeof runs;
+        return runs[0]?.loads.dev?.state === 'success';
+      });
+      expect(runs).toEqual([expect.objectContaining({ date: '2024-07-01', dump: expect.objectContaining({ state: 'success' }) })]);
+
+      const status = await cli(['status'], env);
+      expect(status.code).toBe(0);
+      const [header, row] = status.stdout.trim().split('\n');
+      expect(header.split(/\s+/)).toEqual(['date', 'dump', 'dev']);
+      expect(row).toMatch(/^2024-07-01\s+success \d+\.\ds\s+success \d+\.\ds$/);
+      expect((await cli(['runs', '--since', '2024-07-02', '--json'], env)).stdout.trim()).toBe('[]');
+    });
+
+    it('backfill: triggers each day of the range, oldest first', async () => {
+      const result = await cli(['backfill', '--from', '2024-07-02', '--to', '2024-07-04'], env);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('backfill of 3 day(s) queued');
+      await pipeline.events.waitFor('three more snapshots', (c) => c.of('snapshot.ready').length === 4);
+      expect(pipeline.events.of('snapshot.ready').map((e) => e.date)).toEqual(['2024-07-01', '2024-07-02', '2024-07-03', '2024-07-04']);
+    });
+
+    it('reload: loads one environment again without dumping, the latest snapshot or a given one', async () => {
+      await pipeline.events.waitFor('dev to catch up', () => pipeline.loadedIn('dev').length === 4);
+      const dumps = pipeline.events.of('snapshot.ready').length;
+      const latest = pipeline.readyFor('2024-07-04')!.snapshotId;
+      const first = pipeline.readyFor('2024-07-01')!.snapshotId;
+
+      expect(await cli(['reload', '--env', 'dev'], env)).toMatchObject({ code: 0, stdout: expect.stringContaining(`asked dev to reload snapshot ${String(latest)}`) });
+      await pipeline.events.waitFor('the reload', () => pipeline.loadedIn('dev').length === 5);
+      expect(pipeline.loadedIn('dev')[4].snapshotId).toBe(latest);
+
+      // An older snapshot, by id: loaded even though the environment holds a newer one.
+      expect((await cli(['reload', '--env', 'dev', '--snapshot', String(first)], env)).code).toBe(0);
+      await pipeline.events.waitFor('the reload of the first snapshot', () => pipeline.loadedIn('dev').length === 6);
+      expect(pipeline.loadedIn('dev')[5].snapshotId).toBe(first);
+      expect(pipeline.events.of('snapshot.ready')).toHaveLength(dumps);
+      const ledger = await pipeline.targets.dev.query<{ snapshot_id: string }>('SELECT snapshot_id FROM db_fanout.loaded_snapshots ORDER BY loaded_at DESC LIMIT 1');
+      expect(ledger[0].snapshot_id).toBe(first);
+
+      const missing = await cli(['reload', '--env', 'dev', '--snapshot', '20000101-deadbeef'], env);
+      expect(missing).toMatchObject({ code: 1, stderr: expect.stringContaining('snapshot 20000101-deadbeef is not in stream') });
+    });
+  });
+});

@@ -1,7 +1,9 @@
-import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { CronJob } from 'cron';
 import { dateInTimeZone, errorMessage, EventPublisher, MetricsService, type SchedulerConfig, SUBJECTS, type TriggerPayload } from '@app/common';
+import { missedDays } from './catch-up';
+import { RunLedgerService } from './run-ledger/run-ledger.service';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
@@ -15,7 +17,7 @@ export function scheduledTrigger(fireTime: Date, config: Pick<SchedulerConfig, '
 
 /** Fires the daily trigger on SCHEDULE in SCHEDULE_TIMEZONE (no backfill of missed days). */
 @Injectable()
-export class TriggerScheduler implements OnApplicationBootstrap {
+export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('Scheduler');
   private job?: CronJob;
   private nextFire?: Date;
@@ -25,7 +27,10 @@ export class TriggerScheduler implements OnApplicationBootstrap {
     private readonly events: EventPublisher,
     private readonly registry: SchedulerRegistry,
     private readonly metrics: MetricsService,
+    private readonly ledger: RunLedgerService,
   ) {}
+
+  private readonly stopped = new AbortController();
 
   onApplicationBootstrap(): void {
     this.job = CronJob.from({
@@ -37,6 +42,31 @@ export class TriggerScheduler implements OnApplicationBootstrap {
     this.registry.addCronJob('replication-trigger', this.job);
     this.nextFire = this.job.nextDate().toJSDate();
     this.logger.log(`schedule ${this.config.schedule} (${this.config.timeZone}); next trigger at ${this.nextFire.toISOString()}`);
+    if (this.config.catchup) void this.catchUp();
+  }
+
+  onApplicationShutdown(): void {
+    this.stopped.abort();
+  }
+
+  /** CATCHUP=true: every missed day, oldest first, each started only when the previous run is over. */
+  private async catchUp(): Promise<void> {
+    try {
+      const lastSuccess = await this.ledger.lastSuccessfulDate();
+      const days = missedDays({ schedule: this.config.schedule, timeZone: this.config.timeZone, startDate: this.config.startDate, lastSuccess });
+      if (!days.length) return;
+      this.logger.log(`catching up ${days.length} missed day(s): ${days[0]} to ${days[days.length - 1]} (last successful run: ${lastSuccess ?? 'none'})`);
+      for (const date of days) {
+        if (this.stopped.signal.aborted) return;
+        // One id per day: two schedulers catching up at once trigger each day once.
+        await this.events.publish(SUBJECTS.trigger, { date }, `catchup:${date}`);
+        this.metrics.triggers.inc({ result: 'published' });
+        this.logger.log(`catch-up: triggered ${date}, waiting for the run to finish`);
+        await this.ledger.waitUntilFinished(date, this.stopped.signal);
+      }
+    } catch (error) {
+      this.logger.error(`catch-up stopped: ${errorMessage(error)}`);
+    }
   }
 
   private async onTick(): Promise<void> {

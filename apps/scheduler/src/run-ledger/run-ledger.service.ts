@@ -20,6 +20,9 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
   private readonly logger = new Logger('RunLedger');
   private kv?: KV;
   private stopping = false;
+  private markOpened!: () => void;
+  /** Settles once the bucket is open (runs() may be asked before bootstrap finished). */
+  private readonly opened = new Promise<void>((resolve) => (this.markOpened = resolve));
   private loop?: Promise<void>;
 
   constructor(
@@ -45,6 +48,7 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
       });
     }
     this.readiness.set('run-ledger', true, `bucket ${this.bucket}`);
+    this.markOpened();
     this.loop = this.consume();
   }
 
@@ -55,6 +59,7 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
 
   /** Every run, newest date first. */
   async runs(): Promise<RunRecord[]> {
+    await this.opened;
     const kv = this.kv!;
     const runs: RunRecord[] = [];
     for await (const key of await kv.keys()) {
@@ -62,6 +67,34 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
       if (entry?.value.length) runs.push(entry.json<RunRecord>());
     }
     return runs.sort((a, b) => b.date.localeCompare(a.date));
+  }
+
+  /** The newest date whose dump succeeded, once every event already in the stream has been folded. */
+  async lastSuccessfulDate(): Promise<string | undefined> {
+    await this.opened;
+    const jsm = await jetstreamManager(this.connection);
+    for (;;) {
+      const info = await jsm.consumers.info(this.config.nats.stream, CONSUMER);
+      if (info.num_pending === 0 && info.num_ack_pending === 0) break;
+      await sleep(200);
+    }
+    return (await this.runs()).find((run) => run.dump.state === 'success')?.date;
+  }
+
+  /**
+   * Resolves once the run of `date` is over: its dump failed, or it succeeded and every environment
+   * the ledger knows has finished loading it (Airflow's max_active_runs=1, for catch-up).
+   */
+  async waitUntilFinished(date: string, signal: AbortSignal, pollMs = 1_000): Promise<RunRecord | undefined> {
+    const done = (state?: string) => state === 'success' || state === 'failed';
+    while (!signal.aborted) {
+      const runs = await this.runs();
+      const run = runs.find((r) => r.date === date);
+      const environments = new Set(runs.flatMap((r) => Object.keys(r.loads)));
+      if (run && (run.dump.state === 'failed' || (done(run.dump.state) && [...environments].every((env) => done(run.loads[env]?.state))))) return run;
+      await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+    }
+    return undefined;
   }
 
   private async consume(): Promise<void> {

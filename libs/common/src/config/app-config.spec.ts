@@ -138,9 +138,8 @@ describe('values that are set', () => {
     ['TRUE', true],
     ['1', true],
     ['yes', true],
-  ])('CATCHUP=%s is read as true and then refused', (value) => {
-    const error = configErrorOf(loadSchedulerConfig, { CATCHUP: value });
-    expect(error.problems).toEqual(['CATCHUP true is not supported yet: backfill needs the run ledger; trigger missed days by hand']);
+  ])('CATCHUP=%s is read as true', (value) => {
+    expect(loadSchedulerConfig({ CATCHUP: value }).catchup).toBe(true);
   });
 
   it.each(['false', 'FALSE', '0', 'no'])('CATCHUP=%s is accepted as false', (value) => {
@@ -237,8 +236,8 @@ describe('several problems', () => {
     expect(error.message).not.toContain('\n');
   });
 
-  it('include both a bad schedule and a refused CATCHUP', () => {
-    const error = configErrorOf(loadSchedulerConfig, { SCHEDULE: 'sometimes', CATCHUP: 'true', SCHEDULE_TIMEZONE: 'Atlantis' });
+  it('include both a bad schedule and a bad CATCHUP', () => {
+    const error = configErrorOf(loadSchedulerConfig, { SCHEDULE: 'sometimes', CATCHUP: 'maybe', SCHEDULE_TIMEZONE: 'Atlantis' });
     expect(error.problems.map((problem) => problem.split(' ')[0]).sort()).toEqual(['CATCHUP', 'SCHEDULE', 'SCHEDULE_TIMEZONE']);
   });
 });

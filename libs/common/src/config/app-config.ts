@@ -63,6 +63,8 @@ export interface SchedulerConfig {
   timeZone: string;
   startDate: string;
   catchup: boolean;
+  /** When set, every snapshot.failed and snapshot.load.failed event is POSTed here as JSON. */
+  alertWebhookUrl?: string;
 }
 
 export const DEFAULT_HTTP_PORTS = { scheduler: 3000, dumper: 3001, loader: 3002 } as const;
@@ -183,15 +185,12 @@ export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig 
     timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
     startDate: env.date('START_DATE', DEFAULTS.START_DATE),
     catchup: env.boolean('CATCHUP', false),
+    alertWebhookUrl: env.optionalUrl('ALERT_WEBHOOK_URL', ['https', 'http']),
   };
   try {
     new CronTime(config.schedule, config.timeZone);
   } catch (error) {
     env.report('SCHEDULE', `is not a cron expression or preset such as @daily (got ${JSON.stringify(config.schedule)}): ${(error as Error).message}`);
-  }
-  if (config.catchup) {
-    // Backfilling needs the run ledger to know which days already ran; refusing beats guessing.
-    env.report('CATCHUP', 'true is not supported yet: backfill needs the run ledger; trigger missed days by hand');
   }
   env.done();
   return config;

@@ -64,6 +64,11 @@ export class EnvReader {
     }
   }
 
+  /** A URL when the variable is set, else undefined (the feature it enables stays off). */
+  optionalUrl(name: string, protocols: string[]): string | undefined {
+    return this.raw(name) === undefined ? undefined : this.url(name, protocols);
+  }
+
   urlList(name: string, protocols: string[], fallback: string): string[] {
     const value = this.raw(name) ?? fallback;
     const urls = value.split(',').map((s) => s.trim()).filter(Boolean);

@@ -1,0 +1,47 @@
+import { DateTime } from 'luxon';
+import { PipelineHarness, until } from './support/pipeline';
+import { ofSubject, streamEvents } from './support/stream-events';
+
+/** CATCHUP=true: the days missed while no scheduler ran, oldest first, one run at a time. */
+describe('the scheduler catching up missed days', () => {
+  let pipeline: PipelineHarness;
+  const today = DateTime.now().setZone('UTC').startOf('day');
+  const days = [2, 1, 0].map((ago) => today.minus({ days: ago }).toISODate()!);
+
+  beforeAll(async () => {
+    pipeline = await PipelineHarness.create('catchupsched', { environments: ['dev'] });
+    await pipeline.startDumper();
+    await pipeline.startLoader('dev');
+  });
+  afterAll(() => pipeline?.cleanup());
+
+  const stored = () => streamEvents(pipeline.namespace.url, pipeline.namespace.stream, pipeline.namespace.prefix);
+  // @daily at 00:00 UTC: today's tick has passed, so today is a missed day too.
+  const schedulerEnv = () => ({ ...pipeline.commonEnv, SCHEDULE: '@daily', SCHEDULE_TIMEZONE: 'UTC', START_DATE: days[0], CATCHUP: 'true' });
+
+  it('triggers each missed day from START_DATE, oldest first, the next only after the previous run finished', async () => {
+    await pipeline.fleet.start('scheduler', schedulerEnv(), 'scheduler');
+    await pipeline.events.waitFor('three days loaded in dev', () => pipeline.loadedIn('dev').length === 3, 60_000);
+
+    const events = await stored();
+    const triggers = events.filter((e) => e.subject === 'replication.trigger');
+    expect(triggers.map((e) => e.data.date)).toEqual(days);
+    expect(triggers.map((e) => e.msgId)).toEqual(days.map((d) => `catchup:${d}`));
+    // One at a time: each trigger after the previous day's snapshot was loaded.
+    for (let i = 1; i < days.length; i++) {
+      const triggerAt = events.indexOf(triggers[i]);
+      const previousLoadedAt = events.findIndex((e) => e.subject === 'snapshot.loaded' && String(e.data.snapshotId).startsWith(days[i - 1].replaceAll('-', '')));
+      expect(previousLoadedAt).toBeGreaterThan(-1);
+      expect(triggerAt).toBeGreaterThan(previousLoadedAt);
+    }
+    expect(ofSubject(events, 'snapshot.ready').map((e) => e.date)).toEqual(days);
+  });
+
+  it('after a restart, continues from the last successful run: nothing is left to do', async () => {
+    const before = (await stored()).filter((e) => e.subject === 'replication.trigger').length;
+    const again = await pipeline.fleet.start('scheduler', schedulerEnv(), 'scheduler-again');
+    await until('the second scheduler to decide', () => again.output.includes('next trigger at'), 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect((await stored()).filter((e) => e.subject === 'replication.trigger').length).toBe(before);
+  });
+});

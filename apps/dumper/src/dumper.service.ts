@@ -4,6 +4,7 @@ import {
   type DumperConfig,
   type DumpStartedPayload,
   MetricsService,
+  NATS_CONNECTION,
   errorMessage,
   formatDuration,
   EventPublisher,
@@ -14,7 +15,9 @@ import {
   type TriggerPayload,
   withRetry,
 } from '@app/common';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { DUMPER_CONFIG } from './dumper.constants';
+import { applyRetention } from './retention';
 import { writeSnapshot } from './snapshot-writer';
 
 export type DumpOutcome = { status: 'ready'; snapshot: SnapshotReadyPayload } | { status: 'failed'; error: string; attempts: number };
@@ -27,6 +30,7 @@ export class DumperService {
     @Inject(DUMPER_CONFIG) private readonly config: DumperConfig,
     private readonly events: EventPublisher,
     private readonly metrics: MetricsService,
+    @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
   ) {}
 
   /** Publishes snapshot.failed: the dump of `date` gave up. */
@@ -34,6 +38,17 @@ export class DumperService {
     this.metrics.dumps.inc({ result: 'failed' });
     this.logger.error(`dump of ${date} failed after ${attempts} attempt(s): ${error}`);
     await this.events.publish(SUBJECTS.snapshotFailed, { date, error, attempts });
+  }
+
+  /** SNAPSHOT_RETENTION after each dump; a failure here is logged, the new snapshot is announced anyway. */
+  private async removeExpiredSnapshots(): Promise<void> {
+    try {
+      const { removed, keptInUse } = await applyRetention(this.connection, this.config.nats, this.config.snapshotDir, this.config.snapshotRetentionMs);
+      if (removed.length) this.logger.log(`retention removed ${removed.join(', ')}`);
+      if (keptInUse.length) this.logger.log(`retention kept ${keptInUse.join(', ')}: an environment has not loaded it yet`);
+    } catch (error) {
+      this.logger.warn(`retention failed: ${errorMessage(error)}`);
+    }
   }
 
   /** snapshot.dump.started, best effort: history and dashboards, never a reason to fail a dump. */
@@ -101,6 +116,7 @@ export class DumperService {
       this.metrics.dumpDuration.observe((Date.now() - started) / 1000);
       this.metrics.lastSnapshotCreated.set(Date.parse(snapshot.createdAt) / 1000);
       this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
+      await this.removeExpiredSnapshots();
       return { status: 'ready', snapshot };
     } catch (error) {
       if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;

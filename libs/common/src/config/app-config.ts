@@ -41,6 +41,8 @@ export interface DumperConfig {
   excludeTables: { schema: string; name: string }[];
   /** Tables dumped at once, each on its own connection sharing one exported snapshot. */
   dumpJobs: number;
+  /** Snapshots older than this are removed (never the newest, never one a loader still needs). */
+  snapshotRetentionMs: number;
   startDate: string;
   timeZone: string;
 }
@@ -81,6 +83,7 @@ export const DEFAULTS = {
   RETRY_MAX_DELAY: '1h',
   ACK_WAIT: '30s',
   DUMP_JOBS: 2,
+  SNAPSHOT_RETENTION: '7d',
   NATS_STREAM_MAX_AGE: '7d',
 } as const;
 
@@ -148,6 +151,7 @@ export function loadDumperConfig(source: Env = process.env): DumperConfig {
     tables: readTables(env, 'TABLES'),
     excludeTables: readTables(env, 'EXCLUDE_TABLES'),
     dumpJobs: env.integer('DUMP_JOBS', DEFAULTS.DUMP_JOBS, 1, 32),
+    snapshotRetentionMs: env.duration('SNAPSHOT_RETENTION', DEFAULTS.SNAPSHOT_RETENTION, 60_000),
     startDate: env.date('START_DATE', DEFAULTS.START_DATE),
     timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
   };

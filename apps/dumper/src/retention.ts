@@ -1,0 +1,90 @@
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AckPolicy, DeliverPolicy, jetstream, type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { MANIFEST_FILE, type NatsConfig, SNAPSHOT_DIR_PREFIX, SUBJECTS } from '@app/common';
+
+export interface RetentionResult {
+  removed: string[];
+  /** Old enough, but some environment has not finished with it yet. */
+  keptInUse: string[];
+}
+
+/** Stream sequence of each snapshot's snapshot.ready, by snapshot id (those the stream still holds). */
+async function readySequences(nc: NatsConnection, jsm: JetStreamManager, nats: NatsConfig): Promise<Map<string, number>> {
+  const info = await jsm.consumers.add(nats.stream, {
+    filter_subject: `${nats.subjectPrefix}${SUBJECTS.snapshotReady}`,
+    ack_policy: AckPolicy.None,
+    deliver_policy: DeliverPolicy.All,
+    inactive_threshold: nanos(30_000),
+  });
+  const sequences = new Map<string, number>();
+  try {
+    const consumer = await jetstream(nc).consumers.get(nats.stream, info.name);
+    for (;;) {
+      const message = await consumer.next({ expires: 1_000 });
+      if (!message) break;
+      const id = message.json<{ snapshotId?: unknown }>().snapshotId;
+      if (typeof id === 'string') sequences.set(id, message.seq);
+    }
+  } finally {
+    await jsm.consumers.delete(nats.stream, info.name).catch(() => undefined);
+  }
+  return sequences;
+}
+
+/** The lowest sequence every environment's loader has acked up to: snapshots at or below it are done with. */
+async function finishedUpTo(jsm: JetStreamManager, nats: NatsConfig): Promise<number> {
+  let floor = Number.POSITIVE_INFINITY;
+  for await (const consumer of jsm.consumers.list(nats.stream)) {
+    if (consumer.config.filter_subject !== `${nats.subjectPrefix}${SUBJECTS.snapshotReady}` || !consumer.config.durable_name) continue;
+    floor = Math.min(floor, consumer.ack_floor.stream_seq);
+  }
+  return floor;
+}
+
+/**
+ * SNAPSHOT_RETENTION: removes snapshots older than the retention, except the newest one and any
+ * that an environment's loader has not finished with (its durable consumer has not acked that
+ * snapshot.ready yet: it is still to be loaded, e.g. a loader that is down). Abandoned temporary
+ * directories of crashed dumps go too once they are as old.
+ */
+export async function applyRetention(nc: NatsConnection, nats: NatsConfig, snapshotDir: string, retentionMs: number, now = Date.now()): Promise<RetentionResult> {
+  const result: RetentionResult = { removed: [], keptInUse: [] };
+  const entries = (await readdir(snapshotDir, { withFileTypes: true })).filter((e) => e.isDirectory());
+  const snapshots: { name: string; id: string; created: number }[] = [];
+  for (const entry of entries) {
+    const path = join(snapshotDir, entry.name);
+    if (entry.name.startsWith(`.tmp-${SNAPSHOT_DIR_PREFIX}`)) {
+      if (now - (await stat(path)).mtimeMs > retentionMs) {
+        await rm(path, { recursive: true, force: true });
+        result.removed.push(entry.name);
+      }
+      continue;
+    }
+    if (!entry.name.startsWith(SNAPSHOT_DIR_PREFIX)) continue;
+    try {
+      const manifest = JSON.parse(await readFile(join(path, MANIFEST_FILE), 'utf8')) as { snapshotId: string; createdAt: string };
+      snapshots.push({ name: entry.name, id: manifest.snapshotId, created: Date.parse(manifest.createdAt) });
+    } catch {
+      // Not a snapshot this dumper wrote completely: never touched.
+    }
+  }
+  snapshots.sort((a, b) => b.created - a.created);
+  const expired = snapshots.slice(1).filter((s) => now - s.created > retentionMs);
+  if (!expired.length) return result;
+
+  const jsm = await jetstreamManager(nc);
+  const [sequences, floor] = await Promise.all([readySequences(nc, jsm, nats), finishedUpTo(jsm, nats)]);
+  for (const snapshot of expired) {
+    const seq = sequences.get(snapshot.id);
+    // Gone from the stream: no loader can be handed it any more. Else every loader must be past it.
+    if (seq !== undefined && seq > floor) {
+      result.keptInUse.push(snapshot.name);
+      continue;
+    }
+    await rm(join(snapshotDir, snapshot.name), { recursive: true, force: true });
+    result.removed.push(snapshot.name);
+  }
+  return result;
+}

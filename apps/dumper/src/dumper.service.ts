@@ -13,6 +13,7 @@ import {
   type SnapshotReadyPayload,
   SUBJECTS,
   type TriggerPayload,
+  withLogContext,
   withRetry,
 } from '@app/common';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -74,6 +75,10 @@ export class DumperService {
    * be announced, so the trigger stays unacked and is delivered again.
    */
   async dump(date: string, signal?: AbortSignal): Promise<DumpOutcome> {
+    return withLogContext({ date }, () => this.dumpInContext(date, signal));
+  }
+
+  private async dumpInContext(date: string, signal?: AbortSignal): Promise<DumpOutcome> {
     const started = Date.now();
     this.logger.log(`dumping ${date} to ${this.config.snapshotDir}`);
     try {

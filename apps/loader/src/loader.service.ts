@@ -11,6 +11,7 @@ import {
   type SnapshotLoadedPayload,
   type SnapshotReadyPayload,
   SUBJECTS,
+  withLogContext,
   withRetry,
 } from '@app/common';
 import { LOADER_CONFIG } from './loader.constants';
@@ -38,6 +39,10 @@ export class LoaderService {
    * and the ledger makes the redelivery cheap).
    */
   async load(snapshot: SnapshotReadyPayload, signal?: AbortSignal, force = false): Promise<LoadOutcome> {
+    return withLogContext({ snapshotId: snapshot.snapshotId, environment: this.config.environment }, () => this.loadInContext(snapshot, signal, force));
+  }
+
+  private async loadInContext(snapshot: SnapshotReadyPayload, signal: AbortSignal | undefined, force: boolean): Promise<LoadOutcome> {
     const environment = this.config.environment;
     const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
     this.logger.log(`${force ? 'reloading' : 'loading'} ${label}`);

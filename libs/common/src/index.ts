@@ -27,3 +27,5 @@ export * from './util/server-identity';
 export * from './streams/progress-meter';
 export * from './util/phase-timer';
 export * from './metrics/metrics.service';
+export * from './logging/log-context';
+export * from './logging/json-logger';

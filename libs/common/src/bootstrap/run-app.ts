@@ -1,12 +1,14 @@
 import { type DynamicModule, type INestApplication, Logger, type LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
+import type { LogFormat } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
+import { JsonLogger } from '../logging/json-logger';
 import { JetStreamServer } from '../jetstream/jetstream.server';
 import { TerminateMessageFilter } from '../jetstream/terminate-message.filter';
 import { errorMessage } from '../util/redact';
 
-export interface AppDefinition<C extends { http: { port: number } }> {
+export interface AppDefinition<C extends { http: { port: number }; logFormat: LogFormat }> {
   name: string;
   loadConfig: () => C;
   module: (config: C) => DynamicModule;
@@ -23,7 +25,7 @@ export function attachJetStream(app: INestApplication): void {
  * Boots one app: validate the environment (one line and exit 1 when it is wrong), connect to NATS,
  * start consuming, serve /health. Anything that fails at boot exits non-zero, loudly.
  */
-export async function runApp<C extends { http: { port: number } }>(definition: AppDefinition<C>): Promise<void> {
+export async function runApp<C extends { http: { port: number }; logFormat: LogFormat }>(definition: AppDefinition<C>): Promise<void> {
   const logger = new Logger(definition.name);
   let config: C;
   try {
@@ -34,7 +36,9 @@ export async function runApp<C extends { http: { port: number } }>(definition: A
     process.exit(1);
   }
   try {
-    const app = await NestFactory.create(definition.module(config), { logger: definition.logger, abortOnError: false });
+    const appLogger = definition.logger ?? (config.logFormat === 'json' ? new JsonLogger(definition.name) : undefined);
+    if (appLogger) Logger.overrideLogger(appLogger);
+    const app = await NestFactory.create(definition.module(config), { logger: appLogger, abortOnError: false });
     attachJetStream(app);
     await app.startAllMicroservices();
     await app.listen(config.http.port, '0.0.0.0');

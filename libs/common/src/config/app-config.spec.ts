@@ -310,6 +310,7 @@ describe('variablesReadBy', () => {
   const common = [
     'ACK_WAIT',
     'HTTP_PORT',
+    'LOG_FORMAT',
     'NATS_CREDS',
     'NATS_PASSWORD',
     'NATS_STREAM',
@@ -325,12 +326,12 @@ describe('variablesReadBy', () => {
   ];
 
   it('lists the variables the scheduler reads', () => {
-    expect(variablesReadBy(loadSchedulerConfig)).toEqual([...common, 'CATCHUP', 'SCHEDULE', 'SCHEDULE_TIMEZONE', 'START_DATE'].sort());
+    expect(variablesReadBy(loadSchedulerConfig)).toEqual([...common, 'ALERT_WEBHOOK_URL', 'CATCHUP', 'SCHEDULE', 'SCHEDULE_TIMEZONE', 'START_DATE'].sort());
   });
 
   it('lists the variables the dumper reads, though its required one is missing', () => {
     expect(variablesReadBy(loadDumperConfig)).toEqual(
-      [...common, 'DUMP_JOBS', 'EXCLUDE_TABLES', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
+      [...common, 'DUMP_JOBS', 'EXCLUDE_TABLES', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SNAPSHOT_RETENTION', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
     );
   });
 

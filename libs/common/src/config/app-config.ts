@@ -31,9 +31,17 @@ export interface HttpConfig {
   port: number;
 }
 
+/** `text` (Nest's colourful lines) or `json` (one object per line, for log shippers). */
+export type LogFormat = 'text' | 'json';
+
+function readLogFormat(env: EnvReader): LogFormat {
+  return env.matching('LOG_FORMAT', /^(text|json)$/, 'text or json', 'text') as LogFormat;
+}
+
 export interface DumperConfig {
   nats: NatsConfig;
   http: HttpConfig;
+  logFormat: LogFormat;
   retry: RetryConfig;
   sourceDatabaseUrl: string;
   snapshotDir: string;
@@ -50,6 +58,7 @@ export interface DumperConfig {
 export interface LoaderConfig {
   nats: NatsConfig;
   http: HttpConfig;
+  logFormat: LogFormat;
   retry: RetryConfig;
   targetDatabaseUrl: string;
   environment: string;
@@ -61,6 +70,7 @@ export interface LoaderConfig {
 export interface SchedulerConfig {
   nats: NatsConfig;
   http: HttpConfig;
+  logFormat: LogFormat;
   schedule: string;
   timeZone: string;
   startDate: string;
@@ -145,6 +155,7 @@ export function loadDumperConfig(source: Env = process.env): DumperConfig {
   const config: DumperConfig = {
     nats: readNats(env),
     http: { port: env.integer('HTTP_PORT', DEFAULT_HTTP_PORTS.dumper, 0, 65535) },
+    logFormat: readLogFormat(env),
     retry: readRetry(env),
     sourceDatabaseUrl: env.url('SOURCE_DATABASE_URL', ['postgres', 'postgresql']),
     snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
@@ -164,6 +175,7 @@ export function loadLoaderConfig(source: Env = process.env): LoaderConfig {
   const config: LoaderConfig = {
     nats: readNats(env),
     http: { port: env.integer('HTTP_PORT', DEFAULT_HTTP_PORTS.loader, 0, 65535) },
+    logFormat: readLogFormat(env),
     retry: readRetry(env),
     targetDatabaseUrl: env.url('TARGET_DATABASE_URL', ['postgres', 'postgresql']),
     environment: env.matching('LOADER_ENV', /^[a-z0-9-]+$/, 'lowercase letters, digits or - ([a-z0-9-]+)'),
@@ -185,6 +197,7 @@ export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig 
   const config: SchedulerConfig = {
     nats: readNats(env),
     http: { port: env.integer('HTTP_PORT', DEFAULT_HTTP_PORTS.scheduler, 0, 65535) },
+    logFormat: readLogFormat(env),
     schedule: env.string('SCHEDULE', DEFAULTS.SCHEDULE),
     timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
     startDate: env.date('START_DATE', DEFAULTS.START_DATE),

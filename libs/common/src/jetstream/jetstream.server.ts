@@ -6,6 +6,7 @@ import { lastValueFrom } from 'rxjs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConfig } from '../config/app-config';
 import { ReadinessService } from '../health/readiness.service';
+import { withLogContext } from '../logging/log-context';
 import { errorMessage } from '../util/redact';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamContext } from './jetstream.context';
@@ -126,7 +127,10 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
     try {
       const handler = this.getHandlerByPattern(binding.pattern)!;
       const context = new JetStreamContext([message, binding.pattern, this.stopSignal.signal, binding.maxDeliver]);
-      await lastValueFrom(this.transformToObservable(await handler(body, context)), { defaultValue: undefined });
+      // Every log line of this message's work says which message it was.
+      await withLogContext({ subject: binding.pattern, seq: message.seq }, async (): Promise<void> => {
+        await lastValueFrom(this.transformToObservable(await handler(body, context)), { defaultValue: undefined });
+      });
       clearInterval(heartbeat);
       if (!(await message.ackAck().catch(() => false))) {
         this.logger.warn(`ack of ${where} was not confirmed; a redelivery will be recognised as done`);

@@ -2,8 +2,10 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
 import { JetStreamModule, type SchedulerConfig } from '@app/common';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
+import { AlertWebhookService } from './alerts/alert-webhook.service';
 import { RunLedgerService } from './run-ledger/run-ledger.service';
 import { RunsController } from './run-ledger/runs.controller';
+import { StatusPageController } from './run-ledger/status-page.controller';
 import { TriggerScheduler } from './trigger-scheduler.service';
 
 @Module({})
@@ -16,8 +18,8 @@ export class SchedulerModule {
         // The scheduler only publishes; it consumes nothing.
         JetStreamModule.forRoot({ config: config.nats, clientName: 'db-fanout-scheduler', bindings: [] }),
       ],
-      controllers: [RunsController],
-      providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler, RunLedgerService],
+      controllers: [RunsController, StatusPageController],
+      providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler, RunLedgerService, AlertWebhookService],
     };
   }
 }

@@ -1,0 +1,230 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown, Optional } from '@nestjs/common';
+import { type Consumer, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type ConsumerBinding, ensureConsumer, errorMessage, NATS_CONNECTION, ReadinessService, redactSecrets, type SchedulerConfig, SUBJECTS } from '@app/common';
+import { SCHEDULER_CONFIG } from '../scheduler.constants';
+
+/** The events worth waking someone for: the dump gave up, or one environment's load failed. */
+export const ALERT_SUBJECTS: readonly string[] = [SUBJECTS.snapshotFailed, SUBJECTS.snapshotLoadFailed];
+
+/** Injection token for {@link AlertWebhookOptions}; optional, the defaults suit production. */
+export const ALERT_WEBHOOK_OPTIONS = Symbol('ALERT_WEBHOOK_OPTIONS');
+
+export interface AlertWebhookOptions {
+  /** Waits between attempts: one attempt, then one more after each delay. */
+  retryDelaysMs: number[];
+  /** How long one POST may take before it counts as failed. */
+  timeoutMs: number;
+}
+
+export const DEFAULT_ALERT_WEBHOOK_OPTIONS: AlertWebhookOptions = { retryDelaysMs: [1_000, 2_000, 4_000, 8_000], timeoutMs: 10_000 };
+
+/**
+ * The scheduler's own durable consumer for alerts, shared by every scheduler replica (one POST per
+ * event however many run). A new one starts at new messages: enabling alerts never replays old failures.
+ * NATS 2.9 takes one filter subject per consumer, so it reads `snapshot.>` and skips the rest.
+ */
+export const ALERT_CONSUMER: ConsumerBinding = { pattern: 'snapshot.>', durable: 'alerts', startAt: 'new', maxDeliver: 10 };
+
+/** What is POSTed: `{ event, ...the event's fields, at }`. */
+export function alertBody(subject: string, payload: Record<string, unknown>, at: Date): Record<string, unknown> {
+  return { event: subject, ...payload, at: at.toISOString() };
+}
+
+/**
+ * `fetch` refuses a URL carrying credentials, so `https://user:pass@host/hook` becomes the URL
+ * without them plus a Basic Authorization header.
+ */
+export function webhookRequest(url: string): { url: string; headers: Record<string, string> } {
+  const parsed = new URL(url);
+  const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+  if (parsed.username || parsed.password) {
+    const credentials = `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`;
+    headers.Authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
+    parsed.username = '';
+    parsed.password = '';
+  }
+  return { url: parsed.toString(), headers };
+}
+
+/**
+ * ALERT_WEBHOOK_URL (off by default, as in the original DAG): every `snapshot.failed` and
+ * `snapshot.load.failed` is POSTed as JSON, retried with backoff. The pipeline apps know nothing of
+ * it; an unreachable webhook delays only the next alert. Each event is acked once the webhook
+ * answered 2xx or the attempts ran out (one warning then).
+ */
+@Injectable()
+export class AlertWebhookService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('Alerts');
+  private readonly options: AlertWebhookOptions;
+  private readonly shutdown = new AbortController();
+  private loop?: Promise<void>;
+
+  constructor(
+    @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
+    @Inject(SCHEDULER_CONFIG) private readonly config: SchedulerConfig,
+    private readonly readiness: ReadinessService,
+    @Optional() @Inject(ALERT_WEBHOOK_OPTIONS) options?: Partial<AlertWebhookOptions>,
+  ) {
+    this.options = { ...DEFAULT_ALERT_WEBHOOK_OPTIONS, ...options };
+  }
+
+  /**
+   * The webhook as it may appear in a log line: scheme and host only. Webhook URLs often carry
+   * their secret in the path (Slack's /services/T.../B.../XXXX), where no masking could find it.
+   */
+  private get shownUrl(): string {
+    try {
+      return `${new URL(this.config.alertWebhookUrl ?? '').origin}/...`;
+    } catch {
+      return '(invalid URL)';
+    }
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (!this.config.alertWebhookUrl) return; // off: no consumer, no check, nothing to do
+    // Until the consumer exists, failures published now would be missed (it starts at new ones),
+    // so /health waits for it; a broker that refuses it does not stop the scheduler from booting.
+    this.readiness.set('alerts', false, 'creating consumer alerts');
+    const consumer = await this.setUp();
+    this.loop = this.consume(consumer);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.shutdown.abort();
+    await this.loop;
+  }
+
+  private pause(ms: number): Promise<void> {
+    return sleep(ms, undefined, { signal: this.shutdown.signal }).catch(() => undefined);
+  }
+
+  /** Creates (or finds) the durable consumer; undefined when the broker refused (tried again later). */
+  private async setUp(): Promise<{ consumer: Consumer; ackWaitMs: number } | undefined> {
+    try {
+      const ackWaitMs = await ensureConsumer(await jetstreamManager(this.connection), this.config.nats, ALERT_CONSUMER);
+      const consumer = await jetstream(this.connection).consumers.get(this.config.nats.stream, ALERT_CONSUMER.durable);
+      this.readiness.set('alerts', true, `webhook ${this.shownUrl}`);
+      return { consumer, ackWaitMs };
+    } catch (error) {
+      this.readiness.set('alerts', false, `consumer ${ALERT_CONSUMER.durable}: ${errorMessage(error)}`);
+      return undefined;
+    }
+  }
+
+  private async consume(initial: { consumer: Consumer; ackWaitMs: number } | undefined): Promise<void> {
+    let current = initial;
+    let failing = false;
+    if (current) this.logger.log(`failures are POSTed to ${this.shownUrl}`);
+    while (!this.shutdown.signal.aborted) {
+      if (!current) {
+        current = await this.setUp();
+        if (!current) {
+          if (!failing) this.logger.warn(`cannot set up consumer ${ALERT_CONSUMER.durable} yet; retrying every second`);
+          failing = true;
+          await this.pause(1_000);
+          continue;
+        }
+      }
+      let message: JsMsg | null;
+      try {
+        message = await current.consumer.next({ expires: 2_000 });
+      } catch (error) {
+        if (this.shutdown.signal.aborted) break;
+        if (!failing) this.logger.warn(`reading events failed, retrying every second: ${errorMessage(error)}`);
+        failing = true;
+        current = undefined; // the consumer may be gone (stream recreated): set it up again
+        await this.pause(1_000);
+        continue;
+      }
+      if (failing) this.logger.log(`reading events again; failures are POSTed to ${this.shownUrl}`);
+      failing = false;
+      if (!message) continue;
+      const heartbeat = setInterval(() => message.working(), Math.max(200, Math.floor(current.ackWaitMs / 3)));
+      let settle: () => void;
+      try {
+        // Stopped mid-way: nak, so the next scheduler to run sends it (at least once).
+        settle = (await this.handle(message)) ? () => message.ack() : () => message.nak();
+      } catch (error) {
+        this.logger.warn(`could not handle ${message.subject} #${message.seq}: ${errorMessage(error)}`);
+        settle = () => message.nak(1_000);
+      } finally {
+        clearInterval(heartbeat);
+      }
+      try {
+        settle();
+      } catch (error) {
+        // The connection is closing: the broker redelivers after the ack wait.
+        this.logger.warn(`could not settle ${message.subject} #${message.seq}: ${errorMessage(error)}`);
+      }
+    }
+  }
+
+  /** True when the event is dealt with (sent, given up on, or no alert); false when stopped mid-way. */
+  private async handle(message: JsMsg): Promise<boolean> {
+    const prefix = this.config.nats.subjectPrefix;
+    const subject = message.subject.startsWith(prefix) ? message.subject.slice(prefix.length) : message.subject;
+    if (!ALERT_SUBJECTS.includes(subject)) return true;
+    let payload: unknown;
+    try {
+      const text = message.string();
+      payload = text.trim() ? JSON.parse(text) : {};
+    } catch {
+      this.logger.warn(`no alert for ${subject} #${message.seq}: its body is not JSON`);
+      return true;
+    }
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+      this.logger.warn(`no alert for ${subject} #${message.seq}: its body is not a JSON object`);
+      return true;
+    }
+    return this.post(subject, alertBody(subject, payload as Record<string, unknown>, message.time));
+  }
+
+  private describe(body: Record<string, unknown>): string {
+    const parts = [body.event, body.environment, body.snapshotId ?? body.date].filter((part) => typeof part === 'string');
+    return parts.join(' ');
+  }
+
+  private async post(subject: string, body: Record<string, unknown>): Promise<boolean> {
+    const request = webhookRequest(this.config.alertWebhookUrl!);
+    const attempts = this.options.retryDelaysMs.length + 1;
+    let lastProblem = '';
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (this.shutdown.signal.aborted) return false;
+      try {
+        const response = await fetch(request.url, {
+          method: 'POST',
+          headers: request.headers,
+          body: JSON.stringify(body),
+          signal: AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.options.timeoutMs)]),
+        });
+        await response.arrayBuffer().catch(() => undefined); // free the connection
+        if (response.ok) {
+          this.logger.log(`alert sent: ${this.describe(body)} (HTTP ${response.status}${attempt > 1 ? `, attempt ${attempt}` : ''})`);
+          return true;
+        }
+        lastProblem = `HTTP ${response.status}`;
+      } catch (error) {
+        if (this.shutdown.signal.aborted) return false;
+        lastProblem = this.problemOf(error);
+      }
+      const delay = this.options.retryDelaysMs[attempt - 1];
+      if (delay === undefined) break;
+      this.logger.debug(`alert ${subject} attempt ${attempt} of ${attempts} failed (${lastProblem}); next in ${delay}ms`);
+      await this.pause(delay);
+    }
+    this.logger.warn(`alert NOT delivered: ${this.describe(body)} could not be POSTed to ${this.shownUrl} after ${attempts} attempts (last: ${lastProblem}); giving up on it`);
+    return true;
+  }
+
+  /** fetch says "fetch failed" and puts the reason in `cause`; a timeout is a TimeoutError. */
+  private problemOf(error: unknown): string {
+    // Duck-typed: fetch's errors may come from another realm (instanceof Error fails under jest).
+    const { name, message, cause } = (typeof error === 'object' && error !== null ? error : {}) as { name?: unknown; message?: unknown; cause?: unknown };
+    if (name === 'TimeoutError') return `no answer within ${this.options.timeoutMs}ms`;
+    const text = typeof message === 'string' ? message : String(error);
+    const why = typeof cause === 'object' && cause !== null && typeof (cause as { message?: unknown }).message === 'string' ? `: ${(cause as { message: string }).message}` : '';
+    return redactSecrets(`${text}${why}`);
+  }
+}

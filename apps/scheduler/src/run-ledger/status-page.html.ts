@@ -1,0 +1,361 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The scheduler's status page (`GET /`): Airflow's grid for the run ledger. One static document,
+ * inline CSS and JS, no external assets. It holds no data itself: its script fetches `api/runs`
+ * at once and then every few seconds, and puts every value (dates, environment names, errors come
+ * from messages anyone on the stream can publish) into the page only as text (`textContent`,
+ * `title`, `dataset`), never as markup. The Content-Security-Policy below admits exactly this
+ * script and this style sheet, so even a value that slipped through could not run a script.
+ */
+
+export const STATUS_PAGE_REFRESH_MS = 5_000;
+/** A request for `api/runs` that gets no answer by then is given up, so one stuck request never stops the refreshing. */
+export const STATUS_PAGE_REQUEST_TIMEOUT_MS = 10_000;
+
+const STYLE = String.raw`
+:root { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; background: #fff; }
+body { margin: 20px 24px; }
+h1 { font-size: 18px; margin: 0; }
+header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 6px 18px; margin-bottom: 12px; }
+#updated { color: #57606a; font-size: 12px; }
+#updated.stale { color: #b42318; }
+#legend { display: flex; gap: 12px; margin: 0; padding: 0; list-style: none; font-size: 12px; color: #57606a; }
+#legend li { display: flex; align-items: center; gap: 4px; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 3px; }
+table { border-collapse: separate; border-spacing: 3px; }
+th { text-align: left; font-weight: 600; padding: 4px 8px; white-space: nowrap; }
+thead th { font-size: 12px; color: #57606a; border-bottom: 1px solid #d0d7de; }
+tbody th { font-variant-numeric: tabular-nums; }
+td.step { min-width: 112px; padding: 5px 8px; border-radius: 4px; vertical-align: top; }
+td.step[role=button] { cursor: pointer; }
+td.step .state { display: block; font-weight: 600; }
+td.step .meta { display: block; font-size: 12px; opacity: 0.9; font-variant-numeric: tabular-nums; }
+td.selected, td.step:focus-visible { outline: 2px solid #1f2328; outline-offset: 1px; }
+.s-queued { background: #a3a3a3; color: #111; }
+.s-running { background: #2563eb; color: #fff; }
+.s-up_for_retry { background: #f59e0b; color: #111; }
+.s-success { background: #16a34a; color: #fff; }
+.s-failed { background: #dc2626; color: #fff; }
+.s-unknown { background: #e5e7eb; color: #111; }
+.s-none { background: #f6f8fa; color: #8c959f; }
+#details { margin-top: 14px; padding: 8px 10px; border-left: 3px solid #d0d7de; background: #f6f8fa; max-width: 1100px; }
+#details.empty { color: #57606a; }
+#details .error { margin: 6px 0 0; white-space: pre-wrap; word-break: break-word; font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: #b42318; }
+`;
+
+// Plain ES2017 for the browser. String.raw keeps its backslashes (so '\n' reaches the browser as written);
+// the script contains no backtick, and its only interpolations are the two periods.
+const SCRIPT = String.raw`
+(function () {
+  'use strict';
+  var REFRESH_MS = ${STATUS_PAGE_REFRESH_MS};
+  var TIMEOUT_MS = ${STATUS_PAGE_REQUEST_TIMEOUT_MS};
+  var STATES = ['queued', 'running', 'up_for_retry', 'success', 'failed'];
+  var FINISHED = ['success', 'failed'];
+  var grid = document.getElementById('grid');
+  var updated = document.getElementById('updated');
+  var details = document.getElementById('details');
+  var runs = [];
+  var shape = '';
+  var selected = null; // { date, env }: env null for the dump
+  var shown = new WeakMap(); // cell -> the text it shows
+
+  function own(object, key) {
+    return object && typeof object === 'object' && Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined;
+  }
+  function stepOf(run, env) {
+    var step = env === null ? run.dump : own(run.loads, env);
+    return step && typeof step === 'object' ? step : undefined;
+  }
+  function classOf(step) {
+    if (!step) return 'none';
+    return STATES.indexOf(step.state) >= 0 ? step.state : 'unknown';
+  }
+  function finished(step) {
+    return FINISHED.indexOf(step.state) >= 0;
+  }
+  // Finished: endedAt - startedAt. Running: so far. Otherwise none.
+  function elapsed(step) {
+    var start = Date.parse(step.startedAt);
+    var end = finished(step) ? Date.parse(step.endedAt) : step.state === 'running' ? Date.now() : NaN;
+    return isFinite(start) && isFinite(end) ? Math.max(0, end - start) : undefined;
+  }
+  function pad(n) {
+    return (n < 10 ? '0' : '') + n;
+  }
+  function duration(ms) {
+    if (ms === undefined) return '';
+    if (ms < 1000) return Math.round(ms) + 'ms';
+    if (ms < 60000) return (ms / 1000).toFixed(1) + 's';
+    var minutes = Math.floor(ms / 60000);
+    if (minutes < 60) return minutes + 'm ' + pad(Math.floor(ms / 1000) % 60) + 's';
+    return Math.floor(minutes / 60) + 'h ' + pad(minutes % 60) + 'm';
+  }
+  function time(iso) {
+    return String(iso).replace('T', ' ').replace('Z', ' UTC');
+  }
+  function size(n) {
+    var units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    var i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i === 0 ? String(n) : n.toFixed(1)) + ' ' + units[i];
+  }
+  function label(state) {
+    return String(state).replace(/_/g, ' ');
+  }
+  function meta(step) {
+    var parts = [];
+    var ms = elapsed(step);
+    if (ms !== undefined) parts.push(duration(ms) + (step.state === 'running' ? '\u2026' : ''));
+    if (step.attempts > 1) parts.push(step.attempts + ' tries');
+    return parts.join(' \u00b7 ');
+  }
+  // The facts of one step, for its title (hover) and the details line (click).
+  function facts(date, env, step) {
+    var out = [date + ' \u00b7 ' + (env === null ? 'dump' : env) + ' \u00b7 ' + String(step.state)];
+    if (step.attempts) out.push('attempts: ' + step.attempts);
+    if (step.startedAt) out.push('started: ' + time(step.startedAt));
+    if (step.endedAt && finished(step)) out.push('ended: ' + time(step.endedAt));
+    var ms = elapsed(step);
+    if (ms !== undefined) out.push((finished(step) ? 'took: ' : 'running for: ') + duration(ms));
+    if (typeof step.rows === 'number') out.push('rows: ' + step.rows.toLocaleString('en-US'));
+    if (typeof step.bytes === 'number') out.push('bytes: ' + size(step.bytes));
+    if (step.snapshotId) out.push('snapshot: ' + step.snapshotId);
+    return out;
+  }
+  function errorOf(step) {
+    return step.error === undefined || step.error === null ? '' : String(step.error);
+  }
+  function span(className, text) {
+    var node = document.createElement('span');
+    node.className = className;
+    node.textContent = text;
+    return node;
+  }
+  function th(text, scope) {
+    var node = document.createElement('th');
+    node.scope = scope;
+    node.textContent = text;
+    return node;
+  }
+  function isSelected(date, env) {
+    return selected !== null && selected.date === date && selected.env === env;
+  }
+
+  // Updates a cell in place (same element: an open tooltip or the keyboard focus survive a refresh).
+  function fill(td, date, env, step) {
+    var cls = 'step s-' + classOf(step) + (step && isSelected(date, env) ? ' selected' : '');
+    if (td.className !== cls) td.className = cls;
+    var state = step ? String(step.state) : 'none';
+    if (td.dataset.state !== state) td.dataset.state = state;
+    var text = step ? label(step.state) : '\u2013';
+    var small = step ? meta(step) : '';
+    if (shown.get(td) !== text + '\n' + small) {
+      shown.set(td, text + '\n' + small);
+      td.replaceChildren(span('state', text));
+      if (small) td.appendChild(span('meta', small));
+    }
+    var title = step ? facts(date, env, step).join('\n') + (errorOf(step) ? '\nerror: ' + errorOf(step) : '') : '';
+    if (td.title !== title) td.title = title;
+    if (step) {
+      td.tabIndex = 0;
+      td.setAttribute('role', 'button');
+      td.setAttribute('aria-pressed', String(isSelected(date, env)));
+    } else {
+      td.removeAttribute('tabindex');
+      td.removeAttribute('role');
+      td.removeAttribute('aria-pressed');
+    }
+  }
+
+  function environmentsOf(list) {
+    var names = new Set();
+    list.forEach(function (run) {
+      if (run.loads && typeof run.loads === 'object') Object.keys(run.loads).forEach(function (name) { names.add(name); });
+    });
+    return Array.from(names).sort();
+  }
+
+  function build(environments) {
+    var table = document.createElement('table');
+    var head = document.createElement('tr');
+    head.appendChild(th('date', 'col'));
+    head.appendChild(th('dump', 'col'));
+    environments.forEach(function (env) { head.appendChild(th(env, 'col')); });
+    table.createTHead().appendChild(head);
+    var body = table.createTBody();
+    runs.forEach(function (run) {
+      var tr = document.createElement('tr');
+      tr.dataset.date = run.date;
+      tr.appendChild(th(run.date, 'row'));
+      var dump = document.createElement('td');
+      dump.dataset.step = 'dump';
+      tr.appendChild(dump);
+      environments.forEach(function (env) {
+        var td = document.createElement('td');
+        td.dataset.env = env;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    grid.replaceChildren(table);
+  }
+
+  function render() {
+    if (runs.length === 0) {
+      shape = '';
+      var empty = document.createElement('p');
+      empty.id = 'empty';
+      empty.textContent = 'No runs yet: they appear here once the first trigger is published.';
+      grid.replaceChildren(empty);
+      renderDetails();
+      return;
+    }
+    var environments = environmentsOf(runs);
+    var nextShape = JSON.stringify([runs.map(function (run) { return run.date; }), environments]);
+    if (nextShape !== shape) {
+      var focused = keyOf(document.activeElement);
+      build(environments);
+      shape = nextShape;
+      if (focused) {
+        var again = cellFor(focused.date, focused.env);
+        if (again) again.focus();
+      }
+    }
+    var rows = grid.querySelectorAll('tbody tr');
+    runs.forEach(function (run, i) {
+      var row = rows[i];
+      var ths = row.querySelectorAll('th');
+      ths[0].title = run.triggeredAt ? 'triggered: ' + time(run.triggeredAt) : '';
+      Array.prototype.forEach.call(row.querySelectorAll('td'), function (td) {
+        var env = td.dataset.step === 'dump' ? null : td.dataset.env;
+        fill(td, run.date, env, stepOf(run, env));
+      });
+    });
+    renderDetails();
+  }
+
+  function keyOf(node) {
+    if (!node || node.tagName !== 'TD' || !grid.contains(node)) return null;
+    var row = node.parentNode;
+    return { date: row.dataset.date, env: node.dataset.step === 'dump' ? null : node.dataset.env };
+  }
+  function cellFor(date, env) {
+    var found = null;
+    Array.prototype.forEach.call(grid.querySelectorAll('td'), function (td) {
+      var key = keyOf(td);
+      if (key && key.date === date && key.env === env) found = td;
+    });
+    return found;
+  }
+
+  function renderDetails() {
+    var run = selected && runs.filter(function (r) { return r.date === selected.date; })[0];
+    var step = run && stepOf(run, selected.env);
+    if (!step) {
+      details.className = 'empty';
+      details.replaceChildren('Click a cell for its details.');
+      return;
+    }
+    details.className = '';
+    var line = document.createElement('div');
+    line.className = 'facts';
+    line.textContent = facts(selected.date, selected.env, step).join(' \u00b7 ');
+    details.replaceChildren(line);
+    if (errorOf(step)) {
+      var pre = document.createElement('pre');
+      pre.className = 'error';
+      pre.textContent = 'error: ' + errorOf(step);
+      details.appendChild(pre);
+    }
+  }
+
+  function select(td) {
+    var key = keyOf(td);
+    if (!key) return;
+    var run = runs.filter(function (r) { return r.date === key.date; })[0];
+    if (!run || !stepOf(run, key.env)) return;
+    selected = isSelected(key.date, key.env) ? null : key;
+    render();
+  }
+  grid.addEventListener('click', function (event) {
+    select(event.target.closest('td'));
+  });
+  grid.addEventListener('keydown', function (event) {
+    if (event.key !== 'Enter' && event.key !== ' ') return;
+    event.preventDefault();
+    select(event.target.closest('td'));
+  });
+
+  function valid(run) {
+    return run && typeof run === 'object' && typeof run.date === 'string' && run.dump && typeof run.dump === 'object';
+  }
+  async function refresh() {
+    var abort = new AbortController();
+    var timer = setTimeout(function () { abort.abort(); }, TIMEOUT_MS);
+    try {
+      var response = await fetch('api/runs', { cache: 'no-store', headers: { Accept: 'application/json' }, signal: abort.signal });
+      if (!response.ok) throw new Error('HTTP ' + response.status);
+      var body = await response.json();
+      if (!Array.isArray(body)) throw new Error('unexpected answer');
+      runs = body.filter(valid).sort(function (a, b) { return a.date < b.date ? 1 : a.date > b.date ? -1 : 0; });
+      render();
+      updated.className = '';
+      updated.textContent = 'updated ' + new Date().toLocaleTimeString() + ', refreshes every ' + REFRESH_MS / 1000 + 's';
+    } catch (error) {
+      var reason = abort.signal.aborted ? 'no answer in ' + TIMEOUT_MS / 1000 + 's' : error && error.message ? error.message : String(error);
+      updated.className = 'stale';
+      updated.textContent = 'could not refresh (' + reason + '), retrying every ' + REFRESH_MS / 1000 + 's';
+    } finally {
+      clearTimeout(timer);
+      setTimeout(refresh, REFRESH_MS);
+    }
+  }
+  void refresh();
+})();
+`;
+
+const LEGEND = ['queued', 'running', 'up_for_retry', 'success', 'failed']
+  .map((state) => `<li><span class="swatch s-${state}"></span>${state.replace(/_/g, ' ')}</li>`)
+  .join('');
+
+/** The whole page: fixed markup, nothing from the ledger (the script adds that as text). */
+export const STATUS_PAGE_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>db-fanout runs</title>
+<link rel="icon" href="data:,">
+<style>${STYLE}</style>
+</head>
+<body>
+<header>
+<h1>db-fanout runs</h1>
+<span id="updated">loading&hellip;</span>
+<ul id="legend" aria-label="states">${LEGEND}</ul>
+</header>
+<main>
+<div id="grid"><p id="empty">Loading runs&hellip;</p></div>
+<div id="details" class="empty" aria-live="polite">Click a cell for its details.</div>
+<noscript><p>This page needs JavaScript; the same history is at <a href="api/runs">api/runs</a> (JSON).</p></noscript>
+</main>
+<script>${SCRIPT}</script>
+</body>
+</html>
+`;
+
+const sha256 = (text: string) => `'sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}'`;
+
+/** Only this page's own script and style sheet run; it may fetch from its own origin and nothing else. */
+export const STATUS_PAGE_CSP = [
+  "default-src 'none'",
+  `script-src ${sha256(SCRIPT)}`,
+  `style-src ${sha256(STYLE)}`,
+  "connect-src 'self'",
+  'img-src data:',
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');

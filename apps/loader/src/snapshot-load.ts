@@ -178,7 +178,7 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
     await client.query(index.constraint ? `ALTER TABLE ${index.table} ADD CONSTRAINT ${quoteIdent(index.name)} ${index.definition}` : index.definition);
     if (index.clustered) await client.query(`ALTER TABLE ${index.table} CLUSTER ON ${quoteIdent(index.name)}`);
     if (index.comment !== null) {
-      const object = index.constraint ? `CONSTRAINT ${quoteIdent(index.name)} ON ${index.table}` : `INDEX ${schemaOf(index.table)}.${quoteIdent(index.name)}`;
+      const object = index.constraint ? `CONSTRAINT ${quoteIdent(index.name)} ON ${index.table}` : `INDEX ${quoteIdent(index.schema)}.${quoteIdent(index.name)}`;
       await client.query(`COMMENT ON ${object} IS ${quoteLiteral(index.comment)}`);
     }
   }
@@ -208,7 +208,7 @@ async function dropIndexesWherePossible(client: Client, indexes: IndexDefinition
   for (const index of indexes) {
     await client.query('SAVEPOINT drop_index');
     try {
-      await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${schemaOf(index.table)}.${quoteIdent(index.name)}`);
+      await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${quoteIdent(index.schema)}.${quoteIdent(index.name)}`);
       await client.query('RELEASE SAVEPOINT drop_index');
       dropped.push(index);
     } catch (error) {
@@ -222,11 +222,6 @@ async function dropIndexesWherePossible(client: Client, indexes: IndexDefinition
 
 function quoteLiteral(text: string): string {
   return `'${text.replaceAll("'", "''")}'`;
-}
-
-/** `"schema"."table"` -> `"schema"` (an index lives in its table's schema). */
-function schemaOf(quotedTable: string): string {
-  return quotedTable.slice(0, quotedTable.indexOf('"."') + 1);
 }
 
 function qualified(target: TargetTable): string {

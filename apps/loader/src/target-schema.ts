@@ -74,6 +74,8 @@ export async function foreignKeysTouching(client: ClientBase, tableOids: number[
 }
 
 export interface IndexDefinition {
+  /** The index's (and its table's) schema, unquoted. */
+  schema: string;
   table: string;
   name: string;
   /** Set for indexes that back a PRIMARY KEY, UNIQUE or EXCLUDE constraint. */
@@ -112,6 +114,7 @@ export async function deferrableIndexes(client: ClientBase, tables: TargetTable[
     [oids],
   );
   return rows.map((row) => ({
+    schema: row.schema,
     table: quoteQualified({ schema: row.schema, name: row.table }),
     name: row.name,
     constraint: row.constraint,

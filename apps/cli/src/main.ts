@@ -6,6 +6,7 @@ import {
   dateInTimeZone,
   errorMessage,
   isCalendarDate,
+  kvKeys,
   loadCliConfig,
   type CliConfig,
   openNatsConnection,
@@ -51,10 +52,11 @@ async function publishTrigger(nc: NatsConnection, config: CliConfig, date: strin
 }
 
 async function readRuns(nc: NatsConnection, config: CliConfig): Promise<Run[]> {
-  const kv = await new Kvm(nc).open(`${config.nats.stream}_RUNS`);
+  const bucket = `${config.nats.stream}_RUNS`;
   const runs: Run[] = [];
   try {
-    for await (const key of await kv.keys()) {
+    const kv = await new Kvm(nc).open(bucket);
+    for (const key of await kvKeys(nc, bucket)) {
       const entry = await kv.get(key);
       if (entry?.value.length) runs.push(entry.json<Run>());
     }

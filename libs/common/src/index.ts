@@ -29,3 +29,4 @@ export * from './util/phase-timer';
 export * from './metrics/metrics.service';
 export * from './logging/log-context';
 export * from './logging/json-logger';
+export * from './jetstream/kv-keys';

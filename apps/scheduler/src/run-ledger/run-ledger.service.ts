@@ -3,7 +3,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } fro
 import { type KV, Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { dateInTimeZone, errorMessage, NATS_CONNECTION, ReadinessService, type SchedulerConfig } from '@app/common';
+import { dateInTimeZone, errorMessage, kvKeys, NATS_CONNECTION, ReadinessService, type SchedulerConfig } from '@app/common';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 import { applyEvent, newRun, type RunRecord, runDateOf } from './run-record';
 
@@ -62,7 +62,7 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
     await this.opened;
     const kv = this.kv!;
     const runs: RunRecord[] = [];
-    for await (const key of await kv.keys()) {
+    for (const key of await kvKeys(this.connection, this.bucket)) {
       const entry = await kv.get(key);
       if (entry?.value.length) runs.push(entry.json<RunRecord>());
     }

@@ -1,10 +1,11 @@
-import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import {
   ConfigError,
   dateInTimeZone,
   errorMessage,
+  announcedSnapshots,
   isCalendarDate,
   kvKeys,
   loadCliConfig,
@@ -75,24 +76,8 @@ async function findSnapshot(nc: NatsConnection, config: CliConfig, snapshotId?: 
     if (!last) throw new Error('no snapshot has been announced yet');
     return parseSnapshotReadyPayload(last.json());
   }
-  // An ephemeral consumer over snapshot.ready only (a single filter works on nats-server 2.9).
-  const info = await jsm.consumers.add(config.nats.stream, {
-    filter_subject: subject,
-    ack_policy: AckPolicy.None,
-    deliver_policy: DeliverPolicy.All,
-    inactive_threshold: nanos(30_000),
-  });
-  const consumer = await jetstream(nc).consumers.get(config.nats.stream, info.name);
-  try {
-    for (;;) {
-      const message = await consumer.next({ expires: 1_000 });
-      if (!message) break;
-      const body = message.json<{ snapshotId?: string }>();
-      if (body.snapshotId === snapshotId) return parseSnapshotReadyPayload(body);
-    }
-  } finally {
-    await jsm.consumers.delete(config.nats.stream, info.name).catch(() => undefined);
-  }
+  const announced = (await announcedSnapshots(nc, config.nats)).find(({ body }) => body.snapshotId === snapshotId);
+  if (announced) return parseSnapshotReadyPayload(announced.body);
   throw new Error(`snapshot ${snapshotId} is not in stream ${config.nats.stream} (expired, or never announced)`);
 }
 

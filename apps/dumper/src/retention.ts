@@ -1,8 +1,8 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AckPolicy, DeliverPolicy, jetstream, type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
-import { MANIFEST_FILE, type NatsConfig, SNAPSHOT_DIR_PREFIX, SUBJECTS } from '@app/common';
+import { type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { announcedSnapshots, MANIFEST_FILE, type NatsConfig, SNAPSHOT_DIR_PREFIX, SUBJECTS } from '@app/common';
 
 export interface RetentionResult {
   removed: string[];
@@ -11,24 +11,10 @@ export interface RetentionResult {
 }
 
 /** Stream sequence of each snapshot's snapshot.ready, by snapshot id (those the stream still holds). */
-async function readySequences(nc: NatsConnection, jsm: JetStreamManager, nats: NatsConfig): Promise<Map<string, number>> {
-  const info = await jsm.consumers.add(nats.stream, {
-    filter_subject: `${nats.subjectPrefix}${SUBJECTS.snapshotReady}`,
-    ack_policy: AckPolicy.None,
-    deliver_policy: DeliverPolicy.All,
-    inactive_threshold: nanos(30_000),
-  });
+async function readySequences(nc: NatsConnection, nats: NatsConfig): Promise<Map<string, number>> {
   const sequences = new Map<string, number>();
-  try {
-    const consumer = await jetstream(nc).consumers.get(nats.stream, info.name);
-    for (;;) {
-      const message = await consumer.next({ expires: 1_000 });
-      if (!message) break;
-      const id = message.json<{ snapshotId?: unknown }>().snapshotId;
-      if (typeof id === 'string') sequences.set(id, message.seq);
-    }
-  } finally {
-    await jsm.consumers.delete(nats.stream, info.name).catch(() => undefined);
+  for (const { seq, body } of await announcedSnapshots(nc, nats)) {
+    if (typeof body.snapshotId === 'string') sequences.set(body.snapshotId, seq);
   }
   return sequences;
 }
@@ -75,7 +61,7 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, snaps
   if (!expired.length) return result;
 
   const jsm = await jetstreamManager(nc);
-  const [sequences, floor] = await Promise.all([readySequences(nc, jsm, nats), finishedUpTo(jsm, nats)]);
+  const [sequences, floor] = await Promise.all([readySequences(nc, nats), finishedUpTo(jsm, nats)]);
   for (const snapshot of expired) {
     const seq = sequences.get(snapshot.id);
     // Gone from the stream: no loader can be handed it any more. Else every loader must be past it.

@@ -30,3 +30,4 @@ export * from './metrics/metrics.service';
 export * from './logging/log-context';
 export * from './logging/json-logger';
 export * from './jetstream/kv-keys';
+export * from './jetstream/announced-snapshots';

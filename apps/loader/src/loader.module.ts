@@ -16,9 +16,11 @@ export class LoaderModule {
           // One durable consumer per environment: every environment gets every snapshot, replicas of
           // one environment share it, and a new environment starts from the latest snapshot.
           bindings: [
-            { pattern: SUBJECTS.snapshotReady, durable: `loader-${config.environment}`, startAt: 'last', maxDeliver: 10 },
+            // One snapshot at a time per environment, in the order they were announced: replicas take
+            // over from each other, and an older snapshot can never be loaded after a newer one.
+            { pattern: SUBJECTS.snapshotReady, durable: `loader-${config.environment}`, startAt: 'last', maxDeliver: 10, maxAckPending: 1 },
             // Reloads asked for by hand (`db-fanout reload --env`), for this environment only.
-            { pattern: SUBJECTS.reload, subject: reloadSubject(config.environment), durable: `loader-${config.environment}-reload`, startAt: 'new', maxDeliver: 10 },
+            { pattern: SUBJECTS.reload, subject: reloadSubject(config.environment), durable: `loader-${config.environment}-reload`, startAt: 'new', maxDeliver: 10, maxAckPending: 1 },
           ],
         }),
       ],

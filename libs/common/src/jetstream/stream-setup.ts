@@ -59,6 +59,11 @@ export interface ConsumerBinding {
   startAt: 'all' | 'last' | 'new';
   /** Upper bound of deliveries for one message, so a message that crashes its handler cannot loop forever. */
   maxDeliver: number;
+  /**
+   * Messages handed out at once across all replicas (default 100). 1 makes the consumer strictly
+   * ordered: replicas then share the work for failover, one message at a time.
+   */
+  maxAckPending?: number;
 }
 
 /**
@@ -67,8 +72,13 @@ export interface ConsumerBinding {
  * ack wait it was created with, whatever ACK_WAIT says now, and heartbeats must follow the broker's.
  */
 export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, binding: ConsumerBinding): Promise<number> {
+  const maxAckPending = binding.maxAckPending ?? 100;
   try {
     const info = await jsm.consumers.info(config.stream, binding.durable);
+    if (info.config.max_ack_pending !== maxAckPending) {
+      // An ordering guarantee is part of the code's contract, not a tuning knob: bring old consumers in line.
+      await jsm.consumers.update(config.stream, binding.durable, { max_ack_pending: maxAckPending });
+    }
     return millis(info.config.ack_wait ?? nanos(config.ackWaitMs));
   } catch (error) {
     if (!isNotFound(error)) throw error;
@@ -81,8 +91,7 @@ export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, 
       deliver_policy: { all: DeliverPolicy.All, last: DeliverPolicy.Last, new: DeliverPolicy.New }[binding.startAt],
       ack_wait: nanos(config.ackWaitMs),
       max_deliver: binding.maxDeliver,
-      // Each replica pulls one message at a time; this bounds how many replicas can hold one at once.
-      max_ack_pending: 100,
+      max_ack_pending: maxAckPending,
     });
   } catch (error) {
     if (!(await jsm.consumers.info(config.stream, binding.durable).catch(() => undefined))) throw error;

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { DEFAULT_HTTP_PORTS, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig, variablesReadBy } from '@app/common';
+import { DEFAULT_HTTP_PORTS, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig, variablesReadBy } from '@app/common/config';
 
 /**
  * No Docker engine runs here, so the compose file is checked against the code: the services it

@@ -1,7 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { SnapshotManifest } from '@app/common';
+import type { SnapshotManifest } from '@app/common/contract';
 import { AppFleet } from './support/apps';
 import { createDatabase, tableContent, type TestDatabase } from './support/databases';
 import { DEMO_TABLES, SCHEMA_SQL, SEED_SQL, STALE_SQL } from './support/fixtures';

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_HTTP_PORTS, DEFAULTS, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig, SUBJECTS, variablesReadBy } from '@app/common';
+import { DEFAULT_HTTP_PORTS, DEFAULTS, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig, variablesReadBy } from '@app/common/config';
+import { SUBJECTS } from '@app/common/contract';
 
 /** The README is the contract users read: its config table, subjects and commands must match the code. */
 const ROOT = join(__dirname, '..');

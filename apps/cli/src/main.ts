@@ -1,21 +1,10 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import {
-  ConfigError,
-  dateInTimeZone,
-  errorMessage,
-  announcedSnapshots,
-  isCalendarDate,
-  kvKeys,
-  loadCliConfig,
-  type CliConfig,
-  openNatsConnection,
-  parseSnapshotReadyPayload,
-  reloadSubject,
-  type SnapshotReadyPayload,
-  SUBJECTS,
-} from '@app/common';
+import { ConfigError, loadCliConfig, type CliConfig } from '@app/common/config';
+import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, reloadSubject, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
+import { announcedSnapshots, kvKeys, openNatsConnection } from '@app/common/messaging';
+import { errorMessage } from '@app/common/observability';
 import { parseArgs, UsageError } from './args';
 import { formatRunsTable, type Run } from './runs-table';
 

@@ -1,6 +1,8 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
-import { errorMessage, JetStreamContext, parseTriggerPayload, SUBJECTS, TerminateMessage } from '@app/common';
+import { parseTriggerPayload, SUBJECTS } from '@app/common/contract';
+import { JetStreamContext, TerminateMessage } from '@app/common/messaging';
+import { errorMessage } from '@app/common/observability';
 import { type DumpOutcome, DumperService } from './dumper.service';
 
 @Controller()

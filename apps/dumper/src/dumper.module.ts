@@ -1,5 +1,9 @@
 import { DynamicModule, Module } from '@nestjs/common';
-import { DatabaseReadiness, type DumperConfig, JetStreamModule, SUBJECTS, ReadinessService } from '@app/common';
+import { type DumperConfig } from '@app/common/config';
+import { SUBJECTS } from '@app/common/contract';
+import { DatabaseReadiness } from '@app/common/database';
+import { JetStreamModule } from '@app/common/messaging';
+import { ReadinessService } from '@app/common/observability';
 import { DUMPER_CONFIG } from './dumper.constants';
 import { DumperController } from './dumper.controller';
 import { DumperService } from './dumper.service';

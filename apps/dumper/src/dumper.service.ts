@@ -1,21 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import {
-  dateInTimeZone,
-  type DumperConfig,
-  type DumpStartedPayload,
-  MetricsService,
-  NATS_CONNECTION,
-  errorMessage,
-  formatDuration,
-  EventPublisher,
-  InvalidMessageError,
-  RetriesExhaustedError,
-  type SnapshotReadyPayload,
-  SUBJECTS,
-  type TriggerPayload,
-  withLogContext,
-  withRetry,
-} from '@app/common';
+import { type DumperConfig, formatDuration } from '@app/common/config';
+import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotReadyPayload, SUBJECTS, type TriggerPayload } from '@app/common/contract';
+import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
+import { MetricsService, errorMessage, withLogContext } from '@app/common/observability';
+import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { DUMPER_CONFIG } from './dumper.constants';
 import { applyRetention } from './retention';

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { ensureStream, loadDumperConfig, type NatsConfig } from '@app/common';
+import { loadDumperConfig, type NatsConfig } from '@app/common/config';
+import { ensureStream } from '@app/common/messaging';
 import { applyRetention } from './retention';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';

@@ -2,7 +2,9 @@ import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { announcedSnapshots, MANIFEST_FILE, type NatsConfig, SNAPSHOT_DIR_PREFIX, SUBJECTS } from '@app/common';
+import { type NatsConfig } from '@app/common/config';
+import { MANIFEST_FILE, SNAPSHOT_DIR_PREFIX, SUBJECTS } from '@app/common/contract';
+import { announcedSnapshots } from '@app/common/messaging';
 
 export interface RetentionResult {
   removed: string[];

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Client } from 'pg';
-import { MANIFEST_FILE, type SnapshotManifest } from '@app/common';
+import { MANIFEST_FILE, type SnapshotManifest } from '@app/common/contract';
 import { writeSnapshot, type WrittenSnapshot } from './snapshot-writer';
 
 const ADMIN_URL = process.env.TEST_PG_URL ?? 'postgresql://root@127.0.0.1:5432/postgres';

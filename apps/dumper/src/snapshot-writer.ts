@@ -5,20 +5,10 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import {
-  compactDate,
-  DigestStream,
-  formatQualifiedName,
-  MANIFEST_FILE,
-  type ManifestTable,
-  PhaseTimer,
-  ProgressMeter,
-  quoteIdent,
-  quoteQualified,
-  serverIdentity,
-  type SnapshotManifest,
-  snapshotDirName,
-} from '@app/common';
+import { compactDate, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, snapshotDirName } from '@app/common/contract';
+import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
+import { PhaseTimer, ProgressMeter } from '@app/common/observability';
+import { DigestStream } from '@app/common/streams';
 import { listSourceTables, readOwnedSequences, type SourceTable } from './table-catalog';
 
 export interface SnapshotRequest {

@@ -1,5 +1,6 @@
 import type { ClientBase } from 'pg';
-import { formatQualifiedName, type ManifestSequence, quoteIdent } from '@app/common';
+import { type ManifestSequence } from '@app/common/contract';
+import { formatQualifiedName, quoteIdent } from '@app/common/database';
 
 export interface SourceTable {
   oid: number;

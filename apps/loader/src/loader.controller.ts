@@ -1,6 +1,8 @@
 import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
-import { errorMessage, InvalidMessageError, JetStreamContext, parseSnapshotReadyPayload, SUBJECTS, TerminateMessage } from '@app/common';
+import { InvalidMessageError, parseSnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
+import { JetStreamContext, TerminateMessage } from '@app/common/messaging';
+import { errorMessage } from '@app/common/observability';
 import { type LoadOutcome, LoaderService } from './loader.service';
 
 @Controller()

@@ -1,5 +1,9 @@
 import { DynamicModule, Module } from '@nestjs/common';
-import { DatabaseReadiness, JetStreamModule, type LoaderConfig, ReadinessService, reloadSubject, SUBJECTS } from '@app/common';
+import { type LoaderConfig } from '@app/common/config';
+import { reloadSubject, SUBJECTS } from '@app/common/contract';
+import { DatabaseReadiness } from '@app/common/database';
+import { JetStreamModule } from '@app/common/messaging';
+import { ReadinessService } from '@app/common/observability';
 import { LOADER_CONFIG } from './loader.constants';
 import { LoaderController } from './loader.controller';
 import { LoaderService } from './loader.service';

@@ -1,19 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import {
-  errorMessage,
-  EventPublisher,
-  formatDuration,
-  InvalidMessageError,
-  type LoaderConfig,
-  type LoadStartedPayload,
-  MetricsService,
-  RetriesExhaustedError,
-  type SnapshotLoadedPayload,
-  type SnapshotReadyPayload,
-  SUBJECTS,
-  withLogContext,
-  withRetry,
-} from '@app/common';
+import { formatDuration, type LoaderConfig } from '@app/common/config';
+import { InvalidMessageError, type LoadStartedPayload, type SnapshotLoadedPayload, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
+import { EventPublisher } from '@app/common/messaging';
+import { errorMessage, MetricsService, withLogContext } from '@app/common/observability';
+import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import { LOADER_CONFIG } from './loader.constants';
 import { resolveSnapshotDir } from './snapshot-files';
 import { analyzeSnapshotTables, loadSnapshot, markLoadAnnounced } from './snapshot-load';

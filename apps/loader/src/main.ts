@@ -1,5 +1,6 @@
 import 'reflect-metadata';
-import { loadLoaderConfig, runApp } from '@app/common';
+import { runApp } from '@app/common/bootstrap';
+import { loadLoaderConfig } from '@app/common/config';
 import { LoaderModule } from './loader.module';
 
 void runApp({ name: 'loader', loadConfig: loadLoaderConfig, module: (config) => LoaderModule.forRoot(config) });

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common';
+import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
 import { checkFileSizes, parseCsvRecord, readCsvHeader, readManifest, resolveSnapshotDir, SnapshotFileError } from './snapshot-files';
 
 const SNAPSHOT_ID = '20240105-1a2b3c4d';

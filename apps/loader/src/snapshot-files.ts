@@ -1,13 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import {
-  InvalidMessageError,
-  MANIFEST_FILE,
-  type SnapshotManifest,
-  type SnapshotReadyPayload,
-  SNAPSHOT_DIR_PREFIX,
-} from '@app/common';
+import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
 
 const MAX_MANIFEST_BYTES = 64 << 20;
 

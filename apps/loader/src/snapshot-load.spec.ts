@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { ChecksumMismatchError, type SnapshotReadyPayload } from '@app/common';
+import { type SnapshotReadyPayload } from '@app/common/contract';
+import { ChecksumMismatchError } from '@app/common/streams';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
 import { SnapshotFileError } from './snapshot-files';
 import { loadSnapshot, type LoadResult } from './snapshot-load';

@@ -3,18 +3,10 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import {
-  DigestStream,
-  isSameDatabase,
-  parseQualifiedName,
-  PhaseTimer,
-  ProgressMeter,
-  serverIdentity,
-  type SnapshotManifest,
-  type SnapshotReadyPayload,
-  quoteIdent,
-  quoteQualified,
-} from '@app/common';
+import { type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
+import { isSameDatabase, parseQualifiedName, serverIdentity, quoteIdent, quoteQualified } from '@app/common/database';
+import { PhaseTimer, ProgressMeter } from '@app/common/observability';
+import { DigestStream } from '@app/common/streams';
 import { ensureLedger, findLedgerEntry, forgetLoad, type LedgerEntry, lockLedger, markAnnounced, newerLoadedSnapshot, recordLoad } from './ledger';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
 import { deferrableIndexes, foreignKeysTouching, type IndexDefinition, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';

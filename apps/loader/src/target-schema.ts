@@ -1,5 +1,6 @@
 import type { ClientBase } from 'pg';
-import { type ManifestTable, quoteIdent, quoteQualified } from '@app/common';
+import { type ManifestTable } from '@app/common/contract';
+import { quoteIdent, quoteQualified } from '@app/common/database';
 
 /** The target's schema does not fit the snapshot: a permanent failure naming what is missing. */
 export class TargetSchemaError extends Error {

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
-import { loadSchedulerConfig, runApp } from '@app/common';
+import { runApp } from '@app/common/bootstrap';
+import { loadSchedulerConfig } from '@app/common/config';
 import { SchedulerModule } from './scheduler.module';
 
 void runApp({ name: 'scheduler', loadConfig: loadSchedulerConfig, module: (config) => SchedulerModule.forRoot(config) });

@@ -1,6 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
-import { JetStreamModule, type SchedulerConfig } from '@app/common';
+import { type SchedulerConfig } from '@app/common/config';
+import { JetStreamModule } from '@app/common/messaging';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 import { AlertWebhookService } from './alerts/alert-webhook.service';
 import { RunLedgerService } from './run-ledger/run-ledger.service';

@@ -2,7 +2,7 @@ import { Test } from '@nestjs/testing';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
-import { loadSchedulerConfig, type SchedulerConfig } from '@app/common';
+import { loadSchedulerConfig, type SchedulerConfig } from '@app/common/config';
 import { SchedulerModule } from './scheduler.module';
 import { scheduledTrigger, TriggerScheduler } from './trigger-scheduler.service';
 

@@ -1,7 +1,10 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { CronJob } from 'cron';
-import { dateInTimeZone, errorMessage, EventPublisher, MetricsService, type SchedulerConfig, SUBJECTS, type TriggerPayload } from '@app/common';
+import { type SchedulerConfig } from '@app/common/config';
+import { dateInTimeZone, SUBJECTS, type TriggerPayload } from '@app/common/contract';
+import { EventPublisher } from '@app/common/messaging';
+import { errorMessage, MetricsService } from '@app/common/observability';
 import { missedDays } from './catch-up';
 import { RunLedgerService } from './run-ledger/run-ledger.service';
 import { SCHEDULER_CONFIG } from './scheduler.constants';

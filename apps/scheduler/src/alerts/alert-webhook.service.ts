@@ -2,7 +2,10 @@ import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplica
 import { type Consumer, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type ConsumerBinding, ensureConsumer, errorMessage, NATS_CONNECTION, ReadinessService, redactSecrets, type SchedulerConfig, SUBJECTS } from '@app/common';
+import { type SchedulerConfig } from '@app/common/config';
+import { SUBJECTS } from '@app/common/contract';
+import { type ConsumerBinding, ensureConsumer, NATS_CONNECTION } from '@app/common/messaging';
+import { errorMessage, ReadinessService, redactSecrets } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 
 /** The events worth waking someone for: the dump gave up, or one environment's load failed. */

@@ -3,7 +3,10 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } fro
 import { type KV, Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { dateInTimeZone, errorMessage, kvKeys, NATS_CONNECTION, ReadinessService, type SchedulerConfig } from '@app/common';
+import { type SchedulerConfig } from '@app/common/config';
+import { dateInTimeZone } from '@app/common/contract';
+import { kvKeys, NATS_CONNECTION } from '@app/common/messaging';
+import { errorMessage, ReadinessService } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 import { applyEvent, newRun, type RunRecord, runDateOf } from './run-record';
 

@@ -1,4 +1,4 @@
-import { SUBJECTS } from '@app/common';
+import { SUBJECTS } from '@app/common/contract';
 
 export type StepState = 'queued' | 'running' | 'up_for_retry' | 'success' | 'failed';
 

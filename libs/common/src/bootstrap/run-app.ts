@@ -3,10 +3,10 @@ import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
 import type { LogFormat } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
-import { JsonLogger } from '../logging/json-logger';
-import { JetStreamServer } from '../jetstream/jetstream.server';
-import { TerminateMessageFilter } from '../jetstream/terminate-message.filter';
-import { errorMessage } from '../util/redact';
+import { JsonLogger } from '../observability/json-logger';
+import { JetStreamServer } from '../messaging/jetstream.server';
+import { TerminateMessageFilter } from '../messaging/terminate-message.filter';
+import { errorMessage } from '../observability/redact';
 
 export interface AppDefinition<C extends { http: { port: number }; logFormat: LogFormat }> {
   name: string;

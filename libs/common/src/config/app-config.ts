@@ -1,6 +1,6 @@
 import { CronTime } from 'cron';
 import { EnvReader } from './env-reader';
-import { parseQualifiedName } from '../util/sql';
+import { parseQualifiedName } from '../database/sql';
 
 type Env = Record<string, string | undefined>;
 

@@ -1,5 +1,5 @@
-import { parseDuration } from '../util/duration';
-import { isCalendarDate, isValidTimeZone } from '../util/dates';
+import { parseDuration } from './duration';
+import { isCalendarDate, isValidTimeZone } from '../contract/dates';
 
 /** Thrown at boot when the environment is unusable; its message is the one line an operator sees. */
 export class ConfigError extends Error {

@@ -1,4 +1,4 @@
-import type { ServerIdentity } from '../util/server-identity';
+import type { ServerIdentity } from '../database/server-identity';
 
 /**
  * `manifest.json`, written last into every snapshot directory. The loader trusts only what the

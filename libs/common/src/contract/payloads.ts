@@ -1,4 +1,4 @@
-import { isCalendarDate } from '../util/dates';
+import { isCalendarDate } from './dates';
 import { InvalidMessageError } from './invalid-message.error';
 
 /** `replication.trigger`: an empty body or `{}` means today in SCHEDULE_TIMEZONE. */

@@ -1,7 +1,7 @@
 import { Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { Client } from 'pg';
-import { errorMessage } from '../util/redact';
-import type { ReadinessService } from './readiness.service';
+import { errorMessage } from '../observability/redact';
+import type { ReadinessService } from '../observability/readiness.service';
 
 const PROBE_INTERVAL_MS = 5_000;
 const PROBE_TIMEOUT_MS = 3_000;

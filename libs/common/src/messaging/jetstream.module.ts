@@ -2,10 +2,10 @@ import { DynamicModule, Global, Inject, Injectable, Logger, Module, OnApplicatio
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
-import { HealthController } from '../health/health.controller';
-import { MetricsController } from '../metrics/metrics.controller';
-import { MetricsService } from '../metrics/metrics.service';
-import { ReadinessService } from '../health/readiness.service';
+import { HealthController } from '../observability/health.controller';
+import { MetricsController } from '../observability/metrics.controller';
+import { MetricsService } from '../observability/metrics.service';
+import { ReadinessService } from '../observability/readiness.service';
 import { EventPublisher } from './event-publisher';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamServer } from './jetstream.server';

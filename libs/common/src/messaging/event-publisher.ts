@@ -4,7 +4,7 @@ import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import type { Subject } from '../contract/subjects';
-import { errorMessage } from '../util/redact';
+import { errorMessage } from '../observability/redact';
 import { NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 
 /** 1 + 6 retries waiting 1, 2, 4, 8, 15, 15 s: about 45 s of broker trouble is ridden out. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
-import { redactSecrets } from '../util/redact';
+import { redactSecrets } from '../observability/redact';
 
 /**
  * Credentials written into NATS_URL (`nats://user:pass@host`, `nats://token@host`), which nats.js v3

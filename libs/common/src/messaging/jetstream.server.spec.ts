@@ -9,7 +9,7 @@ import { attachJetStream } from '../bootstrap/run-app';
 import type { NatsConfig } from '../config/app-config';
 import { InvalidMessageError } from '../contract/invalid-message.error';
 import { SUBJECTS } from '../contract/subjects';
-import { ReadinessService } from '../health/readiness.service';
+import { ReadinessService } from '../observability/readiness.service';
 import { JetStreamContext } from './jetstream.context';
 import { JetStreamModule } from './jetstream.module';
 

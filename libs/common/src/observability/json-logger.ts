@@ -1,5 +1,5 @@
 import type { LoggerService } from '@nestjs/common';
-import { redactSecrets } from '../util/redact';
+import { redactSecrets } from './redact';
 import { currentLogContext } from './log-context';
 
 type Level = 'fatal' | 'error' | 'warn' | 'log' | 'debug' | 'verbose';

@@ -1,0 +1,5 @@
+export * from './dates';
+export * from './invalid-message.error';
+export * from './manifest';
+export * from './payloads';
+export * from './subjects';

@@ -1,0 +1,3 @@
+export * from './database-readiness';
+export * from './server-identity';
+export * from './sql';

@@ -1,14 +1,14 @@
 import { type DynamicModule, type INestApplication, Logger, type LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
-import type { LogFormat } from '../config/app-config';
+import type { HttpConfig, LogFormat } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
 import { JsonLogger } from '../observability/json-logger';
 import { JetStreamServer } from '../messaging/jetstream.server';
 import { TerminateMessageFilter } from '../messaging/terminate-message.filter';
 import { errorMessage } from '../observability/redact';
 
-export interface AppDefinition<C extends { http: { port: number }; logFormat: LogFormat }> {
+export interface AppDefinition<C extends { http: HttpConfig; logFormat: LogFormat }> {
   name: string;
   loadConfig: () => C;
   module: (config: C) => DynamicModule;
@@ -25,7 +25,7 @@ export function attachJetStream(app: INestApplication): void {
  * Boots one app: validate the environment (one line and exit 1 when it is wrong), connect to NATS,
  * start consuming, serve /health. Anything that fails at boot exits non-zero, loudly.
  */
-export async function runApp<C extends { http: { port: number }; logFormat: LogFormat }>(definition: AppDefinition<C>): Promise<void> {
+export async function runApp<C extends { http: HttpConfig; logFormat: LogFormat }>(definition: AppDefinition<C>): Promise<void> {
   const logger = new Logger(definition.name);
   let config: C;
   try {
@@ -41,8 +41,8 @@ export async function runApp<C extends { http: { port: number }; logFormat: LogF
     const app = await NestFactory.create(definition.module(config), { logger: appLogger, abortOnError: false });
     attachJetStream(app);
     await app.startAllMicroservices();
-    await app.listen(config.http.port, '0.0.0.0');
-    logger.log(`${definition.name} ready; /health on port ${config.http.port}`);
+    await app.listen(config.http.port, config.http.host);
+    logger.log(`${definition.name} ready; /health on ${config.http.host}:${config.http.port}`);
     exitCleanlyOn(['SIGTERM', 'SIGINT'], () => app.close(), logger);
   } catch (error) {
     logger.error(`${definition.name} failed to start: ${errorMessage(error)}`);

@@ -309,8 +309,10 @@ describe('TARGET_HOST_ALLOWLIST', () => {
 describe('variablesReadBy', () => {
   const common = [
     'ACK_WAIT',
+    'HTTP_HOST',
     'HTTP_PORT',
     'LOG_FORMAT',
+    'METRICS_TOKEN',
     'NATS_CREDS',
     'NATS_PASSWORD',
     'NATS_STREAM',
@@ -326,17 +328,17 @@ describe('variablesReadBy', () => {
   ];
 
   it('lists the variables the scheduler reads', () => {
-    expect(variablesReadBy(loadSchedulerConfig)).toEqual([...common, 'ALERT_WEBHOOK_URL', 'CATCHUP', 'SCHEDULE', 'SCHEDULE_TIMEZONE', 'START_DATE'].sort());
+    expect(variablesReadBy(loadSchedulerConfig)).toEqual([...common, 'ALERT_WEBHOOK_URL', 'CATCHUP', 'HTTP_TOKEN', 'SCHEDULE', 'SCHEDULE_TIMEZONE', 'START_DATE'].sort());
   });
 
   it('lists the variables the dumper reads, though its required one is missing', () => {
     expect(variablesReadBy(loadDumperConfig)).toEqual(
-      [...common, 'DUMP_JOBS', 'EXCLUDE_TABLES', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SNAPSHOT_RETENTION', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
+      [...common, 'DUMP_JOBS', 'ERROR_DETAIL', 'EXCLUDE_TABLES', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SNAPSHOT_RETENTION', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
     );
   });
 
   it('lists the variables the loader reads', () => {
-    expect(variablesReadBy(loadLoaderConfig)).toEqual([...common, 'LOADER_ENV', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SNAPSHOT_DIR', 'TARGET_DATABASE_URL', 'TARGET_HOST_ALLOWLIST'].sort());
+    expect(variablesReadBy(loadLoaderConfig)).toEqual([...common, 'ERROR_DETAIL', 'LOAD_TRIGGERS', 'LOADER_ENV', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SNAPSHOT_DIR', 'TARGET_DATABASE_URL', 'TARGET_HOST_ALLOWLIST'].sort());
   });
 
   it('returns each variable once, sorted', () => {

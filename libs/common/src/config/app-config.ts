@@ -29,6 +29,21 @@ export interface RetryConfig {
 
 export interface HttpConfig {
   port: number;
+  /** The interface to listen on: 0.0.0.0 for containers, 127.0.0.1 to keep it to the machine. */
+  host: string;
+  /** When set, `/` and `/api/runs` (scheduler) require `Authorization: Bearer <token>`. */
+  token?: string;
+  /** When set, `/metrics` and `/health` require `Authorization: Bearer <token>`. */
+  metricsToken?: string;
+}
+
+function readHttp(env: EnvReader, defaultPort: number, withToken: boolean): HttpConfig {
+  return {
+    port: env.integer('HTTP_PORT', defaultPort, 0, 65535),
+    host: env.string('HTTP_HOST', DEFAULTS.HTTP_HOST),
+    ...(withToken ? { token: env.optionalString('HTTP_TOKEN') } : {}),
+    metricsToken: env.optionalString('METRICS_TOKEN'),
+  };
 }
 
 /** `text` (Nest's colourful lines) or `json` (one object per line, for log shippers). */
@@ -53,7 +68,12 @@ export interface DumperConfig {
   snapshotRetentionMs: number;
   startDate: string;
   timeZone: string;
+  /** ERROR_DETAIL=true: failure events keep PostgreSQL's DETAIL, which can quote row values. */
+  errorDetail: boolean;
 }
+
+/** `disable`: the target's own user triggers do not fire for loaded rows (as pg_restore --disable-triggers). */
+export type LoadTriggers = 'disable' | 'fire';
 
 export interface LoaderConfig {
   nats: NatsConfig;
@@ -65,6 +85,9 @@ export interface LoaderConfig {
   snapshotDir: string;
   /** When set, the only database hosts this loader may write to (a guard against a wrong URL). */
   targetHostAllowlist: string[];
+  loadTriggers: LoadTriggers;
+  /** ERROR_DETAIL=true: failure events keep PostgreSQL's DETAIL, which can quote row values. */
+  errorDetail: boolean;
 }
 
 export interface SchedulerConfig {
@@ -95,6 +118,8 @@ export const DEFAULTS = {
   DUMP_JOBS: 2,
   SNAPSHOT_RETENTION: '7d',
   NATS_STREAM_MAX_AGE: '7d',
+  HTTP_HOST: '0.0.0.0',
+  LOAD_TRIGGERS: 'disable',
 } as const;
 
 function readNats(env: EnvReader): NatsConfig {
@@ -154,7 +179,7 @@ export function loadDumperConfig(source: Env = process.env): DumperConfig {
   const env = new EnvReader(source);
   const config: DumperConfig = {
     nats: readNats(env),
-    http: { port: env.integer('HTTP_PORT', DEFAULT_HTTP_PORTS.dumper, 0, 65535) },
+    http: readHttp(env, DEFAULT_HTTP_PORTS.dumper, false),
     logFormat: readLogFormat(env),
     retry: readRetry(env),
     sourceDatabaseUrl: env.url('SOURCE_DATABASE_URL', ['postgres', 'postgresql']),
@@ -165,6 +190,7 @@ export function loadDumperConfig(source: Env = process.env): DumperConfig {
     snapshotRetentionMs: env.duration('SNAPSHOT_RETENTION', DEFAULTS.SNAPSHOT_RETENTION, 60_000),
     startDate: env.date('START_DATE', DEFAULTS.START_DATE),
     timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
+    errorDetail: env.boolean('ERROR_DETAIL', false),
   };
   env.done();
   return config;
@@ -174,13 +200,15 @@ export function loadLoaderConfig(source: Env = process.env): LoaderConfig {
   const env = new EnvReader(source);
   const config: LoaderConfig = {
     nats: readNats(env),
-    http: { port: env.integer('HTTP_PORT', DEFAULT_HTTP_PORTS.loader, 0, 65535) },
+    http: readHttp(env, DEFAULT_HTTP_PORTS.loader, false),
     logFormat: readLogFormat(env),
     retry: readRetry(env),
     targetDatabaseUrl: env.url('TARGET_DATABASE_URL', ['postgres', 'postgresql']),
     environment: env.matching('LOADER_ENV', /^[a-z0-9-]+$/, 'lowercase letters, digits or - ([a-z0-9-]+)'),
     snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
     targetHostAllowlist: env.list('TARGET_HOST_ALLOWLIST').map((host) => host.toLowerCase()),
+    loadTriggers: env.matching('LOAD_TRIGGERS', /^(disable|fire)$/, 'disable or fire', DEFAULTS.LOAD_TRIGGERS) as LoadTriggers,
+    errorDetail: env.boolean('ERROR_DETAIL', false),
   };
   if (config.targetHostAllowlist.length && config.targetDatabaseUrl) {
     const host = hostOf(config.targetDatabaseUrl);
@@ -196,7 +224,7 @@ export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig 
   const env = new EnvReader(source);
   const config: SchedulerConfig = {
     nats: readNats(env),
-    http: { port: env.integer('HTTP_PORT', DEFAULT_HTTP_PORTS.scheduler, 0, 65535) },
+    http: readHttp(env, DEFAULT_HTTP_PORTS.scheduler, true),
     logFormat: readLogFormat(env),
     schedule: env.string('SCHEDULE', DEFAULTS.SCHEDULE),
     timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
@@ -217,11 +245,17 @@ export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig 
 export interface CliConfig {
   nats: NatsConfig;
   timeZone: string;
+  /** Sent as a bearer token on the CLI's HTTP calls to the scheduler (its HTTP_TOKEN). */
+  httpToken?: string;
 }
 
 export function loadCliConfig(source: Env = process.env): CliConfig {
   const env = new EnvReader(source);
-  const config: CliConfig = { nats: readNats(env), timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE) };
+  const config: CliConfig = {
+    nats: readNats(env),
+    timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
+    httpToken: env.optionalString('HTTP_TOKEN'),
+  };
   env.done();
   return config;
 }

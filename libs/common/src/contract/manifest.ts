@@ -34,6 +34,8 @@ export interface SnapshotManifest {
   source?: ServerIdentity;
   date: string;
   createdAt: string;
+  /** The instant the data was taken, read from the source inside the dump's snapshot (see snapshotInstant). */
+  takenAt?: string;
   tables: ManifestTable[];
   sequences: ManifestSequence[];
 }

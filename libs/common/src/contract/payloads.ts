@@ -22,8 +22,19 @@ export interface SnapshotReadyPayload {
   date: string;
   /** Absolute path of the snapshot directory (inside SNAPSHOT_DIR). */
   location: string;
+  /** When the dump finished writing (kept for existing consumers). */
   createdAt: string;
+  /**
+   * The instant the data was taken, read from the source inside the dump's snapshot. Ordering and
+   * "never back in time" use it; absent in snapshots announced before it existed (see snapshotInstant).
+   */
+  takenAt?: string;
   tables: SnapshotTable[];
+}
+
+/** The instant a snapshot's data was taken: `takenAt`, or `createdAt` for older announcements. */
+export function snapshotInstant(snapshot: { createdAt: string; takenAt?: string }): string {
+  return snapshot.takenAt ?? snapshot.createdAt;
 }
 
 export interface SnapshotLoadedPayload {
@@ -38,7 +49,18 @@ export interface SnapshotLoadFailedPayload {
   snapshotId: string;
   environment: string;
   error: string;
+  /** PostgreSQL's SQLSTATE, or a short code of ours (e.g. `checksum-mismatch`). */
+  code?: string;
   attempts: number;
+}
+
+/** `snapshot.load.skipped`: the attempt ended without loading, and says why. */
+export interface LoadSkippedPayload {
+  snapshotId: string;
+  environment: string;
+  reason: 'superseded' | 'already-loaded';
+  /** With `superseded`: the newer snapshot the environment holds. */
+  by?: string;
 }
 
 export interface DumpStartedPayload {
@@ -57,6 +79,8 @@ export interface LoadStartedPayload {
 export interface SnapshotFailedPayload {
   date: string;
   error: string;
+  /** PostgreSQL's SQLSTATE, or a short code of ours. */
+  code?: string;
   attempts: number;
 }
 
@@ -116,13 +140,15 @@ export function parseTriggerPayload(body: unknown): TriggerPayload {
 export function parseSnapshotReadyPayload(body: unknown): SnapshotReadyPayload {
   const what = 'snapshot.ready';
   const object = asObject(body, what);
-  rejectUnknownFields(object, ['snapshotId', 'date', 'location', 'createdAt', 'tables'], what);
+  rejectUnknownFields(object, ['snapshotId', 'date', 'location', 'createdAt', 'takenAt', 'tables'], what);
   const snapshotId = stringField(object, 'snapshotId', what, 64);
   if (!SNAPSHOT_ID_PATTERN.test(snapshotId)) {
     throw new InvalidMessageError(`${what}.snapshotId ${JSON.stringify(snapshotId)} is not a snapshot id`);
   }
   const createdAt = stringField(object, 'createdAt', what, 64);
   if (Number.isNaN(Date.parse(createdAt))) throw new InvalidMessageError(`${what}.createdAt is not a timestamp`);
+  const takenAt = object.takenAt === undefined ? undefined : stringField(object, 'takenAt', what, 64);
+  if (takenAt !== undefined && Number.isNaN(Date.parse(takenAt))) throw new InvalidMessageError(`${what}.takenAt is not a timestamp`);
   if (!Array.isArray(object.tables) || object.tables.length === 0) {
     throw new InvalidMessageError(`${what}.tables must be a non-empty array`);
   }
@@ -149,6 +175,7 @@ export function parseSnapshotReadyPayload(body: unknown): SnapshotReadyPayload {
     date: dateField(object, 'date', what),
     location: stringField(object, 'location', what),
     createdAt,
+    ...(takenAt === undefined ? {} : { takenAt }),
     tables,
   };
 }

@@ -15,6 +15,8 @@ export const SUBJECTS = {
   /** An attempt failed transiently; the next one follows after `retryInMs`. */
   dumpRetrying: 'snapshot.dump.retrying',
   loadRetrying: 'snapshot.load.retrying',
+  /** A load attempt that ended without loading: the target holds this snapshot or a newer one. */
+  loadSkipped: 'snapshot.load.skipped',
   /** `snapshot.reload.<environment>`: load that environment again from a snapshot, without dumping. */
   reload: 'snapshot.reload',
 } as const;

@@ -1,0 +1,119 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, join, resolve, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { countBytes } from './byte-counter';
+import {
+  assertObjectName,
+  MANIFEST_OBJECT,
+  SNAPSHOT_PREFIX,
+  SnapshotLocationError,
+  type SnapshotSource,
+  type SnapshotStore,
+  type SnapshotUpload,
+  snapshotIdOf,
+  snapshotName,
+  type StoredSnapshot,
+} from './snapshot-store';
+
+const TMP_PREFIX = '.tmp-';
+const IO_BUFFER = 1 << 20;
+
+async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Snapshots as directories under SNAPSHOT_DIR: written as `.tmp-prod_snapshot_<id>/`, fsynced, then
+ * renamed into place, so a directory named `prod_snapshot_<id>` is always complete.
+ */
+export class FsSnapshotStore implements SnapshotStore {
+  readonly kind = 'fs' as const;
+  private readonly root: string;
+
+  constructor(snapshotDir: string) {
+    this.root = resolve(snapshotDir);
+  }
+
+  async begin(snapshotId: string): Promise<SnapshotUpload> {
+    const name = snapshotName(snapshotId);
+    const tmp = join(this.root, `${TMP_PREFIX}${name}`);
+    const location = join(this.root, name);
+    await mkdir(tmp, { recursive: false });
+    return {
+      location,
+      put: async (object, body) => {
+        assertObjectName(object);
+        const counted = countBytes(body);
+        const path = join(tmp, object);
+        await pipeline(counted.stream, createWriteStream(path, { highWaterMark: IO_BUFFER }));
+        await fsyncPath(path);
+        return { storedBytes: counted.bytes() };
+      },
+      commit: async (manifest) => {
+        const path = join(tmp, MANIFEST_OBJECT);
+        await writeFile(path, manifest);
+        await fsyncPath(path);
+        await fsyncPath(tmp);
+        await rename(tmp, location);
+        await fsyncPath(this.root);
+      },
+      abort: () => rm(tmp, { recursive: true, force: true }).catch(() => undefined),
+    };
+  }
+
+  /**
+   * The snapshot a location names, looked up by its directory name under this loader's own
+   * SNAPSHOT_DIR (the volume may be mounted at another path than the dumper's), and still confined
+   * to it once symbolic links are resolved.
+   */
+  async open(location: string): Promise<SnapshotSource> {
+    const name = basename(location);
+    if (!snapshotIdOf(name)) throw new SnapshotLocationError(`location ${JSON.stringify(location)} does not name a snapshot directory (${SNAPSHOT_PREFIX}<id>)`);
+    const dir = await realpath(join(this.root, name));
+    const root = await realpath(this.root);
+    if (!dir.startsWith(root + sep)) throw new SnapshotLocationError(`snapshot ${name} resolves to ${dir}, outside SNAPSHOT_DIR ${root}`);
+    return {
+      manifest: () => readFile(join(dir, MANIFEST_OBJECT)),
+      storedSize: async (object) => {
+        assertObjectName(object);
+        return stat(join(dir, object)).then(
+          (s) => s.size,
+          () => undefined,
+        );
+      },
+      open: async (object): Promise<Readable> => {
+        assertObjectName(object);
+        const stream = createReadStream(join(dir, object), { highWaterMark: IO_BUFFER });
+        // Surface a missing file here, not as the first error of a COPY.
+        await new Promise<void>((ready, fail) => stream.once('open', () => ready()).once('error', fail));
+        return stream;
+      },
+    };
+  }
+
+  async list(): Promise<StoredSnapshot[]> {
+    const snapshots: StoredSnapshot[] = [];
+    for (const entry of await readdir(this.root, { withFileTypes: true })) {
+      if (!entry.isDirectory()) continue;
+      const complete = !entry.name.startsWith(TMP_PREFIX);
+      const snapshotId = snapshotIdOf(complete ? entry.name : entry.name.slice(TMP_PREFIX.length));
+      if (!snapshotId) continue;
+      const modifiedAt = (await stat(join(this.root, entry.name))).mtime;
+      snapshots.push({ snapshotId, complete, modifiedAt });
+    }
+    return snapshots;
+  }
+
+  async remove(snapshotId: string): Promise<void> {
+    const name = snapshotName(snapshotId);
+    await rm(join(this.root, name), { recursive: true, force: true });
+    await rm(join(this.root, `${TMP_PREFIX}${name}`), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,5 @@
+export * from './compression';
+export * from './fs-snapshot-store';
+export * from './nats-snapshot-store';
+export * from './s3-snapshot-store';
+export * from './snapshot-store';

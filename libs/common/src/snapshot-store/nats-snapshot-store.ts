@@ -1,0 +1,153 @@
+import { Readable } from 'node:stream';
+import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
+import { Objm, type ObjectStore } from '@nats-io/obj';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { countBytes } from './byte-counter';
+import {
+  assertObjectName,
+  MANIFEST_OBJECT,
+  parseBucketLocation,
+  type SnapshotSource,
+  type SnapshotStore,
+  type SnapshotUpload,
+  snapshotIdOf,
+  snapshotName,
+  type StoredSnapshot,
+} from './snapshot-store';
+
+export interface NatsSnapshotStoreOptions {
+  bucket: string;
+  /** Object Store replicas (3 on a 3-node cluster); applies when the bucket is created. */
+  replicas: number;
+}
+
+/** Object names are base64url (padded) in the bucket's subjects: `$O.<bucket>.M.<name>`. */
+function decodeName(encoded: string): string {
+  return Buffer.from(encoded.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8');
+}
+
+/**
+ * Snapshots in a JetStream Object Store bucket: `prod_snapshot_<id>/<file>` objects, the manifest
+ * last. The Object Store keeps a SHA-256 per object and checks it while a reader streams it.
+ * Compression options of the client need nats-server 2.10, so callers compress in the stream.
+ */
+export class NatsSnapshotStore implements SnapshotStore {
+  readonly kind = 'nats' as const;
+
+  private constructor(
+    private readonly objects: ObjectStore,
+    private readonly jsm: JetStreamManager,
+    private readonly bucket: string,
+  ) {}
+
+  static async open(connection: NatsConnection, options: NatsSnapshotStoreOptions): Promise<NatsSnapshotStore> {
+    // create() opens the bucket when it exists (its replicas then stay as they are).
+    const objects = await new Objm(connection).create(options.bucket, { replicas: options.replicas, storage: StorageType.File });
+    return new NatsSnapshotStore(objects, await jetstreamManager(connection), options.bucket);
+  }
+
+  private get stream(): string {
+    return `OBJ_${this.bucket}`;
+  }
+
+  async begin(snapshotId: string): Promise<SnapshotUpload> {
+    const prefix = snapshotName(snapshotId);
+    const location = `nats://${this.bucket}/${prefix}`;
+    const objects = this.objects;
+    return {
+      location,
+      put: async (name, body) => {
+        assertObjectName(name);
+        const counted = countBytes(body);
+        await objects.put({ name: `${prefix}/${name}` }, Readable.toWeb(counted.stream) as ReadableStream<Uint8Array>);
+        return { storedBytes: counted.bytes() };
+      },
+      commit: async (manifest) => {
+        await objects.put({ name: `${prefix}/${MANIFEST_OBJECT}` }, Readable.toWeb(Readable.from([manifest])) as ReadableStream<Uint8Array>);
+      },
+      abort: () => this.remove(snapshotId).catch(() => undefined),
+    };
+  }
+
+  async open(location: string): Promise<SnapshotSource> {
+    const prefix = snapshotName(parseBucketLocation(location, 'nats', this.bucket));
+    const objects = this.objects;
+    const read = async (name: string): Promise<Readable> => {
+      const result = await objects.get(`${prefix}/${name}`);
+      if (!result) throw Object.assign(new Error(`${location}/${name} is not in the object store`), { code: 'ENOENT' });
+      // A digest mismatch rejects the data stream (result.error resolves to undefined then): it
+      // surfaces here as an error of the Node stream, which fails the COPY it feeds.
+      return Readable.fromWeb(result.data as Parameters<typeof Readable.fromWeb>[0]);
+    };
+    return {
+      manifest: async () => Buffer.concat(await (await read(MANIFEST_OBJECT)).toArray()),
+      storedSize: async (name) => {
+        assertObjectName(name);
+        const info = await objects.info(`${prefix}/${name}`);
+        return info && !info.deleted ? info.size : undefined;
+      },
+      open: (name) => {
+        assertObjectName(name);
+        return read(name);
+      },
+    };
+  }
+
+  /** Object names from the bucket's meta subjects (list()/watch() misbehave on nats-server 2.9). */
+  private async objectNames(): Promise<string[]> {
+    const prefix = `$O.${this.bucket}.M.`;
+    const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${prefix}>` });
+    return Object.keys(info.state.subjects ?? {}).map((subject) => decodeName(subject.slice(prefix.length)));
+  }
+
+  async list(): Promise<StoredSnapshot[]> {
+    const bySnapshot = new Map<string, StoredSnapshot>();
+    for (const name of await this.objectNames()) {
+      const [dir, object] = name.split('/', 2);
+      const snapshotId = snapshotIdOf(dir);
+      if (!snapshotId || !object) continue;
+      const info = await this.objects.info(name);
+      if (!info || info.deleted) continue;
+      const entry = bySnapshot.get(snapshotId) ?? { snapshotId, complete: false, modifiedAt: new Date(0) };
+      if (object === MANIFEST_OBJECT) entry.complete = true;
+      const mtime = new Date(info.mtime);
+      if (mtime > entry.modifiedAt) entry.modifiedAt = mtime;
+      bySnapshot.set(snapshotId, entry);
+    }
+    return [...bySnapshot.values()];
+  }
+
+  async remove(snapshotId: string): Promise<void> {
+    const prefix = `${snapshotName(snapshotId)}/`;
+    // The manifest first: from then on no loader takes what is left for a snapshot.
+    const names = (await this.objectNames()).filter((name) => name.startsWith(prefix));
+    names.sort((a, b) => Number(b.endsWith(`/${MANIFEST_OBJECT}`)) - Number(a.endsWith(`/${MANIFEST_OBJECT}`)));
+    for (const name of names) {
+      await this.objects.delete(name);
+      // Drop the deletion marker too, so removed snapshots do not pile up in the bucket's subjects.
+      const encoded = Buffer.from(name).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
+      await this.jsm.streams.purge(this.stream, { filter: `$O.${this.bucket}.M.${encoded}` });
+    }
+  }
+
+  /**
+   * Chunks no object points at: left by an upload killed before its object's metadata was written.
+   * Purged so that interrupted uploads do not fill the bucket. Returns how many chunk subjects went.
+   */
+  async purgeOrphanChunks(): Promise<number> {
+    const live = new Set<string>();
+    for (const name of await this.objectNames()) {
+      const info = await this.objects.info(name);
+      if (info && !info.deleted) live.add(info.nuid);
+    }
+    const chunkPrefix = `$O.${this.bucket}.C.`;
+    const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${chunkPrefix}>` });
+    let purged = 0;
+    for (const subject of Object.keys(info.state.subjects ?? {})) {
+      if (live.has(subject.slice(chunkPrefix.length))) continue;
+      await this.jsm.streams.purge(this.stream, { filter: subject });
+      purged += 1;
+    }
+    return purged;
+  }
+}

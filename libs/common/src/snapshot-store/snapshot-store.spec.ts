@@ -1,0 +1,166 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { NATS_URL } from '../../../../test/support/nats';
+import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../../test/support/s3-server';
+import { FsSnapshotStore } from './fs-snapshot-store';
+import { NatsSnapshotStore } from './nats-snapshot-store';
+import { S3SnapshotStore } from './s3-snapshot-store';
+import { SnapshotLocationError, type SnapshotStore } from './snapshot-store';
+
+const ID = '20240105-1a2b3c4d';
+const OTHER_ID = '20240106-0badf00d';
+
+async function text(stream: Readable): Promise<string> {
+  return Buffer.concat(await stream.toArray()).toString('utf8');
+}
+
+/** 3 MB of CSV-like text: several Object Store chunks and more than one read buffer. */
+function bigBody(): Buffer {
+  return Buffer.from('id,name\n' + Array.from({ length: 150_000 }, (_, i) => `${i},name-${i}`).join('\n') + '\n');
+}
+
+interface StoreFixture {
+  name: string;
+  setup(): Promise<SnapshotStore>;
+  teardown(): Promise<void>;
+  otherLocation: string;
+}
+
+let nc: NatsConnection;
+let s3: OwnS3Server;
+const fsRoot = mkdtempSync(join(tmpdir(), 'fs-store-'));
+const natsBucket = `spec_${randomBytes(4).toString('hex')}`;
+const s3Bucket = `spec-${randomBytes(4).toString('hex')}`;
+
+const fixtures: StoreFixture[] = [
+  {
+    name: 'fs',
+    setup: async () => new FsSnapshotStore(fsRoot),
+    teardown: async () => rmSync(fsRoot, { recursive: true, force: true }),
+    otherLocation: '/elsewhere/not_a_snapshot',
+  },
+  {
+    name: 'nats',
+    setup: async () => {
+      nc = await connect({ servers: NATS_URL });
+      return NatsSnapshotStore.open(nc, { bucket: natsBucket, replicas: 1 });
+    },
+    teardown: async () => {
+      await (await jetstreamManager(nc)).streams.delete(`OBJ_${natsBucket}`).catch(() => undefined);
+      await nc.close();
+    },
+    otherLocation: `nats://another-bucket/prod_snapshot_${ID}`,
+  },
+  {
+    name: 's3',
+    setup: async () => {
+      s3 = await new OwnS3Server().start();
+      await s3.createBucket(s3Bucket);
+      Object.assign(process.env, S3_TEST_CREDENTIALS);
+      return new S3SnapshotStore({ bucket: s3Bucket, endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true });
+    },
+    teardown: async () => s3.stop(),
+    otherLocation: `s3://${s3Bucket}/prod_snapshot_${ID}/../secrets`,
+  },
+];
+
+describe.each(fixtures)('$name snapshot store', (fixture) => {
+  let store: SnapshotStore;
+  beforeAll(async () => {
+    store = await fixture.setup();
+  }, 30_000);
+  afterAll(() => fixture.teardown());
+
+  it('shows a snapshot only once its manifest is committed, and reads back every byte', async () => {
+    const body = bigBody();
+    const upload = await store.begin(ID);
+    expect((await upload.put('0001_public.t.csv', Readable.from([body]))).storedBytes).toBe(body.length);
+    expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: false })]);
+    await expect(store.open(upload.location).then((s) => s.manifest())).rejects.toThrow();
+
+    await upload.commit(Buffer.from('{"snapshotId":"x"}'));
+    expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: true })]);
+    const source = await store.open(upload.location);
+    expect((await source.manifest()).toString()).toBe('{"snapshotId":"x"}');
+    expect(await source.storedSize('0001_public.t.csv')).toBe(body.length);
+    expect(await source.storedSize('missing.csv')).toBeUndefined();
+    expect(await text(await source.open('0001_public.t.csv'))).toBe(body.toString());
+    await expect(source.open('missing.csv')).rejects.toMatchObject({ code: 'ENOENT' });
+  }, 60_000);
+
+  it('refuses locations that are not one of its snapshots, and object names with paths', async () => {
+    await expect(store.open(fixture.otherLocation)).rejects.toBeInstanceOf(SnapshotLocationError);
+    const upload = await store.begin(OTHER_ID);
+    await expect(upload.put('../escape.csv', Readable.from(['x']))).rejects.toBeInstanceOf(SnapshotLocationError);
+    await upload.abort();
+  });
+
+  it('aborts an upload without leaving anything behind, and removes committed snapshots whole', async () => {
+    const upload = await store.begin(OTHER_ID);
+    await upload.put('0001_a.csv', Readable.from(['a\n']));
+    await upload.abort();
+    expect((await store.list()).map((s) => s.snapshotId)).toEqual([ID]);
+
+    await store.remove(ID);
+    expect(await store.list()).toEqual([]);
+  }, 30_000);
+
+  it('fails the upload when the source stream fails, and leaves no complete snapshot', async () => {
+    const upload = await store.begin(OTHER_ID);
+    const failing = new Readable({
+      read() {
+        this.push(Buffer.alloc(200_000, 'x'));
+        this.destroy(new Error('COPY broke'));
+      },
+    });
+    await expect(upload.put('0001_a.csv', failing)).rejects.toThrow('COPY broke');
+    await upload.abort();
+    expect((await store.list()).filter((s) => s.complete)).toEqual([]);
+  }, 30_000);
+});
+
+describe('nats snapshot store: the Object Store digest and orphan chunks', () => {
+  const bucket = `spec_${randomBytes(4).toString('hex')}`;
+  let conn: NatsConnection;
+  let store: NatsSnapshotStore;
+  beforeAll(async () => {
+    conn = await connect({ servers: NATS_URL });
+    store = await NatsSnapshotStore.open(conn, { bucket, replicas: 1 });
+  });
+  afterAll(async () => {
+    await (await jetstreamManager(conn)).streams.delete(`OBJ_${bucket}`).catch(() => undefined);
+    await conn.close();
+  });
+
+  it('fails the read of a tampered object while streaming it', async () => {
+    const upload = await store.begin(ID);
+    await upload.put('0001_t.csv', Readable.from([bigBody()]));
+    await upload.commit(Buffer.from('{}'));
+    // Tamper: replace the object's last chunk by another of the same size, behind the client's back.
+    const jsm = await jetstreamManager(conn);
+    const info = await jsm.streams.info(`OBJ_${bucket}`, { subjects_filter: `$O.${bucket}.C.>` });
+    const [chunkSubject] = Object.keys(info.state.subjects ?? {});
+    const last = await jsm.streams.getMessage(`OBJ_${bucket}`, { last_by_subj: chunkSubject });
+    const forged = Buffer.from(last!.data);
+    forged[0] = forged[0] === 0x41 ? 0x42 : 0x41;
+    await jsm.streams.deleteMessage(`OBJ_${bucket}`, last!.seq);
+    const { jetstream } = await import('@nats-io/jetstream');
+    await jetstream(conn).publish(chunkSubject, forged);
+
+    const source = await store.open(upload.location);
+    await expect(text(await source.open('0001_t.csv'))).rejects.toThrow(/digests do not match/);
+  }, 60_000);
+
+  it('purges chunks that no object points at (an upload killed mid-object)', async () => {
+    const { jetstream } = await import('@nats-io/jetstream');
+    await jetstream(conn).publish(`$O.${bucket}.C.orphan${randomBytes(4).toString('hex')}`, Buffer.alloc(1000));
+    expect(await store.purgeOrphanChunks()).toBe(1);
+    // The committed snapshot's chunks are not orphans.
+    expect(await store.purgeOrphanChunks()).toBe(0);
+  });
+});

@@ -1,0 +1,85 @@
+import type { Readable } from 'node:stream';
+
+export type SnapshotStoreKind = 'fs' | 'nats' | 's3';
+
+/** One snapshot being written. Nothing is visible to a loader as a snapshot until `commit`. */
+export interface SnapshotUpload {
+  /** Where the snapshot will be found once committed (`snapshot.ready.location`). */
+  readonly location: string;
+  /** Streams one object (a table's file) into the snapshot; resolves with the bytes stored. */
+  put(name: string, body: Readable): Promise<{ storedBytes: number }>;
+  /** Writes `manifest.json` last: only then is the snapshot complete. */
+  commit(manifest: Buffer): Promise<void>;
+  /** Removes whatever this upload wrote (a failed or abandoned dump). Never throws. */
+  abort(): Promise<void>;
+}
+
+/** One committed snapshot, read back by a loader. */
+export interface SnapshotSource {
+  manifest(): Promise<Buffer>;
+  /** The object's stored bytes, or undefined when it is missing. */
+  storedSize(name: string): Promise<number | undefined>;
+  /**
+   * The object's bytes. A store that keeps its own digest checks it while streaming: a mismatch is an
+   * error of the returned stream, so a COPY fed from it fails and rolls back.
+   */
+  open(name: string): Promise<Readable>;
+}
+
+export interface StoredSnapshot {
+  snapshotId: string;
+  /** Its manifest is written: a loader may take it. Incomplete ones are leftovers of a failed upload. */
+  complete: boolean;
+  /** When it was last written (for retention of incomplete leftovers). */
+  modifiedAt: Date;
+}
+
+/** Where snapshots live: a directory, a JetStream Object Store bucket, or an S3 bucket. */
+export interface SnapshotStore {
+  readonly kind: SnapshotStoreKind;
+  begin(snapshotId: string): Promise<SnapshotUpload>;
+  /** Opens the snapshot a `snapshot.ready` points at; a location that is not this store's is refused. */
+  open(location: string): Promise<SnapshotSource>;
+  list(): Promise<StoredSnapshot[]>;
+  remove(snapshotId: string): Promise<void>;
+}
+
+export const SNAPSHOT_PREFIX = 'prod_snapshot_';
+export const MANIFEST_OBJECT = 'manifest.json';
+const SNAPSHOT_NAME = /^prod_snapshot_([0-9]{8}-[0-9a-f]{8})$/;
+
+/** A location in this store pointed at something else, or at no snapshot: a bad message, never retried. */
+export class SnapshotLocationError extends Error {
+  override readonly name = 'SnapshotLocationError';
+}
+
+export function snapshotName(snapshotId: string): string {
+  return `${SNAPSHOT_PREFIX}${snapshotId}`;
+}
+
+/** The snapshot id in a `prod_snapshot_<id>` name, or undefined. */
+export function snapshotIdOf(name: string): string | undefined {
+  return SNAPSHOT_NAME.exec(name)?.[1];
+}
+
+/**
+ * `<scheme>://<bucket>/prod_snapshot_<id>` for the object stores: the bucket must be this store's and
+ * the rest exactly one snapshot name, so a forged location cannot reach other objects.
+ */
+export function parseBucketLocation(location: string, scheme: 'nats' | 's3', bucket: string): string {
+  const prefix = `${scheme}://${bucket}/`;
+  if (!location.startsWith(prefix)) {
+    throw new SnapshotLocationError(`location ${JSON.stringify(location)} is not in this store (${prefix}...)`);
+  }
+  const name = location.slice(prefix.length);
+  const snapshotId = snapshotIdOf(name);
+  if (!snapshotId) throw new SnapshotLocationError(`location ${JSON.stringify(location)} does not name a snapshot (${prefix}${SNAPSHOT_PREFIX}<id>)`);
+  return snapshotId;
+}
+
+/** A plain object name inside a snapshot: no path separators, no dot names. */
+export function assertObjectName(name: string): void {
+  if (!name || name.includes('/') || name.includes('\\') || name === '.' || name === '..' || name.includes('\0')) {
+    throw new SnapshotLocationError(`${JSON.stringify(name)} is not a plain object name inside a snapshot`);
+  }
+}

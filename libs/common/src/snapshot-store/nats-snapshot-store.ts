@@ -50,11 +50,11 @@ export class NatsSnapshotStore implements SnapshotStore {
     return `OBJ_${this.bucket}`;
   }
 
-  async begin(snapshotId: string): Promise<SnapshotUpload> {
+  begin(snapshotId: string): Promise<SnapshotUpload> {
     const prefix = snapshotName(snapshotId);
     const location = `nats://${this.bucket}/${prefix}`;
     const objects = this.objects;
-    return {
+    return Promise.resolve({
       location,
       put: async (name, body) => {
         assertObjectName(name);
@@ -66,7 +66,7 @@ export class NatsSnapshotStore implements SnapshotStore {
         await objects.put({ name: `${prefix}/${MANIFEST_OBJECT}` }, Readable.toWeb(Readable.from([manifest])) as ReadableStream<Uint8Array>);
       },
       abort: () => this.remove(snapshotId).catch(() => undefined),
-    };
+    });
   }
 
   async open(location: string): Promise<SnapshotSource> {
@@ -79,6 +79,9 @@ export class NatsSnapshotStore implements SnapshotStore {
       // surfaces here as an error of the Node stream, which fails the COPY it feeds.
       return Readable.fromWeb(result.data as Parameters<typeof Readable.fromWeb>[0]);
     };
+    // Not there (yet): an upload still running, or a replica behind; the caller decides to retry.
+    const manifestInfo = await objects.info(`${prefix}/${MANIFEST_OBJECT}`);
+    if (!manifestInfo || manifestInfo.deleted) throw Object.assign(new Error(`${location} has no manifest in the object store`), { code: 'ENOENT' });
     return {
       manifest: async () => Buffer.concat(await (await read(MANIFEST_OBJECT)).toArray()),
       storedSize: async (name) => {

@@ -62,9 +62,9 @@ export class S3SnapshotStore implements SnapshotStore {
     return this.options.bucket;
   }
 
-  async begin(snapshotId: string): Promise<SnapshotUpload> {
+  begin(snapshotId: string): Promise<SnapshotUpload> {
     const prefix = snapshotName(snapshotId);
-    return {
+    return Promise.resolve({
       location: `s3://${this.bucket}/${prefix}`,
       put: async (name, body) => {
         assertObjectName(name);
@@ -77,7 +77,7 @@ export class S3SnapshotStore implements SnapshotStore {
         await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${MANIFEST_OBJECT}`, Body: manifest, ContentType: 'application/json' }));
       },
       abort: () => this.remove(snapshotId).catch(() => undefined),
-    };
+    });
   }
 
   async open(location: string): Promise<SnapshotSource> {
@@ -91,17 +91,21 @@ export class S3SnapshotStore implements SnapshotStore {
         throw error;
       }
     };
+    const size = async (key: string): Promise<number | undefined> => {
+      try {
+        return (await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${key}` }))).ContentLength;
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    };
+    // Not there (yet): an upload still running; the caller decides to retry.
+    if ((await size(MANIFEST_OBJECT)) === undefined) throw Object.assign(new Error(`${location} has no manifest in the bucket`), { code: 'ENOENT' });
     return {
       manifest: async () => Buffer.concat(await (await read(MANIFEST_OBJECT)).toArray()),
-      storedSize: async (name) => {
+      storedSize: (name) => {
         assertObjectName(name);
-        try {
-          const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${name}` }));
-          return head.ContentLength;
-        } catch (error) {
-          if (isNotFound(error)) return undefined;
-          throw error;
-        }
+        return size(name);
       },
       open: (name) => {
         assertObjectName(name);

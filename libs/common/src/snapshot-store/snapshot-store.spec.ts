@@ -40,8 +40,8 @@ const s3Bucket = `spec-${randomBytes(4).toString('hex')}`;
 const fixtures: StoreFixture[] = [
   {
     name: 'fs',
-    setup: async () => new FsSnapshotStore(fsRoot),
-    teardown: async () => rmSync(fsRoot, { recursive: true, force: true }),
+    setup: () => Promise.resolve(new FsSnapshotStore(fsRoot)),
+    teardown: () => Promise.resolve(rmSync(fsRoot, { recursive: true, force: true })),
     otherLocation: '/elsewhere/not_a_snapshot',
   },
   {
@@ -81,7 +81,7 @@ describe.each(fixtures)('$name snapshot store', (fixture) => {
     const upload = await store.begin(ID);
     expect((await upload.put('0001_public.t.csv', Readable.from([body]))).storedBytes).toBe(body.length);
     expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: false })]);
-    await expect(store.open(upload.location).then((s) => s.manifest())).rejects.toThrow();
+    await expect(store.open(upload.location).then((s) => s.manifest())).rejects.toMatchObject({ code: 'ENOENT' });
 
     await upload.commit(Buffer.from('{"snapshotId":"x"}'));
     expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: true })]);

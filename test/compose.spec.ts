@@ -19,13 +19,16 @@ interface Service {
   healthcheck?: { test: string[] };
   depends_on?: Record<string, { condition: string }>;
   container_name?: string;
+  profiles?: string[];
 }
 const compose = parse(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
   services: Record<string, Service>;
   volumes: Record<string, unknown>;
 };
 const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
-const services = compose.services;
+/** The default stack: what `docker compose up` starts (services without a profile). */
+const services = Object.fromEntries(Object.entries(compose.services).filter(([, service]) => !service.profiles));
+const clusterServices = Object.fromEntries(Object.entries(compose.services).filter(([, service]) => service.profiles?.includes('cluster')));
 
 const apps = {
   scheduler: { load: loadSchedulerConfig, required: [] as string[] },
@@ -95,6 +98,45 @@ describe('docker-compose.yml', () => {
       expect(loader.container_name).toBeUndefined();
       expect(loader.ports).toBeUndefined();
     }
+  });
+
+  describe('profile cluster', () => {
+    const nodes = ['nats-1', 'nats-2', 'nats-3'];
+    const clusterApps: [string, keyof typeof apps][] = [
+      ['cluster-scheduler', 'scheduler'],
+      ['cluster-dumper', 'dumper'],
+      ['cluster-loader-dev', 'loader'],
+      ['cluster-loader-staging', 'loader'],
+      ['cluster-loader-qa', 'loader'],
+    ];
+
+    it('is three NATS nodes routed to each other, with JetStream on its own volume each, and the five apps', () => {
+      expect(Object.keys(clusterServices).sort()).toEqual([...nodes, ...clusterApps.map(([name]) => name)].sort());
+      for (const node of nodes) {
+        const command = clusterServices[node].command!;
+        expect(command).toEqual(expect.arrayContaining(['-js', '-sd', '/data', '--server_name', node, '--cluster_name', 'db-fanout']));
+        const routes = command[command.indexOf('--routes') + 1].split(',');
+        expect(routes.sort()).toEqual(nodes.filter((other) => other !== node).map((other) => `nats://${other}:6222`));
+        expect(clusterServices[node].volumes).toEqual([`${node}-data:/data`]);
+      }
+    });
+
+    it.each(clusterApps)('%s runs like `npm run start:%s` on every node, with SNAPSHOT_STORE=nats and no shared volume', (name, app) => {
+      const service = clusterServices[name];
+      expect(service.command!.join(' ')).toBe(scripts[`start:${app}`]);
+      const env = service.environment!;
+      const known = variablesReadBy(apps[app].load);
+      expect(Object.keys(env).filter((variable) => !known.includes(variable))).toEqual([]);
+      expect(() => apps[app].load(env)).not.toThrow();
+      expect(env.NATS_URL.split(',').map((url) => new URL(url).hostname)).toEqual(nodes);
+      expect(env.NATS_STREAM_REPLICAS).toBe('3');
+      if (app !== 'scheduler') expect(env.SNAPSHOT_STORE).toBe('nats');
+      if (app === 'dumper') expect(env.SNAPSHOT_REPLICAS).toBe('3');
+      expect(service.volumes).toBeUndefined();
+      for (const node of nodes) expect(service.depends_on?.[node]?.condition).toBe('service_healthy');
+      const port = env.HTTP_PORT ?? String(DEFAULT_HTTP_PORTS[app]);
+      expect(service.healthcheck!.test.join(' ')).toContain(`http://127.0.0.1:${port}/health`);
+    });
   });
 
   it('builds the apps in the image it runs', () => {

@@ -53,6 +53,32 @@ function readLogFormat(env: EnvReader): LogFormat {
   return env.matching('LOG_FORMAT', /^(text|json)$/, 'text or json', 'text') as LogFormat;
 }
 
+/** Where snapshots travel: a shared directory, a JetStream Object Store bucket, or an S3 bucket. */
+export interface SnapshotStoreConfig {
+  kind: 'fs' | 'nats' | 's3';
+  /** SNAPSHOT_DIR, for `fs`. */
+  dir: string;
+  /** Object Store or S3 bucket, for `nats` and `s3`. */
+  bucket: string;
+  s3: { endpoint?: string; region?: string; forcePathStyle: boolean };
+}
+
+function readSnapshotStore(env: EnvReader): SnapshotStoreConfig {
+  const kind = env.matching('SNAPSHOT_STORE', /^(fs|nats|s3)$/, 'fs, nats or s3', DEFAULTS.SNAPSHOT_STORE) as SnapshotStoreConfig['kind'];
+  // Valid as a JetStream Object Store name and as an S3 bucket name alike.
+  const bucket = env.matching('SNAPSHOT_BUCKET', /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/, 'lowercase letters, digits and -, 3 to 63 characters', DEFAULTS.SNAPSHOT_BUCKET);
+  return {
+    kind,
+    dir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
+    bucket,
+    s3: {
+      endpoint: env.optionalUrl('S3_ENDPOINT', ['http', 'https']),
+      region: env.optionalString('S3_REGION'),
+      forcePathStyle: env.boolean('S3_FORCE_PATH_STYLE', false),
+    },
+  };
+}
+
 export interface DumperConfig {
   nats: NatsConfig;
   http: HttpConfig;
@@ -60,6 +86,10 @@ export interface DumperConfig {
   retry: RetryConfig;
   sourceDatabaseUrl: string;
   snapshotDir: string;
+  snapshotStore: SnapshotStoreConfig;
+  /** Object Store replicas when the dumper creates the bucket (3 on a 3-node cluster). */
+  snapshotReplicas: number;
+  snapshotCompression: 'none' | 'gzip';
   tables: { schema: string; name: string }[];
   excludeTables: { schema: string; name: string }[];
   /** Tables dumped at once, each on its own connection sharing one exported snapshot. */
@@ -83,6 +113,7 @@ export interface LoaderConfig {
   targetDatabaseUrl: string;
   environment: string;
   snapshotDir: string;
+  snapshotStore: SnapshotStoreConfig;
   /** When set, the only database hosts this loader may write to (a guard against a wrong URL). */
   targetHostAllowlist: string[];
   loadTriggers: LoadTriggers;
@@ -107,6 +138,9 @@ export const DEFAULTS = {
   NATS_URL: 'nats://127.0.0.1:4222',
   NATS_STREAM: 'DB_FANOUT',
   SNAPSHOT_DIR: '/tmp',
+  SNAPSHOT_STORE: 'fs',
+  SNAPSHOT_BUCKET: 'db-fanout-snapshots',
+  SNAPSHOT_COMPRESSION: 'none',
   SCHEDULE: '@daily',
   SCHEDULE_TIMEZONE: 'UTC',
   START_DATE: '2024-01-01',
@@ -184,6 +218,9 @@ export function loadDumperConfig(source: Env = process.env): DumperConfig {
     retry: readRetry(env),
     sourceDatabaseUrl: env.url('SOURCE_DATABASE_URL', ['postgres', 'postgresql']),
     snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
+    snapshotStore: readSnapshotStore(env),
+    snapshotReplicas: env.integer('SNAPSHOT_REPLICAS', 1, 1, 5),
+    snapshotCompression: env.matching('SNAPSHOT_COMPRESSION', /^(none|gzip)$/, 'none or gzip', DEFAULTS.SNAPSHOT_COMPRESSION) as 'none' | 'gzip',
     tables: readTables(env, 'TABLES'),
     excludeTables: readTables(env, 'EXCLUDE_TABLES'),
     dumpJobs: env.integer('DUMP_JOBS', DEFAULTS.DUMP_JOBS, 1, 32),
@@ -206,6 +243,7 @@ export function loadLoaderConfig(source: Env = process.env): LoaderConfig {
     targetDatabaseUrl: env.url('TARGET_DATABASE_URL', ['postgres', 'postgresql']),
     environment: env.matching('LOADER_ENV', /^[a-z0-9-]+$/, 'lowercase letters, digits or - ([a-z0-9-]+)'),
     snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
+    snapshotStore: readSnapshotStore(env),
     targetHostAllowlist: env.list('TARGET_HOST_ALLOWLIST').map((host) => host.toLowerCase()),
     loadTriggers: env.matching('LOAD_TRIGGERS', /^(disable|fire)$/, 'disable or fire', DEFAULTS.LOAD_TRIGGERS) as LoadTriggers,
     errorDetail: env.boolean('ERROR_DETAIL', false),

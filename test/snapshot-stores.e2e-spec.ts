@@ -1,0 +1,171 @@
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { SnapshotManifest } from '@app/common/contract';
+import { NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
+import { tableContent, type TestDatabase } from './support/databases';
+import { DEMO_TABLES } from './support/fixtures';
+import { NATS_URL } from './support/nats';
+import { PipelineHarness, until } from './support/pipeline';
+import { OwnS3Server } from './support/s3-server';
+
+/** What a user checks after a refresh: every table, and every sequence, as in production. */
+async function contentOf(db: TestDatabase): Promise<string[][]> {
+  const tables = await Promise.all(DEMO_TABLES.map((t) => tableContent(db, t)));
+  const sequences = await db.query<{ seq: string }>(
+    `SELECT format('%s=%s/%s', c.relname, s.last_value, s.is_called) AS seq
+       FROM pg_class c, LATERAL (SELECT * FROM pg_sequence_last_value(c.oid) AS last_value, (SELECT true) AS is_called) s
+      WHERE c.relkind = 'S' ORDER BY 1`,
+  );
+  return [...tables, sequences.map((s) => s.seq)];
+}
+
+/** A SNAPSHOT_DIR that does not exist: with an object store, no loader needs a shared volume. */
+const NO_DIR = join(tmpdir(), `db-fanout-no-such-dir-${randomBytes(4).toString('hex')}`);
+
+interface StoreCase {
+  store: 'nats' | 's3';
+  compression: 'none' | 'gzip';
+}
+
+describe.each<StoreCase>([
+  { store: 'nats', compression: 'gzip' },
+  { store: 's3', compression: 'none' },
+  { store: 'nats', compression: 'none' },
+  { store: 's3', compression: 'gzip' },
+])('SNAPSHOT_STORE=$store, SNAPSHOT_COMPRESSION=$compression', ({ store, compression }) => {
+  const bucket = `e2e-${store}-${randomBytes(4).toString('hex')}`;
+  let s3: OwnS3Server | undefined;
+  let nc: NatsConnection | undefined;
+  let pipeline: PipelineHarness;
+  let reader: SnapshotStore;
+
+  beforeAll(async () => {
+    let storeEnv: Record<string, string> = {};
+    if (store === 's3') {
+      s3 = await new OwnS3Server().start();
+      await s3.createBucket(bucket);
+      storeEnv = s3.env();
+      Object.assign(process.env, storeEnv);
+      reader = new S3SnapshotStore({ bucket, endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true });
+    } else {
+      nc = await connect({ servers: NATS_URL });
+    }
+    pipeline = await PipelineHarness.create(`store_${store}_${compression}`, {
+      environments: ['dev', 'staging', 'qa'],
+      env: { ...storeEnv, SNAPSHOT_STORE: store, SNAPSHOT_BUCKET: bucket, SNAPSHOT_DIR: NO_DIR, RETRY_DELAY: '500ms' },
+    });
+    await pipeline.startDumper({ SNAPSHOT_COMPRESSION: compression });
+    for (const env of ['dev', 'staging', 'qa']) await pipeline.startLoader(env);
+    if (nc) reader = await NatsSnapshotStore.open(nc, { bucket, replicas: 1 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await pipeline?.cleanup();
+    if (nc) {
+      await (await jetstreamManager(nc)).streams.delete(`OBJ_${bucket}`).catch(() => undefined);
+      await nc.close();
+    }
+    await s3?.stop();
+  });
+
+  it('loads every environment equal to production, loaders having no snapshot directory at all', async () => {
+    await pipeline.trigger('2024-06-01');
+    await pipeline.events.waitFor('three loads', (c) => c.of('snapshot.loaded').length === 3, 60_000);
+    const ready = pipeline.readyFor('2024-06-01')!;
+    expect(ready.location).toBe(`${store}://${bucket}/prod_snapshot_${String(ready.snapshotId)}`);
+    expect(pipeline.events.of('snapshot.load.failed')).toEqual([]);
+    const production = await contentOf(pipeline.source);
+    for (const env of ['dev', 'staging', 'qa']) expect(await contentOf(pipeline.targets[env])).toEqual(production);
+
+    // The snapshot in the store is what the manifest says: compressed or not, per table.
+    const source = await reader.open(String(ready.location));
+    const manifest = JSON.parse((await source.manifest()).toString()) as SnapshotManifest & { compression?: string };
+    expect(manifest.compression ?? 'none').toBe(compression);
+    let csvBytes = 0;
+    let storedBytes = 0;
+    for (const table of manifest.tables) {
+      expect(table.file.endsWith('.csv.gz')).toBe(compression === 'gzip');
+      csvBytes += table.bytes;
+      storedBytes += (await source.storedSize(table.file))!;
+    }
+    if (compression === 'gzip') expect(storedBytes).toBeLessThan(csvBytes * 0.5);
+    else expect(storedBytes).toBe(csvBytes);
+  }, 90_000);
+
+  it('fails a load whose stored object was altered, and changes nothing in the environment', async () => {
+    // Stop the loaders, publish a new snapshot, tamper with it in the store, then let one loader at it.
+    for (const env of ['dev', 'staging', 'qa']) await pipeline.fleet.app(`loader-${env}`).stop();
+    await pipeline.source.query('UPDATE public.products SET name = name || \' v2\'');
+    await pipeline.trigger('2024-06-02');
+    await pipeline.events.waitFor('the second snapshot', (c) => c.of('snapshot.ready').length === 2, 60_000);
+    const ready = pipeline.readyFor('2024-06-02')!;
+    const manifest = JSON.parse((await (await reader.open(String(ready.location))).manifest()).toString()) as SnapshotManifest;
+    const products = manifest.tables.find((t) => t.name === 'public.products')!;
+    const objectName = `prod_snapshot_${String(ready.snapshotId)}/${products.file}`;
+    const original = Buffer.concat(await (await (await reader.open(String(ready.location))).open(products.file)).toArray());
+    const forged = Buffer.from(original);
+    forged[Math.floor(forged.length / 2)] ^= 0x01;
+    if (store === 's3') {
+      const client = s3!.client();
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: objectName, Body: forged }));
+      client.destroy();
+    } else {
+      // The Object Store's own digest catches a rewritten object only if its metadata is forged too,
+      // so replace the object through the client: its new digest is right, ours (in the manifest) is not.
+      const { Objm } = await import('@nats-io/obj');
+      const objects = await new Objm(nc!).open(bucket);
+      await objects.putBlob({ name: objectName }, forged);
+    }
+
+    const before = await contentOf(pipeline.targets.dev);
+    await pipeline.startLoader('dev', {}, 'loader-dev-2');
+    await pipeline.events.waitFor('the failed load', (c) => c.of('snapshot.load.failed').some((e) => e.snapshotId === ready.snapshotId), 60_000);
+    const failure = pipeline.events.of('snapshot.load.failed').find((e) => e.snapshotId === ready.snapshotId)!;
+    expect(String(failure.error)).toMatch(/checksum mismatch|not a valid gzip|incorrect header|unexpected end/i);
+    expect(await contentOf(pipeline.targets.dev)).toEqual(before);
+  }, 90_000);
+});
+
+describe('an upload interrupted by kill -9 of the dumper', () => {
+  const bucket = `e2e-kill-${randomBytes(4).toString('hex')}`;
+  let nc: NatsConnection;
+  let pipeline: PipelineHarness;
+  let store: NatsSnapshotStore;
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    pipeline = await PipelineHarness.create('store_kill', {
+      environments: ['dev'],
+      env: { SNAPSHOT_STORE: 'nats', SNAPSHOT_BUCKET: bucket, SNAPSHOT_DIR: NO_DIR, RETRY_DELAY: '500ms', ACK_WAIT: '2s' },
+      targetSql: { dev: 'CREATE TABLE public.big (id int, filler text);' },
+    });
+    // Enough data that the upload is still running when the test looks (about 60 MB of CSV).
+    await pipeline.source.query(`CREATE TABLE public.big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS filler FROM generate_series(1, 800000) g`);
+    store = await NatsSnapshotStore.open(nc, { bucket, replicas: 1 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await pipeline?.cleanup();
+    await (await jetstreamManager(nc)).streams.delete(`OBJ_${bucket}`).catch(() => undefined);
+    await nc?.close();
+  });
+
+  it('publishes nothing and leaves no snapshot a loader could take; the redelivered trigger publishes a complete one', async () => {
+    const dumper = await pipeline.startDumper({ TABLES: 'public.big,public.customers' });
+    await pipeline.trigger('2024-07-01');
+    await until('the upload to be under way', async () => (await store.list()).some((s) => !s.complete), 60_000);
+    await dumper.kill();
+    expect(pipeline.events.of('snapshot.ready')).toEqual([]);
+    expect((await store.list()).filter((s) => s.complete)).toEqual([]);
+
+    await pipeline.startLoader('dev');
+    await pipeline.startDumper({ TABLES: 'public.big,public.customers' }, 'dumper-2');
+    await pipeline.events.waitFor('a complete snapshot, loaded', (c) => c.of('snapshot.loaded').length === 1, 120_000);
+    expect(pipeline.events.of('snapshot.ready')).toHaveLength(1);
+    expect(await tableContent(pipeline.targets.dev, 'public.customers')).toEqual(await tableContent(pipeline.source, 'public.customers'));
+  }, 180_000);
+});

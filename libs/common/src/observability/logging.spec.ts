@@ -48,4 +48,10 @@ describe('createAppLogger', () => {
     expect(text).not.toContain('s3cret');
     expect(() => JSON.parse(written[0]) as unknown).toThrow();
   });
+
+  it('writes an error line that has no stack', () => {
+    Logger.overrideLogger(createAppLogger('loader', 'text'));
+    new Logger('Loader').error('loading failed: password=hunter2 rejected');
+    expect(written.join('')).toContain('loading failed: password=*** rejected');
+  });
 });

@@ -12,8 +12,9 @@ export class TextLogger extends ConsoleLogger {
     return redactSecrets(super.stringifyMessage(message, logLevel));
   }
 
-  protected override printStackTrace(stack: string): void {
-    super.printStackTrace(redactSecrets(stack));
+  /** Nest calls this for every error line, with `undefined` when the line has no stack. */
+  protected override printStackTrace(stack: string | undefined): void {
+    super.printStackTrace(typeof stack === 'string' ? redactSecrets(stack) : (stack as unknown as string));
   }
 }
 

@@ -3,6 +3,7 @@ import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
 import type { HttpConfig, LogFormat } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
+import { HttpTokenGuard } from '../observability/http-token.guard';
 import { JsonLogger } from '../observability/json-logger';
 import { JetStreamServer } from '../messaging/jetstream.server';
 import { TerminateMessageFilter } from '../messaging/terminate-message.filter';
@@ -39,6 +40,7 @@ export async function runApp<C extends { http: HttpConfig; logFormat: LogFormat 
     const appLogger = definition.logger ?? (config.logFormat === 'json' ? new JsonLogger(definition.name) : undefined);
     if (appLogger) Logger.overrideLogger(appLogger);
     const app = await NestFactory.create(definition.module(config), { logger: appLogger, abortOnError: false });
+    app.useGlobalGuards(new HttpTokenGuard(config.http));
     attachJetStream(app);
     await app.startAllMicroservices();
     await app.listen(config.http.port, config.http.host);

@@ -1,4 +1,5 @@
 export * from './health.controller';
+export * from './http-token.guard';
 export * from './json-logger';
 export * from './log-context';
 export * from './metrics.controller';

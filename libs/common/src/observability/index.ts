@@ -1,3 +1,4 @@
+export * from './failure';
 export * from './health.controller';
 export * from './http-token.guard';
 export * from './json-logger';

@@ -8,6 +8,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { DUMPER_CONFIG } from './dumper.constants';
 import { applyRetention } from './retention';
 import { writeSnapshot } from './snapshot-writer';
+import { SourceDatabase } from './source-database';
 
 export type DumpOutcome = { status: 'ready'; snapshot: SnapshotReadyPayload } | { status: 'failed'; error: string; attempts: number };
 
@@ -20,6 +21,7 @@ export class DumperService {
     private readonly events: EventPublisher,
     private readonly metrics: MetricsService,
     @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
+    private readonly source: SourceDatabase,
   ) {}
 
   /** Publishes snapshot.failed: the dump of `date` gave up. */
@@ -76,7 +78,7 @@ export class DumperService {
           await this.announceStart(date, attempt);
           return writeSnapshot({
             date,
-            sourceDatabaseUrl: this.config.sourceDatabaseUrl,
+            source: this.source,
             snapshotDir: this.config.snapshotDir,
             tables: this.config.tables,
             excludeTables: this.config.excludeTables,

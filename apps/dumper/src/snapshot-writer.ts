@@ -3,17 +3,22 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Client } from 'pg';
+import type { PoolClient } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, snapshotDirName } from '@app/common/contract';
 import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
-import { listSourceTables, readOwnedSequences, type SourceTable } from './table-catalog';
+import { DumpSessions } from './dump-sessions';
+import { type DumpSessionSource, SourceDatabase } from './source-database';
+import { type SourceTable, TableCatalog } from './table-catalog';
 
 export interface SnapshotRequest {
   date: string;
-  sourceDatabaseUrl: string;
+  /** The source's sessions (the dumper's SourceDatabase)... */
+  source?: DumpSessionSource;
+  /** ...or, for tests and tools, a URL: the dump then opens and closes a SourceDatabase of its own. */
+  sourceDatabaseUrl?: string;
   snapshotDir: string;
   tables: { schema: string; name: string }[];
   excludeTables: { schema: string; name: string }[];
@@ -48,14 +53,17 @@ async function fsyncPath(path: string): Promise<void> {
   }
 }
 
+/** What COPY reads for one table: its columns in file order; a partitioned table through a query (COPY cannot read it directly). */
+export function copySourceSql(table: SourceTable): string {
+  const columns = table.columns.map(quoteIdent).join(', ');
+  return table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
+}
+
 /**
  * Streams one table through COPY TO into a file, hashing in the same pass; memory stays flat.
- * Partitioned tables are read through a query because COPY cannot read them directly.
  */
-async function dumpTable(client: Client, table: SourceTable, path: string, progress: ProgressMeter): Promise<{ rows: number; bytes: number; sha256: string }> {
-  const columns = table.columns.map(quoteIdent).join(', ');
-  const source = table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
-  const copy = client.query(copyTo(`COPY ${source} TO STDOUT (FORMAT csv, HEADER)`));
+async function dumpTable(client: PoolClient, table: SourceTable, path: string, progress: ProgressMeter): Promise<{ rows: number; bytes: number; sha256: string }> {
+  const copy = client.query(copyTo(`COPY ${copySourceSql(table)} TO STDOUT (FORMAT csv, HEADER)`));
   const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
   await pipeline(copy, digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
   await fsyncPath(path);
@@ -72,30 +80,17 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   // Absolute, so a relative SNAPSHOT_DIR still gives loaders a location they can resolve.
   const finalDir = resolve(request.snapshotDir, snapshotDirName(snapshotId));
   const workDir = resolve(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
-  const clients: Client[] = [];
-  const open = async () => {
-    const client = new Client({
-      connectionString: request.sourceDatabaseUrl,
-      application_name: 'db-fanout-dumper',
-      // A dead peer or a half-open connection must surface as an error (transient, retried), not a hang.
-      keepAlive: true,
-      connectionTimeoutMillis: 30_000,
-    });
-    // Without a listener, a connection dropped while idle would crash the process.
-    client.on('error', () => undefined);
-    clients.push(client);
-    await client.connect();
-    return client;
-  };
+  const ownSource = request.source ? undefined : new SourceDatabase(requireUrl(request.sourceDatabaseUrl), request.jobs);
+  const sessions = new DumpSessions(request.source ?? ownSource!);
+  const open = () => sessions.open();
   const phases = new PhaseTimer();
-  await mkdir(workDir, { recursive: true });
   try {
+    await mkdir(workDir, { recursive: true });
     const main = await open();
     const source = await serverIdentity(main);
+    const catalog = new TableCatalog(main);
     await main.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    // Waiting behind a lock in production is bounded: lock_not_available is retried as transient.
-    await main.query("SET LOCAL lock_timeout = '60s'");
-    const tables = await listSourceTables(main, request.tables, request.excludeTables);
+    const tables = await catalog.listTables(request.tables, request.excludeTables);
     // Like pg_dump: hold ACCESS SHARE on every table for the whole dump, so a TRUNCATE or DROP in
     // production (which ignore MVCC snapshots) cannot make a table look empty halfway through.
     await main.query(`LOCK TABLE ${tables.map((t) => quoteQualified(t)).join(', ')} IN ACCESS SHARE MODE`);
@@ -144,8 +139,9 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       progress.stop();
     }
     phases.mark('copy');
-    const sequences = await readOwnedSequences(main, tables);
-    for (const client of clients) await client.query('COMMIT');
+    const sequences = await catalog.readSequences(tables);
+    for (const worker of workers) await worker.query('COMMIT');
+    sessions.release();
 
     const manifestTables: ManifestTable[] = tables.map((table) => ({
       name: formatQualifiedName(table),
@@ -173,11 +169,16 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     request.log?.(`${snapshotId} phases: ${phases.toString()}`);
     return { manifest, location: finalDir };
   } catch (error) {
-    await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
+    sessions.abort(error instanceof Error ? error : new Error(String(error)));
     // The original error is what matters (a cleanup failure must not turn a transient error permanent).
     await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     throw error;
   } finally {
-    await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
+    await ownSource?.end();
   }
+}
+
+function requireUrl(url: string | undefined): string {
+  if (!url) throw new Error('writeSnapshot needs a source (or a sourceDatabaseUrl)');
+  return url;
 }

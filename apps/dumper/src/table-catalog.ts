@@ -17,11 +17,28 @@ type TableRef = { schema: string; name: string };
 const sameTable = (a: TableRef, b: TableRef) => a.schema === b.schema && a.name === b.name;
 
 /**
- * The tables to dump: every ordinary (or partitioned) table outside system schemas, or the
- * TABLES list, minus EXCLUDE_TABLES. Partitions travel through their parent; tables owned by
- * extensions belong to the extension. A TABLES entry that does not exist is an error, not a skip.
+ * The source's catalog, read through one dump session (the leader's): what to dump and the
+ * sequences that go with it. Every read runs in whatever transaction the session is in.
  */
-export async function listSourceTables(client: ClientBase, include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
+export class TableCatalog {
+  constructor(private readonly session: ClientBase) {}
+
+  /**
+   * The tables to dump: every ordinary (or partitioned) table outside system schemas, or the
+   * TABLES list, minus EXCLUDE_TABLES. Partitions travel through their parent; tables owned by
+   * extensions belong to the extension. A TABLES entry that does not exist is an error, not a skip.
+   */
+  async listTables(include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
+    return listSourceTables(this.session, include, exclude);
+  }
+
+  /** Current values of the sequences owned by the tables' columns (serial and identity). */
+  async readSequences(tables: SourceTable[]): Promise<ManifestSequence[]> {
+    return readOwnedSequences(this.session, tables);
+  }
+}
+
+async function listSourceTables(client: ClientBase, include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
   const { rows } = await client.query<{ oid: number; schema: string; name: string; relkind: string; bytes: string }>(`
     SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind,
            CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)
@@ -62,8 +79,7 @@ export async function listSourceTables(client: ClientBase, include: TableRef[], 
   }));
 }
 
-/** Current values of the sequences owned by the tables' columns (serial and identity). */
-export async function readOwnedSequences(client: ClientBase, tables: SourceTable[]): Promise<ManifestSequence[]> {
+async function readOwnedSequences(client: ClientBase, tables: SourceTable[]): Promise<ManifestSequence[]> {
   const { rows } = await client.query<{ seq_schema: string; seq_name: string; table_oid: number; column: string }>(
     `SELECT sn.nspname AS seq_schema, s.relname AS seq_name, d.refobjid::int AS table_oid, a.attname AS column
        FROM pg_depend d

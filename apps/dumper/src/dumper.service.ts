@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { type DumperConfig, formatDuration } from '@app/common/config';
-import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotReadyPayload, SUBJECTS, type TriggerPayload } from '@app/common/contract';
+import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotReadyPayload, snapshotInstant, SUBJECTS, type TriggerPayload } from '@app/common/contract';
 import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
 import { MetricsService, errorMessage, withLogContext } from '@app/common/observability';
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
@@ -101,6 +101,7 @@ export class DumperService {
         date,
         location,
         createdAt: manifest.createdAt,
+        takenAt: manifest.takenAt,
         tables: manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
       };
       await this.events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`);
@@ -109,7 +110,7 @@ export class DumperService {
       this.metrics.dumpRows.inc(rows);
       this.metrics.dumpBytes.inc(snapshot.tables.reduce((sum, t) => sum + t.bytes, 0));
       this.metrics.dumpDuration.observe((Date.now() - started) / 1000);
-      this.metrics.lastSnapshotCreated.set(Date.parse(snapshot.createdAt) / 1000);
+      this.metrics.lastSnapshotCreated.set(Date.parse(snapshotInstant(snapshot)) / 1000);
       this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
       await this.removeExpiredSnapshots();
       return { status: 'ready', snapshot };

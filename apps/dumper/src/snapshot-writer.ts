@@ -11,7 +11,7 @@ import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
 import { DumpSessions } from './dump-sessions';
 import { type DumpSessionSource, SourceDatabase } from './source-database';
-import { type SourceTable, TableCatalog } from './table-catalog';
+import { RowSecurityError, type SourceTable, TableCatalog } from './table-catalog';
 
 export interface SnapshotRequest {
   date: string;
@@ -70,10 +70,73 @@ async function dumpTable(client: PoolClient, table: SourceTable, path: string, p
   return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256 };
 }
 
+/** Listing, locking and re-reading the table list is tried this often when production's DDL keeps changing it. */
+const TABLE_LIST_TRIES = 3;
+
+interface OpenedSnapshot {
+  tables: SourceTable[];
+  takenAt: string;
+  role: string;
+}
+
 /**
- * Writes a complete snapshot: every table read inside one REPEATABLE READ READ ONLY transaction
- * (one consistent point in time), into a temporary directory that is renamed into place only when
- * every file and the manifest are on disk. A published snapshot is never modified afterwards.
+ * Opens the leader's snapshot with every table already locked, as the issue of a TRUNCATE demands:
+ * a TRUNCATE committed after the snapshot but before the lock would make a table look empty. So the
+ * tables are listed outside the snapshot (autocommit, READ COMMITTED), locked at the start of the
+ * REPEATABLE READ transaction (LOCK takes no snapshot), and only then is the snapshot taken. The
+ * list is read again inside the snapshot; if a table was created, dropped or renamed in between,
+ * the transaction is rolled back and the steps start over.
+ */
+async function openSnapshot(leader: PoolClient, request: SnapshotRequest): Promise<OpenedSnapshot> {
+  const catalog = new TableCatalog(leader);
+  for (let attempt = 1; ; attempt++) {
+    const listed = await catalog.listTables(request.tables, request.excludeTables);
+    await leader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    try {
+      await catalog.lockTables(listed);
+    } catch (error) {
+      await leader.query('ROLLBACK');
+      // 42P01: a listed table was dropped or renamed before it could be locked.
+      if ((error as { code?: string }).code === '42P01' && attempt < TABLE_LIST_TRIES) continue;
+      throw error;
+    }
+    const { takenAt, role } = await catalog.takeSnapshot();
+    const tables = await catalog.listTables(request.tables, request.excludeTables);
+    const identity = (list: SourceTable[]) => JSON.stringify(list.map(({ oid, schema, name }) => [oid, schema, name]));
+    if (identity(tables) === identity(listed)) return { tables, takenAt, role };
+    await leader.query('ROLLBACK');
+    if (attempt >= TABLE_LIST_TRIES) throw new Error(`the source's tables kept changing while the dump started (${TABLE_LIST_TRIES} tries)`);
+  }
+}
+
+/** A worker's table lock, NOWAIT: a conflict means production is waiting for this table, so the attempt ends. */
+async function lockForWorker(worker: PoolClient, table: SourceTable): Promise<void> {
+  try {
+    await new TableCatalog(worker).lockTables([table], { nowait: true });
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code !== '55P03') throw error;
+    // Keeps the SQLSTATE: 55P03 is transient, so the attempt is retried after RETRY_DELAY.
+    throw Object.assign(
+      new Error(
+        `a parallel dump worker could not lock ${formatQualifiedName(table)} without waiting: a session in production wants a ` +
+          'stronger lock on it (DDL or TRUNCATE), so this attempt ends and lets it through',
+        { cause: error },
+      ),
+      { code },
+    );
+  }
+}
+
+/**
+ * Writes a complete snapshot: every table read at one instant (one REPEATABLE READ READ ONLY
+ * transaction, shared by the DUMP_JOBS workers through an exported snapshot), into a temporary
+ * directory that is renamed into place only when every file and the manifest are on disk. A
+ * published snapshot is never modified afterwards.
+ *
+ * The dump never makes production wait for long: every session has lock_timeout (from the pool),
+ * workers lock each table NOWAIT before its COPY (as pg_dump -j does), and when any session fails
+ * all of them are ended at once, which releases every lock the attempt held.
  */
 export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSnapshot> {
   const snapshotId = newSnapshotId(request.date);
@@ -82,27 +145,24 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   const workDir = resolve(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
   const ownSource = request.source ? undefined : new SourceDatabase(requireUrl(request.sourceDatabaseUrl), request.jobs);
   const sessions = new DumpSessions(request.source ?? ownSource!);
-  const open = () => sessions.open();
   const phases = new PhaseTimer();
   try {
     await mkdir(workDir, { recursive: true });
-    const main = await open();
-    const source = await serverIdentity(main);
-    const catalog = new TableCatalog(main);
-    await main.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const tables = await catalog.listTables(request.tables, request.excludeTables);
-    // Like pg_dump: hold ACCESS SHARE on every table for the whole dump, so a TRUNCATE or DROP in
-    // production (which ignore MVCC snapshots) cannot make a table look empty halfway through.
-    await main.query(`LOCK TABLE ${tables.map((t) => quoteQualified(t)).join(', ')} IN ACCESS SHARE MODE`);
+    const leader = await sessions.open();
+    const source = await serverIdentity(leader);
+    const { tables, takenAt, role } = await openSnapshot(leader, request);
+    const blocked = tables.filter((table) => table.filteredByPolicy);
+    if (blocked.length) throw new RowSecurityError(blocked, role);
+    const sequences = await new TableCatalog(leader).readSequences(tables);
     const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table)]));
 
-    // Extra connections adopt the main transaction's snapshot: every table is read at one instant.
+    // Extra connections adopt the leader's snapshot: every table is read at one instant.
     const jobs = Math.max(1, Math.min(request.jobs ?? 1, tables.length));
-    const workers = [main];
+    const workers = [leader];
     if (jobs > 1) {
-      const { rows } = await main.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
+      const { rows } = await leader.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
       for (let i = 1; i < jobs; i++) {
-        const worker = await open();
+        const worker = await sessions.open();
         await worker.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         await worker.query(`SET TRANSACTION SNAPSHOT '${rows[0].id.replaceAll("'", "''")}'`);
         workers.push(worker);
@@ -115,31 +175,34 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     const written = new Map<SourceTable, Awaited<ReturnType<typeof dumpTable>>>();
     const queue = [...tables].sort((a, b) => b.bytes - a.bytes);
     request.log?.(`dumping ${tables.length} tables (about ${(totalBytes / 1e6).toFixed(1)} MB on disk) with ${jobs} connection(s)`);
-    let failed = false;
+    let firstError: { error: unknown } | undefined;
     try {
-      // allSettled, not all: when one worker fails the others stop taking tables and finish their
-      // current file before the directory is removed, and the first error is the one reported.
-      const settled = await Promise.allSettled(
+      // The first failure ends every session at once (their COPYs are cut off and the server
+      // releases the attempt's locks); allSettled then waits for every file stream to close before
+      // the directory is removed, and the first error is the one reported.
+      await Promise.allSettled(
         workers.map(async (worker) => {
-          for (let table = queue.shift(); table && !failed; table = queue.shift()) {
+          for (let table = queue.shift(); table && !firstError; table = queue.shift()) {
             try {
+              if (worker !== leader) await lockForWorker(worker, table);
               const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress);
               progress.addRows(result.rows);
               written.set(table, result);
             } catch (error) {
-              failed = true;
+              if (!firstError) {
+                firstError = { error };
+                sessions.abort(error instanceof Error ? error : new Error(String(error)));
+              }
               throw error;
             }
           }
         }),
       );
-      const rejected = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
-      if (rejected) throw rejected.reason;
+      if (firstError) throw firstError.error;
     } finally {
       progress.stop();
     }
     phases.mark('copy');
-    const sequences = await catalog.readSequences(tables);
     for (const worker of workers) await worker.query('COMMIT');
     sessions.release();
 
@@ -157,6 +220,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       source,
       date: request.date,
       createdAt: new Date().toISOString(),
+      takenAt,
       tables: manifestTables,
       sequences,
     };

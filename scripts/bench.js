@@ -9,13 +9,15 @@
  *   --rounds N    rounds; every contender runs once per round, in an order that rotates from round
  *                 to round; medians and ranges are reported (default 5, at least 3)
  *   --only a,b    contenders to run: fanout, psql, pgcopydb, pgdump (default all)
+ *   --label NAME  an experiment: results go to bench/results/scale<N>-NAME-<time>.json and
+ *                 latest-scale<N>.json (the README's) is left alone
  *   DEMO_PG_URL / NATS_URL as for the demo.
  *
  * Fairness: a CHECKPOINT before every contender (so nobody pays for the previous one's dirty
  * buffers and WAL), the order rotates, and the ratios compare medians, never the best round.
  */
 const { spawn, spawnSync } = require('node:child_process');
-const { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } = require('node:fs');
+const { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } = require('node:fs');
 const { createServer } = require('node:net');
 const { cpus, tmpdir, totalmem, userInfo, loadavg } = require('node:os');
 const { join } = require('node:path');
@@ -29,6 +31,7 @@ const arg = (name, fallback) => {
 const SCALE = Number(arg('scale', '10'));
 const ROUNDS = Number(arg('rounds', '5'));
 const ONLY = arg('only', 'fanout,psql,pgcopydb,pgdump').split(',');
+const LABEL = arg('label', '');
 const KNOWN = ['fanout', 'psql', 'pgcopydb', 'pgdump'];
 const ENVS = ['dev', 'staging', 'qa'];
 const TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
@@ -46,6 +49,7 @@ const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU time in 1/100
 
 if (!Number.isInteger(SCALE) || SCALE < 1) throw new Error(`--scale must be a positive integer, got ${arg('scale')}`);
 if (!Number.isInteger(ROUNDS) || ROUNDS < 3) throw new Error(`--rounds must be an integer of at least 3 (a median of fewer rounds says little), got ${arg('rounds')}`);
+if (LABEL && !/^[A-Za-z0-9_-]+$/.test(LABEL)) throw new Error(`--label may hold letters, digits, _ and - only, got "${LABEL}"`);
 for (const name of ONLY) if (!KNOWN.includes(name)) throw new Error(`--only: unknown contender "${name}" (known: ${KNOWN.join(', ')})`);
 
 function run(command, args, options = {}) {
@@ -424,11 +428,13 @@ function report(results, copyTo, csvBytes, context) {
   if (fan.length) {
     const dumps = fan.map((r) => r.dump);
     const copyToSeconds = copyTo.map((r) => r.total);
-    extra.dump = { medianSeconds: median(dumps), range: range(dumps), psqlCopyToMedianSeconds: median(copyToSeconds), psqlCopyToRange: range(copyToSeconds), ratio: median(dumps) / median(copyToSeconds) };
+    const fsyncs = copyTo.map((r) => r.fsyncSeconds);
+    extra.dump = { medianSeconds: median(dumps), range: range(dumps), psqlCopyToMedianSeconds: median(copyToSeconds), psqlCopyToRange: range(copyToSeconds), ratio: median(dumps) / median(copyToSeconds), fsyncOfPsqlFilesMedianSeconds: median(fsyncs) };
     out.push('');
     out.push(
       `Dump (trigger to \`snapshot.ready\`, files fsynced): median ${s(extra.dump.medianSeconds)} s (${s(extra.dump.range[0])}-${s(extra.dump.range[1])}); ` +
-        `\`psql \\copy ... to\` of the same ${TABLES.length} tables: median ${s(extra.dump.psqlCopyToMedianSeconds)} s (${s(extra.dump.psqlCopyToRange[0])}-${s(extra.dump.psqlCopyToRange[1])}); ratio ${extra.dump.ratio.toFixed(2)}`,
+        `\`psql \\copy ... to\` of the same ${TABLES.length} tables: median ${s(extra.dump.psqlCopyToMedianSeconds)} s (${s(extra.dump.psqlCopyToRange[0])}-${s(extra.dump.psqlCopyToRange[1])}); ratio ${extra.dump.ratio.toFixed(2)}. ` +
+        `fsync of psql's files afterwards (the dumper fsyncs, psql does not): median ${s(extra.dump.fsyncOfPsqlFilesMedianSeconds)} s`,
     );
     const dumpPhases = fan.map((r) => r.dumpPhases).filter(Boolean);
     if (dumpPhases.length) out.push(`Dumper phases (median s): ${Object.keys(dumpPhases[0]).map((p) => `${p} ${s(median(dumpPhases.map((d) => d[p] ?? 0)))}`).join(', ')}`);
@@ -499,6 +505,15 @@ async function main() {
   const steps = {
     copyto: async () => {
       const r = await measured([SOURCE], () => psqlCopyTo(dir));
+      // psql leaves its files in the page cache; the dumper fsyncs every file before it announces
+      // the snapshot. What that costs here, outside psql's time:
+      r.fsyncSeconds = await timed(async () => {
+        for (const t of TABLES) {
+          const fd = openSync(join(dir, `${t}.csv`), 'r');
+          fsyncSync(fd);
+          closeSync(fd);
+        }
+      });
       for (const t of TABLES) rmSync(join(dir, `${t}.csv`), { force: true });
       csvBytes = r.bytes;
       copyTo.push(r);
@@ -565,13 +580,13 @@ async function main() {
     console.log('');
     console.log(text);
     for (const note of notes) console.log(`note: ${note}`);
-    const result = { when, machine, loadAverageAtEnd: loadavg(), scale: SCALE, rounds: ROUNDS, csvBytes, table, ...extra, peakRssMb: memory, psqlCopyTo: copyTo, raw: results, notes };
+    const result = { when, label: LABEL || undefined, server: (await sql('postgres', "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name) AS s FROM pg_settings WHERE name IN ('wal_level', 'shared_buffers', 'max_wal_size', 'max_parallel_maintenance_workers', 'synchronous_commit')"))[0].s, machine, loadAverageAtEnd: loadavg(), scale: SCALE, rounds: ROUNDS, csvBytes, table, ...extra, peakRssMb: memory, psqlCopyTo: copyTo, raw: results, notes };
     mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
-    const file = join(ROOT, 'bench', 'results', `scale${SCALE}-${when.replace(/[:.]/g, '-')}.json`);
+    const file = join(ROOT, 'bench', 'results', `scale${SCALE}-${LABEL ? `${LABEL}-` : ''}${when.replace(/[:.]/g, '-')}.json`);
     writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
     // The README's table comes from latest-scale<N>.json (tracked); the dated file keeps the history.
-    writeFileSync(join(ROOT, 'bench', 'results', `latest-scale${SCALE}.json`), `${JSON.stringify(result, null, 2)}\n`);
-    console.log(`\nwritten ${file} and latest-scale${SCALE}.json`);
+    if (!LABEL) writeFileSync(join(ROOT, 'bench', 'results', `latest-scale${SCALE}.json`), `${JSON.stringify(result, null, 2)}\n`);
+    console.log(`\nwritten ${file}${LABEL ? '' : ` and latest-scale${SCALE}.json`}`);
   } finally {
     await fanout?.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, snapshotDirName } from '@app/common/contract';
 import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
-import { DigestStream } from '@app/common/streams';
+import { CoalescingStream, DigestStream } from '@app/common/streams';
 import { listSourceTables, readOwnedSequences, type SourceTable } from './table-catalog';
 
 export interface SnapshotRequest {
@@ -57,7 +57,7 @@ async function dumpTable(client: Client, table: SourceTable, path: string, progr
   const source = table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
   const copy = client.query(copyTo(`COPY ${source} TO STDOUT (FORMAT csv, HEADER)`));
   const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
-  await pipeline(copy, digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
+  await pipeline(copy, new CoalescingStream(WRITE_BUFFER), digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
   await fsyncPath(path);
   return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256 };
 }

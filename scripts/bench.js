@@ -571,7 +571,7 @@ async function main() {
         if (got.sum !== expected.sum) throw new Error(`${tool} ${env}: content differs from the source (${got.n} rows)`);
       }
     }
-    if (hasPgcopydb) notes.push(`pgcopydb: ${pgcopydbVersion.stdout.trim().split('\n')[0]}`);
+    if (results.pgcopydb.length) notes.push(`pgcopydb: ${pgcopydbVersion.stdout.trim().split('\n')[0]}`);
 
     const when = new Date().toISOString();
     const { text, table, extra } = report(results, copyTo, csvBytes, { memory });

@@ -8,7 +8,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, snapshotDirName } from '@app/common/contract';
 import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
-import { DigestStream } from '@app/common/streams';
+import { CoalescingStream, DigestStream } from '@app/common/streams';
 import { DumpSessions } from './dump-sessions';
 import { type DumpSessionSource, SourceDatabase } from './source-database';
 import { RowSecurityError, type SourceTable, TableCatalog } from './table-catalog';
@@ -65,7 +65,7 @@ export function copySourceSql(table: SourceTable): string {
 async function dumpTable(client: PoolClient, table: SourceTable, path: string, progress: ProgressMeter): Promise<{ rows: number; bytes: number; sha256: string }> {
   const copy = client.query(copyTo(`COPY ${copySourceSql(table)} TO STDOUT (FORMAT csv, HEADER)`));
   const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
-  await pipeline(copy, digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
+  await pipeline(copy, new CoalescingStream(WRITE_BUFFER), digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
   await fsyncPath(path);
   return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256 };
 }

@@ -37,6 +37,7 @@ td.selected, td.step:focus-visible { outline: 2px solid #1f2328; outline-offset:
 .s-up_for_retry { background: #f59e0b; color: #111; }
 .s-success { background: #16a34a; color: #fff; }
 .s-failed { background: #dc2626; color: #fff; }
+.s-superseded { background: #f9a8d4; color: #111; }
 .s-unknown { background: #e5e7eb; color: #111; }
 .s-none { background: #f6f8fa; color: #8c959f; }
 #details { margin-top: 14px; padding: 8px 10px; border-left: 3px solid #d0d7de; background: #f6f8fa; max-width: 1100px; }
@@ -51,8 +52,8 @@ const SCRIPT = String.raw`
   'use strict';
   var REFRESH_MS = ${STATUS_PAGE_REFRESH_MS};
   var TIMEOUT_MS = ${STATUS_PAGE_REQUEST_TIMEOUT_MS};
-  var STATES = ['queued', 'running', 'up_for_retry', 'success', 'failed'];
-  var FINISHED = ['success', 'failed'];
+  var STATES = ['queued', 'running', 'up_for_retry', 'success', 'failed', 'superseded'];
+  var FINISHED = ['success', 'failed', 'superseded'];
   var grid = document.getElementById('grid');
   var updated = document.getElementById('updated');
   var details = document.getElementById('details');
@@ -316,7 +317,7 @@ const SCRIPT = String.raw`
 })();
 `;
 
-const LEGEND = ['queued', 'running', 'up_for_retry', 'success', 'failed']
+const LEGEND = ['queued', 'running', 'up_for_retry', 'success', 'failed', 'superseded']
   .map((state) => `<li><span class="swatch s-${state}"></span>${state.replace(/_/g, ' ')}</li>`)
   .join('');
 

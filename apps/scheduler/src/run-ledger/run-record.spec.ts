@@ -176,6 +176,14 @@ describe('run ledger fold', () => {
       expect(run.loads.dev).toMatchObject({ state: 'running', snapshotId: S2 });
     });
 
+    it('ignores the earlier dump\'s late start (it began before the re-run was triggered)', () => {
+      // The re-run is triggered at 09:00 (the broker's time); a start from 00:00 is the first run's.
+      const retriggered = applyEvent(fold(firstRun), 'replication.trigger', { date: '2024-01-05' }, '2024-01-05T09:00:00.000Z');
+      const run = fold([firstRun[1], secondRun[1]], retriggered);
+      expect(run.dump).toMatchObject({ state: 'running', startedAt: '2024-01-05T09:00:01.000Z' });
+      expect(fold([firstRun[1]], retriggered).dump).toEqual({ state: 'queued', attempts: 0 });
+    });
+
     it('is recognised by its newer snapshot when its trigger and start were not seen', () => {
       const run = fold([...firstRun, ready(S2, '2024-01-05T09:00:02.000Z'), loaded(1)]);
       expect(run.dump).toMatchObject({ state: 'success', snapshotId: S2, endedAt: '2024-01-05T09:00:02.000Z' });

@@ -30,7 +30,7 @@ export interface RunRecord {
   triggeredAt?: string;
   dump: StepRecord;
   loads: Record<string, StepRecord>;
-  /** Snapshots of earlier runs of this date (re-runs): their late events no longer change this run. */
+  /** On a re-run of the date: the earlier runs' snapshots, whose late events no longer change this run. */
   earlierSnapshots?: string[];
 }
 
@@ -134,8 +134,9 @@ export function applyEvent(run: RunRecord, subject: string, body: Body, at: stri
 /** A new run of the same date: the earlier snapshot's events stay out of it. */
 function startAgain(run: RunRecord): RunRecord {
   const previous = run.dump.snapshotId;
-  const earlierSnapshots = previous && !run.earlierSnapshots?.includes(previous) ? [...(run.earlierSnapshots ?? []), previous] : run.earlierSnapshots;
-  return { date: run.date, dump: { state: 'queued', attempts: 0 }, loads: {}, ...(earlierSnapshots ? { earlierSnapshots } : {}) };
+  const earlierSnapshots = run.earlierSnapshots ?? [];
+  // Present (even empty, after a failed dump) on every re-run.
+  return { date: run.date, dump: { state: 'queued', attempts: 0 }, loads: {}, earlierSnapshots: previous && !earlierSnapshots.includes(previous) ? [...earlierSnapshots, previous] : earlierSnapshots };
 }
 
 function dumpStarted(run: RunRecord, attempt: number, startedAt: string): RunRecord {
@@ -145,6 +146,8 @@ function dumpStarted(run: RunRecord, attempt: number, startedAt: string): RunRec
   if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(startedAt) > Date.parse(next.dump.endedAt)) {
     next = { ...startAgain(next), triggeredAt: next.triggeredAt };
   }
+  // On a re-run, a dump started before the run's trigger is an earlier run's, announced late.
+  if (next.earlierSnapshots && next.triggeredAt && Date.parse(startedAt) < Date.parse(next.triggeredAt)) return next;
   const dump = next.dump;
   const firstStart = attempt === 1 ? earlier(dump.startedAt, startedAt) : (dump.startedAt ?? startedAt);
   if (advance(dump, 'running', attempt)) {

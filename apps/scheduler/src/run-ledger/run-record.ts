@@ -1,38 +1,10 @@
-import { SUBJECTS } from '@app/common/contract';
+import { type RunRecord, type StepRecord, type StepState, SUBJECTS } from '@app/common/contract';
 
-/**
- * `superseded`: the environment skipped this snapshot because it already held a newer one
- * (`supersededBy`); nothing is wrong and nothing is left to do for it.
- */
-export type StepState = 'queued' | 'running' | 'up_for_retry' | 'success' | 'failed' | 'superseded';
+// The types live in the contract (the CLI reads the same records); re-exported for the ledger's code.
+export type { RunRecord, StepRecord, StepState } from '@app/common/contract';
 
 /** The states a step never leaves for an earlier one. */
 export const FINISHED_STATES: readonly StepState[] = ['success', 'failed', 'superseded'];
-
-export interface StepRecord {
-  state: StepState;
-  attempts: number;
-  startedAt?: string;
-  endedAt?: string;
-  rows?: number;
-  bytes?: number;
-  snapshotId?: string;
-  /** The dump: when its data was taken from production (the run's date is only its label). */
-  takenAt?: string;
-  /** A load in state `superseded`: the newer snapshot the environment held. */
-  supersededBy?: string;
-  error?: string;
-}
-
-/** One run: a date's trigger, its dump and each environment's load (environments appear as they report). */
-export interface RunRecord {
-  date: string;
-  triggeredAt?: string;
-  dump: StepRecord;
-  loads: Record<string, StepRecord>;
-  /** On a re-run of the date: the earlier runs' snapshots, whose late events no longer change this run. */
-  earlierSnapshots?: string[];
-}
 
 export function newRun(date: string): RunRecord {
   return { date, dump: { state: 'queued', attempts: 0 }, loads: {} };

@@ -1,0 +1,34 @@
+/**
+ * The run history as the scheduler keeps it (KV bucket `<NATS_STREAM>_RUNS`, `GET /api/runs`) and the
+ * CLI reads it (`db-fanout status`, `runs --json`): one record per run, folded from the pipeline's events.
+ */
+/**
+ * `superseded`: the environment skipped this snapshot because it already held a newer one
+ * (`supersededBy`); nothing is wrong and nothing is left to do for it.
+ */
+export type StepState = 'queued' | 'running' | 'up_for_retry' | 'success' | 'failed' | 'superseded';
+
+export interface StepRecord {
+  state: StepState;
+  attempts: number;
+  startedAt?: string;
+  endedAt?: string;
+  rows?: number;
+  bytes?: number;
+  snapshotId?: string;
+  /** The dump: when its data was taken from production (the run's date is only its label). */
+  takenAt?: string;
+  /** A load in state `superseded`: the newer snapshot the environment held. */
+  supersededBy?: string;
+  error?: string;
+}
+
+/** One run: a date's trigger, its dump and each environment's load (environments appear as they report). */
+export interface RunRecord {
+  date: string;
+  triggeredAt?: string;
+  dump: StepRecord;
+  loads: Record<string, StepRecord>;
+  /** On a re-run of the date: the earlier runs' snapshots, whose late events no longer change this run. */
+  earlierSnapshots?: string[];
+}

@@ -60,7 +60,7 @@ describe.each<StoreCase>([
     });
     await pipeline.startDumper({ SNAPSHOT_COMPRESSION: compression });
     for (const env of ['dev', 'staging', 'qa']) await pipeline.startLoader(env);
-    if (nc) reader = await NatsSnapshotStore.open(nc, { bucket, replicas: 1 });
+    if (nc) reader = await NatsSnapshotStore.open(nc, { bucket, replicas: 1, create: true });
   }, 60_000);
 
   afterAll(async () => {
@@ -145,7 +145,7 @@ describe('an upload interrupted by kill -9 of the dumper', () => {
     });
     // Enough data that the upload is still running when the test looks (about 60 MB of CSV).
     await pipeline.source.query(`CREATE TABLE public.big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS filler FROM generate_series(1, 800000) g`);
-    store = await NatsSnapshotStore.open(nc, { bucket, replicas: 1 });
+    store = await NatsSnapshotStore.open(nc, { bucket, replicas: 1, create: true });
   }, 60_000);
 
   afterAll(async () => {

@@ -8,6 +8,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadDumperConfig, type NatsConfig } from '@app/common/config';
 import { ensureStream } from '@app/common/messaging';
 import { OwnNatsServer } from '../../../test/support/nats-server';
+import { FsSnapshotStore } from '@app/common/snapshot-store';
 import { announcementBucket, applyRetention } from './retention';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -84,10 +85,10 @@ describe('applyRetention (real NATS)', () => {
     await take('qa', 2);
     await take('qa', 1, false);
     // A run while nothing was old enough records what the stream announced; then the stream forgets d.
-    expect((await applyRetention(nc, nats, dir, 7 * DAY, Date.now() - 35 * DAY)).removed).toEqual([]);
+    expect((await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY, Date.now() - 35 * DAY)).removed).toEqual([]);
     await (await jetstreamManager(nc)).streams.deleteMessage(nats.stream, dSeq);
 
-    const result = await applyRetention(nc, nats, dir, 7 * DAY);
+    const result = await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY);
 
     expect(result.removed.sort()).toEqual(['.tmp-prod_snapshot_20240101-eeeeeeee', 'prod_snapshot_20231201-dddddddd', 'prod_snapshot_20240101-aaaaaaaa']);
     expect(result.keptInUse).toEqual(['prod_snapshot_20240102-bbbbbbbb']);
@@ -104,9 +105,9 @@ describe('applyRetention (real NATS)', () => {
     await take('dev', 2);
     const [held] = await take('qa', 1, false); // qa's load of a is still running
 
-    expect(await applyRetention(nc, nats, dir, 7 * DAY)).toEqual({ removed: [], keptInUse: ['prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [] });
+    expect(await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).toEqual({ removed: [], keptInUse: ['prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [] });
     await held.ackAck();
-    expect((await applyRetention(nc, nats, dir, 7 * DAY)).removed).toEqual(['prod_snapshot_20240101-aaaaaaaa']);
+    expect((await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).removed).toEqual(['prod_snapshot_20240101-aaaaaaaa']);
     expect(listing()).toEqual(['prod_snapshot_20240102-bbbbbbbb']);
   });
 
@@ -119,7 +120,7 @@ describe('applyRetention (real NATS)', () => {
     await addLoader('staging'); // its loader is down: it never pulls
     await take('dev', 3);
 
-    const result = await applyRetention(nc, nats, dir, 7 * DAY);
+    const result = await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY);
     expect(result).toEqual({ removed: [], keptInUse: ['prod_snapshot_20240102-bbbbbbbb', 'prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [] });
     expect(listing()).toHaveLength(3);
   });
@@ -140,7 +141,7 @@ describe('applyRetention (real NATS)', () => {
     await addLoader('dev');
     await take('dev', 2);
 
-    const result = await applyRetention(nc, nats, dir, 7 * DAY);
+    const result = await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY);
     expect(result.removed).toEqual(['prod_snapshot_20240102-aaaaaaaa']);
     expect(result.notAnnounced.sort()).toEqual(['prod_snapshot_20240101-0a0a0a0a', 'prod_snapshot_20240101-0b0b0b0b']);
     expect(listing()).toEqual(['prod_snapshot_20240101-0a0a0a0a', 'prod_snapshot_20240101-0b0b0b0b', 'prod_snapshot_20240103-cccccccc']);
@@ -160,7 +161,7 @@ describe('applyRetention (real NATS)', () => {
       snapshot('20240102-bbbbbbbb', 9);
       await jetstream(own).publish(`${ownNats.subjectPrefix}snapshot.ready`, JSON.stringify({ snapshotId: '20240101-aaaaaaaa' }));
       await server.stop();
-      await expect(applyRetention(own, ownNats, dir, 7 * DAY)).rejects.toThrow();
+      await expect(applyRetention(own, ownNats, new FsSnapshotStore(dir), 7 * DAY)).rejects.toThrow();
       expect(listing()).toEqual(['prod_snapshot_20240101-aaaaaaaa', 'prod_snapshot_20240102-bbbbbbbb']);
     } finally {
       await own.close().catch(() => undefined);

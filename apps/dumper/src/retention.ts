@@ -1,11 +1,11 @@
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import { type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type NatsConfig } from '@app/common/config';
-import { MANIFEST_FILE, SNAPSHOT_DIR_PREFIX, SNAPSHOT_ID_PATTERN, snapshotDirName, SUBJECTS } from '@app/common/contract';
+import { SNAPSHOT_ID_PATTERN, snapshotDirName, SUBJECTS } from '@app/common/contract';
 import { announcedSnapshots } from '@app/common/messaging';
+import type { SnapshotStore } from '@app/common/snapshot-store';
 
 export interface RetentionResult {
   removed: string[];
@@ -48,22 +48,22 @@ async function loadersAckedUpTo(jsm: JetStreamManager, nats: NatsConfig): Promis
   return floor;
 }
 
-interface SnapshotOnDisk {
+interface StoredSnapshot {
   name: string;
   id: string;
   created: number;
 }
 
-/** `prod_snapshot_*` directories with a readable manifest; anything else is not a snapshot (never touched). */
-async function snapshotsOnDisk(snapshotDir: string, entries: string[]): Promise<SnapshotOnDisk[]> {
-  const snapshots: SnapshotOnDisk[] = [];
-  for (const name of entries) {
-    if (!name.startsWith(SNAPSHOT_DIR_PREFIX)) continue;
+/** Complete snapshots with a readable manifest, newest first; anything else is not a snapshot (never touched). */
+async function completeSnapshots(store: SnapshotStore, ids: string[]): Promise<StoredSnapshot[]> {
+  const snapshots: StoredSnapshot[] = [];
+  for (const id of ids) {
     try {
-      const manifest = JSON.parse(await readFile(join(snapshotDir, name, MANIFEST_FILE), 'utf8')) as { snapshotId: string; createdAt: string };
-      if (typeof manifest.snapshotId !== 'string' || name !== snapshotDirName(manifest.snapshotId)) continue;
+      const source = await store.open(store.locationOf(id));
+      const manifest = JSON.parse((await source.manifest()).toString('utf8')) as { snapshotId: string; createdAt: string };
+      if (manifest.snapshotId !== id) continue;
       const created = Date.parse(manifest.createdAt);
-      if (!Number.isNaN(created)) snapshots.push({ name, id: manifest.snapshotId, created });
+      if (!Number.isNaN(created)) snapshots.push({ name: snapshotDirName(id), id, created });
     } catch {
       // Not a snapshot written completely: never touched.
     }
@@ -77,12 +77,16 @@ async function snapshotsOnDisk(snapshotDir: string, entries: string[]): Promise<
  * is in the stream, or was recorded in `<NATS_STREAM>_SNAPSHOTS` while it was); and every
  * environment's loader consumer has acked past that announcement. The announcements are read to
  * the end (the consumer reports nothing pending) and any broker error throws before anything is
- * removed. Abandoned temporary directories of crashed dumps go once they are as old.
+ * removed. The leftovers of interrupted uploads (a dump killed before its manifest) go once they
+ * are as old. The same rules hold in every snapshot store.
  */
-export async function applyRetention(nc: NatsConnection, nats: NatsConfig, snapshotDir: string, retentionMs: number, now = Date.now()): Promise<RetentionResult> {
+export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store: SnapshotStore, retentionMs: number, now = Date.now()): Promise<RetentionResult> {
   const result: RetentionResult = { removed: [], keptInUse: [], notAnnounced: [] };
-  const entries = (await readdir(snapshotDir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
-  const snapshots = await snapshotsOnDisk(snapshotDir, entries);
+  const listed = await store.list();
+  const snapshots = await completeSnapshots(
+    store,
+    listed.filter((s) => s.complete).map((s) => s.snapshotId),
+  );
 
   // Everything the broker has to say, before any removal: a failure here throws with nothing removed.
   const kv = await openBucket(nc, nats);
@@ -100,12 +104,10 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, snaps
     if (entry?.value.length) announced.set(snapshot.id, entry.json<AnnouncementRecord>().seq);
   }
 
-  for (const name of entries) {
-    if (!name.startsWith(`.tmp-${SNAPSHOT_DIR_PREFIX}`)) continue;
-    const path = join(snapshotDir, name);
-    if (now - (await stat(path)).mtimeMs > retentionMs) {
-      await rm(path, { recursive: true, force: true });
-      result.removed.push(name);
+  for (const leftover of listed.filter((s) => !s.complete)) {
+    if (now - leftover.modifiedAt.getTime() > retentionMs) {
+      await store.remove(leftover.snapshotId);
+      result.removed.push(`.tmp-${snapshotDirName(leftover.snapshotId)}`);
     }
   }
   for (const snapshot of snapshots.slice(1).filter((s) => now - s.created > retentionMs)) {
@@ -115,7 +117,7 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, snaps
     } else if (seq > floor) {
       result.keptInUse.push(snapshot.name);
     } else {
-      await rm(join(snapshotDir, snapshot.name), { recursive: true, force: true });
+      await store.remove(snapshot.id);
       await kv.purge(snapshot.id);
       result.removed.push(snapshot.name);
     }

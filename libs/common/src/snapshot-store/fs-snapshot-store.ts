@@ -41,10 +41,14 @@ export class FsSnapshotStore implements SnapshotStore {
     this.root = resolve(snapshotDir);
   }
 
+  locationOf(snapshotId: string): string {
+    return join(this.root, snapshotName(snapshotId));
+  }
+
   async begin(snapshotId: string): Promise<SnapshotUpload> {
     const name = snapshotName(snapshotId);
     const tmp = join(this.root, `${TMP_PREFIX}${name}`);
-    const location = join(this.root, name);
+    const location = this.locationOf(snapshotId);
     await mkdir(tmp, { recursive: false });
     return {
       location,
@@ -105,8 +109,9 @@ export class FsSnapshotStore implements SnapshotStore {
       const complete = !entry.name.startsWith(TMP_PREFIX);
       const snapshotId = snapshotIdOf(complete ? entry.name : entry.name.slice(TMP_PREFIX.length));
       if (!snapshotId) continue;
-      const modifiedAt = (await stat(join(this.root, entry.name))).mtime;
-      snapshots.push({ snapshotId, complete, modifiedAt });
+      // A snapshot directory without its manifest was not written by a dump: never taken for one.
+      const written = await stat(join(this.root, entry.name, ...(complete ? [MANIFEST_OBJECT] : []))).catch(() => undefined);
+      if (written) snapshots.push({ snapshotId, complete, modifiedAt: written.mtime });
     }
     return snapshots;
   }

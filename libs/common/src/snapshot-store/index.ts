@@ -1,5 +1,6 @@
 export * from './compression';
 export * from './fs-snapshot-store';
 export * from './nats-snapshot-store';
+export * from './open-snapshot-store';
 export * from './s3-snapshot-store';
 export * from './snapshot-store';

@@ -18,7 +18,7 @@ describe('nats snapshot store on a 3-node cluster', () => {
   });
 
   it('keeps 3 replicas and reads a snapshot back after kill -9 of the bucket stream leader', async () => {
-    const store = await NatsSnapshotStore.open(nc, { bucket: 'cluster-spec', replicas: 3 });
+    const store = await NatsSnapshotStore.open(nc, { bucket: 'cluster-spec', replicas: 3, create: true });
     const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info('OBJ_cluster-spec');
     expect(info.config.num_replicas).toBe(3);

@@ -19,6 +19,8 @@ export interface NatsSnapshotStoreOptions {
   bucket: string;
   /** Object Store replicas (3 on a 3-node cluster); applies when the bucket is created. */
   replicas: number;
+  /** The dumper creates the bucket; a loader only opens it (and retries until a dumper has made it). */
+  create: boolean;
 }
 
 /** Object names are base64url (padded) in the bucket's subjects: `$O.<bucket>.M.<name>`. */
@@ -42,7 +44,8 @@ export class NatsSnapshotStore implements SnapshotStore {
 
   static async open(connection: NatsConnection, options: NatsSnapshotStoreOptions): Promise<NatsSnapshotStore> {
     // create() opens the bucket when it exists (its replicas then stay as they are).
-    const objects = await new Objm(connection).create(options.bucket, { replicas: options.replicas, storage: StorageType.File });
+    const objm = new Objm(connection);
+    const objects = options.create ? await objm.create(options.bucket, { replicas: options.replicas, storage: StorageType.File }) : await objm.open(options.bucket);
     return new NatsSnapshotStore(objects, await jetstreamManager(connection), options.bucket);
   }
 
@@ -50,9 +53,13 @@ export class NatsSnapshotStore implements SnapshotStore {
     return `OBJ_${this.bucket}`;
   }
 
+  locationOf(snapshotId: string): string {
+    return `nats://${this.bucket}/${snapshotName(snapshotId)}`;
+  }
+
   begin(snapshotId: string): Promise<SnapshotUpload> {
     const prefix = snapshotName(snapshotId);
-    const location = `nats://${this.bucket}/${prefix}`;
+    const location = this.locationOf(snapshotId);
     const objects = this.objects;
     return Promise.resolve({
       location,

@@ -62,10 +62,14 @@ export class S3SnapshotStore implements SnapshotStore {
     return this.options.bucket;
   }
 
+  locationOf(snapshotId: string): string {
+    return `s3://${this.bucket}/${snapshotName(snapshotId)}`;
+  }
+
   begin(snapshotId: string): Promise<SnapshotUpload> {
     const prefix = snapshotName(snapshotId);
     return Promise.resolve({
-      location: `s3://${this.bucket}/${prefix}`,
+      location: this.locationOf(snapshotId),
       put: async (name, body) => {
         assertObjectName(name);
         const counted = countBytes(body);

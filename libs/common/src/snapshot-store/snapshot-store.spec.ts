@@ -48,7 +48,7 @@ const fixtures: StoreFixture[] = [
     name: 'nats',
     setup: async () => {
       nc = await connect({ servers: NATS_URL });
-      return NatsSnapshotStore.open(nc, { bucket: natsBucket, replicas: 1 });
+      return NatsSnapshotStore.open(nc, { bucket: natsBucket, replicas: 1, create: true });
     },
     teardown: async () => {
       await (await jetstreamManager(nc)).streams.delete(`OBJ_${natsBucket}`).catch(() => undefined);
@@ -130,7 +130,7 @@ describe('nats snapshot store: the Object Store digest and orphan chunks', () =>
   let store: NatsSnapshotStore;
   beforeAll(async () => {
     conn = await connect({ servers: NATS_URL });
-    store = await NatsSnapshotStore.open(conn, { bucket, replicas: 1 });
+    store = await NatsSnapshotStore.open(conn, { bucket, replicas: 1, create: true });
   });
   afterAll(async () => {
     await (await jetstreamManager(conn)).streams.delete(`OBJ_${bucket}`).catch(() => undefined);

@@ -37,6 +37,8 @@ export interface StoredSnapshot {
 /** Where snapshots live: a directory, a JetStream Object Store bucket, or an S3 bucket. */
 export interface SnapshotStore {
   readonly kind: SnapshotStoreKind;
+  /** The location a snapshot of this store is announced with (`snapshot.ready.location`). */
+  locationOf(snapshotId: string): string;
   begin(snapshotId: string): Promise<SnapshotUpload>;
   /** Opens the snapshot a `snapshot.ready` points at; a location that is not this store's is refused. */
   open(location: string): Promise<SnapshotSource>;

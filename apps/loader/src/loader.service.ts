@@ -6,7 +6,8 @@ import { errorMessage, MetricsService, withLogContext } from '@app/common/observ
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import { LOADER_CONFIG } from './loader.constants';
 import { resolveSnapshotDir } from './snapshot-files';
-import { analyzeSnapshotTables, loadSnapshot, markLoadAnnounced } from './snapshot-load';
+import { TargetDatabase } from './database/target-database';
+import { loadSnapshot } from './snapshot-load';
 
 export type LoadOutcome =
   | { status: 'loaded'; event: SnapshotLoadedPayload }
@@ -21,6 +22,7 @@ export class LoaderService {
     @Inject(LOADER_CONFIG) private readonly config: LoaderConfig,
     private readonly events: EventPublisher,
     private readonly metrics: MetricsService,
+    private readonly database: TargetDatabase,
   ) {}
 
   /**
@@ -44,10 +46,9 @@ export class LoaderService {
         this.config.retry,
         async (attempt) => {
           await this.announceStart(snapshot, attempt);
-          return loadSnapshot({
+          return loadSnapshot(this.database, {
             snapshot,
             dir,
-            targetDatabaseUrl: this.config.targetDatabaseUrl,
             environment,
             attempt,
             force,
@@ -81,7 +82,7 @@ export class LoaderService {
           this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
           this.recordSuccess(snapshot, event);
           await this.announce(event, force);
-          await analyzeSnapshotTables(this.config.targetDatabaseUrl, snapshot).catch((error: unknown) =>
+          await this.database.analyze(snapshot.tables.map((t) => t.name)).catch((error: unknown) =>
             this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`),
           );
           return { status: 'loaded', event };
@@ -131,7 +132,7 @@ export class LoaderService {
     // A reload announces again: its own event, not a duplicate of the first load's.
     await this.events.publish(SUBJECTS.snapshotLoaded, event, reload ? undefined : `loaded:${event.snapshotId}:${event.environment}`);
     // Only spares a redelivery from announcing again; the message id already dedupes that event.
-    await markLoadAnnounced(this.config.targetDatabaseUrl, event.snapshotId).catch((error: unknown) =>
+    await this.database.markAnnounced(event.snapshotId).catch((error: unknown) =>
       this.logger.warn(`could not mark ${event.snapshotId} as announced: ${errorMessage(error)}`),
     );
   }

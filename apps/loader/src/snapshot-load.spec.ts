@@ -7,7 +7,8 @@ import { type SnapshotReadyPayload } from '@app/common/contract';
 import { ChecksumMismatchError } from '@app/common/streams';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
 import { SnapshotFileError } from './snapshot-files';
-import { loadSnapshot, type LoadResult } from './snapshot-load';
+import { TargetDatabase } from './database/target-database';
+import { loadSnapshot, type LoadRequest, type LoadResult } from './snapshot-load';
 import { TargetSchemaError } from './target-schema';
 
 const ADMIN_URL = process.env.TEST_PG_URL ?? 'postgresql://root@127.0.0.1:5432/postgres';
@@ -115,8 +116,18 @@ function payloadOf(written: WrittenSnapshot): SnapshotReadyPayload {
   };
 }
 
+/** One load through the loader's database layer (its own pool, closed afterwards). */
+async function loadInto(targetUrl: string, request: LoadRequest): Promise<LoadResult> {
+  const database = new TargetDatabase(targetUrl);
+  try {
+    return await loadSnapshot(database, request);
+  } finally {
+    await database.close();
+  }
+}
+
 function load(targetUrl: string, written: WrittenSnapshot, attempt = 1): Promise<LoadResult> {
-  return loadSnapshot({ snapshot: payloadOf(written), dir: written.location, targetDatabaseUrl: targetUrl, environment: ENVIRONMENT, attempt });
+  return loadInto(targetUrl, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt });
 }
 
 async function contentOf(url: string, table: string): Promise<string[]> {
@@ -339,10 +350,9 @@ describe('loadSnapshot', () => {
     const before = await contentsOf(target);
     const missing = join(snapshotDir, 'prod_snapshot_20240105-00000000');
 
-    const error = await loadSnapshot({
+    const error = await loadInto(target, {
       snapshot: { ...payloadOf(snapshot), location: missing },
       dir: missing,
-      targetDatabaseUrl: target,
       environment: ENVIRONMENT,
       attempt: 1,
     }).catch((e: unknown) => e);

@@ -1,6 +1,6 @@
-import type { ClientBase } from 'pg';
 import { type ManifestTable } from '@app/common/contract';
 import { quoteIdent, quoteQualified } from '@app/common/database';
+import type { Queryable } from './database/queryable';
 
 /** The target's schema does not fit the snapshot: a permanent failure naming what is missing. */
 export class TargetSchemaError extends Error {
@@ -20,7 +20,7 @@ export interface TargetTable {
  * The target schema belongs to the environment; the loader never creates or alters tables.
  * Every snapshot table and column must exist there, or the load fails naming all that is missing.
  */
-export async function resolveTargetTables(client: ClientBase, tables: ManifestTable[]): Promise<TargetTable[]> {
+export async function resolveTargetTables(client: Queryable, tables: ManifestTable[]): Promise<TargetTable[]> {
   const problems: string[] = [];
   const resolved: TargetTable[] = [];
   for (const table of tables) {
@@ -60,7 +60,7 @@ export interface ForeignKey {
  * re-added (and so fully re-validated) before commit: load order stops mattering, cycles and
  * self-references work, and every constraint still holds once the transaction commits.
  */
-export async function foreignKeysTouching(client: ClientBase, tableOids: number[]): Promise<ForeignKey[]> {
+export async function foreignKeysTouching(client: Queryable, tableOids: number[]): Promise<ForeignKey[]> {
   const { rows } = await client.query<{ schema: string; table: string; name: string; definition: string }>(
     `SELECT n.nspname AS schema, c.relname AS table, con.conname AS name, pg_get_constraintdef(con.oid) AS definition
        FROM pg_constraint con
@@ -92,7 +92,7 @@ export interface IndexDefinition {
  * replica identity stay, and so do those of partitioned tables (their definitions cannot be replayed
  * on the parent alone).
  */
-export async function deferrableIndexes(client: ClientBase, tables: TargetTable[]): Promise<IndexDefinition[]> {
+export async function deferrableIndexes(client: Queryable, tables: TargetTable[]): Promise<IndexDefinition[]> {
   const oids = tables.filter((t) => !t.partitioned).map((t) => t.oid);
   // pg_get_indexdef and pg_get_constraintdef leave out a non-default tablespace: it is added back.
   const { rows } = await client.query<{ schema: string; table: string; name: string; constraint: boolean; definition: string; clustered: boolean; comment: string | null }>(
@@ -123,4 +123,21 @@ export async function deferrableIndexes(client: ClientBase, tables: TargetTable[
     clustered: row.clustered,
     comment: row.comment,
   }));
+}
+
+/** The target's catalog as a load sees it, read through the load's own client (inside its transaction). */
+export class TargetCatalog {
+  constructor(private readonly db: Queryable) {}
+
+  resolveTables(tables: ManifestTable[]): Promise<TargetTable[]> {
+    return resolveTargetTables(this.db, tables);
+  }
+
+  foreignKeysTouching(tableOids: number[]): Promise<ForeignKey[]> {
+    return foreignKeysTouching(this.db, tableOids);
+  }
+
+  deferrableIndexes(tables: TargetTable[]): Promise<IndexDefinition[]> {
+    return deferrableIndexes(this.db, tables);
+  }
 }

@@ -52,6 +52,7 @@ export class LoaderService {
             environment,
             attempt,
             force,
+            triggers: this.config.loadTriggers,
             log: (line) => this.logger.log(`${line} into ${environment}`),
           });
         },

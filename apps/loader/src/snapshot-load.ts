@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { type LoadTriggers } from '@app/common/config';
 import { type SnapshotManifest, type SnapshotReadyPayload, snapshotInstant } from '@app/common/contract';
 import { isSameDatabase, quoteIdent, quoteQualified } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
@@ -11,7 +12,11 @@ import type { TargetDatabase } from './database/target-database';
 import { type LedgerEntry } from './ledger';
 import type { TargetLoad } from './load/target-load';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
-import { type IndexDefinition, type TargetTable, TargetSchemaError } from './target-schema';
+import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForeignKeys } from './load/indexes';
+import { checkReferencesFromOutside } from './load/references';
+import { setSequences } from './load/sequences';
+import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
+import { type TargetTable, TargetSchemaError } from './target-schema';
 
 const READ_BUFFER = 1 << 20;
 
@@ -36,6 +41,8 @@ export interface LoadRequest extends LoadHooks {
   attempt: number;
   /** A reload by hand: load even if the ledger has this snapshot or a newer one. */
   force?: boolean;
+  /** LOAD_TRIGGERS: `disable` (default) keeps the environment's own triggers from firing for loaded rows. */
+  triggers?: LoadTriggers;
 }
 
 /**
@@ -79,7 +86,7 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       if (newer) return { kind: 'superseded', by: newer };
     }
     await request.onWork?.();
-    const rows = await loadTables(load, dir, manifest, headers, request, phases);
+    const rows = await loadTables(load, dir, manifest, headers, request, phases, request.triggers ?? 'disable');
     const durationMs = Date.now() - started;
     await load.ledger.record({
       snapshotId: manifest.snapshotId,
@@ -112,20 +119,35 @@ const LOAD_SETTINGS = [
 ];
 
 /**
- * The load itself, inside the caller's transaction. Work that would otherwise happen per row is
- * deferred to one pass at the end: foreign keys and indexes are dropped and rebuilt (every
+ * The load itself, inside the caller's transaction, leaving the environment the way `pg_restore`
+ * would: production's rows, production's sequences, the environment's own triggers silent for the
+ * loaded rows, materialized views refreshed. Work that would otherwise happen per row is deferred to
+ * one pass at the end: foreign keys and indexes are dropped and rebuilt exactly as they were (every
  * constraint is re-validated before commit), and COPY runs with FREEZE (the tables were truncated in
  * this transaction, so rows are written already frozen and need no later rewrite).
  */
-async function loadTables(load: TargetLoad, dir: string, manifest: SnapshotManifest, headers: string[][], hooks: LoadHooks, phases: PhaseTimer): Promise<number> {
+async function loadTables(
+  load: TargetLoad,
+  dir: string,
+  manifest: SnapshotManifest,
+  headers: string[][],
+  hooks: LoadHooks,
+  phases: PhaseTimer,
+  triggerMode: LoadTriggers,
+): Promise<number> {
   const { client, catalog } = load;
   const targets = await catalog.resolveTables(manifest.tables);
-  const foreignKeys = await catalog.foreignKeysTouching(targets.map((t) => t.oid));
+  const oids = targets.map((t) => t.oid);
+  const sequences = await catalog.resolveSequences(manifest.sequences);
+  // Before anything is truncated: rows outside the snapshot that would lose what they reference.
+  await checkReferencesFromOutside(client, dir, await catalog.foreignKeysFromOutside(targets));
+  const foreignKeys = await catalog.foreignKeysTouching(oids);
   const indexes = await catalog.deferrableIndexes(targets);
+  const triggers = triggerMode === 'disable' ? await catalog.userTriggers(oids) : [];
+  const materializedViews = await catalog.dependentMaterializedViews(oids);
   for (const setting of LOAD_SETTINGS) await client.query(setting);
-  for (const fk of foreignKeys) {
-    await client.query(`ALTER TABLE ${fk.table} DROP CONSTRAINT ${quoteIdent(fk.name)}`);
-  }
+  await disableUserTriggers(client, triggers);
+  await dropForeignKeys(client, foreignKeys);
   const dropped = await dropIndexesWherePossible(client, indexes);
   // ONLY: inheritance children that are not in the snapshot keep their rows (partitions are loaded
   // through their parent, so a partitioned table is truncated whole).
@@ -147,54 +169,16 @@ async function loadTables(load: TargetLoad, dir: string, manifest: SnapshotManif
   }
   phases.mark('copy');
 
-  for (const index of dropped) {
-    await client.query(index.constraint ? `ALTER TABLE ${index.table} ADD CONSTRAINT ${quoteIdent(index.name)} ${index.definition}` : index.definition);
-    if (index.clustered) await client.query(`ALTER TABLE ${index.table} CLUSTER ON ${quoteIdent(index.name)}`);
-    if (index.comment !== null) {
-      const object = index.constraint ? `CONSTRAINT ${quoteIdent(index.name)} ON ${index.table}` : `INDEX ${quoteIdent(index.schema)}.${quoteIdent(index.name)}`;
-      await client.query(`COMMENT ON ${object} IS ${quoteLiteral(index.comment)}`);
-    }
-  }
+  await rebuildIndexes(client, dropped);
   phases.mark('indexes');
-  for (const sequence of manifest.sequences) {
-    await client.query('SELECT setval(pg_get_serial_sequence($1, $2), $3::bigint, $4)', [
-      quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
-      sequence.column,
-      sequence.lastValue,
-      sequence.isCalled,
-    ]);
-  }
-  for (const fk of foreignKeys) {
-    await client.query(`ALTER TABLE ${fk.table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.definition}`);
-  }
+  await setSequences(client, sequences);
+  await restoreForeignKeys(client, foreignKeys);
   phases.mark('constraints');
+  // In the transaction, so the environment never shows a view out of step with its tables.
+  for (const view of materializedViews) await client.query(`REFRESH MATERIALIZED VIEW ${view}`);
+  if (materializedViews.length) phases.mark('views');
+  await restoreUserTriggers(client, triggers);
   return rows;
-}
-
-/**
- * Drops each deferrable index inside its own savepoint: one that something else depends on (a view
- * grouping by a primary key, say) stays in place and is maintained row by row instead of failing
- * the load. Returns the indexes that were dropped, to rebuild after the COPY.
- */
-async function dropIndexesWherePossible(client: PoolClient, indexes: IndexDefinition[]): Promise<IndexDefinition[]> {
-  const dropped: IndexDefinition[] = [];
-  for (const index of indexes) {
-    await client.query('SAVEPOINT drop_index');
-    try {
-      await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${quoteIdent(index.schema)}.${quoteIdent(index.name)}`);
-      await client.query('RELEASE SAVEPOINT drop_index');
-      dropped.push(index);
-    } catch (error) {
-      if ((error as { code?: string }).code !== '2BP01') throw error; // dependent_objects_still_exist
-      await client.query('ROLLBACK TO SAVEPOINT drop_index');
-      await client.query('RELEASE SAVEPOINT drop_index');
-    }
-  }
-  return dropped;
-}
-
-function quoteLiteral(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
 }
 
 function qualified(target: TargetTable): string {

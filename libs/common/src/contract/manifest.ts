@@ -17,12 +17,20 @@ export interface ManifestTable {
   sha256: string;
 }
 
-/** A sequence owned by a column (serial or identity); the loader finds the target's own by the column. */
+/**
+ * A sequence of production with its state: one that a dumped column's default calls (`nextval(...)`)
+ * or that a dumped column owns (serial, identity). The loader sets the target's sequence of the same
+ * name (`sequence`); manifests written before that field existed list only owned sequences, found
+ * in the target through the owning column.
+ */
 export interface ManifestSequence {
+  /** The column that uses or owns the sequence: `schema.table` as in snapshot.ready, and its parts. */
   table: string;
   schema: string;
   tableName: string;
   column: string;
+  /** The sequence's own name, `schema.sequence` (quoted where needed, as table names are). */
+  sequence?: string;
   lastValue: string;
   isCalled: boolean;
 }

@@ -18,19 +18,19 @@ export interface ManifestTable {
 }
 
 /**
- * A sequence of production with its state: one that a dumped column's default calls (`nextval(...)`)
- * or that a dumped column owns (serial, identity). The loader sets the target's sequence of the same
- * name (`sequence`); manifests written before that field existed list only owned sequences, found
- * in the target through the owning column.
+ * A sequence the dumped rows draw from: owned by a column (serial, identity) or called by a column's
+ * default (`nextval('...')`). `table`/`column` name the column it serves (its owner where it has one).
  */
 export interface ManifestSequence {
-  /** The column that uses or owns the sequence: `schema.table` as in snapshot.ready, and its parts. */
+  /**
+   * The sequence itself, `schema.name`, quoted where needed (e.g. `public."Order Items_id_seq"`).
+   * Written by every dump; absent only in manifests written before it existed.
+   */
+  sequence?: string;
   table: string;
   schema: string;
   tableName: string;
   column: string;
-  /** The sequence's own name, `schema.sequence` (quoted where needed, as table names are). */
-  sequence?: string;
   lastValue: string;
   isCalled: boolean;
 }

@@ -1,3 +1,6 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { TargetDatabase } from './database/target-database';
 import { LEDGER_TABLE } from './ledger';
@@ -46,6 +49,35 @@ describe('the ledger migration', () => {
       held.release();
       await blocker.close();
       await second.close();
+    }
+  });
+});
+
+describe('a load whose session is terminated mid-COPY', () => {
+  it('fails with the server error (retried as transient) and the process survives the connection reset', async () => {
+    const db = await createDatabase('terminated_spec', `CREATE TABLE t (x int);
+      CREATE FUNCTION slow() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN true; END $$;
+      ALTER TABLE t ADD CONSTRAINT slow CHECK (slow()) NOT VALID;`);
+    const database = new TargetDatabase(db.url);
+    const crashes: unknown[] = [];
+    const onUncaught = (error: unknown) => crashes.push(error);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const load = await database.begin();
+      const [{ pid }] = (await load.client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
+      setTimeout(() => void db.query('SELECT pg_terminate_backend($1)', [pid]), 500);
+      const copy = load.client.query(copyFrom('COPY t FROM STDIN'));
+      const error = await pipeline(Readable.from(Array.from({ length: 10_000 }, (_, i) => `${i}\n`)), copy).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: '57P01' });
+      await load.rollback();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(crashes).toEqual([]);
+      // The pool still serves the next load.
+      await expect(database.pool.query('SELECT 1')).resolves.toBeDefined();
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await database.close();
+      await db.drop();
     }
   });
 });

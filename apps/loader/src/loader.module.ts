@@ -3,7 +3,7 @@ import { type LoaderConfig } from '@app/common/config';
 import { reloadSubject, SUBJECTS } from '@app/common/contract';
 import { DatabaseReadiness } from '@app/common/database';
 import { JetStreamModule } from '@app/common/messaging';
-import { ReadinessService } from '@app/common/observability';
+import { ObservabilityModule, ReadinessService } from '@app/common/observability';
 import { TargetDatabase } from './database/target-database';
 import { LOADER_CONFIG } from './loader.constants';
 import { LoaderController } from './loader.controller';
@@ -15,6 +15,7 @@ export class LoaderModule {
     return {
       module: LoaderModule,
       imports: [
+        ObservabilityModule.forRoot(),
         JetStreamModule.forRoot({
           config: config.nats,
           clientName: `db-fanout-loader-${config.environment}`,

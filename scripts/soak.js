@@ -83,7 +83,7 @@ async function main() {
   const prefix = `soak_${runId}.`;
   const violations = new Violations();
   const started = Date.now();
-  console.log(`db-fanout soak: ${options.cycles} cycles, seed ${options.seed}, PostgreSQL ${new URL(ADMIN_URL).host}, logs in ${logDir}`);
+  console.log(`db-fanout soak: run ${runId}, ${options.cycles} cycles, seed ${options.seed}, PostgreSQL ${new URL(ADMIN_URL).host}, logs in ${logDir}`);
 
   const cleanups = [];
   let cleaned = false;

@@ -1,3 +1,4 @@
 export * from './database-readiness';
+export * from './postgres-pool';
 export * from './server-identity';
 export * from './sql';

@@ -1,3 +1,4 @@
+export * from './failure';
 export * from './health.controller';
 export * from './json-logger';
 export * from './log-context';

@@ -1,0 +1,45 @@
+import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
+import { createPostgresPool, startupOptions } from './postgres-pool';
+
+describe('createPostgresPool', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createDatabase('pool_spec');
+    // A database whose own defaults would change what a session reads and writes.
+    await db.query(`ALTER DATABASE "${db.name}" SET DateStyle = 'SQL, DMY'`);
+    await db.query(`ALTER DATABASE "${db.name}" SET IntervalStyle = 'sql_standard'`);
+    await db.query(`ALTER DATABASE "${db.name}" SET extra_float_digits = -3`);
+    await db.query(`ALTER DATABASE "${db.name}" SET statement_timeout = '1ms'`);
+  });
+  afterAll(() => db.drop());
+
+  it('pins the session settings whatever the database defaults to', async () => {
+    const pool = createPostgresPool(db.url, { applicationName: 'db-fanout-spec', lockTimeoutMs: 1234, settings: { row_security: 'off' } });
+    try {
+      const { rows } = await pool.query<Record<string, string>>(
+        `SELECT current_setting('DateStyle') AS datestyle, current_setting('IntervalStyle') AS intervalstyle,
+                current_setting('extra_float_digits') AS efd, current_setting('statement_timeout') AS st,
+                current_setting('lock_timeout') AS lt, current_setting('row_security') AS rls,
+                current_setting('application_name') AS app, date '2024-03-01'::text AS d, interval '1 day 2 hours'::text AS i`,
+      );
+      expect(rows[0]).toEqual({
+        datestyle: 'ISO, MDY',
+        intervalstyle: 'postgres',
+        efd: '3',
+        st: '0',
+        lt: '1234ms',
+        rls: 'off',
+        app: 'db-fanout-spec',
+        d: '2024-03-01',
+        i: '1 day 02:00:00',
+      });
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('escapes spaces and backslashes for the startup packet', () => {
+    expect(startupOptions({ DateStyle: 'ISO, MDY', search_path: 'a\\b' })).toBe('-c DateStyle=ISO,\\ MDY -c search_path=a\\\\b');
+  });
+});

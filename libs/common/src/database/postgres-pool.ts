@@ -1,0 +1,62 @@
+import { Pool, type PoolConfig } from 'pg';
+
+/**
+ * Session settings every db-fanout connection pins, on both sides, so that what a session reads and
+ * writes never depends on a role's or database's own defaults (`ALTER ROLE ... SET DateStyle = 'SQL,
+ * DMY'` would otherwise swap day and month in a CSV silently). Sent in the startup packet
+ * (`options`), so they cost no round trip and hold for every session a pool opens.
+ */
+export const PINNED_SESSION_SETTINGS: Readonly<Record<string, string>> = {
+  DateStyle: 'ISO, MDY',
+  IntervalStyle: 'postgres',
+  TimeZone: 'UTC',
+  extra_float_digits: '3',
+  standard_conforming_strings: 'on',
+  client_encoding: 'UTF8',
+  statement_timeout: '0',
+  idle_in_transaction_session_timeout: '0',
+};
+
+/** A dead peer or a half-open connection surfaces within about a minute, not the OS default of two hours. */
+export const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
+
+export interface PostgresPoolOptions {
+  /** Shown in pg_stat_activity, e.g. `db-fanout-loader`. */
+  applicationName: string;
+  /** Every session gives up waiting for a lock after this long (SQLSTATE 55P03, retried as transient). */
+  lockTimeoutMs: number;
+  /** Extra settings for this side, e.g. `{ row_security: 'off' }` for the dumper. */
+  settings?: Record<string, string>;
+  max?: number;
+  connectionTimeoutMillis?: number;
+}
+
+/** `-c name=value` pairs for the startup packet; backslash-escapes what libpq's options parser splits on. */
+export function startupOptions(settings: Record<string, string>): string {
+  return Object.entries(settings)
+    .map(([name, value]) => `-c ${name}=${value.replace(/\\/g, '\\\\').replace(/ /g, '\\ ')}`)
+    .join(' ');
+}
+
+export function postgresPoolConfig(url: string, options: PostgresPoolOptions): PoolConfig {
+  return {
+    connectionString: url,
+    application_name: options.applicationName,
+    options: startupOptions({ ...PINNED_SESSION_SETTINGS, lock_timeout: `${options.lockTimeoutMs}ms`, ...options.settings }),
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
+    connectionTimeoutMillis: options.connectionTimeoutMillis ?? 30_000,
+    max: options.max ?? 10,
+    idleTimeoutMillis: 30_000,
+  };
+}
+
+/**
+ * The one way db-fanout opens PostgreSQL connections. An idle client that the server or network
+ * kills must not crash the process: the pool drops it, and the next query reports the problem.
+ */
+export function createPostgresPool(url: string, options: PostgresPoolOptions): Pool {
+  const pool = new Pool(postgresPoolConfig(url, options));
+  pool.on('error', () => undefined);
+  return pool;
+}

@@ -184,7 +184,7 @@ async function main() {
     /** A process that died by itself is a violation; it is restarted so the soak can go on. */
     const reviveCrashed = () => {
       for (const proc of fleet.all) {
-        if (!proc.running && !proc.restarting) {
+        if (!proc.running && !proc.restarting && !proc.closed) {
           violations.add('down', proc.crashes.at(-1) ?? `${proc.name} is not running`);
           proc.start();
         }
@@ -203,22 +203,26 @@ async function main() {
       return { times, timedOut: [] };
     };
 
-    /** What the pipeline is doing right now, from PostgreSQL's point of view. */
-    const activity = () =>
-      withClient(ADMIN_URL, async (client) => {
-        const { rows } = await client.query(
-          "SELECT application_name AS app, datname FROM pg_stat_activity WHERE application_name IN ('db-fanout-dumper', 'db-fanout-loader') AND state <> 'idle'",
-        );
-        const dumping = rows.some((r) => r.app === 'db-fanout-dumper');
-        const loading = ENVIRONMENTS.filter((env) => rows.some((r) => r.app === 'db-fanout-loader' && databases.targets[env].endsWith(`/${r.datname}`)));
-        return [dumping ? 'dumping' : '', loading.length ? `loading ${loading.join(',')}` : ''].filter(Boolean).join(', ') || 'idle';
-      }).catch(() => 'unknown');
+    /** Where the cycle of `date` stands, from PostgreSQL's point of view (the ledgers and the sessions). */
+    const activity = async (date) => {
+      const loaded = await loadedOf(date);
+      if (loaded.length === ENVIRONMENTS.length) return 'after every load';
+      const { rows } = await withClient(ADMIN_URL, (client) =>
+        client.query("SELECT application_name AS app, datname FROM pg_stat_activity WHERE application_name ~ '^db-fanout-(dump|load)' AND state <> 'idle'"),
+      );
+      const loading = ENVIRONMENTS.filter((env) => !loaded.includes(env) && rows.some((r) => r.app.startsWith('db-fanout-load') && databases.targets[env].endsWith(`/${r.datname}`)));
+      if (loading.length) return `mid-load of ${loading.join(',')}`;
+      if (rows.some((r) => r.app.startsWith('db-fanout-dump'))) return 'mid-dump';
+      return loaded.length ? `after ${loaded.join(',')} loaded` : 'before the dump';
+    };
 
-    const killOne = async (victim, delayMs, downMs) => {
+    const killOne = async (cycle, victim, date, delayMs, downMs) => {
       await sleep(delayMs);
-      const doing = await activity();
+      const doing = await activity(date).catch(() => 'unknown');
       victim.restarting = true;
       await victim.kill9();
+      // Right after the crash too, not only once the cycle is over: no environment shows a half load.
+      await checkAll(`cycle ${cycle} right after the kill`).catch((error) => violations.add('error', `checking after the kill: ${error.message}`));
       await sleep(downMs);
       victim.start();
       try {
@@ -250,18 +254,17 @@ async function main() {
       const downMs = prng.int(0, 1_000);
       const before = violations.list.length;
       const txBefore = writer.transactions;
-      const begun = Date.now();
       await trigger(date, `soak-${runId}-${date}`);
-      const killing = killOne(victim, delayMs, downMs);
-      const { times, timedOut } = await waitLoaded(date, options.cycleTimeoutMs);
-      const doing = await killing.catch((error) => {
+      // Handled at once: a failed restart must be a violation, not an unhandled rejection.
+      const killing = killOne(cycle, victim, date, delayMs, downMs).catch((error) => {
         violations.add('down', `cycle ${cycle}: ${victim.name} did not come back: ${error.message}`);
         return 'unknown';
       });
+      const { times, timedOut } = await waitLoaded(date, options.cycleTimeoutMs);
+      const doing = await killing;
       kills[victim.name]++;
-      const took = Date.now() - begun;
       if (timedOut.length) violations.add('timeout', `cycle ${cycle}: ${timedOut.join(', ')} did not load ${date} within ${seconds(options.cycleTimeoutMs)}`);
-      else durations.push(took);
+      else durations.push(Math.max(...Object.values(times)));
       await checkAll(`cycle ${cycle}`);
       const loads = ENVIRONMENTS.map((env) => `${env} ${env in times ? seconds(times[env]) : '-'}`).join(' ');
       console.log(

@@ -45,9 +45,10 @@ async function databaseContent(url) {
  */
 async function environmentState(url) {
   return withClient(url, async (client) => {
+    // Asked before BEGIN: the first query inside the transaction would take its snapshot before the LOCK.
+    const ledgerExists = await client.query("SELECT to_regclass('db_fanout.loaded_snapshots') IS NOT NULL AS ok");
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     try {
-      const ledgerExists = await client.query("SELECT to_regclass('db_fanout.loaded_snapshots') IS NOT NULL AS ok");
       const locked = TABLES.map((t) => t.sql).concat(ledgerExists.rows[0].ok ? ['db_fanout.loaded_snapshots'] : []);
       await client.query(`LOCK TABLE ${locked.join(', ')} IN ACCESS SHARE MODE`);
       const ledger = ledgerExists.rows[0].ok

@@ -67,11 +67,13 @@ class SoakProcess {
     this.child = undefined;
     this.exited = Promise.resolve();
     this.incarnation = 0;
+    this.closed = false;
     /** Exits the soak did not cause: `${name} exited with ...`. */
     this.crashes = [];
   }
 
   start() {
+    if (this.closed) return; // the soak is cleaning up: nothing comes back
     const { command, args, env } = this.command();
     this.incarnation++;
     this.log.write(`\n=== soak: start #${this.incarnation} of ${this.name} at ${new Date().toISOString()}\n`);
@@ -119,8 +121,9 @@ class SoakProcess {
     await this.exited;
   }
 
-  /** SIGTERM, then SIGKILL after `timeoutMs`. */
+  /** For good (clean-up): SIGTERM, then SIGKILL after `timeoutMs`; start() does nothing afterwards. */
   async stop(timeoutMs = 20_000) {
+    this.closed = true;
     if (!this.running) return;
     this.child.expectedExit = true;
     this.child.kill('SIGTERM');

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
+import { type ManifestSequence, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
 import { isSameDatabase, parseQualifiedName, serverIdentity, quoteIdent, quoteQualified } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
@@ -175,19 +175,31 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
     }
   }
   phases.mark('indexes');
-  for (const sequence of manifest.sequences) {
-    await client.query('SELECT setval(pg_get_serial_sequence($1, $2), $3::bigint, $4)', [
-      quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
-      sequence.column,
-      sequence.lastValue,
-      sequence.isCalled,
-    ]);
-  }
+  for (const sequence of manifest.sequences) await restoreSequence(client, sequence);
   for (const fk of foreignKeys) {
     await client.query(`ALTER TABLE ${fk.table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.definition}`);
   }
   phases.mark('constraints');
   return rows;
+}
+
+/**
+ * Puts a target sequence where production's was, inside the load's transaction. Not setval(): it is
+ * never rolled back, so a load that fails or is killed after it would leave the sequence at the new
+ * snapshot over the old data. ALTER SEQUENCE ... RESTART is transactional, and a nextval() after it
+ * in the same transaction is rolled back with it; together they give setval(value, isCalled).
+ */
+async function restoreSequence(client: Client, sequence: ManifestSequence): Promise<void> {
+  const { rows } = await client.query<{ name: string | null }>('SELECT pg_get_serial_sequence($1, $2) AS name', [
+    quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
+    sequence.column,
+  ]);
+  const name = rows[0]?.name;
+  if (!name) return; // the target's column owns no sequence: nothing to continue
+  if (!/^-?\d+$/.test(sequence.lastValue)) throw new SnapshotFileError(`sequence value ${JSON.stringify(sequence.lastValue)} of ${sequence.table} is not an integer`);
+  // pg_get_serial_sequence returns the name already quoted; lastValue was just checked to be an integer.
+  await client.query(`ALTER SEQUENCE ${name} RESTART WITH ${sequence.lastValue}`);
+  if (sequence.isCalled) await client.query('SELECT nextval($1::regclass)', [name]);
 }
 
 /**

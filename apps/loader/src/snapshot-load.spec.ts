@@ -200,6 +200,17 @@ afterAll(async () => {
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
+/** Every sequence of the target with its state, e.g. `public.customers_id_seq 5 true`. */
+async function sequenceStates(url: string): Promise<string[]> {
+  const sequences = await query<{ name: string }>(url, "SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences ORDER BY 1");
+  const states: string[] = [];
+  for (const { name } of sequences) {
+    const [state] = await query<{ last_value: string; is_called: boolean }>(url, `SELECT last_value::text, is_called FROM ${name}`);
+    states.push(`${name} ${state.last_value} ${state.is_called}`);
+  }
+  return states;
+}
+
 describe('loadSnapshot', () => {
   it('replaces the stale target data with exactly the source content', async () => {
     const target = await createTarget();
@@ -287,6 +298,7 @@ describe('loadSnapshot', () => {
     `);
     const before = await contentsOf(target, [...TABLES, 'public.reviews']);
     const keysBefore = await foreignKeys(target);
+    const sequencesBefore = await sequenceStates(target);
 
     const error = await load(target, snapshot).catch((e: unknown) => e);
 
@@ -297,6 +309,7 @@ describe('loadSnapshot', () => {
     expect((error as DanglingReferenceError).detail).toBe("Key (customer_id)=(99) is not present in the snapshot's public.customers.");
     expect(await contentsOf(target, [...TABLES, 'public.reviews'])).toEqual(before);
     expect(await foreignKeys(target)).toEqual(keysBefore);
+    expect(await sequenceStates(target)).toEqual(sequencesBefore);
     expect(await ledgerRows(target)).toEqual([]);
   });
 

@@ -2,9 +2,11 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { type DumperConfig } from '@app/common/config';
 import { SUBJECTS } from '@app/common/contract';
 import { DatabaseReadiness } from '@app/common/database';
-import { JetStreamModule } from '@app/common/messaging';
+import { JetStreamModule, NATS_CONNECTION } from '@app/common/messaging';
+import { openSnapshotStore } from '@app/common/snapshot-store';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { ObservabilityModule, ReadinessService } from '@app/common/observability';
-import { DUMPER_CONFIG } from './dumper.constants';
+import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
 import { DumperController } from './dumper.controller';
 import { DumperService } from './dumper.service';
 import { SourceDatabase } from './source-database';
@@ -27,6 +29,12 @@ export class DumperModule {
       providers: [
         { provide: DUMPER_CONFIG, useValue: config },
         DumperService,
+        {
+          // The dumper creates the Object Store bucket (with SNAPSHOT_REPLICAS); a bucket it cannot create stops it at boot.
+          provide: SNAPSHOT_STORE,
+          useFactory: (connection: NatsConnection) => openSnapshotStore(config.snapshotStore, connection, { create: true, replicas: config.snapshotReplicas }),
+          inject: [NATS_CONNECTION],
+        },
         { provide: SourceDatabase, useFactory: () => new SourceDatabase(config.sourceDatabaseUrl, config.dumpJobs) },
         {
           provide: DatabaseReadiness,

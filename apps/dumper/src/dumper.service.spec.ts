@@ -20,7 +20,7 @@ describe('DumperService.describe', () => {
   const service = (errorDetail: boolean) => {
     const config = loadDumperConfig({ SOURCE_DATABASE_URL: db.url, ERROR_DETAIL: String(errorDetail) });
     // describe() reads only the configuration; the broker and the database are not involved.
-    return new DumperService(config, undefined as never, undefined as never, undefined as never, source);
+    return new DumperService(config, undefined as never, undefined as never, undefined as never, source, undefined as never);
   };
 
   const failing = async (sql: string): Promise<unknown> => {

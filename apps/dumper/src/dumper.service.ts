@@ -6,7 +6,8 @@ import { describeFailure, errorMessage, type Failure, MetricsService, withLogCon
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { dumpEventIds, type TriggerRef } from './dump-event-ids';
-import { DUMPER_CONFIG } from './dumper.constants';
+import type { SnapshotStore } from '@app/common/snapshot-store';
+import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
 import { applyRetention } from './retention';
 import { writeSnapshot } from './snapshot-writer';
 import { SourceDatabase } from './source-database';
@@ -23,6 +24,7 @@ export class DumperService {
     private readonly metrics: MetricsService,
     @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
     private readonly source: SourceDatabase,
+    @Inject(SNAPSHOT_STORE) private readonly store: SnapshotStore,
   ) {}
 
   /**
@@ -44,7 +46,7 @@ export class DumperService {
   /** SNAPSHOT_RETENTION after each dump; a failure here is logged, the new snapshot is announced anyway. */
   private async removeExpiredSnapshots(): Promise<void> {
     try {
-      const { removed, keptInUse } = await applyRetention(this.connection, this.config.nats, this.config.snapshotDir, this.config.snapshotRetentionMs);
+      const { removed, keptInUse } = await applyRetention(this.connection, this.config.nats, this.store, this.config.snapshotRetentionMs);
       if (removed.length) this.logger.log(`retention removed ${removed.join(', ')}`);
       if (keptInUse.length) this.logger.log(`retention kept ${keptInUse.join(', ')}: an environment has not loaded it yet`);
     } catch (error) {
@@ -80,7 +82,7 @@ export class DumperService {
 
   private async dumpInContext(date: string, trigger: TriggerRef, signal?: AbortSignal): Promise<DumpOutcome> {
     const started = Date.now();
-    this.logger.log(`dumping ${date} to ${this.config.snapshotDir}`);
+    this.logger.log(`dumping ${date} to the ${this.store.kind} snapshot store`);
     try {
       const { result, attempts } = await withRetry(
         this.config.retry,
@@ -89,7 +91,9 @@ export class DumperService {
           return writeSnapshot({
             date,
             source: this.source,
+            store: this.store,
             snapshotDir: this.config.snapshotDir,
+            compression: this.config.snapshotCompression,
             tables: this.config.tables,
             excludeTables: this.config.excludeTables,
             jobs: this.config.dumpJobs,

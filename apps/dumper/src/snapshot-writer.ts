@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { PassThrough, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { compactDate, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, snapshotDirName } from '@app/common/contract';
+import { compactDate, type ManifestTable, type SnapshotManifest } from '@app/common/contract';
 import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
+import { COMPRESSED_SUFFIX, compressor, FsSnapshotStore, type SnapshotCompression, type SnapshotStore, type SnapshotUpload } from '@app/common/snapshot-store';
 import { CoalescingStream, DigestStream } from '@app/common/streams';
 import { DumpSessions } from './dump-sessions';
 import { type DumpSessionSource, SourceDatabase } from './source-database';
@@ -19,7 +18,11 @@ export interface SnapshotRequest {
   source?: DumpSessionSource;
   /** ...or, for tests and tools, a URL: the dump then opens and closes a SourceDatabase of its own. */
   sourceDatabaseUrl?: string;
+  /** Where the snapshot is written; a directory store on `snapshotDir` when absent. */
+  store?: SnapshotStore;
   snapshotDir: string;
+  /** `gzip`: every table's object is compressed (level 1) on the way; the manifest says so. */
+  compression?: SnapshotCompression;
   tables: { schema: string; name: string }[];
   excludeTables: { schema: string; name: string }[];
   /** Connections dumping tables at once (default 1), all reading one exported snapshot. */
@@ -39,18 +42,9 @@ export function newSnapshotId(date: string): string {
 }
 
 /** A file name that says which table it holds but can never contain a path separator. */
-function fileNameFor(index: number, table: SourceTable): string {
+function fileNameFor(index: number, table: SourceTable, compression: SnapshotCompression): string {
   const safe = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 60);
-  return `${String(index + 1).padStart(4, '0')}_${safe(table.schema)}.${safe(table.name)}.csv`;
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  return `${String(index + 1).padStart(4, '0')}_${safe(table.schema)}.${safe(table.name)}.csv${COMPRESSED_SUFFIX[compression]}`;
 }
 
 /** What COPY reads for one table: its columns in file order; a partitioned table through a query (COPY cannot read it directly). */
@@ -60,14 +54,29 @@ export function copySourceSql(table: SourceTable): string {
 }
 
 /**
- * Streams one table through COPY TO into a file, hashing in the same pass; memory stays flat.
+ * Streams one table through COPY TO into the snapshot store, hashing the CSV in the same pass (and
+ * compressing it after the hash, when asked); memory stays flat.
  */
-async function dumpTable(client: PoolClient, table: SourceTable, path: string, progress: ProgressMeter): Promise<{ rows: number; bytes: number; sha256: string }> {
+async function dumpTable(
+  client: PoolClient,
+  table: SourceTable,
+  upload: SnapshotUpload,
+  file: string,
+  compression: SnapshotCompression,
+  progress: ProgressMeter,
+): Promise<{ rows: number; bytes: number; sha256: string; storedBytes?: number }> {
   const copy = client.query(copyTo(`COPY ${copySourceSql(table)} TO STDOUT (FORMAT csv, HEADER)`));
   const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
-  await pipeline(copy, new CoalescingStream(WRITE_BUFFER), digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
-  await fsyncPath(path);
-  return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256 };
+  const body = new PassThrough({ highWaterMark: WRITE_BUFFER });
+  const gzip = compressor(compression);
+  const stages: Transform[] = [new CoalescingStream(WRITE_BUFFER), digest, ...(gzip ? [gzip] : [])];
+  // A failed upload must also end the COPY side (and the reverse), or one would wait for the other.
+  const storing = upload.put(file, body).catch((error: unknown) => {
+    body.destroy(error as Error);
+    throw error;
+  });
+  const [, stored] = await Promise.all([pipeline([copy, ...stages, body]), storing]);
+  return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256, ...(gzip ? { storedBytes: stored.storedBytes } : {}) };
 }
 
 /** Listing, locking and re-reading the table list is tried this often when production's DDL keeps changing it. */
@@ -140,21 +149,22 @@ async function lockForWorker(worker: PoolClient, table: SourceTable): Promise<vo
  */
 export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSnapshot> {
   const snapshotId = newSnapshotId(request.date);
-  // Absolute, so a relative SNAPSHOT_DIR still gives loaders a location they can resolve.
-  const finalDir = resolve(request.snapshotDir, snapshotDirName(snapshotId));
-  const workDir = resolve(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
+  const store = request.store ?? new FsSnapshotStore(request.snapshotDir);
+  const compression = request.compression ?? 'none';
+  let upload: SnapshotUpload | undefined;
   const ownSource = request.source ? undefined : new SourceDatabase(requireUrl(request.sourceDatabaseUrl), request.jobs);
   const sessions = new DumpSessions(request.source ?? ownSource!);
   const phases = new PhaseTimer();
   try {
-    await mkdir(workDir, { recursive: true });
     const leader = await sessions.open();
     const source = await serverIdentity(leader);
     const { tables, takenAt, role } = await openSnapshot(leader, request);
     const blocked = tables.filter((table) => table.filteredByPolicy);
     if (blocked.length) throw new RowSecurityError(blocked, role);
     const sequences = await new TableCatalog(leader).readSequences(tables);
-    const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table)]));
+    const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table, compression)]));
+    // Nothing is written before the checks above pass; from here on a failure aborts the upload.
+    upload = await store.begin(snapshotId);
 
     // Extra connections adopt the leader's snapshot: every table is read at one instant.
     const jobs = Math.max(1, Math.min(request.jobs ?? 1, tables.length));
@@ -185,7 +195,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
           for (let table = queue.shift(); table && !firstError; table = queue.shift()) {
             try {
               if (worker !== leader) await lockForWorker(worker, table);
-              const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress);
+              const result = await dumpTable(worker, table, upload!, files.get(table)!, compression, progress);
               progress.addRows(result.rows);
               written.set(table, result);
             } catch (error) {
@@ -223,19 +233,17 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       takenAt,
       tables: manifestTables,
       sequences,
+      ...(compression === 'gzip' ? { compression } : {}),
     };
-    const manifestPath = join(workDir, MANIFEST_FILE);
-    await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
-    await fsyncPath(manifestPath);
-    await rename(workDir, finalDir);
-    await fsyncPath(request.snapshotDir);
+    // The manifest last: only a complete snapshot is ever taken for one.
+    await upload.commit(Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
     phases.mark('manifest');
     request.log?.(`${snapshotId} phases: ${phases.toString()}`);
-    return { manifest, location: finalDir };
+    return { manifest, location: upload.location };
   } catch (error) {
     sessions.abort(error instanceof Error ? error : new Error(String(error)));
     // The original error is what matters (a cleanup failure must not turn a transient error permanent).
-    await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+    await upload?.abort();
     throw error;
   } finally {
     await ownSource?.end();

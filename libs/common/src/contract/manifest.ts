@@ -13,8 +13,11 @@ export interface ManifestTable {
   /** Column names in file order (generated columns are left out: the target computes them). */
   columns: string[];
   rows: number;
+  /** CSV bytes (before any compression); `sha256` is the CSV's digest. */
   bytes: number;
   sha256: string;
+  /** Bytes as stored, when compressed (SNAPSHOT_COMPRESSION=gzip). */
+  storedBytes?: number;
 }
 
 /**
@@ -46,6 +49,8 @@ export interface SnapshotManifest {
   takenAt?: string;
   tables: ManifestTable[];
   sequences: ManifestSequence[];
+  /** How every table's object is compressed; absent means none. Loaders read what this says. */
+  compression?: 'gzip';
 }
 
 export const MANIFEST_FILE = 'manifest.json';

@@ -6,22 +6,14 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { SnapshotManifest } from '@app/common/contract';
 import { NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
-import { tableContent, type TestDatabase } from './support/databases';
+import { contentAndSequences, tableContent, type TestDatabase } from './support/databases';
 import { DEMO_TABLES } from './support/fixtures';
 import { NATS_URL } from './support/nats';
 import { PipelineHarness, until } from './support/pipeline';
 import { OwnS3Server } from './support/s3-server';
 
 /** What a user checks after a refresh: every table, and every sequence, as in production. */
-async function contentOf(db: TestDatabase): Promise<string[][]> {
-  const tables = await Promise.all(DEMO_TABLES.map((t) => tableContent(db, t)));
-  const sequences = await db.query<{ seq: string }>(
-    `SELECT format('%s=%s/%s', c.relname, s.last_value, s.is_called) AS seq
-       FROM pg_class c, LATERAL (SELECT * FROM pg_sequence_last_value(c.oid) AS last_value, (SELECT true) AS is_called) s
-      WHERE c.relkind = 'S' ORDER BY 1`,
-  );
-  return [...tables, sequences.map((s) => s.seq)];
-}
+const contentOf = (db: TestDatabase) => contentAndSequences(db, DEMO_TABLES);
 
 /** A SNAPSHOT_DIR that does not exist: with an object store, no loader needs a shared volume. */
 const NO_DIR = join(tmpdir(), `db-fanout-no-such-dir-${randomBytes(4).toString('hex')}`);
@@ -99,7 +91,7 @@ describe.each<StoreCase>([
   it('fails a load whose stored object was altered, and changes nothing in the environment', async () => {
     // Stop the loaders, publish a new snapshot, tamper with it in the store, then let one loader at it.
     for (const env of ['dev', 'staging', 'qa']) await pipeline.fleet.app(`loader-${env}`).stop();
-    await pipeline.source.query('UPDATE public.products SET name = name || \' v2\'');
+    await pipeline.source.query('UPDATE public.products SET price = price + 1');
     await pipeline.trigger('2024-06-02');
     await pipeline.events.waitFor('the second snapshot', (c) => c.of('snapshot.ready').length === 2, 60_000);
     const ready = pipeline.readyFor('2024-06-02')!;

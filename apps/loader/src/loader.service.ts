@@ -15,7 +15,11 @@ import { describeFailure, errorMessage, MetricsService, withLogContext } from '@
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import { TargetDatabase } from './database/target-database';
 import { LOADER_CONFIG } from './loader.constants';
-import { resolveSnapshotDir, waitForSnapshot } from './snapshot-files';
+import { openSnapshotStore, type SnapshotSource, type SnapshotStore, SnapshotLocationError } from '@app/common/snapshot-store';
+import { NATS_CONNECTION } from '@app/common/messaging';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { directorySource, resolveSnapshotDir, SNAPSHOT_VISIBILITY, SnapshotNotFoundError, STALL_TIMEOUT_MS, waitForSnapshot } from './snapshot-files';
 import { loadSnapshot } from './snapshot-load';
 
 export type LoadOutcome =
@@ -39,7 +43,38 @@ export class LoaderService {
     private readonly events: EventPublisher,
     private readonly metrics: MetricsService,
     private readonly database: TargetDatabase,
+    @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
   ) {}
+
+  private store?: SnapshotStore;
+
+  /**
+   * The snapshot a message points at. In a directory (`fs`): looked up by name under this loader's
+   * SNAPSHOT_DIR, waited for within a bound. In an object store: opened by its location, retried
+   * within the same bound while its manifest is not there (or the bucket not made yet).
+   */
+  private async snapshotSource(snapshot: SnapshotReadyPayload, signal?: AbortSignal): Promise<SnapshotSource & { label: string }> {
+    const config = this.config.snapshotStore;
+    if (config.kind === 'fs') {
+      const dir = await resolveSnapshotDir(this.config.snapshotDir, snapshot.location);
+      // A network filesystem may show the directory a little later than the message arrives.
+      await waitForSnapshot(dir, signal);
+      return directorySource(dir);
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // The dumper creates the bucket; a loader only opens it.
+        this.store ??= await openSnapshotStore(config, this.connection, { create: false });
+        return { label: snapshot.location, ...(await this.store.open(snapshot.location)) };
+      } catch (error) {
+        if (error instanceof SnapshotLocationError) throw new InvalidMessageError(error.message);
+        if (attempt >= SNAPSHOT_VISIBILITY.attempts || signal?.aborted) {
+          throw new SnapshotNotFoundError(`snapshot ${snapshot.location} not found in the ${config.kind} snapshot store after ${attempt} looks: ${errorMessage(error)}`);
+        }
+        await sleep(SNAPSHOT_VISIBILITY.delayMs, undefined, { signal }).catch(() => undefined);
+      }
+    }
+  }
 
   /**
    * Loads a snapshot into this environment, retrying transient failures locally, and announces the
@@ -61,15 +96,14 @@ export class LoaderService {
       // The location is looked up by its name under this loader's own SNAPSHOT_DIR (wherever the
       // dumper mounted the volume); one that names no snapshot directory is a bad message
       // (InvalidMessageError, rethrown below); an unreadable SNAPSHOT_DIR is a failed load.
-      const dir = await resolveSnapshotDir(this.config.snapshotDir, snapshot.location);
-      // A network filesystem may show the directory a little later than the message arrives.
-      await waitForSnapshot(dir, signal);
+      const source = await this.snapshotSource(snapshot, signal);
       const { result, attempts } = await withRetry(
         this.config.retry,
         async (attempt) =>
           loadSnapshot(this.database, {
             snapshot,
-            dir,
+            source,
+            stallMs: this.config.snapshotStore.kind === 'fs' ? undefined : STALL_TIMEOUT_MS,
             environment,
             attempt,
             force,

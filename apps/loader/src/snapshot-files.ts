@@ -1,8 +1,68 @@
 import { createReadStream } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
+import { type Readable, Transform } from 'node:stream';
 import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
+import { InvalidMessageError, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
+import { decompressor, type SnapshotSource } from '@app/common/snapshot-store';
+
+const READ_BUFFER = 1 << 20;
+
+/** A snapshot directory under SNAPSHOT_DIR, read as a snapshot source (the `fs` store). */
+export function directorySource(dir: string): SnapshotSource & { label: string } {
+  return {
+    label: dir,
+    manifest: async () => {
+      const info = await stat(join(dir, MANIFEST_FILE));
+      if (info.size > MAX_MANIFEST_BYTES) throw new SnapshotFileError(`${join(dir, MANIFEST_FILE)} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+      return readFile(join(dir, MANIFEST_FILE));
+    },
+    storedSize: async (file) => {
+      const info = await stat(join(dir, file)).catch(() => undefined);
+      return info?.isFile() ? info.size : undefined;
+    },
+    open: (file) => Promise.resolve(createReadStream(join(dir, file), { highWaterMark: READ_BUFFER })),
+  };
+}
+
+/** A download that delivers nothing for this long is cut and retried (a stalled stream after a broker failover). */
+export const STALL_TIMEOUT_MS = 60_000;
+
+/**
+ * One table's CSV as the COPY reads it: decompressed when the manifest says so, and (from an object
+ * store) cut with ETIMEDOUT, a transient error, when it stalls.
+ */
+export async function openTableData(source: SnapshotSource, manifest: SnapshotManifest, table: ManifestTable, stallMs?: number): Promise<Readable> {
+  let stream = await source.open(table.file);
+  if (stallMs) stream = watchForStalls(stream, stallMs, table.file);
+  const gunzip = decompressor(manifest.compression ?? 'none');
+  if (!gunzip) return stream;
+  stream.on('error', (error) => gunzip.destroy(error));
+  return stream.pipe(gunzip);
+}
+
+function watchForStalls(source: Readable, ms: number, file: string): Readable {
+  const stall = () => watched.destroy(Object.assign(new Error(`reading ${file} from the snapshot store stalled for ${ms / 1000} s`), { code: 'ETIMEDOUT' }));
+  let timer = setTimeout(stall, ms);
+  const watched = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      timer.refresh();
+      callback(null, chunk);
+    },
+    flush(callback) {
+      clearTimeout(timer);
+      callback();
+    },
+    destroy(error, callback) {
+      clearTimeout(timer);
+      callback(error);
+    },
+  });
+  timer = timer.unref();
+  source.on('error', (error) => watched.destroy(error));
+  return source.pipe(watched);
+}
 
 const MAX_MANIFEST_BYTES = 64 << 20;
 
@@ -80,13 +140,12 @@ export class SnapshotNotFoundError extends SnapshotFileError {
 }
 
 /** Reads manifest.json and checks that it describes exactly the snapshot the message announced. */
-export async function readManifest(dir: string, announced: SnapshotReadyPayload): Promise<SnapshotManifest> {
-  const path = join(dir, MANIFEST_FILE);
+export async function readManifest(dir: string | (SnapshotSource & { label: string }), announced: SnapshotReadyPayload): Promise<SnapshotManifest> {
+  const source = typeof dir === 'string' ? directorySource(dir) : dir;
+  const path = typeof dir === 'string' ? join(dir, MANIFEST_FILE) : `${source.label}/${MANIFEST_FILE}`;
   let text: string;
   try {
-    const info = await stat(path);
-    if (info.size > MAX_MANIFEST_BYTES) throw new SnapshotFileError(`${path} is larger than ${MAX_MANIFEST_BYTES} bytes`);
-    text = await readFile(path, 'utf8');
+    text = (await source.manifest()).toString('utf8');
   } catch (error) {
     if (error instanceof SnapshotFileError) throw error;
     const missing = (error as { code?: string }).code === 'ENOENT';
@@ -123,17 +182,21 @@ export async function readManifest(dir: string, announced: SnapshotReadyPayload)
     if (!same) throw new SnapshotFileError(`${path} does not match the message for table ${table.name}`);
   });
   manifest.sequences = Array.isArray(manifest.sequences) ? manifest.sequences : [];
+  if (manifest.compression !== undefined && manifest.compression !== 'gzip') {
+    throw new SnapshotFileError(`${path} names a compression this loader does not know: ${JSON.stringify(manifest.compression)}`);
+  }
   return manifest;
 }
 
-/** Cheap checks before the database is touched: every file exists, is a plain file, and has the announced size. */
-export async function checkFileSizes(dir: string, manifest: SnapshotManifest): Promise<void> {
+/** Cheap checks before the database is touched: every file exists and has the size the manifest gives (as stored). */
+export async function checkFileSizes(dir: string | SnapshotSource, manifest: SnapshotManifest): Promise<void> {
+  const source = typeof dir === 'string' ? directorySource(dir) : dir;
   for (const table of manifest.tables) {
-    const path = join(dir, table.file);
-    const info = await stat(path).catch(() => undefined);
-    if (!info?.isFile()) throw new SnapshotFileError(`snapshot file ${table.file} for ${table.name} is missing`);
-    if (info.size !== table.bytes) {
-      throw new SnapshotFileError(`snapshot file ${table.file} for ${table.name} is ${info.size} bytes, the manifest says ${table.bytes}`);
+    const size = await source.storedSize(table.file);
+    if (size === undefined) throw new SnapshotFileError(`snapshot file ${table.file} for ${table.name} is missing`);
+    const expected = manifest.compression ? table.storedBytes : table.bytes;
+    if (size !== expected) {
+      throw new SnapshotFileError(`snapshot file ${table.file} for ${table.name} is ${size} bytes, the manifest says ${expected}`);
     }
   }
 }
@@ -142,11 +205,13 @@ export async function checkFileSizes(dir: string, manifest: SnapshotManifest): P
  * Parses the CSV header line (column names, quoted the way PostgreSQL quotes them) so the COPY
  * can name its columns from the file itself.
  */
-export async function readCsvHeader(path: string): Promise<string[]> {
-  const stream = createReadStream(path, { start: 0, end: 1 << 20, encoding: 'utf8' });
+export async function readCsvHeader(path: string | Readable, label = typeof path === 'string' ? path : 'snapshot file'): Promise<string[]> {
+  const stream = typeof path === 'string' ? createReadStream(path, { start: 0, end: 1 << 20 }) : path;
   let text = '';
+  const decoder = new StringDecoder('utf8');
   for await (const chunk of stream) {
-    text += chunk as string;
+    text += decoder.write(chunk as Buffer);
+    if (text.length > 1 << 20) break;
     const parsed = parseCsvRecord(text);
     if (parsed) {
       stream.destroy();
@@ -154,7 +219,8 @@ export async function readCsvHeader(path: string): Promise<string[]> {
     }
   }
   const parsed = parseCsvRecord(`${text}\n`);
-  if (!parsed || (parsed.length === 1 && parsed[0] === '')) throw new SnapshotFileError(`${path} has no CSV header line`);
+  stream.destroy();
+  if (!parsed || (parsed.length === 1 && parsed[0] === '')) throw new SnapshotFileError(`${label} has no CSV header line`);
   return parsed;
 }
 

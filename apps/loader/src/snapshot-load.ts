@@ -1,24 +1,23 @@
-import { createReadStream } from 'node:fs';
-import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { type LoadTriggers } from '@app/common/config';
-import { type SnapshotManifest, type SnapshotReadyPayload, snapshotInstant } from '@app/common/contract';
+import { type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, snapshotInstant } from '@app/common/contract';
 import { isSameDatabase, quoteIdent, quoteQualified } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
 import type { TargetDatabase } from './database/target-database';
 import { type LedgerEntry } from './ledger';
 import type { TargetLoad } from './load/target-load';
-import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
+import type { Readable } from 'node:stream';
+import type { SnapshotSource } from '@app/common/snapshot-store';
+import { checkFileSizes, directorySource, openTableData, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
 import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForeignKeys } from './load/indexes';
 import { checkReferencesFromOutside } from './load/references';
 import { setSequences } from './load/sequences';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
 import { type TargetTable, TargetSchemaError } from './target-schema';
 
-const READ_BUFFER = 1 << 20;
 
 export type LoadResult =
   | { kind: 'loaded'; rows: number; durationMs: number }
@@ -35,8 +34,12 @@ export interface LoadHooks {
 
 export interface LoadRequest extends LoadHooks {
   snapshot: SnapshotReadyPayload;
-  /** The snapshot's directory, already confined to SNAPSHOT_DIR (resolveSnapshotDir). */
-  dir: string;
+  /** The snapshot's directory, already confined to SNAPSHOT_DIR (resolveSnapshotDir)... */
+  dir?: string;
+  /** ...or the snapshot in an object store (SNAPSHOT_STORE=nats or s3). */
+  source?: SnapshotSource & { label: string };
+  /** Cut a download that delivers nothing for this long (object stores; see STALL_TIMEOUT_MS). */
+  stallMs?: number;
   environment: string;
   attempt: number;
   /** A reload by hand: load even if the ledger has this snapshot or a newer one. */
@@ -53,10 +56,11 @@ export interface LoadRequest extends LoadHooks {
 export async function loadSnapshot(database: TargetDatabase, request: LoadRequest): Promise<LoadResult> {
   const started = Date.now();
   const phases = new PhaseTimer();
-  const { dir } = request;
-  const manifest = await readManifest(dir, request.snapshot);
-  await checkFileSizes(dir, manifest);
-  const headers = await Promise.all(manifest.tables.map((table) => readCsvHeader(join(dir, table.file))));
+  const source = request.source ?? directorySource(requireDir(request.dir));
+  const manifest = await readManifest(source, request.snapshot);
+  await checkFileSizes(source, manifest);
+  const open = (table: ManifestTable) => openTableData(source, manifest, table, request.stallMs);
+  const headers = await Promise.all(manifest.tables.map(async (table) => readCsvHeader(await open(table), table.file)));
   manifest.tables.forEach((table, index) => {
     if (headers[index].join('\u0000') !== table.columns.join('\u0000')) {
       throw new SnapshotFileError(`CSV header of ${table.file} does not match the manifest's columns for ${table.name}`);
@@ -86,7 +90,7 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       if (newer) return { kind: 'superseded', by: newer };
     }
     await request.onWork?.();
-    const rows = await loadTables(load, dir, manifest, headers, request, phases, request.triggers ?? 'disable');
+    const rows = await loadTables(load, open, manifest, headers, request, phases, request.triggers ?? 'disable');
     const durationMs = Date.now() - started;
     await load.ledger.record({
       snapshotId: manifest.snapshotId,
@@ -131,7 +135,7 @@ const LOAD_SETTINGS = [
  */
 async function loadTables(
   load: TargetLoad,
-  dir: string,
+  open: (table: ManifestTable) => Promise<Readable>,
   manifest: SnapshotManifest,
   headers: string[][],
   hooks: LoadHooks,
@@ -143,7 +147,7 @@ async function loadTables(
   const oids = targets.map((t) => t.oid);
   const sequences = await catalog.resolveSequences(manifest.sequences);
   // Before anything is truncated: rows outside the snapshot that would lose what they reference.
-  await checkReferencesFromOutside(client, dir, await catalog.foreignKeysFromOutside(targets));
+  await checkReferencesFromOutside(client, open, await catalog.foreignKeysFromOutside(targets));
   const foreignKeys = await catalog.foreignKeysTouching(oids);
   const indexes = await catalog.deferrableIndexes(targets);
   const triggers = triggerMode === 'disable' ? await catalog.userTriggers(oids) : [];
@@ -163,7 +167,7 @@ async function loadTables(
   let rows = 0;
   try {
     for (const [index, target] of targets.entries()) {
-      const copied = await copyTable(client, dir, target, headers[index], progress);
+      const copied = await copyTable(client, await open(target.manifest), target, headers[index], progress);
       progress.addRows(copied);
       rows += copied;
     }
@@ -189,13 +193,13 @@ function qualified(target: TargetTable): string {
 }
 
 /** Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY. */
-async function copyTable(client: PoolClient, dir: string, target: TargetTable, columns: string[], progress: ProgressMeter): Promise<number> {
+async function copyTable(client: PoolClient, data: Readable, target: TargetTable, columns: string[], progress: ProgressMeter): Promise<number> {
   const table = target.manifest;
   // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
   const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
   const copy = client.query(copyFrom(`COPY ${qualified(target)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
   await pipeline(
-    createReadStream(join(dir, table.file), { highWaterMark: READ_BUFFER }),
+    data,
     new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }, (bytes) => progress.add(bytes)),
     copy,
   );
@@ -203,4 +207,9 @@ async function copyTable(client: PoolClient, dir: string, target: TargetTable, c
     throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
   }
   return copy.rowCount;
+}
+
+function requireDir(dir: string | undefined): string {
+  if (!dir) throw new Error('loadSnapshot needs the snapshot directory or a snapshot source');
+  return dir;
 }

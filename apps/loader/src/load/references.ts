@@ -1,8 +1,8 @@
-import { createReadStream } from 'node:fs';
-import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import type { ManifestTable } from '@app/common/contract';
 import { quoteIdent, quoteQualified } from '@app/common/database';
 import { DanglingReferenceError, type ForeignKeyFromOutside } from '../target-schema';
 
@@ -12,7 +12,7 @@ import { DanglingReferenceError, type ForeignKeyFromOutside } from '../target-sc
  * (its key columns are what matters) and the referencing rows are matched against it. Costs one
  * extra read of those files only, and only for tables something outside the snapshot references.
  */
-export async function checkReferencesFromOutside(client: PoolClient, dir: string, foreignKeys: ForeignKeyFromOutside[]): Promise<void> {
+export async function checkReferencesFromOutside(client: PoolClient, open: (table: ManifestTable) => Promise<Readable>, foreignKeys: ForeignKeyFromOutside[]): Promise<void> {
   const copies = new Map<number, string>();
   for (const fk of foreignKeys) {
     const referenced = fk.referenced;
@@ -23,7 +23,7 @@ export async function checkReferencesFromOutside(client: PoolClient, dir: string
       const table = referenced.manifest;
       await client.query(`CREATE TEMPORARY TABLE ${keys} (LIKE ${quoteQualified({ schema: table.schema, name: table.table })}) ON COMMIT DROP`);
       const copy = client.query(copyFrom(`COPY ${keys} (${table.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`));
-      await pipeline(createReadStream(join(dir, table.file)), copy);
+      await pipeline(await open(table), copy);
     }
     const notNull = fk.columns.map((c) => `r.${quoteIdent(c)} IS NOT NULL`).join(' AND ');
     const matches = fk.columns.map((c, i) => `k.${quoteIdent(fk.referencedColumns[i])} = r.${quoteIdent(c)}`).join(' AND ');

@@ -4,6 +4,7 @@ import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type Snap
 import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
 import { MetricsService, errorMessage, withLogContext } from '@app/common/observability';
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
+import { loadRulesFile } from '@app/common/rules';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { DUMPER_CONFIG } from './dumper.constants';
 import { applyRetention } from './retention';
@@ -81,6 +82,9 @@ export class DumperService {
             tables: this.config.tables,
             excludeTables: this.config.excludeTables,
             jobs: this.config.dumpJobs,
+            // Read at every dump: an edited rules file applies to the next dump; a broken one fails it, named.
+            rules: this.config.rulesFile ? loadRulesFile(this.config.rulesFile) : undefined,
+            maskingKey: this.config.maskingKey,
             log: (line) => this.logger.log(line),
           });
         },

@@ -9,6 +9,8 @@ import { compactDate, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, 
 import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
+import type { RulesFile } from '@app/common/rules';
+import { DumpRules } from './rules/dump-rules';
 import { listSourceTables, readOwnedSequences, type SourceTable } from './table-catalog';
 
 export interface SnapshotRequest {
@@ -19,6 +21,10 @@ export interface SnapshotRequest {
   excludeTables: { schema: string; name: string }[];
   /** Connections dumping tables at once (default 1), all reading one exported snapshot. */
   jobs?: number;
+  /** DUMP_RULES: masking, the strict gate and subsetting, applied in production's own COPY query. */
+  rules?: RulesFile;
+  /** MASKING_KEY, for keyed strategies; never logged, never in the manifest (its id is). */
+  maskingKey?: string;
   log?: (line: string) => void;
 }
 
@@ -52,9 +58,11 @@ async function fsyncPath(path: string): Promise<void> {
  * Streams one table through COPY TO into a file, hashing in the same pass; memory stays flat.
  * Partitioned tables are read through a query because COPY cannot read them directly.
  */
-async function dumpTable(client: Client, table: SourceTable, path: string, progress: ProgressMeter): Promise<{ rows: number; bytes: number; sha256: string }> {
+async function dumpTable(client: Client, table: SourceTable, path: string, progress: ProgressMeter, rules?: DumpRules): Promise<{ rows: number; bytes: number; sha256: string }> {
   const columns = table.columns.map(quoteIdent).join(', ');
-  const source = table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
+  const plain = table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
+  // With DUMP_RULES the values are masked by the source's own query: originals never leave it.
+  const source = rules ? `(${rules.selectSql(table)})` : plain;
   const copy = client.query(copyTo(`COPY ${source} TO STDOUT (FORMAT csv, HEADER)`));
   const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
   await pipeline(copy, digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
@@ -99,6 +107,9 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     // Like pg_dump: hold ACCESS SHARE on every table for the whole dump, so a TRUNCATE or DROP in
     // production (which ignore MVCC snapshots) cannot make a table look empty halfway through.
     await main.query(`LOCK TABLE ${tables.map((t) => quoteQualified(t)).join(', ')} IN ACCESS SHARE MODE`);
+    // The strict gate and every other refusal happen here, before any file is written.
+    const rules = request.rules ? await DumpRules.prepare(main, request.rules, request.maskingKey, tables) : undefined;
+    await rules?.prepareSession(main);
     const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table)]));
 
     // Extra connections adopt the main transaction's snapshot: every table is read at one instant.
@@ -110,6 +121,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
         const worker = await open();
         await worker.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         await worker.query(`SET TRANSACTION SNAPSHOT '${rows[0].id.replaceAll("'", "''")}'`);
+        await rules?.prepareSession(worker);
         workers.push(worker);
       }
     }
@@ -128,7 +140,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
         workers.map(async (worker) => {
           for (let table = queue.shift(); table && !failed; table = queue.shift()) {
             try {
-              const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress);
+              const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress, rules);
               progress.addRows(result.rows);
               written.set(table, result);
             } catch (error) {
@@ -154,6 +166,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       file: files.get(table)!,
       columns: table.columns,
       ...written.get(table)!,
+      ...rules?.manifestTable(table),
     }));
     const manifest: SnapshotManifest = {
       formatVersion: 1,
@@ -163,6 +176,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       createdAt: new Date().toISOString(),
       tables: manifestTables,
       sequences,
+      ...(rules ? { rules: rules.manifest } : {}),
     };
     const manifestPath = join(workDir, MANIFEST_FILE);
     await writeFile(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);

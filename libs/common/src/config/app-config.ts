@@ -70,6 +70,10 @@ export interface DumperConfig {
   timeZone: string;
   /** ERROR_DETAIL=true: failure events keep PostgreSQL's DETAIL, which can quote row values. */
   errorDetail: boolean;
+  /** DUMP_RULES: path of the masking/subsetting rules (YAML or JSON), read at every dump. */
+  rulesFile?: string;
+  /** MASKING_KEY: the secret of keyed strategies; never logged, never in a manifest. */
+  maskingKey?: string;
 }
 
 /** `disable`: the target's own user triggers do not fire for loaded rows (as pg_restore --disable-triggers). */
@@ -191,6 +195,8 @@ export function loadDumperConfig(source: Env = process.env): DumperConfig {
     startDate: env.date('START_DATE', DEFAULTS.START_DATE),
     timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
     errorDetail: env.boolean('ERROR_DETAIL', false),
+    rulesFile: env.optionalString('DUMP_RULES'),
+    maskingKey: env.optionalString('MASKING_KEY'),
   };
   env.done();
   return config;

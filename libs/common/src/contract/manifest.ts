@@ -15,6 +15,19 @@ export interface ManifestTable {
   rows: number;
   bytes: number;
   sha256: string;
+  /** DUMP_RULES: the columns not kept as they are, and their strategies (`email`, `hash`, `jsonb {...}`...). */
+  masked?: Record<string, string>;
+  /** DUMP_RULES subset: the file holds only the rows the subset kept. */
+  subset?: boolean;
+}
+
+/** The DUMP_RULES a snapshot was made with: never a value, never the key. */
+export interface ManifestRules {
+  /** sha256 of the rules file's bytes. */
+  digest: string;
+  /** Names MASKING_KEY without revealing it (first 8 hex digits of an HMAC of a fixed text). */
+  keyId?: string;
+  strict: boolean;
 }
 
 /** A sequence owned by a column (serial or identity); the loader finds the target's own by the column. */
@@ -38,6 +51,8 @@ export interface SnapshotManifest {
   takenAt?: string;
   tables: ManifestTable[];
   sequences: ManifestSequence[];
+  /** Present when the dump applied DUMP_RULES (masking, subsetting). */
+  rules?: ManifestRules;
 }
 
 export const MANIFEST_FILE = 'manifest.json';

@@ -6,6 +6,7 @@ import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, reloadSubjec
 import { announcedSnapshots, kvKeys, openNatsConnection } from '@app/common/messaging';
 import { errorMessage } from '@app/common/observability';
 import { parseArgs, UsageError } from './args';
+import { RULES_USAGE, RulesUsageError, runRulesCommand } from './rules/rules-command';
 import { formatRunsTable, type Run } from './runs-table';
 
 const USAGE = `db-fanout: refresh dev, staging and QA from one production snapshot
@@ -18,6 +19,7 @@ Commands:
   runs [--since YYYY-MM-DD] [--json]     every run in the ledger, newest first
   reload --env NAME [--snapshot ID]      load one environment again from a snapshot (default: the latest), no dump
   backfill --from YYYY-MM-DD --to YYYY-MM-DD   trigger each day of the range, oldest first
+${RULES_USAGE}
 
 Exit codes: 0 done, 1 failed (e.g. NATS unreachable), 2 wrong usage.`;
 
@@ -124,12 +126,29 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
+/** `rules init|check`: the source database only, no NATS. */
+async function rulesMain(argv: string[]): Promise<number> {
+  try {
+    const { command, flags } = parseArgs(argv, { source: 'value', out: 'value', rules: 'value' });
+    if (flags.help) {
+      out(RULES_USAGE);
+      return 0;
+    }
+    const value = (flag: string) => (typeof flags[flag] === 'string' ? flags[flag] : undefined);
+    return await runRulesCommand(command, { source: value('source'), out: value('out'), rules: value('rules') ?? process.env.DUMP_RULES, write: out });
+  } catch (error) {
+    process.stderr.write(`db-fanout rules: ${errorMessage(error)}\n`);
+    return error instanceof UsageError || error instanceof RulesUsageError ? 2 : 1;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const name = argv[0];
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     out(USAGE);
     return name ? 0 : 2;
   }
+  if (name === 'rules') return rulesMain(argv.slice(1));
   const command = COMMANDS[name];
   if (!command) {
     process.stderr.write(`db-fanout: unknown command ${JSON.stringify(name)}\n\n${USAGE}\n`);

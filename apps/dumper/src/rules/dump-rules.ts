@@ -15,7 +15,7 @@ import {
   usesKey,
 } from '@app/common/rules';
 import { MIN_KEY_LENGTH, type MaskingKey, prepareMaskingKey } from './masking-key';
-import { loadKeyIntoSession, maskedColumnSql } from './masking-sql';
+import { loadKeyIntoSession, maskedSelectSql } from './masking-sql';
 import { planSubset, type SubsetPlan, subsetWhere } from './subset-plan';
 
 
@@ -74,6 +74,6 @@ export class DumpRules {
     if (!plan) throw new Error(`no rules plan for ${tableKey(table)}`);
     const kept = this.subset.get(tableKey(table));
     const where = kept ? ` WHERE ${subsetWhere(kept)}` : '';
-    return `SELECT ${plan.columns.map(maskedColumnSql).join(', ')} FROM ${quoteQualified(table)}${where}`;
+    return maskedSelectSql(plan.columns, quoteQualified(table), where);
   }
 }

@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
 import { quoteIdent } from '@app/common/database';
-import type { ColumnPlan, ConstantValue, LeafStrategy, Strategy } from '@app/common/rules';
+import { type ColumnPlan, type ConstantValue, type LeafStrategy, type Strategy, usesKey } from '@app/common/rules';
 import type { MaskingKey } from './masking-key';
 
 /**
@@ -83,8 +83,30 @@ function maskJsonPath(x: string, path: string[], strategy: LeafStrategy): string
 /** The SQL expression that produces one dumped column, masked by its strategy, named as the column. */
 export function maskedColumnSql(plan: ColumnPlan): string {
   const column = quoteIdent(plan.column.name);
+  const expression = maskedExpression(plan);
+  return expression === column ? column : `${expression} AS ${column}`;
+}
+
+/**
+ * The SELECT that COPY reads: every dumped column masked. A keyed column is computed in a LATERAL
+ * subquery of its own, so PostgreSQL 14+ can memoize it per distinct input (a value repeated in a
+ * million rows is hashed once); the result is the same, the keyed hash as strong.
+ */
+export function maskedSelectSql(columns: ColumnPlan[], from: string, where = ''): string {
+  const laterals: string[] = [];
+  const list = columns.map((plan) => {
+    if (!usesKey(plan.strategy)) return maskedColumnSql(plan);
+    const alias = `m${laterals.length + 1}`;
+    laterals.push(` LEFT JOIN LATERAL (SELECT ${maskedExpression(plan)} AS db_fanout_masked OFFSET 0) ${alias} ON true`);
+    return `${alias}.db_fanout_masked AS ${quoteIdent(plan.column.name)}`;
+  });
+  return `SELECT ${list.join(', ')} FROM ${from}${laterals.join('')}${where}`;
+}
+
+function maskedExpression(plan: ColumnPlan): string {
+  const column = quoteIdent(plan.column.name);
   const strategy: Strategy = plan.strategy;
-  const cast = (expression: string) => `CAST(${expression} AS ${plan.column.type}) AS ${column}`;
+  const cast = (expression: string) => `CAST(${expression} AS ${plan.column.type})`;
   // citext (or a column joined to one): mask the lower-cased value, as the comparisons were.
   const input = plan.foldCase ? `lower(${column}::text)` : `${column}::text`;
   switch (strategy.kind) {

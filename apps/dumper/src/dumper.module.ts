@@ -3,7 +3,7 @@ import { type DumperConfig } from '@app/common/config';
 import { SUBJECTS } from '@app/common/contract';
 import { DatabaseReadiness } from '@app/common/database';
 import { JetStreamModule } from '@app/common/messaging';
-import { ReadinessService } from '@app/common/observability';
+import { ObservabilityModule, ReadinessService } from '@app/common/observability';
 import { DUMPER_CONFIG } from './dumper.constants';
 import { DumperController } from './dumper.controller';
 import { DumperService } from './dumper.service';
@@ -14,6 +14,7 @@ export class DumperModule {
     return {
       module: DumperModule,
       imports: [
+        ObservabilityModule.forRoot(),
         JetStreamModule.forRoot({
           config: config.nats,
           clientName: 'db-fanout-dumper',

@@ -1,28 +1,45 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type NatsConfig } from '@app/common/config';
-import { MANIFEST_FILE, SNAPSHOT_DIR_PREFIX, SUBJECTS } from '@app/common/contract';
+import { MANIFEST_FILE, SNAPSHOT_DIR_PREFIX, SNAPSHOT_ID_PATTERN, snapshotDirName, SUBJECTS } from '@app/common/contract';
 import { announcedSnapshots } from '@app/common/messaging';
 
 export interface RetentionResult {
   removed: string[];
-  /** Old enough, but some environment has not finished with it yet. */
+  /** Old enough, but some environment's loader has not acked its announcement yet. */
   keptInUse: string[];
+  /** Old enough, but never announced on this stream (another pipeline's, or written by hand): never touched. */
+  notAnnounced: string[];
 }
 
-/** Stream sequence of each snapshot's snapshot.ready, by snapshot id (those the stream still holds). */
-async function readySequences(nc: NatsConnection, nats: NatsConfig): Promise<Map<string, number>> {
-  const sequences = new Map<string, number>();
-  for (const { seq, body } of await announcedSnapshots(nc, nats)) {
-    if (typeof body.snapshotId === 'string') sequences.set(body.snapshotId, seq);
-  }
-  return sequences;
+/** What the bucket remembers of one announcement: its stream sequence, which loaders ack past. */
+interface AnnouncementRecord {
+  seq: number;
 }
 
-/** The lowest sequence every environment's loader has acked up to: snapshots at or below it are done with. */
-async function finishedUpTo(jsm: JetStreamManager, nats: NatsConfig): Promise<number> {
+/**
+ * `<NATS_STREAM>_SNAPSHOTS`: the snapshots this stream announced, by id. The stream forgets an
+ * announcement after NATS_STREAM_MAX_AGE, which is about when a snapshot expires (both 7 days by
+ * default); this record is how retention still knows the snapshot was ours, and where it stood.
+ */
+export function announcementBucket(nats: NatsConfig): string {
+  return `${nats.stream}_SNAPSHOTS`;
+}
+
+async function openBucket(nc: NatsConnection, nats: NatsConfig): Promise<KV> {
+  const kvm = new Kvm(nc);
+  return kvm.create(announcementBucket(nats), { history: 1, replicas: nats.streamReplicas }).catch(() => kvm.open(announcementBucket(nats)));
+}
+
+/**
+ * The lowest stream sequence every loader has acked up to (its durable consumer's ack floor): an
+ * announcement at or below it is done with everywhere. A loader that is down, or holds a snapshot
+ * unacked, keeps the floor below its announcement.
+ */
+async function loadersAckedUpTo(jsm: JetStreamManager, nats: NatsConfig): Promise<number> {
   let floor = Number.POSITIVE_INFINITY;
   for await (const consumer of jsm.consumers.list(nats.stream)) {
     if (consumer.config.filter_subject !== `${nats.subjectPrefix}${SUBJECTS.snapshotReady}` || !consumer.config.durable_name) continue;
@@ -31,48 +48,77 @@ async function finishedUpTo(jsm: JetStreamManager, nats: NatsConfig): Promise<nu
   return floor;
 }
 
-/**
- * SNAPSHOT_RETENTION: removes snapshots older than the retention, except the newest one and any
- * that an environment's loader has not finished with (its durable consumer has not acked that
- * snapshot.ready yet: it is still to be loaded, e.g. a loader that is down). Abandoned temporary
- * directories of crashed dumps go too once they are as old.
- */
-export async function applyRetention(nc: NatsConnection, nats: NatsConfig, snapshotDir: string, retentionMs: number, now = Date.now()): Promise<RetentionResult> {
-  const result: RetentionResult = { removed: [], keptInUse: [] };
-  const entries = (await readdir(snapshotDir, { withFileTypes: true })).filter((e) => e.isDirectory());
-  const snapshots: { name: string; id: string; created: number }[] = [];
-  for (const entry of entries) {
-    const path = join(snapshotDir, entry.name);
-    if (entry.name.startsWith(`.tmp-${SNAPSHOT_DIR_PREFIX}`)) {
-      if (now - (await stat(path)).mtimeMs > retentionMs) {
-        await rm(path, { recursive: true, force: true });
-        result.removed.push(entry.name);
-      }
-      continue;
-    }
-    if (!entry.name.startsWith(SNAPSHOT_DIR_PREFIX)) continue;
+interface SnapshotOnDisk {
+  name: string;
+  id: string;
+  created: number;
+}
+
+/** `prod_snapshot_*` directories with a readable manifest; anything else is not a snapshot (never touched). */
+async function snapshotsOnDisk(snapshotDir: string, entries: string[]): Promise<SnapshotOnDisk[]> {
+  const snapshots: SnapshotOnDisk[] = [];
+  for (const name of entries) {
+    if (!name.startsWith(SNAPSHOT_DIR_PREFIX)) continue;
     try {
-      const manifest = JSON.parse(await readFile(join(path, MANIFEST_FILE), 'utf8')) as { snapshotId: string; createdAt: string };
-      snapshots.push({ name: entry.name, id: manifest.snapshotId, created: Date.parse(manifest.createdAt) });
+      const manifest = JSON.parse(await readFile(join(snapshotDir, name, MANIFEST_FILE), 'utf8')) as { snapshotId: string; createdAt: string };
+      if (typeof manifest.snapshotId !== 'string' || name !== snapshotDirName(manifest.snapshotId)) continue;
+      const created = Date.parse(manifest.createdAt);
+      if (!Number.isNaN(created)) snapshots.push({ name, id: manifest.snapshotId, created });
     } catch {
-      // Not a snapshot this dumper wrote completely: never touched.
+      // Not a snapshot written completely: never touched.
     }
   }
-  snapshots.sort((a, b) => b.created - a.created);
-  const expired = snapshots.slice(1).filter((s) => now - s.created > retentionMs);
-  if (!expired.length) return result;
+  return snapshots.sort((a, b) => b.created - a.created);
+}
 
-  const jsm = await jetstreamManager(nc);
-  const [sequences, floor] = await Promise.all([readySequences(nc, nats), finishedUpTo(jsm, nats)]);
-  for (const snapshot of expired) {
-    const seq = sequences.get(snapshot.id);
-    // Gone from the stream: no loader can be handed it any more. Else every loader must be past it.
-    if (seq !== undefined && seq > floor) {
-      result.keptInUse.push(snapshot.name);
-      continue;
+/**
+ * SNAPSHOT_RETENTION, after each dump. A snapshot directory is removed only when all of these hold:
+ * it is older than the retention and not the newest; this stream announced it (its snapshot.ready
+ * is in the stream, or was recorded in `<NATS_STREAM>_SNAPSHOTS` while it was); and every
+ * environment's loader consumer has acked past that announcement. The announcements are read to
+ * the end (the consumer reports nothing pending) and any broker error throws before anything is
+ * removed. Abandoned temporary directories of crashed dumps go once they are as old.
+ */
+export async function applyRetention(nc: NatsConnection, nats: NatsConfig, snapshotDir: string, retentionMs: number, now = Date.now()): Promise<RetentionResult> {
+  const result: RetentionResult = { removed: [], keptInUse: [], notAnnounced: [] };
+  const entries = (await readdir(snapshotDir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+  const snapshots = await snapshotsOnDisk(snapshotDir, entries);
+
+  // Everything the broker has to say, before any removal: a failure here throws with nothing removed.
+  const kv = await openBucket(nc, nats);
+  const onDisk = new Set(snapshots.map((s) => s.id));
+  for (const { seq, body } of await announcedSnapshots(nc, nats)) {
+    const id = body.snapshotId;
+    if (typeof id !== 'string' || !SNAPSHOT_ID_PATTERN.test(id) || !onDisk.has(id)) continue;
+    if (typeof body.location === 'string' && basename(body.location) !== snapshotDirName(id)) continue;
+    await kv.put(id, JSON.stringify({ seq } satisfies AnnouncementRecord));
+  }
+  const floor = await loadersAckedUpTo(await jetstreamManager(nc), nats);
+  const announced = new Map<string, number>();
+  for (const snapshot of snapshots) {
+    const entry = await kv.get(snapshot.id);
+    if (entry?.value.length) announced.set(snapshot.id, entry.json<AnnouncementRecord>().seq);
+  }
+
+  for (const name of entries) {
+    if (!name.startsWith(`.tmp-${SNAPSHOT_DIR_PREFIX}`)) continue;
+    const path = join(snapshotDir, name);
+    if (now - (await stat(path)).mtimeMs > retentionMs) {
+      await rm(path, { recursive: true, force: true });
+      result.removed.push(name);
     }
-    await rm(join(snapshotDir, snapshot.name), { recursive: true, force: true });
-    result.removed.push(snapshot.name);
+  }
+  for (const snapshot of snapshots.slice(1).filter((s) => now - s.created > retentionMs)) {
+    const seq = announced.get(snapshot.id);
+    if (seq === undefined) {
+      result.notAnnounced.push(snapshot.name);
+    } else if (seq > floor) {
+      result.keptInUse.push(snapshot.name);
+    } else {
+      await rm(join(snapshotDir, snapshot.name), { recursive: true, force: true });
+      await kv.purge(snapshot.id);
+      result.removed.push(snapshot.name);
+    }
   }
   return result;
 }

@@ -3,7 +3,7 @@ import { type LoaderConfig } from '@app/common/config';
 import { reloadSubject, SUBJECTS } from '@app/common/contract';
 import { DatabaseReadiness } from '@app/common/database';
 import { JetStreamModule } from '@app/common/messaging';
-import { ReadinessService } from '@app/common/observability';
+import { ObservabilityModule, ReadinessService } from '@app/common/observability';
 import { LOADER_CONFIG } from './loader.constants';
 import { LoaderController } from './loader.controller';
 import { LoaderService } from './loader.service';
@@ -14,6 +14,7 @@ export class LoaderModule {
     return {
       module: LoaderModule,
       imports: [
+        ObservabilityModule.forRoot(),
         JetStreamModule.forRoot({
           config: config.nats,
           clientName: `db-fanout-loader-${config.environment}`,

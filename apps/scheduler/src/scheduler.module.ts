@@ -2,6 +2,7 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
 import { type SchedulerConfig } from '@app/common/config';
 import { JetStreamModule } from '@app/common/messaging';
+import { ObservabilityModule } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 import { AlertWebhookService } from './alerts/alert-webhook.service';
 import { RunLedgerService } from './run-ledger/run-ledger.service';
@@ -15,6 +16,7 @@ export class SchedulerModule {
     return {
       module: SchedulerModule,
       imports: [
+        ObservabilityModule.forRoot(),
         ScheduleModule.forRoot(),
         // The scheduler only publishes; it consumes nothing.
         JetStreamModule.forRoot({ config: config.nats, clientName: 'db-fanout-scheduler', bindings: [] }),

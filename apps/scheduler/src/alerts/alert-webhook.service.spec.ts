@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { ConfigError, loadSchedulerConfig, type SchedulerConfig } from '@app/common/config';
 import { ensureStream, JetStreamModule } from '@app/common/messaging';
+import { ObservabilityModule } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 import { SchedulerModule } from '../scheduler.module';
 import { ALERT_CONSUMER, ALERT_WEBHOOK_OPTIONS, alertBody, type AlertWebhookOptions, AlertWebhookService, webhookRequest } from './alert-webhook.service';
@@ -162,7 +163,7 @@ describe('AlertWebhookService (real NATS, local webhook)', () => {
   /** Only the alert service (no cron job, no run ledger), with short retry delays. */
   async function startAlerts(config: SchedulerConfig, overrides: Partial<AlertWebhookOptions> = {}): Promise<INestApplication> {
     @Module({
-      imports: [JetStreamModule.forRoot({ config: config.nats, clientName: 'spec-alerts', bindings: [] })],
+      imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config: config.nats, clientName: 'spec-alerts', bindings: [] })],
       providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, { provide: ALERT_WEBHOOK_OPTIONS, useValue: { ...options, ...overrides } }, AlertWebhookService],
     })
     class AlertsOnly {}

@@ -1,10 +1,10 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown, Optional } from '@nestjs/common';
-import { type Consumer, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import { jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
 import { SUBJECTS } from '@app/common/contract';
-import { type ConsumerBinding, ensureConsumer, NATS_CONNECTION } from '@app/common/messaging';
+import { ACK, type ConsumerBinding, ensureConsumer, nak, NATS_CONNECTION, PullConsumer } from '@app/common/messaging';
 import { errorMessage, ReadinessService, redactSecrets } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 
@@ -89,9 +89,27 @@ export class AlertWebhookService implements OnApplicationBootstrap, OnApplicatio
     if (!this.config.alertWebhookUrl) return; // off: no consumer, no check, nothing to do
     // Until the consumer exists, failures published now would be missed (it starts at new ones),
     // so /health waits for it; a broker that refuses it does not stop the scheduler from booting.
-    this.readiness.set('alerts', false, 'creating consumer alerts');
-    const consumer = await this.setUp();
-    this.loop = this.consume(consumer);
+    this.readiness.set('alerts', false, `creating consumer ${ALERT_CONSUMER.durable}`);
+    const ensure = async () => ensureConsumer(await jetstreamManager(this.connection), this.config.nats, ALERT_CONSUMER);
+    try {
+      await ensure();
+      this.readiness.set('alerts', true, `webhook ${this.shownUrl}`);
+      this.logger.log(`failures are POSTed to ${this.shownUrl}`);
+    } catch (error) {
+      this.readiness.set('alerts', false, `consumer ${ALERT_CONSUMER.durable}: ${errorMessage(error)}`);
+      this.logger.warn(`cannot set up consumer ${ALERT_CONSUMER.durable} yet; retrying every second`);
+    }
+    const consumer = new PullConsumer({
+      connection: this.connection,
+      stream: this.config.nats.stream,
+      name: ALERT_CONSUMER.durable,
+      ensure,
+      logger: this.logger,
+      expiresMs: 2_000,
+      onHealth: (ok, detail) => this.readiness.set('alerts', ok, ok ? `webhook ${this.shownUrl}` : detail),
+    });
+    // Stopped mid-way (false): nak, so the next scheduler to run sends it (at least once).
+    this.loop = consumer.run(async (message) => ((await this.handle(message)) ? ACK : nak()), this.shutdown.signal);
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -101,67 +119,6 @@ export class AlertWebhookService implements OnApplicationBootstrap, OnApplicatio
 
   private pause(ms: number): Promise<void> {
     return sleep(ms, undefined, { signal: this.shutdown.signal }).catch(() => undefined);
-  }
-
-  /** Creates (or finds) the durable consumer; undefined when the broker refused (tried again later). */
-  private async setUp(): Promise<{ consumer: Consumer; ackWaitMs: number } | undefined> {
-    try {
-      const ackWaitMs = await ensureConsumer(await jetstreamManager(this.connection), this.config.nats, ALERT_CONSUMER);
-      const consumer = await jetstream(this.connection).consumers.get(this.config.nats.stream, ALERT_CONSUMER.durable);
-      this.readiness.set('alerts', true, `webhook ${this.shownUrl}`);
-      return { consumer, ackWaitMs };
-    } catch (error) {
-      this.readiness.set('alerts', false, `consumer ${ALERT_CONSUMER.durable}: ${errorMessage(error)}`);
-      return undefined;
-    }
-  }
-
-  private async consume(initial: { consumer: Consumer; ackWaitMs: number } | undefined): Promise<void> {
-    let current = initial;
-    let failing = false;
-    if (current) this.logger.log(`failures are POSTed to ${this.shownUrl}`);
-    while (!this.shutdown.signal.aborted) {
-      if (!current) {
-        current = await this.setUp();
-        if (!current) {
-          if (!failing) this.logger.warn(`cannot set up consumer ${ALERT_CONSUMER.durable} yet; retrying every second`);
-          failing = true;
-          await this.pause(1_000);
-          continue;
-        }
-      }
-      let message: JsMsg | null;
-      try {
-        message = await current.consumer.next({ expires: 2_000 });
-      } catch (error) {
-        if (this.shutdown.signal.aborted) break;
-        if (!failing) this.logger.warn(`reading events failed, retrying every second: ${errorMessage(error)}`);
-        failing = true;
-        current = undefined; // the consumer may be gone (stream recreated): set it up again
-        await this.pause(1_000);
-        continue;
-      }
-      if (failing) this.logger.log(`reading events again; failures are POSTed to ${this.shownUrl}`);
-      failing = false;
-      if (!message) continue;
-      const heartbeat = setInterval(() => message.working(), Math.max(200, Math.floor(current.ackWaitMs / 3)));
-      let settle: () => void;
-      try {
-        // Stopped mid-way: nak, so the next scheduler to run sends it (at least once).
-        settle = (await this.handle(message)) ? () => message.ack() : () => message.nak();
-      } catch (error) {
-        this.logger.warn(`could not handle ${message.subject} #${message.seq}: ${errorMessage(error)}`);
-        settle = () => message.nak(1_000);
-      } finally {
-        clearInterval(heartbeat);
-      }
-      try {
-        settle();
-      } catch (error) {
-        // The connection is closing: the broker redelivers after the ack wait.
-        this.logger.warn(`could not settle ${message.subject} #${message.seq}: ${errorMessage(error)}`);
-      }
-    }
   }
 
   /** True when the event is dealt with (sent, given up on, or no alert); false when stopped mid-way. */

@@ -1,11 +1,11 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
 import { dateInTimeZone } from '@app/common/contract';
-import { kvKeys, NATS_CONNECTION } from '@app/common/messaging';
+import { ACK, kvKeys, nak, NATS_CONNECTION, PullConsumer } from '@app/common/messaging';
 import { errorMessage, ReadinessService } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 import { applyEvent, newRun, type RunRecord, runDateOf } from './run-record';
@@ -22,7 +22,7 @@ const CONSUMER = 'run-ledger';
 export class RunLedgerService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('RunLedger');
   private kv?: KV;
-  private stopping = false;
+  private readonly stopping = new AbortController();
   private markOpened!: () => void;
   /** Settles once the bucket is open (runs() may be asked before bootstrap finished). */
   private readonly opened = new Promise<void>((resolve) => (this.markOpened = resolve));
@@ -40,6 +40,35 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
 
   async onApplicationBootstrap(): Promise<void> {
     this.kv = await new Kvm(this.connection).create(this.bucket, { history: 1, replicas: this.config.nats.streamReplicas });
+    await this.ensureConsumer();
+    this.readiness.set('run-ledger', true, `bucket ${this.bucket}`);
+    this.markOpened();
+    const consumer = new PullConsumer({
+      connection: this.connection,
+      stream: this.config.nats.stream,
+      name: CONSUMER,
+      ensure: () => this.ensureConsumer(),
+      logger: this.logger,
+      expiresMs: 2_000,
+    });
+    this.loop = consumer.run(async (message) => {
+      try {
+        await this.record(message);
+        return ACK;
+      } catch (error) {
+        this.logger.warn(`could not record ${message.subject} #${message.seq}: ${errorMessage(error)}`);
+        return nak(1_000);
+      }
+    }, this.stopping.signal);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.stopping.abort();
+    await this.loop;
+  }
+
+  /** The fold's durable consumer over the whole stream, created when missing (e.g. the stream was recreated). */
+  private async ensureConsumer(): Promise<void> {
     const jsm = await jetstreamManager(this.connection);
     const existing = await jsm.consumers.info(this.config.nats.stream, CONSUMER).catch(() => undefined);
     if (!existing) {
@@ -50,14 +79,6 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
         ack_wait: nanos(this.config.nats.ackWaitMs),
       });
     }
-    this.readiness.set('run-ledger', true, `bucket ${this.bucket}`);
-    this.markOpened();
-    this.loop = this.consume();
-  }
-
-  async onApplicationShutdown(): Promise<void> {
-    this.stopping = true;
-    await this.loop;
   }
 
   /** Every run, newest date first. */
@@ -98,29 +119,6 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
       await sleep(pollMs, undefined, { signal }).catch(() => undefined);
     }
     return undefined;
-  }
-
-  private async consume(): Promise<void> {
-    const consumer = await jetstream(this.connection).consumers.get(this.config.nats.stream, CONSUMER);
-    while (!this.stopping) {
-      let message: JsMsg | null;
-      try {
-        message = await consumer.next({ expires: 2_000 });
-      } catch (error) {
-        if (this.stopping) break;
-        this.logger.warn(`reading events failed, retrying: ${errorMessage(error)}`);
-        await sleep(1_000);
-        continue;
-      }
-      if (!message) continue;
-      try {
-        await this.record(message);
-        message.ack();
-      } catch (error) {
-        this.logger.warn(`could not record ${message.subject} #${message.seq}: ${errorMessage(error)}`);
-        message.nak(1_000);
-      }
-    }
   }
 
   private async record(message: JsMsg): Promise<void> {

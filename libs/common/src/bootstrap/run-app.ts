@@ -3,9 +3,9 @@ import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
 import type { HttpConfig, LogFormat } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
-import { JsonLogger } from '../observability/json-logger';
 import { JetStreamServer } from '../messaging/jetstream.server';
 import { TerminateMessageFilter } from '../messaging/terminate-message.filter';
+import { createAppLogger } from '../observability/logging';
 import { errorMessage } from '../observability/redact';
 
 export interface AppDefinition<C extends { http: HttpConfig; logFormat: LogFormat }> {
@@ -36,8 +36,8 @@ export async function runApp<C extends { http: HttpConfig; logFormat: LogFormat 
     process.exit(1);
   }
   try {
-    const appLogger = definition.logger ?? (config.logFormat === 'json' ? new JsonLogger(definition.name) : undefined);
-    if (appLogger) Logger.overrideLogger(appLogger);
+    const appLogger = definition.logger ?? createAppLogger(definition.name, config.logFormat);
+    Logger.overrideLogger(appLogger);
     const app = await NestFactory.create(definition.module(config), { logger: appLogger, abortOnError: false });
     attachJetStream(app);
     await app.startAllMicroservices();

@@ -1,13 +1,23 @@
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Logger } from '@nestjs/common';
+import { AckPolicy, DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import { SUBJECTS } from '../contract/subjects';
+import { ACK, PullConsumer } from './pull-consumer';
+
+export interface AnnouncedSnapshot {
+  /** Stream sequence of the snapshot.ready: a loader that acked past it is done with the snapshot. */
+  seq: number;
+  body: Record<string, unknown>;
+}
 
 /**
- * Every snapshot.ready the stream still holds, oldest first, with its stream sequence: read through
- * an ephemeral consumer on that one subject (a single filter works on nats-server 2.9).
+ * Every snapshot.ready the stream holds, oldest first, with its stream sequence: read through an
+ * ephemeral consumer on that one subject (a single filter works on nats-server 2.9) until it has
+ * nothing pending. Throws rather than return part of the list (a broker that does not answer, or
+ * a list not read within `timeoutMs`): retention deletes on the strength of it.
  */
-export async function announcedSnapshots(connection: NatsConnection, nats: NatsConfig): Promise<{ seq: number; body: Record<string, unknown> }[]> {
+export async function announcedSnapshots(connection: NatsConnection, nats: NatsConfig, timeoutMs = 30_000): Promise<AnnouncedSnapshot[]> {
   const jsm = await jetstreamManager(connection);
   const info = await jsm.consumers.add(nats.stream, {
     filter_subject: `${nats.subjectPrefix}${SUBJECTS.snapshotReady}`,
@@ -15,18 +25,18 @@ export async function announcedSnapshots(connection: NatsConnection, nats: NatsC
     deliver_policy: DeliverPolicy.All,
     inactive_threshold: nanos(30_000),
   });
-  const announced: { seq: number; body: Record<string, unknown> }[] = [];
+  const announced: AnnouncedSnapshot[] = [];
   try {
-    const consumer = await jetstream(connection).consumers.get(nats.stream, info.name);
-    for (;;) {
-      const message = await consumer.next({ expires: 1_000 });
-      if (!message) return announced;
+    const reader = new PullConsumer({ connection, stream: nats.stream, name: info.name, logger: new Logger('Announcements'), expiresMs: 2_000 });
+    await reader.readToEnd((message) => {
       try {
         announced.push({ seq: message.seq, body: message.json<Record<string, unknown>>() });
       } catch {
         // A forged, non-JSON snapshot.ready announces nothing.
       }
-    }
+      return Promise.resolve(ACK);
+    }, timeoutMs);
+    return announced;
   } finally {
     await jsm.consumers.delete(nats.stream, info.name).catch(() => undefined);
   }

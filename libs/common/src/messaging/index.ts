@@ -7,5 +7,6 @@ export * from './jetstream.server';
 export * from './kv-keys';
 export * from './message-disposition';
 export * from './nats-connection';
+export * from './pull-consumer';
 export * from './stream-setup';
 export * from './terminate-message.filter';

@@ -18,11 +18,13 @@ export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal
   }
 
   /**
-   * True when the broker will not deliver this message again (max_deliver reached): a handler that
-   * fails now should report the failure itself, or nobody will.
+   * True when the broker will not deliver this message again (the consumer's max_deliver, as the
+   * broker holds it, is reached): a handler that fails now should report the failure itself, or
+   * nobody will. Never true for a consumer without a limit.
    */
   isLastDelivery(): boolean {
-    return this.args[0].info.deliveryCount >= this.args[3];
+    const maxDeliver = this.args[3];
+    return maxDeliver > 0 && this.args[0].info.deliveryCount >= maxDeliver;
   }
 
   /** 1 for the first delivery, more when the broker redelivers (crash, nak, lost ack). */

@@ -2,10 +2,6 @@ import { DynamicModule, Global, Inject, Injectable, Logger, Module, OnApplicatio
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
-import { HealthController } from '../observability/health.controller';
-import { MetricsController } from '../observability/metrics.controller';
-import { MetricsService } from '../observability/metrics.service';
-import { ReadinessService } from '../observability/readiness.service';
 import { EventPublisher } from './event-publisher';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamServer } from './jetstream.server';
@@ -45,25 +41,25 @@ export interface JetStreamModuleOptions {
   bindings: ConsumerBinding[];
 }
 
-/** The NATS connection, the event publisher, the JetStream transport, /health and /metrics, for one app. */
+/**
+ * Messaging for one app: the NATS connection, the event publisher and the JetStream transport. It
+ * reports readiness through ObservabilityModule, which the app imports beside it.
+ */
 @Global()
 @Module({})
 export class JetStreamModule {
   static forRoot(options: JetStreamModuleOptions): DynamicModule {
     return {
       module: JetStreamModule,
-      controllers: [HealthController, MetricsController],
       providers: [
         { provide: NATS_CONFIG, useValue: options.config },
         { provide: JETSTREAM_BINDINGS, useValue: options.bindings },
         { provide: NATS_CONNECTION, useFactory: () => connectAndEnsureStream(options.config, options.clientName) },
         NatsConnectionCloser,
-        ReadinessService,
-        MetricsService,
         EventPublisher,
         JetStreamServer,
       ],
-      exports: [NATS_CONFIG, NATS_CONNECTION, ReadinessService, MetricsService, EventPublisher, JetStreamServer],
+      exports: [NATS_CONFIG, NATS_CONNECTION, EventPublisher, JetStreamServer],
     };
   }
 }

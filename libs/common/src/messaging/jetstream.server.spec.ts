@@ -9,6 +9,7 @@ import { attachJetStream } from '../bootstrap/run-app';
 import type { NatsConfig } from '../config/app-config';
 import { InvalidMessageError } from '../contract/invalid-message.error';
 import { SUBJECTS } from '../contract/subjects';
+import { ObservabilityModule } from '../observability/observability.module';
 import { ReadinessService } from '../observability/readiness.service';
 import { JetStreamContext } from './jetstream.context';
 import { JetStreamModule } from './jetstream.module';
@@ -66,7 +67,7 @@ describe('JetStreamServer (real NATS)', () => {
   beforeAll(async () => {
     nc = await connect({ servers: NATS_URL });
     const moduleRef = await Test.createTestingModule({
-      imports: [JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver: 5 }] })],
+      imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver: 5 }] })],
       controllers: [ProbeController],
     }).compile();
     app = moduleRef.createNestApplication({ logger: false });

@@ -1,9 +1,8 @@
 import { BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { CustomTransportStrategy, Server } from '@nestjs/microservices';
-import { jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import { jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { lastValueFrom } from 'rxjs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConfig } from '../config/app-config';
 import { ReadinessService } from '../observability/readiness.service';
 import { withLogContext } from '../observability/log-context';
@@ -11,6 +10,7 @@ import { errorMessage } from '../observability/redact';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamContext } from './jetstream.context';
 import { isTerminateDisposition } from './message-disposition';
+import { ACK, type ConsumerSettings, type Disposition, nak, PullConsumer, TERM } from './pull-consumer';
 import { type ConsumerBinding, ensureConsumer } from './stream-setup';
 
 const PULL_EXPIRES_MS = 5_000;
@@ -20,7 +20,7 @@ const MAX_REDELIVERY_DELAY_MS = 5_000;
  * A Nest transport over JetStream pull consumers, so handlers stay plain @EventPattern methods while
  * delivery is at-least-once: a message is acked only after its handler's work has completed, kept
  * alive with `working()` while it runs, naked on unexpected errors, and terminated when the handler
- * says it can never succeed.
+ * says it can never succeed. The pulling itself is {@link PullConsumer}'s.
  */
 @Injectable()
 export class JetStreamServer extends Server implements CustomTransportStrategy, BeforeApplicationShutdown {
@@ -28,8 +28,6 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
   private stopping = false;
   private readonly stopSignal = new AbortController();
   private loops: Promise<void>[] = [];
-  /** The broker's ack wait per consumer, which may differ from ACK_WAIT for an existing consumer. */
-  private readonly ackWaitMs = new Map<string, number>();
 
   constructor(
     @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
@@ -50,17 +48,24 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
   private async start(): Promise<void> {
     this.readiness.set('nats', false, 'starting');
     const jsm = await jetstreamManager(this.connection);
+    const consumers: { binding: ConsumerBinding; consumer: PullConsumer }[] = [];
     for (const binding of this.bindings) {
       if (!this.getHandlerByPattern(binding.pattern)) {
         throw new Error(`no @EventPattern('${binding.pattern}') handler is registered for consumer ${binding.durable}`);
       }
-      const ackWaitMs = await ensureConsumer(jsm, this.config, binding);
-      this.ackWaitMs.set(binding.durable, ackWaitMs);
-      if (ackWaitMs !== this.config.ackWaitMs) {
-        this.logger.warn(`consumer ${binding.durable} keeps its ack wait of ${ackWaitMs}ms (ACK_WAIT asks ${this.config.ackWaitMs}ms); heartbeats follow the consumer`);
-      }
+      // Compared in full and brought in line here, so a consumer the app cannot use stops the boot.
+      await ensureConsumer(jsm, this.config, binding);
+      const consumer = new PullConsumer({
+        connection: this.connection,
+        stream: this.config.stream,
+        name: binding.durable,
+        ensure: async () => ensureConsumer(await jetstreamManager(this.connection), this.config, binding),
+        logger: this.logger,
+        expiresMs: PULL_EXPIRES_MS,
+      });
+      consumers.push({ binding, consumer });
     }
-    this.loops = this.bindings.map((binding) => this.consumeLoop(binding));
+    this.loops = consumers.map(({ binding, consumer }) => consumer.run((message, settings) => this.process(binding, message, settings), this.stopSignal.signal));
     this.readiness.set('nats', true, `consuming ${this.bindings.map((b) => b.durable).join(', ')}`);
     void this.watchConnection();
   }
@@ -78,38 +83,8 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
     }
   }
 
-  private async consumeLoop(binding: ConsumerBinding): Promise<void> {
-    const js = jetstream(this.connection);
-    while (!this.stopping) {
-      let message: JsMsg | null;
-      try {
-        const consumer = await js.consumers.get(this.config.stream, binding.durable);
-        message = await consumer.next({ expires: PULL_EXPIRES_MS });
-      } catch (error) {
-        if (this.stopping) break;
-        this.logger.warn(`pull from ${binding.durable} failed, retrying: ${errorMessage(error)}`);
-        await this.pause(1_000);
-        await this.recreateConsumerIfMissing(binding);
-        continue;
-      }
-      if (!message) continue;
-      if (this.stopping) {
-        message.nak(); // fetched while shutting down: hand it back untouched
-        break;
-      }
-      await this.process(binding, message);
-    }
-  }
-
-  private async recreateConsumerIfMissing(binding: ConsumerBinding): Promise<void> {
-    try {
-      await ensureConsumer(await jetstreamManager(this.connection), this.config, binding);
-    } catch {
-      // The broker is still away; the next pull will tell.
-    }
-  }
-
-  private async process(binding: ConsumerBinding, message: JsMsg): Promise<void> {
+  /** One message through its @EventPattern handler; the returned disposition settles it. */
+  private async process(binding: ConsumerBinding, message: JsMsg, settings: ConsumerSettings): Promise<Disposition> {
     const where = `${binding.pattern} #${message.seq} (delivery ${message.info.deliveryCount}, consumer ${binding.durable})`;
     let body: unknown;
     try {
@@ -117,39 +92,24 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
       body = text.trim() === '' ? {} : JSON.parse(text);
     } catch {
       this.logger.warn(`rejected ${where}: body is not JSON`);
-      message.term();
-      return;
+      return TERM;
     }
-
-    // Keep the message ours while the handler runs (a load can outlast the ack wait many times).
-    const ackWaitMs = this.ackWaitMs.get(binding.durable) ?? this.config.ackWaitMs;
-    const heartbeat = setInterval(() => message.working(), Math.max(200, Math.floor(ackWaitMs / 3)));
     try {
       const handler = this.getHandlerByPattern(binding.pattern)!;
-      const context = new JetStreamContext([message, binding.pattern, this.stopSignal.signal, binding.maxDeliver]);
+      const context = new JetStreamContext([message, binding.pattern, this.stopSignal.signal, settings.maxDeliver]);
       // Every log line of this message's work says which message it was.
       await withLogContext({ subject: binding.pattern, seq: message.seq }, async (): Promise<void> => {
         await lastValueFrom(this.transformToObservable(await handler(body, context)), { defaultValue: undefined });
       });
-      clearInterval(heartbeat);
-      if (!(await message.ackAck().catch(() => false))) {
-        this.logger.warn(`ack of ${where} was not confirmed; a redelivery will be recognised as done`);
-      }
+      return ACK;
     } catch (error) {
-      clearInterval(heartbeat);
       if (isTerminateDisposition(error)) {
         this.logger.warn(`rejected ${where}: ${error.reason}`);
-        // No reason argument: nats-server 2.9 ignores `+TERM <reason>` and would redeliver the message.
-        message.term();
-      } else {
-        this.logger.error(`handler failed for ${where}, will be redelivered: ${describeError(error)}`);
-        message.nak(Math.min(MAX_REDELIVERY_DELAY_MS, ackWaitMs));
+        return TERM;
       }
+      this.logger.error(`handler failed for ${where}, will be redelivered: ${describeError(error)}`);
+      return nak(Math.min(MAX_REDELIVERY_DELAY_MS, settings.ackWaitMs));
     }
-  }
-
-  private async pause(ms: number): Promise<void> {
-    await sleep(ms, undefined, { signal: this.stopSignal.signal }).catch(() => undefined);
   }
 
   /** Runs before providers are destroyed: stop pulling, let in-flight work finish (or roll back). */

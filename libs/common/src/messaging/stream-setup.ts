@@ -1,14 +1,21 @@
+import { Logger } from '@nestjs/common';
 import {
   AckPolicy,
+  type ConsumerConfig,
+  type ConsumerInfo,
+  type ConsumerUpdateConfig,
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamManager,
+  ReplayPolicy,
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
 import { millis, nanos } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import { streamSubjects } from '../contract/subjects';
+import { errorMessage } from '../observability/redact';
+import { type ConsumerSettings, consumerSettings } from './pull-consumer';
 
 const NOT_FOUND_CODES = new Set([10059 /* stream not found */, 10014 /* consumer not found */]);
 
@@ -57,7 +64,7 @@ export interface ConsumerBinding {
    * `new`: only what is published from now on (requests such as a reload).
    */
   startAt: 'all' | 'last' | 'new';
-  /** Upper bound of deliveries for one message, so a message that crashes its handler cannot loop forever. */
+  /** Upper bound of deliveries for one message, so a message that crashes its handler cannot loop forever (-1: none). */
   maxDeliver: number;
   /**
    * Messages handed out at once across all replicas (default 100). 1 makes the consumer strictly
@@ -66,36 +73,119 @@ export interface ConsumerBinding {
   maxAckPending?: number;
 }
 
+/** The settings of a consumer the code relies on, as the broker states them (ms, not ns). */
+interface ComparedSettings {
+  filter_subject: string;
+  ack_policy: string;
+  replay_policy: string;
+  /** Set on a push consumer: ours are all pull consumers. */
+  deliver_subject: string;
+  ack_wait: number;
+  max_deliver: number;
+  max_ack_pending: number;
+  headers_only: boolean;
+}
+
+/** What the broker can change on an existing consumer (nats-server 2.9); the rest needs a new consumer. */
+const UPDATABLE: ReadonlySet<keyof ComparedSettings> = new Set(['filter_subject', 'ack_wait', 'max_deliver', 'max_ack_pending', 'headers_only']);
+
+function wantedSettings(config: NatsConfig, binding: ConsumerBinding): ComparedSettings {
+  return {
+    filter_subject: `${config.subjectPrefix}${binding.subject ?? binding.pattern}`,
+    ack_policy: AckPolicy.Explicit,
+    replay_policy: ReplayPolicy.Instant,
+    deliver_subject: '',
+    ack_wait: config.ackWaitMs,
+    max_deliver: binding.maxDeliver,
+    max_ack_pending: binding.maxAckPending ?? 100,
+    headers_only: false,
+  };
+}
+
+function heldSettings(held: ConsumerConfig): ComparedSettings {
+  return {
+    filter_subject: held.filter_subject ?? '',
+    ack_policy: held.ack_policy,
+    replay_policy: held.replay_policy ?? ReplayPolicy.Instant,
+    deliver_subject: held.deliver_subject ?? '',
+    ack_wait: held.ack_wait ? millis(held.ack_wait) : 30_000,
+    max_deliver: held.max_deliver ?? -1,
+    max_ack_pending: held.max_ack_pending ?? -1,
+    headers_only: held.headers_only ?? false,
+  };
+}
+
+/** `name held → wanted`, for every setting that differs. */
+export function consumerDifferences(held: ConsumerConfig, config: NatsConfig, binding: ConsumerBinding): { field: keyof ComparedSettings; held: unknown; wanted: unknown }[] {
+  const wanted = wantedSettings(config, binding);
+  const current = heldSettings(held);
+  return (Object.keys(wanted) as (keyof ComparedSettings)[])
+    .filter((field) => current[field] !== wanted[field])
+    .map((field) => ({ field, held: current[field], wanted: wanted[field] }));
+}
+
+function describeDifferences(differences: { field: string; held: unknown; wanted: unknown }[]): string {
+  return differences.map(({ field, held, wanted }) => `${field} ${JSON.stringify(held)} (wanted ${JSON.stringify(wanted)})`).join(', ');
+}
+
 /**
- * Creates the durable consumer if missing; an existing one keeps its position (that is the point of
- * it). Returns the consumer's ack wait in ms as the broker has it: an existing consumer keeps the
- * ack wait it was created with, whatever ACK_WAIT says now, and heartbeats must follow the broker's.
+ * Creates the durable consumer if missing. An existing one keeps its position (that is the point of
+ * it), and its configuration is compared in full with what this app needs (ACK_WAIT, the binding):
+ * what the broker can change is updated, anything else stops the app naming each difference.
+ * Returns the settings as the broker holds them afterwards, which are what the code must use.
+ * The start position (`startAt`) is not compared: it only means something for a new consumer.
  */
-export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, binding: ConsumerBinding): Promise<number> {
-  const maxAckPending = binding.maxAckPending ?? 100;
+export async function ensureConsumer(jsm: JetStreamManager, config: NatsConfig, binding: ConsumerBinding): Promise<ConsumerSettings> {
+  let existing: ConsumerInfo | undefined;
   try {
-    const info = await jsm.consumers.info(config.stream, binding.durable);
-    if (info.config.max_ack_pending !== maxAckPending) {
-      // An ordering guarantee is part of the code's contract, not a tuning knob: bring old consumers in line.
-      await jsm.consumers.update(config.stream, binding.durable, { max_ack_pending: maxAckPending });
-    }
-    return millis(info.config.ack_wait ?? nanos(config.ackWaitMs));
+    existing = await jsm.consumers.info(config.stream, binding.durable);
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
+  if (existing) return consumerSettings(await reconcileConsumer(jsm, config, binding, existing.config));
+  const wanted = wantedSettings(config, binding);
   try {
     await jsm.consumers.add(config.stream, {
       durable_name: binding.durable,
-      filter_subject: `${config.subjectPrefix}${binding.subject ?? binding.pattern}`,
+      filter_subject: wanted.filter_subject,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: { all: DeliverPolicy.All, last: DeliverPolicy.Last, new: DeliverPolicy.New }[binding.startAt],
-      ack_wait: nanos(config.ackWaitMs),
-      max_deliver: binding.maxDeliver,
-      max_ack_pending: maxAckPending,
+      ack_wait: nanos(wanted.ack_wait),
+      max_deliver: wanted.max_deliver,
+      max_ack_pending: wanted.max_ack_pending,
     });
   } catch (error) {
-    if (!(await jsm.consumers.info(config.stream, binding.durable).catch(() => undefined))) throw error;
+    // Another replica created it between our look-up and our add: compare that one instead.
+    const raced = await jsm.consumers.info(config.stream, binding.durable).catch(() => undefined);
+    if (!raced) throw error;
+    return consumerSettings(await reconcileConsumer(jsm, config, binding, raced.config));
   }
-  const info = await jsm.consumers.info(config.stream, binding.durable);
-  return millis(info.config.ack_wait ?? nanos(config.ackWaitMs));
+  return consumerSettings((await jsm.consumers.info(config.stream, binding.durable)).config);
+}
+
+async function reconcileConsumer(jsm: JetStreamManager, config: NatsConfig, binding: ConsumerBinding, held: ConsumerConfig): Promise<ConsumerConfig> {
+  const differences = consumerDifferences(held, config, binding);
+  if (!differences.length) return held;
+  const where = `consumer ${binding.durable} of stream ${config.stream}`;
+  const fixed = differences.filter(({ field }) => !UPDATABLE.has(field));
+  if (fixed.length) {
+    throw new Error(
+      `${where} differs from what this app needs in what the broker cannot change: ${describeDifferences(fixed)}; ` +
+        `remove it (nats consumer rm ${config.stream} ${binding.durable}) to have it created again`,
+    );
+  }
+  const update: Partial<ConsumerUpdateConfig> = {};
+  for (const { field, wanted } of differences) {
+    if (field === 'ack_wait') update.ack_wait = nanos(wanted as number);
+    else Object.assign(update, { [field]: wanted });
+  }
+  try {
+    const updated = await jsm.consumers.update(config.stream, binding.durable, update);
+    new Logger('JetStream').log(`${where} updated: ${describeDifferences(differences)}`);
+    return updated.config;
+  } catch (error) {
+    throw new Error(`${where} differs from what this app needs (${describeDifferences(differences)}) and the broker refused the update: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
 }

@@ -1,0 +1,249 @@
+import { Logger } from '@nestjs/common';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { OwnNatsServer } from '../../../../test/support/nats-server';
+import type { NatsConfig } from '../config/app-config';
+import { announcedSnapshots } from './announced-snapshots';
+import { ACK, type Disposition, isLastDeliveryOf, nak, PullConsumer, TERM } from './pull-consumer';
+import { ensureStream } from './stream-setup';
+
+const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+describe('PullConsumer (real NATS)', () => {
+  const id = randomBytes(4).toString('hex');
+  const stream = `SPEC_PULL_${id}`;
+  const subject = `spec_pull_${id}.work`;
+  const logger = new Logger('spec');
+  let nc: NatsConnection;
+  let durable: string;
+  let stop: AbortController;
+  let running: Promise<void> | undefined;
+  let deliveries: { body: string; delivery: number; last: boolean }[];
+
+  const jsm = () => jetstreamManager(nc);
+  const publish = async (body: string) => jetstream(nc).publish(subject, body);
+  const addConsumer = async (overrides: { ack_wait?: number; max_deliver?: number; max_ack_pending?: number } = {}) => {
+    await (await jsm()).consumers.add(stream, {
+      durable_name: durable,
+      filter_subject: subject,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      ack_wait: nanos(overrides.ack_wait ?? 1_000),
+      max_deliver: overrides.max_deliver ?? 5,
+      max_ack_pending: overrides.max_ack_pending ?? 100,
+    });
+  };
+  const state = async () => {
+    const info = await (await jsm()).consumers.info(stream, durable);
+    return { unacked: info.num_ack_pending, pending: info.num_pending };
+  };
+  /** Starts the loop; `handle` decides per body. The consumer is recreated (as created here) when it is gone. */
+  const start = (handle: (message: JsMsg, last: boolean) => Promise<Disposition>, expiresMs = 1_000) => {
+    stop = new AbortController();
+    const consumer = new PullConsumer({
+      connection: nc,
+      stream,
+      name: durable,
+      ensure: async () => {
+        if (!(await (await jsm()).consumers.info(stream, durable).catch(() => undefined))) await addConsumer();
+      },
+      logger,
+      expiresMs,
+      retryDelayMs: 200,
+    });
+    running = consumer.run(async (message, settings) => {
+      const last = isLastDeliveryOf(message, settings);
+      deliveries.push({ body: message.string(), delivery: message.info.deliveryCount, last });
+      return handle(message, last);
+    }, stop.signal);
+  };
+  const of = (body: string) => deliveries.filter((d) => d.body === body);
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    await (await jsm()).streams.add({ name: stream, subjects: [`spec_pull_${id}.>`] });
+  });
+  beforeEach(async () => {
+    deliveries = [];
+    durable = `c${randomBytes(3).toString('hex')}`;
+    await addConsumer();
+  });
+  afterEach(async () => {
+    stop?.abort();
+    await running;
+    running = undefined;
+  });
+  afterAll(async () => {
+    await (await jsm()).streams.delete(stream).catch(() => undefined);
+    await nc.close();
+  });
+
+  it('acks, naks (redelivered) and terms (never again) as the handler says', async () => {
+    start(async (message) => {
+      const body = message.string();
+      if (body === 'nak-once' && message.info.deliveryCount === 1) return nak(100);
+      if (body === 'term') return TERM;
+      return Promise.resolve(ACK);
+    });
+    for (const body of ['ok', 'nak-once', 'term']) await publish(body);
+    await until('the redelivery', () => of('nak-once').length === 2);
+    await sleep(1_500); // past the ack wait: anything left unacked would come again now
+    expect(of('ok').map((d) => d.delivery)).toEqual([1]);
+    expect(of('nak-once').map((d) => d.delivery)).toEqual([1, 2]);
+    expect(of('term').map((d) => d.delivery)).toEqual([1]);
+    expect(await state()).toEqual({ unacked: 0, pending: 0 });
+  });
+
+  it('redelivers a message whose handler threw', async () => {
+    start(async (message) => {
+      if (message.info.deliveryCount === 1) throw new Error('transient');
+      return Promise.resolve(ACK);
+    });
+    await publish('throws-once');
+    await until('the redelivery', () => of('throws-once').length === 2);
+    await until('the ack', async () => (await state()).unacked === 0);
+    expect(of('throws-once').map((d) => d.delivery)).toEqual([1, 2]);
+  });
+
+  it('keeps a handler that outlasts the broker\'s ack wait with heartbeats: no redelivery', async () => {
+    // The ack wait is the consumer's (1 s on the broker); the loop is told nothing about it.
+    start(async () => {
+      await sleep(3_500);
+      return ACK;
+    });
+    await publish('slow');
+    await until('the slow handler', async () => (await state()).unacked === 0 && of('slow').length === 1, 15_000);
+    await sleep(1_500);
+    expect(of('slow').map((d) => d.delivery)).toEqual([1]);
+  });
+
+  it('follows the max_deliver the broker holds, also when it is changed while running', async () => {
+    start(() => Promise.resolve(nak(50)), 1_000);
+    await until('a first idle pull', () => sleep(1_200).then(() => true));
+    await (await jsm()).consumers.update(stream, durable, { max_deliver: 2 });
+    await sleep(1_500); // an idle pull reads the settings again
+    await publish('poison');
+    await until('two deliveries', () => of('poison').length === 2);
+    await sleep(500);
+    expect(of('poison')).toEqual([
+      { body: 'poison', delivery: 1, last: false },
+      { body: 'poison', delivery: 2, last: true },
+    ]);
+  });
+
+  it('sets the consumer up again when it is deleted under it', async () => {
+    start(() => Promise.resolve(ACK), 1_000);
+    await publish('before');
+    await until('the first message', () => of('before').length === 1);
+    await (await jsm()).consumers.delete(stream, durable);
+    await until('the consumer to be back', async () => Boolean(await (await jsm()).consumers.info(stream, durable).catch(() => undefined)), 15_000);
+    await publish('after');
+    await until('a message after the re-creation', () => of('after').length === 1, 15_000);
+  });
+
+  it('on stop lets the in-flight handler finish, settles its message, then returns', async () => {
+    let finished = false;
+    start(async () => {
+      await sleep(1_500);
+      finished = true;
+      return ACK;
+    });
+    await publish('in-flight');
+    await until('the handler to start', () => of('in-flight').length === 1);
+    stop.abort();
+    await running;
+    expect(finished).toBe(true);
+    expect(await state()).toEqual({ unacked: 0, pending: 0 });
+  });
+});
+
+describe('PullConsumer.readToEnd and announcedSnapshots (real NATS)', () => {
+  const id = randomBytes(4).toString('hex');
+  const nats: NatsConfig = {
+    servers: [NATS_URL],
+    stream: `SPEC_READ_${id}`,
+    subjectPrefix: `spec_read_${id}.`,
+    ackWaitMs: 1_000,
+    streamMaxAgeMs: 3_600_000,
+    streamReplicas: 1,
+  };
+  let nc: NatsConnection;
+  const ready = (snapshotId: string) => jetstream(nc).publish(`${nats.subjectPrefix}snapshot.ready`, JSON.stringify({ snapshotId }));
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    await ensureStream(await jetstreamManager(nc), nats);
+  });
+  afterAll(async () => {
+    await (await jetstreamManager(nc)).streams.delete(nats.stream).catch(() => undefined);
+    await nc.close();
+  });
+
+  it('lists nothing at once when nothing was announced', async () => {
+    const started = Date.now();
+    expect(await announcedSnapshots(nc, nats)).toEqual([]);
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it('lists every announcement in order with its stream sequence, skipping the other subjects', async () => {
+    await ready('20240101-aaaaaaaa');
+    await jetstream(nc).publish(`${nats.subjectPrefix}snapshot.loaded`, '{}');
+    await ready('20240102-bbbbbbbb');
+    await jetstream(nc).publish(`${nats.subjectPrefix}snapshot.ready`, '{not json');
+    await ready('20240103-cccccccc');
+    const listed = await announcedSnapshots(nc, nats);
+    expect(listed.map((a) => a.body.snapshotId)).toEqual(['20240101-aaaaaaaa', '20240102-bbbbbbbb', '20240103-cccccccc']);
+    expect(listed.map((a) => a.seq)).toEqual([1, 3, 5]);
+  });
+
+  it('does not take an empty pull for the end: reads on while the consumer still has messages pending', async () => {
+    // max_ack_pending 1 and a message held by someone else: pulls come back empty for a while,
+    // as from a slow broker, although three messages are still to come.
+    const jsm = await jetstreamManager(nc);
+    const name = 'held';
+    await jsm.consumers.add(nats.stream, { durable_name: name, filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000), max_ack_pending: 1 });
+    const holder = await jetstream(nc).consumers.get(nats.stream, name);
+    const held = (await holder.next({ expires: 2_000 }))!;
+    setTimeout(() => held.ack(), 2_500); // longer than one pull of the reader
+    const seen: number[] = [];
+    await new PullConsumer({ connection: nc, stream: nats.stream, name, logger: new Logger('spec'), expiresMs: 1_000 }).readToEnd((message) => {
+      seen.push(message.seq);
+      return Promise.resolve(ACK);
+    }, 15_000);
+    expect(seen).toEqual([3, 4, 5]);
+  });
+
+  it('throws instead of returning part of the list when the pending messages do not come in time', async () => {
+    const jsm = await jetstreamManager(nc);
+    const name = 'stuck';
+    await jsm.consumers.add(nats.stream, { durable_name: name, filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.Explicit, ack_wait: nanos(30_000), max_ack_pending: 1 });
+    await (await jetstream(nc).consumers.get(nats.stream, name)).next({ expires: 2_000 }); // held, never acked
+    const reader = new PullConsumer({ connection: nc, stream: nats.stream, name, logger: new Logger('spec'), expiresMs: 1_000 });
+    await expect(reader.readToEnd(() => Promise.resolve(ACK), 2_500)).rejects.toThrow(/still had 3 messages pending after 2500ms: the list is incomplete/);
+  });
+
+  it('throws when the broker does not answer', async () => {
+    const server = await OwnNatsServer.start();
+    const own = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+    try {
+      const ownNats = { ...nats, servers: [server.url] };
+      await ensureStream(await jetstreamManager(own), ownNats);
+      await jetstream(own).publish(`${ownNats.subjectPrefix}snapshot.ready`, JSON.stringify({ snapshotId: '20240101-aaaaaaaa' }));
+      await server.stop();
+      await expect(announcedSnapshots(own, ownNats)).rejects.toThrow();
+    } finally {
+      await own.close().catch(() => undefined);
+      await server.destroy();
+    }
+  }, 30_000);
+});

@@ -1,0 +1,222 @@
+import type { Logger } from '@nestjs/common';
+import { AckPolicy, type Consumer, type ConsumerConfig, jetstream, type JsMsg } from '@nats-io/jetstream';
+import { millis, type NatsConnection } from '@nats-io/transport-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { errorMessage } from '../observability/redact';
+
+/** What becomes of a message once its handler is done with it. */
+export type Disposition = { kind: 'ack' } | { kind: 'nak'; delayMs?: number } | { kind: 'term' };
+
+/** Done: the broker forgets the message. */
+export const ACK: Disposition = { kind: 'ack' };
+/** Proven never to succeed: the broker stops delivering it. */
+export const TERM: Disposition = { kind: 'term' };
+/** Not done yet: delivered again, after `delayMs` when given. */
+export function nak(delayMs?: number): Disposition {
+  return { kind: 'nak', delayMs };
+}
+
+/** The consumer's settings as the broker holds them: heartbeats and "last delivery" follow these, not ours. */
+export interface ConsumerSettings {
+  ackWaitMs: number;
+  /** Deliveries of one message before the broker gives up on it; -1 is unlimited. */
+  maxDeliver: number;
+  maxAckPending: number;
+  /** False for AckPolicy.None (a reader that settles nothing). */
+  explicitAck: boolean;
+}
+
+export function consumerSettings(config: ConsumerConfig): ConsumerSettings {
+  return {
+    ackWaitMs: config.ack_wait ? millis(config.ack_wait) : 30_000,
+    maxDeliver: config.max_deliver ?? -1,
+    maxAckPending: config.max_ack_pending ?? -1,
+    explicitAck: config.ack_policy !== AckPolicy.None,
+  };
+}
+
+/** True when the broker will not hand this message out again after this delivery. */
+export function isLastDeliveryOf(message: JsMsg, settings: ConsumerSettings): boolean {
+  return settings.maxDeliver > 0 && message.info.deliveryCount >= settings.maxDeliver;
+}
+
+export type MessageHandler = (message: JsMsg, settings: ConsumerSettings) => Promise<Disposition>;
+
+export interface PullConsumerOptions {
+  connection: NatsConnection;
+  stream: string;
+  /** The consumer's name (durable or ephemeral). */
+  name: string;
+  /**
+   * Creates the consumer when it is missing and brings its configuration in line. Run before the
+   * consumer is (re)attached: at the start and after every failed pull (deleted, stream recreated).
+   */
+  ensure?: () => Promise<unknown>;
+  logger: Logger;
+  /** How long one pull waits for a message; a stop is noticed at most this late. */
+  expiresMs?: number;
+  /** Pause after a failed pull or attach before trying again. */
+  retryDelayMs?: number;
+  /** Told when pulling starts working again and when it fails (e.g. a readiness check). */
+  onHealth?: (ok: boolean, detail: string) => void;
+}
+
+const DEFAULT_EXPIRES_MS = 5_000;
+/** Redelivery delay after a handler threw: soon, but not a hot loop. */
+const MAX_NAK_DELAY_MS = 5_000;
+
+/**
+ * The one JetStream pull loop of the project: pull one message at a time (the pull's idle heartbeats
+ * make a vanished consumer or a lost server fail the pull instead of hanging), keep the message ours
+ * with `working()` at a third of the broker's ack wait while its handler runs, then ack, nak or
+ * term as the handler says. A failed pull re-creates the consumer and tries again; a stop lets the
+ * in-flight handler finish and settles its message before returning.
+ */
+export class PullConsumer {
+  private consumer?: Consumer;
+  private settings?: ConsumerSettings;
+  /** Undefined until the first attach; flips with every failed or working pull. */
+  private healthy?: boolean;
+
+  constructor(private readonly options: PullConsumerOptions) {}
+
+  private get label(): string {
+    return `consumer ${this.options.name}`;
+  }
+
+  /** The broker's settings of the consumer (read when it was last attached). */
+  get current(): ConsumerSettings | undefined {
+    return this.settings;
+  }
+
+  /** Handles messages until `signal` aborts, riding out broker restarts and a deleted consumer. */
+  async run(handle: MessageHandler, signal: AbortSignal): Promise<void> {
+    const retryDelayMs = this.options.retryDelayMs ?? 1_000;
+    while (!signal.aborted) {
+      let message: JsMsg | null;
+      let settings: ConsumerSettings;
+      try {
+        ({ settings } = await this.attach());
+        message = await this.consumer!.next({ expires: this.options.expiresMs ?? DEFAULT_EXPIRES_MS });
+      } catch (error) {
+        if (signal.aborted) break;
+        this.failed(error);
+        await sleep(retryDelayMs, undefined, { signal }).catch(() => undefined);
+        continue;
+      }
+      this.recovered();
+      if (!message) {
+        await this.refreshSettings();
+        continue;
+      }
+      if (signal.aborted) {
+        settle(message, nak(), this.options.logger); // fetched while stopping: hand it back untouched
+        break;
+      }
+      await this.dispatch(message, settings, handle);
+    }
+  }
+
+  /**
+   * Handles every message the consumer has pending, then returns: done when a message says nothing
+   * follows it (its `pending` is 0) or the consumer reports num_pending 0. An empty pull is not the
+   * end (the broker may just be slow); a broker that does not answer, or a list not read in
+   * `timeoutMs`, throws, so a caller never acts on part of the list.
+   */
+  async readToEnd(handle: MessageHandler, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const { consumer, settings } = await this.attach();
+    let pending = (await consumer.info(true)).num_pending;
+    while (pending > 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${this.label} still had ${pending} messages pending after ${timeoutMs}ms: the list is incomplete`);
+      const message = await consumer.next({ expires: Math.max(1_000, Math.min(left, this.options.expiresMs ?? DEFAULT_EXPIRES_MS)) });
+      if (message) {
+        await this.dispatch(message, settings, handle);
+        pending = message.info.pending;
+      } else {
+        pending = (await consumer.info()).num_pending;
+      }
+    }
+  }
+
+  private async attach(): Promise<{ consumer: Consumer; settings: ConsumerSettings }> {
+    if (!this.consumer || !this.settings) {
+      await this.options.ensure?.();
+      const consumer = await jetstream(this.options.connection).consumers.get(this.options.stream, this.options.name);
+      this.settings = consumerSettings((await consumer.info(true)).config);
+      this.consumer = consumer;
+    }
+    return { consumer: this.consumer, settings: this.settings };
+  }
+
+  /**
+   * Idle: read the consumer's settings again, so an operator's `nats consumer edit` (ack wait,
+   * max deliver) is followed from the next message on, not from the next restart.
+   */
+  private async refreshSettings(): Promise<void> {
+    try {
+      if (this.consumer) this.settings = consumerSettings((await this.consumer.info()).config);
+    } catch {
+      // The next pull tells whether the consumer is still there.
+    }
+  }
+
+  private failed(error: unknown): void {
+    // The consumer may be gone (deleted, stream recreated): set it up again before the next pull.
+    this.consumer = undefined;
+    const detail = `reading ${this.label} failed: ${errorMessage(error)}`;
+    if (this.healthy !== false) this.options.logger.warn(`${detail}; retrying every ${this.options.retryDelayMs ?? 1_000}ms`);
+    this.healthy = false;
+    this.options.onHealth?.(false, detail);
+  }
+
+  private recovered(): void {
+    if (this.healthy === true) return;
+    if (this.healthy === false) this.options.logger.log(`reading ${this.label} again`);
+    this.healthy = true;
+    this.options.onHealth?.(true, `reading ${this.label}`);
+  }
+
+  private async dispatch(message: JsMsg, settings: ConsumerSettings, handle: MessageHandler): Promise<void> {
+    // Keep the message ours while the handler runs (a load can outlast the ack wait many times).
+    const heartbeat = settings.explicitAck
+      ? setInterval(() => {
+          try {
+            message.working();
+          } catch {
+            // The connection is closing: the broker redelivers after the ack wait.
+          }
+        }, Math.max(200, Math.floor(settings.ackWaitMs / 3)))
+      : undefined;
+    let disposition: Disposition;
+    try {
+      disposition = await handle(message, settings);
+    } catch (error) {
+      this.options.logger.warn(`could not handle ${message.subject} #${message.seq}, will be redelivered: ${errorMessage(error)}`);
+      disposition = nak(Math.min(MAX_NAK_DELAY_MS, settings.ackWaitMs));
+    } finally {
+      clearInterval(heartbeat);
+    }
+    if (!settings.explicitAck) return;
+    if (disposition.kind === 'ack') {
+      if (!(await message.ackAck().catch(() => false))) {
+        this.options.logger.warn(`ack of ${message.subject} #${message.seq} was not confirmed; a redelivery will be recognised as done`);
+      }
+      return;
+    }
+    settle(message, disposition, this.options.logger);
+  }
+}
+
+function settle(message: JsMsg, disposition: Disposition, logger: Logger): void {
+  try {
+    if (disposition.kind === 'ack') message.ack();
+    else if (disposition.kind === 'nak') message.nak(disposition.delayMs);
+    // No reason argument: nats-server 2.9 ignores `+TERM <reason>` and would redeliver the message.
+    else message.term();
+  } catch (error) {
+    // The connection is closing: the broker redelivers after the ack wait.
+    logger.warn(`could not settle ${message.subject} #${message.seq}: ${errorMessage(error)}`);
+  }
+}

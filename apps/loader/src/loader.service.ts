@@ -51,6 +51,7 @@ export class LoaderService {
             environment,
             attempt,
             force,
+            schemaDrift: this.config.schemaDrift,
             log: (line) => this.logger.log(`${line} into ${environment}`),
           });
         },
@@ -77,7 +78,14 @@ export class LoaderService {
           return { status: 'loaded', event };
         }
         case 'loaded': {
-          const event: SnapshotLoadedPayload = { snapshotId: snapshot.snapshotId, environment, rows: result.rows, durationMs: result.durationMs, attempts };
+          const event: SnapshotLoadedPayload = {
+            snapshotId: snapshot.snapshotId,
+            environment,
+            rows: result.rows,
+            durationMs: result.durationMs,
+            attempts,
+            ...(result.drift ? { drift: result.drift } : {}),
+          };
           this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
           this.recordSuccess(snapshot, event);
           await this.announce(event, force);

@@ -3,18 +3,19 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
+import { type LoadDrift, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
 import { isSameDatabase, parseQualifiedName, serverIdentity, quoteIdent, quoteQualified } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
 import { ensureLedger, findLedgerEntry, forgetLoad, type LedgerEntry, lockLedger, markAnnounced, newerLoadedSnapshot, recordLoad } from './ledger';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
-import { deferrableIndexes, foreignKeysTouching, type IndexDefinition, resolveTargetTables, type TargetTable, TargetSchemaError } from './target-schema';
+import { type DriftTarget, resolveWithDrift, type SchemaDriftMode, stagedCopySql } from './schema-drift';
+import { deferrableIndexes, foreignKeysTouching, type IndexDefinition, type TargetTable, TargetSchemaError } from './target-schema';
 
 const READ_BUFFER = 1 << 20;
 
 export type LoadResult =
-  | { kind: 'loaded'; rows: number; durationMs: number }
+  | { kind: 'loaded'; rows: number; durationMs: number; drift?: LoadDrift }
   | { kind: 'already-loaded'; entry: LedgerEntry }
   /** The target already holds a snapshot dumped later: loading this one would go back in time. */
   | { kind: 'superseded'; by: string };
@@ -33,6 +34,8 @@ export interface LoadRequest extends LoadHooks {
   attempt: number;
   /** A reload by hand: load even if the ledger has this snapshot or a newer one. */
   force?: boolean;
+  /** SCHEMA_DRIFT (default fail). */
+  schemaDrift?: SchemaDriftMode;
 }
 
 export function targetClient(url: string): Client {
@@ -97,7 +100,7 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
           return { kind: 'superseded', by: newer };
         }
       }
-      const rows = await loadTables(client, dir, manifest, headers, request, phases);
+      const { rows, drift } = await loadTables(client, dir, manifest, request, phases);
       const durationMs = Date.now() - started;
       await recordLoad(client, {
         snapshotId: manifest.snapshotId,
@@ -111,7 +114,7 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
       await client.query('COMMIT');
       phases.mark('commit');
       request.log?.(`${manifest.snapshotId} phases: ${phases.toString()}`);
-      return { kind: 'loaded', rows, durationMs };
+      return { kind: 'loaded', rows, durationMs, ...(drift ? { drift } : {}) };
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
@@ -137,8 +140,9 @@ const LOAD_SETTINGS = [
  * constraint is re-validated before commit), and COPY runs with FREEZE (the tables were truncated in
  * this transaction, so rows are written already frozen and need no later rewrite).
  */
-async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, headers: string[][], hooks: LoadHooks, phases: PhaseTimer): Promise<number> {
-  const targets = await resolveTargetTables(client, manifest.tables);
+async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, hooks: LoadRequest, phases: PhaseTimer): Promise<{ rows: number; drift?: LoadDrift }> {
+  const { targets, drift } = await resolveWithDrift(client, manifest.tables, hooks.schemaDrift ?? 'fail');
+  if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
   const foreignKeys = await foreignKeysTouching(client, targets.map((t) => t.oid));
   const indexes = await deferrableIndexes(client, targets);
   for (const setting of LOAD_SETTINGS) await client.query(setting);
@@ -156,8 +160,8 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   const progress = new ProgressMeter((line) => hooks.log?.(`loading ${manifest.snapshotId}: ${line}`), totalBytes).start();
   let rows = 0;
   try {
-    for (const [index, target] of targets.entries()) {
-      const copied = await copyTable(client, dir, target, headers[index], progress);
+    for (const target of targets) {
+      const copied = await copyTable(client, dir, target, progress);
       progress.addRows(copied);
       rows += copied;
     }
@@ -187,7 +191,7 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
     await client.query(`ALTER TABLE ${fk.table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.definition}`);
   }
   phases.mark('constraints');
-  return rows;
+  return { rows, drift };
 }
 
 /**
@@ -221,11 +225,14 @@ function qualified(target: TargetTable): string {
 }
 
 /** Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY. */
-async function copyTable(client: Client, dir: string, target: TargetTable, columns: string[], progress: ProgressMeter): Promise<number> {
+async function copyTable(client: Client, dir: string, target: DriftTarget, progress: ProgressMeter): Promise<number> {
   const table = target.manifest;
   // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
   const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
-  const copy = client.query(copyFrom(`COPY ${qualified(target)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
+  // SCHEMA_DRIFT=common-columns with columns the target lacks: through a staging table that drops them.
+  const staged = target.leftOut.length ? stagedCopySql(target) : undefined;
+  if (staged) await client.query(staged.create);
+  const copy = client.query(copyFrom(staged?.copy ?? `COPY ${qualified(target)} (${target.columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
   await pipeline(
     createReadStream(join(dir, table.file), { highWaterMark: READ_BUFFER }),
     new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }, (bytes) => progress.add(bytes)),
@@ -234,6 +241,7 @@ async function copyTable(client: Client, dir: string, target: TargetTable, colum
   if (copy.rowCount !== table.rows) {
     throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
   }
+  if (staged) await client.query(staged.insert);
   return copy.rowCount;
 }
 

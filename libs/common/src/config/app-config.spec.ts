@@ -333,12 +333,12 @@ describe('variablesReadBy', () => {
 
   it('lists the variables the dumper reads, though its required one is missing', () => {
     expect(variablesReadBy(loadDumperConfig)).toEqual(
-      [...common, 'DUMP_JOBS', 'ERROR_DETAIL', 'EXCLUDE_TABLES', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SNAPSHOT_RETENTION', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
+      [...common, 'DUMP_JOBS', 'DUMP_RULES', 'ERROR_DETAIL', 'EXCLUDE_TABLES', 'MASKING_KEY', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEDULE_TIMEZONE', 'SNAPSHOT_DIR', 'SNAPSHOT_RETENTION', 'SOURCE_DATABASE_URL', 'START_DATE', 'TABLES'].sort(),
     );
   });
 
   it('lists the variables the loader reads', () => {
-    expect(variablesReadBy(loadLoaderConfig)).toEqual([...common, 'ERROR_DETAIL', 'LOAD_TRIGGERS', 'LOADER_ENV', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SNAPSHOT_DIR', 'TARGET_DATABASE_URL', 'TARGET_HOST_ALLOWLIST'].sort());
+    expect(variablesReadBy(loadLoaderConfig)).toEqual([...common, 'ERROR_DETAIL', 'LOAD_TRIGGERS', 'LOADER_ENV', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'SCHEMA_DRIFT', 'SNAPSHOT_DIR', 'TARGET_DATABASE_URL', 'TARGET_HOST_ALLOWLIST'].sort());
   });
 
   it('returns each variable once, sorted', () => {

@@ -90,6 +90,8 @@ export interface LoaderConfig {
   /** When set, the only database hosts this loader may write to (a guard against a wrong URL). */
   targetHostAllowlist: string[];
   loadTriggers: LoadTriggers;
+  /** SCHEMA_DRIFT: `fail` (any difference fails the load) or `common-columns` (load what both have, report the rest). */
+  schemaDrift: 'fail' | 'common-columns';
   /** ERROR_DETAIL=true: failure events keep PostgreSQL's DETAIL, which can quote row values. */
   errorDetail: boolean;
 }
@@ -124,6 +126,7 @@ export const DEFAULTS = {
   NATS_STREAM_MAX_AGE: '7d',
   HTTP_HOST: '0.0.0.0',
   LOAD_TRIGGERS: 'disable',
+  SCHEMA_DRIFT: 'fail',
 } as const;
 
 function readNats(env: EnvReader): NatsConfig {
@@ -214,6 +217,7 @@ export function loadLoaderConfig(source: Env = process.env): LoaderConfig {
     snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
     targetHostAllowlist: env.list('TARGET_HOST_ALLOWLIST').map((host) => host.toLowerCase()),
     loadTriggers: env.matching('LOAD_TRIGGERS', /^(disable|fire)$/, 'disable or fire', DEFAULTS.LOAD_TRIGGERS) as LoadTriggers,
+    schemaDrift: env.matching('SCHEMA_DRIFT', /^(fail|common-columns)$/, 'fail or common-columns', DEFAULTS.SCHEMA_DRIFT) as LoaderConfig['schemaDrift'],
     errorDetail: env.boolean('ERROR_DETAIL', false),
   };
   if (config.targetHostAllowlist.length && config.targetDatabaseUrl) {

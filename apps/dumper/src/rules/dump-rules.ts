@@ -73,7 +73,7 @@ export class DumpRules {
     const plan = this.plans.get(tableKey(table));
     if (!plan) throw new Error(`no rules plan for ${tableKey(table)}`);
     const kept = this.subset.get(tableKey(table));
-    const where = kept ? ` WHERE ${subsetWhere(kept)}` : '';
+    const where = kept ? ` WHERE ${subsetWhere(table, kept)}` : '';
     return maskedSelectSql(plan.columns, quoteQualified(table), where);
   }
 }

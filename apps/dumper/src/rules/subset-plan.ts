@@ -102,8 +102,8 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
   return plan;
 }
 
-/** The WHERE clause that reads only a restricted table's kept rows (a TID scan). */
-export function subsetWhere(ctids: string[]): string {
+/** The WHERE clause that reads only a restricted table's kept rows (a TID scan); ctid qualified, as the query joins LATERALs. */
+export function subsetWhere(table: TableName, ctids: string[]): string {
   if (ctids.length === 0) return 'false';
-  return `ctid = ANY(${quoteLiteral(`{${ctids.map((c) => `"${c}"`).join(',')}}`)}::tid[])`;
+  return `${quoteQualified(table)}.ctid = ANY(${quoteLiteral(`{${ctids.map((c) => `"${c}"`).join(',')}}`)}::tid[])`;
 }

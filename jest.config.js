@@ -24,6 +24,8 @@ module.exports = {
       displayName: 'e2e',
       rootDir: __dirname,
       testMatch: ['<rootDir>/test/*.e2e-spec.ts', '<rootDir>/test/*.spec.ts'],
+      // Installs Debian's chromium for the browser tests when it is missing and it may (fresh machine).
+      globalSetup: '<rootDir>/test/global-setup.ts',
     },
     {
       ...shared,
@@ -33,4 +35,6 @@ module.exports = {
     },
   ],
   testTimeout: 60_000,
+  // The closing `tests: N passed, N failed` line that .ci/run's log ends with.
+  reporters: ['default', '<rootDir>/test/support/summary-line-reporter.js'],
 };

@@ -1,13 +1,12 @@
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Browser, chromium, type Locator, type Page, type Route } from 'playwright-core';
 import type { RunningApp } from './support/apps';
+import { CHROMIUM } from './support/chromium';
 import { plainPublish } from './support/nats';
 import { PipelineHarness, until } from './support/pipeline';
 
-/** Debian's Chromium (`apt-get install chromium`); CHROMIUM_PATH points elsewhere. */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 /** `UPDATE_SCREENSHOT=1` also writes the README's picture. */
 const README_SCREENSHOT = join(__dirname, '..', 'docs', 'status-page.png');
 
@@ -48,7 +47,6 @@ describe('the status page on GET /', () => {
   const browserErrors: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
     shots = mkdtempSync(join(tmpdir(), 'db-fanout-statuspage-shots-'));
     pipeline = await PipelineHarness.create('statuspage', {
       environments: ['dev', 'staging'],

@@ -1,38 +1,22 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { Command, CommanderError } from 'commander';
 import { ConfigError, loadCliConfig, type CliConfig } from '@app/common/config';
-import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, reloadSubject, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
+import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, reloadSubject, type RunRecord, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
 import { announcedSnapshots, kvKeys, openNatsConnection } from '@app/common/messaging';
 import { errorMessage } from '@app/common/observability';
-import { parseArgs, UsageError } from './args';
-import { RULES_USAGE, RulesUsageError, runRulesCommand } from './rules/rules-command';
-import { formatRunsTable, type Run } from './runs-table';
+import { rulesMain } from './rules/rules-command';
+import { formatRunsTable } from './runs-table';
+import { USAGE, UsageError, usageOf, usageProblem } from './usage';
 
-const USAGE = `db-fanout: refresh dev, staging and QA from one production snapshot
-
-Usage: db-fanout <command> [options]   (NATS_URL, NATS_STREAM, NATS_SUBJECT_PREFIX as for the apps)
-
-Commands:
-  trigger [--date YYYY-MM-DD]            ask for a replication now (default: today in SCHEDULE_TIMEZONE)
-  status                                 the latest runs: dump and every environment, with states and durations
-  runs [--since YYYY-MM-DD] [--json]     every run in the ledger, newest first
-  reload --env NAME [--snapshot ID]      load one environment again from a snapshot (default: the latest), no dump
-  backfill --from YYYY-MM-DD --to YYYY-MM-DD   trigger each day of the range, oldest first
-${RULES_USAGE}
-
-Exit codes: 0 done, 1 failed (e.g. NATS unreachable), 2 wrong usage.`;
-
-type Flags = Record<string, string | true>;
-interface Command {
-  flags: Record<string, 'value' | 'switch'>;
-  run: (nc: NatsConnection, config: CliConfig, flags: Flags) => Promise<void>;
-}
+type Options = Record<string, string | true | undefined>;
+type Work = (nc: NatsConnection, config: CliConfig, options: Options) => Promise<void>;
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
-function dateFlag(flags: Flags, name: string): string | undefined {
-  const value = flags[name];
+function dateOption(options: Options, name: string): string | undefined {
+  const value = options[name];
   if (value === undefined) return undefined;
   if (value === true || !isCalendarDate(value)) throw new UsageError(`--${name} must be a date YYYY-MM-DD`);
   return value;
@@ -43,14 +27,15 @@ async function publishTrigger(nc: NatsConnection, config: CliConfig, date: strin
   return ack.seq;
 }
 
-async function readRuns(nc: NatsConnection, config: CliConfig): Promise<Run[]> {
+/** The run history, straight from the scheduler's KV bucket over NATS (the CLI makes no HTTP calls). */
+async function readRuns(nc: NatsConnection, config: CliConfig): Promise<RunRecord[]> {
   const bucket = `${config.nats.stream}_RUNS`;
-  const runs: Run[] = [];
+  const runs: RunRecord[] = [];
   try {
     const kv = await new Kvm(nc).open(bucket);
     for (const key of await kvKeys(nc, bucket)) {
       const entry = await kv.get(key);
-      if (entry?.value.length) runs.push(entry.json<Run>());
+      if (entry?.value.length) runs.push(entry.json<RunRecord>());
     }
   } catch (error) {
     throw new Error(`cannot read the run ledger ${config.nats.stream}_RUNS (is the scheduler running?): ${errorMessage(error)}`, { cause: error });
@@ -72,101 +57,117 @@ async function findSnapshot(nc: NatsConnection, config: CliConfig, snapshotId?: 
   throw new Error(`snapshot ${snapshotId} is not in stream ${config.nats.stream} (expired, or never announced)`);
 }
 
-const COMMANDS: Record<string, Command> = {
-  trigger: {
-    flags: { date: 'value' },
-    run: async (nc, config, flags) => {
-      const date = dateFlag(flags, 'date') ?? dateInTimeZone(new Date(), config.timeZone);
-      const seq = await publishTrigger(nc, config, date);
-      out(`triggered replication for ${date} (stream ${config.nats.stream}, message ${seq})`);
-    },
-  },
-  backfill: {
-    flags: { from: 'value', to: 'value' },
-    run: async (nc, config, flags) => {
-      const from = dateFlag(flags, 'from');
-      const to = dateFlag(flags, 'to');
-      if (!from || !to) throw new UsageError('backfill needs --from and --to');
-      if (from > to) throw new UsageError(`--from ${from} is after --to ${to}`);
-      let count = 0;
-      for (let day = new Date(`${from}T00:00:00Z`); day.toISOString().slice(0, 10) <= to; day.setUTCDate(day.getUTCDate() + 1)) {
-        const date = day.toISOString().slice(0, 10);
-        // One id per day: running the same backfill twice within the duplicate window dumps once.
-        await publishTrigger(nc, config, date, `backfill:${date}`);
-        out(`triggered ${date}`);
-        if (++count > 3660) throw new UsageError('a backfill is limited to ten years');
-      }
-      out(`backfill of ${count} day(s) queued; the dumper takes them oldest first`);
-    },
-  },
-  runs: {
-    flags: { since: 'value', json: 'switch' },
-    run: async (nc, config, flags) => {
-      const since = dateFlag(flags, 'since');
-      const runs = (await readRuns(nc, config)).filter((run) => !since || run.date >= since);
-      out(flags.json ? JSON.stringify(runs, null, 2) : formatRunsTable(runs));
-    },
-  },
-  status: {
-    flags: {},
-    run: async (nc, config) => {
-      out(formatRunsTable((await readRuns(nc, config)).slice(0, 10)));
-    },
-  },
-  reload: {
-    flags: { env: 'value', snapshot: 'value' },
-    run: async (nc, config, flags) => {
-      const environment = flags.env;
-      if (typeof environment !== 'string' || !/^[a-z0-9-]+$/.test(environment)) throw new UsageError('reload needs --env NAME ([a-z0-9-]+)');
-      const snapshotId = typeof flags.snapshot === 'string' ? flags.snapshot : undefined;
-      const snapshot = await findSnapshot(nc, config, snapshotId);
-      await jetstream(nc).publish(`${config.nats.subjectPrefix}${reloadSubject(environment)}`, JSON.stringify(snapshot));
-      out(`asked ${environment} to reload snapshot ${snapshot.snapshotId} (${snapshot.date})`);
-    },
-  },
+const trigger: Work = async (nc, config, options) => {
+  const date = dateOption(options, 'date') ?? dateInTimeZone(new Date(), config.timeZone);
+  const seq = await publishTrigger(nc, config, date);
+  out(`triggered replication for ${date} (stream ${config.nats.stream}, message ${seq})`);
 };
 
-/** `rules init|check`: the source database only, no NATS. */
-async function rulesMain(argv: string[]): Promise<number> {
-  try {
-    const { command, flags } = parseArgs(argv, { source: 'value', out: 'value', rules: 'value' });
-    if (flags.help) {
-      out(RULES_USAGE);
-      return 0;
-    }
-    const value = (flag: string) => (typeof flags[flag] === 'string' ? flags[flag] : undefined);
-    return await runRulesCommand(command, { source: value('source'), out: value('out'), rules: value('rules') ?? process.env.DUMP_RULES, write: out });
-  } catch (error) {
-    process.stderr.write(`db-fanout rules: ${errorMessage(error)}\n`);
-    return error instanceof UsageError || error instanceof RulesUsageError ? 2 : 1;
-  }
+function backfillRange(options: Options): [string, string] {
+  const from = dateOption(options, 'from');
+  const to = dateOption(options, 'to');
+  if (!from || !to) throw new UsageError('backfill needs --from and --to');
+  if (from > to) throw new UsageError(`--from ${from} is after --to ${to}`);
+  return [from, to];
 }
 
+const backfill: Work = async (nc, config, options) => {
+  const [from, to] = backfillRange(options);
+  let count = 0;
+  for (let day = new Date(`${from}T00:00:00Z`); day.toISOString().slice(0, 10) <= to; day.setUTCDate(day.getUTCDate() + 1)) {
+    const date = day.toISOString().slice(0, 10);
+    // One id per day: running the same backfill twice within the duplicate window dumps once.
+    await publishTrigger(nc, config, date, `backfill:${date}`);
+    out(`triggered ${date}`);
+    if (++count > 3660) throw new UsageError('a backfill is limited to ten years');
+  }
+  out(`backfill of ${count} day(s) queued; the dumper takes them oldest first`);
+};
+
+const runs: Work = async (nc, config, options) => {
+  const since = dateOption(options, 'since');
+  const list = (await readRuns(nc, config)).filter((run) => !since || run.date >= since);
+  out(options.json ? JSON.stringify(list, null, 2) : formatRunsTable(list));
+};
+
+const status: Work = async (nc, config) => {
+  out(formatRunsTable((await readRuns(nc, config)).slice(0, 10)));
+};
+
+function reloadEnvironment(options: Options): string {
+  const environment = options.env;
+  if (typeof environment !== 'string' || !/^[a-z0-9-]+$/.test(environment)) throw new UsageError('reload needs --env NAME ([a-z0-9-]+)');
+  return environment;
+}
+
+const reload: Work = async (nc, config, options) => {
+  const environment = reloadEnvironment(options);
+  const snapshotId = typeof options.snapshot === 'string' ? options.snapshot : undefined;
+  const snapshot = await findSnapshot(nc, config, snapshotId);
+  await jetstream(nc).publish(`${config.nats.subjectPrefix}${reloadSubject(environment)}`, JSON.stringify(snapshot));
+  out(`asked ${environment} to reload snapshot ${snapshot.snapshotId} (${snapshot.date})`);
+};
+
+interface Chosen {
+  name: string;
+  work: Work;
+  options: Options;
+}
+
+/**
+ * The commands and their options, parsed by commander. Parsing only chooses the work; it runs after,
+ * so `--help` and wrong usage never need the configuration or NATS. Help is the CLI's own text.
+ */
+function program(choose: (chosen: Chosen) => void): Command {
+  const root = new Command('db-fanout')
+    .exitOverride()
+    .configureOutput({ writeOut: (text) => process.stdout.write(text), writeErr: () => undefined, outputError: () => undefined })
+    .configureHelp({ formatHelp: (command) => `${command.parent ? usageOf(command.name()) : USAGE}\n` });
+  /** `check` refuses wrong usage before anything connects. */
+  const command = (name: string, work: Work, check: (options: Options) => unknown = () => undefined) =>
+    root
+      .command(name)
+      .allowExcessArguments()
+      .action((options: Options, self: Command) => {
+        if (self.args.length) throw new UsageError(`unexpected argument ${JSON.stringify(self.args[0])}`);
+        for (const key of ['date', 'from', 'to', 'since']) dateOption(options, key);
+        check(options);
+        choose({ name, work, options });
+      });
+  command('trigger', trigger).option('--date <YYYY-MM-DD>');
+  command('status', status);
+  command('runs', runs).option('--since <YYYY-MM-DD>').option('--json');
+  command('reload', reload, reloadEnvironment).option('--env <NAME>').option('--snapshot <ID>');
+  command('backfill', backfill, backfillRange).option('--from <YYYY-MM-DD>').option('--to <YYYY-MM-DD>');
+  return root;
+}
+
+/** Exit codes: 0 done, 1 failed, 2 wrong usage. */
 async function main(argv: string[]): Promise<number> {
-  const name = argv[0];
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
+  if (argv.length === 0) {
     out(USAGE);
-    return name ? 0 : 2;
-  }
-  if (name === 'rules') return rulesMain(argv.slice(1));
-  const command = COMMANDS[name];
-  if (!command) {
-    process.stderr.write(`db-fanout: unknown command ${JSON.stringify(name)}\n\n${USAGE}\n`);
     return 2;
   }
-  let flags: Flags;
+  const name = argv[0];
+  // `rules init|check` read the source database only: no configuration, no NATS.
+  if (name === 'rules') return rulesMain(argv.slice(1), out, (line) => process.stderr.write(`${line}\n`));
+  let chosen: Chosen | undefined;
   try {
-    const parsed = parseArgs(argv.slice(1), command.flags);
-    if (parsed.command) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.command)}`);
-    flags = parsed.flags;
+    await program((c) => (chosen = c)).parseAsync(argv, { from: 'user' });
   } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.help') return 0;
+      if (error.code === 'commander.unknownCommand') {
+        process.stderr.write(`db-fanout: unknown command ${JSON.stringify(name)}\n\n${USAGE}\n`);
+        return 2;
+      }
+      process.stderr.write(`db-fanout ${name}: ${usageProblem(error) ?? error.message}\n`);
+      return 2;
+    }
     process.stderr.write(`db-fanout ${name}: ${errorMessage(error)}\n`);
-    return 2;
+    return error instanceof UsageError ? 2 : 1;
   }
-  if (flags.help) {
-    out(USAGE.split('\n').find((line) => line.trim().startsWith(name)) ?? USAGE);
-    return 0;
-  }
+  if (!chosen) return 0; // `help`: commander printed it
   let config: CliConfig;
   try {
     config = loadCliConfig();
@@ -180,10 +181,10 @@ async function main(argv: string[]): Promise<number> {
   let nc: NatsConnection | undefined;
   try {
     nc = await openNatsConnection(config.nats, 'db-fanout-cli');
-    await command.run(nc, config, flags);
+    await chosen.work(nc, config, chosen.options);
     return 0;
   } catch (error) {
-    process.stderr.write(`db-fanout ${name}: ${errorMessage(error)}\n`);
+    process.stderr.write(`db-fanout ${chosen.name}: ${errorMessage(error)}\n`);
     return error instanceof UsageError ? 2 : 1;
   } finally {
     await nc?.close();

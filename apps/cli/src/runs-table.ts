@@ -1,25 +1,14 @@
-/** Runs as the CLI prints them: dates down, the dump and each environment across (Airflow's grid). */
-export interface Step {
-  state: string;
-  attempts: number;
-  startedAt?: string;
-  endedAt?: string;
-  error?: string;
-}
-export interface Run {
-  date: string;
-  dump: Step;
-  loads: Record<string, Step>;
-}
+import type { RunRecord, StepRecord } from '@app/common/contract';
 
-function cell(step: Step | undefined): string {
+function cell(step: StepRecord | undefined): string {
   if (!step) return '-';
   const seconds = step.startedAt && step.endedAt ? ` ${((Date.parse(step.endedAt) - Date.parse(step.startedAt)) / 1000).toFixed(1)}s` : '';
   const attempts = step.attempts > 1 ? ` (${step.attempts} tries)` : '';
   return `${step.state}${seconds}${attempts}`;
 }
 
-export function formatRunsTable(runs: Run[]): string {
+/** Runs as the CLI prints them: dates down, the dump and each environment across (Airflow's grid). */
+export function formatRunsTable(runs: RunRecord[]): string {
   if (runs.length === 0) return 'no runs yet';
   const environments = [...new Set(runs.flatMap((run) => Object.keys(run.loads)))].sort();
   const rows = [['date', 'dump', ...environments], ...runs.map((run) => [run.date, cell(run.dump), ...environments.map((env) => cell(run.loads[env]))])];

@@ -1,4 +1,5 @@
 import { existsSync, writeFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
 import { Client } from 'pg';
 import { errorMessage } from '@app/common/observability';
 import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, suggestRules } from '@app/common/rules';
@@ -67,5 +68,33 @@ export async function runRulesCommand(action: string | undefined, options: Rules
     if (!(error instanceof RulesError)) throw error;
     options.write(errorMessage(error));
     return 1;
+  }
+}
+
+/** `db-fanout rules ...` as argv: parsed with commander, run without NATS. Returns the exit code. */
+export async function rulesMain(argv: string[], write: (line: string) => void, writeError: (line: string) => void): Promise<number> {
+  const [action, ...rest] = argv;
+  if (!action || action === '--help' || action === '-h') {
+    write(RULES_USAGE);
+    return action ? 0 : 2;
+  }
+  const command = new Command(`rules ${action}`)
+    .exitOverride()
+    .configureOutput({ writeOut: () => undefined, writeErr: () => undefined, outputError: () => undefined })
+    .option('--source <URL>')
+    .option('--out <FILE>')
+    .option('--rules <FILE>');
+  try {
+    command.parse(rest, { from: 'user' });
+    if (command.args.length) throw new RulesUsageError(`unexpected argument ${JSON.stringify(command.args[0])}`);
+    const options = command.opts<{ source?: string; out?: string; rules?: string }>();
+    return await runRulesCommand(action, { ...options, rules: options.rules ?? process.env.DUMP_RULES, write });
+  } catch (error) {
+    if (error instanceof CommanderError && (error.code === 'commander.helpDisplayed' || error.code === 'commander.help')) {
+      write(RULES_USAGE);
+      return 0;
+    }
+    writeError(`db-fanout rules: ${errorMessage(error)}`);
+    return error instanceof CommanderError || error instanceof RulesUsageError ? 2 : 1;
   }
 }

@@ -1,25 +1,7 @@
-import { SUBJECTS } from '@app/common/contract';
+import { type RunRecord, SUBJECTS } from '@app/common/contract';
 
-export type StepState = 'queued' | 'running' | 'up_for_retry' | 'success' | 'failed';
-
-export interface StepRecord {
-  state: StepState;
-  attempts: number;
-  startedAt?: string;
-  endedAt?: string;
-  rows?: number;
-  bytes?: number;
-  snapshotId?: string;
-  error?: string;
-}
-
-/** One run: a date's trigger, its dump and each environment's load (environments appear as they report). */
-export interface RunRecord {
-  date: string;
-  triggeredAt?: string;
-  dump: StepRecord;
-  loads: Record<string, StepRecord>;
-}
+// The types live in the contract (the CLI reads the same records); re-exported for the ledger's code.
+export type { RunRecord, StepRecord, StepState } from '@app/common/contract';
 
 export function newRun(date: string): RunRecord {
   return { date, dump: { state: 'queued', attempts: 0 }, loads: {} };

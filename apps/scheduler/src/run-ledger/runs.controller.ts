@@ -1,5 +1,5 @@
 import { Controller, Get } from '@nestjs/common';
-import type { RunRecord } from './run-record';
+import type { RunRecord } from '@app/common/contract';
 import { RunLedgerService } from './run-ledger.service';
 
 @Controller('api')

@@ -3,6 +3,7 @@ import { NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
 import type { HttpConfig, LogFormat } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
+import { HttpTokenGuard } from '../observability/http-token.guard';
 import { JetStreamServer } from '../messaging/jetstream.server';
 import { TerminateMessageFilter } from '../messaging/terminate-message.filter';
 import { createAppLogger } from '../observability/logging';
@@ -39,6 +40,7 @@ export async function runApp<C extends { http: HttpConfig; logFormat: LogFormat 
     const appLogger = definition.logger ?? createAppLogger(definition.name, config.logFormat);
     Logger.overrideLogger(appLogger);
     const app = await NestFactory.create(definition.module(config), { logger: appLogger, abortOnError: false });
+    app.useGlobalGuards(new HttpTokenGuard(config.http));
     attachJetStream(app);
     await app.startAllMicroservices();
     await app.listen(config.http.port, config.http.host);

@@ -1,4 +1,4 @@
-import { DEFAULT_HTTP_PORTS, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig } from './app-config';
+import { DEFAULT_HTTP_PORTS, loadCliConfig, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig } from './app-config';
 import { variablesReadBy } from './config-variables';
 import { ConfigError } from './env-reader';
 
@@ -379,5 +379,51 @@ describe('a duration with a line break', () => {
       }
     })();
     expect(error?.message).toBe('Invalid configuration: RETRY_DELAY value "5\\nm" is not a duration (use e.g. 500ms, 30s, 5m, 2h, 7d)');
+  });
+});
+
+describe('the schema keeps checking after a problem', () => {
+  it('lists a host outside TARGET_HOST_ALLOWLIST together with the other problems', () => {
+    const error = configErrorOf(loadLoaderConfig, {
+      TARGET_DATABASE_URL: 'postgres://loader:hunter2-s3cret@prod-db/app',
+      TARGET_HOST_ALLOWLIST: 'dev-db',
+      RETRIES: 'x',
+    });
+    expect(error.problems).toEqual([
+      'RETRIES must be a whole number (got "x")',
+      'LOADER_ENV is required',
+      'TARGET_DATABASE_URL points at host "prod-db", which is not in TARGET_HOST_ALLOWLIST',
+    ]);
+    expect(error.message).not.toContain('hunter2-s3cret');
+  });
+
+  it('checks a cron SCHEDULE even when SCHEDULE_TIMEZONE is wrong', () => {
+    expect(configErrorOf(loadSchedulerConfig, { SCHEDULE: '61 * * * *', SCHEDULE_TIMEZONE: 'Atlantis' }).problems.map((p) => p.split(' ')[0])).toEqual([
+      'SCHEDULE',
+      'SCHEDULE_TIMEZONE',
+    ]);
+  });
+});
+
+describe('HTTP tokens', () => {
+  it('are read trimmed: HTTP_TOKEN by the scheduler (and the CLI), METRICS_TOKEN by every app', () => {
+    expect(loadSchedulerConfig({ HTTP_TOKEN: ' page ', METRICS_TOKEN: 'metrics' }).http).toEqual({ port: 3000, host: '0.0.0.0', token: 'page', metricsToken: 'metrics' });
+    expect(loadLoaderConfig({ ...LOADER_REQUIRED, HTTP_TOKEN: 'page', METRICS_TOKEN: 'metrics' }).http).toEqual({ port: 3002, host: '0.0.0.0', metricsToken: 'metrics' });
+    expect(loadDumperConfig({ ...DUMPER_REQUIRED, HTTP_HOST: '127.0.0.1' }).http).toEqual({ port: 3001, host: '127.0.0.1', metricsToken: undefined });
+    expect(loadCliConfig({ HTTP_TOKEN: 'page' }).httpToken).toBe('page');
+  });
+
+  it('are never echoed in a configuration error', () => {
+    const error = configErrorOf(loadSchedulerConfig, { HTTP_TOKEN: 'page-s3cret', METRICS_TOKEN: 'metrics-s3cret', HTTP_PORT: 'x' });
+    expect(error.message).toBe('Invalid configuration: HTTP_PORT must be a whole number (got "x")');
+  });
+});
+
+describe('the CLI configuration', () => {
+  it('reads the NATS settings, SCHEDULE_TIMEZONE and HTTP_TOKEN', () => {
+    expect(variablesReadBy(loadCliConfig)).toEqual(
+      ['ACK_WAIT', 'HTTP_TOKEN', 'NATS_CREDS', 'NATS_PASSWORD', 'NATS_STREAM', 'NATS_STREAM_MAX_AGE', 'NATS_STREAM_REPLICAS', 'NATS_SUBJECT_PREFIX', 'NATS_TLS_CA', 'NATS_TLS_CERT', 'NATS_TLS_KEY', 'NATS_TOKEN', 'NATS_URL', 'NATS_USER', 'SCHEDULE_TIMEZONE'],
+    );
+    expect(configErrorOf(loadCliConfig, { NATS_URL: 'http://x', SCHEDULE_TIMEZONE: 'Nowhere' }).problems.map((p) => p.split(' ')[0])).toEqual(['NATS_URL', 'SCHEDULE_TIMEZONE']);
   });
 });

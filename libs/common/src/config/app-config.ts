@@ -1,6 +1,7 @@
 import { CronTime } from 'cron';
-import { EnvReader } from './env-reader';
-import { parseQualifiedName } from '../database/sql';
+import { z } from 'zod';
+import { boolean, date, duration, integer, list, matching, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
+import { readEnv } from './env-reader';
 
 type Env = Record<string, string | undefined>;
 
@@ -37,21 +38,8 @@ export interface HttpConfig {
   metricsToken?: string;
 }
 
-function readHttp(env: EnvReader, defaultPort: number, withToken: boolean): HttpConfig {
-  return {
-    port: env.integer('HTTP_PORT', defaultPort, 0, 65535),
-    host: env.string('HTTP_HOST', DEFAULTS.HTTP_HOST),
-    ...(withToken ? { token: env.optionalString('HTTP_TOKEN') } : {}),
-    metricsToken: env.optionalString('METRICS_TOKEN'),
-  };
-}
-
 /** `text` (Nest's colourful lines) or `json` (one object per line, for log shippers). */
 export type LogFormat = 'text' | 'json';
-
-function readLogFormat(env: EnvReader): LogFormat {
-  return env.matching('LOG_FORMAT', /^(text|json)$/, 'text or json', 'text') as LogFormat;
-}
 
 export interface DumperConfig {
   nats: NatsConfig;
@@ -129,35 +117,72 @@ export const DEFAULTS = {
   SCHEMA_DRIFT: 'fail',
 } as const;
 
-function readNats(env: EnvReader): NatsConfig {
-  const caFile = env.optionalString('NATS_TLS_CA');
-  const certFile = env.optionalString('NATS_TLS_CERT');
-  const keyFile = env.optionalString('NATS_TLS_KEY');
-  const servers = env.urlList('NATS_URL', ['nats', 'tls', 'ws', 'wss'], DEFAULTS.NATS_URL);
-  const useTls = Boolean(caFile || certFile || keyFile) || servers.some((s) => s.startsWith('tls://'));
+// Each app's environment as a zod schema, keyed by variable (see env-reader.ts). Problems are listed
+// in the order of these keys; `variablesReadBy` finds the variables by running a loader.
+
+const natsVariables = {
+  NATS_TLS_CA: optionalText(),
+  NATS_TLS_CERT: optionalText(),
+  NATS_TLS_KEY: optionalText(),
+  NATS_URL: urlList(['nats', 'tls', 'ws', 'wss'], DEFAULTS.NATS_URL),
+  NATS_STREAM: matching(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ or -', DEFAULTS.NATS_STREAM),
+  NATS_SUBJECT_PREFIX: matching(/^([A-Za-z0-9_-]+\.)*$/, 'empty or tokens ending in a dot, e.g. "acme."', ''),
+  NATS_USER: optionalText(),
+  NATS_PASSWORD: optionalText(),
+  NATS_TOKEN: optionalText(),
+  NATS_CREDS: optionalText(),
+  ACK_WAIT: duration(DEFAULTS.ACK_WAIT, 1_000),
+  NATS_STREAM_MAX_AGE: duration(DEFAULTS.NATS_STREAM_MAX_AGE, 60_000),
+  NATS_STREAM_REPLICAS: integer(1, 1, 5),
+};
+type NatsVariables = z.output<z.ZodObject<typeof natsVariables>>;
+
+function natsConfig(v: NatsVariables): NatsConfig {
+  const [caFile, certFile, keyFile] = [v.NATS_TLS_CA, v.NATS_TLS_CERT, v.NATS_TLS_KEY];
+  const useTls = Boolean(caFile || certFile || keyFile) || v.NATS_URL.some((s) => s.startsWith('tls://'));
   return {
-    servers,
-    stream: env.matching('NATS_STREAM', /^[A-Za-z0-9_-]+$/, 'letters, digits, _ or -', DEFAULTS.NATS_STREAM),
-    subjectPrefix: env.matching('NATS_SUBJECT_PREFIX', /^([A-Za-z0-9_-]+\.)*$/, 'empty or tokens ending in a dot, e.g. "acme."', ''),
-    user: env.optionalString('NATS_USER'),
-    password: env.optionalString('NATS_PASSWORD'),
-    token: env.optionalString('NATS_TOKEN'),
-    credsFile: env.optionalString('NATS_CREDS'),
+    servers: v.NATS_URL,
+    stream: v.NATS_STREAM,
+    subjectPrefix: v.NATS_SUBJECT_PREFIX,
+    user: v.NATS_USER,
+    password: v.NATS_PASSWORD,
+    token: v.NATS_TOKEN,
+    credsFile: v.NATS_CREDS,
     tls: useTls ? { caFile, certFile, keyFile } : undefined,
-    ackWaitMs: env.duration('ACK_WAIT', DEFAULTS.ACK_WAIT, 1_000),
-    streamMaxAgeMs: env.duration('NATS_STREAM_MAX_AGE', DEFAULTS.NATS_STREAM_MAX_AGE, 60_000),
-    streamReplicas: env.integer('NATS_STREAM_REPLICAS', 1, 1, 5),
+    ackWaitMs: v.ACK_WAIT,
+    streamMaxAgeMs: v.NATS_STREAM_MAX_AGE,
+    streamReplicas: v.NATS_STREAM_REPLICAS,
   };
 }
 
-function readRetry(env: EnvReader): RetryConfig {
-  return {
-    retries: env.integer('RETRIES', DEFAULTS.RETRIES, 0, 100),
-    delayMs: env.duration('RETRY_DELAY', DEFAULTS.RETRY_DELAY),
-    backoff: env.matching('RETRY_BACKOFF', /^(fixed|exponential)$/, 'fixed or exponential', DEFAULTS.RETRY_BACKOFF) as RetryConfig['backoff'],
-    maxDelayMs: env.duration('RETRY_MAX_DELAY', DEFAULTS.RETRY_MAX_DELAY),
-  };
+const httpVariables = (defaultPort: number) => ({
+  HTTP_PORT: integer(defaultPort, 0, 65535),
+  HTTP_HOST: text(DEFAULTS.HTTP_HOST),
+  METRICS_TOKEN: optionalText(),
+});
+type HttpVariables = z.output<z.ZodObject<ReturnType<typeof httpVariables>>>;
+
+function httpConfig(v: HttpVariables): HttpConfig {
+  return { port: v.HTTP_PORT, host: v.HTTP_HOST, metricsToken: v.METRICS_TOKEN };
 }
+
+const logVariables = {
+  LOG_FORMAT: matching(/^(text|json)$/, 'text or json', 'text').transform((format) => format as LogFormat),
+};
+
+const retryVariables = {
+  RETRIES: integer(DEFAULTS.RETRIES, 0, 100),
+  RETRY_DELAY: duration(DEFAULTS.RETRY_DELAY),
+  RETRY_BACKOFF: matching(/^(fixed|exponential)$/, 'fixed or exponential', DEFAULTS.RETRY_BACKOFF).transform((backoff) => backoff as RetryConfig['backoff']),
+  RETRY_MAX_DELAY: duration(DEFAULTS.RETRY_MAX_DELAY),
+};
+type RetryVariables = z.output<z.ZodObject<typeof retryVariables>>;
+
+function retryConfig(v: RetryVariables): RetryConfig {
+  return { retries: v.RETRIES, delayMs: v.RETRY_DELAY, backoff: v.RETRY_BACKOFF, maxDelayMs: v.RETRY_MAX_DELAY };
+}
+
+const postgresUrl = () => url(['postgres', 'postgresql']);
 
 /** The host a postgres URL really connects to: node-postgres lets `?host=` override the authority. */
 function hostOf(url: string): string | undefined {
@@ -170,102 +195,152 @@ function hostOf(url: string): string | undefined {
   }
 }
 
-function readTables(env: EnvReader, name: string): { schema: string; name: string }[] {
-  const tables: { schema: string; name: string }[] = [];
-  for (const entry of env.list(name)) {
-    try {
-      tables.push(parseQualifiedName(entry));
-    } catch (error) {
-      env.report(name, `has a bad entry: ${(error as Error).message}`);
-    }
-  }
-  return tables;
-}
+const dumperSchema = z
+  .object({
+    ...natsVariables,
+    ...httpVariables(DEFAULT_HTTP_PORTS.dumper),
+    ...logVariables,
+    ...retryVariables,
+    SOURCE_DATABASE_URL: postgresUrl(),
+    SNAPSHOT_DIR: text(DEFAULTS.SNAPSHOT_DIR),
+    TABLES: tables(),
+    EXCLUDE_TABLES: tables(),
+    DUMP_JOBS: integer(DEFAULTS.DUMP_JOBS, 1, 32),
+    SNAPSHOT_RETENTION: duration(DEFAULTS.SNAPSHOT_RETENTION, 60_000),
+    START_DATE: date(DEFAULTS.START_DATE),
+    SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
+    ERROR_DETAIL: boolean(false),
+    DUMP_RULES: optionalText(),
+    MASKING_KEY: optionalText(),
+  })
+  .transform(
+    (v): DumperConfig => ({
+      nats: natsConfig(v),
+      http: httpConfig(v),
+      logFormat: v.LOG_FORMAT,
+      retry: retryConfig(v),
+      sourceDatabaseUrl: v.SOURCE_DATABASE_URL,
+      snapshotDir: v.SNAPSHOT_DIR,
+      tables: v.TABLES,
+      excludeTables: v.EXCLUDE_TABLES,
+      dumpJobs: v.DUMP_JOBS,
+      snapshotRetentionMs: v.SNAPSHOT_RETENTION,
+      startDate: v.START_DATE,
+      timeZone: v.SCHEDULE_TIMEZONE,
+      errorDetail: v.ERROR_DETAIL,
+      rulesFile: v.DUMP_RULES,
+      maskingKey: v.MASKING_KEY,
+    }),
+  );
 
 export function loadDumperConfig(source: Env = process.env): DumperConfig {
-  const env = new EnvReader(source);
-  const config: DumperConfig = {
-    nats: readNats(env),
-    http: readHttp(env, DEFAULT_HTTP_PORTS.dumper, false),
-    logFormat: readLogFormat(env),
-    retry: readRetry(env),
-    sourceDatabaseUrl: env.url('SOURCE_DATABASE_URL', ['postgres', 'postgresql']),
-    snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
-    tables: readTables(env, 'TABLES'),
-    excludeTables: readTables(env, 'EXCLUDE_TABLES'),
-    dumpJobs: env.integer('DUMP_JOBS', DEFAULTS.DUMP_JOBS, 1, 32),
-    snapshotRetentionMs: env.duration('SNAPSHOT_RETENTION', DEFAULTS.SNAPSHOT_RETENTION, 60_000),
-    startDate: env.date('START_DATE', DEFAULTS.START_DATE),
-    timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
-    errorDetail: env.boolean('ERROR_DETAIL', false),
-    rulesFile: env.optionalString('DUMP_RULES'),
-    maskingKey: env.optionalString('MASKING_KEY'),
-  };
-  env.done();
-  return config;
+  return readEnv(dumperSchema, source);
 }
+
+const loaderSchema = z
+  .object({
+    ...natsVariables,
+    ...httpVariables(DEFAULT_HTTP_PORTS.loader),
+    ...logVariables,
+    ...retryVariables,
+    TARGET_DATABASE_URL: postgresUrl(),
+    LOADER_ENV: matching(/^[a-z0-9-]+$/, 'lowercase letters, digits or - ([a-z0-9-]+)'),
+    SNAPSHOT_DIR: text(DEFAULTS.SNAPSHOT_DIR),
+    TARGET_HOST_ALLOWLIST: list().transform((hosts) => hosts.map((host) => host.toLowerCase())),
+    LOAD_TRIGGERS: matching(/^(disable|fire)$/, 'disable or fire', DEFAULTS.LOAD_TRIGGERS).transform((triggers) => triggers as LoadTriggers),
+    SCHEMA_DRIFT: matching(/^(fail|common-columns)$/, 'fail or common-columns', DEFAULTS.SCHEMA_DRIFT).transform((mode) => mode as LoaderConfig['schemaDrift']),
+    ERROR_DETAIL: boolean(false),
+  })
+  .check(
+    // Runs even when other variables are wrong, so this problem is listed with theirs.
+    z.superRefine(
+      (v, ctx) => {
+        const [target, allowlist] = [v.TARGET_DATABASE_URL as unknown, v.TARGET_HOST_ALLOWLIST as unknown];
+        if (typeof target !== 'string' || !Array.isArray(allowlist) || allowlist.length === 0) return;
+        const host = hostOf(target);
+        if (host !== undefined && !allowlist.includes(host)) {
+          ctx.addIssue({ code: 'custom', path: ['TARGET_DATABASE_URL'], message: `points at host ${JSON.stringify(host)}, which is not in TARGET_HOST_ALLOWLIST` });
+        }
+      },
+      { when: () => true },
+    ),
+  )
+  .transform(
+    (v): LoaderConfig => ({
+      nats: natsConfig(v),
+      http: httpConfig(v),
+      logFormat: v.LOG_FORMAT,
+      retry: retryConfig(v),
+      targetDatabaseUrl: v.TARGET_DATABASE_URL,
+      environment: v.LOADER_ENV,
+      snapshotDir: v.SNAPSHOT_DIR,
+      targetHostAllowlist: v.TARGET_HOST_ALLOWLIST,
+      loadTriggers: v.LOAD_TRIGGERS,
+      schemaDrift: v.SCHEMA_DRIFT,
+      errorDetail: v.ERROR_DETAIL,
+    }),
+  );
 
 export function loadLoaderConfig(source: Env = process.env): LoaderConfig {
-  const env = new EnvReader(source);
-  const config: LoaderConfig = {
-    nats: readNats(env),
-    http: readHttp(env, DEFAULT_HTTP_PORTS.loader, false),
-    logFormat: readLogFormat(env),
-    retry: readRetry(env),
-    targetDatabaseUrl: env.url('TARGET_DATABASE_URL', ['postgres', 'postgresql']),
-    environment: env.matching('LOADER_ENV', /^[a-z0-9-]+$/, 'lowercase letters, digits or - ([a-z0-9-]+)'),
-    snapshotDir: env.string('SNAPSHOT_DIR', DEFAULTS.SNAPSHOT_DIR),
-    targetHostAllowlist: env.list('TARGET_HOST_ALLOWLIST').map((host) => host.toLowerCase()),
-    loadTriggers: env.matching('LOAD_TRIGGERS', /^(disable|fire)$/, 'disable or fire', DEFAULTS.LOAD_TRIGGERS) as LoadTriggers,
-    schemaDrift: env.matching('SCHEMA_DRIFT', /^(fail|common-columns)$/, 'fail or common-columns', DEFAULTS.SCHEMA_DRIFT) as LoaderConfig['schemaDrift'],
-    errorDetail: env.boolean('ERROR_DETAIL', false),
-  };
-  if (config.targetHostAllowlist.length && config.targetDatabaseUrl) {
-    const host = hostOf(config.targetDatabaseUrl);
-    if (host !== undefined && !config.targetHostAllowlist.includes(host)) {
-      env.report('TARGET_DATABASE_URL', `points at host ${JSON.stringify(host)}, which is not in TARGET_HOST_ALLOWLIST`);
-    }
-  }
-  env.done();
-  return config;
+  return readEnv(loaderSchema, source);
 }
 
-export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig {
-  const env = new EnvReader(source);
-  const config: SchedulerConfig = {
-    nats: readNats(env),
-    http: readHttp(env, DEFAULT_HTTP_PORTS.scheduler, true),
-    logFormat: readLogFormat(env),
-    schedule: env.string('SCHEDULE', DEFAULTS.SCHEDULE),
-    timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
-    startDate: env.date('START_DATE', DEFAULTS.START_DATE),
-    catchup: env.boolean('CATCHUP', false),
-    alertWebhookUrl: env.optionalUrl('ALERT_WEBHOOK_URL', ['https', 'http']),
-  };
+/** A cron expression or preset that the `cron` package (which fires the ticks) accepts. */
+const schedule = text(DEFAULTS.SCHEDULE).transform((value, ctx) => {
   try {
-    new CronTime(config.schedule, config.timeZone);
+    new CronTime(value);
+    return value;
   } catch (error) {
-    env.report('SCHEDULE', `is not a cron expression or preset such as @daily (got ${JSON.stringify(config.schedule)}): ${(error as Error).message}`);
+    ctx.addIssue({ code: 'custom', message: `is not a cron expression or preset such as @daily (got ${JSON.stringify(value)}): ${(error as Error).message}` });
+    return z.NEVER;
   }
-  env.done();
-  return config;
+});
+
+const schedulerSchema = z
+  .object({
+    ...natsVariables,
+    ...httpVariables(DEFAULT_HTTP_PORTS.scheduler),
+    HTTP_TOKEN: optionalText(),
+    ...logVariables,
+    SCHEDULE: schedule,
+    SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
+    START_DATE: date(DEFAULTS.START_DATE),
+    CATCHUP: boolean(false),
+    ALERT_WEBHOOK_URL: optionalUrl(['https', 'http']),
+  })
+  .transform(
+    (v): SchedulerConfig => ({
+      nats: natsConfig(v),
+      http: { ...httpConfig(v), token: v.HTTP_TOKEN },
+      logFormat: v.LOG_FORMAT,
+      schedule: v.SCHEDULE,
+      timeZone: v.SCHEDULE_TIMEZONE,
+      startDate: v.START_DATE,
+      catchup: v.CATCHUP,
+      alertWebhookUrl: v.ALERT_WEBHOOK_URL,
+    }),
+  );
+
+export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig {
+  return readEnv(schedulerSchema, source);
 }
 
 /** The `db-fanout` CLI: the NATS settings of the apps, and the time zone of "today". */
 export interface CliConfig {
   nats: NatsConfig;
   timeZone: string;
-  /** Sent as a bearer token on the CLI's HTTP calls to the scheduler (its HTTP_TOKEN). */
+  /** Read for the CLI's HTTP calls to the scheduler; it makes none today (the history is read over NATS). */
   httpToken?: string;
 }
 
+const cliSchema = z
+  .object({
+    ...natsVariables,
+    SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
+    HTTP_TOKEN: optionalText(),
+  })
+  .transform((v): CliConfig => ({ nats: natsConfig(v), timeZone: v.SCHEDULE_TIMEZONE, httpToken: v.HTTP_TOKEN }));
+
 export function loadCliConfig(source: Env = process.env): CliConfig {
-  const env = new EnvReader(source);
-  const config: CliConfig = {
-    nats: readNats(env),
-    timeZone: env.timeZone('SCHEDULE_TIMEZONE', DEFAULTS.SCHEDULE_TIMEZONE),
-    httpToken: env.optionalString('HTTP_TOKEN'),
-  };
-  env.done();
-  return config;
+  return readEnv(cliSchema, source);
 }

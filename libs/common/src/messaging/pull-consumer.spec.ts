@@ -105,6 +105,8 @@ describe('PullConsumer (real NATS)', () => {
   });
 
   it('redelivers a message whose handler threw', async () => {
+    // A 1 s ack wait would let a busy machine's stalls cause redeliveries of their own.
+    await (await jsm()).consumers.update(stream, durable, { ack_wait: nanos(5_000) });
     start(async (message) => {
       if (message.info.deliveryCount === 1) throw new Error('transient');
       return Promise.resolve(ACK);

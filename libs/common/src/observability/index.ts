@@ -1,5 +1,6 @@
 export * from './failure';
 export * from './health.controller';
+export * from './http-token.guard';
 export * from './json-logger';
 export * from './log-context';
 export * from './logging';

@@ -1,56 +1,12 @@
-import { createHash } from 'node:crypto';
-
-/**
- * The scheduler's status page (`GET /`): Airflow's grid for the run ledger. One static document,
- * inline CSS and JS, no external assets. It holds no data itself: its script fetches `api/runs`
- * at once and then every few seconds, and puts every value (dates, environment names, errors come
- * from messages anyone on the stream can publish) into the page only as text (`textContent`,
- * `title`, `dataset`), never as markup. The Content-Security-Policy below admits exactly this
- * script and this style sheet, so even a value that slipped through could not run a script.
- */
-
-export const STATUS_PAGE_REFRESH_MS = 5_000;
-/** A request for `api/runs` that gets no answer by then is given up, so one stuck request never stops the refreshing. */
-export const STATUS_PAGE_REQUEST_TIMEOUT_MS = 10_000;
-
-const STYLE = String.raw`
-:root { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; background: #fff; }
-body { margin: 20px 24px; }
-h1 { font-size: 18px; margin: 0; }
-header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 6px 18px; margin-bottom: 12px; }
-#updated { color: #57606a; font-size: 12px; }
-#updated.stale { color: #b42318; }
-#legend { display: flex; gap: 12px; margin: 0; padding: 0; list-style: none; font-size: 12px; color: #57606a; }
-#legend li { display: flex; align-items: center; gap: 4px; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 3px; }
-table { border-collapse: separate; border-spacing: 3px; }
-th { text-align: left; font-weight: 600; padding: 4px 8px; white-space: nowrap; }
-thead th { font-size: 12px; color: #57606a; border-bottom: 1px solid #d0d7de; }
-tbody th { font-variant-numeric: tabular-nums; }
-td.step { min-width: 112px; padding: 5px 8px; border-radius: 4px; vertical-align: top; }
-td.step[role=button] { cursor: pointer; }
-td.step .state { display: block; font-weight: 600; }
-td.step .meta { display: block; font-size: 12px; opacity: 0.9; font-variant-numeric: tabular-nums; }
-td.selected, td.step:focus-visible { outline: 2px solid #1f2328; outline-offset: 1px; }
-.s-queued { background: #a3a3a3; color: #111; }
-.s-running { background: #2563eb; color: #fff; }
-.s-up_for_retry { background: #f59e0b; color: #111; }
-.s-success { background: #16a34a; color: #fff; }
-.s-failed { background: #dc2626; color: #fff; }
-.s-unknown { background: #e5e7eb; color: #111; }
-.s-none { background: #f6f8fa; color: #8c959f; }
-#details { margin-top: 14px; padding: 8px 10px; border-left: 3px solid #d0d7de; background: #f6f8fa; max-width: 1100px; }
-#details.empty { color: #57606a; }
-#details .error { margin: 6px 0 0; white-space: pre-wrap; word-break: break-word; font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; color: #b42318; }
-`;
-
-// Plain ES2017 for the browser. String.raw keeps its backslashes (so '\n' reaches the browser as written);
-// the script contains no backtick, and its only interpolations are the two periods.
-const SCRIPT = String.raw`
+// The status page's script (served inline in GET /, admitted by its hash in the page's CSP).
+// Plain ES2017 for the browser, no modules, no build step. It holds no data itself: it fetches
+// `api/runs` at once and then every REFRESH_MS, and puts every value (dates, environment names,
+// errors come from messages anyone on the stream can publish) into the page only as text
+// (`textContent`, `title`, `dataset`), never as markup.
 (function () {
   'use strict';
-  var REFRESH_MS = ${STATUS_PAGE_REFRESH_MS};
-  var TIMEOUT_MS = ${STATUS_PAGE_REQUEST_TIMEOUT_MS};
+  var REFRESH_MS = 5000;
+  var TIMEOUT_MS = 10000;
   var STATES = ['queued', 'running', 'up_for_retry', 'success', 'failed'];
   var FINISHED = ['success', 'failed'];
   var grid = document.getElementById('grid');
@@ -314,48 +270,3 @@ const SCRIPT = String.raw`
   }
   void refresh();
 })();
-`;
-
-const LEGEND = ['queued', 'running', 'up_for_retry', 'success', 'failed']
-  .map((state) => `<li><span class="swatch s-${state}"></span>${state.replace(/_/g, ' ')}</li>`)
-  .join('');
-
-/** The whole page: fixed markup, nothing from the ledger (the script adds that as text). */
-export const STATUS_PAGE_HTML = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>db-fanout runs</title>
-<link rel="icon" href="data:,">
-<style>${STYLE}</style>
-</head>
-<body>
-<header>
-<h1>db-fanout runs</h1>
-<span id="updated">loading&hellip;</span>
-<ul id="legend" aria-label="states">${LEGEND}</ul>
-</header>
-<main>
-<div id="grid"><p id="empty">Loading runs&hellip;</p></div>
-<div id="details" class="empty" aria-live="polite">Click a cell for its details.</div>
-<noscript><p>This page needs JavaScript; the same history is at <a href="api/runs">api/runs</a> (JSON).</p></noscript>
-</main>
-<script>${SCRIPT}</script>
-</body>
-</html>
-`;
-
-const sha256 = (text: string) => `'sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}'`;
-
-/** Only this page's own script and style sheet run; it may fetch from its own origin and nothing else. */
-export const STATUS_PAGE_CSP = [
-  "default-src 'none'",
-  `script-src ${sha256(SCRIPT)}`,
-  `style-src ${sha256(STYLE)}`,
-  "connect-src 'self'",
-  'img-src data:',
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');

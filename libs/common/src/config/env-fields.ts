@@ -1,0 +1,135 @@
+import { z } from 'zod';
+import { parseDuration } from './duration';
+import { isCalendarDate, isValidTimeZone } from '../contract/dates';
+import { parseQualifiedName } from '../database/sql';
+
+// The field types of the environment schemas (app-config.ts): each reads one variable and reports
+// what is wrong with it in the words the operator sees, `<VARIABLE> <problem>`.
+
+/** A variable as read: trimmed, and an empty or blank one counts as unset. */
+const variable = z
+  .string()
+  .optional()
+  .transform((value) => (value === undefined || value.trim() === '' ? undefined : value.trim()));
+
+type Report = (problem: string) => never;
+
+/** A field type: `read` turns the variable into its value, or reports what is wrong (and may report several things). */
+function field<T>(read: (value: string | undefined, report: Report) => T) {
+  return variable.transform((value, ctx) => {
+    const report: Report = (problem) => {
+      ctx.addIssue({ code: 'custom', message: problem });
+      return z.NEVER;
+    };
+    return read(value, report);
+  });
+}
+
+export const text = (fallback: string) => field((value) => value ?? fallback);
+
+export const optionalText = () => field((value) => value);
+
+export const matching = (pattern: RegExp, description: string, fallback?: string) =>
+  field((value = fallback, report) => {
+    if (value === undefined) return report('is required');
+    return pattern.test(value) ? value : report(`must be ${description} (got ${JSON.stringify(value)})`);
+  });
+
+function checkUrl(value: string, protocols: string[], report: Report): string {
+  let protocol: string;
+  try {
+    protocol = new URL(value).protocol.replace(/:$/, '');
+  } catch {
+    // Not echoed: a malformed URL may still contain a password.
+    return report(`is not a valid URL (expected ${protocols[0]}://...)`);
+  }
+  return protocols.includes(protocol) ? value : report(`must be a ${protocols.join(' or ')} URL`);
+}
+
+export const url = (protocols: string[], fallback?: string) =>
+  field((value = fallback, report) => (value === undefined ? report('is required') : checkUrl(value, protocols, report)));
+
+/** A URL when the variable is set, else undefined (the feature it enables stays off). */
+export const optionalUrl = (protocols: string[]) => field((value, report) => (value === undefined ? undefined : checkUrl(value, protocols, report)));
+
+export const urlList = (protocols: string[], fallback: string) =>
+  field((value = fallback, report) => {
+    const urls = value
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const url of urls) {
+      let protocol: string;
+      try {
+        protocol = new URL(url).protocol.replace(/:$/, '');
+      } catch {
+        return report(`is not a valid URL list (expected ${protocols[0]}://host:port,...)`);
+      }
+      if (!protocols.includes(protocol)) return report(`must list ${protocols.join(' or ')} URLs`);
+    }
+    return urls.length ? urls : report('is empty');
+  });
+
+export const integer = (fallback: number, min: number, max: number) =>
+  field((value, report) => {
+    if (value === undefined) return fallback;
+    if (!/^-?\d+$/.test(value)) return report(`must be a whole number (got ${JSON.stringify(value)})`);
+    const n = Number(value);
+    return n < min || n > max ? report(`must be between ${min} and ${max} (got ${n})`) : n;
+  });
+
+export const boolean = (fallback: boolean) =>
+  field((raw, report) => {
+    const value = raw?.toLowerCase();
+    if (value === undefined) return fallback;
+    if (['true', '1', 'yes'].includes(value)) return true;
+    if (['false', '0', 'no'].includes(value)) return false;
+    return report(`must be true or false (got ${JSON.stringify(value)})`);
+  });
+
+/** In milliseconds, from `500ms`, `30s`, `5m`, `2h`, `7d` (see parseDuration). */
+export const duration = (fallback: string, minMs = 0) =>
+  field((value = fallback, report) => {
+    let ms: number;
+    try {
+      ms = parseDuration(value);
+    } catch (error) {
+      return report((error as Error).message.replace(/^"/, 'value "'));
+    }
+    return ms < minMs ? report(`must be at least ${minMs}ms (got ${value})`) : ms;
+  });
+
+export const date = (fallback: string) =>
+  field((value = fallback, report) => (isCalendarDate(value) ? value : report(`must be a date YYYY-MM-DD (got ${JSON.stringify(value)})`)));
+
+export const timeZone = (fallback: string) =>
+  field((value = fallback, report) => (isValidTimeZone(value) ? value : report(`is not a known time zone (got ${JSON.stringify(value)})`)));
+
+/** A comma list; empty entries are dropped. */
+export const list = () =>
+  field((value) =>
+    (value ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
+
+/** A comma list of `schema.table` (quoted where needed); every bad entry is its own problem. */
+export const tables = () =>
+  field((value, report) => {
+    const entries = (value ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const parsed: { schema: string; name: string }[] = [];
+    const problems: string[] = [];
+    for (const entry of entries) {
+      try {
+        parsed.push(parseQualifiedName(entry));
+      } catch (error) {
+        problems.push(`has a bad entry: ${(error as Error).message}`);
+      }
+    }
+    problems.forEach((problem) => report(problem));
+    return problems.length ? z.NEVER : parsed;
+  });

@@ -1,4 +1,5 @@
 import { DateTime } from 'luxon';
+import { plainPublish } from './support/nats';
 import { PipelineHarness, until } from './support/pipeline';
 import { ofSubject, streamEvents } from './support/stream-events';
 
@@ -43,5 +44,46 @@ describe('the scheduler catching up missed days', () => {
     await until('the second scheduler to decide', () => again.output.includes('next trigger at'), 10_000);
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     expect((await stored()).filter((e) => e.subject === 'replication.trigger').length).toBe(before);
+  });
+});
+
+/**
+ * A weekly schedule catches up weekly; a date that already has a run is not triggered again; an
+ * environment seen in the history whose loader consumer is gone (retired) does not block it.
+ */
+describe('catching up a weekly schedule', () => {
+  let pipeline: PipelineHarness;
+  const today = DateTime.now().setZone('UTC').startOf('day');
+  const startDate = today.minus({ days: 20 });
+  // Mondays at 00:00 UTC from START_DATE through today.
+  const mondays: string[] = [];
+  for (let day = startDate; day <= today; day = day.plus({ days: 1 })) if (day.weekday === 1) mondays.push(day.toISODate()!);
+
+  beforeAll(async () => {
+    pipeline = await PipelineHarness.create('catchupweekly', { environments: ['dev'] });
+    await pipeline.startLoader('dev');
+  });
+  afterAll(() => pipeline?.cleanup());
+
+  const stored = () => streamEvents(pipeline.namespace.url, pipeline.namespace.stream, pipeline.namespace.prefix);
+
+  it('triggers the missed Mondays only, not again a Monday already triggered, without waiting for a retired environment', async () => {
+    const { prefix, url } = pipeline.namespace;
+    // An environment that loaded long ago and whose consumer is gone since.
+    const old = startDate.minus({ days: 30 }).toISODate()!;
+    await plainPublish(`${prefix}snapshot.loaded`, JSON.stringify({ snapshotId: `${old.replaceAll('-', '')}-0e0e0e0e`, environment: 'retired', rows: 1, durationMs: 1, attempts: 1 }), undefined, url);
+    // The first Monday was triggered by hand and waits for the dumper (not started yet).
+    await pipeline.trigger(mondays[0], `manual-${mondays[0]}`);
+
+    const scheduler = await pipeline.fleet.start('scheduler', { ...pipeline.commonEnv, SCHEDULE: '0 0 * * 1', SCHEDULE_TIMEZONE: 'UTC', START_DATE: startDate.toISODate()!, CATCHUP: 'true' });
+    await until('catch-up to find the first Monday already triggered', () => scheduler.output.includes(`catch-up: ${mondays[0]} already has a run`), 20_000);
+    await pipeline.startDumper();
+    await until('catch-up to finish', () => scheduler.output.includes('catch-up done'), 90_000);
+
+    const events = await stored();
+    const triggers = events.filter((e) => e.subject === 'replication.trigger');
+    expect(triggers.map((e) => [e.data.date, e.msgId])).toEqual([[mondays[0], `manual-${mondays[0]}`], ...mondays.slice(1).map((d) => [d, `catchup:${d}`])]);
+    expect(ofSubject(events, 'snapshot.ready').map((e) => e.date)).toEqual(mondays);
+    await pipeline.events.waitFor('dev to load every Monday', () => pipeline.loadedIn('dev').length === mondays.length, 30_000);
   });
 });

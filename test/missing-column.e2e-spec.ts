@@ -1,4 +1,4 @@
-import { tableContent } from './support/databases';
+import { contentAndSequences, tableContent } from './support/databases';
 import { DEMO_TABLES } from './support/fixtures';
 import { PipelineHarness } from './support/pipeline';
 
@@ -21,7 +21,7 @@ describe('a target missing a column', () => {
 
   it('fails with the column named, leaves the target untouched, and does not hold back other environments', async () => {
     const { targets, source, events } = pipeline;
-    const before = await Promise.all(DEMO_TABLES.map((table) => tableContent(targets.staging, table)));
+    const before = await contentAndSequences(targets.staging, DEMO_TABLES);
     await pipeline.trigger('2024-01-07');
 
     await events.waitFor('staging to fail and dev to load', (c) => c.of('snapshot.load.failed').length === 1 && c.of('snapshot.loaded').length === 1);
@@ -30,7 +30,7 @@ describe('a target missing a column', () => {
     expect(failure.error).toContain('"Sales"."Order Items"."comment"');
     expect(events.of('snapshot.loaded')[0]).toMatchObject({ environment: 'dev' });
 
-    const after = await Promise.all(DEMO_TABLES.map((table) => tableContent(targets.staging, table)));
+    const after = await contentAndSequences(targets.staging, DEMO_TABLES);
     expect(after).toEqual(before);
     const ledger = await targets.staging.query<{ n: string }>('SELECT count(*)::text AS n FROM db_fanout.loaded_snapshots');
     expect(ledger[0].n).toBe('0');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AppFleet, type RunningApp } from '../support/apps';
 import { consumerBacklog } from '../support/consumers';
-import { createDatabase, tableContent, type TestDatabase } from '../support/databases';
+import { createDatabase, contentAndSequences, type TestDatabase } from '../support/databases';
 import { DEMO_TABLES, SCHEMA_SQL, SEED_SQL, STALE_SQL } from '../support/fixtures';
 import { EventCollector, natsNamespace, plainPublish } from '../support/nats';
 
@@ -62,7 +62,7 @@ describe('bad messages on every subject the apps consume', () => {
   });
 
   it('rejects forged snapshot.ready messages, including paths outside SNAPSHOT_DIR and SQL in names', async () => {
-    const before = await Promise.all(DEMO_TABLES.map((t) => tableContent(dev, t)));
+    const before = await contentAndSequences(dev, DEMO_TABLES);
     const tables = good.tables as Record<string, unknown>[];
     symlinkSync('/etc', join(snapshotDir, 'prod_snapshot_link'));
     const forged: [unknown, string][] = [
@@ -92,7 +92,7 @@ describe('bad messages on every subject the apps consume', () => {
 
     await expectSettled('loader-dev');
     expect(events.of('snapshot.loaded')).toHaveLength(1);
-    expect(await Promise.all(DEMO_TABLES.map((t) => tableContent(dev, t)))).toEqual(before);
+    expect(await contentAndSequences(dev, DEMO_TABLES)).toEqual(before);
     expect(await loader.health()).toBe(200);
   });
 

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { tableContent } from '../support/databases';
+import { contentAndSequences, tableContent } from '../support/databases';
 import { DEMO_TABLES } from '../support/fixtures';
 import { loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/pipeline';
 
@@ -95,12 +95,12 @@ describe('processes killed in the middle of their work', () => {
 
   it('kill -9 of a loader mid-COPY leaves the previous data visible; after a restart it loads exactly once', async () => {
     const dev = pipeline.targets.dev;
-    const before = await Promise.all(DEMO_TABLES.map((t) => tableContent(dev, t)));
+    const before = await contentAndSequences(dev, DEMO_TABLES);
     const loader = await pipeline.startLoader('dev');
     await until('the dev load to be inside its COPY', async () => (await loaderSessions(dev)).some((s) => s.wait_event === 'PgSleep'));
     await loader.kill();
     // Right after the kill: still the previous data (PostgreSQL rolls the transaction back).
-    expect(await Promise.all(DEMO_TABLES.map((t) => tableContent(dev, t)))).toEqual(before);
+    expect(await contentAndSequences(dev, DEMO_TABLES)).toEqual(before);
     expect(pipeline.loadedIn('dev')).toEqual([]);
 
     await pipeline.startLoader('dev', {}, 'loader-dev-restarted');

@@ -1,4 +1,4 @@
-import { tableContent } from '../support/databases';
+import { contentAndSequences, tableContent } from '../support/databases';
 import { DEMO_TABLES } from '../support/fixtures';
 import { loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/pipeline';
 import { TcpProxy } from '../support/tcp-proxy';
@@ -28,7 +28,7 @@ describe('target database faults', () => {
   });
 
   it('an unreachable target: not-ready, RETRIES retries RETRY_DELAY apart, then snapshot.load.failed; others load; it recovers', async () => {
-    const before = await Promise.all(DEMO_TABLES.map((t) => tableContent(pipeline.targets.staging, t)));
+    const before = await contentAndSequences(pipeline.targets.staging, DEMO_TABLES);
     await proxy.down();
     await until('staging to report not-ready', async () => (await staging.health()) === 503, 15_000);
 
@@ -60,7 +60,7 @@ describe('target database faults', () => {
 
     await proxy.up();
     await until('staging to report ready again', async () => (await staging.health()) === 200, 15_000);
-    expect(await Promise.all(DEMO_TABLES.map((t) => tableContent(pipeline.targets.staging, t)))).toEqual(before);
+    expect(await contentAndSequences(pipeline.targets.staging, DEMO_TABLES)).toEqual(before);
 
     await pipeline.trigger('2024-04-02');
     await pipeline.events.waitFor('staging to load the next snapshot', () => pipeline.loadedIn('staging').length === 1);

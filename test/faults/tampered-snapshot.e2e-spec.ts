@@ -1,6 +1,6 @@
 import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { tableContent } from '../support/databases';
+import { contentAndSequences } from '../support/databases';
 import { DEMO_TABLES } from '../support/fixtures';
 import { PipelineHarness } from '../support/pipeline';
 
@@ -28,24 +28,24 @@ describe('a tampered snapshot and a loader pointed at production', () => {
     writeSync(fd, Buffer.from([byte[0] === 0x41 ? 0x42 : 0x41]), 0, 1, Math.floor(size / 2));
     closeSync(fd);
 
-    const before = await Promise.all(DEMO_TABLES.map((t) => tableContent(pipeline.targets.dev, t)));
+    const before = await contentAndSequences(pipeline.targets.dev, DEMO_TABLES);
     await pipeline.startLoader('dev');
     await pipeline.events.waitFor('the load to fail', (c) => c.of('snapshot.load.failed').length === 1);
     const [failure] = pipeline.events.of('snapshot.load.failed');
     expect(failure).toMatchObject({ environment: 'dev', attempts: 1 });
     expect(String(failure.error)).toContain(`checksum mismatch in ${products.file}`);
-    expect(await Promise.all(DEMO_TABLES.map((t) => tableContent(pipeline.targets.dev, t)))).toEqual(before);
+    expect(await contentAndSequences(pipeline.targets.dev, DEMO_TABLES)).toEqual(before);
     expect(pipeline.events.of('snapshot.loaded')).toEqual([]);
   });
 
   it('a loader whose target is the source database refuses and changes nothing', async () => {
-    const before = await Promise.all(DEMO_TABLES.map((t) => tableContent(pipeline.source, t)));
+    const before = await contentAndSequences(pipeline.source, DEMO_TABLES);
     await pipeline.fleet.start('loader', { ...pipeline.commonEnv, TARGET_DATABASE_URL: pipeline.source.url, LOADER_ENV: 'oops' }, 'loader-oops');
     await pipeline.trigger('2024-05-02');
     await pipeline.events.waitFor('the refusal', (c) => c.of('snapshot.load.failed').some((e) => e.environment === 'oops'));
     const failure = pipeline.events.of('snapshot.load.failed').find((e) => e.environment === 'oops')!;
     expect(failure).toMatchObject({ attempts: 1 });
     expect(String(failure.error)).toMatch(/refusing to load snapshot \S+ into its own source database tamper_prod_/);
-    expect(await Promise.all(DEMO_TABLES.map((t) => tableContent(pipeline.source, t)))).toEqual(before);
+    expect(await contentAndSequences(pipeline.source, DEMO_TABLES)).toEqual(before);
   });
 });

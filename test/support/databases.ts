@@ -63,3 +63,19 @@ export async function tableContent(db: TestDatabase, qualifiedTable: string): Pr
   const rows = await db.query<{ row: string }>(`SELECT t::text AS row FROM ${qualifiedTable} t ORDER BY 1`);
   return rows.map((r) => r.row);
 }
+
+/** Every sequence of `db` with its state (`name last_value is_called`): sequences are part of "untouched". */
+export async function sequenceStates(db: TestDatabase): Promise<string[]> {
+  const names = await db.query<{ name: string }>(
+    `SELECT c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`,
+  );
+  const states: string[] = [];
+  for (const { name } of names) states.push(`${name} ${(await db.query<{ s: string }>(`SELECT last_value || ' ' || is_called AS s FROM ${name}`))[0].s}`);
+  return states;
+}
+
+/** What "the target is untouched" compares: the rows of `tables` and the state of every sequence. */
+export async function contentAndSequences(db: TestDatabase, tables: string[]): Promise<unknown[]> {
+  return [...(await Promise.all(tables.map((table) => tableContent(db, table)))), await sequenceStates(db)];
+}

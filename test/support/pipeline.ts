@@ -78,11 +78,23 @@ export class PipelineHarness {
   }
 }
 
-/** A statement-level trigger that makes COPY into `table` take `seconds`: a load slow on purpose. */
+/**
+ * Makes COPY into `table` take `seconds` longer: a load slow on purpose. A CHECK constraint rather
+ * than a trigger, because the loader keeps the environment's own triggers from firing
+ * (LOAD_TRIGGERS=disable); it sleeps once per transaction, on the first row checked, and NOT VALID
+ * keeps the set-up itself from sleeping over the existing rows.
+ */
 export function slowLoadSql(table: string, seconds: number): string {
   return `
-    CREATE FUNCTION slow_load() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(${seconds}); RETURN NULL; END $$;
-    CREATE TRIGGER slow_load AFTER INSERT ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION slow_load();`;
+    CREATE FUNCTION slow_load() RETURNS boolean LANGUAGE plpgsql AS $$
+    BEGIN
+      IF current_setting('db_fanout_test.slowed', true) IS DISTINCT FROM 'yes' THEN
+        PERFORM pg_sleep(${seconds});
+        PERFORM set_config('db_fanout_test.slowed', 'yes', true);
+      END IF;
+      RETURN true;
+    END $$;
+    ALTER TABLE ${table} ADD CONSTRAINT slow_load CHECK (slow_load()) NOT VALID;`;
 }
 
 /** Waits (bounded) until `condition` holds. */

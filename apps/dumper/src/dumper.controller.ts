@@ -2,7 +2,6 @@ import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
 import { parseTriggerPayload, SUBJECTS } from '@app/common/contract';
 import { JetStreamContext, TerminateMessage } from '@app/common/messaging';
-import { errorMessage } from '@app/common/observability';
 import { type DumpOutcome, DumperService } from './dumper.service';
 
 @Controller()
@@ -14,16 +13,18 @@ export class DumperController {
   async onTrigger(@Payload() body: unknown, @Ctx() context: JetStreamContext): Promise<void> {
     // An InvalidMessageError terminates the message (TerminateMessageFilter). "Today" is the day
     // the trigger was published, even if it is delivered again later.
-    const date = this.dumper.resolveDate(parseTriggerPayload(body), context.getMessage().time);
+    const message = context.getMessage();
+    const date = this.dumper.resolveDate(parseTriggerPayload(body), message.time);
+    const trigger = { seq: message.seq, delivery: context.getDeliveryCount() };
     let outcome: DumpOutcome;
     try {
-      outcome = await this.dumper.dump(date, context.getShutdownSignal());
+      outcome = await this.dumper.dump(date, trigger, context.getShutdownSignal());
     } catch (error) {
       // Unexpected (e.g. the outcome could not be published): redelivered, unless this was the last try.
       if (!context.isLastDelivery() || context.getShutdownSignal().aborted) throw error;
-      const message = errorMessage(error);
-      await this.dumper.reportFailure(date, message, context.getDeliveryCount());
-      throw new TerminateMessage(`dump of ${date} failed on the last delivery: ${message}`);
+      const failure = this.dumper.describe(error);
+      await this.dumper.reportFailure(date, trigger, failure, context.getDeliveryCount());
+      throw new TerminateMessage(`dump of ${date} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`dump of ${date} failed: ${outcome.error}`);
   }

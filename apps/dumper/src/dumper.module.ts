@@ -7,6 +7,7 @@ import { ObservabilityModule, ReadinessService } from '@app/common/observability
 import { DUMPER_CONFIG } from './dumper.constants';
 import { DumperController } from './dumper.controller';
 import { DumperService } from './dumper.service';
+import { SourceDatabase } from './source-database';
 
 @Module({})
 export class DumperModule {
@@ -26,6 +27,7 @@ export class DumperModule {
       providers: [
         { provide: DUMPER_CONFIG, useValue: config },
         DumperService,
+        { provide: SourceDatabase, useFactory: () => new SourceDatabase(config.sourceDatabaseUrl, config.dumpJobs) },
         {
           provide: DatabaseReadiness,
           useFactory: (readiness: ReadinessService) => new DatabaseReadiness(readiness, 'source-database', config.sourceDatabaseUrl),

@@ -1,14 +1,16 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { type DumperConfig, formatDuration } from '@app/common/config';
-import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotReadyPayload, SUBJECTS, type TriggerPayload } from '@app/common/contract';
+import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotFailedPayload, type SnapshotReadyPayload, snapshotInstant, SUBJECTS, type TriggerPayload } from '@app/common/contract';
 import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
-import { MetricsService, errorMessage, withLogContext } from '@app/common/observability';
+import { describeFailure, errorMessage, type Failure, MetricsService, withLogContext } from '@app/common/observability';
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import { loadRulesFile } from '@app/common/rules';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { dumpEventIds, type TriggerRef } from './dump-event-ids';
 import { DUMPER_CONFIG } from './dumper.constants';
 import { applyRetention } from './retention';
 import { writeSnapshot } from './snapshot-writer';
+import { SourceDatabase } from './source-database';
 
 export type DumpOutcome = { status: 'ready'; snapshot: SnapshotReadyPayload } | { status: 'failed'; error: string; attempts: number };
 
@@ -21,13 +23,23 @@ export class DumperService {
     private readonly events: EventPublisher,
     private readonly metrics: MetricsService,
     @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
+    private readonly source: SourceDatabase,
   ) {}
 
-  /** Publishes snapshot.failed: the dump of `date` gave up. */
-  async reportFailure(date: string, error: string, attempts: number): Promise<void> {
+  /**
+   * What a failure event says: the SQLSTATE or our own code, and no row values (PostgreSQL's DETAIL,
+   * a data exception's quoted input) unless ERROR_DETAIL=true.
+   */
+  describe(error: unknown): Failure {
+    return describeFailure(error, { detail: this.config.errorDetail });
+  }
+
+  /** Publishes snapshot.failed once per trigger: the dump of `date` gave up. */
+  async reportFailure(date: string, trigger: TriggerRef, failure: Failure, attempts: number): Promise<void> {
     this.metrics.dumps.inc({ result: 'failed' });
-    this.logger.error(`dump of ${date} failed after ${attempts} attempt(s): ${error}`);
-    await this.events.publish(SUBJECTS.snapshotFailed, { date, error, attempts });
+    this.logger.error(`dump of ${date} failed after ${attempts} attempt(s)${failure.code ? ` (${failure.code})` : ''}: ${failure.error}`);
+    const event: SnapshotFailedPayload = { date, error: failure.error, ...(failure.code ? { code: failure.code } : {}), attempts };
+    await this.events.publish(SUBJECTS.snapshotFailed, event, dumpEventIds.failed(date, trigger));
   }
 
   /** SNAPSHOT_RETENTION after each dump; a failure here is logged, the new snapshot is announced anyway. */
@@ -42,10 +54,10 @@ export class DumperService {
   }
 
   /** snapshot.dump.started, best effort: history and dashboards, never a reason to fail a dump. */
-  private async announceStart(date: string, attempt: number): Promise<void> {
+  private async announceStart(date: string, trigger: TriggerRef, attempt: number): Promise<void> {
     const event: DumpStartedPayload = { date, attempt, startedAt: new Date().toISOString() };
     await this.events
-      .publish(SUBJECTS.dumpStarted, event)
+      .publish(SUBJECTS.dumpStarted, event, dumpEventIds.started(date, trigger, attempt))
       .catch((error: unknown) => this.logger.warn(`could not announce the start of the dump of ${date}: ${errorMessage(error)}`));
   }
 
@@ -63,21 +75,21 @@ export class DumperService {
    * success, `snapshot.failed` once the retries are spent. Rejects only when the outcome could not
    * be announced, so the trigger stays unacked and is delivered again.
    */
-  async dump(date: string, signal?: AbortSignal): Promise<DumpOutcome> {
-    return withLogContext({ date }, () => this.dumpInContext(date, signal));
+  async dump(date: string, trigger: TriggerRef, signal?: AbortSignal): Promise<DumpOutcome> {
+    return withLogContext({ date }, () => this.dumpInContext(date, trigger, signal));
   }
 
-  private async dumpInContext(date: string, signal?: AbortSignal): Promise<DumpOutcome> {
+  private async dumpInContext(date: string, trigger: TriggerRef, signal?: AbortSignal): Promise<DumpOutcome> {
     const started = Date.now();
     this.logger.log(`dumping ${date} to ${this.config.snapshotDir}`);
     try {
       const { result, attempts } = await withRetry(
         this.config.retry,
         async (attempt) => {
-          await this.announceStart(date, attempt);
+          await this.announceStart(date, trigger, attempt);
           return writeSnapshot({
             date,
-            sourceDatabaseUrl: this.config.sourceDatabaseUrl,
+            source: this.source,
             snapshotDir: this.config.snapshotDir,
             tables: this.config.tables,
             excludeTables: this.config.excludeTables,
@@ -90,10 +102,11 @@ export class DumperService {
         },
         (attempt, error, delayMs) => {
           this.metrics.dumpRetries.inc();
+          const failure = this.describe(error);
           void this.events
-            .publish(SUBJECTS.dumpRetrying, { date, attempt, error: errorMessage(error), retryInMs: delayMs })
+            .publish(SUBJECTS.dumpRetrying, { date, attempt, ...failure, retryInMs: delayMs }, dumpEventIds.retrying(date, trigger, attempt))
             .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
-          this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`);
+          this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${failure.error}`);
         },
         signal,
       );
@@ -103,6 +116,7 @@ export class DumperService {
         date,
         location,
         createdAt: manifest.createdAt,
+        takenAt: manifest.takenAt,
         tables: manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
       };
       await this.events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`);
@@ -111,15 +125,15 @@ export class DumperService {
       this.metrics.dumpRows.inc(rows);
       this.metrics.dumpBytes.inc(snapshot.tables.reduce((sum, t) => sum + t.bytes, 0));
       this.metrics.dumpDuration.observe((Date.now() - started) / 1000);
-      this.metrics.lastSnapshotCreated.set(Date.parse(snapshot.createdAt) / 1000);
+      this.metrics.lastSnapshotCreated.set(Date.parse(snapshotInstant(snapshot)) / 1000);
       this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
       await this.removeExpiredSnapshots();
       return { status: 'ready', snapshot };
     } catch (error) {
       if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;
-      const message = errorMessage(error.lastError);
-      await this.reportFailure(date, message, error.attempts);
-      return { status: 'failed', error: message, attempts: error.attempts };
+      const failure = this.describe(error.lastError);
+      await this.reportFailure(date, trigger, failure, error.attempts);
+      return { status: 'failed', error: failure.error, attempts: error.attempts };
     }
   }
 }

@@ -3,19 +3,24 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Client } from 'pg';
+import type { PoolClient } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, snapshotDirName } from '@app/common/contract';
 import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
-import { DigestStream } from '@app/common/streams';
 import type { RulesFile } from '@app/common/rules';
+import { CoalescingStream, DigestStream } from '@app/common/streams';
+import { DumpSessions } from './dump-sessions';
 import { DumpRules } from './rules/dump-rules';
-import { listSourceTables, readOwnedSequences, type SourceTable } from './table-catalog';
+import { type DumpSessionSource, SourceDatabase } from './source-database';
+import { RowSecurityError, type SourceTable, TableCatalog } from './table-catalog';
 
 export interface SnapshotRequest {
   date: string;
-  sourceDatabaseUrl: string;
+  /** The source's sessions (the dumper's SourceDatabase)... */
+  source?: DumpSessionSource;
+  /** ...or, for tests and tools, a URL: the dump then opens and closes a SourceDatabase of its own. */
+  sourceDatabaseUrl?: string;
   snapshotDir: string;
   tables: { schema: string; name: string }[];
   excludeTables: { schema: string; name: string }[];
@@ -54,71 +59,121 @@ async function fsyncPath(path: string): Promise<void> {
   }
 }
 
+/** What COPY reads for one table: its columns in file order; a partitioned table through a query (COPY cannot read it directly). */
+export function copySourceSql(table: SourceTable): string {
+  const columns = table.columns.map(quoteIdent).join(', ');
+  return table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
+}
+
 /**
  * Streams one table through COPY TO into a file, hashing in the same pass; memory stays flat.
- * Partitioned tables are read through a query because COPY cannot read them directly.
  */
-async function dumpTable(client: Client, table: SourceTable, path: string, progress: ProgressMeter, rules?: DumpRules): Promise<{ rows: number; bytes: number; sha256: string }> {
-  const columns = table.columns.map(quoteIdent).join(', ');
-  const plain = table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
+async function dumpTable(client: PoolClient, table: SourceTable, path: string, progress: ProgressMeter, rules?: DumpRules): Promise<{ rows: number; bytes: number; sha256: string }> {
   // With DUMP_RULES the values are masked by the source's own query: originals never leave it.
-  const source = rules ? `(${rules.selectSql(table)})` : plain;
+  const source = rules ? `(${rules.selectSql(table)})` : copySourceSql(table);
   const copy = client.query(copyTo(`COPY ${source} TO STDOUT (FORMAT csv, HEADER)`));
   const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
-  await pipeline(copy, digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
+  await pipeline(copy, new CoalescingStream(WRITE_BUFFER), digest, createWriteStream(path, { highWaterMark: WRITE_BUFFER }));
   await fsyncPath(path);
   return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256 };
 }
 
+/** Listing, locking and re-reading the table list is tried this often when production's DDL keeps changing it. */
+const TABLE_LIST_TRIES = 3;
+
+interface OpenedSnapshot {
+  tables: SourceTable[];
+  takenAt: string;
+  role: string;
+}
+
 /**
- * Writes a complete snapshot: every table read inside one REPEATABLE READ READ ONLY transaction
- * (one consistent point in time), into a temporary directory that is renamed into place only when
- * every file and the manifest are on disk. A published snapshot is never modified afterwards.
+ * Opens the leader's snapshot with every table already locked, as the issue of a TRUNCATE demands:
+ * a TRUNCATE committed after the snapshot but before the lock would make a table look empty. So the
+ * tables are listed outside the snapshot (autocommit, READ COMMITTED), locked at the start of the
+ * REPEATABLE READ transaction (LOCK takes no snapshot), and only then is the snapshot taken. The
+ * list is read again inside the snapshot; if a table was created, dropped or renamed in between,
+ * the transaction is rolled back and the steps start over.
+ */
+async function openSnapshot(leader: PoolClient, request: SnapshotRequest): Promise<OpenedSnapshot> {
+  const catalog = new TableCatalog(leader);
+  for (let attempt = 1; ; attempt++) {
+    const listed = await catalog.listTables(request.tables, request.excludeTables);
+    await leader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    try {
+      await catalog.lockTables(listed);
+    } catch (error) {
+      await leader.query('ROLLBACK');
+      // 42P01: a listed table was dropped or renamed before it could be locked.
+      if ((error as { code?: string }).code === '42P01' && attempt < TABLE_LIST_TRIES) continue;
+      throw error;
+    }
+    const { takenAt, role } = await catalog.takeSnapshot();
+    const tables = await catalog.listTables(request.tables, request.excludeTables);
+    const identity = (list: SourceTable[]) => JSON.stringify(list.map(({ oid, schema, name }) => [oid, schema, name]));
+    if (identity(tables) === identity(listed)) return { tables, takenAt, role };
+    await leader.query('ROLLBACK');
+    if (attempt >= TABLE_LIST_TRIES) throw new Error(`the source's tables kept changing while the dump started (${TABLE_LIST_TRIES} tries)`);
+  }
+}
+
+/** A worker's table lock, NOWAIT: a conflict means production is waiting for this table, so the attempt ends. */
+async function lockForWorker(worker: PoolClient, table: SourceTable): Promise<void> {
+  try {
+    await new TableCatalog(worker).lockTables([table], { nowait: true });
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code !== '55P03') throw error;
+    // Keeps the SQLSTATE: 55P03 is transient, so the attempt is retried after RETRY_DELAY.
+    throw Object.assign(
+      new Error(
+        `a parallel dump worker could not lock ${formatQualifiedName(table)} without waiting: a session in production wants a ` +
+          'stronger lock on it (DDL or TRUNCATE), so this attempt ends and lets it through',
+        { cause: error },
+      ),
+      { code },
+    );
+  }
+}
+
+/**
+ * Writes a complete snapshot: every table read at one instant (one REPEATABLE READ READ ONLY
+ * transaction, shared by the DUMP_JOBS workers through an exported snapshot), into a temporary
+ * directory that is renamed into place only when every file and the manifest are on disk. A
+ * published snapshot is never modified afterwards.
+ *
+ * The dump never makes production wait for long: every session has lock_timeout (from the pool),
+ * workers lock each table NOWAIT before its COPY (as pg_dump -j does), and when any session fails
+ * all of them are ended at once, which releases every lock the attempt held.
  */
 export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSnapshot> {
   const snapshotId = newSnapshotId(request.date);
   // Absolute, so a relative SNAPSHOT_DIR still gives loaders a location they can resolve.
   const finalDir = resolve(request.snapshotDir, snapshotDirName(snapshotId));
   const workDir = resolve(request.snapshotDir, `.tmp-${snapshotDirName(snapshotId)}`);
-  const clients: Client[] = [];
-  const open = async () => {
-    const client = new Client({
-      connectionString: request.sourceDatabaseUrl,
-      application_name: 'db-fanout-dumper',
-      // A dead peer or a half-open connection must surface as an error (transient, retried), not a hang.
-      keepAlive: true,
-      connectionTimeoutMillis: 30_000,
-    });
-    // Without a listener, a connection dropped while idle would crash the process.
-    client.on('error', () => undefined);
-    clients.push(client);
-    await client.connect();
-    return client;
-  };
+  const ownSource = request.source ? undefined : new SourceDatabase(requireUrl(request.sourceDatabaseUrl), request.jobs);
+  const sessions = new DumpSessions(request.source ?? ownSource!);
   const phases = new PhaseTimer();
-  await mkdir(workDir, { recursive: true });
   try {
-    const main = await open();
-    const source = await serverIdentity(main);
-    await main.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    // Waiting behind a lock in production is bounded: lock_not_available is retried as transient.
-    await main.query("SET LOCAL lock_timeout = '60s'");
-    const tables = await listSourceTables(main, request.tables, request.excludeTables);
-    // Like pg_dump: hold ACCESS SHARE on every table for the whole dump, so a TRUNCATE or DROP in
-    // production (which ignore MVCC snapshots) cannot make a table look empty halfway through.
-    await main.query(`LOCK TABLE ${tables.map((t) => quoteQualified(t)).join(', ')} IN ACCESS SHARE MODE`);
-    // The strict gate and every other refusal happen here, before any file is written.
-    const rules = request.rules ? await DumpRules.prepare(main, request.rules, request.maskingKey, tables) : undefined;
-    await rules?.prepareSession(main);
+    await mkdir(workDir, { recursive: true });
+    const leader = await sessions.open();
+    const source = await serverIdentity(leader);
+    const { tables, takenAt, role } = await openSnapshot(leader, request);
+    const blocked = tables.filter((table) => table.filteredByPolicy);
+    if (blocked.length) throw new RowSecurityError(blocked, role);
+    // The strict gate and every other refusal of the rules happen here, before any file is written.
+    const rules = request.rules ? await DumpRules.prepare(leader, request.rules, request.maskingKey, tables) : undefined;
+    await rules?.prepareSession(leader);
+    const sequences = await new TableCatalog(leader).readSequences(tables);
     const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table)]));
 
-    // Extra connections adopt the main transaction's snapshot: every table is read at one instant.
+    // Extra connections adopt the leader's snapshot: every table is read at one instant.
     const jobs = Math.max(1, Math.min(request.jobs ?? 1, tables.length));
-    const workers = [main];
+    const workers = [leader];
     if (jobs > 1) {
-      const { rows } = await main.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
+      const { rows } = await leader.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
       for (let i = 1; i < jobs; i++) {
-        const worker = await open();
+        const worker = await sessions.open();
         await worker.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         await worker.query(`SET TRANSACTION SNAPSHOT '${rows[0].id.replaceAll("'", "''")}'`);
         await rules?.prepareSession(worker);
@@ -132,32 +187,36 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     const written = new Map<SourceTable, Awaited<ReturnType<typeof dumpTable>>>();
     const queue = [...tables].sort((a, b) => b.bytes - a.bytes);
     request.log?.(`dumping ${tables.length} tables (about ${(totalBytes / 1e6).toFixed(1)} MB on disk) with ${jobs} connection(s)`);
-    let failed = false;
+    let firstError: { error: unknown } | undefined;
     try {
-      // allSettled, not all: when one worker fails the others stop taking tables and finish their
-      // current file before the directory is removed, and the first error is the one reported.
-      const settled = await Promise.allSettled(
+      // The first failure ends every session at once (their COPYs are cut off and the server
+      // releases the attempt's locks); allSettled then waits for every file stream to close before
+      // the directory is removed, and the first error is the one reported.
+      await Promise.allSettled(
         workers.map(async (worker) => {
-          for (let table = queue.shift(); table && !failed; table = queue.shift()) {
+          for (let table = queue.shift(); table && !firstError; table = queue.shift()) {
             try {
+              if (worker !== leader) await lockForWorker(worker, table);
               const result = await dumpTable(worker, table, join(workDir, files.get(table)!), progress, rules);
               progress.addRows(result.rows);
               written.set(table, result);
             } catch (error) {
-              failed = true;
+              if (!firstError) {
+                firstError = { error };
+                sessions.abort(error instanceof Error ? error : new Error(String(error)));
+              }
               throw error;
             }
           }
         }),
       );
-      const rejected = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
-      if (rejected) throw rejected.reason;
+      if (firstError) throw firstError.error;
     } finally {
       progress.stop();
     }
     phases.mark('copy');
-    const sequences = await readOwnedSequences(main, tables);
-    for (const client of clients) await client.query('COMMIT');
+    for (const worker of workers) await worker.query('COMMIT');
+    sessions.release();
 
     const manifestTables: ManifestTable[] = tables.map((table) => ({
       name: formatQualifiedName(table),
@@ -174,6 +233,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       source,
       date: request.date,
       createdAt: new Date().toISOString(),
+      takenAt,
       tables: manifestTables,
       sequences,
       ...(rules ? { rules: rules.manifest } : {}),
@@ -187,11 +247,16 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     request.log?.(`${snapshotId} phases: ${phases.toString()}`);
     return { manifest, location: finalDir };
   } catch (error) {
-    await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
+    sessions.abort(error instanceof Error ? error : new Error(String(error)));
     // The original error is what matters (a cleanup failure must not turn a transient error permanent).
     await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     throw error;
   } finally {
-    await Promise.all(clients.map((client) => client.end().catch(() => undefined)));
+    await ownSource?.end();
   }
+}
+
+function requireUrl(url: string | undefined): string {
+  if (!url) throw new Error('writeSnapshot needs a source (or a sourceDatabaseUrl)');
+  return url;
 }

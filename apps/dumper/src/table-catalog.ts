@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
 import { type ManifestSequence } from '@app/common/contract';
-import { formatQualifiedName, quoteIdent } from '@app/common/database';
+import { formatQualifiedName, quoteIdent, quoteQualified } from '@app/common/database';
 
 export interface SourceTable {
   oid: number;
@@ -10,86 +10,162 @@ export interface SourceTable {
   columns: string[];
   /** On-disk size, to dump the largest tables first when dumping in parallel. */
   bytes: number;
+  /** Row-level security would filter this table for the dump's role (row_security_active). */
+  filteredByPolicy: boolean;
 }
 
 type TableRef = { schema: string; name: string };
 
 const sameTable = (a: TableRef, b: TableRef) => a.schema === b.schema && a.name === b.name;
 
-/**
- * The tables to dump: every ordinary (or partitioned) table outside system schemas, or the
- * TABLES list, minus EXCLUDE_TABLES. Partitions travel through their parent; tables owned by
- * extensions belong to the extension. A TABLES entry that does not exist is an error, not a skip.
- */
-export async function listSourceTables(client: ClientBase, include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
-  const { rows } = await client.query<{ oid: number; schema: string; name: string; relkind: string; bytes: string }>(`
-    SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind,
-           CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)
-                ELSE pg_relation_size(c.oid) END::text AS bytes
-      FROM pg_class c
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind IN ('r', 'p')
-       AND NOT c.relispartition
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-       AND n.nspname NOT LIKE 'pg\\_toast%'
-       AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-     ORDER BY n.nspname, c.relname`);
+/** The dump's role may not read every row of some tables: dumping them would ship a silent subset. */
+export class RowSecurityError extends Error {
+  readonly code = 'row-security';
 
-  const missing = include.filter((wanted) => !rows.some((row) => sameTable(row, wanted)));
-  if (missing.length) {
-    throw new Error(`TABLES names table(s) not found in the source: ${missing.map(formatQualifiedName).join(', ')}`);
-  }
-  const selected = rows.filter(
-    (row) => (include.length === 0 || include.some((t) => sameTable(row, t))) && !exclude.some((t) => sameTable(row, t)),
-  );
-  if (selected.length === 0) throw new Error('no tables selected for the snapshot (check TABLES and EXCLUDE_TABLES)');
-
-  const { rows: columns } = await client.query<{ oid: number; name: string }>(
-    `SELECT attrelid::int AS oid, attname AS name
-       FROM pg_attribute
-      WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-      ORDER BY attrelid, attnum`,
-    [selected.map((row) => row.oid)],
-  );
-  return selected.map((row) => ({
-    oid: row.oid,
-    schema: row.schema,
-    name: row.name,
-    partitioned: row.relkind === 'p',
-    bytes: Number(row.bytes),
-    columns: columns.filter((c) => c.oid === row.oid).map((c) => c.name),
-  }));
-}
-
-/** Current values of the sequences owned by the tables' columns (serial and identity). */
-export async function readOwnedSequences(client: ClientBase, tables: SourceTable[]): Promise<ManifestSequence[]> {
-  const { rows } = await client.query<{ seq_schema: string; seq_name: string; table_oid: number; column: string }>(
-    `SELECT sn.nspname AS seq_schema, s.relname AS seq_name, d.refobjid::int AS table_oid, a.attname AS column
-       FROM pg_depend d
-       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-       JOIN pg_namespace sn ON sn.oid = s.relnamespace
-       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-        AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::oid[])
-      ORDER BY 1, 2`,
-    [tables.map((t) => t.oid)],
-  );
-  const sequences: ManifestSequence[] = [];
-  for (const row of rows) {
-    const table = tables.find((t) => t.oid === row.table_oid)!;
-    const { rows: values } = await client.query<{ last_value: string; is_called: boolean }>(
-      `SELECT last_value::text AS last_value, is_called FROM ${quoteIdent(row.seq_schema)}.${quoteIdent(row.seq_name)}`,
+  constructor(tables: TableRef[], role: string) {
+    super(
+      `row-level security policies filter ${tables.map(formatQualifiedName).join(', ')} for role ${JSON.stringify(role)}, ` +
+        'so the dump would silently hold a subset of production; give the role BYPASSRLS (ALTER ROLE ... BYPASSRLS), ' +
+        'or make it the table owner (without FORCE ROW LEVEL SECURITY), or grant pg_read_all_data plus BYPASSRLS',
     );
-    sequences.push({
-      table: formatQualifiedName(table),
-      schema: table.schema,
-      tableName: table.name,
-      column: row.column,
-      lastValue: values[0].last_value,
-      isCalled: values[0].is_called,
-    });
+    this.name = 'RowSecurityError';
   }
-  return sequences;
 }
 
+/**
+ * The source's catalog, read through one dump session (the leader's): what to dump, the locks that
+ * keep it still, the snapshot's instant and the sequences that go with it. Every read runs in
+ * whatever transaction the session is in, so the caller decides what is read before the snapshot.
+ */
+export class TableCatalog {
+  constructor(private readonly session: ClientBase) {}
+
+  /**
+   * The tables to dump: every ordinary (or partitioned) table outside system schemas, or the
+   * TABLES list, minus EXCLUDE_TABLES. Partitions travel through their parent; tables owned by
+   * extensions belong to the extension. A TABLES entry that does not exist is an error, not a skip.
+   */
+  async listTables(include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
+    const { rows } = await this.session.query<{ oid: number; schema: string; name: string; relkind: string; bytes: string; filtered: boolean }>(`
+      SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind,
+             CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)
+                  ELSE pg_relation_size(c.oid) END::text AS bytes,
+             row_security_active(c.oid) AS filtered
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind IN ('r', 'p')
+         AND NOT c.relispartition
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+         AND n.nspname NOT LIKE 'pg\\_toast%'
+         AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+       ORDER BY n.nspname, c.relname`);
+
+    const missing = include.filter((wanted) => !rows.some((row) => sameTable(row, wanted)));
+    if (missing.length) {
+      throw new Error(`TABLES names table(s) not found in the source: ${missing.map(formatQualifiedName).join(', ')}`);
+    }
+    const selected = rows.filter(
+      (row) => (include.length === 0 || include.some((t) => sameTable(row, t))) && !exclude.some((t) => sameTable(row, t)),
+    );
+    if (selected.length === 0) throw new Error('no tables selected for the snapshot (check TABLES and EXCLUDE_TABLES)');
+
+    const { rows: columns } = await this.session.query<{ oid: number; name: string }>(
+      `SELECT attrelid::int AS oid, attname AS name
+         FROM pg_attribute
+        WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+        ORDER BY attrelid, attnum`,
+      [selected.map((row) => row.oid)],
+    );
+    return selected.map((row) => ({
+      oid: row.oid,
+      schema: row.schema,
+      name: row.name,
+      partitioned: row.relkind === 'p',
+      bytes: Number(row.bytes),
+      columns: columns.filter((c) => c.oid === row.oid).map((c) => c.name),
+      filteredByPolicy: row.filtered,
+    }));
+  }
+
+  /**
+   * ACCESS SHARE on the tables until the transaction ends, as pg_dump takes: a TRUNCATE or DROP in
+   * production (which ignore MVCC snapshots) then waits for the dump instead of emptying a table
+   * under it. `nowait` (parallel workers): fail at once with 55P03 rather than queue behind a DDL
+   * that itself waits for the leader, a deadlock PostgreSQL could not see.
+   */
+  async lockTables(tables: TableRef[], options: { nowait?: boolean } = {}): Promise<void> {
+    await this.session.query(`LOCK TABLE ${tables.map(quoteQualified).join(', ')} IN ACCESS SHARE MODE${options.nowait ? ' NOWAIT' : ''}`);
+  }
+
+  /**
+   * Takes the transaction's snapshot, and says when. In REPEATABLE READ the snapshot is taken by
+   * the first statement that is not BEGIN, SET, LOCK or SHOW, so this must be the transaction's
+   * first query after its locks. now() would be the wrong instant: it is when BEGIN ran, before
+   * the LOCK that may have waited (up to lock_timeout) while production kept committing, and that
+   * data is in the snapshot. clock_timestamp() here is read microseconds after the snapshot was
+   * taken, so every commit the snapshot holds happened before it, and two dumps order by it the
+   * way their data does.
+   */
+  async takeSnapshot(): Promise<{ takenAt: string; role: string }> {
+    const { rows } = await this.session.query<{ taken_at: Date; role: string }>('SELECT clock_timestamp() AS taken_at, current_user AS role');
+    return { takenAt: rows[0].taken_at.toISOString(), role: rows[0].role };
+  }
+
+  /**
+   * Every sequence the tables' rows draw from: owned by a column (serial, identity) or called by a
+   * column's default (`nextval('...')`, which records a dependency of the default on the sequence;
+   * pg_dump output often has sequences that no column owns). Partitions' own defaults count for
+   * their parent. One entry per sequence, credited to the column that owns it where one does.
+   *
+   * Sequences are not transactional: a read returns the value at the moment of the read, not at the
+   * snapshot. Read right after the snapshot was taken, it is at least every value the snapshot's
+   * rows used (each was drawn before its row committed), and as close to the snapshot as it gets.
+   */
+  async readSequences(tables: SourceTable[]): Promise<ManifestSequence[]> {
+    const { rows } = await this.session.query<{ seq_schema: string; seq_name: string; table_oid: number; column: string }>(
+      `WITH dumped AS (
+         SELECT t.oid AS root, t.oid AS rel FROM unnest($1::oid[]) AS t(oid)
+         UNION
+         SELECT t.oid, p.relid FROM unnest($1::oid[]) AS t(oid), pg_partition_tree(t.oid) AS p
+       ), uses AS (
+         SELECT d.objid AS seq, u.root, d.refobjid AS rel, d.refobjsubid AS attnum, true AS owned
+           FROM pg_depend d JOIN dumped u ON u.rel = d.refobjid
+          WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+            AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+         UNION ALL
+         SELECT d.refobjid, u.root, ad.adrelid, ad.adnum, false
+           FROM pg_attrdef ad JOIN dumped u ON u.rel = ad.adrelid
+           JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+       )
+       SELECT seq_schema, seq_name, table_oid, "column" FROM (
+         SELECT DISTINCT ON (s.oid) sn.nspname AS seq_schema, s.relname AS seq_name, u.root::int AS table_oid, a.attname AS "column"
+           FROM uses u
+           JOIN pg_class s ON s.oid = u.seq AND s.relkind = 'S'
+           JOIN pg_namespace sn ON sn.oid = s.relnamespace
+           JOIN pg_attribute a ON a.attrelid = u.rel AND a.attnum = u.attnum
+          ORDER BY s.oid, u.owned DESC, u.root, a.attnum
+       ) found
+       ORDER BY seq_schema, seq_name`,
+      [tables.map((t) => t.oid)],
+    );
+    const sequences: ManifestSequence[] = [];
+    for (const row of rows) {
+      const table = tables.find((t) => t.oid === row.table_oid)!;
+      const sequence = { schema: row.seq_schema, name: row.seq_name };
+      const { rows: values } = await this.session.query<{ last_value: string; is_called: boolean }>(
+        `SELECT last_value::text AS last_value, is_called FROM ${quoteIdent(sequence.schema)}.${quoteIdent(sequence.name)}`,
+      );
+      sequences.push({
+        sequence: formatQualifiedName(sequence),
+        table: formatQualifiedName(table),
+        schema: table.schema,
+        tableName: table.name,
+        column: row.column,
+        lastValue: values[0].last_value,
+        isCalled: values[0].is_called,
+      });
+    }
+    return sequences;
+  }
+}

@@ -1,4 +1,4 @@
-import type { ClientBase } from 'pg';
+import type { Queryable } from './database/queryable';
 
 /**
  * A small table in the target recording which snapshots it holds. Written in the load's own
@@ -16,82 +16,113 @@ export interface LedgerEntry {
   announced: boolean;
 }
 
-const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07']);
+export interface LedgerRecord extends Omit<LedgerEntry, 'announced'> {
+  date: string;
+  createdAt: string;
+  /** The instant the snapshot's data was taken (snapshotInstant): what "never back in time" compares. */
+  takenAt: string;
+  environment: string;
+}
 
-/** Runs DDL that another replica may be running at the same moment: losing that race is fine. */
-async function createIfMissing(client: ClientBase, sql: string): Promise<void> {
-  try {
-    await client.query(sql);
-  } catch (error) {
-    if (!DUPLICATE_OBJECT_CODES.has((error as { code?: string }).code ?? '')) throw error;
+const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07', '42701']);
+
+/** Columns added after the first release, with their types: ledgers created before get them at startup. */
+const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
+  ['snapshot_created_at', 'timestamptz'],
+  ['snapshot_taken_at', 'timestamptz'],
+];
+
+/** The ledger's statements, run on the pool (migration, marking) or on a load's own client. */
+export class LedgerRepository {
+  constructor(private readonly db: Queryable) {}
+
+  /**
+   * Creates or upgrades the ledger. Run once per process (at startup, or before the first load when
+   * the target was down then), never per load: ALTER TABLE takes an exclusive lock even when the
+   * column exists, so a column is only added when the catalog says it is missing. Another replica
+   * migrating at the same moment is fine: losing that race is ignored.
+   */
+  async migrate(): Promise<void> {
+    await this.createIfMissing(`CREATE SCHEMA IF NOT EXISTS ${LEDGER_SCHEMA}`);
+    await this.createIfMissing(
+      `CREATE TABLE IF NOT EXISTS ${LEDGER_TABLE} (
+        snapshot_id  text PRIMARY KEY,
+        snapshot_date date NOT NULL,
+        environment  text NOT NULL,
+        rows         bigint NOT NULL,
+        duration_ms  bigint NOT NULL,
+        attempts     int NOT NULL,
+        loaded_at    timestamptz NOT NULL DEFAULT now(),
+        announced_at timestamptz,
+        snapshot_created_at timestamptz,
+        snapshot_taken_at timestamptz
+      )`,
+    );
+    const { rows } = await this.db.query<{ name: string }>(
+      `SELECT attname AS name FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+      [LEDGER_TABLE],
+    );
+    const present = new Set(rows.map((r) => r.name));
+    for (const [column, type] of ADDED_COLUMNS) {
+      if (!present.has(column)) await this.createIfMissing(`ALTER TABLE ${LEDGER_TABLE} ADD COLUMN IF NOT EXISTS ${column} ${type}`);
+    }
   }
-}
 
-export async function ensureLedger(client: ClientBase): Promise<void> {
-  await createIfMissing(client, `CREATE SCHEMA IF NOT EXISTS ${LEDGER_SCHEMA}`);
-  await createIfMissing(
-    client,
-    `CREATE TABLE IF NOT EXISTS ${LEDGER_TABLE} (
-      snapshot_id  text PRIMARY KEY,
-      snapshot_date date NOT NULL,
-      environment  text NOT NULL,
-      rows         bigint NOT NULL,
-      duration_ms  bigint NOT NULL,
-      attempts     int NOT NULL,
-      loaded_at    timestamptz NOT NULL DEFAULT now(),
-      announced_at timestamptz
-    )`,
-  );
-  // Added after the first release: ledgers created before it get the column on their next load.
-  await createIfMissing(client, `ALTER TABLE ${LEDGER_TABLE} ADD COLUMN IF NOT EXISTS snapshot_created_at timestamptz`);
-}
+  /**
+   * The newest snapshot this target holds, if its data was taken after `takenAt`: loading an older
+   * snapshot over it (a retry or redelivery that lost a race) would move the environment back in time.
+   */
+  async newerLoadedSnapshot(takenAt: string): Promise<string | undefined> {
+    const { rows } = await this.db.query<{ snapshot_id: string }>(
+      `SELECT snapshot_id FROM ${LEDGER_TABLE}
+        WHERE coalesce(snapshot_taken_at, snapshot_created_at) > $1
+        ORDER BY coalesce(snapshot_taken_at, snapshot_created_at) DESC LIMIT 1`,
+      [takenAt],
+    );
+    return rows[0]?.snapshot_id;
+  }
 
-/**
- * The newest snapshot this target holds, if it was dumped after `createdAt`: loading an older
- * snapshot over it (a retry or redelivery that lost a race) would move the environment back in time.
- */
-export async function newerLoadedSnapshot(client: ClientBase, createdAt: string): Promise<string | undefined> {
-  const { rows } = await client.query<{ snapshot_id: string }>(
-    `SELECT snapshot_id FROM ${LEDGER_TABLE} WHERE snapshot_created_at > $1 ORDER BY snapshot_created_at DESC LIMIT 1`,
-    [createdAt],
-  );
-  return rows[0]?.snapshot_id;
-}
+  /**
+   * Serialises loads into one target (SHARE ROW EXCLUSIVE conflicts with itself), for the rest of the
+   * transaction: two loads racing each other would otherwise both truncate and the loser would fail.
+   */
+  async lock(): Promise<void> {
+    await this.db.query(`LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
+  }
 
-/**
- * Serialises loads into one target (SHARE ROW EXCLUSIVE conflicts with itself), for the rest of the
- * transaction: two loads racing each other would otherwise both truncate and the loser would fail.
- */
-export async function lockLedger(client: ClientBase): Promise<void> {
-  await client.query(`LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
-}
+  async find(snapshotId: string): Promise<LedgerEntry | undefined> {
+    const { rows } = await this.db.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean }>(
+      `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
+      [snapshotId],
+    );
+    const row = rows[0];
+    return row && { snapshotId, rows: Number(row.rows), durationMs: Number(row.duration_ms), attempts: row.attempts, announced: row.announced };
+  }
 
-export async function findLedgerEntry(client: ClientBase, snapshotId: string): Promise<LedgerEntry | undefined> {
-  const { rows } = await client.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean }>(
-    `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
-    [snapshotId],
-  );
-  const row = rows[0];
-  return row && { snapshotId, rows: Number(row.rows), durationMs: Number(row.duration_ms), attempts: row.attempts, announced: row.announced };
-}
+  async record(entry: LedgerRecord): Promise<void> {
+    await this.db.query(
+      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, snapshot_taken_at, environment, rows, duration_ms, attempts)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [entry.snapshotId, entry.date, entry.createdAt, entry.takenAt, entry.environment, entry.rows, entry.durationMs, entry.attempts],
+    );
+  }
 
-export async function recordLoad(
-  client: ClientBase,
-  entry: Omit<LedgerEntry, 'announced'> & { date: string; createdAt: string; environment: string },
-): Promise<void> {
-  await client.query(
-    `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, environment, rows, duration_ms, attempts)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-    [entry.snapshotId, entry.date, entry.createdAt, entry.environment, entry.rows, entry.durationMs, entry.attempts],
-  );
-}
+  /** Set once snapshot.loaded is stored in the stream, so a redelivery announces only what was never announced. */
+  async markAnnounced(snapshotId: string): Promise<void> {
+    await this.db.query(`UPDATE ${LEDGER_TABLE} SET announced_at = now() WHERE snapshot_id = $1`, [snapshotId]);
+  }
 
-/** Set once snapshot.loaded is stored in the stream, so a redelivery announces only what was never announced. */
-export async function markAnnounced(client: ClientBase, snapshotId: string): Promise<void> {
-  await client.query(`UPDATE ${LEDGER_TABLE} SET announced_at = now() WHERE snapshot_id = $1`, [snapshotId]);
-}
+  /** A reload replaces the snapshot's ledger row (in the load's transaction, so a failed reload keeps it). */
+  async forget(snapshotId: string): Promise<void> {
+    await this.db.query(`DELETE FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`, [snapshotId]);
+  }
 
-/** A reload replaces the snapshot's ledger row (in the load's transaction, so a failed reload keeps it). */
-export async function forgetLoad(client: ClientBase, snapshotId: string): Promise<void> {
-  await client.query(`DELETE FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`, [snapshotId]);
+  /** Runs DDL that another replica may be running at the same moment: losing that race is fine. */
+  private async createIfMissing(sql: string): Promise<void> {
+    try {
+      await this.db.query(sql);
+    } catch (error) {
+      if (!DUPLICATE_OBJECT_CODES.has((error as { code?: string }).code ?? '')) throw error;
+    }
+  }
 }

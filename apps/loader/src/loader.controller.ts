@@ -2,7 +2,6 @@ import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
 import { InvalidMessageError, parseSnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
 import { JetStreamContext, TerminateMessage } from '@app/common/messaging';
-import { errorMessage } from '@app/common/observability';
 import { type LoadOutcome, LoaderService } from './loader.service';
 
 @Controller()
@@ -26,13 +25,12 @@ export class LoaderController {
     const snapshot = parseSnapshotReadyPayload(body);
     let outcome: LoadOutcome;
     try {
-      outcome = await this.loader.load(snapshot, context.getShutdownSignal(), force);
+      outcome = await this.loader.load(snapshot, context.getShutdownSignal(), { force, reloadSequence: force ? context.getMessage().seq : undefined });
     } catch (error) {
       // Unexpected (e.g. the outcome could not be published): redelivered, unless this was the last try.
       if (error instanceof InvalidMessageError || !context.isLastDelivery() || context.getShutdownSignal().aborted) throw error;
-      const message = errorMessage(error);
-      await this.loader.reportFailure(snapshot, message, context.getDeliveryCount());
-      throw new TerminateMessage(`load of ${snapshot.snapshotId} failed on the last delivery: ${message}`);
+      const failure = await this.loader.reportFailure(snapshot, error, context.getDeliveryCount(), { force, reloadSequence: force ? context.getMessage().seq : undefined });
+      throw new TerminateMessage(`load of ${snapshot.snapshotId} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`load of ${snapshot.snapshotId} failed: ${outcome.error}`);
   }

@@ -4,6 +4,7 @@ import { reloadSubject, SUBJECTS } from '@app/common/contract';
 import { DatabaseReadiness } from '@app/common/database';
 import { JetStreamModule } from '@app/common/messaging';
 import { ObservabilityModule, ReadinessService } from '@app/common/observability';
+import { TargetDatabase } from './database/target-database';
 import { LOADER_CONFIG } from './loader.constants';
 import { LoaderController } from './loader.controller';
 import { LoaderService } from './loader.service';
@@ -32,11 +33,12 @@ export class LoaderModule {
       controllers: [LoaderController],
       providers: [
         { provide: LOADER_CONFIG, useValue: config },
+        { provide: TargetDatabase, useFactory: () => new TargetDatabase(config.targetDatabaseUrl) },
         LoaderService,
         {
           provide: DatabaseReadiness,
-          useFactory: (readiness: ReadinessService) => new DatabaseReadiness(readiness, 'target-database', config.targetDatabaseUrl),
-          inject: [ReadinessService],
+          useFactory: (readiness: ReadinessService, database: TargetDatabase) => new DatabaseReadiness(readiness, 'target-database', database.pool),
+          inject: [ReadinessService, TargetDatabase],
         },
       ],
     };

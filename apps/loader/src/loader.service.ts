@@ -1,17 +1,34 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { formatDuration, type LoaderConfig } from '@app/common/config';
-import { InvalidMessageError, type LoadStartedPayload, type SnapshotLoadedPayload, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
+import {
+  InvalidMessageError,
+  type LoadSkippedPayload,
+  type LoadStartedPayload,
+  type SnapshotLoadedPayload,
+  type SnapshotLoadFailedPayload,
+  type SnapshotReadyPayload,
+  snapshotInstant,
+  SUBJECTS,
+} from '@app/common/contract';
 import { EventPublisher } from '@app/common/messaging';
-import { errorMessage, MetricsService, withLogContext } from '@app/common/observability';
+import { describeFailure, errorMessage, MetricsService, withLogContext } from '@app/common/observability';
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
+import { TargetDatabase } from './database/target-database';
 import { LOADER_CONFIG } from './loader.constants';
-import { resolveSnapshotDir } from './snapshot-files';
-import { analyzeSnapshotTables, loadSnapshot, markLoadAnnounced } from './snapshot-load';
+import { resolveSnapshotDir, waitForSnapshot } from './snapshot-files';
+import { loadSnapshot } from './snapshot-load';
 
 export type LoadOutcome =
   | { status: 'loaded'; event: SnapshotLoadedPayload }
-  | { status: 'superseded'; by: string }
+  | { status: 'skipped'; event: LoadSkippedPayload }
   | { status: 'failed'; error: string; attempts: number };
+
+/** What asked for a load: a snapshot.ready (once per snapshot), or a reload by hand (each its own request). */
+export interface LoadRequestOrigin {
+  force?: boolean;
+  /** The reload message's stream sequence: a reload's events get message ids of their own. */
+  reloadSequence?: number;
+}
 
 @Injectable()
 export class LoaderService {
@@ -21,60 +38,72 @@ export class LoaderService {
     @Inject(LOADER_CONFIG) private readonly config: LoaderConfig,
     private readonly events: EventPublisher,
     private readonly metrics: MetricsService,
+    private readonly database: TargetDatabase,
   ) {}
 
   /**
    * Loads a snapshot into this environment, retrying transient failures locally, and announces the
-   * outcome. Rejects only when the outcome could not be announced (the message is then redelivered,
-   * and the ledger makes the redelivery cheap).
+   * outcome: every attempt ends in snapshot.loaded, snapshot.load.skipped or snapshot.load.failed.
+   * Rejects only when the outcome could not be announced (the message is then redelivered, and the
+   * ledger makes the redelivery cheap).
    */
-  async load(snapshot: SnapshotReadyPayload, signal?: AbortSignal, force = false): Promise<LoadOutcome> {
-    return withLogContext({ snapshotId: snapshot.snapshotId, environment: this.config.environment }, () => this.loadInContext(snapshot, signal, force));
+  async load(snapshot: SnapshotReadyPayload, signal?: AbortSignal, origin: LoadRequestOrigin = {}): Promise<LoadOutcome> {
+    return withLogContext({ snapshotId: snapshot.snapshotId, environment: this.config.environment }, () => this.loadInContext(snapshot, signal, origin));
   }
 
-  private async loadInContext(snapshot: SnapshotReadyPayload, signal: AbortSignal | undefined, force: boolean): Promise<LoadOutcome> {
+  private async loadInContext(snapshot: SnapshotReadyPayload, signal: AbortSignal | undefined, origin: LoadRequestOrigin): Promise<LoadOutcome> {
     const environment = this.config.environment;
+    const force = origin.force === true;
+    const key = eventKey(snapshot, environment, origin);
     const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
     this.logger.log(`${force ? 'reloading' : 'loading'} ${label}`);
     try {
-      // A location outside SNAPSHOT_DIR is a bad message (InvalidMessageError, rethrown below);
-      // an unreadable SNAPSHOT_DIR is a failed load like any other.
+      // The location is looked up by its name under this loader's own SNAPSHOT_DIR (wherever the
+      // dumper mounted the volume); one that names no snapshot directory is a bad message
+      // (InvalidMessageError, rethrown below); an unreadable SNAPSHOT_DIR is a failed load.
       const dir = await resolveSnapshotDir(this.config.snapshotDir, snapshot.location);
+      // A network filesystem may show the directory a little later than the message arrives.
+      await waitForSnapshot(dir, signal);
       const { result, attempts } = await withRetry(
         this.config.retry,
-        async (attempt) => {
-          await this.announceStart(snapshot, attempt);
-          return loadSnapshot({
+        async (attempt) =>
+          loadSnapshot(this.database, {
             snapshot,
             dir,
-            targetDatabaseUrl: this.config.targetDatabaseUrl,
             environment,
             attempt,
             force,
+            triggers: this.config.loadTriggers,
             schemaDrift: this.config.schemaDrift,
+            // Only once the ledger says there is work: a skipped attempt never shows as started.
+            onWork: () => this.announceStart(snapshot, attempt, key),
             log: (line) => this.logger.log(`${line} into ${environment}`),
-          });
-        },
+          }),
         (attempt, error, delayMs) => {
           this.metrics.loadRetries.inc({ environment });
-          const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, error: errorMessage(error), retryInMs: delayMs };
+          const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, error: this.describe(error).error, retryInMs: delayMs };
           void this.events
-            .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${snapshot.snapshotId}:${environment}:${attempt}`)
+            .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${key}:${attempt}`)
             .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
           this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`);
         },
         signal,
       );
       switch (result.kind) {
-        case 'superseded':
+        case 'superseded': {
           this.logger.warn(`skipped ${label}: the environment already holds ${result.by}, dumped later`);
           this.metrics.loads.inc({ environment, result: 'superseded' });
-          return { status: 'superseded', by: result.by };
+          return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'superseded', by: result.by }, key);
+        }
         case 'already-loaded': {
-          this.logger.log(`${label}: already loaded (ledger)`);
           const { entry } = result;
+          if (entry.announced) {
+            this.logger.log(`${label}: already loaded and announced (ledger)`);
+            return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded' }, key);
+          }
+          this.logger.log(`${label}: already loaded (ledger), announcing it`);
           const event = { snapshotId: snapshot.snapshotId, environment, rows: entry.rows, durationMs: entry.durationMs, attempts: entry.attempts };
-          if (!entry.announced) await this.announce(event);
+          await this.announce(event, key);
           return { status: 'loaded', event };
         }
         case 'loaded': {
@@ -88,10 +117,10 @@ export class LoaderService {
           };
           this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
           this.recordSuccess(snapshot, event);
-          await this.announce(event, force);
-          await analyzeSnapshotTables(this.config.targetDatabaseUrl, snapshot).catch((error: unknown) =>
-            this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`),
-          );
+          await this.announce(event, key);
+          await this.database
+            .analyze(snapshot.tables.map((t) => t.name))
+            .catch((error: unknown) => this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`));
           return { status: 'loaded', event };
         }
       }
@@ -99,22 +128,33 @@ export class LoaderService {
       if (error instanceof InvalidMessageError || signal?.aborted) throw error;
       if (!(error instanceof RetriesExhaustedError) && !isSnapshotDirError(error)) throw error;
       const attempts = error instanceof RetriesExhaustedError ? error.attempts : 1;
-      const message = errorMessage(error instanceof RetriesExhaustedError ? error.lastError : error);
-      await this.reportFailure(snapshot, message, attempts);
-      return { status: 'failed', error: message, attempts };
+      const cause = error instanceof RetriesExhaustedError ? error.lastError : error;
+      const failure = await this.reportFailure(snapshot, cause, attempts, origin);
+      return { status: 'failed', error: failure.error, attempts };
     }
   }
 
-  /** Publishes snapshot.load.failed (with a message id, so a redelivered report is not doubled). */
-  async reportFailure(snapshot: SnapshotReadyPayload, error: string, attempts: number): Promise<void> {
+  /**
+   * Publishes snapshot.load.failed (with a message id, so a redelivered report is not doubled). The
+   * error is described for events: its SQLSTATE or our code, and no row values unless ERROR_DETAIL.
+   */
+  async reportFailure(snapshot: SnapshotReadyPayload, error: unknown, attempts: number, origin: LoadRequestOrigin = {}): Promise<SnapshotLoadFailedPayload> {
     const environment = this.config.environment;
+    const failure = this.describe(error);
     this.metrics.loads.inc({ environment, result: 'failed' });
-    this.logger.error(`loading snapshot ${snapshot.snapshotId} into ${environment} failed after ${attempts} attempt(s): ${error}`);
-    await this.events.publish(
-      SUBJECTS.snapshotLoadFailed,
-      { snapshotId: snapshot.snapshotId, environment, error, attempts },
-      `load-failed:${snapshot.snapshotId}:${environment}`,
-    );
+    this.logger.error(`loading snapshot ${snapshot.snapshotId} into ${environment} failed after ${attempts} attempt(s): ${failure.error}`);
+    const event: SnapshotLoadFailedPayload = { snapshotId: snapshot.snapshotId, environment, error: failure.error, ...(failure.code ? { code: failure.code } : {}), attempts };
+    await this.events.publish(SUBJECTS.snapshotLoadFailed, event, `load-failed:${eventKey(snapshot, environment, origin)}`);
+    return event;
+  }
+
+  private describe(error: unknown) {
+    return describeFailure(error, { detail: this.config.errorDetail });
+  }
+
+  private async skip(event: LoadSkippedPayload, key: string): Promise<LoadOutcome> {
+    await this.events.publish(SUBJECTS.loadSkipped, event, `load-skipped:${key}`);
+    return { status: 'skipped', event };
   }
 
   private recordSuccess(snapshot: SnapshotReadyPayload, event: SnapshotLoadedPayload): void {
@@ -123,28 +163,36 @@ export class LoaderService {
     this.metrics.loadRows.inc({ environment }, event.rows);
     this.metrics.loadBytes.inc({ environment }, snapshot.tables.reduce((sum, t) => sum + t.bytes, 0));
     this.metrics.loadDuration.observe({ environment }, event.durationMs / 1000);
-    this.metrics.recordLoadedSnapshot(environment, snapshot.createdAt);
+    this.metrics.recordLoadedSnapshot(environment, snapshotInstant(snapshot));
   }
 
   /** snapshot.load.started, best effort: history and dashboards, never a reason to fail a load. */
-  private async announceStart(snapshot: SnapshotReadyPayload, attempt: number): Promise<void> {
+  private async announceStart(snapshot: SnapshotReadyPayload, attempt: number, key: string): Promise<void> {
     const environment = this.config.environment;
     const event: LoadStartedPayload = { snapshotId: snapshot.snapshotId, environment, attempt, startedAt: new Date().toISOString() };
     await this.events
-      .publish(SUBJECTS.loadStarted, event, `load-started:${snapshot.snapshotId}:${environment}:${attempt}`)
+      .publish(SUBJECTS.loadStarted, event, `load-started:${key}:${attempt}`)
       .catch((error: unknown) => this.logger.warn(`could not announce the start of loading ${snapshot.snapshotId}: ${errorMessage(error)}`));
   }
 
-  private async announce(event: SnapshotLoadedPayload, reload = false): Promise<void> {
-    // A reload announces again: its own event, not a duplicate of the first load's.
-    await this.events.publish(SUBJECTS.snapshotLoaded, event, reload ? undefined : `loaded:${event.snapshotId}:${event.environment}`);
+  private async announce(event: SnapshotLoadedPayload, key: string): Promise<void> {
+    await this.events.publish(SUBJECTS.snapshotLoaded, event, `loaded:${key}`);
     // Only spares a redelivery from announcing again; the message id already dedupes that event.
-    await markLoadAnnounced(this.config.targetDatabaseUrl, event.snapshotId).catch((error: unknown) =>
-      this.logger.warn(`could not mark ${event.snapshotId} as announced: ${errorMessage(error)}`),
-    );
+    await this.database
+      .markAnnounced(event.snapshotId)
+      .catch((error: unknown) => this.logger.warn(`could not mark ${event.snapshotId} as announced: ${errorMessage(error)}`));
   }
 }
 
+/**
+ * What makes an event's message id: the snapshot and environment, and for a reload the reload
+ * message's own sequence (a reload announces again: its own events, not duplicates of the first load's).
+ */
+function eventKey(snapshot: SnapshotReadyPayload, environment: string, origin: LoadRequestOrigin): string {
+  const base = `${snapshot.snapshotId}:${environment}`;
+  return origin.force ? `${base}:reload-${origin.reloadSequence ?? 0}` : base;
+}
+
 function isSnapshotDirError(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && ['ENOENT', 'EACCES', 'ENOTDIR'].includes((error as { code?: string }).code ?? '');
+  return typeof error === 'object' && error !== null && ['ENOENT', 'EACCES', 'ENOTDIR', 'ESTALE', 'EIO', 'snapshot-not-found'].includes((error as { code?: string }).code ?? '');
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { SnapshotReadyPayload } from '@app/common/contract';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
+import { TargetDatabase } from './database/target-database';
 import { loadSnapshot } from './snapshot-load';
 import { TargetSchemaError } from './target-schema';
 
@@ -28,8 +29,14 @@ describe('SCHEMA_DRIFT', () => {
     createdAt: snapshot.manifest.createdAt,
     tables: snapshot.manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
   });
-  const load = (target: TestDatabase, schemaDrift: 'fail' | 'common-columns') =>
-    loadSnapshot({ snapshot: payload(), dir: snapshot.location, targetDatabaseUrl: target.url, environment: 'spec', attempt: 1, schemaDrift });
+  const load = async (target: TestDatabase, schemaDrift: 'fail' | 'common-columns') => {
+    const database = new TargetDatabase(target.url);
+    try {
+      return await loadSnapshot(database, { snapshot: payload(), dir: snapshot.location, environment: 'spec', attempt: 1, schemaDrift });
+    } finally {
+      await database.close();
+    }
+  };
   const target = async (sql: string) => {
     const db = await createDatabase('drift_env', sql);
     targets.push(db);

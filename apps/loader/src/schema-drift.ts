@@ -1,7 +1,7 @@
-import type { ClientBase } from 'pg';
 import type { LoadDrift, ManifestTable } from '@app/common/contract';
 import { quoteIdent, quoteQualified } from '@app/common/database';
-import { resolveTargetTables, TargetSchemaError, type TargetTable } from './target-schema';
+import type { Queryable } from './database/queryable';
+import { TargetCatalog, TargetSchemaError, type TargetTable } from './target-schema';
 
 /** SCHEMA_DRIFT: `fail` (an error naming what differs, nothing changes) or `common-columns`. */
 export type SchemaDriftMode = 'fail' | 'common-columns';
@@ -21,9 +21,9 @@ export interface DriftTarget extends TargetTable {
  * the target lacks, lets target columns the snapshot lacks take their defaults (a NOT NULL one
  * without a default fails the load, named), and reports all of it.
  */
-export async function resolveWithDrift(client: ClientBase, tables: ManifestTable[], mode: SchemaDriftMode): Promise<{ targets: DriftTarget[]; drift?: LoadDrift }> {
+export async function resolveWithDrift(client: Queryable, tables: ManifestTable[], mode: SchemaDriftMode): Promise<{ targets: DriftTarget[]; drift?: LoadDrift }> {
   if (mode === 'fail') {
-    return { targets: (await resolveTargetTables(client, tables)).map((t) => ({ ...t, columns: t.manifest.columns, leftOut: [], types: {} })) };
+    return { targets: (await new TargetCatalog(client).resolveTables(tables)).map((t) => ({ ...t, columns: t.manifest.columns, leftOut: [], types: {} })) };
   }
   const drift: LoadDrift = { skippedTables: [], leftOutColumns: [], defaultedColumns: [] };
   const problems: string[] = [];

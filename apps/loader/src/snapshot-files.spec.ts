@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
-import { checkFileSizes, parseCsvRecord, readCsvHeader, readManifest, resolveSnapshotDir, SnapshotFileError } from './snapshot-files';
+import { checkFileSizes, parseCsvRecord, readCsvHeader, readManifest, resolveSnapshotDir, SnapshotFileError, SnapshotNotFoundError, waitForSnapshot } from './snapshot-files';
 
 const SNAPSHOT_ID = '20240105-1a2b3c4d';
 
@@ -117,10 +117,21 @@ describe('resolveSnapshotDir', () => {
     await expect(resolveSnapshotDir(snapshotDir, '/etc')).rejects.toThrow(InvalidMessageError);
   });
 
-  it('rejects a prod_snapshot_* directory outside SNAPSHOT_DIR', async () => {
-    const dir = join(outside, 'prod_snapshot_20240105-dddddddd');
+  it("reads a location published by a dumper that mounts the volume elsewhere under this loader's SNAPSHOT_DIR", async () => {
+    const dir = join(snapshotDir, 'prod_snapshot_20240105-dddddddd');
     mkdirSync(dir);
-    await expect(resolveSnapshotDir(snapshotDir, dir)).rejects.toThrow(InvalidMessageError);
+    await expect(resolveSnapshotDir(snapshotDir, '/mnt/dumper/snapshots/prod_snapshot_20240105-dddddddd')).resolves.toBe(dir);
+    // Never the directory the path names outside SNAPSHOT_DIR: only its name is used.
+    mkdirSync(join(outside, 'prod_snapshot_20240105-dddddddd'));
+    await expect(resolveSnapshotDir(snapshotDir, join(outside, 'prod_snapshot_20240105-dddddddd'))).resolves.toBe(dir);
+  });
+
+  it('follows a SNAPSHOT_DIR that is itself a symbolic link to the volume', async () => {
+    const mount = join(root, 'mounted-here');
+    symlinkSync(snapshotDir, mount);
+    const dir = join(snapshotDir, 'prod_snapshot_20240105-abababab');
+    mkdirSync(dir);
+    await expect(resolveSnapshotDir(mount, '/elsewhere/prod_snapshot_20240105-abababab')).resolves.toBe(dir);
   });
 
   it('rejects `..` escapes, relative and absolute', async () => {
@@ -153,6 +164,34 @@ describe('resolveSnapshotDir', () => {
     } finally {
       unlinkSync(link);
     }
+  });
+});
+
+describe('waitForSnapshot', () => {
+  const bound = { attempts: 4, delayMs: 300 };
+
+  it('waits for a snapshot that becomes visible a moment after its message (a network filesystem)', async () => {
+    const dir = join(snapshotDir, 'prod_snapshot_20240105-12121212');
+    setTimeout(() => {
+      mkdirSync(dir);
+      writeFileSync(join(dir, MANIFEST_FILE), '{}');
+    }, 400);
+    const started = Date.now();
+    await expect(waitForSnapshot(dir, undefined, bound)).resolves.toBeUndefined();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+  });
+
+  it('fails with snapshot-not-found after the bounded looks, naming the directory and SNAPSHOT_DIR', async () => {
+    const dir = join(snapshotDir, 'prod_snapshot_20240105-34343434');
+    const started = Date.now();
+    const error = await waitForSnapshot(dir, undefined, bound).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotNotFoundError);
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect(error).toMatchObject({ code: 'snapshot-not-found' });
+    expect((error as Error).message).toBe(
+      `snapshot directory prod_snapshot_20240105-34343434 not found in SNAPSHOT_DIR (${snapshotDir}) after 4 looks over 1 s (ENOENT); is the snapshot volume mounted there?`,
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
   });
 });
 

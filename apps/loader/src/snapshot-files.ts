@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
 
 const MAX_MANIFEST_BYTES = 64 << 20;
@@ -19,28 +20,63 @@ function isInside(parent: string, child: string): boolean {
 }
 
 /**
- * The snapshot directory a message points at, confined to SNAPSHOT_DIR. The location is resolved
- * against SNAPSHOT_DIR as configured (the dumper publishes paths under the same name), then every
- * symlink is resolved before the check, so neither `..` nor a link can lead the loader outside it.
+ * The snapshot directory a message points at, under this loader's own SNAPSHOT_DIR. The dumper
+ * publishes its own absolute path, and a loader may mount the volume elsewhere: only the directory's
+ * name (`prod_snapshot_<id>`) is taken from the location and looked up under SNAPSHOT_DIR. A location
+ * that names no snapshot directory, or walks with `..`, is a bad message; every symlink is resolved
+ * before the check, so a link cannot lead the loader outside SNAPSHOT_DIR either.
  */
 export async function resolveSnapshotDir(snapshotDir: string, location: string): Promise<string> {
   const root = await realpath(snapshotDir);
-  const lexical = resolve(snapshotDir, location);
-  if (!basename(lexical).startsWith(SNAPSHOT_DIR_PREFIX)) {
+  const name = basename(location);
+  if (!name.startsWith(SNAPSHOT_DIR_PREFIX) || location.split(/[\\/]/).includes('..')) {
     throw new InvalidMessageError(`location ${JSON.stringify(location)} is not a snapshot directory inside SNAPSHOT_DIR (${snapshotDir})`);
   }
-  // A missing directory is reported by the load itself (as a failed load, not a bad message),
-  // so only its parent must exist to be checked.
-  const real = await realpath(lexical).catch(async () => join(await realpath(dirname(lexical)).catch(() => dirname(lexical)), basename(lexical)));
+  const lexical = join(root, name);
+  // A missing directory is waited for and then reported by the load (a failed load, not a bad message).
+  const real = await realpath(lexical).catch(() => lexical);
   if (!isInside(root, real)) {
-    const throughLink = isInside(root, lexical) || isInside(resolve(snapshotDir), lexical);
-    throw new InvalidMessageError(
-      throughLink
-        ? `location ${JSON.stringify(location)} leads outside SNAPSHOT_DIR (${snapshotDir}) through a symbolic link`
-        : `location ${JSON.stringify(location)} is not a snapshot directory inside SNAPSHOT_DIR (${snapshotDir})`,
-    );
+    throw new InvalidMessageError(`location ${JSON.stringify(location)} leads outside SNAPSHOT_DIR (${snapshotDir}) through a symbolic link`);
   }
   return real;
+}
+
+/** Errors a network filesystem gives for a directory it does not show yet (or for a moment). */
+const NOT_VISIBLE_YET = new Set(['ENOENT', 'ESTALE', 'EIO']);
+
+/** How long a snapshot may take to become visible after its message arrived: 5 looks, 2 s apart. */
+export const SNAPSHOT_VISIBILITY = { attempts: 5, delayMs: 2_000 };
+
+/**
+ * Waits, within a bound, until the snapshot's manifest is visible: on NFS and similar volumes a
+ * directory renamed into place on the dumper's host can appear on the loader's a little later.
+ * Then fails with code `snapshot-not-found` (a failed load, reported and alerted like any other).
+ */
+export async function waitForSnapshot(dir: string, signal?: AbortSignal, bound = SNAPSHOT_VISIBILITY): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await stat(join(dir, MANIFEST_FILE));
+      return;
+    } catch (error) {
+      const code = (error as { code?: string }).code ?? '';
+      if (!NOT_VISIBLE_YET.has(code)) return; // anything else is reported by the load itself, naming the file
+      if (attempt >= bound.attempts || signal?.aborted) {
+        throw new SnapshotNotFoundError(
+          `snapshot directory ${basename(dir)} not found in SNAPSHOT_DIR (${dirname(dir)}) after ${bound.attempts} looks over ${(((bound.attempts - 1) * bound.delayMs) / 1000).toFixed(0)} s (${code}); is the snapshot volume mounted there?`,
+        );
+      }
+      await sleep(bound.delayMs, undefined, { signal }).catch(() => undefined);
+    }
+  }
+}
+
+/** The snapshot's directory never became visible under SNAPSHOT_DIR. */
+export class SnapshotNotFoundError extends SnapshotFileError {
+  readonly code = 'snapshot-not-found';
+  constructor(message: string) {
+    super(message);
+    this.name = 'SnapshotNotFoundError';
+  }
 }
 
 /** Reads manifest.json and checks that it describes exactly the snapshot the message announced. */

@@ -7,8 +7,9 @@ import { type SnapshotReadyPayload } from '@app/common/contract';
 import { ChecksumMismatchError } from '@app/common/streams';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
 import { SnapshotFileError } from './snapshot-files';
-import { loadSnapshot, type LoadResult } from './snapshot-load';
-import { TargetSchemaError } from './target-schema';
+import { TargetDatabase } from './database/target-database';
+import { loadSnapshot, type LoadRequest, type LoadResult } from './snapshot-load';
+import { DanglingReferenceError, TargetSchemaError } from './target-schema';
 
 const ADMIN_URL = process.env.TEST_PG_URL ?? 'postgresql://root@127.0.0.1:5432/postgres';
 const DATE = '2024-01-05';
@@ -115,8 +116,18 @@ function payloadOf(written: WrittenSnapshot): SnapshotReadyPayload {
   };
 }
 
+/** One load through the loader's database layer (its own pool, closed afterwards). */
+async function loadInto(targetUrl: string, request: LoadRequest): Promise<LoadResult> {
+  const database = new TargetDatabase(targetUrl);
+  try {
+    return await loadSnapshot(database, request);
+  } finally {
+    await database.close();
+  }
+}
+
 function load(targetUrl: string, written: WrittenSnapshot, attempt = 1): Promise<LoadResult> {
-  return loadSnapshot({ snapshot: payloadOf(written), dir: written.location, targetDatabaseUrl: targetUrl, environment: ENVIRONMENT, attempt });
+  return loadInto(targetUrl, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt });
 }
 
 async function contentOf(url: string, table: string): Promise<string[]> {
@@ -124,9 +135,22 @@ async function contentOf(url: string, table: string): Promise<string[]> {
   return rows.map((r) => r.row);
 }
 
+/** Every sequence in the database with its state (`name last_value is_called`). */
+async function sequencesOf(url: string): Promise<string[]> {
+  const names = await query<{ name: string }>(url, `SELECT c.oid::regclass::text AS name FROM pg_class c WHERE c.relkind = 'S' ORDER BY 1`);
+  const states: string[] = [];
+  for (const { name } of names) {
+    const [state] = await query<{ state: string }>(url, `SELECT last_value::text || ' ' || is_called AS state FROM ${name}`);
+    states.push(`${name} ${state.state}`);
+  }
+  return states;
+}
+
+/** The tables' rows and every sequence's state: what "untouched" and "equal to production" compare. */
 async function contentsOf(url: string, tables: string[] = TABLES): Promise<Record<string, string[]>> {
   const result: Record<string, string[]> = {};
   for (const table of tables) result[table] = await contentOf(url, table);
+  result['(sequences)'] = await sequencesOf(url);
   return result;
 }
 
@@ -175,6 +199,17 @@ afterAll(async () => {
   }
   if (root) rmSync(root, { recursive: true, force: true });
 });
+
+/** Every sequence of the target with its state, e.g. `public.customers_id_seq 5 true`. */
+async function sequenceStates(url: string): Promise<string[]> {
+  const sequences = await query<{ name: string }>(url, "SELECT format('%I.%I', schemaname, sequencename) AS name FROM pg_sequences ORDER BY 1");
+  const states: string[] = [];
+  for (const { name } of sequences) {
+    const [state] = await query<{ last_value: string; is_called: boolean }>(url, `SELECT last_value::text, is_called FROM ${name}`);
+    states.push(`${name} ${state.last_value} ${state.is_called}`);
+  }
+  return states;
+}
 
 describe('loadSnapshot', () => {
   it('replaces the stale target data with exactly the source content', async () => {
@@ -263,11 +298,18 @@ describe('loadSnapshot', () => {
     `);
     const before = await contentsOf(target, [...TABLES, 'public.reviews']);
     const keysBefore = await foreignKeys(target);
+    const sequencesBefore = await sequenceStates(target);
 
-    await expect(load(target, snapshot)).rejects.toThrow(/reviews_customer_id_fkey/);
+    const error = await load(target, snapshot).catch((e: unknown) => e);
 
+    // Found before anything was truncated, naming the referencing table, the constraint and (in
+    // DETAIL, shown in events only with ERROR_DETAIL=true) one example key.
+    expect(error).toBeInstanceOf(DanglingReferenceError);
+    expect((error as Error).message).toMatch(/table public\.reviews \(not in the snapshot\).*"reviews_customer_id_fkey"/);
+    expect((error as DanglingReferenceError).detail).toBe("Key (customer_id)=(99) is not present in the snapshot's public.customers.");
     expect(await contentsOf(target, [...TABLES, 'public.reviews'])).toEqual(before);
     expect(await foreignKeys(target)).toEqual(keysBefore);
+    expect(await sequenceStates(target)).toEqual(sequencesBefore);
     expect(await ledgerRows(target)).toEqual([]);
   });
 
@@ -339,10 +381,9 @@ describe('loadSnapshot', () => {
     const before = await contentsOf(target);
     const missing = join(snapshotDir, 'prod_snapshot_20240105-00000000');
 
-    const error = await loadSnapshot({
+    const error = await loadInto(target, {
       snapshot: { ...payloadOf(snapshot), location: missing },
       dir: missing,
-      targetDatabaseUrl: target,
       environment: ENVIRONMENT,
       attempt: 1,
     }).catch((e: unknown) => e);
@@ -467,5 +508,202 @@ describe('loadSnapshot and what else lives in the target', () => {
     expect(
       await query(target, "SELECT obj_description('public.members_nick'::regclass, 'pg_class') AS index_comment, obj_description((SELECT oid FROM pg_constraint WHERE conname = 'members_pkey'), 'pg_constraint') AS key_comment"),
     ).toEqual([{ index_comment: 'lookup by nick', key_comment: "the member's id" }]);
+  });
+});
+
+describe('loadSnapshot leaves the environment the way pg_restore would', () => {
+  // The environment's own triggers: an audit log, a BEFORE trigger that would rewrite loaded rows,
+  // and triggers in every state pg_trigger.tgenabled knows.
+  const TRIGGERS_SQL = `
+    CREATE TABLE public.audit (at timestamptz DEFAULT now(), what text);
+    CREATE FUNCTION public.audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO public.audit (what) VALUES (TG_TABLE_NAME || ' ' || TG_OP); RETURN NEW; END $$;
+    CREATE FUNCTION public.shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := upper(NEW.name); RETURN NEW; END $$;
+    CREATE TRIGGER customers_audit AFTER INSERT ON public.customers FOR EACH ROW EXECUTE FUNCTION public.audit_row();
+    CREATE TRIGGER customers_shout BEFORE INSERT ON public.customers FOR EACH ROW EXECUTE FUNCTION public.shout();
+    CREATE TRIGGER members_replica AFTER INSERT ON public.members FOR EACH ROW EXECUTE FUNCTION public.audit_row();
+    ALTER TABLE public.members ENABLE REPLICA TRIGGER members_replica;
+    CREATE TRIGGER teams_always AFTER INSERT ON public.teams FOR EACH ROW EXECUTE FUNCTION public.audit_row();
+    ALTER TABLE public.teams ENABLE ALWAYS TRIGGER teams_always;
+    CREATE TRIGGER teams_off AFTER INSERT ON public.teams FOR EACH ROW EXECUTE FUNCTION public.audit_row();
+    ALTER TABLE public.teams DISABLE TRIGGER teams_off;
+    CREATE TRIGGER customers_truncate AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.audit_row();
+  `;
+  const triggerStates = (url: string) =>
+    query<{ t: string }>(url, `SELECT tgrelid::regclass::text || ' ' || tgname || ' ' || tgenabled::text AS t FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1`);
+
+  it("keeps the environment's own triggers from firing for loaded rows, and restores each to its exact state", async () => {
+    const target = await createTarget(TRIGGERS_SQL);
+    const statesBefore = await triggerStates(target);
+    expect(statesBefore.map((r) => r.t)).toEqual([
+      'customers customers_audit O',
+      'customers customers_shout O',
+      'customers customers_truncate O',
+      'members members_replica R',
+      'teams teams_always A',
+      'teams teams_off D',
+    ]);
+
+    expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });
+
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+    expect(await query(target, 'SELECT * FROM public.audit')).toEqual([]);
+    expect(await triggerStates(target)).toEqual(statesBefore);
+    // Still enabled for the environment's own writes.
+    await query(target, `INSERT INTO public.customers (name) VALUES ('after')`);
+    expect(await query(target, `SELECT what FROM public.audit`)).toEqual([{ what: 'customers INSERT' }]);
+    expect(await query(target, `SELECT name FROM public.customers WHERE name ILIKE 'after'`)).toEqual([{ name: 'AFTER' }]);
+  });
+
+  it('lets the triggers fire with LOAD_TRIGGERS=fire', async () => {
+    const target = await createTarget(TRIGGERS_SQL);
+    await loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, triggers: 'fire' });
+    const audit = await query<{ what: string; n: number }>(target, 'SELECT what, count(*)::int AS n FROM public.audit GROUP BY 1 ORDER BY 1');
+    // ENABLE REPLICA triggers fire only in replica sessions; the others fire as they would for any insert.
+    expect(audit).toEqual([
+      { what: 'customers INSERT', n: 4 },
+      { what: 'customers TRUNCATE', n: 1 },
+      { what: 'teams INSERT', n: 2 },
+    ]);
+  });
+
+  /** A copy of the snapshot whose manifest lists sequences by name (as the dumper now writes them), plus `extra`. */
+  async function snapshotWithNamedSequences(extra: object[]): Promise<WrittenSnapshot> {
+    const written = await dumpSource();
+    const path = join(written.location, 'manifest.json');
+    const manifest = JSON.parse(readFileSync(path, 'utf8')) as WrittenSnapshot['manifest'];
+    const named = { 'public.customers': 'public.customers_id_seq', '"Sales"."Order Items"': '"Sales"."Order Items_id_seq"' } as Record<string, string>;
+    manifest.sequences = [...manifest.sequences.map((s) => ({ ...s, sequence: named[s.table] })), ...extra] as WrittenSnapshot['manifest']['sequences'];
+    writeFileSync(path, JSON.stringify(manifest));
+    return { ...written, manifest };
+  }
+
+  it('sets sequences by their own name, also one that a default calls but no column owns', async () => {
+    const target = await createTarget(`
+      CREATE SEQUENCE public.member_numbers START 1000;
+      SELECT setval('public.member_numbers', 5000);
+      ALTER TABLE public.members ALTER COLUMN id SET DEFAULT nextval('public.member_numbers');`);
+    const written = await snapshotWithNamedSequences([
+      { table: 'public.members', schema: 'public', tableName: 'members', column: 'id', sequence: 'public.member_numbers', lastValue: '42', isCalled: true },
+    ]);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+
+    expect(await sequencesOf(target)).toEqual([
+      '"Sales"."Order Items_id_seq" 4 true',
+      'customers_id_seq 5 true',
+      'member_numbers 42 true',
+    ]);
+    expect(await query(target, `INSERT INTO public.members (team_id) VALUES (1) RETURNING id`)).toEqual([{ id: 43 }]);
+  });
+
+  it('fails naming a sequence the target does not have, and changes nothing', async () => {
+    const target = await createTarget();
+    const before = await contentsOf(target);
+    const written = await snapshotWithNamedSequences([
+      { table: 'public.members', schema: 'public', tableName: 'members', column: 'id', sequence: 'public.member_numbers', lastValue: '42', isCalled: true },
+    ]);
+    await expect(load(target, written)).rejects.toThrow('sequence public.member_numbers does not exist in the target');
+    expect(await contentsOf(target)).toEqual(before);
+  });
+
+  it('leaves every sequence as it was when the load fails after the sequences were set', async () => {
+    // Refreshing this view fails with production's data (4 customers): after the sequences were set.
+    const target = await createTarget(`
+      CREATE SEQUENCE public.member_numbers; SELECT setval('public.member_numbers', 5000);
+      CREATE MATERIALIZED VIEW public.fragile AS SELECT 1 / (count(*) - 4) AS x FROM public.customers;`);
+    const written = await snapshotWithNamedSequences([
+      { table: 'public.members', schema: 'public', tableName: 'members', column: 'id', sequence: 'public.member_numbers', lastValue: '42', isCalled: true },
+    ]);
+    const before = await contentsOf(target);
+    expect(before['(sequences)']).toEqual(['"Sales"."Order Items_id_seq" 40 true', 'customers_id_seq 500 true', 'member_numbers 5000 true']);
+
+    await expect(load(target, written)).rejects.toMatchObject({ code: '22012' }); // division_by_zero
+
+    expect(await contentsOf(target)).toEqual(before);
+    expect(await ledgerRows(target)).toEqual([]);
+  });
+
+  it('refreshes populated materialized views over the loaded tables, in dependency order, and leaves unpopulated ones alone', async () => {
+    const target = await createTarget(`
+      CREATE MATERIALIZED VIEW public.customer_count AS SELECT count(*) AS n FROM public.customers;
+      CREATE VIEW public.noted_customers AS SELECT id, name FROM public.customers WHERE note <> '';
+      CREATE MATERIALIZED VIEW public.noted_count AS SELECT count(*) AS n FROM public.noted_customers;
+      CREATE MATERIALIZED VIEW public.count_of_counts AS SELECT (SELECT n FROM public.customer_count) + (SELECT n FROM public.noted_count) AS n;
+      CREATE MATERIALIZED VIEW public.never_populated AS SELECT count(*) AS n FROM public.customers WITH NO DATA;`);
+    expect(await query(target, 'SELECT n::int FROM public.count_of_counts')).toEqual([{ n: 3 }]);
+
+    expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });
+
+    // Production: 4 customers, 2 of them with a non-empty note.
+    expect(await query(target, 'SELECT n::int FROM public.customer_count')).toEqual([{ n: 4 }]);
+    expect(await query(target, 'SELECT n::int FROM public.noted_count')).toEqual([{ n: 2 }]);
+    expect(await query(target, 'SELECT n::int FROM public.count_of_counts')).toEqual([{ n: 6 }]);
+    expect(await query(target, "SELECT relispopulated FROM pg_class WHERE relname = 'never_populated'")).toEqual([{ relispopulated: false }]);
+  });
+
+  describe('rebuilt indexes and constraints', () => {
+    const tablespace = `spec_loader_ts_${randomBytes(4).toString('hex')}`;
+    let firstDatabase = 0;
+    beforeAll(async () => {
+      firstDatabase = databases.length;
+      const admin = new Client({ connectionString: ADMIN_URL });
+      await admin.connect();
+      try {
+        // An in-place tablespace (PostgreSQL 15's developer option): no directory on the server needed.
+        await admin.query('SET allow_in_place_tablespaces = on');
+        await admin.query(`CREATE TABLESPACE "${tablespace}" LOCATION ''`);
+      } finally {
+        await admin.end();
+      }
+    });
+    afterAll(async () => {
+      // A tablespace can only be dropped once the databases using it are gone.
+      for (const name of databases.splice(firstDatabase)) {
+        await query(ADMIN_URL, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+        await query(ADMIN_URL, `DROP DATABASE IF EXISTS "${name}"`);
+      }
+      await query(ADMIN_URL, `DROP TABLESPACE IF EXISTS "${tablespace}"`);
+    });
+
+    /** What pg_dump would write for them: definitions, tablespaces, storage parameters, timing, comments, clustering. */
+    const definitions = (url: string) =>
+      query<{ def: string }>(
+        url,
+        `SELECT 'index ' || i.indexname || ' ' || i.indexdef || ' tablespace=' || coalesce(i.tablespace, '-') || ' options=' || coalesce(c.reloptions::text, '-')
+                || ' clustered=' || x.indisclustered || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '-') AS def
+           FROM pg_indexes i JOIN pg_class c ON c.oid = format('%I.%I', i.schemaname, i.indexname)::regclass JOIN pg_index x ON x.indexrelid = c.oid
+          WHERE i.schemaname IN ('public', 'Sales')
+         UNION ALL
+         SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' deferrable=' || condeferrable
+                || ' deferred=' || condeferred || ' validated=' || convalidated || ' comment=' || coalesce(obj_description(oid, 'pg_constraint'), '-')
+           FROM pg_constraint WHERE connamespace::regnamespace::text IN ('public', '"Sales"')
+         ORDER BY 1`,
+      );
+
+    it('are exactly the originals: tablespace, storage parameters, WHERE, DEFERRABLE and comments', async () => {
+      const target = await createTarget(`
+        ALTER TABLE public.members DROP CONSTRAINT members_pkey CASCADE;
+        ALTER TABLE public.members ADD CONSTRAINT members_pkey PRIMARY KEY (id) WITH (fillfactor = 70) USING INDEX TABLESPACE "${tablespace}";
+        ALTER TABLE public.teams ADD CONSTRAINT teams_leader_fk FOREIGN KEY (leader_id) REFERENCES public.members (id) NOT VALID;
+        ALTER TABLE public.members ADD CONSTRAINT members_nick_unique UNIQUE (nick) DEFERRABLE INITIALLY DEFERRED;
+        CREATE UNIQUE INDEX customers_name_note ON public.customers (name) WITH (fillfactor = 60) TABLESPACE "${tablespace}" WHERE note IS NOT NULL;
+        CREATE INDEX "Order Items by qty" ON "Sales"."Order Items" ("qty, total" DESC) INCLUDE ("say ""hi""") WITH (deduplicate_items = off);
+        ALTER TABLE "Sales"."Order Items" CLUSTER ON "Order Items by qty";
+        COMMENT ON CONSTRAINT members_pkey ON public.members IS E'a back\\\\slash and a quote: ''';
+        COMMENT ON CONSTRAINT members_team_id_fkey ON public.members IS 'every member has a team';
+        COMMENT ON CONSTRAINT members_nick_unique ON public.members IS 'one nick each';
+        COMMENT ON INDEX public.customers_name_note IS 'named, noted';`);
+      const before = await definitions(target);
+      const text = before.map((r) => r.def).join('\n');
+      expect(text).toContain(`members_pkey CREATE UNIQUE INDEX members_pkey ON public.members USING btree (id) WITH (fillfactor='70') tablespace=${tablespace}`);
+      expect(text).toContain('comment=a back\\slash and a quote: \'');
+      expect(text).toMatch(/teams_leader_fk .* validated=false/);
+
+      expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });
+
+      expect(await definitions(target)).toEqual(before);
+      expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+    });
   });
 });

@@ -1,16 +1,23 @@
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Client } from 'pg';
+import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { type LoadDrift, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
-import { isSameDatabase, parseQualifiedName, serverIdentity, quoteIdent, quoteQualified } from '@app/common/database';
+import { type LoadTriggers } from '@app/common/config';
+import { type LoadDrift, type SnapshotManifest, type SnapshotReadyPayload, snapshotInstant } from '@app/common/contract';
+import { isSameDatabase, quoteIdent, quoteQualified } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
-import { ensureLedger, findLedgerEntry, forgetLoad, type LedgerEntry, lockLedger, markAnnounced, newerLoadedSnapshot, recordLoad } from './ledger';
+import type { TargetDatabase } from './database/target-database';
+import { type LedgerEntry } from './ledger';
+import type { TargetLoad } from './load/target-load';
 import { checkFileSizes, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
+import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForeignKeys } from './load/indexes';
+import { checkReferencesFromOutside } from './load/references';
+import { setSequences } from './load/sequences';
+import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
 import { type DriftTarget, resolveWithDrift, type SchemaDriftMode, stagedCopySql } from './schema-drift';
-import { deferrableIndexes, foreignKeysTouching, type IndexDefinition, type TargetTable, TargetSchemaError } from './target-schema';
+import { type TargetTable, TargetSchemaError } from './target-schema';
 
 const READ_BUFFER = 1 << 20;
 
@@ -23,32 +30,22 @@ export type LoadResult =
 export interface LoadHooks {
   /** Progress lines (start of the COPY phase, then every few seconds). */
   log?: (line: string) => void;
+  /** Called once the ledger says there is work (not loaded yet, nothing newer), before the load starts. */
+  onWork?: () => Promise<void>;
 }
 
 export interface LoadRequest extends LoadHooks {
   snapshot: SnapshotReadyPayload;
   /** The snapshot's directory, already confined to SNAPSHOT_DIR (resolveSnapshotDir). */
   dir: string;
-  targetDatabaseUrl: string;
   environment: string;
   attempt: number;
   /** A reload by hand: load even if the ledger has this snapshot or a newer one. */
   force?: boolean;
+  /** LOAD_TRIGGERS: `disable` (default) keeps the environment's own triggers from firing for loaded rows. */
+  triggers?: LoadTriggers;
   /** SCHEMA_DRIFT (default fail). */
   schemaDrift?: SchemaDriftMode;
-}
-
-export function targetClient(url: string): Client {
-  const client = new Client({
-    connectionString: url,
-    application_name: 'db-fanout-loader',
-    // A dead peer or a half-open connection must surface as an error (transient, retried), not a hang.
-    keepAlive: true,
-    connectionTimeoutMillis: 30_000,
-  });
-  // An idle connection killed by the server must not crash the process; the next query reports it.
-  client.on('error', () => undefined);
-  return client;
 }
 
 /**
@@ -56,7 +53,7 @@ export function targetClient(url: string): Client {
  * sequences, record the ledger row, commit. Any error rolls everything back: the environment shows
  * the whole new snapshot or its previous data, never a mix.
  */
-export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
+export async function loadSnapshot(database: TargetDatabase, request: LoadRequest): Promise<LoadResult> {
   const started = Date.now();
   const phases = new PhaseTimer();
   const { dir } = request;
@@ -70,85 +67,93 @@ export async function loadSnapshot(request: LoadRequest): Promise<LoadResult> {
   });
 
   phases.mark('files');
-  const client = targetClient(request.targetDatabaseUrl);
-  await client.connect();
+  const load = await database.begin();
   try {
-    const target = await serverIdentity(client);
+    const target = await load.identity();
     if (isSameDatabase(manifest.source, target)) {
       throw new TargetSchemaError(
         `refusing to load snapshot ${manifest.snapshotId} into its own source database ${target.database} (system ${target.systemIdentifier})`,
       );
     }
-    await ensureLedger(client);
-    const entry = request.force ? undefined : await findLedgerEntry(client, manifest.snapshotId);
+    // Cheap check first: a redelivery of a loaded snapshot does not wait behind another load's lock.
+    const entry = request.force ? undefined : await load.ledger.find(manifest.snapshotId);
     if (entry) return { kind: 'already-loaded', entry };
 
-    await client.query('BEGIN');
-    try {
-      await lockLedger(client);
-      if (request.force) {
-        await forgetLoad(client, manifest.snapshotId);
-      } else {
-        const loadedMeanwhile = await findLedgerEntry(client, manifest.snapshotId);
-        if (loadedMeanwhile) {
-          await client.query('ROLLBACK');
-          return { kind: 'already-loaded', entry: loadedMeanwhile };
-        }
-        const newer = await newerLoadedSnapshot(client, manifest.createdAt);
-        if (newer) {
-          await client.query('ROLLBACK');
-          return { kind: 'superseded', by: newer };
-        }
-      }
-      const { rows, drift } = await loadTables(client, dir, manifest, request, phases);
-      const durationMs = Date.now() - started;
-      await recordLoad(client, {
-        snapshotId: manifest.snapshotId,
-        date: manifest.date,
-        createdAt: manifest.createdAt,
-        environment: request.environment,
-        rows,
-        durationMs,
-        attempts: request.attempt,
-      });
-      await client.query('COMMIT');
-      phases.mark('commit');
-      request.log?.(`${manifest.snapshotId} phases: ${phases.toString()}`);
-      return { kind: 'loaded', rows, durationMs, ...(drift ? { drift } : {}) };
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
+    await load.ledger.lock();
+    if (request.force) {
+      await load.ledger.forget(manifest.snapshotId);
+    } else {
+      const loadedMeanwhile = await load.ledger.find(manifest.snapshotId);
+      if (loadedMeanwhile) return { kind: 'already-loaded', entry: loadedMeanwhile };
+      const newer = await load.ledger.newerLoadedSnapshot(snapshotInstant(manifest));
+      if (newer) return { kind: 'superseded', by: newer };
     }
+    await request.onWork?.();
+    const { rows, drift } = await loadTables(load, dir, manifest, request, phases, request.triggers ?? 'disable');
+    const durationMs = Date.now() - started;
+    await load.ledger.record({
+      snapshotId: manifest.snapshotId,
+      date: manifest.date,
+      createdAt: manifest.createdAt,
+      takenAt: snapshotInstant(manifest),
+      environment: request.environment,
+      rows,
+      durationMs,
+      attempts: request.attempt,
+    });
+    await load.commit();
+    phases.mark('commit');
+    request.log?.(`${manifest.snapshotId} phases: ${phases.toString()}`);
+    return { kind: 'loaded', rows, durationMs, ...(drift ? { drift } : {}) };
   } finally {
-    await client.end().catch(() => undefined);
+    // After a commit this does nothing; otherwise (an error, or nothing to load) nothing changed.
+    await load.rollback();
   }
 }
 
-/** Session settings for the load's transaction only: index builds get room to sort in memory. */
+/**
+ * Session settings for the load's transaction only: index builds get room to sort in memory.
+ * max_parallel_maintenance_workers is left at the server's own setting: parallel index builds cut
+ * the index phase by about a fifth even with three loads on two busy cores (bench/copy-probe.js),
+ * and a DBA who wants them off sets it to 0 on the server.
+ */
 const LOAD_SETTINGS = [
   "SET LOCAL maintenance_work_mem = '256MB'",
-  // With several loads sharing a server, parallel index workers only add contention (measured).
-  'SET LOCAL max_parallel_maintenance_workers = 0',
   // A session idling in a transaction on the target must not stall the load forever: give up
   // (lock_not_available, retried as transient) instead of waiting behind it.
   "SET LOCAL lock_timeout = '60s'",
 ];
 
 /**
- * The load itself, inside the caller's transaction. Work that would otherwise happen per row is
- * deferred to one pass at the end: foreign keys and indexes are dropped and rebuilt (every
+ * The load itself, inside the caller's transaction, leaving the environment the way `pg_restore`
+ * would: production's rows, production's sequences, the environment's own triggers silent for the
+ * loaded rows, materialized views refreshed. Work that would otherwise happen per row is deferred to
+ * one pass at the end: foreign keys and indexes are dropped and rebuilt exactly as they were (every
  * constraint is re-validated before commit), and COPY runs with FREEZE (the tables were truncated in
  * this transaction, so rows are written already frozen and need no later rewrite).
  */
-async function loadTables(client: Client, dir: string, manifest: SnapshotManifest, hooks: LoadRequest, phases: PhaseTimer): Promise<{ rows: number; drift?: LoadDrift }> {
+async function loadTables(
+  load: TargetLoad,
+  dir: string,
+  manifest: SnapshotManifest,
+  hooks: LoadRequest,
+  phases: PhaseTimer,
+  triggerMode: LoadTriggers,
+): Promise<{ rows: number; drift?: LoadDrift }> {
+  const { client, catalog } = load;
   const { targets, drift } = await resolveWithDrift(client, manifest.tables, hooks.schemaDrift ?? 'fail');
   if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
-  const foreignKeys = await foreignKeysTouching(client, targets.map((t) => t.oid));
-  const indexes = await deferrableIndexes(client, targets);
+  const oids = targets.map((t) => t.oid);
+  const sequences = await catalog.resolveSequences(manifest.sequences);
+  // Before anything is truncated: rows outside the snapshot that would lose what they reference.
+  await checkReferencesFromOutside(client, dir, await catalog.foreignKeysFromOutside(targets));
+  const foreignKeys = await catalog.foreignKeysTouching(oids);
+  const indexes = await catalog.deferrableIndexes(targets);
+  const triggers = triggerMode === 'disable' ? await catalog.userTriggers(oids) : [];
+  const materializedViews = await catalog.dependentMaterializedViews(oids);
   for (const setting of LOAD_SETTINGS) await client.query(setting);
-  for (const fk of foreignKeys) {
-    await client.query(`ALTER TABLE ${fk.table} DROP CONSTRAINT ${quoteIdent(fk.name)}`);
-  }
+  await disableUserTriggers(client, triggers);
+  await dropForeignKeys(client, foreignKeys);
   const dropped = await dropIndexesWherePossible(client, indexes);
   // ONLY: inheritance children that are not in the snapshot keep their rows (partitions are loaded
   // through their parent, so a partitioned table is truncated whole).
@@ -170,54 +175,16 @@ async function loadTables(client: Client, dir: string, manifest: SnapshotManifes
   }
   phases.mark('copy');
 
-  for (const index of dropped) {
-    await client.query(index.constraint ? `ALTER TABLE ${index.table} ADD CONSTRAINT ${quoteIdent(index.name)} ${index.definition}` : index.definition);
-    if (index.clustered) await client.query(`ALTER TABLE ${index.table} CLUSTER ON ${quoteIdent(index.name)}`);
-    if (index.comment !== null) {
-      const object = index.constraint ? `CONSTRAINT ${quoteIdent(index.name)} ON ${index.table}` : `INDEX ${quoteIdent(index.schema)}.${quoteIdent(index.name)}`;
-      await client.query(`COMMENT ON ${object} IS ${quoteLiteral(index.comment)}`);
-    }
-  }
+  await rebuildIndexes(client, dropped);
   phases.mark('indexes');
-  for (const sequence of manifest.sequences) {
-    await client.query('SELECT setval(pg_get_serial_sequence($1, $2), $3::bigint, $4)', [
-      quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
-      sequence.column,
-      sequence.lastValue,
-      sequence.isCalled,
-    ]);
-  }
-  for (const fk of foreignKeys) {
-    await client.query(`ALTER TABLE ${fk.table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.definition}`);
-  }
+  await setSequences(client, sequences);
+  await restoreForeignKeys(client, foreignKeys);
   phases.mark('constraints');
+  // In the transaction, so the environment never shows a view out of step with its tables.
+  for (const view of materializedViews) await client.query(`REFRESH MATERIALIZED VIEW ${view}`);
+  if (materializedViews.length) phases.mark('views');
+  await restoreUserTriggers(client, triggers);
   return { rows, drift };
-}
-
-/**
- * Drops each deferrable index inside its own savepoint: one that something else depends on (a view
- * grouping by a primary key, say) stays in place and is maintained row by row instead of failing
- * the load. Returns the indexes that were dropped, to rebuild after the COPY.
- */
-async function dropIndexesWherePossible(client: Client, indexes: IndexDefinition[]): Promise<IndexDefinition[]> {
-  const dropped: IndexDefinition[] = [];
-  for (const index of indexes) {
-    await client.query('SAVEPOINT drop_index');
-    try {
-      await client.query(index.constraint ? `ALTER TABLE ${index.table} DROP CONSTRAINT ${quoteIdent(index.name)}` : `DROP INDEX ${quoteIdent(index.schema)}.${quoteIdent(index.name)}`);
-      await client.query('RELEASE SAVEPOINT drop_index');
-      dropped.push(index);
-    } catch (error) {
-      if ((error as { code?: string }).code !== '2BP01') throw error; // dependent_objects_still_exist
-      await client.query('ROLLBACK TO SAVEPOINT drop_index');
-      await client.query('RELEASE SAVEPOINT drop_index');
-    }
-  }
-  return dropped;
-}
-
-function quoteLiteral(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`;
 }
 
 function qualified(target: TargetTable): string {
@@ -225,7 +192,7 @@ function qualified(target: TargetTable): string {
 }
 
 /** Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY. */
-async function copyTable(client: Client, dir: string, target: DriftTarget, progress: ProgressMeter): Promise<number> {
+async function copyTable(client: PoolClient, dir: string, target: DriftTarget, progress: ProgressMeter): Promise<number> {
   const table = target.manifest;
   // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
   const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
@@ -243,30 +210,4 @@ async function copyTable(client: Client, dir: string, target: DriftTarget, progr
   }
   if (staged) await client.query(staged.insert);
   return copy.rowCount;
-}
-
-/**
- * Fresh planner statistics for the loaded tables. Run after the load is committed and announced:
- * the environment is usable without it, and a failure here costs query plans, never data.
- */
-export async function analyzeSnapshotTables(targetDatabaseUrl: string, snapshot: SnapshotReadyPayload): Promise<void> {
-  const client = targetClient(targetDatabaseUrl);
-  await client.connect();
-  try {
-    // The message's table names were validated against the manifest by the load that just committed.
-    const tables = snapshot.tables.map((t) => quoteQualified(parseQualifiedName(t.name))).join(', ');
-    await client.query(`ANALYZE ${tables}`);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-export async function markLoadAnnounced(targetDatabaseUrl: string, snapshotId: string): Promise<void> {
-  const client = targetClient(targetDatabaseUrl);
-  await client.connect();
-  try {
-    await markAnnounced(client, snapshotId);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }

@@ -1,12 +1,28 @@
-import type { ClientBase } from 'pg';
-import { type ManifestTable } from '@app/common/contract';
-import { quoteIdent, quoteQualified } from '@app/common/database';
+import { type ManifestSequence, type ManifestTable } from '@app/common/contract';
+import { parseQualifiedName, quoteIdent, quoteQualified } from '@app/common/database';
+import type { Queryable } from './database/queryable';
 
 /** The target's schema does not fit the snapshot: a permanent failure naming what is missing. */
 export class TargetSchemaError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'TargetSchemaError';
+  }
+}
+
+/**
+ * A table outside the snapshot references a row the snapshot does not have: found before anything
+ * is truncated. The example key goes into `detail` (as PostgreSQL's own foreign key error does), so
+ * events only show it with ERROR_DETAIL=true.
+ */
+export class DanglingReferenceError extends TargetSchemaError {
+  readonly code = '23503';
+  constructor(
+    message: string,
+    readonly detail: string,
+  ) {
+    super(message);
+    this.name = 'DanglingReferenceError';
   }
 }
 
@@ -20,7 +36,7 @@ export interface TargetTable {
  * The target schema belongs to the environment; the loader never creates or alters tables.
  * Every snapshot table and column must exist there, or the load fails naming all that is missing.
  */
-export async function resolveTargetTables(client: ClientBase, tables: ManifestTable[]): Promise<TargetTable[]> {
+async function resolveTargetTables(client: Queryable, tables: ManifestTable[]): Promise<TargetTable[]> {
   const problems: string[] = [];
   const resolved: TargetTable[] = [];
   for (const table of tables) {
@@ -53,74 +69,239 @@ export interface ForeignKey {
   table: string;
   name: string;
   definition: string;
-}
-
-/**
- * Foreign keys on, or pointing at, the snapshot's tables. They are dropped for the load and
- * re-added (and so fully re-validated) before commit: load order stops mattering, cycles and
- * self-references work, and every constraint still holds once the transaction commits.
- */
-export async function foreignKeysTouching(client: ClientBase, tableOids: number[]): Promise<ForeignKey[]> {
-  const { rows } = await client.query<{ schema: string; table: string; name: string; definition: string }>(
-    `SELECT n.nspname AS schema, c.relname AS table, con.conname AS name, pg_get_constraintdef(con.oid) AS definition
-       FROM pg_constraint con
-       JOIN pg_class c ON c.oid = con.conrelid
-       JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE con.contype = 'f' AND con.conparentid = 0
-        AND (con.conrelid = ANY($1::oid[]) OR con.confrelid = ANY($1::oid[]))
-      ORDER BY 1, 2, 3`,
-    [tableOids],
-  );
-  return rows.map((row) => ({ table: quoteQualified({ schema: row.schema, name: row.table }), name: row.name, definition: row.definition }));
+  comment: string | null;
 }
 
 export interface IndexDefinition {
   /** The index's (and its table's) schema, unquoted. */
   schema: string;
+  /** The table, quoted. */
   table: string;
+  /** The index's own name (for a key, the constraint's name is `constraintName`). */
   name: string;
-  /** Set for indexes that back a PRIMARY KEY, UNIQUE or EXCLUDE constraint. */
-  constraint: boolean;
-  definition: string;
+  /** `CREATE [UNIQUE] INDEX ...` as pg_get_indexdef gives it: storage parameters, INCLUDE and WHERE included. */
+  indexDefinition: string;
+  /** The tablespace the index lives in, '' for the database's default (pg_get_indexdef leaves it out). */
+  tablespace: string;
   clustered: boolean;
-  comment: string | null;
+  indexComment: string | null;
+  /** Set for indexes that back a PRIMARY KEY or UNIQUE constraint. */
+  constraint?: { name: string; type: 'PRIMARY KEY' | 'UNIQUE'; deferrable: boolean; deferred: boolean; comment: string | null };
 }
 
-/**
- * Indexes (and the key constraints they back) of ordinary snapshot tables, to drop before the load
- * and build once after it: one sort per index instead of a b-tree insert per row. Indexes used as
- * replica identity stay, and so do those of partitioned tables (their definitions cannot be replayed
- * on the parent alone).
- */
-export async function deferrableIndexes(client: ClientBase, tables: TargetTable[]): Promise<IndexDefinition[]> {
-  const oids = tables.filter((t) => !t.partitioned).map((t) => t.oid);
-  // pg_get_indexdef and pg_get_constraintdef leave out a non-default tablespace: it is added back.
-  const { rows } = await client.query<{ schema: string; table: string; name: string; constraint: boolean; definition: string; clustered: boolean; comment: string | null }>(
-    `SELECT n.nspname AS schema, c.relname AS table,
-            coalesce(con.conname, ic.relname) AS name,
-            con.oid IS NOT NULL AS constraint,
-            CASE WHEN con.oid IS NOT NULL
-                 THEN pg_get_constraintdef(con.oid) || coalesce(' USING INDEX TABLESPACE ' || quote_ident(ts.spcname), '')
-                 ELSE pg_get_indexdef(i.indexrelid) || coalesce(' TABLESPACE ' || quote_ident(ts.spcname), '') END AS definition,
-            i.indisclustered AS clustered,
-            CASE WHEN con.oid IS NOT NULL THEN obj_description(con.oid, 'pg_constraint') ELSE obj_description(i.indexrelid, 'pg_class') END AS comment
-       FROM pg_index i
-       JOIN pg_class ic ON ic.oid = i.indexrelid
-       LEFT JOIN pg_tablespace ts ON ts.oid = ic.reltablespace
-       JOIN pg_class c ON c.oid = i.indrelid
-       JOIN pg_namespace n ON n.oid = c.relnamespace
-       LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
-      WHERE i.indrelid = ANY($1::oid[]) AND NOT i.indisreplident
-      ORDER BY con.oid IS NULL, 1, 2, 3`,
-    [oids],
-  );
-  return rows.map((row) => ({
-    schema: row.schema,
-    table: quoteQualified({ schema: row.schema, name: row.table }),
-    name: row.name,
-    constraint: row.constraint,
-    definition: row.definition,
-    clustered: row.clustered,
-    comment: row.comment,
-  }));
+export interface UserTrigger {
+  /** The table (or partition) the trigger is on, quoted. */
+  table: string;
+  name: string;
+  /** pg_trigger.tgenabled: O (origin, the default), R (replica), A (always); disabled ones (D) are not listed. */
+  state: 'O' | 'R' | 'A';
+}
+
+export interface TargetSequence {
+  /** The target's sequence, quoted. */
+  name: string;
+  lastValue: string;
+  isCalled: boolean;
+}
+
+/** A foreign key from a table outside the snapshot to a snapshot table. */
+export interface ForeignKeyFromOutside {
+  name: string;
+  /** The referencing table, quoted, and whether it is partitioned (then its partitions are read too). */
+  table: string;
+  partitioned: boolean;
+  columns: string[];
+  referenced: TargetTable;
+  referencedColumns: string[];
+}
+
+/** The target's catalog as a load sees it, read through the load's own client (inside its transaction). */
+export class TargetCatalog {
+  constructor(private readonly db: Queryable) {}
+
+  /**
+   * The target schema belongs to the environment; the loader never creates or alters tables.
+   * Every snapshot table and column must exist there, or the load fails naming all that is missing.
+   */
+  resolveTables(tables: ManifestTable[]): Promise<TargetTable[]> {
+    return resolveTargetTables(this.db, tables);
+  }
+
+  /**
+   * Foreign keys on, or pointing at, the snapshot's tables. They are dropped for the load and
+   * re-added (and so fully re-validated) before commit: load order stops mattering, cycles and
+   * self-references work, and every constraint still holds once the transaction commits.
+   */
+  async foreignKeysTouching(tableOids: number[]): Promise<ForeignKey[]> {
+    const { rows } = await this.db.query<{ schema: string; table: string; name: string; definition: string; comment: string | null }>(
+      `SELECT n.nspname AS schema, c.relname AS table, con.conname AS name, pg_get_constraintdef(con.oid) AS definition,
+              obj_description(con.oid, 'pg_constraint') AS comment
+         FROM pg_constraint con
+         JOIN pg_class c ON c.oid = con.conrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE con.contype = 'f' AND con.conparentid = 0
+          AND (con.conrelid = ANY($1::oid[]) OR con.confrelid = ANY($1::oid[]))
+        ORDER BY 1, 2, 3`,
+      [tableOids],
+    );
+    return rows.map((row) => ({ table: quoteQualified({ schema: row.schema, name: row.table }), name: row.name, definition: row.definition, comment: row.comment }));
+  }
+
+  /**
+   * Foreign keys that reference a snapshot table from a table outside the snapshot (and outside the
+   * snapshot tables' partitions): their rows stay, so the snapshot must still hold what they reference.
+   */
+  async foreignKeysFromOutside(targets: TargetTable[]): Promise<ForeignKeyFromOutside[]> {
+    const { rows } = await this.db.query<{ name: string; table: string; partitioned: boolean; referenced: number; columns: string[]; referenced_columns: string[] }>(
+      `WITH snapshot AS (SELECT r.oid AS relid FROM unnest($1::oid[]) r(oid) UNION SELECT tree.relid FROM unnest($1::oid[]) r(oid), pg_partition_tree(r.oid) tree)
+       SELECT con.conname AS name, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS table, c.relkind = 'p' AS partitioned,
+              con.confrelid::int AS referenced,
+              (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(con.conkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n)::text[] AS columns,
+              (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(con.confkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n)::text[] AS referenced_columns
+         FROM pg_constraint con
+         JOIN pg_class c ON c.oid = con.conrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE con.contype = 'f' AND con.conparentid = 0
+          AND con.confrelid = ANY($1::oid[])
+          AND con.conrelid NOT IN (SELECT relid FROM snapshot)
+        ORDER BY 2, 1`,
+      [targets.map((t) => t.oid)],
+    );
+    return rows.map((row) => ({
+      name: row.name,
+      table: row.table,
+      partitioned: row.partitioned,
+      columns: row.columns,
+      referenced: targets.find((t) => t.oid === row.referenced)!,
+      referencedColumns: row.referenced_columns,
+    }));
+  }
+
+  /**
+   * Indexes (and the primary keys and unique constraints they back) of ordinary snapshot tables, to
+   * drop before the load and build once after it: one sort per index instead of a b-tree insert per
+   * row. Indexes used as replica identity stay, exclusion constraints stay (they cannot be re-added
+   * from an index), and so do the indexes of partitioned tables (their definitions cannot be
+   * replayed on the parent alone).
+   */
+  async deferrableIndexes(tables: TargetTable[]): Promise<IndexDefinition[]> {
+    const oids = tables.filter((t) => !t.partitioned).map((t) => t.oid);
+    const { rows } = await this.db.query<{
+      schema: string;
+      table: string;
+      name: string;
+      definition: string;
+      tablespace: string | null;
+      clustered: boolean;
+      index_comment: string | null;
+      constraint_name: string | null;
+      constraint_type: 'p' | 'u' | null;
+      deferrable: boolean | null;
+      deferred: boolean | null;
+      constraint_comment: string | null;
+    }>(
+      `SELECT n.nspname AS schema, c.relname AS table, ic.relname AS name, pg_get_indexdef(i.indexrelid) AS definition,
+              ts.spcname AS tablespace, i.indisclustered AS clustered, obj_description(i.indexrelid, 'pg_class') AS index_comment,
+              con.conname AS constraint_name, con.contype AS constraint_type, con.condeferrable AS deferrable, con.condeferred AS deferred,
+              obj_description(con.oid, 'pg_constraint') AS constraint_comment
+         FROM pg_index i
+         JOIN pg_class ic ON ic.oid = i.indexrelid
+         LEFT JOIN pg_tablespace ts ON ts.oid = ic.reltablespace
+         JOIN pg_class c ON c.oid = i.indrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
+        WHERE i.indrelid = ANY($1::oid[]) AND NOT i.indisreplident AND con.contype IS DISTINCT FROM 'x'
+        ORDER BY con.oid IS NULL, 1, 2, 3`,
+      [oids],
+    );
+    return rows.map((row) => ({
+      schema: row.schema,
+      table: quoteQualified({ schema: row.schema, name: row.table }),
+      name: row.name,
+      indexDefinition: row.definition,
+      tablespace: row.tablespace ?? '',
+      clustered: row.clustered,
+      indexComment: row.index_comment,
+      constraint: row.constraint_name
+        ? {
+            name: row.constraint_name,
+            type: row.constraint_type === 'p' ? 'PRIMARY KEY' : 'UNIQUE',
+            deferrable: row.deferrable === true,
+            deferred: row.deferred === true,
+            comment: row.constraint_comment,
+          }
+        : undefined,
+    }));
+  }
+
+  /**
+   * The environment's own enabled triggers on the snapshot tables and their partitions (internal
+   * ones, such as those enforcing foreign keys, are not user triggers and are left alone).
+   */
+  async userTriggers(tableOids: number[]): Promise<UserTrigger[]> {
+    const { rows } = await this.db.query<UserTrigger>(
+      `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS table, t.tgname AS name, t.tgenabled::text AS state
+         FROM (SELECT r.oid AS relid FROM unnest($1::oid[]) r(oid) UNION SELECT tree.relid FROM unnest($1::oid[]) r(oid), pg_partition_tree(r.oid) tree) tree
+         JOIN pg_trigger t ON t.tgrelid = tree.relid
+         JOIN pg_class c ON c.oid = t.tgrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+        ORDER BY 1, 2`,
+      [tableOids],
+    );
+    return rows;
+  }
+
+  /**
+   * Populated materialized views that read the snapshot tables, directly or through views and other
+   * materialized views, in an order that refreshes every one after those it reads.
+   */
+  async dependentMaterializedViews(tableOids: number[]): Promise<string[]> {
+    const { rows } = await this.db.query<{ name: string }>(
+      `WITH RECURSIVE readers(oid, depth) AS (
+         SELECT tree.relid, 0 FROM (SELECT r.oid AS relid FROM unnest($1::oid[]) r(oid) UNION SELECT tree.relid FROM unnest($1::oid[]) r(oid), pg_partition_tree(r.oid) tree) tree
+         UNION ALL
+         SELECT rw.ev_class, readers.depth + 1
+           FROM readers
+           JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = readers.oid AND d.classid = 'pg_rewrite'::regclass
+           JOIN pg_rewrite rw ON rw.oid = d.objid
+          WHERE rw.ev_class <> readers.oid AND readers.depth < 64
+       )
+       SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
+         FROM readers JOIN pg_class c ON c.oid = readers.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'm' AND c.relispopulated
+        GROUP BY 1 ORDER BY max(readers.depth), 1`,
+      [tableOids],
+    );
+    return rows.map((r) => r.name);
+  }
+
+  /**
+   * The target's sequence for each of production's: by its own name where the manifest has it
+   * (every sequence a loaded column's default calls or a column owns), else (older manifests) the
+   * one owned by the column. Every sequence must exist, or the load fails naming those missing.
+   */
+  async resolveSequences(sequences: ManifestSequence[]): Promise<TargetSequence[]> {
+    const problems: string[] = [];
+    const resolved = new Map<string, TargetSequence>();
+    for (const sequence of sequences) {
+      const { rows } = sequence.sequence
+        ? await this.db.query<{ name: string | null }>(
+            "SELECT (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1) AND c.relkind = 'S') AS name",
+            [quoteQualified(parseQualifiedName(sequence.sequence))],
+          )
+        : await this.db.query<{ name: string | null }>('SELECT pg_get_serial_sequence($1, $2) AS name', [
+            quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
+            sequence.column,
+          ]);
+      const name = rows[0]?.name;
+      if (!name) {
+        problems.push(sequence.sequence ? `sequence ${sequence.sequence} does not exist in the target` : `column ${sequence.table}.${quoteIdent(sequence.column)} owns no sequence in the target`);
+        continue;
+      }
+      resolved.set(name, { name, lastValue: sequence.lastValue, isCalled: sequence.isCalled });
+    }
+    if (problems.length) throw new TargetSchemaError(problems.join('; '));
+    return [...resolved.values()];
+  }
 }

@@ -1,25 +1,72 @@
-import { missedDays } from './catch-up';
+import { missedTickDates, runIsOver } from './catch-up';
+import { newRun, type RunRecord } from './run-ledger/run-record';
 
-describe('missedDays', () => {
+describe('missedTickDates', () => {
   const base = { schedule: '@daily', timeZone: 'UTC', startDate: '2024-01-01' };
 
-  it('runs every day from START_DATE through today once today\'s tick has passed', () => {
-    expect(missedDays({ ...base, startDate: '2024-03-01', now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-01', '2024-03-02', '2024-03-03', '2024-03-04']);
+  it("runs every day of a daily schedule from START_DATE through today once today's tick has passed", async () => {
+    expect(await missedTickDates({ ...base, startDate: '2024-03-01', now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-01', '2024-03-02', '2024-03-03', '2024-03-04']);
   });
 
-  it('starts after the last successful run', () => {
-    expect(missedDays({ ...base, lastSuccess: '2024-03-02', now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-03', '2024-03-04']);
-    expect(missedDays({ ...base, lastSuccess: '2024-03-04', now: new Date('2024-03-04T10:00:00Z') })).toEqual([]);
+  it('starts after the last successful run', async () => {
+    expect(await missedTickDates({ ...base, lastSuccess: '2024-03-02', now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-03', '2024-03-04']);
+    expect(await missedTickDates({ ...base, lastSuccess: '2024-03-04', now: new Date('2024-03-04T10:00:00Z') })).toEqual([]);
   });
 
-  it('leaves today out until its scheduled tick, in SCHEDULE_TIMEZONE', () => {
+  it("leaves today out until its scheduled tick, in SCHEDULE_TIMEZONE", async () => {
     const schedule = { ...base, schedule: '0 6 * * *', timeZone: 'America/New_York', lastSuccess: '2024-03-02' };
     // 10:00 UTC is 05:00 in New York (EST): today's 06:00 tick has not come yet.
-    expect(missedDays({ ...schedule, now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-03']);
-    expect(missedDays({ ...schedule, now: new Date('2024-03-04T11:30:00Z') })).toEqual(['2024-03-03', '2024-03-04']);
+    expect(await missedTickDates({ ...schedule, now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-03']);
+    expect(await missedTickDates({ ...schedule, now: new Date('2024-03-04T11:30:00Z') })).toEqual(['2024-03-03', '2024-03-04']);
   });
 
-  it('never runs a day before START_DATE, even after an older success', () => {
-    expect(missedDays({ ...base, startDate: '2024-03-03', lastSuccess: '2023-12-31', now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-03', '2024-03-04']);
+  it('never runs a day before START_DATE, even after an older success', async () => {
+    expect(await missedTickDates({ ...base, startDate: '2024-03-03', lastSuccess: '2023-12-31', now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-03', '2024-03-04']);
+  });
+
+  it('follows the schedule, not the calendar: a weekly schedule catches up weekly', async () => {
+    // Mondays at 02:00 in Berlin; 2024-03-04 is a Monday.
+    const weekly = { schedule: '0 2 * * 1', timeZone: 'Europe/Berlin', startDate: '2024-02-01' };
+    expect(await missedTickDates({ ...weekly, now: new Date('2024-03-04T00:30:00Z') })).toEqual(['2024-02-05', '2024-02-12', '2024-02-19', '2024-02-26']);
+    expect(await missedTickDates({ ...weekly, now: new Date('2024-03-04T01:30:00Z') })).toEqual(['2024-02-05', '2024-02-12', '2024-02-19', '2024-02-26', '2024-03-04']);
+    expect(await missedTickDates({ ...weekly, lastSuccess: '2024-02-19', now: new Date('2024-03-04T01:30:00Z') })).toEqual(['2024-02-26', '2024-03-04']);
+    // Weekdays only: a weekend is no missed run.
+    expect(await missedTickDates({ ...base, schedule: '0 3 * * 1-5', startDate: '2024-03-01', now: new Date('2024-03-05T12:00:00Z') })).toEqual(['2024-03-01', '2024-03-04', '2024-03-05']);
+    // Monthly.
+    expect(await missedTickDates({ ...base, schedule: '0 0 1 * *', now: new Date('2024-04-15T00:00:00Z') })).toEqual(['2024-01-01', '2024-02-01', '2024-03-01', '2024-04-01']);
+  });
+
+  it('gives a date once however often the schedule fires on it (a run dumps production as it is now)', async () => {
+    expect(await missedTickDates({ ...base, schedule: '*/15 * * * *', startDate: '2024-03-03', now: new Date('2024-03-04T10:00:00Z') })).toEqual(['2024-03-03', '2024-03-04']);
+    expect(await missedTickDates({ ...base, schedule: '* * * * * *', startDate: '2024-03-01', now: new Date('2024-03-04T00:00:00.500Z') })).toEqual(['2024-03-01', '2024-03-02', '2024-03-03', '2024-03-04']);
+  });
+
+  it('labels a tick with its date in SCHEDULE_TIMEZONE', async () => {
+    // 23:30 in Los Angeles is the next day in UTC; the date is Los Angeles'.
+    expect(await missedTickDates({ schedule: '30 23 * * *', timeZone: 'America/Los_Angeles', startDate: '2024-03-01', now: new Date('2024-03-03T09:00:00Z') })).toEqual(['2024-03-01', '2024-03-02']);
+  });
+});
+
+describe('runIsOver', () => {
+  const announced = '2024-03-01T00:05:00.000Z';
+  const done = (loads: RunRecord['loads']): RunRecord => ({ ...newRun('2024-03-01'), dump: { state: 'success', attempts: 1, endedAt: announced, snapshotId: '20240301-aaaaaaaa' }, loads });
+  const consumers = (entries: [string, string][]) => new Map(entries);
+  const before = '2024-02-01T00:00:00.000Z';
+
+  it('waits for the dump, then for every environment whose loader consumer exists', () => {
+    expect(runIsOver(undefined, consumers([]))).toBe(false);
+    expect(runIsOver({ ...newRun('2024-03-01'), dump: { state: 'running', attempts: 1 } }, consumers([]))).toBe(false);
+    expect(runIsOver({ ...newRun('2024-03-01'), dump: { state: 'failed', attempts: 3 } }, consumers([['dev', before]]))).toBe(true);
+    const env = consumers([['dev', before], ['qa', before]]);
+    expect(runIsOver(done({ dev: { state: 'success', attempts: 1 } }), env)).toBe(false);
+    expect(runIsOver(done({ dev: { state: 'success', attempts: 1 }, qa: { state: 'running', attempts: 1 } }), env)).toBe(false);
+    expect(runIsOver(done({ dev: { state: 'success', attempts: 1 }, qa: { state: 'failed', attempts: 1 } }), env)).toBe(true);
+    expect(runIsOver(done({ dev: { state: 'success', attempts: 1 }, qa: { state: 'superseded', attempts: 1 } }), env)).toBe(true);
+  });
+
+  it('does not wait for a retired environment (no consumer) nor for one added after the snapshot was announced', () => {
+    // "old" reported loads in other runs once, but its consumer is gone.
+    expect(runIsOver(done({ dev: { state: 'success', attempts: 1 } }), consumers([['dev', before]]))).toBe(true);
+    expect(runIsOver(done({ dev: { state: 'success', attempts: 1 } }), consumers([['dev', before], ['new', '2024-03-01T00:06:00.000Z']]))).toBe(true);
   });
 });

@@ -1,20 +1,45 @@
 import { CronTime } from 'cron';
 import { DateTime } from 'luxon';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { dateInTimeZone } from '@app/common/contract';
+import { isFinished, type RunRecord } from './run-ledger/run-record';
 
 /**
- * The days a scheduler that was down should still run (Airflow's catchup): every day from the day
- * after the last successful run (or START_DATE) through today, today included only once its
- * scheduled tick has passed. Oldest first.
+ * The dates a scheduler that was down should still run (Airflow's catchup): the dates of SCHEDULE's
+ * ticks in SCHEDULE_TIMEZONE from START_DATE (or the day after the last successful run) through
+ * `now`, oldest first. A weekly schedule catches up weekly; a schedule firing several times a day
+ * gives its date once (a run dumps production as it is now: the date only labels it).
+ * Finding a tick takes the cron library milliseconds: years of missed dates take seconds, so the
+ * walk lets the event loop breathe (health checks, heartbeats) as it goes.
  */
-export function missedDays(options: { schedule: string; timeZone: string; startDate: string; lastSuccess?: string; now?: Date }): string[] {
-  const now = DateTime.fromJSDate(options.now ?? new Date()).setZone(options.timeZone);
-  const today = now.toISODate()!;
-  const startOfToday = now.startOf('day');
-  const firstTickToday = new CronTime(options.schedule, options.timeZone).getNextDateFrom(startOfToday.minus({ milliseconds: 1 }).toJSDate(), options.timeZone);
-  const last = firstTickToday.toMillis() <= now.toMillis() ? today : startOfToday.minus({ days: 1 }).toISODate()!;
+export async function missedTickDates(options: { schedule: string; timeZone: string; startDate: string; lastSuccess?: string; now?: Date }): Promise<string[]> {
+  const { timeZone } = options;
+  const now = options.now ?? new Date();
+  const cron = new CronTime(options.schedule, timeZone);
+  const from = options.lastSuccess && options.lastSuccess >= options.startDate ? DateTime.fromISO(options.lastSuccess, { zone: timeZone }).plus({ days: 1 }) : DateTime.fromISO(options.startDate, { zone: timeZone });
+  const dates: string[] = [];
+  // One tick per date is enough: after a tick, look for the next one from the start of the next day.
+  let after = from.startOf('day').minus({ milliseconds: 1 });
+  for (let step = 1; ; step++) {
+    if (step % 20 === 0) await yieldToEventLoop();
+    const tick = cron.getNextDateFrom(after.toJSDate(), timeZone);
+    if (tick.toMillis() > now.getTime()) return dates;
+    const date = dateInTimeZone(tick.toJSDate(), timeZone);
+    if (dates[dates.length - 1] !== date) dates.push(date);
+    after = DateTime.fromISO(date, { zone: timeZone }).plus({ days: 1 }).startOf('day').minus({ milliseconds: 1 });
+  }
+}
 
-  const from = options.lastSuccess && options.lastSuccess >= options.startDate ? DateTime.fromISO(options.lastSuccess).plus({ days: 1 }).toISODate()! : options.startDate;
-  const days: string[] = [];
-  for (let day = DateTime.fromISO(from); day.toISODate()! <= last; day = day.plus({ days: 1 })) days.push(day.toISODate()!);
-  return days;
+/**
+ * Whether catch-up may go on after `run`: its dump failed, or it succeeded and each environment
+ * whose loader consumer existed when the snapshot was announced (`environments`: name -> consumer
+ * creation time) has finished loading it. An environment whose consumer is gone (retired) is not
+ * waited for, and one added later never receives this snapshot.
+ */
+export function runIsOver(run: RunRecord | undefined, environments: Map<string, string>): boolean {
+  if (!run) return false;
+  if (run.dump.state === 'failed') return true;
+  if (run.dump.state !== 'success') return false;
+  const announcedAt = run.dump.endedAt ? Date.parse(run.dump.endedAt) : Number.POSITIVE_INFINITY;
+  return [...environments].every(([environment, created]) => Date.parse(created) > announcedAt || isFinished(run.loads[environment]?.state));
 }

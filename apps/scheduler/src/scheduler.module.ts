@@ -5,6 +5,7 @@ import { JetStreamModule } from '@app/common/messaging';
 import { ObservabilityModule } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 import { AlertWebhookService } from './alerts/alert-webhook.service';
+import { CatchUpService } from './catch-up.service';
 import { RunLedgerService } from './run-ledger/run-ledger.service';
 import { RunsController } from './run-ledger/runs.controller';
 import { StatusPageController } from './run-ledger/status-page.controller';
@@ -22,7 +23,7 @@ export class SchedulerModule {
         JetStreamModule.forRoot({ config: config.nats, clientName: 'db-fanout-scheduler', bindings: [] }),
       ],
       controllers: [RunsController, StatusPageController],
-      providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler, RunLedgerService, AlertWebhookService],
+      providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler, CatchUpService, RunLedgerService, AlertWebhookService],
     };
   }
 }

@@ -1,12 +1,15 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { CronJob } from 'cron';
+import { Gauge } from 'prom-client';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
 import { dateInTimeZone, SUBJECTS, type TriggerPayload } from '@app/common/contract';
-import { EventPublisher } from '@app/common/messaging';
-import { errorMessage, MetricsService } from '@app/common/observability';
-import { missedDays } from './catch-up';
-import { RunLedgerService } from './run-ledger/run-ledger.service';
+import { NATS_CONNECTION } from '@app/common/messaging';
+import { errorMessage, MetricsService, ReadinessService } from '@app/common/observability';
+import { CatchUpService } from './catch-up.service';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
@@ -18,22 +21,58 @@ export function scheduledTrigger(fireTime: Date, config: Pick<SchedulerConfig, '
   return { payload: { date }, msgID: `scheduled:${fireTime.toISOString()}` };
 }
 
-/** Fires the daily trigger on SCHEDULE in SCHEDULE_TIMEZONE (no backfill of missed days). */
+/** Waits between publish attempts of one tick: 1 s, 2 s, 4 s... at most 30 s. */
+export function retryDelayMs(attempt: number): number {
+  return Math.min(1_000 * 2 ** (attempt - 1), 30_000);
+}
+
+/** Resolves when `signal` aborts. */
+function abortion(signal: AbortSignal): Promise<'aborted'> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve('aborted');
+    else signal.addEventListener('abort', () => resolve('aborted'), { once: true });
+  });
+}
+
+/** Why a tick's retries stopped: a later tick fired. */
+class TickOverError extends Error {}
+
+/** How long one publish may wait for the stream's ack. */
+const PUBLISH_TIMEOUT_MS = 5_000;
+
+/**
+ * Fires the trigger on SCHEDULE in SCHEDULE_TIMEZONE. Each tick's trigger is published under the
+ * tick's message id and retried until the stream has stored it, however long the broker is away,
+ * until the next tick comes: then that tick is given up, loudly (log and
+ * `db_fanout_triggers_total{result="failed"}`), and the next one takes over.
+ */
 @Injectable()
 export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('Scheduler');
+  private readonly js: JetStreamClient;
   private job?: CronJob;
   private nextFire?: Date;
+  /** The tick still being published: the next tick stops it. */
+  private pending?: AbortController;
+  private readonly stopped = new AbortController();
+  private lastPublished?: Date;
+  private readonly lastPublishedGauge: Gauge;
 
   constructor(
     @Inject(SCHEDULER_CONFIG) private readonly config: SchedulerConfig,
-    private readonly events: EventPublisher,
+    @Inject(NATS_CONNECTION) connection: NatsConnection,
     private readonly registry: SchedulerRegistry,
     private readonly metrics: MetricsService,
-    private readonly ledger: RunLedgerService,
-  ) {}
-
-  private readonly stopped = new AbortController();
+    private readonly readiness: ReadinessService,
+    private readonly catchUp: CatchUpService,
+  ) {
+    this.js = jetstream(connection);
+    this.lastPublishedGauge = new Gauge({
+      name: 'db_fanout_last_trigger_published_timestamp_seconds',
+      help: 'Fire time of the latest scheduled tick whose trigger the stream has stored.',
+      registers: [metrics.registry],
+    });
+  }
 
   onApplicationBootstrap(): void {
     this.job = CronJob.from({
@@ -45,54 +84,83 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     this.registry.addCronJob('replication-trigger', this.job);
     this.nextFire = this.job.nextDate().toJSDate();
     this.logger.log(`schedule ${this.config.schedule} (${this.config.timeZone}); next trigger at ${this.nextFire.toISOString()}`);
-    if (this.config.catchup) void this.catchUp();
+    this.reportSchedule();
+    if (this.config.catchup) void this.catchUp.run(this.stopped.signal);
   }
 
   onApplicationShutdown(): void {
     this.stopped.abort();
-  }
-
-  /** CATCHUP=true: every missed day, oldest first, each started only when the previous run is over. */
-  private async catchUp(): Promise<void> {
-    try {
-      const lastSuccess = await this.ledger.lastSuccessfulDate();
-      const days = missedDays({ schedule: this.config.schedule, timeZone: this.config.timeZone, startDate: this.config.startDate, lastSuccess });
-      if (!days.length) return;
-      this.logger.log(`catching up ${days.length} missed day(s): ${days[0]} to ${days[days.length - 1]} (last successful run: ${lastSuccess ?? 'none'})`);
-      for (const date of days) {
-        if (this.stopped.signal.aborted) return;
-        // One id per day: two schedulers catching up at once trigger each day once.
-        await this.events.publish(SUBJECTS.trigger, { date }, `catchup:${date}`);
-        this.metrics.triggers.inc({ result: 'published' });
-        this.logger.log(`catch-up: triggered ${date}, waiting for the run to finish`);
-        await this.ledger.waitUntilFinished(date, this.stopped.signal);
-      }
-    } catch (error) {
-      this.logger.error(`catch-up stopped: ${errorMessage(error)}`);
-    }
+    this.pending?.abort(new Error('the scheduler is stopping'));
   }
 
   private async onTick(): Promise<void> {
     // The nominal fire time, not "now": every scheduler agrees on it to the millisecond.
     const fireTime = this.nextFire ?? new Date();
     this.nextFire = this.job?.nextDate().toJSDate();
+    this.reportSchedule();
     await this.fire(fireTime);
   }
 
-  async fire(fireTime: Date): Promise<void> {
+  /**
+   * Publishes the trigger of the tick at `fireTime`, retrying until it is stored, or until the next
+   * tick fires (or the app stops). Resolves with what became of it.
+   */
+  async fire(fireTime: Date): Promise<'published' | 'skipped' | 'failed'> {
+    this.pending?.abort(new TickOverError(`the next tick (${fireTime.toISOString()}) has come`));
     const trigger = scheduledTrigger(fireTime, this.config);
     if (!trigger) {
       this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
       this.metrics.triggers.inc({ result: 'skipped' });
-      return;
+      return 'skipped';
     }
-    try {
-      await this.events.publish(SUBJECTS.trigger, trigger.payload, trigger.msgID);
-      this.logger.log(`triggered replication for ${trigger.payload.date} (${trigger.msgID})`);
-      this.metrics.triggers.inc({ result: 'published' });
-    } catch (error) {
-      this.logger.error(`could not publish the trigger for ${trigger.payload.date}: ${errorMessage(error)}`);
-      this.metrics.triggers.inc({ result: 'failed' });
+    const tick = new AbortController();
+    this.pending = tick;
+    const subject = `${this.config.nats.subjectPrefix}${SUBJECTS.trigger}`;
+    const { date } = trigger.payload;
+    let lastError: unknown;
+    for (let attempt = 1; !tick.signal.aborted; attempt++) {
+      try {
+        // The same message id on every attempt: an attempt whose ack was lost but which was stored is not stored twice.
+        const publish = this.js.publish(subject, JSON.stringify(trigger.payload), { msgID: trigger.msgID, timeout: PUBLISH_TIMEOUT_MS });
+        // The next tick ends this one at once, even with a publish still waiting for its answer.
+        if ((await Promise.race([publish.then(() => 'stored' as const), abortion(tick.signal)])) === 'aborted') {
+          publish.catch(() => undefined);
+          break;
+        }
+        this.logger.log(`triggered replication for ${date} (${trigger.msgID})${attempt > 1 ? ` on attempt ${attempt}` : ''}`);
+        this.metrics.triggers.inc({ result: 'published' });
+        this.recordPublished(fireTime);
+        if (this.pending === tick) this.pending = undefined;
+        return 'published';
+      } catch (error) {
+        lastError = error;
+        if (tick.signal.aborted) break;
+        const waitMs = retryDelayMs(attempt);
+        this.logger.warn(`could not publish the trigger for ${date} (${trigger.msgID}, attempt ${attempt}), retrying in ${waitMs}ms: ${errorMessage(error)}`);
+        await sleep(waitMs, undefined, { signal: tick.signal }).catch(() => undefined);
+      }
     }
+    const reason: unknown = tick.signal.reason;
+    const why = reason instanceof TickOverError ? reason.message : 'the scheduler is stopping';
+    const last = lastError === undefined ? 'its publish had no answer yet' : `last error: ${errorMessage(lastError)}`;
+    this.logger.error(
+      `gave up on the trigger for ${date} (${trigger.msgID}): not confirmed stored, and ${why}; ` +
+        `unless it was stored after all, this tick's run happens only when triggered by hand or by catch-up (${last})`,
+    );
+    this.metrics.triggers.inc({ result: 'failed' });
+    return 'failed';
+  }
+
+  private recordPublished(fireTime: Date): void {
+    if (this.lastPublished && this.lastPublished >= fireTime) return;
+    this.lastPublished = fireTime;
+    this.lastPublishedGauge.set(fireTime.getTime() / 1000);
+    this.reportSchedule();
+  }
+
+  /** /health shows the schedule: the last tick whose trigger was stored, and the next one. */
+  private reportSchedule(): void {
+    const last = this.lastPublished ? `last trigger published for the tick at ${this.lastPublished.toISOString()}` : 'no trigger published yet';
+    this.readiness.set('schedule', true, `${last}; next tick at ${this.nextFire?.toISOString() ?? 'none'}`);
   }
 }

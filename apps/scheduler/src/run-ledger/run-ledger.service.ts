@@ -105,22 +105,6 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
     return (await this.runs()).find((run) => run.dump.state === 'success')?.date;
   }
 
-  /**
-   * Resolves once the run of `date` is over: its dump failed, or it succeeded and every environment
-   * the ledger knows has finished loading it (Airflow's max_active_runs=1, for catch-up).
-   */
-  async waitUntilFinished(date: string, signal: AbortSignal, pollMs = 1_000): Promise<RunRecord | undefined> {
-    const done = (state?: string) => state === 'success' || state === 'failed';
-    while (!signal.aborted) {
-      const runs = await this.runs();
-      const run = runs.find((r) => r.date === date);
-      const environments = new Set(runs.flatMap((r) => Object.keys(r.loads)));
-      if (run && (run.dump.state === 'failed' || (done(run.dump.state) && [...environments].every((env) => done(run.loads[env]?.state))))) return run;
-      await sleep(pollMs, undefined, { signal }).catch(() => undefined);
-    }
-    return undefined;
-  }
-
   private async record(message: JsMsg): Promise<void> {
     const subject = message.subject.slice(this.config.nats.subjectPrefix.length);
     let body: Record<string, unknown> = {};

@@ -1,56 +1,217 @@
-import { applyEvent, dateOfSnapshot, newRun, type RunRecord, runDateOf } from './run-record';
+import { applyEvent, dateOfSnapshot, isFinished, newRun, type RunRecord, runDateOf } from './run-record';
 
-const fold = (events: [string, Record<string, unknown>][]): RunRecord =>
-  events.reduce((run, [subject, body], i) => applyEvent(run, subject, body, `2024-01-05T00:00:0${i}.000Z`), newRun('2024-01-05'));
+type Event = [string, Record<string, unknown>];
+
+/** Folds events in the order given; the broker stores event i at second i. */
+const fold = (events: Event[], run: RunRecord = newRun('2024-01-05')): RunRecord =>
+  events.reduce((current, [subject, body], i) => applyEvent(current, subject, body, at(i)), run);
+const at = (i: number) => new Date(Date.UTC(2024, 0, 5, 1, 0, i)).toISOString();
+
+function* permutations<T>(items: T[]): Generator<T[]> {
+  if (items.length <= 1) {
+    yield items;
+    return;
+  }
+  for (let i = 0; i < items.length; i++) {
+    if (items.indexOf(items[i]) !== i) continue; // equal items: one order is enough
+    for (const rest of permutations([...items.slice(0, i), ...items.slice(i + 1)])) yield [items[i], ...rest];
+  }
+}
+
+const S1 = '20240105-aaaaaaaa';
+const S2 = '20240105-bbbbbbbb';
+const load = (subject: string, extra: Record<string, unknown>, snapshotId = S1): Event => [subject, { snapshotId, environment: 'dev', ...extra }];
+const started = (attempt: number, snapshotId = S1) => load('snapshot.load.started', { attempt, startedAt: `2024-01-05T00:10:0${attempt}.000Z` }, snapshotId);
+const retrying = (attempt: number) => load('snapshot.load.retrying', { attempt, error: `attempt ${attempt} failed`, retryInMs: 500 });
+const loaded = (attempts: number, snapshotId = S1) => load('snapshot.loaded', { rows: 5, durationMs: 10, attempts }, snapshotId);
+const loadFailed = (attempts: number) => load('snapshot.load.failed', { error: 'column x missing', attempts });
+const skipped = (reason: string, by?: string) => load('snapshot.load.skipped', { reason, ...(by ? { by } : {}) });
+const ready = (snapshotId: string, createdAt: string): Event => ['snapshot.ready', { snapshotId, date: '2024-01-05', createdAt, tables: [{ rows: 3, bytes: 30 }] }];
+
+/**
+ * Folds `events` in every order and returns each distinct result of `pick` with the first order that
+ * gave it (one entry: every order ends the same).
+ */
+function outcomesOfEveryOrder(events: Event[], pick: (run: RunRecord) => unknown): { outcome: unknown; order: string[] }[] {
+  const outcomes = new Map<string, { outcome: unknown; order: string[] }>();
+  for (const order of permutations(events)) {
+    // As the ledger stores it (JSON: no undefined fields), keys sorted so that equal outcomes compare equal.
+    const outcome = JSON.parse(JSON.stringify(pick(fold(order)) ?? null)) as unknown;
+    const key = JSON.stringify(outcome, (_, value: unknown) =>
+      value && typeof value === 'object' && !Array.isArray(value) ? Object.fromEntries(Object.entries(value).sort(([a], [b]) => a.localeCompare(b))) : value,
+    );
+    if (!outcomes.has(key)) outcomes.set(key, { outcome, order: order.map(([subject, body]) => `${subject} ${JSON.stringify(body)}`) });
+  }
+  return [...outcomes.values()];
+}
+
+/** Asserts that `events` folded in every order end with `expected` (what `pick` takes of the run). */
+function expectEveryOrder(events: Event[], pick: (run: RunRecord) => unknown, expected: unknown): void {
+  const outcomes = outcomesOfEveryOrder(events, pick);
+  expect(outcomes.map(({ outcome }) => outcome)).toEqual([expected]);
+}
 
 describe('run ledger fold', () => {
   it('follows a run through a dump and a load to success', () => {
     const run = fold([
       ['replication.trigger', { date: '2024-01-05' }],
       ['snapshot.dump.started', { date: '2024-01-05', attempt: 1, startedAt: '2024-01-05T00:00:01.000Z' }],
-      ['snapshot.ready', { snapshotId: '20240105-aaaaaaaa', date: '2024-01-05', tables: [{ rows: 3, bytes: 30 }, { rows: 2, bytes: 20 }] }],
-      ['snapshot.load.started', { snapshotId: '20240105-aaaaaaaa', environment: 'dev', attempt: 1 }],
-      ['snapshot.loaded', { snapshotId: '20240105-aaaaaaaa', environment: 'dev', rows: 5, attempts: 1 }],
+      ['snapshot.ready', { snapshotId: S1, date: '2024-01-05', createdAt: '2024-01-05T00:00:02.000Z', takenAt: '2024-01-05T00:00:01.500Z', tables: [{ rows: 3, bytes: 30 }, { rows: 2, bytes: 20 }] }],
+      started(1),
+      loaded(1),
     ]);
-    expect(run.triggeredAt).toBe('2024-01-05T00:00:00.000Z');
-    expect(run.dump).toMatchObject({ state: 'success', attempts: 1, rows: 5, bytes: 50, snapshotId: '20240105-aaaaaaaa', startedAt: '2024-01-05T00:00:01.000Z' });
-    expect(run.loads.dev).toMatchObject({ state: 'success', attempts: 1, rows: 5 });
+    expect(run.triggeredAt).toBe(at(0));
+    expect(run.dump).toMatchObject({ state: 'success', attempts: 1, rows: 5, bytes: 50, snapshotId: S1, startedAt: '2024-01-05T00:00:01.000Z', endedAt: '2024-01-05T00:00:02.000Z', takenAt: '2024-01-05T00:00:01.500Z' });
+    expect(run.loads.dev).toMatchObject({ state: 'success', attempts: 1, rows: 5, startedAt: '2024-01-05T00:10:01.000Z', endedAt: at(4) });
   });
 
   it('shows a retry as up_for_retry, then running with the next attempt, then success', () => {
-    const events: [string, Record<string, unknown>][] = [
-      ['snapshot.load.started', { snapshotId: '20240105-aaaaaaaa', environment: 'qa', attempt: 1 }],
-      ['snapshot.load.retrying', { snapshotId: '20240105-aaaaaaaa', environment: 'qa', attempt: 1, error: 'connect ECONNREFUSED' }],
-    ];
-    expect(fold(events).loads.qa).toMatchObject({ state: 'up_for_retry', attempts: 1, error: 'connect ECONNREFUSED' });
-    events.push(['snapshot.load.started', { snapshotId: '20240105-aaaaaaaa', environment: 'qa', attempt: 2 }]);
-    expect(fold(events).loads.qa).toMatchObject({ state: 'running', attempts: 2 });
-    expect(fold(events).loads.qa.error).toBeUndefined();
-    events.push(['snapshot.loaded', { snapshotId: '20240105-aaaaaaaa', environment: 'qa', rows: 5, attempts: 2 }]);
-    expect(fold(events).loads.qa).toMatchObject({ state: 'success', attempts: 2 });
+    const events: Event[] = [started(1), retrying(1)];
+    expect(fold(events).loads.dev).toMatchObject({ state: 'up_for_retry', attempts: 1, error: 'attempt 1 failed' });
+    events.push(started(2));
+    expect(fold(events).loads.dev).toMatchObject({ state: 'running', attempts: 2, startedAt: '2024-01-05T00:10:01.000Z' });
+    expect(fold(events).loads.dev.error).toBeUndefined();
+    events.push(loaded(2));
+    expect(fold(events).loads.dev).toMatchObject({ state: 'success', attempts: 2 });
   });
 
   it('records failures with their error and attempts, for the dump and for a load', () => {
     const run = fold([
-      ['snapshot.load.failed', { snapshotId: '20240105-aaaaaaaa', environment: 'staging', error: 'column x missing', attempts: 1 }],
+      loadFailed(1),
       ['snapshot.dump.retrying', { date: '2024-01-05', attempt: 2, error: 'terminated' }],
       ['snapshot.failed', { date: '2024-01-05', error: 'terminated', attempts: 3 }],
     ]);
-    expect(run.loads.staging).toMatchObject({ state: 'failed', attempts: 1, error: 'column x missing' });
+    expect(run.loads.dev).toMatchObject({ state: 'failed', attempts: 1, error: 'column x missing' });
     expect(run.dump).toMatchObject({ state: 'failed', attempts: 3, error: 'terminated' });
   });
 
-  it('ignores a late, redelivered start of an earlier attempt', () => {
-    const run = fold([
-      ['snapshot.load.started', { snapshotId: '20240105-aaaaaaaa', environment: 'dev', attempt: 2 }],
-      ['snapshot.load.started', { snapshotId: '20240105-aaaaaaaa', environment: 'dev', attempt: 1 }],
-    ]);
-    expect(run.loads.dev.attempts).toBe(2);
+  it('never lets a late or repeated start undo a finished load (the issue: success back to running)', () => {
+    for (const outcome of [loaded(1), loadFailed(1), skipped('already-loaded'), skipped('superseded', '20240106-cccccccc')]) {
+      const finished = fold([started(1), outcome]);
+      expect(isFinished(finished.loads.dev.state)).toBe(true);
+      expect(fold([started(1), outcome, started(1)]).loads.dev).toEqual(finished.loads.dev);
+      expect(fold([started(1), outcome, started(1), retrying(1), started(2)]).loads.dev).toEqual(finished.loads.dev);
+    }
+  });
+
+  it('ends a load that retried and succeeded as success on attempt 2 in every order, each event sent twice', () => {
+    const events = [started(1), retrying(1), started(2), loaded(2)];
+    // endedAt is when the first snapshot.loaded was stored, which depends on the order: left out here.
+    const expected = { state: 'success', attempts: 2, rows: 5, startedAt: '2024-01-05T00:10:01.000Z', snapshotId: S1 };
+    expectEveryOrder([...events, ...events], (run) => ({ ...run.loads.dev, endedAt: undefined }), expected);
+    expect([...permutations([...events, ...events])]).toHaveLength(2520); // 8! / 2^4 distinct orders
+    // The outcome keeps the time of the first report of it.
+    expect(fold([started(1), loaded(1), loaded(1)]).loads.dev.endedAt).toBe(at(1));
+  });
+
+  it('ends a load that failed on its last attempt as failed in every order, each event sent twice', () => {
+    const events = [started(1), retrying(1), started(2), loadFailed(2)];
+    expectEveryOrder([...events, ...events], (run) => ({ ...run.loads.dev, endedAt: undefined }), { state: 'failed', attempts: 2, error: 'column x missing', snapshotId: S1, startedAt: '2024-01-05T00:10:01.000Z' });
+  });
+
+  it('shows the furthest point reached while a load is under way, whatever the order', () => {
+    const stateOf = (run: RunRecord) => [run.loads.dev.state, run.loads.dev.attempts];
+    expectEveryOrder([started(1), retrying(1), started(2)], stateOf, ['running', 2]);
+    expectEveryOrder([started(1), retrying(1), started(1), retrying(1)], stateOf, ['up_for_retry', 1]);
+  });
+
+  it('folds snapshot.load.skipped: already-loaded is a success, superseded a finished state naming the newer snapshot', () => {
+    const outcome = (run: RunRecord) => ({ state: run.loads.dev.state, attempts: run.loads.dev.attempts, supersededBy: run.loads.dev.supersededBy });
+    expectEveryOrder([started(1), started(1), skipped('already-loaded'), skipped('already-loaded')], outcome, { state: 'success', attempts: 1 });
+    expectEveryOrder([started(1), skipped('superseded', '20240106-cccccccc'), skipped('superseded', '20240106-cccccccc')], outcome, {
+      state: 'superseded',
+      attempts: 1,
+      supersededBy: '20240106-cccccccc',
+    });
+    // A snapshot the environment did load stays a success when a redelivery later finds it superseded.
+    expectEveryOrder([started(1), loaded(1), skipped('superseded', '20240106-cccccccc')], outcome, { state: 'success', attempts: 1 });
+    // A reload that loads a snapshot whose load had failed turns it into a success.
+    expect(fold([started(1), loadFailed(1), started(1), loaded(1)]).loads.dev).toMatchObject({ state: 'success', error: undefined });
+  });
+
+  it('ends a dump that retried and succeeded as success in every order, each event sent twice', () => {
+    const dumpStarted = (attempt: number): Event => ['snapshot.dump.started', { date: '2024-01-05', attempt, startedAt: `2024-01-05T00:00:0${attempt}.000Z` }];
+    const events: Event[] = [dumpStarted(1), ['snapshot.dump.retrying', { date: '2024-01-05', attempt: 1, error: 'terminated' }], dumpStarted(2), ready(S1, '2024-01-05T00:00:09.000Z')];
+    expectEveryOrder([...events, ...events], (run) => run.dump, {
+      state: 'success',
+      attempts: 2,
+      startedAt: '2024-01-05T00:00:01.000Z',
+      endedAt: '2024-01-05T00:00:09.000Z',
+      snapshotId: S1,
+      takenAt: '2024-01-05T00:00:09.000Z',
+      rows: 3,
+      bytes: 30,
+    });
+    const failed: Event[] = [dumpStarted(1), ['snapshot.dump.retrying', { date: '2024-01-05', attempt: 1, error: 'terminated' }], dumpStarted(2), ['snapshot.failed', { date: '2024-01-05', error: 'terminated', attempts: 2 }]];
+    expectEveryOrder([...failed, ...failed], (run) => ({ ...run.dump, endedAt: undefined }), { state: 'failed', attempts: 2, error: 'terminated', startedAt: '2024-01-05T00:00:01.000Z' });
+  });
+
+  describe('a re-run of a date', () => {
+    const firstRun: Event[] = [
+      ['replication.trigger', { date: '2024-01-05' }],
+      ['snapshot.dump.started', { date: '2024-01-05', attempt: 1, startedAt: '2024-01-05T00:00:01.000Z' }],
+      ready(S1, '2024-01-05T00:00:02.000Z'),
+      started(1),
+      loaded(1),
+    ];
+    const secondRun: Event[] = [
+      ['replication.trigger', { date: '2024-01-05' }],
+      ['snapshot.dump.started', { date: '2024-01-05', attempt: 1, startedAt: '2024-01-05T09:00:01.000Z' }],
+      ready(S2, '2024-01-05T09:00:02.000Z'),
+    ];
+
+    it('shows its own times and snapshot, not a mix with the earlier run', () => {
+      const rerun = fold([...firstRun, secondRun[0]]);
+      expect(rerun).toEqual({ date: '2024-01-05', triggeredAt: at(5), dump: { state: 'queued', attempts: 0 }, loads: {}, earlierSnapshots: [S1] });
+      const run = fold([...firstRun, ...secondRun]);
+      expect(run.dump).toMatchObject({ state: 'success', snapshotId: S2, startedAt: '2024-01-05T09:00:01.000Z', endedAt: '2024-01-05T09:00:02.000Z' });
+      expect(run.loads).toEqual({});
+      const loadedAgain = fold([...firstRun, ...secondRun, load('snapshot.load.started', { attempt: 1, startedAt: '2024-01-05T09:00:03.000Z' }, S2), loaded(1, S2)]);
+      expect(loadedAgain.loads.dev).toMatchObject({ state: 'success', snapshotId: S2, startedAt: '2024-01-05T09:00:03.000Z', endedAt: at(9) });
+    });
+
+    it('ignores the earlier snapshot\'s late events', () => {
+      const run = fold([...firstRun, ...secondRun, started(1, S2), started(1), loaded(1), ready(S1, '2024-01-05T00:00:02.000Z')]);
+      expect(run.dump.snapshotId).toBe(S2);
+      expect(run.loads.dev).toMatchObject({ state: 'running', snapshotId: S2 });
+    });
+
+    it('ignores the earlier dump\'s late start (it began before the re-run was triggered)', () => {
+      // The re-run is triggered at 09:00 (the broker's time); a start from 00:00 is the first run's.
+      const retriggered = applyEvent(fold(firstRun), 'replication.trigger', { date: '2024-01-05' }, '2024-01-05T09:00:00.000Z');
+      const run = fold([firstRun[1], secondRun[1]], retriggered);
+      expect(run.dump).toMatchObject({ state: 'running', startedAt: '2024-01-05T09:00:01.000Z' });
+      expect(fold([firstRun[1]], retriggered).dump).toEqual({ state: 'queued', attempts: 0 });
+    });
+
+    it('is recognised by its newer snapshot when its trigger and start were not seen', () => {
+      const run = fold([...firstRun, ready(S2, '2024-01-05T09:00:02.000Z'), loaded(1)]);
+      expect(run.dump).toMatchObject({ state: 'success', snapshotId: S2, endedAt: '2024-01-05T09:00:02.000Z' });
+      expect(run.loads).toEqual({});
+      // The older snapshot announced after the newer one does not take the row back.
+      expect(fold([ready(S2, '2024-01-05T09:00:02.000Z'), ready(S1, '2024-01-05T00:00:02.000Z'), loaded(1)]).dump.snapshotId).toBe(S2);
+      expect(fold([ready(S2, '2024-01-05T09:00:02.000Z'), ready(S1, '2024-01-05T00:00:02.000Z'), loaded(1)]).loads).toEqual({});
+    });
+
+    it('starts with the dump of a redelivered trigger (no new trigger message)', () => {
+      const run = fold([...firstRun, secondRun[1]]);
+      expect(run.dump).toMatchObject({ state: 'running', attempts: 1, startedAt: '2024-01-05T09:00:01.000Z' });
+      expect(run.dump.endedAt).toBeUndefined();
+      expect(run.earlierSnapshots).toEqual([S1]);
+    });
+
+    it('after a failed dump, the next snapshot of the date is the new run', () => {
+      const failedAt = fold([['snapshot.failed', { date: '2024-01-05', error: 'x', attempts: 3 }]]);
+      expect(fold([ready(S2, '2024-01-06T00:00:00.000Z')], failedAt).dump).toMatchObject({ state: 'success', snapshotId: S2, attempts: 1 });
+      // A snapshot made before the failure is an earlier run's.
+      expect(fold([ready(S1, '2024-01-05T00:00:00.000Z')], failedAt).dump).toMatchObject({ state: 'failed' });
+    });
   });
 
   it('finds the run of an event: its date, or the date in its snapshot id', () => {
     expect(dateOfSnapshot('20240105-aaaaaaaa')).toBe('2024-01-05');
     expect(runDateOf('snapshot.loaded', { snapshotId: '20231231-bbbbbbbb' })).toBe('2023-12-31');
+    expect(runDateOf('snapshot.load.skipped', { snapshotId: '20231231-bbbbbbbb', environment: 'dev', reason: 'superseded' })).toBe('2023-12-31');
     expect(runDateOf('snapshot.failed', { date: '2024-02-01' })).toBe('2024-02-01');
     expect(runDateOf('replication.trigger', {})).toBeUndefined();
   });

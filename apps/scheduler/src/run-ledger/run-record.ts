@@ -1,7 +1,10 @@
-import { type RunRecord, SUBJECTS } from '@app/common/contract';
+import { type RunRecord, type StepRecord, type StepState, SUBJECTS } from '@app/common/contract';
 
 // The types live in the contract (the CLI reads the same records); re-exported for the ledger's code.
 export type { RunRecord, StepRecord, StepState } from '@app/common/contract';
+
+/** The states a step never leaves for an earlier one. */
+export const FINISHED_STATES: readonly StepState[] = ['success', 'failed', 'superseded'];
 
 export function newRun(date: string): RunRecord {
   return { date, dump: { state: 'queued', attempts: 0 }, loads: {} };
@@ -17,70 +20,194 @@ type Body = Record<string, unknown>;
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
 
+const LOAD_SUBJECTS: readonly string[] = [SUBJECTS.loadStarted, SUBJECTS.loadRetrying, SUBJECTS.snapshotLoaded, SUBJECTS.snapshotLoadFailed, SUBJECTS.loadSkipped];
+
 /** The run a pipeline event belongs to (its date), or undefined for events that carry none. */
 export function runDateOf(subject: string, body: Body): string | undefined {
-  if ([SUBJECTS.loadStarted, SUBJECTS.loadRetrying, SUBJECTS.snapshotLoaded, SUBJECTS.snapshotLoadFailed].includes(subject as never)) {
-    return dateOfSnapshot(str(body.snapshotId) ?? '');
-  }
+  if (LOAD_SUBJECTS.includes(subject)) return dateOfSnapshot(str(body.snapshotId) ?? '');
   return str(body.date);
 }
 
+export function isFinished(state: StepState | undefined): boolean {
+  return state !== undefined && FINISHED_STATES.includes(state);
+}
+
 /**
- * Folds one event into its run. Events may arrive again (redelivery) or late; a finished step
- * keeps its outcome unless a later attempt of the same step starts again.
+ * How far a step has come: attempts in order, each `running` then `up_for_retry`, and every outcome
+ * after all of them. Among outcomes, `success` (the data is there) outranks `failed`, which
+ * outranks `superseded`: a reload that loads a failed snapshot turns it green; a late failure or
+ * skip of a snapshot the environment did load never turns it red.
+ */
+function progress(state: StepState, attempts: number): number {
+  switch (state) {
+    case 'queued':
+      return 0;
+    case 'running':
+      return attempts * 2;
+    case 'up_for_retry':
+      return attempts * 2 + 1;
+    case 'superseded':
+      return Number.MAX_SAFE_INTEGER - 2;
+    case 'failed':
+      return Number.MAX_SAFE_INTEGER - 1;
+    case 'success':
+      return Number.MAX_SAFE_INTEGER;
+  }
+}
+
+/** Whether `state` at `attempt` is a step forward for `step` (anything else is a late or repeated report). */
+function advance(step: StepRecord, state: StepState, attempt: number): boolean {
+  return progress(state, attempt) > progress(step.state, step.attempts);
+}
+
+const earlier = (a: string | undefined, b: string | undefined) => (a && b ? (Date.parse(a) <= Date.parse(b) ? a : b) : (a ?? b));
+
+/**
+ * Folds one event into its run. Events can come late, out of order and more than once (a publish
+ * retried after the stream's duplicate window, a redelivered message announcing its start again),
+ * so every step only moves forward (see `progress`), and each outcome keeps the times of the event
+ * that first reported it.
+ *
+ * A date can run more than once (a trigger after its run finished, a redelivered trigger): the new
+ * run starts with its trigger or its dump's start, and from then on the events of the earlier
+ * snapshot (listed in `earlierSnapshots`) no longer change the row, so it shows the new run's own
+ * times. `at` is when the broker stored the event.
  */
 export function applyEvent(run: RunRecord, subject: string, body: Body, at: string): RunRecord {
   const next: RunRecord = { ...run, dump: { ...run.dump }, loads: { ...run.loads } };
   switch (subject) {
     case SUBJECTS.trigger:
+      if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(at) > Date.parse(next.dump.endedAt)) return { ...startAgain(next), triggeredAt: at };
       next.triggeredAt ??= at;
       return next;
-    case SUBJECTS.dumpStarted: {
+    case SUBJECTS.dumpStarted:
+      return dumpStarted(next, num(body.attempt) ?? 1, str(body.startedAt) ?? at);
+    case SUBJECTS.dumpRetrying: {
       const attempt = num(body.attempt) ?? 1;
-      if (attempt < next.dump.attempts) return next;
-      next.dump = { ...next.dump, state: 'running', attempts: attempt, startedAt: next.dump.startedAt ?? str(body.startedAt) ?? at, error: undefined };
+      if (advance(next.dump, 'up_for_retry', attempt)) next.dump = { ...next.dump, state: 'up_for_retry', attempts: attempt, error: str(body.error) };
+      else if (isFinished(next.dump.state)) next.dump = { ...next.dump, attempts: Math.max(next.dump.attempts, attempt + 1) };
       return next;
     }
-    case SUBJECTS.snapshotReady: {
-      const tables = Array.isArray(body.tables) ? (body.tables as Body[]) : [];
-      next.dump = {
-        ...next.dump,
-        state: 'success',
-        attempts: Math.max(next.dump.attempts, 1),
-        endedAt: at,
-        snapshotId: str(body.snapshotId),
-        rows: tables.reduce((sum, t) => sum + (num(t.rows) ?? 0), 0),
-        bytes: tables.reduce((sum, t) => sum + (num(t.bytes) ?? 0), 0),
-      };
-      return next;
-    }
-    case SUBJECTS.dumpRetrying:
-      next.dump = { ...next.dump, state: 'up_for_retry', attempts: Math.max(next.dump.attempts, num(body.attempt) ?? 1), error: str(body.error) };
-      return next;
-    case SUBJECTS.snapshotFailed:
-      next.dump = { ...next.dump, state: 'failed', attempts: num(body.attempts) ?? next.dump.attempts, endedAt: at, error: str(body.error) };
-      return next;
-    case SUBJECTS.loadStarted:
-    case SUBJECTS.loadRetrying:
-    case SUBJECTS.snapshotLoaded:
-    case SUBJECTS.snapshotLoadFailed: {
-      const environment = str(body.environment);
-      if (!environment) return next;
-      const step = next.loads[environment] ?? { state: 'queued', attempts: 0 };
-      if (subject === SUBJECTS.loadStarted) {
-        const attempt = num(body.attempt) ?? 1;
-        if (step.snapshotId === str(body.snapshotId) && attempt < step.attempts) return next;
-        next.loads[environment] = { ...step, state: 'running', attempts: attempt, snapshotId: str(body.snapshotId), startedAt: step.startedAt ?? str(body.startedAt) ?? at, error: undefined };
-      } else if (subject === SUBJECTS.loadRetrying) {
-        next.loads[environment] = { ...step, state: 'up_for_retry', attempts: Math.max(step.attempts, num(body.attempt) ?? 1), snapshotId: str(body.snapshotId), error: str(body.error) };
-      } else if (subject === SUBJECTS.snapshotLoaded) {
-        next.loads[environment] = { ...step, state: 'success', attempts: num(body.attempts) ?? step.attempts, snapshotId: str(body.snapshotId), rows: num(body.rows), endedAt: at, error: undefined };
-      } else {
-        next.loads[environment] = { ...step, state: 'failed', attempts: num(body.attempts) ?? step.attempts, snapshotId: str(body.snapshotId), endedAt: at, error: str(body.error) };
+    case SUBJECTS.snapshotReady:
+      return snapshotReady(next, body, at);
+    case SUBJECTS.snapshotFailed: {
+      const attempts = num(body.attempts) ?? next.dump.attempts;
+      if (advance(next.dump, 'failed', attempts)) {
+        next.dump = { ...next.dump, state: 'failed', attempts: Math.max(attempts, next.dump.attempts), endedAt: at, error: str(body.error) };
       }
       return next;
     }
     default:
+      if (LOAD_SUBJECTS.includes(subject)) return loadEvent(next, subject, body, at);
       return next;
   }
+}
+
+/** A new run of the same date: the earlier snapshot's events stay out of it. */
+function startAgain(run: RunRecord): RunRecord {
+  const previous = run.dump.snapshotId;
+  const earlierSnapshots = run.earlierSnapshots ?? [];
+  // Present (even empty, after a failed dump) on every re-run.
+  return { date: run.date, dump: { state: 'queued', attempts: 0 }, loads: {}, earlierSnapshots: previous && !earlierSnapshots.includes(previous) ? [...earlierSnapshots, previous] : earlierSnapshots };
+}
+
+function dumpStarted(run: RunRecord, attempt: number, startedAt: string): RunRecord {
+  let next = run;
+  // A dump that starts after this run's dump ended is the next run of the date (e.g. a redelivered
+  // trigger); an earlier start is a late announcement of this run's own dump.
+  if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(startedAt) > Date.parse(next.dump.endedAt)) {
+    next = { ...startAgain(next), triggeredAt: next.triggeredAt };
+  }
+  // On a re-run, a dump started before the run's trigger is an earlier run's, announced late.
+  if (next.earlierSnapshots && next.triggeredAt && Date.parse(startedAt) < Date.parse(next.triggeredAt)) return next;
+  const dump = next.dump;
+  const firstStart = attempt === 1 ? earlier(dump.startedAt, startedAt) : (dump.startedAt ?? startedAt);
+  if (advance(dump, 'running', attempt)) {
+    next.dump = { ...dump, state: 'running', attempts: attempt, startedAt: firstStart, error: undefined };
+  } else {
+    // Late: the state stays, but the run did get this far (snapshot.ready carries no attempt count).
+    next.dump = { ...dump, attempts: Math.max(dump.attempts, attempt), startedAt: firstStart };
+  }
+  return next;
+}
+
+function snapshotReady(run: RunRecord, body: Body, at: string): RunRecord {
+  const snapshotId = str(body.snapshotId);
+  if (!snapshotId || run.earlierSnapshots?.includes(snapshotId)) return run;
+  const createdAt = str(body.createdAt);
+  const takenAt = str(body.takenAt) ?? createdAt;
+  let next = run;
+  const current = run.dump.snapshotId;
+  if (current && current !== snapshotId) {
+    // Two snapshots of one date: the one taken later is this run; the other is an earlier run's.
+    if (takenAt && run.dump.takenAt && Date.parse(takenAt) < Date.parse(run.dump.takenAt)) {
+      return { ...run, earlierSnapshots: [...(run.earlierSnapshots ?? []), snapshotId] };
+    }
+    next = { ...startAgain(run), triggeredAt: run.triggeredAt };
+    next.loads = Object.fromEntries(Object.entries(run.loads).filter(([, step]) => step.snapshotId === snapshotId));
+  } else if (!current && run.dump.state === 'failed' && createdAt && run.dump.endedAt) {
+    // A snapshot made before this run's dump failed is an earlier run's; one made after, the next run's.
+    if (Date.parse(createdAt) <= Date.parse(run.dump.endedAt)) return { ...run, earlierSnapshots: [...(run.earlierSnapshots ?? []), snapshotId] };
+    next = { ...startAgain(run), triggeredAt: run.triggeredAt };
+    next.loads = Object.fromEntries(Object.entries(run.loads).filter(([, step]) => step.snapshotId === snapshotId));
+  }
+  const tables = Array.isArray(body.tables) ? (body.tables as Body[]) : [];
+  const dump = next.dump;
+  if (dump.state === 'success' && dump.snapshotId === snapshotId) return next; // announced again
+  next.dump = {
+    ...dump,
+    state: 'success',
+    attempts: Math.max(dump.attempts, 1),
+    endedAt: createdAt ?? at,
+    snapshotId,
+    takenAt,
+    rows: tables.reduce((sum, t) => sum + (num(t.rows) ?? 0), 0),
+    bytes: tables.reduce((sum, t) => sum + (num(t.bytes) ?? 0), 0),
+    error: undefined,
+  };
+  return next;
+}
+
+function loadEvent(run: RunRecord, subject: string, body: Body, at: string): RunRecord {
+  const environment = str(body.environment);
+  const snapshotId = str(body.snapshotId);
+  if (!environment || !snapshotId || run.earlierSnapshots?.includes(snapshotId)) return run;
+  const known = run.loads[environment];
+  let step: StepRecord = known ?? { state: 'queued', attempts: 0, snapshotId };
+  if (known && known.snapshotId !== snapshotId) {
+    // The run's own snapshot wins over one it does not know (yet); any other is replaced.
+    if (known.snapshotId === run.dump.snapshotId) return run;
+    step = { state: 'queued', attempts: 0, snapshotId };
+  }
+  const next = { ...run, loads: { ...run.loads } };
+  const attempt = num(body.attempt) ?? 1;
+  switch (subject) {
+    case SUBJECTS.loadStarted: {
+      const startedAt = str(body.startedAt) ?? at;
+      if (advance(step, 'running', attempt)) step = { ...step, state: 'running', attempts: attempt, error: undefined };
+      step = { ...step, startedAt: attempt === 1 ? earlier(step.startedAt, startedAt) : (step.startedAt ?? startedAt) };
+      break;
+    }
+    case SUBJECTS.loadRetrying:
+      if (advance(step, 'up_for_retry', attempt)) step = { ...step, state: 'up_for_retry', attempts: attempt, error: str(body.error) };
+      break;
+    case SUBJECTS.snapshotLoaded:
+      if (advance(step, 'success', 0)) {
+        step = { ...step, state: 'success', attempts: Math.max(step.attempts, num(body.attempts) ?? 1), rows: num(body.rows), endedAt: at, error: undefined, supersededBy: undefined };
+      }
+      break;
+    case SUBJECTS.snapshotLoadFailed:
+      if (advance(step, 'failed', 0)) step = { ...step, state: 'failed', attempts: Math.max(step.attempts, num(body.attempts) ?? 1), endedAt: at, error: str(body.error) };
+      break;
+    case SUBJECTS.loadSkipped:
+      // already-loaded: the environment holds this snapshot, which is a success like any other.
+      if (str(body.reason) === 'already-loaded') {
+        if (advance(step, 'success', 0)) step = { ...step, state: 'success', attempts: Math.max(step.attempts, 1), endedAt: at, error: undefined, supersededBy: undefined };
+      } else if (advance(step, 'superseded', 0)) {
+        step = { ...step, state: 'superseded', attempts: Math.max(step.attempts, 1), endedAt: at, supersededBy: str(body.by), error: undefined };
+      }
+      break;
+  }
+  next.loads[environment] = step;
+  return next;
 }

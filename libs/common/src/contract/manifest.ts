@@ -30,8 +30,16 @@ export interface ManifestRules {
   strict: boolean;
 }
 
-/** A sequence owned by a column (serial or identity); the loader finds the target's own by the column. */
+/**
+ * A sequence the dumped rows draw from: owned by a column (serial, identity) or called by a column's
+ * default (`nextval('...')`). `table`/`column` name the column it serves (its owner where it has one).
+ */
 export interface ManifestSequence {
+  /**
+   * The sequence itself, `schema.name`, quoted where needed (e.g. `public."Order Items_id_seq"`).
+   * Written by every dump; absent only in manifests written before it existed.
+   */
+  sequence?: string;
   table: string;
   schema: string;
   tableName: string;

@@ -2,7 +2,11 @@
  * The run history as the scheduler keeps it (KV bucket `<NATS_STREAM>_RUNS`, `GET /api/runs`) and the
  * CLI reads it (`db-fanout status`, `runs --json`): one record per run, folded from the pipeline's events.
  */
-export type StepState = 'queued' | 'running' | 'up_for_retry' | 'success' | 'failed';
+/**
+ * `superseded`: the environment skipped this snapshot because it already held a newer one
+ * (`supersededBy`); nothing is wrong and nothing is left to do for it.
+ */
+export type StepState = 'queued' | 'running' | 'up_for_retry' | 'success' | 'failed' | 'superseded';
 
 export interface StepRecord {
   state: StepState;
@@ -12,6 +16,10 @@ export interface StepRecord {
   rows?: number;
   bytes?: number;
   snapshotId?: string;
+  /** The dump: when its data was taken from production (the run's date is only its label). */
+  takenAt?: string;
+  /** A load in state `superseded`: the newer snapshot the environment held. */
+  supersededBy?: string;
   error?: string;
 }
 
@@ -21,4 +29,6 @@ export interface RunRecord {
   triggeredAt?: string;
   dump: StepRecord;
   loads: Record<string, StepRecord>;
+  /** On a re-run of the date: the earlier runs' snapshots, whose late events no longer change this run. */
+  earlierSnapshots?: string[];
 }

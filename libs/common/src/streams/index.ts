@@ -1,1 +1,2 @@
 export * from './digest-stream';
+export * from './coalescing-stream';

@@ -7,8 +7,8 @@
   'use strict';
   var REFRESH_MS = 5000;
   var TIMEOUT_MS = 10000;
-  var STATES = ['queued', 'running', 'up_for_retry', 'success', 'failed'];
-  var FINISHED = ['success', 'failed'];
+  var STATES = ['queued', 'running', 'up_for_retry', 'success', 'failed', 'superseded'];
+  var FINISHED = ['success', 'failed', 'superseded'];
   var grid = document.getElementById('grid');
   var updated = document.getElementById('updated');
   var details = document.getElementById('details');

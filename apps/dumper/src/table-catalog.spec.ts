@@ -1,0 +1,131 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { createDatabase, databaseUrl, type TestDatabase, uniqueName } from '../../../test/support/databases';
+import { writeSnapshot } from './snapshot-writer';
+
+const DATE = '2024-01-05';
+
+describe('sequences in the manifest', () => {
+  let db: TestDatabase;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'spec-catalog-'));
+    // The shapes pg_dump output and real schemas have: a sequence no column owns but a default
+    // calls, one shared by two tables, identity and serial columns, and a partition's own default.
+    db = await createDatabase(
+      'catalog_seq',
+      `
+      CREATE SEQUENCE public.invoice_no START 1000;
+      SELECT setval('public.invoice_no', 1041);
+      CREATE TABLE public.invoices (no bigint PRIMARY KEY DEFAULT nextval('public.invoice_no'), memo text);
+      CREATE SCHEMA "Ledger";
+      CREATE SEQUENCE "Ledger"."Entry Numbers";
+      CREATE TABLE public.credits (no bigint DEFAULT nextval('"Ledger"."Entry Numbers"'), amount int);
+      CREATE TABLE public.debits (no bigint DEFAULT nextval('"Ledger"."Entry Numbers"'), amount int);
+      INSERT INTO public.credits (amount) VALUES (1), (2);
+      INSERT INTO public.debits (amount) VALUES (3);
+      CREATE TABLE public.tickets (id int GENERATED ALWAYS AS IDENTITY, title text);
+      INSERT INTO public.tickets (title) VALUES ('a'), ('b'), ('c');
+      CREATE TABLE public.notes (id serial, body text);
+      CREATE SEQUENCE public.unused_seq;
+      CREATE SEQUENCE public.archive_no START 500;
+      CREATE TABLE public.events (id bigint, at date NOT NULL) PARTITION BY RANGE (at);
+      CREATE TABLE public.events_old PARTITION OF public.events FOR VALUES FROM ('2000-01-01') TO ('2024-01-01');
+      ALTER TABLE public.events_old ALTER COLUMN id SET DEFAULT nextval('public.archive_no');
+      INSERT INTO public.events_old (at) VALUES ('2020-01-01');
+      `,
+    );
+  });
+  afterAll(async () => {
+    await db?.drop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('names every sequence the rows draw from, owned or only called by a default, with its value read in the dump', async () => {
+    const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [] });
+    expect(manifest.sequences).toEqual([
+      { sequence: '"Ledger"."Entry Numbers"', table: 'public.credits', schema: 'public', tableName: 'credits', column: 'no', lastValue: '3', isCalled: true },
+      { sequence: 'public.archive_no', table: 'public.events', schema: 'public', tableName: 'events', column: 'id', lastValue: '500', isCalled: true },
+      { sequence: 'public.invoice_no', table: 'public.invoices', schema: 'public', tableName: 'invoices', column: 'no', lastValue: '1041', isCalled: true },
+      { sequence: 'public.notes_id_seq', table: 'public.notes', schema: 'public', tableName: 'notes', column: 'id', lastValue: '1', isCalled: false },
+      { sequence: 'public.tickets_id_seq', table: 'public.tickets', schema: 'public', tableName: 'tickets', column: 'id', lastValue: '3', isCalled: true },
+    ]);
+    const onDisk = JSON.parse(readFileSync(join(dir, `prod_snapshot_${manifest.snapshotId}`, 'manifest.json'), 'utf8')) as typeof manifest;
+    expect(onDisk.sequences).toEqual(manifest.sequences);
+  });
+
+  it('leaves out a shared sequence only when no dumped table uses it', async () => {
+    const only = (names: string[]) =>
+      writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: dir, tables: names.map((name) => ({ schema: 'public', name })), excludeTables: [] });
+    expect((await only(['debits'])).manifest.sequences.map((s) => [s.sequence, s.table])).toEqual([['"Ledger"."Entry Numbers"', 'public.debits']]);
+    expect((await only(['tickets'])).manifest.sequences.map((s) => s.sequence)).toEqual(['public.tickets_id_seq']);
+  });
+});
+
+describe('row-level security', () => {
+  let db: TestDatabase;
+  let dir: string;
+  const role = uniqueName('dump_rls');
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'spec-rls-'));
+    db = await createDatabase(
+      'catalog_rls',
+      `
+      CREATE TABLE public.customers (id int PRIMARY KEY, region text);
+      INSERT INTO public.customers SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END FROM generate_series(1, 10) g;
+      CREATE TABLE public.plain (id int);
+      INSERT INTO public.plain VALUES (1);
+      ALTER TABLE public.customers ENABLE ROW LEVEL SECURITY;
+      CREATE ROLE ${role} LOGIN;
+      CREATE POLICY eu_only ON public.customers FOR SELECT TO ${role} USING (region = 'eu');
+      GRANT SELECT ON public.customers, public.plain TO ${role};
+      `,
+    );
+  });
+  afterAll(async () => {
+    await db?.drop();
+    await createDatabase('rls_cleanup').then(async (scratch) => {
+      await scratch.query(`DROP ROLE IF EXISTS ${role}`);
+      await scratch.drop();
+    });
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const asRole = () => {
+    const url = new URL(databaseUrl(db.name));
+    url.username = role;
+    url.password = '';
+    return url.toString();
+  };
+
+  it('refuses to dump a table the role sees only part of, naming the table and what the role needs', async () => {
+    // The policy really filters this role: half the rows (without row_security = off it would ship them silently).
+    const client = new Client({ connectionString: asRole() });
+    await client.connect();
+    try {
+      expect((await client.query('SELECT count(*)::int AS n FROM public.customers')).rows).toEqual([{ n: 5 }]);
+    } finally {
+      await client.end();
+    }
+    const dump = writeSnapshot({ date: DATE, sourceDatabaseUrl: asRole(), snapshotDir: dir, tables: [], excludeTables: [] });
+    await expect(dump).rejects.toMatchObject({ code: 'row-security' });
+    await expect(dump).rejects.toThrow(/public\.customers .*BYPASSRLS.*owner.*pg_read_all_data plus BYPASSRLS/);
+  });
+
+  it('dumps every row once the role has BYPASSRLS', async () => {
+    await db.query(`ALTER ROLE ${role} BYPASSRLS`);
+    try {
+      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: asRole(), snapshotDir: dir, tables: [], excludeTables: [] });
+      expect(manifest.tables.map(({ name, rows }) => ({ name, rows }))).toEqual([
+        { name: 'public.customers', rows: 10 },
+        { name: 'public.plain', rows: 1 },
+      ]);
+    } finally {
+      await db.query(`ALTER ROLE ${role} NOBYPASSRLS`);
+    }
+  });
+});

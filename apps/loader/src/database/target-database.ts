@@ -1,0 +1,75 @@
+import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import type { Pool } from 'pg';
+import { createPostgresPool, parseQualifiedName, quoteQualified } from '@app/common/database';
+import { errorMessage } from '@app/common/observability';
+import { LedgerRepository } from '../ledger';
+import { TargetLoad } from '../load/target-load';
+
+/** Every target session gives up waiting for a lock after this long (lock_not_available, retried). */
+export const TARGET_LOCK_TIMEOUT_MS = 60_000;
+
+/**
+ * The environment's database: the loader's one `pg.Pool` (created through createPostgresPool, so
+ * every session has the pinned settings, lock_timeout and keepalive) and the only code in the loader
+ * that reaches PostgreSQL. A load borrows one client for its whole transaction (`begin`); ANALYZE,
+ * marking an announcement and the readiness probe use the pool.
+ */
+export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger('TargetDatabase');
+  readonly pool: Pool;
+  private readonly ledger: LedgerRepository;
+  private migrated?: Promise<void>;
+
+  constructor(url: string) {
+    this.pool = createPostgresPool(url, { applicationName: 'db-fanout-loader', lockTimeoutMs: TARGET_LOCK_TIMEOUT_MS, max: 4 });
+    this.ledger = new LedgerRepository(this.pool);
+  }
+
+  /** Migrates the ledger at startup; a target that is down then is migrated before the first load. */
+  async onModuleInit(): Promise<void> {
+    await this.ensureLedger().catch((error: unknown) => this.logger.warn(`could not prepare the ledger yet (retried before the first load): ${errorMessage(error)}`));
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.close();
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end().catch(() => undefined);
+  }
+
+  /** The ledger's schema, once per process; a failed attempt is tried again by the next caller. */
+  ensureLedger(): Promise<void> {
+    this.migrated ??= this.ledger.migrate().catch((error: unknown) => {
+      this.migrated = undefined;
+      throw error;
+    });
+    return this.migrated;
+  }
+
+  /** Starts a load: one client from the pool, held from BEGIN to COMMIT or ROLLBACK. */
+  async begin(): Promise<TargetLoad> {
+    await this.ensureLedger();
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+    } catch (error) {
+      client.release(error as Error);
+      throw error;
+    }
+    return new TargetLoad(client);
+  }
+
+  /**
+   * Fresh planner statistics for the loaded tables. Run after the load is committed and announced:
+   * the environment is usable without it, and a failure here costs query plans, never data.
+   */
+  async analyze(tableNames: string[]): Promise<void> {
+    // The names were validated against the manifest by the load that just committed.
+    await this.pool.query(`ANALYZE ${tableNames.map((name) => quoteQualified(parseQualifiedName(name))).join(', ')}`);
+  }
+
+  async markAnnounced(snapshotId: string): Promise<void> {
+    await this.ledger.markAnnounced(snapshotId);
+  }
+}

@@ -1,0 +1,46 @@
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { PoolClient } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { quoteIdent, quoteQualified } from '@app/common/database';
+import { DanglingReferenceError, type ForeignKeyFromOutside } from '../target-schema';
+
+/**
+ * Tables outside the snapshot keep their rows, so every row they reference must be in the snapshot.
+ * Checked before anything is truncated: the referenced table's file is read into a temporary table
+ * (its key columns are what matters) and the referencing rows are matched against it. Costs one
+ * extra read of those files only, and only for tables something outside the snapshot references.
+ */
+export async function checkReferencesFromOutside(client: PoolClient, dir: string, foreignKeys: ForeignKeyFromOutside[]): Promise<void> {
+  const copies = new Map<number, string>();
+  for (const fk of foreignKeys) {
+    const referenced = fk.referenced;
+    let keys = copies.get(referenced.oid);
+    if (!keys) {
+      keys = quoteIdent(`db_fanout_keys_${copies.size}`);
+      copies.set(referenced.oid, keys);
+      const table = referenced.manifest;
+      await client.query(`CREATE TEMPORARY TABLE ${keys} (LIKE ${quoteQualified({ schema: table.schema, name: table.table })}) ON COMMIT DROP`);
+      const copy = client.query(copyFrom(`COPY ${keys} (${table.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`));
+      await pipeline(createReadStream(join(dir, table.file)), copy);
+    }
+    const notNull = fk.columns.map((c) => `r.${quoteIdent(c)} IS NOT NULL`).join(' AND ');
+    const matches = fk.columns.map((c, i) => `k.${quoteIdent(fk.referencedColumns[i])} = r.${quoteIdent(c)}`).join(' AND ');
+    const { rows } = await client.query<{ key: string }>(
+      `SELECT ROW(${fk.columns.map((c) => `r.${quoteIdent(c)}`).join(', ')})::text AS key
+         FROM ${fk.partitioned ? '' : 'ONLY '}${fk.table} r
+        WHERE ${notNull} AND NOT EXISTS (SELECT FROM ${keys} k WHERE ${matches})
+        LIMIT 1`,
+    );
+    if (rows.length) {
+      const columns = fk.columns.map(quoteIdent).join(', ');
+      throw new DanglingReferenceError(
+        `table ${fk.table} (not in the snapshot) references rows of ${referenced.manifest.name} that the snapshot does not have: ` +
+          `foreign key ${quoteIdent(fk.name)} on (${columns}) would dangle; delete or update those rows in the environment, or add ${fk.table} to the snapshot`,
+        `Key (${fk.columns.join(', ')})=${rows[0].key} is not present in the snapshot's ${referenced.manifest.name}.`,
+      );
+    }
+  }
+  for (const keys of copies.values()) await client.query(`DROP TABLE ${keys}`);
+}

@@ -1,0 +1,63 @@
+import type { PoolClient } from 'pg';
+import { serverIdentity, type ServerIdentity } from '@app/common/database';
+import { LedgerRepository } from '../ledger';
+import { TargetCatalog } from '../target-schema';
+
+/**
+ * One load's transaction in the target: the client it holds from BEGIN to COMMIT (or ROLLBACK), and
+ * the repositories that run on it. Everything a load changes goes through `client`, so either all
+ * of it commits or none of it does.
+ */
+export class TargetLoad {
+  readonly ledger: LedgerRepository;
+  readonly catalog: TargetCatalog;
+  private finished = false;
+  // While the load holds the client the pool does not listen for its errors: a connection the
+  // server terminates mid-COPY emits 'error' (ECONNRESET) after the query already failed, and an
+  // unheard 'error' event would crash the process instead of letting the load be retried.
+  private readonly ignoreConnectionError = (): void => undefined;
+
+  constructor(readonly client: PoolClient) {
+    client.on('error', this.ignoreConnectionError);
+    this.ledger = new LedgerRepository(client);
+    this.catalog = new TargetCatalog(client);
+  }
+
+  identity(): Promise<ServerIdentity> {
+    return serverIdentity(this.client);
+  }
+
+  async query(sql: string, values?: unknown[]): Promise<void> {
+    await this.client.query(sql, values);
+  }
+
+  async commit(): Promise<void> {
+    try {
+      await this.client.query('COMMIT');
+      this.finish();
+    } catch (error) {
+      this.finish(error as Error);
+      throw error;
+    }
+  }
+
+  /** Undoes everything; safe to call after commit or twice (then it does nothing). */
+  async rollback(): Promise<void> {
+    if (this.finished) return;
+    try {
+      await this.client.query('ROLLBACK');
+      this.finish();
+    } catch (error) {
+      // A connection that cannot even roll back is discarded, not returned to the pool.
+      this.finish(error as Error);
+    }
+  }
+
+  private finish(error?: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    // A broken connection keeps the listener: it is discarded and may still report its socket's end.
+    if (!error) this.client.removeListener('error', this.ignoreConnectionError);
+    this.client.release(error);
+  }
+}

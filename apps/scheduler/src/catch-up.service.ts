@@ -1,0 +1,85 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type SchedulerConfig } from '@app/common/config';
+import { SUBJECTS } from '@app/common/contract';
+import { EventPublisher, NATS_CONNECTION } from '@app/common/messaging';
+import { errorMessage, MetricsService } from '@app/common/observability';
+import { missedTickDates, runIsOver } from './catch-up';
+import { RunLedgerService } from './run-ledger/run-ledger.service';
+import type { RunRecord } from './run-ledger/run-record';
+import { SCHEDULER_CONFIG } from './scheduler.constants';
+
+/** Loader consumers are named `loader-<environment>` (LOADER_ENV). */
+const LOADER_CONSUMER_PREFIX = 'loader-';
+
+/**
+ * CATCHUP=true: on start, the dates of the ticks missed while no scheduler ran, oldest first, one
+ * run at a time (Airflow's max_active_runs=1). A date that already has a run (queued, running or
+ * finished) is not triggered again; catch-up waits for it if it is not over yet.
+ */
+@Injectable()
+export class CatchUpService {
+  private readonly logger = new Logger('CatchUp');
+
+  constructor(
+    @Inject(SCHEDULER_CONFIG) private readonly config: SchedulerConfig,
+    @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
+    private readonly events: EventPublisher,
+    private readonly metrics: MetricsService,
+    private readonly ledger: RunLedgerService,
+  ) {}
+
+  async run(signal: AbortSignal, pollMs = 1_000): Promise<void> {
+    try {
+      const lastSuccess = await this.ledger.lastSuccessfulDate();
+      const dates = await missedTickDates({ schedule: this.config.schedule, timeZone: this.config.timeZone, startDate: this.config.startDate, lastSuccess });
+      if (!dates.length) return;
+      this.logger.log(`catching up ${dates.length} missed date(s) of ${this.config.schedule}: ${dates[0]} to ${dates[dates.length - 1]} (last successful run: ${lastSuccess ?? 'none'})`);
+      for (const date of dates) {
+        if (signal.aborted) return;
+        const existing = await this.runOf(date);
+        if (existing) {
+          this.logger.log(`catch-up: ${date} already has a run (dump ${existing.dump.state}), not triggered again`);
+        } else {
+          // One id per date: two schedulers catching up at once trigger each date once.
+          await this.events.publish(SUBJECTS.trigger, { date }, `catchup:${date}`);
+          this.metrics.triggers.inc({ result: 'published' });
+          this.logger.log(`catch-up: triggered ${date}, waiting for the run to finish`);
+        }
+        await this.waitUntilOver(date, signal, pollMs);
+      }
+      if (!signal.aborted) this.logger.log('catch-up done');
+    } catch (error) {
+      this.logger.error(`catch-up stopped: ${errorMessage(error)}`);
+    }
+  }
+
+  /** The date's run, if it was triggered (load events alone, e.g. of a reload, are no run). */
+  private async runOf(date: string): Promise<RunRecord | undefined> {
+    const run = (await this.ledger.runs()).find((r) => r.date === date);
+    return run && (run.triggeredAt !== undefined || run.dump.state !== 'queued') ? run : undefined;
+  }
+
+  private async waitUntilOver(date: string, signal: AbortSignal, pollMs: number): Promise<void> {
+    while (!signal.aborted) {
+      if (runIsOver(await this.runOf(date), await this.loaderConsumers())) return;
+      await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+    }
+  }
+
+  /** Each environment whose loader consumer exists on the stream now, with when it was created. */
+  private async loaderConsumers(): Promise<Map<string, string>> {
+    const jsm = await jetstreamManager(this.connection);
+    const environments = new Map<string, string>();
+    const snapshots = `${this.config.nats.subjectPrefix}${SUBJECTS.snapshotReady}`;
+    for await (const consumer of jsm.consumers.list(this.config.nats.stream)) {
+      // `loader-<env>` on snapshot.ready; the same loader's `loader-<env>-reload` takes requests, not snapshots.
+      if (consumer.name.startsWith(LOADER_CONSUMER_PREFIX) && consumer.config.filter_subject === snapshots) {
+        environments.set(consumer.name.slice(LOADER_CONSUMER_PREFIX.length), consumer.created);
+      }
+    }
+    return environments;
+  }
+}

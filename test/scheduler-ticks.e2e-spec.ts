@@ -1,0 +1,92 @@
+import { AppFleet, type RunningApp } from './support/apps';
+import { natsNamespace, type NatsNamespace } from './support/nats';
+import { OwnNatsServer } from './support/nats-server';
+import { until } from './support/pipeline';
+import { streamEvents } from './support/stream-events';
+
+/** No tick is lost silently: a tick's trigger is retried until stored, or the next tick says it was given up. */
+describe('scheduled ticks while NATS is down', () => {
+  let nats: OwnNatsServer;
+  const fleet = new AppFleet();
+  const namespaces: NatsNamespace[] = [];
+
+  beforeAll(async () => {
+    nats = await OwnNatsServer.start();
+  });
+  afterAll(async () => {
+    await fleet.stopAll();
+    await Promise.all(namespaces.map((n) => n.cleanup().catch(() => undefined)));
+    await nats?.destroy();
+  });
+
+  const newNamespace = (label: string) => {
+    const namespace = natsNamespace(label, nats.url);
+    namespaces.push(namespace);
+    return namespace;
+  };
+  const storedTickIds = async (namespace: NatsNamespace) =>
+    (await streamEvents(nats.url, namespace.stream, namespace.prefix)).filter((e) => e.subject === 'replication.trigger').map((e) => e.msgId ?? '');
+  const metric = async (app: RunningApp, line: RegExp): Promise<number | undefined> => {
+    const text = await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text();
+    const match = text.split('\n').find((l) => line.test(l));
+    return match ? Number(match.split(' ').pop()) : undefined;
+  };
+  const lastPublished = (app: RunningApp) => metric(app, /^db_fanout_last_trigger_published_timestamp_seconds /);
+  const tickOf = (line: string) => /\(scheduled:([^),]+)/.exec(line)?.[1];
+
+  it('a tick that falls while NATS is down is retried under its message id and stored once NATS is back', async () => {
+    const namespace = newNamespace('tickretry');
+    const scheduler = await fleet.start('scheduler', { ...namespace.env, SCHEDULE: '*/10 * * * * *', SCHEDULE_TIMEZONE: 'UTC' }, 'scheduler-10s');
+    await until('a first tick published', async () => ((await lastPublished(scheduler)) ?? 0) > 0, 15_000);
+    const first = (await lastPublished(scheduler))!;
+    const missed = new Date((first + 10) * 1000).toISOString(); // the tick NATS will be down for
+
+    await nats.stop();
+    // A publish waits up to 5 s for the stream's answer before it counts as failed.
+    await until('the missed tick\'s first attempt to fail', () => scheduler.output.includes(`could not publish the trigger for ${missed.slice(0, 10)} (scheduled:${missed}, attempt 1)`), 25_000);
+    await nats.restart();
+
+    await until('the missed tick to be published', async () => ((await lastPublished(scheduler)) ?? 0) >= Date.parse(missed) / 1000, 15_000);
+    const health = (await (await fetch(`http://127.0.0.1:${scheduler.port}/health`)).json()) as { checks: Record<string, { detail?: string }> };
+    expect(health.checks.schedule.detail).toContain(`last trigger published for the tick at ${missed}`);
+    await scheduler.stop();
+
+    const stored = await storedTickIds(namespace);
+    expect(stored).toContain(`scheduled:${missed}`);
+    expect(new Set(stored).size).toBe(stored.length);
+    expect(scheduler.output).not.toContain('gave up on the trigger');
+    expect(scheduler.output).toMatch(new RegExp(`triggered replication for \\d{4}-\\d\\d-\\d\\d \\(scheduled:${missed.replaceAll('.', '\\.')}\\) on attempt [2-9]`));
+  });
+
+  it('every second: each tick is stored, or given up when the next tick came, in the log and db_fanout_triggers_total{result="failed"}', async () => {
+    const namespace = newNamespace('tickgiveup');
+    const scheduler = await fleet.start('scheduler', { ...namespace.env, SCHEDULE: '* * * * * *', SCHEDULE_TIMEZONE: 'UTC' }, 'scheduler-1s');
+    await until('ticks published', async () => ((await lastPublished(scheduler)) ?? 0) > 0, 15_000);
+    await nats.stop();
+    const downAt = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    await nats.restart();
+    await until('ticks published again after NATS came back', async () => ((await lastPublished(scheduler)) ?? 0) * 1000 > downAt + 4_000, 20_000);
+    // The log and the metric agree on how many ticks were given up because the next one came.
+    const givenUpLines = () => scheduler.lines.filter((l) => l.text.includes('gave up on the trigger') && l.text.includes('the next tick')).map((l) => tickOf(l.text)!);
+    const failedMetric = () => metric(scheduler, /^db_fanout_triggers_total\{result="failed"\} /);
+    // Read while nothing changes (a log line reaches the test a moment after the metric counts it).
+    await until('the log and the metric to agree', async () => {
+      const before = await failedMetric();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return before === givenUpLines().length && (await failedMetric()) === before;
+    }, 10_000);
+    await scheduler.stop();
+    const givenUp = givenUpLines();
+    expect(givenUp.length).toBeGreaterThanOrEqual(2);
+    expect(givenUp.every((tick) => tick !== undefined)).toBe(true);
+    expect(scheduler.output).toMatch(/gave up on the trigger for \d{4}-\d\d-\d\d \(scheduled:[^)]+\): not confirmed stored, and the next tick \([^)]+\) has come/);
+
+    // Every tick from the first published to the last is accounted for: stored, or named as given up.
+    const stored = (await storedTickIds(namespace)).map((id) => id.slice('scheduled:'.length));
+    const ticks = [...stored, ...givenUp].map((tick) => Date.parse(tick));
+    const [from, to] = [Math.min(...ticks), Math.max(...ticks)];
+    const accounted = new Set([...stored, ...givenUp]);
+    for (let t = from; t <= to; t += 1_000) expect({ tick: new Date(t).toISOString(), accounted: accounted.has(new Date(t).toISOString()) }).toEqual({ tick: new Date(t).toISOString(), accounted: true });
+  });
+});

@@ -10,9 +10,10 @@ import { TargetSchemaError } from './target-schema';
 
 const SOURCE_SQL = `
   CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, legacy_code text, note text);
-  CREATE TABLE public.only_in_prod (id int PRIMARY KEY);
+  -- serial: a skipped table's sequence is not the environment's either
+  CREATE TABLE public.only_in_prod (id serial PRIMARY KEY);
   INSERT INTO public.people VALUES (1, 'Ada', 'A-1', 'it''s "quoted", \\ too'), (2, 'Zoë', NULL, NULL);
-  INSERT INTO public.only_in_prod VALUES (1);
+  INSERT INTO public.only_in_prod DEFAULT VALUES;
 `;
 // The environment dropped legacy_code, added a column with a default, and has no only_in_prod.
 const DRIFTED_SQL = `CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, note text, added_at date NOT NULL DEFAULT '2024-01-01');`;

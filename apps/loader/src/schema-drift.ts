@@ -1,4 +1,4 @@
-import type { LoadDrift, ManifestTable } from '@app/common/contract';
+import type { LoadDrift, ManifestSequence, ManifestTable } from '@app/common/contract';
 import { quoteIdent, quoteQualified } from '@app/common/database';
 import type { Queryable } from './database/queryable';
 import { TargetCatalog, TargetSchemaError, type TargetTable } from './target-schema';
@@ -58,6 +58,18 @@ export async function resolveWithDrift(client: Queryable, tables: ManifestTable[
   if (problems.length) throw new TargetSchemaError(problems.join('; '));
   const drifted = drift.skippedTables.length + drift.leftOutColumns.length + drift.defaultedColumns.length > 0;
   return { targets, ...(drifted ? { drift } : {}) };
+}
+
+/**
+ * The manifest's sequences the load sets: under common-columns, not those of a skipped table or a
+ * left-out column (the environment lacks what they number; a sequence another loaded column also
+ * uses has an entry of its own and is still set).
+ */
+export function sequencesToSet(sequences: ManifestSequence[], drift: LoadDrift | undefined): ManifestSequence[] {
+  if (!drift) return sequences;
+  const skipped = new Set(drift.skippedTables);
+  const leftOut = new Set(drift.leftOutColumns);
+  return sequences.filter((s) => !skipped.has(s.table) && !leftOut.has(`${s.table}.${quoteIdent(s.column)}`));
 }
 
 /**

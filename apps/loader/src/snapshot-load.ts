@@ -16,7 +16,7 @@ import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForei
 import { checkReferencesFromOutside } from './load/references';
 import { setSequences } from './load/sequences';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
-import { type DriftTarget, resolveWithDrift, type SchemaDriftMode, stagedCopySql } from './schema-drift';
+import { type DriftTarget, resolveWithDrift, type SchemaDriftMode, sequencesToSet, stagedCopySql } from './schema-drift';
 import { type TargetTable, TargetSchemaError } from './target-schema';
 
 const READ_BUFFER = 1 << 20;
@@ -144,7 +144,7 @@ async function loadTables(
   const { targets, drift } = await resolveWithDrift(client, manifest.tables, hooks.schemaDrift ?? 'fail');
   if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
   const oids = targets.map((t) => t.oid);
-  const sequences = await catalog.resolveSequences(manifest.sequences);
+  const sequences = await catalog.resolveSequences(sequencesToSet(manifest.sequences, drift));
   // Before anything is truncated: rows outside the snapshot that would lose what they reference.
   await checkReferencesFromOutside(client, dir, await catalog.foreignKeysFromOutside(targets));
   const foreignKeys = await catalog.foreignKeysTouching(oids);

@@ -6,6 +6,7 @@ import { ConfigError, loadCliConfig, type CliConfig } from '@app/common/config';
 import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, reloadSubject, type RunRecord, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
 import { announcedSnapshots, kvKeys, openNatsConnection } from '@app/common/messaging';
 import { errorMessage } from '@app/common/observability';
+import { rulesMain } from './rules/rules-command';
 import { formatRunsTable } from './runs-table';
 import { USAGE, UsageError, usageOf, usageProblem } from './usage';
 
@@ -148,6 +149,8 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const name = argv[0];
+  // `rules init|check` read the source database only: no configuration, no NATS.
+  if (name === 'rules') return rulesMain(argv.slice(1), out, (line) => process.stderr.write(`${line}\n`));
   let chosen: Chosen | undefined;
   try {
     await program((c) => (chosen = c)).parseAsync(argv, { from: 'user' });

@@ -11,6 +11,8 @@ Commands:
   runs [--since YYYY-MM-DD] [--json]     every run in the ledger, newest first
   reload --env NAME [--snapshot ID]      load one environment again from a snapshot (default: the latest), no dump
   backfill --from YYYY-MM-DD --to YYYY-MM-DD   trigger each day of the range, oldest first
+  rules init --source URL [--out FILE]   write a starting rules file from the source's catalog (no NATS)
+  rules check --source URL [--rules FILE] what a dump with these rules would refuse; exit 1 if anything
 
 Exit codes: 0 done, 1 failed (e.g. NATS unreachable), 2 wrong usage.`;
 

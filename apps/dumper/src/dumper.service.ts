@@ -4,6 +4,7 @@ import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type Snap
 import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
 import { describeFailure, errorMessage, type Failure, MetricsService, withLogContext } from '@app/common/observability';
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
+import { loadRulesFile } from '@app/common/rules';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { dumpEventIds, type TriggerRef } from './dump-event-ids';
 import type { SnapshotStore } from '@app/common/snapshot-store';
@@ -97,6 +98,9 @@ export class DumperService {
             tables: this.config.tables,
             excludeTables: this.config.excludeTables,
             jobs: this.config.dumpJobs,
+            // Read at every dump: an edited rules file applies to the next dump; a broken one fails it, named.
+            rules: this.config.rulesFile ? loadRulesFile(this.config.rulesFile) : undefined,
+            maskingKey: this.config.maskingKey,
             log: (line) => this.logger.log(line),
           });
         },

@@ -7,8 +7,10 @@ import { compactDate, type ManifestTable, type SnapshotManifest } from '@app/com
 import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { COMPRESSED_SUFFIX, compressor, FsSnapshotStore, type SnapshotCompression, type SnapshotStore, type SnapshotUpload } from '@app/common/snapshot-store';
+import type { RulesFile } from '@app/common/rules';
 import { CoalescingStream, DigestStream } from '@app/common/streams';
 import { DumpSessions } from './dump-sessions';
+import { DumpRules } from './rules/dump-rules';
 import { type DumpSessionSource, SourceDatabase } from './source-database';
 import { RowSecurityError, type SourceTable, TableCatalog } from './table-catalog';
 
@@ -27,6 +29,10 @@ export interface SnapshotRequest {
   excludeTables: { schema: string; name: string }[];
   /** Connections dumping tables at once (default 1), all reading one exported snapshot. */
   jobs?: number;
+  /** DUMP_RULES: masking, the strict gate and subsetting, applied in production's own COPY query. */
+  rules?: RulesFile;
+  /** MASKING_KEY, for keyed strategies; never logged, never in the manifest (its id is). */
+  maskingKey?: string;
   log?: (line: string) => void;
 }
 
@@ -64,8 +70,11 @@ async function dumpTable(
   file: string,
   compression: SnapshotCompression,
   progress: ProgressMeter,
+  rules?: DumpRules,
 ): Promise<{ rows: number; bytes: number; sha256: string; storedBytes?: number }> {
-  const copy = client.query(copyTo(`COPY ${copySourceSql(table)} TO STDOUT (FORMAT csv, HEADER)`));
+  // With DUMP_RULES the values are masked by the source's own query: originals never leave it.
+  const source = rules ? `(${rules.selectSql(table)})` : copySourceSql(table);
+  const copy = client.query(copyTo(`COPY ${source} TO STDOUT (FORMAT csv, HEADER)`));
   const digest = new DigestStream(undefined, (bytes) => progress.add(bytes));
   const body = new PassThrough({ highWaterMark: WRITE_BUFFER });
   const gzip = compressor(compression);
@@ -161,6 +170,9 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     const { tables, takenAt, role } = await openSnapshot(leader, request);
     const blocked = tables.filter((table) => table.filteredByPolicy);
     if (blocked.length) throw new RowSecurityError(blocked, role);
+    // The strict gate and every other refusal of the rules happen here, before any file is written.
+    const rules = request.rules ? await DumpRules.prepare(leader, request.rules, request.maskingKey, tables) : undefined;
+    await rules?.prepareSession(leader);
     const sequences = await new TableCatalog(leader).readSequences(tables);
     const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table, compression)]));
     // Nothing is written before the checks above pass; from here on a failure aborts the upload.
@@ -175,6 +187,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
         const worker = await sessions.open();
         await worker.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         await worker.query(`SET TRANSACTION SNAPSHOT '${rows[0].id.replaceAll("'", "''")}'`);
+        await rules?.prepareSession(worker);
         workers.push(worker);
       }
     }
@@ -195,7 +208,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
           for (let table = queue.shift(); table && !firstError; table = queue.shift()) {
             try {
               if (worker !== leader) await lockForWorker(worker, table);
-              const result = await dumpTable(worker, table, upload!, files.get(table)!, compression, progress);
+              const result = await dumpTable(worker, table, upload!, files.get(table)!, compression, progress, rules);
               progress.addRows(result.rows);
               written.set(table, result);
             } catch (error) {
@@ -223,6 +236,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       file: files.get(table)!,
       columns: table.columns,
       ...written.get(table)!,
+      ...rules?.manifestTable(table),
     }));
     const manifest: SnapshotManifest = {
       formatVersion: 1,
@@ -234,6 +248,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       tables: manifestTables,
       sequences,
       ...(compression === 'gzip' ? { compression } : {}),
+      ...(rules ? { rules: rules.manifest } : {}),
     };
     // The manifest last: only a complete snapshot is ever taken for one.
     await upload.commit(Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));

@@ -108,6 +108,7 @@ export class LoaderService {
             attempt,
             force,
             triggers: this.config.loadTriggers,
+            schemaDrift: this.config.schemaDrift,
             // Only once the ledger says there is work: a skipped attempt never shows as started.
             onWork: () => this.announceStart(snapshot, attempt, key),
             log: (line) => this.logger.log(`${line} into ${environment}`),
@@ -140,7 +141,14 @@ export class LoaderService {
           return { status: 'loaded', event };
         }
         case 'loaded': {
-          const event: SnapshotLoadedPayload = { snapshotId: snapshot.snapshotId, environment, rows: result.rows, durationMs: result.durationMs, attempts };
+          const event: SnapshotLoadedPayload = {
+            snapshotId: snapshot.snapshotId,
+            environment,
+            rows: result.rows,
+            durationMs: result.durationMs,
+            attempts,
+            ...(result.drift ? { drift: result.drift } : {}),
+          };
           this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
           this.recordSuccess(snapshot, event);
           await this.announce(event, key);

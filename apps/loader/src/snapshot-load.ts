@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { type LoadTriggers } from '@app/common/config';
-import { type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, snapshotInstant } from '@app/common/contract';
+import { type LoadDrift, type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, snapshotInstant } from '@app/common/contract';
 import { isSameDatabase, quoteIdent, quoteQualified } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
@@ -16,11 +16,12 @@ import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForei
 import { checkReferencesFromOutside } from './load/references';
 import { setSequences } from './load/sequences';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
+import { type DriftTarget, resolveWithDrift, type SchemaDriftMode, sequencesToSet, stagedCopySql } from './schema-drift';
 import { type TargetTable, TargetSchemaError } from './target-schema';
 
 
 export type LoadResult =
-  | { kind: 'loaded'; rows: number; durationMs: number }
+  | { kind: 'loaded'; rows: number; durationMs: number; drift?: LoadDrift }
   | { kind: 'already-loaded'; entry: LedgerEntry }
   /** The target already holds a snapshot dumped later: loading this one would go back in time. */
   | { kind: 'superseded'; by: string };
@@ -46,6 +47,8 @@ export interface LoadRequest extends LoadHooks {
   force?: boolean;
   /** LOAD_TRIGGERS: `disable` (default) keeps the environment's own triggers from firing for loaded rows. */
   triggers?: LoadTriggers;
+  /** SCHEMA_DRIFT (default fail). */
+  schemaDrift?: SchemaDriftMode;
 }
 
 /**
@@ -90,7 +93,7 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       if (newer) return { kind: 'superseded', by: newer };
     }
     await request.onWork?.();
-    const rows = await loadTables(load, open, manifest, headers, request, phases, request.triggers ?? 'disable');
+    const { rows, drift } = await loadTables(load, open, manifest, request, phases, request.triggers ?? 'disable');
     const durationMs = Date.now() - started;
     await load.ledger.record({
       snapshotId: manifest.snapshotId,
@@ -105,7 +108,7 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
     await load.commit();
     phases.mark('commit');
     request.log?.(`${manifest.snapshotId} phases: ${phases.toString()}`);
-    return { kind: 'loaded', rows, durationMs };
+    return { kind: 'loaded', rows, durationMs, ...(drift ? { drift } : {}) };
   } finally {
     // After a commit this does nothing; otherwise (an error, or nothing to load) nothing changed.
     await load.rollback();
@@ -137,15 +140,15 @@ async function loadTables(
   load: TargetLoad,
   open: (table: ManifestTable) => Promise<Readable>,
   manifest: SnapshotManifest,
-  headers: string[][],
-  hooks: LoadHooks,
+  hooks: LoadRequest,
   phases: PhaseTimer,
   triggerMode: LoadTriggers,
-): Promise<number> {
+): Promise<{ rows: number; drift?: LoadDrift }> {
   const { client, catalog } = load;
-  const targets = await catalog.resolveTables(manifest.tables);
+  const { targets, drift } = await resolveWithDrift(client, manifest.tables, hooks.schemaDrift ?? 'fail');
+  if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
   const oids = targets.map((t) => t.oid);
-  const sequences = await catalog.resolveSequences(manifest.sequences);
+  const sequences = await catalog.resolveSequences(sequencesToSet(manifest.sequences, drift));
   // Before anything is truncated: rows outside the snapshot that would lose what they reference.
   await checkReferencesFromOutside(client, open, await catalog.foreignKeysFromOutside(targets));
   const foreignKeys = await catalog.foreignKeysTouching(oids);
@@ -166,8 +169,8 @@ async function loadTables(
   const progress = new ProgressMeter((line) => hooks.log?.(`loading ${manifest.snapshotId}: ${line}`), totalBytes).start();
   let rows = 0;
   try {
-    for (const [index, target] of targets.entries()) {
-      const copied = await copyTable(client, await open(target.manifest), target, headers[index], progress);
+    for (const target of targets) {
+      const copied = await copyTable(client, await open(target.manifest), target, progress);
       progress.addRows(copied);
       rows += copied;
     }
@@ -185,7 +188,7 @@ async function loadTables(
   for (const view of materializedViews) await client.query(`REFRESH MATERIALIZED VIEW ${view}`);
   if (materializedViews.length) phases.mark('views');
   await restoreUserTriggers(client, triggers);
-  return rows;
+  return { rows, drift };
 }
 
 function qualified(target: TargetTable): string {
@@ -193,11 +196,14 @@ function qualified(target: TargetTable): string {
 }
 
 /** Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY. */
-async function copyTable(client: PoolClient, data: Readable, target: TargetTable, columns: string[], progress: ProgressMeter): Promise<number> {
+async function copyTable(client: PoolClient, data: Readable, target: DriftTarget, progress: ProgressMeter): Promise<number> {
   const table = target.manifest;
   // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
   const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
-  const copy = client.query(copyFrom(`COPY ${qualified(target)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
+  // SCHEMA_DRIFT=common-columns with columns the target lacks: through a staging table that drops them.
+  const staged = target.leftOut.length ? stagedCopySql(target) : undefined;
+  if (staged) await client.query(staged.create);
+  const copy = client.query(copyFrom(staged?.copy ?? `COPY ${qualified(target)} (${target.columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
   await pipeline(
     data,
     new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }, (bytes) => progress.add(bytes)),
@@ -206,6 +212,7 @@ async function copyTable(client: PoolClient, data: Readable, target: TargetTable
   if (copy.rowCount !== table.rows) {
     throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
   }
+  if (staged) await client.query(staged.insert);
   return copy.rowCount;
 }
 

@@ -72,6 +72,10 @@ export interface DumperConfig {
   timeZone: string;
   /** ERROR_DETAIL=true: failure events keep PostgreSQL's DETAIL, which can quote row values. */
   errorDetail: boolean;
+  /** DUMP_RULES: path of the masking/subsetting rules (YAML or JSON), read at every dump. */
+  rulesFile?: string;
+  /** MASKING_KEY: the secret of keyed strategies; never logged, never in a manifest. */
+  maskingKey?: string;
 }
 
 /** `disable`: the target's own user triggers do not fire for loaded rows (as pg_restore --disable-triggers). */
@@ -89,6 +93,8 @@ export interface LoaderConfig {
   /** When set, the only database hosts this loader may write to (a guard against a wrong URL). */
   targetHostAllowlist: string[];
   loadTriggers: LoadTriggers;
+  /** SCHEMA_DRIFT: `fail` (any difference fails the load) or `common-columns` (load what both have, report the rest). */
+  schemaDrift: 'fail' | 'common-columns';
   /** ERROR_DETAIL=true: failure events keep PostgreSQL's DETAIL, which can quote row values. */
   errorDetail: boolean;
 }
@@ -126,6 +132,7 @@ export const DEFAULTS = {
   SNAPSHOT_STORE: 'fs',
   SNAPSHOT_BUCKET: 'db-fanout-snapshots',
   SNAPSHOT_COMPRESSION: 'none',
+  SCHEMA_DRIFT: 'fail',
 } as const;
 
 // Each app's environment as a zod schema, keyed by variable (see env-reader.ts). Problems are listed
@@ -243,6 +250,8 @@ const dumperSchema = z
     START_DATE: date(DEFAULTS.START_DATE),
     SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
     ERROR_DETAIL: boolean(false),
+    DUMP_RULES: optionalText(),
+    MASKING_KEY: optionalText(),
   })
   .transform(
     (v): DumperConfig => ({
@@ -262,6 +271,8 @@ const dumperSchema = z
       startDate: v.START_DATE,
       timeZone: v.SCHEDULE_TIMEZONE,
       errorDetail: v.ERROR_DETAIL,
+      rulesFile: v.DUMP_RULES,
+      maskingKey: v.MASKING_KEY,
     }),
   );
 
@@ -280,6 +291,7 @@ const loaderSchema = z
     ...snapshotStoreVariables,
     TARGET_HOST_ALLOWLIST: list().transform((hosts) => hosts.map((host) => host.toLowerCase())),
     LOAD_TRIGGERS: matching(/^(disable|fire)$/, 'disable or fire', DEFAULTS.LOAD_TRIGGERS).transform((triggers) => triggers as LoadTriggers),
+    SCHEMA_DRIFT: matching(/^(fail|common-columns)$/, 'fail or common-columns', DEFAULTS.SCHEMA_DRIFT).transform((mode) => mode as LoaderConfig['schemaDrift']),
     ERROR_DETAIL: boolean(false),
   })
   .check(
@@ -308,6 +320,7 @@ const loaderSchema = z
       snapshotStore: snapshotStoreConfig(v),
       targetHostAllowlist: v.TARGET_HOST_ALLOWLIST,
       loadTriggers: v.LOAD_TRIGGERS,
+      schemaDrift: v.SCHEMA_DRIFT,
       errorDetail: v.ERROR_DETAIL,
     }),
   );

@@ -18,6 +18,19 @@ export interface ManifestTable {
   sha256: string;
   /** Bytes as stored, when compressed (SNAPSHOT_COMPRESSION=gzip). */
   storedBytes?: number;
+  /** DUMP_RULES: the columns not kept as they are, and their strategies (`email`, `hash`, `jsonb {...}`...). */
+  masked?: Record<string, string>;
+  /** DUMP_RULES subset: the file holds only the rows the subset kept. */
+  subset?: boolean;
+}
+
+/** The DUMP_RULES a snapshot was made with: never a value, never the key. */
+export interface ManifestRules {
+  /** sha256 of the rules file's bytes. */
+  digest: string;
+  /** Names MASKING_KEY without revealing it (first 8 hex digits of an HMAC of a fixed text). */
+  keyId?: string;
+  strict: boolean;
 }
 
 /**
@@ -51,6 +64,8 @@ export interface SnapshotManifest {
   sequences: ManifestSequence[];
   /** How every table's object is compressed; absent means none. Loaders read what this says. */
   compression?: 'gzip';
+  /** Present when the dump applied DUMP_RULES (masking, subsetting). */
+  rules?: ManifestRules;
 }
 
 export const MANIFEST_FILE = 'manifest.json';

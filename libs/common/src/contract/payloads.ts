@@ -37,12 +37,24 @@ export function snapshotInstant(snapshot: { createdAt: string; takenAt?: string 
   return snapshot.takenAt ?? snapshot.createdAt;
 }
 
+/** SCHEMA_DRIFT=common-columns: what the environment's schema made the load leave out or default. */
+export interface LoadDrift {
+  /** Snapshot tables the target lacks (`schema.table`). */
+  skippedTables: string[];
+  /** Snapshot columns the target lacks (`schema.table."column"`). */
+  leftOutColumns: string[];
+  /** Target columns the snapshot lacks, given their defaults. */
+  defaultedColumns: string[];
+}
+
 export interface SnapshotLoadedPayload {
   snapshotId: string;
   environment: string;
   rows: number;
   durationMs: number;
   attempts: number;
+  /** Present when SCHEMA_DRIFT=common-columns left something out. */
+  drift?: LoadDrift;
 }
 
 export interface SnapshotLoadFailedPayload {

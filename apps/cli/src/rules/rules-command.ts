@@ -1,0 +1,100 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { Client } from 'pg';
+import { errorMessage } from '@app/common/observability';
+import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, suggestRules } from '@app/common/rules';
+
+export const RULES_USAGE = `  rules init --source URL [--out FILE]   write a starting rules file from the source's catalog (stdout without --out)
+  rules check --source URL [--rules FILE] what the dump would refuse with these rules (default: DUMP_RULES); exit 1 if anything`;
+
+export interface RulesCommandOptions {
+  source?: string;
+  out?: string;
+  rules?: string;
+  write: (line: string) => void;
+}
+
+/** Thrown for wrong usage of `rules`: exit code 2. */
+export class RulesUsageError extends Error {}
+
+async function readCatalog(source: string): Promise<RulesCatalog> {
+  const client = new Client({ connectionString: source, application_name: 'db-fanout-cli' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    return await readRulesCatalog(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** `db-fanout rules init|check`: talks only to the source database, never to NATS. Returns the exit code. */
+export async function runRulesCommand(action: string | undefined, options: RulesCommandOptions): Promise<number> {
+  if (action !== 'init' && action !== 'check') throw new RulesUsageError('rules needs init or check');
+  if (!options.source) throw new RulesUsageError(`rules ${action} needs --source URL (the production database, only read)`);
+  try {
+    new URL(options.source);
+  } catch {
+    throw new RulesUsageError('--source must be a postgres:// URL');
+  }
+  if (action === 'init') {
+    if (options.out && existsSync(options.out)) throw new RulesUsageError(`${options.out} exists; rules init does not overwrite a rules file`);
+    const text = suggestRules(await readCatalog(options.source));
+    if (options.out) {
+      writeFileSync(options.out, text, { flag: 'wx' });
+      const review = (text.match(/: review$/gm) ?? []).length;
+      options.write(`wrote ${options.out}: ${review} column(s) marked review need a decision before a strict dump`);
+    } else {
+      options.write(text.trimEnd());
+    }
+    return 0;
+  }
+  const path = options.rules;
+  if (!path) throw new RulesUsageError('rules check needs --rules FILE or DUMP_RULES');
+  try {
+    const rules = loadRulesFile(path);
+    const catalog = await readCatalog(options.source);
+    const plan = planRules(rules, catalog, catalog.tables);
+    if (plan.problems.length === 0) {
+      const masked = plan.tables.reduce((n, t) => n + t.columns.filter((c) => c.strategy.kind !== 'keep').length, 0);
+      options.write(`${path}: nothing to refuse (${plan.tables.length} tables, ${masked} masked columns${rules.strict ? ', strict' : ''})`);
+      return 0;
+    }
+    options.write(`${path}: a dump would be refused:`);
+    for (const problem of plan.problems) options.write(`  ${problem}`);
+    return 1;
+  } catch (error) {
+    if (!(error instanceof RulesError)) throw error;
+    options.write(errorMessage(error));
+    return 1;
+  }
+}
+
+/** `db-fanout rules ...` as argv: parsed with commander, run without NATS. Returns the exit code. */
+export async function rulesMain(argv: string[], write: (line: string) => void, writeError: (line: string) => void): Promise<number> {
+  const [action, ...rest] = argv;
+  if (!action || action === '--help' || action === '-h') {
+    write(RULES_USAGE);
+    return action ? 0 : 2;
+  }
+  const command = new Command(`rules ${action}`)
+    .exitOverride()
+    .configureOutput({ writeOut: () => undefined, writeErr: () => undefined, outputError: () => undefined })
+    .option('--source <URL>')
+    .option('--out <FILE>')
+    .option('--rules <FILE>');
+  try {
+    command.parse(rest, { from: 'user' });
+    if (command.args.length) throw new RulesUsageError(`unexpected argument ${JSON.stringify(command.args[0])}`);
+    const options = command.opts<{ source?: string; out?: string; rules?: string }>();
+    return await runRulesCommand(action, { ...options, rules: options.rules ?? process.env.DUMP_RULES, write });
+  } catch (error) {
+    if (error instanceof CommanderError && (error.code === 'commander.helpDisplayed' || error.code === 'commander.help')) {
+      write(RULES_USAGE);
+      return 0;
+    }
+    writeError(`db-fanout rules: ${errorMessage(error)}`);
+    return error instanceof CommanderError || error instanceof RulesUsageError ? 2 : 1;
+  }
+}

@@ -1,0 +1,79 @@
+import type { ClientBase } from 'pg';
+import type { ManifestRules, ManifestTable } from '@app/common/contract';
+import { quoteQualified } from '@app/common/database';
+import {
+  columnKey,
+  describeStrategy,
+  KEYED_STRATEGIES,
+  planRules,
+  readRulesCatalog,
+  RulesError,
+  type RulesFile,
+  type TableName,
+  tableKey,
+  type TablePlan,
+  usesKey,
+} from '@app/common/rules';
+import { MIN_KEY_LENGTH, type MaskingKey, prepareMaskingKey } from './masking-key';
+import { loadKeyIntoSession, maskedSelectSql } from './masking-sql';
+import { planSubset, type SubsetPlan, subsetWhere } from './subset-plan';
+
+
+/**
+ * DUMP_RULES applied to one dump, inside its snapshot: the checked plan, the masked SELECT of
+ * every table, the subset's kept rows, and the key for the sessions that run the COPYs.
+ */
+export class DumpRules {
+  private constructor(
+    private readonly plans: Map<string, TablePlan>,
+    private readonly subset: SubsetPlan,
+    private readonly key: MaskingKey | undefined,
+    /** The manifest's rules block: the digest and the key id, never a value or the key. */
+    readonly manifest: ManifestRules,
+  ) {}
+
+  /**
+   * Refuses the dump (RulesError naming every schema.table.column at fault) before anything is
+   * written when the rules do not fit the source, or a keyed strategy has no usable MASKING_KEY.
+   */
+  static async prepare(client: ClientBase, rules: RulesFile, maskingKey: string | undefined, dumped: TableName[]): Promise<DumpRules> {
+    const catalog = await readRulesCatalog(client);
+    const plan = planRules(rules, catalog, dumped);
+    const problems = [...plan.problems];
+    if (plan.keyed && !maskingKey) {
+      const keyed = plan.tables.flatMap((t) => t.columns.filter((c) => usesKey(c.strategy)).map((c) => columnKey({ ...t.table, column: c.column.name })));
+      problems.push(`MASKING_KEY is required: keyed strategies (${KEYED_STRATEGIES.join(', ')}) are used for ${keyed.join(', ')}`);
+    } else if (plan.keyed && maskingKey!.length < MIN_KEY_LENGTH) {
+      problems.push(`MASKING_KEY must be at least ${MIN_KEY_LENGTH} characters long`);
+    }
+    if (problems.length) throw new RulesError(rules.file, problems);
+
+    const subset = await planSubset(client, rules, catalog, dumped);
+    const key = plan.keyed ? prepareMaskingKey(maskingKey!) : undefined;
+    const manifest: ManifestRules = { digest: rules.digest, ...(key ? { keyId: key.id } : {}), strict: rules.strict };
+    return new DumpRules(new Map(plan.tables.map((t) => [tableKey(t.table), t])), subset, key, manifest);
+  }
+
+  /** Every connection that runs a COPY calls this inside its transaction first. */
+  async prepareSession(client: ClientBase): Promise<void> {
+    if (this.key) await loadKeyIntoSession(client, this.key);
+  }
+
+  /** The manifest's per-table fields: which columns were masked how, and whether rows were subset. */
+  manifestTable(table: TableName): Pick<ManifestTable, 'masked' | 'subset'> {
+    const columns = this.plans.get(tableKey(table))?.columns.filter((c) => c.strategy.kind !== 'keep') ?? [];
+    return {
+      ...(columns.length ? { masked: Object.fromEntries(columns.map((c) => [c.column.name, describeStrategy(c.strategy)])) } : {}),
+      ...(this.subset.has(tableKey(table)) ? { subset: true } : {}),
+    };
+  }
+
+  /** The query COPY reads a table through: masked columns, and only the kept rows of a subset. */
+  selectSql(table: TableName): string {
+    const plan = this.plans.get(tableKey(table));
+    if (!plan) throw new Error(`no rules plan for ${tableKey(table)}`);
+    const kept = this.subset.get(tableKey(table));
+    const where = kept ? ` WHERE ${subsetWhere(table, kept)}` : '';
+    return maskedSelectSql(plan.columns, quoteQualified(table), where);
+  }
+}

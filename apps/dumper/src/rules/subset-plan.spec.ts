@@ -1,0 +1,38 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseRules } from '@app/common/rules';
+import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
+import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL, MASKING_SEED_SQL } from '../../../../test/support/masking-fixture';
+import { writeSnapshot } from '../snapshot-writer';
+
+describe('subset inside the dump', () => {
+  let db: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-subset-'));
+  beforeAll(async () => {
+    db = await createDatabase('subset_plan', MASKING_SCHEMA_SQL + MASKING_SEED_SQL);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const rowsPerTable = async (subset: string, jobs: number) => {
+    const rules = parseRules(`${MASKING_RULES_YAML}${subset}`, 'rules.yaml');
+    const { manifest } = await writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [], rules, maskingKey: 'subset spec key 0123', jobs });
+    return Object.fromEntries(manifest.tables.map((t) => [t.table, [t.rows, Boolean(t.subset)]]));
+  };
+
+  it('keeps the condition, the closure over self-references, composite keys and relations, on one or several connections', async () => {
+    const subset = `subset:\n  public.customers: "created_at >= date '2024-01-01'"\n`;
+    const expected = { customers: [3, true], orders: [4, true], order_lines: [4, true], shipments: [2, true], audit_log: [4, true] };
+    expect(await rowsPerTable(subset, 1)).toEqual(expected);
+    expect(await rowsPerTable(subset, 3)).toEqual(expected);
+  });
+
+  it('restricts only the table with the condition and what references it: the tables it references keep every row', async () => {
+    // Only shipment 101 is kept; nothing references shipments, and the tables it references stay whole.
+    const subset = `subset:\n  public.shipments: "id = 101"\n`;
+    expect(await rowsPerTable(subset, 2)).toEqual({ customers: [5, false], orders: [6, false], order_lines: [6, false], shipments: [1, true], audit_log: [5, false] });
+  });
+});

@@ -1,0 +1,109 @@
+import type { ClientBase } from 'pg';
+import { quoteIdent, quoteQualified } from '@app/common/database';
+import { RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '@app/common/rules';
+import { quoteLiteral } from './masking-sql';
+
+/** A reference between two dumped tables: a declared foreign key (possibly composite) or a `relations` entry. */
+interface Edge {
+  from: TableName;
+  fromColumns: string[];
+  to: TableName;
+  toColumns: string[];
+  /** The referenced columns' types: a `relations` entry compares as the referenced column does (citext stays case-insensitive). */
+  toTypes: string[];
+}
+
+/** Per restricted table, the rows kept, by ctid: valid for every connection sharing the dump's snapshot. */
+export type SubsetPlan = Map<string, string[]>;
+
+const same = (a: TableName, b: TableName) => a.schema === b.schema && a.name === b.name;
+
+function edgesBetween(catalog: RulesCatalog, rules: RulesFile, dumped: TableName[]): Edge[] {
+  const isDumped = (t: TableName) => dumped.some((d) => same(d, t));
+  const typeOf = (t: TableName, column: string) => catalog.tables.find((c) => same(c, t))!.columns.find((c) => c.name === column)!.type;
+  const edges = [
+    ...catalog.foreignKeys.map((fk) => ({ from: fk.from, fromColumns: fk.fromColumns, to: fk.to, toColumns: fk.toColumns })),
+    ...rules.relations.map((r) => ({ from: r.from, fromColumns: [r.from.column], to: r.to, toColumns: [r.to.column] })),
+  ];
+  return edges.filter((e) => isDumped(e.from) && isDumped(e.to)).map((e) => ({ ...e, toTypes: e.toColumns.map((c) => typeOf(e.to, c)) }));
+}
+
+const matches = (edge: Edge, child: string, parent: string) =>
+  edge.fromColumns.map((c, i) => `${parent}.${quoteIdent(edge.toColumns[i])} = CAST(${child}.${quoteIdent(c)} AS ${edge.toTypes[i]})`).join(' AND ');
+
+/**
+ * Which rows each table keeps when `subset` asks for a part of production, computed inside the
+ * dump's snapshot. A table with a condition keeps its matching rows; every row a kept row
+ * references is kept too (declared foreign keys, composite ones and self-references, and
+ * `relations`); a table that references a restricted one keeps only the rows whose references are
+ * all kept. Iterated to the least fixpoint; tables outside all this keep every row.
+ */
+export async function planSubset(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, dumped: TableName[]): Promise<SubsetPlan> {
+  const plan: SubsetPlan = new Map();
+  if (rules.subset.length === 0) return plan;
+  const edges = edgesBetween(catalog, rules, dumped);
+  const restricted: TableName[] = rules.subset.map((s) => s.table).filter((t) => dumped.some((d) => same(d, t)));
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const edge of edges) {
+      if (restricted.some((t) => same(t, edge.to)) && !restricted.some((t) => same(t, edge.from))) {
+        restricted.push(edge.from);
+        grew = true;
+      }
+    }
+  }
+  const partitioned = restricted.filter((t) => catalog.tables.find((c) => same(c, t))?.partitioned);
+  if (partitioned.length) {
+    throw new RulesError(rules.file, partitioned.map((t) => `${tableKey(t)}: subset reaches a partitioned table, which is not supported`));
+  }
+
+  const kept = new Map<string, Set<string>>(restricted.map((t) => [tableKey(t), new Set<string>()]));
+  const keptOf = (t: TableName) => [...kept.get(tableKey(t))!];
+  const add = (t: TableName, ctids: string[]) => {
+    const set = kept.get(tableKey(t))!;
+    const before = set.size;
+    for (const ctid of ctids) set.add(ctid);
+    return set.size > before;
+  };
+
+  for (const { table, where } of rules.subset) {
+    if (!kept.has(tableKey(table))) continue;
+    const { rows } = await client.query<{ ctid: string }>(`SELECT ctid::text AS ctid FROM ${quoteQualified(table)} WHERE (${where})`);
+    add(table, rows.map((r) => r.ctid));
+  }
+  const conditioned = (t: TableName) => rules.subset.some((s) => same(s.table, t));
+
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const table of restricted) {
+      // Rows of a table without its own condition: kept when no row they reference is left out.
+      if (!conditioned(table)) {
+        const outgoing = edges.filter((e) => same(e.from, table) && restricted.some((t) => same(t, e.to)));
+        const params: string[][] = [];
+        const clauses = outgoing.map((edge) => {
+          params.push(keptOf(edge.to));
+          return `NOT EXISTS (SELECT 1 FROM ${quoteQualified(edge.to)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($${params.length}::tid[])))`;
+        });
+        const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ${quoteQualified(table)} t WHERE ${clauses.join(' AND ') || 'true'}`, params);
+        if (add(table, rows.map((r) => r.ctid))) changed = true;
+      }
+      // Rows referenced by kept rows are kept: the closure that keeps every foreign key whole.
+      for (const edge of edges.filter((e) => same(e.to, table))) {
+        if (!kept.has(tableKey(edge.from))) continue;
+        const { rows } = await client.query<{ ctid: string }>(
+          `SELECT p.ctid::text AS ctid FROM ${quoteQualified(table)} p WHERE EXISTS (SELECT 1 FROM ${quoteQualified(edge.from)} c WHERE c.ctid = ANY($1::tid[]) AND ${matches(edge, 'c', 'p')})`,
+          [keptOf(edge.from)],
+        );
+        if (add(table, rows.map((r) => r.ctid))) changed = true;
+      }
+    }
+  }
+  for (const [key, set] of kept) plan.set(key, [...set]);
+  return plan;
+}
+
+/** The WHERE clause that reads only a restricted table's kept rows (a TID scan); ctid qualified, as the query joins LATERALs. */
+export function subsetWhere(table: TableName, ctids: string[]): string {
+  if (ctids.length === 0) return 'false';
+  return `${quoteQualified(table)}.ctid = ANY(${quoteLiteral(`{${ctids.map((c) => `"${c}"`).join(',')}}`)}::tid[])`;
+}

@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { SnapshotReadyPayload } from '@app/common/contract';
+import { createDatabase, type TestDatabase } from '../../../test/support/databases';
+import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
+import { TargetDatabase } from './database/target-database';
+import { loadSnapshot } from './snapshot-load';
+import { TargetSchemaError } from './target-schema';
+
+const SOURCE_SQL = `
+  CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, legacy_code text, note text);
+  -- serial: a skipped table's sequence is not the environment's either
+  CREATE TABLE public.only_in_prod (id serial PRIMARY KEY);
+  INSERT INTO public.people VALUES (1, 'Ada', 'A-1', 'it''s "quoted", \\ too'), (2, 'Zoë', NULL, NULL);
+  INSERT INTO public.only_in_prod DEFAULT VALUES;
+`;
+// The environment dropped legacy_code, added a column with a default, and has no only_in_prod.
+const DRIFTED_SQL = `CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, note text, added_at date NOT NULL DEFAULT '2024-01-01');`;
+
+describe('SCHEMA_DRIFT', () => {
+  let source: TestDatabase;
+  let snapshot: WrittenSnapshot;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-drift-'));
+  const targets: TestDatabase[] = [];
+  const payload = (): SnapshotReadyPayload => ({
+    snapshotId: snapshot.manifest.snapshotId,
+    date: snapshot.manifest.date,
+    location: snapshot.location,
+    createdAt: snapshot.manifest.createdAt,
+    tables: snapshot.manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
+  });
+  const load = async (target: TestDatabase, schemaDrift: 'fail' | 'common-columns') => {
+    const database = new TargetDatabase(target.url);
+    try {
+      return await loadSnapshot(database, { snapshot: payload(), dir: snapshot.location, environment: 'spec', attempt: 1, schemaDrift });
+    } finally {
+      await database.close();
+    }
+  };
+  const target = async (sql: string) => {
+    const db = await createDatabase('drift_env', sql);
+    targets.push(db);
+    return db;
+  };
+
+  beforeAll(async () => {
+    source = await createDatabase('drift_prod', SOURCE_SQL);
+    snapshot = await writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: source.url, snapshotDir: dir, tables: [], excludeTables: [] });
+  });
+  afterAll(async () => {
+    await Promise.all([source, ...targets].filter(Boolean).map((db) => db.drop()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('fail (the default) names what differs and changes nothing', async () => {
+    const env = await target(`${DRIFTED_SQL} INSERT INTO public.people VALUES (9, 'stale', NULL);`);
+    const error = await load(env, 'fail').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TargetSchemaError);
+    expect((error as Error).message).toContain('table public.only_in_prod does not exist in the target');
+    expect(await env.query('SELECT id FROM public.people')).toEqual([{ id: 9 }]);
+  });
+
+  it('common-columns loads what both have, defaults the rest, and reports every difference', async () => {
+    const env = await target(DRIFTED_SQL);
+    const result = await load(env, 'common-columns');
+    expect(result).toMatchObject({
+      kind: 'loaded',
+      drift: { skippedTables: ['public.only_in_prod'], leftOutColumns: ['public.people."legacy_code"'], defaultedColumns: ['public.people."added_at"'] },
+    });
+    expect(await env.query('SELECT id, name, note, added_at::text FROM public.people ORDER BY id')).toEqual([
+      { id: 1, name: 'Ada', note: 'it\'s "quoted", \\ too', added_at: '2024-01-01' },
+      { id: 2, name: 'Zoë', note: null, added_at: '2024-01-01' },
+    ]);
+  });
+
+  it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {
+    const env = await target(`${DRIFTED_SQL} ALTER TABLE public.people ADD COLUMN region text NOT NULL;`);
+    await expect(load(env, 'common-columns')).rejects.toThrow('public.people."region" is NOT NULL without a default and not in the snapshot');
+  });
+
+  it('common-columns with an identical schema reports no drift', async () => {
+    const env = await target(SOURCE_SQL.split('INSERT')[0]);
+    const result = await load(env, 'common-columns');
+    expect(result.kind).toBe('loaded');
+    expect(result).not.toHaveProperty('drift');
+  });
+});

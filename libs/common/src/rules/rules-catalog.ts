@@ -1,0 +1,121 @@
+import type { ClientBase } from 'pg';
+import type { TableName } from './rules-file';
+
+export interface CatalogColumn {
+  name: string;
+  /** As PostgreSQL writes it, with modifiers: `character varying(40)`, `citext`, `"My Type"`. */
+  type: string;
+  /** The type's own name once domains are looked through: `text`, `citext`, `int4`, `jsonb`... */
+  baseType: string;
+  /** pg_type.typcategory of the base type: `S` string, `N` numeric, `A` array, `U` user... */
+  category: string;
+  notNull: boolean;
+  /** Generated columns are not dumped: the environment computes them from the (masked) row. */
+  generated: boolean;
+}
+
+export interface CatalogTable extends TableName {
+  partitioned: boolean;
+  columns: CatalogColumn[];
+  /** Primary key, unique constraints and unique indexes, as column lists. */
+  uniqueKeys: string[][];
+}
+
+export interface CatalogForeignKey {
+  constraint: string;
+  from: TableName;
+  fromColumns: string[];
+  to: TableName;
+  toColumns: string[];
+}
+
+/** What rules are checked against: every user table of the database, its keys and its foreign keys. */
+export interface RulesCatalog {
+  tables: CatalogTable[];
+  foreignKeys: CatalogForeignKey[];
+}
+
+const USER_TABLES = `
+  c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
+/** Reads the catalog in the caller's transaction (the dumper's snapshot, or the CLI's own). */
+export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog> {
+  const { rows: columns } = await client.query<{
+    oid: number;
+    schema: string;
+    table: string;
+    relkind: string;
+    column: string | null;
+    type: string | null;
+    base_type: string | null;
+    category: string | null;
+    not_null: boolean | null;
+    generated: boolean | null;
+  }>(`
+    SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS table, c.relkind, a.attname AS column,
+           format_type(a.atttypid, a.atttypmod) AS type, bt.typname AS base_type, bt.typcategory AS category,
+           a.attnotnull AS not_null, a.attgenerated <> '' AS generated
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+      LEFT JOIN pg_type t ON t.oid = a.atttypid
+      LEFT JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+     WHERE ${USER_TABLES}
+     ORDER BY n.nspname, c.relname, a.attnum`);
+  const byOid = new Map<number, CatalogTable>();
+  for (const row of columns) {
+    let table = byOid.get(row.oid);
+    if (!table) {
+      table = { schema: row.schema, name: row.table, partitioned: row.relkind === 'p', columns: [], uniqueKeys: [] };
+      byOid.set(row.oid, table);
+    }
+    if (row.column === null) continue;
+    table.columns.push({
+      name: row.column,
+      type: row.type!,
+      baseType: row.base_type!,
+      category: row.category!,
+      notNull: row.not_null!,
+      generated: row.generated!,
+    });
+  }
+
+  const { rows: unique } = await client.query<{ oid: number; columns: string[] }>(`
+    SELECT i.indrelid::int AS oid,
+           array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] AS columns
+      FROM pg_index i
+     WHERE i.indisunique AND i.indrelid = ANY($1::oid[])`,
+    [[...byOid.keys()]],
+  );
+  for (const row of unique) byOid.get(row.oid)?.uniqueKeys.push(row.columns);
+
+  // Constraints declared on a partitioned table are inherited by its partitions: read them on the parent only.
+  const { rows: fks } = await client.query<{ constraint: string; from_oid: number; to_oid: number; from_columns: string[]; to_columns: string[] }>(`
+    SELECT con.conname AS constraint, con.conrelid::int AS from_oid, con.confrelid::int AS to_oid,
+           array(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] AS from_columns,
+           array(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] AS to_columns
+      FROM pg_constraint con
+     WHERE con.contype = 'f' AND con.conparentid = 0 AND con.conrelid = ANY($1::oid[]) AND con.confrelid = ANY($1::oid[])
+     ORDER BY con.conname`,
+    [[...byOid.keys()]],
+  );
+  const tableOf = (oid: number): TableName => {
+    const { schema, name } = byOid.get(oid)!;
+    return { schema, name };
+  };
+  return {
+    tables: [...byOid.values()],
+    foreignKeys: fks.map((fk) => ({
+      constraint: fk.constraint,
+      from: tableOf(fk.from_oid),
+      fromColumns: fk.from_columns,
+      to: tableOf(fk.to_oid),
+      toColumns: fk.to_columns,
+    })),
+  };
+}

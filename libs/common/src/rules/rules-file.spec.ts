@@ -1,0 +1,83 @@
+import { MASKING_RULES_YAML } from '../../../../test/support/masking-fixture';
+import { parseRules, RulesError } from './rules-file';
+
+const FILE = '/etc/db-fanout/rules.yaml';
+
+function problemsOf(text: string): string[] {
+  try {
+    parseRules(text, FILE);
+  } catch (error) {
+    expect(error).toBeInstanceOf(RulesError);
+    expect((error as Error).message).toContain(FILE);
+    return (error as RulesError).problems;
+  }
+  throw new Error('expected the rules to be refused');
+}
+
+describe('rules file', () => {
+  it('reads every strategy of the documented format', () => {
+    const rules = parseRules(MASKING_RULES_YAML, FILE);
+    expect(rules.strict).toBe(true);
+    const customers = rules.tables.find((t) => t.table.name === 'customers')!.columns;
+    expect(Object.fromEntries(customers)).toEqual({
+      id: { kind: 'keep' },
+      email: { kind: 'email' },
+      full_name: { kind: 'name' },
+      phone: { kind: 'phone' },
+      ssn: { kind: 'redact' },
+      notes: { kind: 'null' },
+      api_token: { kind: 'hash' },
+      tier: { kind: 'constant', value: 'gold' },
+      score: { kind: 'sql', expression: 'round(score, -1)' },
+      profile: { kind: 'jsonb', paths: [{ path: ['email'], strategy: { kind: 'email' } }, { path: ['address', 'street'], strategy: { kind: 'redact' } }] },
+      created_at: { kind: 'keep' },
+      referred_by: { kind: 'keep' },
+    });
+    expect(rules.relations).toEqual([
+      { from: { schema: 'public', name: 'audit_log', column: 'actor_email' }, to: { schema: 'public', name: 'customers', column: 'email' } },
+    ]);
+    expect(rules.digest).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('reads JSON too, quoted names, a subset, and strict defaulting to true', () => {
+    const rules = parseRules(
+      JSON.stringify({ tables: { '"Sales"."Order Items"': { 'Unit "Price"': 'keep' } }, subset: { 'public.customers': "created_at >= date '2024-01-01'" } }),
+      FILE,
+    );
+    expect(rules.strict).toBe(true);
+    expect(rules.tables[0].table).toEqual({ schema: 'Sales', name: 'Order Items' });
+    expect([...rules.tables[0].columns.keys()]).toEqual(['Unit "Price"']);
+    expect(rules.subset).toEqual([{ table: { schema: 'public', name: 'customers' }, where: "created_at >= date '2024-01-01'" }]);
+  });
+
+  it('names every problem with where it is', () => {
+    const problems = problemsOf(`
+strict: maybe
+tables:
+  customers: { id: keep }
+  public.orders: { id: mask, note: { sql: "" }, doc: { jsonb: { a..b: email, c: { sql: "x" } } }, other: [1] }
+relations:
+  - { from: public.a.b, to: public.c }
+subset:
+  public.orders: 42
+extra: 1
+`);
+    expect(problems).toEqual([
+      'unknown top-level key "extra" (expected strict, tables, relations, subset)',
+      'strict must be true or false',
+      'tables: table "customers" must be written schema.table',
+      expect.stringContaining('public.orders.id: unknown strategy "mask"'),
+      'public.orders.note: sql must be a non-empty SQL expression',
+      'public.orders.doc: jsonb path "a..b" has an empty segment',
+      expect.stringContaining('public.orders.doc path c: {"sql":"x"} is not a strategy'),
+      expect.stringContaining('public.orders.other: [1] is not a strategy'),
+      'relations[0].to: "public.c" must be written schema.table.column',
+      'subset public.orders: must be a SQL condition, e.g. "created_at >= date \'2024-01-01\'"',
+    ]);
+  });
+
+  it('refuses text that is not YAML, and a duplicated key', () => {
+    expect(problemsOf('tables: [unclosed')[0]).toMatch(/^not valid YAML or JSON/);
+    expect(problemsOf('tables:\n  public.a: { id: keep }\n  public.a: { id: keep }\n')[0]).toMatch(/^not valid YAML or JSON/);
+  });
+});

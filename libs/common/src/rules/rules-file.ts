@@ -1,0 +1,228 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { formatDottedName, splitDottedName } from './dotted-name';
+
+/** Strategies that need MASKING_KEY: the same key and input give the same output everywhere. */
+export const KEYED_STRATEGIES = ['email', 'name', 'phone', 'hash'] as const;
+/** Strategies written as a bare word in the rules file. */
+export const WORD_STRATEGIES = ['keep', 'review', 'redact', 'null', ...KEYED_STRATEGIES] as const;
+export type WordStrategy = (typeof WORD_STRATEGIES)[number];
+
+/** What may stand at a path inside a json/jsonb column. */
+export type ConstantValue = string | number | boolean | null;
+export type LeafStrategy = { kind: Exclude<WordStrategy, 'review'> } | { kind: 'constant'; value: ConstantValue };
+
+export type Strategy =
+  | { kind: WordStrategy }
+  | { kind: 'constant'; value: ConstantValue }
+  | { kind: 'sql'; expression: string }
+  | { kind: 'jsonb'; paths: { path: string[]; strategy: LeafStrategy }[] };
+
+export interface TableName {
+  schema: string;
+  name: string;
+}
+
+export interface ColumnName extends TableName {
+  column: string;
+}
+
+export interface TableRules {
+  table: TableName;
+  columns: Map<string, Strategy>;
+}
+
+export interface Relation {
+  from: ColumnName;
+  to: ColumnName;
+}
+
+export interface RulesFile {
+  /** Where the rules came from, for error messages. */
+  file: string;
+  /** sha256 of the file's bytes: the manifest records which rules a snapshot was made with. */
+  digest: string;
+  strict: boolean;
+  tables: TableRules[];
+  relations: Relation[];
+  subset: { table: TableName; where: string }[];
+}
+
+/** A rules file that cannot be used; its message names the file and every problem in it. */
+export class RulesError extends Error {
+  readonly code = 'rules-invalid';
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(`rules file ${file}: ${problems.join('; ')}`);
+    this.name = 'RulesError';
+  }
+}
+
+export const tableKey = (t: TableName): string => formatDottedName([t.schema, t.name]);
+export const columnKey = (c: ColumnName): string => formatDottedName([c.schema, c.name, c.column]);
+
+/** A strategy as a user writes it, for messages and the manifest. */
+export function describeStrategy(strategy: Strategy): string {
+  if (strategy.kind === 'jsonb') return `jsonb {${strategy.paths.map((p) => `${p.path.join('.')}: ${describeStrategy(p.strategy)}`).join(', ')}}`;
+  return strategy.kind;
+}
+
+/** Equal strategies mask equal inputs to equal outputs (what a foreign key needs from both ends). */
+export function sameStrategy(a: Strategy, b: Strategy): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+function parseStrategy(raw: unknown, where: string, problems: string[], insideJson = false): Strategy | undefined {
+  // YAML's bare `null` (and JSON's null) is the null strategy.
+  if (raw === null) return { kind: 'null' };
+  if (typeof raw === 'string') {
+    if ((WORD_STRATEGIES as readonly string[]).includes(raw) && !(insideJson && raw === 'review')) return { kind: raw as WordStrategy };
+    problems.push(`${where}: unknown strategy ${JSON.stringify(raw)} (expected one of ${WORD_STRATEGIES.join(', ')}, or { constant: ... }, { sql: ... }, { jsonb: {...} })`);
+    return undefined;
+  }
+  if (isRecord(raw) && Object.keys(raw).length === 1) {
+    const [kind, value] = Object.entries(raw)[0];
+    if (kind === 'constant') {
+      if (value !== null && !['string', 'number', 'boolean'].includes(typeof value)) {
+        problems.push(`${where}: constant must be a string, number, boolean or null`);
+        return undefined;
+      }
+      return { kind: 'constant', value: value as ConstantValue };
+    }
+    if (kind === 'sql' && !insideJson) {
+      if (typeof value !== 'string' || !value.trim()) {
+        problems.push(`${where}: sql must be a non-empty SQL expression`);
+        return undefined;
+      }
+      return { kind: 'sql', expression: value };
+    }
+    if (kind === 'jsonb' && !insideJson) {
+      if (!isRecord(value) || Object.keys(value).length === 0) {
+        problems.push(`${where}: jsonb must map paths (a.b.c) to strategies`);
+        return undefined;
+      }
+      const paths: { path: string[]; strategy: LeafStrategy }[] = [];
+      for (const [path, leaf] of Object.entries(value)) {
+        const segments = path.split('.');
+        if (segments.some((s) => s === '')) {
+          problems.push(`${where}: jsonb path ${JSON.stringify(path)} has an empty segment`);
+          continue;
+        }
+        const strategy = parseStrategy(leaf, `${where} path ${path}`, problems, true);
+        if (strategy) paths.push({ path: segments, strategy: strategy as LeafStrategy });
+      }
+      return { kind: 'jsonb', paths };
+    }
+  }
+  problems.push(
+    `${where}: ${JSON.stringify(raw)} is not a strategy (expected a word such as keep or email, or { constant: ... }${insideJson ? '' : ', { sql: ... }, { jsonb: {...} }'})`,
+  );
+  return undefined;
+}
+
+function parseColumnName(text: unknown, where: string, problems: string[]): ColumnName | undefined {
+  const parts = typeof text === 'string' ? splitDottedName(text, 3) : undefined;
+  if (!parts) {
+    problems.push(`${where}: ${JSON.stringify(text)} must be written schema.table.column`);
+    return undefined;
+  }
+  return { schema: parts[0], name: parts[1], column: parts[2] };
+}
+
+function parseTableName(text: string, where: string, problems: string[]): TableName | undefined {
+  const parts = splitDottedName(text, 2);
+  if (!parts) {
+    problems.push(`${where}: table ${JSON.stringify(text)} must be written schema.table`);
+    return undefined;
+  }
+  return { schema: parts[0], name: parts[1] };
+}
+
+/** Parses and validates a rules file's text (YAML, of which JSON is a subset). */
+export function parseRules(text: string, file: string): RulesFile {
+  const problems: string[] = [];
+  let document: unknown;
+  try {
+    document = parseYaml(text, { uniqueKeys: true, strict: true });
+  } catch (error) {
+    throw new RulesError(file, [`not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`]);
+  }
+  if (!isRecord(document)) throw new RulesError(file, ['must be a mapping with tables (and optionally strict, relations, subset)']);
+  for (const key of Object.keys(document)) {
+    if (!['strict', 'tables', 'relations', 'subset'].includes(key)) problems.push(`unknown top-level key ${JSON.stringify(key)} (expected strict, tables, relations, subset)`);
+  }
+  const strict = document.strict ?? true;
+  if (typeof strict !== 'boolean') problems.push('strict must be true or false');
+
+  const tables: TableRules[] = [];
+  const rawTables = document.tables ?? {};
+  if (!isRecord(rawTables)) problems.push('tables must map schema.table to { column: strategy }');
+  else {
+    for (const [tableText, rawColumns] of Object.entries(rawTables)) {
+      const table = parseTableName(tableText, 'tables', problems);
+      if (!table) continue;
+      if (tables.some((t) => tableKey(t.table) === tableKey(table))) {
+        problems.push(`tables: ${tableKey(table)} appears twice`);
+        continue;
+      }
+      const columns = new Map<string, Strategy>();
+      if (!isRecord(rawColumns)) {
+        problems.push(`${tableKey(table)}: must map columns to strategies`);
+        continue;
+      }
+      for (const [column, rawStrategy] of Object.entries(rawColumns)) {
+        const strategy = parseStrategy(rawStrategy, columnKey({ ...table, column }), problems);
+        if (strategy) columns.set(column, strategy);
+      }
+      tables.push({ table, columns });
+    }
+  }
+
+  const relations: Relation[] = [];
+  const rawRelations = document.relations ?? [];
+  if (!Array.isArray(rawRelations)) problems.push('relations must be a list of { from: schema.table.column, to: schema.table.column }');
+  else {
+    rawRelations.forEach((raw: unknown, index) => {
+      const where = `relations[${index}]`;
+      if (!isRecord(raw) || Object.keys(raw).some((k) => k !== 'from' && k !== 'to')) {
+        problems.push(`${where}: must be { from: schema.table.column, to: schema.table.column }`);
+        return;
+      }
+      const from = parseColumnName(raw.from, `${where}.from`, problems);
+      const to = parseColumnName(raw.to, `${where}.to`, problems);
+      if (from && to) relations.push({ from, to });
+    });
+  }
+
+  const subset: { table: TableName; where: string }[] = [];
+  const rawSubset = document.subset ?? {};
+  if (!isRecord(rawSubset)) problems.push('subset must map schema.table to a SQL condition');
+  else {
+    for (const [tableText, where] of Object.entries(rawSubset)) {
+      const table = parseTableName(tableText, 'subset', problems);
+      if (!table) continue;
+      if (typeof where !== 'string' || !where.trim()) problems.push(`subset ${tableKey(table)}: must be a SQL condition, e.g. "created_at >= date '2024-01-01'"`);
+      else subset.push({ table, where });
+    }
+  }
+
+  if (problems.length) throw new RulesError(file, problems);
+  const digest = createHash('sha256').update(text).digest('hex');
+  return { file, digest, strict: strict as boolean, tables, relations, subset };
+}
+
+/** Reads DUMP_RULES: a missing or unreadable file is a RulesError naming it. */
+export function loadRulesFile(path: string): RulesFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new RulesError(path, [`cannot be read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`]);
+  }
+  return parseRules(text, path);
+}

@@ -1,0 +1,97 @@
+import { Client } from 'pg';
+import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
+import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL } from '../../../../test/support/masking-fixture';
+import { readRulesCatalog, type RulesCatalog } from './rules-catalog';
+import { parseRules } from './rules-file';
+import { planRules } from './rules-plan';
+import { suggestRules } from './rules-suggest';
+
+let db: TestDatabase;
+let catalog: RulesCatalog;
+const ALL = ['customers', 'orders', 'order_lines', 'shipments', 'audit_log'].map((name) => ({ schema: 'public', name }));
+
+const plan = (yaml: string, dumped = ALL) => planRules(parseRules(yaml, 'rules.yaml'), catalog, dumped);
+/** The fixture's rules with one line replaced. */
+const edited = (from: string, to: string) => {
+  expect(MASKING_RULES_YAML).toContain(from);
+  return MASKING_RULES_YAML.replace(from, to);
+};
+
+beforeAll(async () => {
+  db = await createDatabase('rules_plan', MASKING_SCHEMA_SQL + 'ALTER TABLE public.audit_log ADD COLUMN ip inet, ADD COLUMN total int GENERATED ALWAYS AS (id * 2) STORED;');
+  const client = new Client({ connectionString: db.url });
+  await client.connect();
+  catalog = await readRulesCatalog(client).finally(() => client.end());
+});
+
+afterAll(async () => {
+  await db?.drop();
+});
+
+describe('rules checked against the source catalog', () => {
+  it('strict mode refuses a column without a rule by name, and leaves generated columns to the environment', () => {
+    const result = plan(MASKING_RULES_YAML);
+    expect(result.problems).toEqual(['public.audit_log.ip: no rule (strict mode needs one for every dumped column)']);
+    expect(result.keyed).toBe(true);
+    expect(result.tables.find((t) => t.table.name === 'audit_log')!.columns.map((c) => c.column.name)).toEqual(['id', 'actor_email', 'action']);
+  });
+
+  it('keeps unruled columns as they are when not strict, and ignores tables that are not dumped', () => {
+    const result = plan(edited('strict: true', 'strict: false'), ALL.slice(0, 2));
+    expect(result.problems).toEqual([]);
+    expect(plan(edited('strict: true', 'strict: false')).tables.find((t) => t.table.name === 'audit_log')!.columns[3].strategy).toEqual({ kind: 'keep' });
+  });
+
+  it('refuses rules naming a table or column that does not exist, in either mode', () => {
+    const yaml = edited('strict: true', 'strict: false').replace('  public.orders:', '  public.gone: { x: keep }\n  public.orders:').replace('placed_at: keep', 'placed_at: keep, shipped_at: keep');
+    expect(plan(yaml).problems).toEqual([
+      'public.gone: the rules name a table that does not exist',
+      'public.orders.shipped_at: the rules name a column that does not exist',
+    ]);
+  });
+
+  it('refuses name, phone, redact and constant under a primary key or UNIQUE, naming the column', () => {
+    const yaml = edited('api_token: hash', 'api_token: redact').replace('    id: keep\n    email: email', '    id: { constant: 1 }\n    email: name');
+    expect(plan(yaml, ALL.slice(0, 1)).problems).toEqual([
+      'public.customers.id: constant can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.customers.email: name can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.customers.api_token: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.customers.referred_by (keep) references public.customers.id (constant) through customers_referred_by_fkey: both need the same strategy so masked keys still join',
+    ]);
+  });
+
+  it('refuses a reference whose two ends mask differently, naming both, for declared keys and relations', () => {
+    const result = plan(edited('customer_email: email', 'customer_email: hash').replace('actor_email: email', 'actor_email: keep'));
+    expect(result.problems).toEqual(
+      expect.arrayContaining([
+        'public.orders.customer_email (hash) references public.customers.email (email) through orders_customer_email_fkey: both need the same strategy so masked keys still join',
+        'public.audit_log.actor_email (keep) references public.customers.email (email) through relations: both need the same strategy so masked keys still join',
+      ]),
+    );
+  });
+
+  it('refuses null on NOT NULL, strategies that do not fit the type, and review', () => {
+    const yaml = edited('full_name: name', 'full_name: null').replace('score: { sql: "round(score, -1)" }', 'score: email').replace('tier: { constant: gold }', 'tier: review');
+    expect(plan(yaml, ALL.slice(0, 1)).problems).toEqual([
+      'public.customers.full_name: null on a NOT NULL column',
+      'public.customers.tier: marked review; decide its strategy',
+      'public.customers.score: email needs a text column (text, varchar, char, citext), not numeric',
+    ]);
+  });
+
+  it('masks on the lower-cased value for citext and for every column that references one', () => {
+    const folded = plan(MASKING_RULES_YAML).tables.flatMap((t) => t.columns.filter((c) => c.foldCase).map((c) => `${t.table.name}.${c.column.name}`));
+    expect(folded.sort()).toEqual(['audit_log.actor_email', 'customers.email', 'orders.customer_email']);
+  });
+
+  it('rules init suggests strategies that the check accepts once review columns are decided', () => {
+    const text = suggestRules(catalog);
+    expect(text).toContain('strict: true');
+    const rules = parseRules(text, 'init.yaml');
+    const customers = Object.fromEntries(rules.tables.find((t) => t.table.name === 'customers')!.columns);
+    expect(customers).toMatchObject({ id: { kind: 'keep' }, email: { kind: 'email' }, full_name: { kind: 'name' }, phone: { kind: 'phone' }, ssn: { kind: 'redact' }, api_token: { kind: 'hash' }, profile: { kind: 'review' }, created_at: { kind: 'keep' } });
+    const problems = planRules(rules, catalog, ALL).problems;
+    expect(problems.every((p) => p.includes('marked review'))).toBe(true);
+    expect(problems).toContain('public.customers.profile: marked review; decide its strategy');
+  });
+});

@@ -1,0 +1,174 @@
+import type { CatalogColumn, CatalogTable, RulesCatalog } from './rules-catalog';
+import {
+  type ColumnName,
+  columnKey,
+  describeStrategy,
+  KEYED_STRATEGIES,
+  type LeafStrategy,
+  type RulesFile,
+  sameStrategy,
+  type Strategy,
+  type TableName,
+  tableKey,
+} from './rules-file';
+
+export interface ColumnPlan {
+  column: CatalogColumn;
+  strategy: Strategy;
+  /**
+   * Keyed strategies read the lower-cased value: the column is citext, or references one, so
+   * values that were equal case-insensitively (and joined) stay equal once masked.
+   */
+  foldCase: boolean;
+}
+
+export interface TablePlan {
+  table: CatalogTable;
+  /** The dumped columns (generated ones left out), in table order. */
+  columns: ColumnPlan[];
+}
+
+/** A reference between columns: one column pair of a declared foreign key, or a `relations` entry. */
+export interface ColumnReference {
+  from: ColumnName;
+  to: ColumnName;
+  /** The foreign key's name, or `relations` for a declared-in-the-rules one. */
+  via: string;
+}
+
+export interface RulesPlan {
+  tables: TablePlan[];
+  references: ColumnReference[];
+  /** Every reason the dump must not start, each naming schema.table.column. */
+  problems: string[];
+  /** A keyed strategy is in use: MASKING_KEY is required. */
+  keyed: boolean;
+}
+
+const TEXT_TYPES = new Set(['text', 'varchar', 'bpchar', 'citext', 'name']);
+const NOT_UNIQUE = new Set(['name', 'redact', 'constant', 'phone']);
+
+const isText = (c: CatalogColumn) => TEXT_TYPES.has(c.baseType);
+/** The strategy (or one of its json paths) needs MASKING_KEY. */
+export const usesKey = (s: Strategy | LeafStrategy): boolean =>
+  (KEYED_STRATEGIES as readonly string[]).includes(s.kind) || (s.kind === 'jsonb' && s.paths.some((p) => usesKey(p.strategy)));
+
+/** Why `strategy` cannot apply to `column`, or undefined when it can. */
+function typeProblem(strategy: Strategy, column: CatalogColumn): string | undefined {
+  switch (strategy.kind) {
+    case 'email':
+    case 'name':
+    case 'phone':
+    case 'redact':
+      return isText(column) ? undefined : `${strategy.kind} needs a text column (text, varchar, char, citext), not ${column.type}`;
+    case 'hash':
+      return isText(column) || ['uuid', 'bytea'].includes(column.baseType) ? undefined : `hash needs a text, uuid or bytea column, not ${column.type}`;
+    case 'jsonb':
+      return ['json', 'jsonb'].includes(column.baseType) ? undefined : `jsonb needs a json or jsonb column, not ${column.type}`;
+    case 'null':
+      return column.notNull ? 'null on a NOT NULL column' : undefined;
+    case 'keep':
+    case 'review':
+    case 'constant':
+    case 'sql':
+      return undefined;
+  }
+}
+
+/**
+ * Checks rules against the source's catalog for the tables being dumped and settles each dumped
+ * column's strategy. Problems are collected, not thrown, so one refusal names every column at once.
+ */
+export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: TableName[]): RulesPlan {
+  const problems: string[] = [];
+  const find = (t: TableName) => catalog.tables.find((c) => c.schema === t.schema && c.name === t.name);
+  const isDumped = (t: TableName) => dumped.some((d) => d.schema === t.schema && d.name === t.name);
+  const ruleOf = (c: ColumnName) => rules.tables.find((t) => tableKey(t.table) === tableKey(c))?.columns.get(c.column);
+
+  for (const { table, columns } of rules.tables) {
+    const found = find(table);
+    if (!found) {
+      problems.push(`${tableKey(table)}: the rules name a table that does not exist`);
+      continue;
+    }
+    for (const column of columns.keys()) {
+      if (!found.columns.some((c) => c.name === column)) problems.push(`${columnKey({ ...table, column })}: the rules name a column that does not exist`);
+    }
+  }
+  for (const relation of rules.relations) {
+    for (const end of [relation.from, relation.to]) {
+      if (!find(end)?.columns.some((c) => c.name === end.column)) problems.push(`${columnKey(end)}: relations name a column that does not exist`);
+    }
+  }
+  for (const { table } of rules.subset) {
+    const found = find(table);
+    if (!found) problems.push(`${tableKey(table)}: subset names a table that does not exist`);
+    else if (found.partitioned) problems.push(`${tableKey(table)}: subset of a partitioned table is not supported`);
+  }
+
+  const references: ColumnReference[] = [
+    ...catalog.foreignKeys.flatMap((fk) =>
+      fk.fromColumns.map((column, i) => ({ from: { ...fk.from, column }, to: { ...fk.to, column: fk.toColumns[i] }, via: fk.constraint })),
+    ),
+    ...rules.relations.map((r) => ({ ...r, via: 'relations' })),
+  ];
+  const columnOf = (c: ColumnName) => find(c)?.columns.find((col) => col.name === c.column);
+  // citext anywhere along a chain of references: a column joined case-insensitively to a citext key.
+  const folds = new Set<string>();
+  for (const table of catalog.tables) for (const c of table.columns) if (c.baseType === 'citext') folds.add(columnKey({ ...table, column: c.name }));
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const r of references) {
+      for (const [a, b] of [[r.from, r.to], [r.to, r.from]]) {
+        if (folds.has(columnKey(a)) && !folds.has(columnKey(b)) && columnOf(b)) {
+          folds.add(columnKey(b));
+          changed = true;
+        }
+      }
+    }
+  }
+
+  const tables: TablePlan[] = [];
+  for (const wanted of dumped) {
+    const table = find(wanted);
+    if (!table) continue;
+    const columns: ColumnPlan[] = [];
+    for (const column of table.columns.filter((c) => !c.generated)) {
+      const name = { ...table, column: column.name };
+      const rule = ruleOf(name);
+      if (!rule && rules.strict) {
+        problems.push(`${columnKey(name)}: no rule (strict mode needs one for every dumped column)`);
+        continue;
+      }
+      const strategy = rule ?? { kind: 'keep' as const };
+      if (strategy.kind === 'review') {
+        problems.push(`${columnKey(name)}: marked review; decide its strategy`);
+        continue;
+      }
+      const mismatch = typeProblem(strategy, column);
+      if (mismatch) problems.push(`${columnKey(name)}: ${mismatch}`);
+      if (NOT_UNIQUE.has(strategy.kind) && table.uniqueKeys.some((key) => key.includes(column.name))) {
+        problems.push(`${columnKey(name)}: ${strategy.kind} can give two rows the same value, and the column is under a primary key or UNIQUE`);
+      }
+      columns.push({ column, strategy, foldCase: folds.has(columnKey(name)) });
+    }
+    tables.push({ table, columns });
+  }
+
+  const strategyOf = (c: ColumnName): Strategy | undefined => {
+    const plan = tables.find((t) => tableKey(t.table) === tableKey(c));
+    return plan ? plan.columns.find((p) => p.column.name === c.column)?.strategy : ruleOf(c);
+  };
+  for (const reference of references) {
+    if (!isDumped(reference.from)) continue;
+    const from = strategyOf(reference.from) ?? { kind: 'keep' as const };
+    const to = strategyOf(reference.to) ?? { kind: 'keep' as const };
+    if (!sameStrategy(from, to)) {
+      problems.push(
+        `${columnKey(reference.from)} (${describeStrategy(from)}) references ${columnKey(reference.to)} (${describeStrategy(to)}) through ${reference.via}: both need the same strategy so masked keys still join`,
+      );
+    }
+  }
+
+  return { tables, references, problems, keyed: tables.some((t) => t.columns.some((c) => usesKey(c.strategy))) };
+}

@@ -1,0 +1,70 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createDatabase, type TestDatabase } from './support/databases';
+import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL } from './support/masking-fixture';
+
+const BIN = join(__dirname, '..', 'bin', 'db-fanout.js');
+
+function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** `db-fanout rules init` and `rules check` against a real source, without NATS. */
+describe('db-fanout rules', () => {
+  let source: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-rules-cli-'));
+
+  beforeAll(async () => {
+    source = await createDatabase('rules_cli', MASKING_SCHEMA_SQL);
+  });
+  afterAll(async () => {
+    await source?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('init writes a strict starting file with suggestions and review marks; check refuses the review columns by name', async () => {
+    const out = join(dir, 'rules.yaml');
+    const init = await cli(['rules', 'init', '--source', source.url, '--out', out]);
+    expect(init).toMatchObject({ code: 0, stderr: '' });
+    expect(init.stdout).toMatch(/^wrote .*rules\.yaml: \d+ column\(s\) marked review/);
+    const text = readFileSync(out, 'utf8');
+    expect(text).toContain('strict: true');
+    expect(text).toMatch(/public\.customers:\n(\s+\w+: .+\n)*\s+email: email\n/);
+    expect(text).toMatch(/\s+profile: review\n/);
+
+    const check = await cli(['rules', 'check', '--source', source.url, '--rules', out]);
+    expect(check.code).toBe(1);
+    expect(check.stdout).toContain('public.customers.profile: marked review; decide its strategy');
+
+    // init never overwrites a rules file someone has edited.
+    expect((await cli(['rules', 'init', '--source', source.url, '--out', out])).code).toBe(2);
+  });
+
+  it('check passes decided rules (DUMP_RULES by default), then names a new production column', async () => {
+    const rules = join(dir, 'decided.yaml');
+    writeFileSync(rules, MASKING_RULES_YAML);
+    const ok = await cli(['rules', 'check', '--source', source.url], { DUMP_RULES: rules });
+    expect(ok).toMatchObject({ code: 0, stderr: '' });
+    expect(ok.stdout).toContain('nothing to refuse (5 tables, 11 masked columns, strict)');
+
+    await source.query('ALTER TABLE public.shipments ADD COLUMN recipient text');
+    const refused = await cli(['rules', 'check', '--source', source.url, '--rules', rules]);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toContain('public.shipments.recipient: no rule (strict mode needs one for every dumped column)');
+  });
+
+  it('is wrong usage (exit 2) without a source or an action', async () => {
+    expect((await cli(['rules', 'check'])).code).toBe(2);
+    expect((await cli(['rules', 'frobnicate', '--source', source.url])).code).toBe(2);
+  });
+});

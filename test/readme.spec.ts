@@ -16,11 +16,11 @@ const readBy = Object.fromEntries(Object.entries(readers).map(([app, load]) => [
 function configRows(): { variables: string[]; usedBy: App[]; defaultText: string }[] {
   return readme
     .split('\n')
-    .filter((line) => /^\| `[A-Z_]+`/.test(line))
+    .filter((line) => /^\| `[A-Z][A-Z0-9_]*`/.test(line))
     .map((line) => {
       const [variables, usedBy, defaultText] = line.split('|').slice(1).map((cell) => cell.trim());
       return {
-        variables: [...variables.matchAll(/`([A-Z_]+)`/g)].map((m) => m[1]),
+        variables: [...variables.matchAll(/`([A-Z][A-Z0-9_]*)`/g)].map((m) => m[1]),
         usedBy: usedBy === 'all' ? (Object.keys(readers) as App[]) : (usedBy.split(',').map((s) => s.trim()) as App[]),
         defaultText,
       };

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
-import { type Readable, Transform } from 'node:stream';
+import { PassThrough, type Readable, Transform } from 'node:stream';
 import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,8 +38,11 @@ export async function openTableData(source: SnapshotSource, manifest: SnapshotMa
   if (stallMs) stream = watchForStalls(stream, stallMs, table.file);
   const gunzip = decompressor(manifest.compression ?? 'none');
   if (!gunzip) return stream;
-  stream.on('error', (error) => gunzip.destroy(error));
-  return stream.pipe(gunzip);
+  // zlib's own words ("incorrect data check") do not say which file: a damaged object is a bad snapshot.
+  const csv = new PassThrough({ highWaterMark: READ_BUFFER });
+  stream.on('error', (error) => csv.destroy(error));
+  gunzip.on('error', (error) => csv.destroy(new SnapshotFileError(`${table.file} (${table.name}) is not a valid gzip stream: ${error.message}`)));
+  return stream.pipe(gunzip).pipe(csv);
 }
 
 function watchForStalls(source: Readable, ms: number, file: string): Readable {

@@ -4,18 +4,7 @@ import { basename, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { countBytes } from './byte-counter';
-import {
-  assertObjectName,
-  MANIFEST_OBJECT,
-  SNAPSHOT_PREFIX,
-  SnapshotLocationError,
-  type SnapshotSource,
-  type SnapshotStore,
-  type SnapshotUpload,
-  snapshotIdOf,
-  snapshotName,
-  type StoredSnapshot,
-} from './snapshot-store';
+import { assertObjectName, MANIFEST_OBJECT, SNAPSHOT_PREFIX, SnapshotLocationError, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
 
 const TMP_PREFIX = '.tmp-';
 const IO_BUFFER = 1 << 20;

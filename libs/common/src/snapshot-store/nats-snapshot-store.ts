@@ -3,17 +3,7 @@ import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/j
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { countBytes } from './byte-counter';
-import {
-  assertObjectName,
-  MANIFEST_OBJECT,
-  parseBucketLocation,
-  type SnapshotSource,
-  type SnapshotStore,
-  type SnapshotUpload,
-  snapshotIdOf,
-  snapshotName,
-  type StoredSnapshot,
-} from './snapshot-store';
+import { assertObjectName, MANIFEST_OBJECT, parseBucketLocation, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
 
 export interface NatsSnapshotStoreOptions {
   bucket: string;

@@ -10,18 +10,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { countBytes } from './byte-counter';
-import {
-  assertObjectName,
-  MANIFEST_OBJECT,
-  parseBucketLocation,
-  SNAPSHOT_PREFIX,
-  type SnapshotSource,
-  type SnapshotStore,
-  type SnapshotUpload,
-  snapshotIdOf,
-  snapshotName,
-  type StoredSnapshot,
-} from './snapshot-store';
+import { assertObjectName, MANIFEST_OBJECT, parseBucketLocation, SNAPSHOT_PREFIX, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
 
 export interface S3SnapshotStoreOptions {
   bucket: string;

@@ -38,8 +38,9 @@ export class DumperModule {
         { provide: SourceDatabase, useFactory: () => new SourceDatabase(config.sourceDatabaseUrl, config.dumpJobs) },
         {
           provide: DatabaseReadiness,
-          useFactory: (readiness: ReadinessService) => new DatabaseReadiness(readiness, 'source-database', config.sourceDatabaseUrl),
-          inject: [ReadinessService],
+          // Probes through the dump's own pool: an idle session answers SELECT 1, no new connection every 5 s.
+          useFactory: (readiness: ReadinessService, source: SourceDatabase) => new DatabaseReadiness(readiness, 'source-database', source),
+          inject: [ReadinessService, SourceDatabase],
         },
       ],
     };

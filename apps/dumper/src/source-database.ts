@@ -36,6 +36,11 @@ export class SourceDatabase implements DumpSessionSource, OnApplicationShutdown 
     return this.pool.connect();
   }
 
+  /** One statement on an idle session of the pool (readiness probes: no connection of their own). */
+  async query(sql: string): Promise<unknown> {
+    return this.pool.query(sql);
+  }
+
   async end(): Promise<void> {
     await this.pool.end();
   }

@@ -1,7 +1,7 @@
 import type { LoadDrift, ManifestSequence, ManifestTable } from '@app/common/contract';
 import { quoteIdent, quoteQualified } from '@app/common/database';
 import type { Queryable } from './database/queryable';
-import { TargetCatalog, TargetSchemaError, type TargetTable } from './target-schema';
+import { findTargetTable, TargetCatalog, TargetSchemaError, type TargetTable } from './target-schema';
 
 /** SCHEMA_DRIFT: `fail` (an error naming what differs, nothing changes) or `common-columns`. */
 export type SchemaDriftMode = 'fail' | 'common-columns';
@@ -29,15 +29,12 @@ export async function resolveWithDrift(client: Queryable, tables: ManifestTable[
   const problems: string[] = [];
   const targets: DriftTarget[] = [];
   for (const table of tables) {
-    const { rows } = await client.query<{ oid: number | null; partitioned: boolean }>(
-      "SELECT c.oid::int AS oid, c.relkind = 'p' AS partitioned FROM pg_class c WHERE c.oid = to_regclass($1)",
-      [quoteQualified({ schema: table.schema, name: table.table })],
-    );
-    const oid = rows[0]?.oid;
-    if (!oid) {
+    const found = await findTargetTable(client, table);
+    if (!found) {
       drift.skippedTables.push(table.name);
       continue;
     }
+    const { oid } = found;
     const { rows: columns } = await client.query<{ name: string; type: string; insertable: boolean; required: boolean }>(
       `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attgenerated = '' AS insertable,
               attnotnull AND NOT atthasdef AND attidentity = '' AND attgenerated = '' AS required
@@ -53,7 +50,7 @@ export async function resolveWithDrift(client: Queryable, tables: ManifestTable[
     }
     drift.leftOutColumns.push(...leftOut.map(name));
     const types = Object.fromEntries(columns.map((c) => [c.name, c.type]));
-    targets.push({ oid, partitioned: rows[0].partitioned, manifest: table, columns: table.columns.filter((c) => insertable.has(c)), leftOut, types });
+    targets.push({ oid, partitioned: found.partitioned, manifest: table, columns: table.columns.filter((c) => insertable.has(c)), leftOut, types });
   }
   if (problems.length) throw new TargetSchemaError(problems.join('; '));
   const drifted = drift.skippedTables.length + drift.leftOutColumns.length + drift.defaultedColumns.length > 0;

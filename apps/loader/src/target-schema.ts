@@ -32,6 +32,16 @@ export interface TargetTable {
   manifest: ManifestTable;
 }
 
+/** The target's table for a snapshot table, by its schema-qualified name, or undefined when it has none. */
+export async function findTargetTable(client: Queryable, table: ManifestTable): Promise<{ oid: number; partitioned: boolean } | undefined> {
+  const { rows } = await client.query<{ oid: number | null; partitioned: boolean }>(
+    "SELECT c.oid::int AS oid, c.relkind = 'p' AS partitioned FROM pg_class c WHERE c.oid = to_regclass($1)",
+    [quoteQualified({ schema: table.schema, name: table.table })],
+  );
+  const row = rows[0];
+  return row?.oid ? { oid: row.oid, partitioned: row.partitioned } : undefined;
+}
+
 /**
  * The target schema belongs to the environment; the loader never creates or alters tables.
  * Every snapshot table and column must exist there, or the load fails naming all that is missing.
@@ -40,15 +50,12 @@ async function resolveTargetTables(client: Queryable, tables: ManifestTable[]): 
   const problems: string[] = [];
   const resolved: TargetTable[] = [];
   for (const table of tables) {
-    const { rows } = await client.query<{ oid: number | null; partitioned: boolean }>(
-      "SELECT c.oid::int AS oid, c.relkind = 'p' AS partitioned FROM pg_class c WHERE c.oid = to_regclass($1)",
-      [quoteQualified({ schema: table.schema, name: table.table })],
-    );
-    const oid = rows[0]?.oid;
-    if (!oid) {
+    const found = await findTargetTable(client, table);
+    if (!found) {
       problems.push(`table ${table.name} does not exist in the target`);
       continue;
     }
+    const { oid } = found;
     const { rows: columns } = await client.query<{ name: string; generated: boolean }>(
       `SELECT attname AS name, attgenerated <> '' AS generated FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`,
       [oid],
@@ -59,7 +66,7 @@ async function resolveTargetTables(client: Queryable, tables: ManifestTable[]): 
       problems.push(`column(s) ${missing.map((c) => `${table.name}.${quoteIdent(c)}`).join(', ')} missing in the target`);
       continue;
     }
-    resolved.push({ oid, partitioned: rows[0].partitioned, manifest: table });
+    resolved.push({ oid, partitioned: found.partitioned, manifest: table });
   }
   if (problems.length) throw new TargetSchemaError(problems.join('; '));
   return resolved;

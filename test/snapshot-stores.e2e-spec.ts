@@ -6,6 +6,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { SnapshotManifest } from '@app/common/contract';
 import { NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
+import { runCli } from './support/cli';
 import { contentAndSequences, tableContent, type TestDatabase } from './support/databases';
 import { DEMO_TABLES } from './support/fixtures';
 import { NATS_URL } from './support/nats';
@@ -86,6 +87,17 @@ describe.each<StoreCase>([
     }
     if (compression === 'gzip') expect(storedBytes).toBeLessThan(csvBytes * 0.5);
     else expect(storedBytes).toBe(csvBytes);
+  }, 90_000);
+
+  it("db-fanout reload loads an environment again from the store; the CLI is given no store settings at all", async () => {
+    const ready = pipeline.readyFor('2024-06-01')!;
+    await pipeline.targets.dev.query('UPDATE public.products SET price = price + 100');
+    // Only what the README says the CLI needs: NATS. No SNAPSHOT_*, no S3_*, no AWS credentials.
+    const reload = await runCli(['reload', '--env', 'dev'], pipeline.namespace.env);
+    expect(reload).toMatchObject({ code: 0, stdout: expect.stringContaining(`asked dev to reload snapshot ${String(ready.snapshotId)}`) });
+    await pipeline.events.waitFor('the reload', () => pipeline.loadedIn('dev').length === 2, 60_000);
+    expect(pipeline.loadedIn('dev')[1].snapshotId).toBe(ready.snapshotId);
+    expect(await contentOf(pipeline.targets.dev)).toEqual(await contentOf(pipeline.source));
   }, 90_000);
 
   it('fails a load whose stored object was altered, and changes nothing in the environment', async () => {

@@ -162,18 +162,47 @@ describe('an upload interrupted by kill -9 of the dumper', () => {
     await nc?.close();
   });
 
-  it('publishes nothing and leaves no snapshot a loader could take; the redelivered trigger publishes a complete one', async () => {
+  /** Chunk subjects of the bucket that no object's metadata names: objects an upload never finished. */
+  const unfinishedObjects = async (): Promise<number> => {
+    const jsm = await jetstreamManager(nc);
+    const subjects = async (filter: string) => Object.keys((await jsm.streams.info(`OBJ_${bucket}`, { subjects_filter: filter })).state.subjects ?? {});
+    const live = new Set<string>();
+    for (const meta of await subjects(`$O.${bucket}.M.>`)) {
+      const info = (await jsm.streams.getMessage(`OBJ_${bucket}`, { last_by_subj: meta }))!.json<{ nuid: string; deleted?: boolean }>();
+      if (!info.deleted) live.add(info.nuid);
+    }
+    return (await subjects(`$O.${bucket}.C.>`)).filter((chunk) => !live.has(chunk.slice(`$O.${bucket}.C.`.length))).length;
+  };
+
+  it('publishes nothing and leaves no snapshot a loader could take; the redelivered trigger publishes a complete one; a later retention run clears what the killed upload left', async () => {
     const dumper = await pipeline.startDumper({ TABLES: 'public.big,public.customers' });
     await pipeline.trigger('2024-07-01');
     await until('the upload to be under way', async () => (await store.list()).some((s) => !s.complete), 60_000);
     await dumper.kill();
+    const killedAt = Date.now();
     expect(pipeline.events.of('snapshot.ready')).toEqual([]);
     expect((await store.list()).filter((s) => s.complete)).toEqual([]);
+    const [killed] = (await store.list()).filter((s) => !s.complete);
 
     await pipeline.startLoader('dev');
-    await pipeline.startDumper({ TABLES: 'public.big,public.customers' }, 'dumper-2');
+    // SNAPSHOT_RETENTION at its minimum: the killed upload's leftovers outlive it only after a minute.
+    const dumper2 = await pipeline.startDumper({ TABLES: 'public.big,public.customers', SNAPSHOT_RETENTION: '1m' }, 'dumper-2');
     await pipeline.events.waitFor('a complete snapshot, loaded', (c) => c.of('snapshot.loaded').length === 1, 120_000);
     expect(pipeline.events.of('snapshot.ready')).toHaveLength(1);
     expect(await tableContent(pipeline.targets.dev, 'public.customers')).toEqual(await tableContent(pipeline.source, 'public.customers'));
-  }, 180_000);
+    // Retention ran after that dump, within the minute: the killed upload's leftovers were still young.
+    expect((await store.list()).filter((s) => !s.complete)).toEqual([killed]);
+    expect(await unfinishedObjects()).toBeGreaterThan(0);
+
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, killedAt + 62_000 - Date.now())));
+    await pipeline.trigger('2024-07-02');
+    await pipeline.events.waitFor('the next snapshot, loaded', (c) => c.of('snapshot.loaded').length === 2, 120_000);
+    await until('the retention run after that dump', () => Promise.resolve(/retention (removed|cleaned)/.test(dumper2.output)), 30_000);
+    expect((await store.list()).filter((s) => !s.complete)).toEqual([]);
+    expect(await unfinishedObjects()).toBe(0);
+    expect(dumper2.output).toContain(`retention removed prod_snapshot_${killed.snapshotId} (no manifest)`);
+    expect(dumper2.output).toMatch(/retention cleaned up after interrupted uploads: \d+ unfinished object\(s\) of interrupted uploads \(their chunks\)/);
+    // The newest snapshot stays, whatever its age.
+    expect((await store.list()).filter((s) => s.complete).map((s) => s.snapshotId)).toContain(pipeline.readyFor('2024-07-02')!.snapshotId);
+  }, 300_000);
 });

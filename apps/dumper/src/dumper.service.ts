@@ -49,7 +49,7 @@ export class DumperService {
     try {
       const { removed, keptInUse, leftovers } = await applyRetention(this.connection, this.config.nats, this.store, this.config.snapshotRetentionMs);
       if (removed.length) this.logger.log(`retention removed ${removed.join(', ')}`);
-      if (leftovers.length) this.logger.log(`retention cleaned up after interrupted uploads: ${leftovers.join('; ')}`);
+      if (leftovers.length) this.logger.log(`retention, leftovers of interrupted uploads: ${leftovers.join('; ')}`);
       if (keptInUse.length) this.logger.log(`retention kept ${keptInUse.join(', ')}: an environment has not loaded it yet`);
     } catch (error) {
       this.logger.warn(`retention failed: ${errorMessage(error)}`);

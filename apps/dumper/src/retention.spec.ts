@@ -237,7 +237,7 @@ const STORES: Record<'fs' | 'nats' | 's3', (nc: NatsConnection) => Promise<Store
 /** How each store reports what it cleaned below the level of objects (s3rver cannot list multipart uploads). */
 const LEFTOVER_LINES: Record<keyof typeof STORES, string[]> = {
   fs: [],
-  nats: ['1 unfinished object(s) of interrupted uploads (their chunks)'],
+  nats: ['1 unfinished Object Store object(s): chunks purged'],
   s3: ['unfinished multipart uploads not checked: this S3 server does not list them (NotImplemented)'],
 };
 

@@ -174,6 +174,6 @@ export class NatsSnapshotStore implements SnapshotStore {
       await this.jsm.streams.purge(this.stream, { filter: subject });
       purged += 1;
     }
-    return purged ? [`${purged} unfinished object(s) of interrupted uploads (their chunks)`] : [];
+    return purged ? [`${purged} unfinished Object Store object(s): chunks purged`] : [];
   }
 }

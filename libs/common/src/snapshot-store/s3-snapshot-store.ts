@@ -208,7 +208,7 @@ export class S3SnapshotStore implements SnapshotStore {
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId }));
       aborted += 1;
     }
-    return aborted ? [`${aborted} unfinished multipart upload(s) of interrupted uploads (aborted)`] : [];
+    return aborted ? [`${aborted} unfinished multipart upload(s): aborted`] : [];
   }
 
   async remove(snapshotId: string): Promise<void> {

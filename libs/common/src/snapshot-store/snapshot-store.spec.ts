@@ -164,7 +164,7 @@ describe('nats snapshot store: the Object Store digest and orphan chunks', () =>
     // Written a moment ago: as far as anyone can tell, an upload still running.
     expect(await store.purgeInterrupted(new Date(Date.now() - 60_000))).toEqual([]);
     expect(await unfinishedChunks()).toBe(before);
-    expect(await store.purgeInterrupted(new Date(Date.now() + 1_000))).toEqual(['1 unfinished object(s) of interrupted uploads (their chunks)']);
+    expect(await store.purgeInterrupted(new Date(Date.now() + 1_000))).toEqual(['1 unfinished Object Store object(s): chunks purged']);
     expect(await unfinishedChunks()).toBe(before - 1);
     // The committed snapshot's chunks are not orphans, however old.
     expect(await store.purgeInterrupted(new Date(Date.now() + 1_000))).toEqual([]);

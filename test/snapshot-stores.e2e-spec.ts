@@ -6,6 +6,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { SnapshotManifest } from '@app/common/contract';
 import { NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
+import { runCli } from './support/cli';
 import { contentAndSequences, tableContent, type TestDatabase } from './support/databases';
 import { DEMO_TABLES } from './support/fixtures';
 import { NATS_URL } from './support/nats';
@@ -88,6 +89,17 @@ describe.each<StoreCase>([
     else expect(storedBytes).toBe(csvBytes);
   }, 90_000);
 
+  it("db-fanout reload loads an environment again from the store; the CLI is given no store settings at all", async () => {
+    const ready = pipeline.readyFor('2024-06-01')!;
+    await pipeline.targets.dev.query('UPDATE public.products SET price = price + 100');
+    // Only what the README says the CLI needs: NATS. No SNAPSHOT_*, no S3_*, no AWS credentials.
+    const reload = await runCli(['reload', '--env', 'dev'], pipeline.namespace.env);
+    expect(reload).toMatchObject({ code: 0, stdout: expect.stringContaining(`asked dev to reload snapshot ${String(ready.snapshotId)}`) });
+    await pipeline.events.waitFor('the reload', () => pipeline.loadedIn('dev').length === 2, 60_000);
+    expect(pipeline.loadedIn('dev')[1].snapshotId).toBe(ready.snapshotId);
+    expect(await contentOf(pipeline.targets.dev)).toEqual(await contentOf(pipeline.source));
+  }, 90_000);
+
   it('fails a load whose stored object was altered, and changes nothing in the environment', async () => {
     // Stop the loaders, publish a new snapshot, tamper with it in the store, then let one loader at it.
     for (const env of ['dev', 'staging', 'qa']) await pipeline.fleet.app(`loader-${env}`).stop();
@@ -150,18 +162,48 @@ describe('an upload interrupted by kill -9 of the dumper', () => {
     await nc?.close();
   });
 
-  it('publishes nothing and leaves no snapshot a loader could take; the redelivered trigger publishes a complete one', async () => {
+  /** Chunk subjects of the bucket that no object's metadata names: objects an upload never finished. */
+  const unfinishedObjects = async (): Promise<number> => {
+    const jsm = await jetstreamManager(nc);
+    const subjects = async (filter: string) => Object.keys((await jsm.streams.info(`OBJ_${bucket}`, { subjects_filter: filter })).state.subjects ?? {});
+    const live = new Set<string>();
+    for (const meta of await subjects(`$O.${bucket}.M.>`)) {
+      const info = (await jsm.streams.getMessage(`OBJ_${bucket}`, { last_by_subj: meta }))!.json<{ nuid: string; deleted?: boolean }>();
+      if (!info.deleted) live.add(info.nuid);
+    }
+    return (await subjects(`$O.${bucket}.C.>`)).filter((chunk) => !live.has(chunk.slice(`$O.${bucket}.C.`.length))).length;
+  };
+
+  it('publishes nothing and leaves no snapshot a loader could take; the redelivered trigger publishes a complete one; a later retention run clears what the killed upload left', async () => {
     const dumper = await pipeline.startDumper({ TABLES: 'public.big,public.customers' });
     await pipeline.trigger('2024-07-01');
-    await until('the upload to be under way', async () => (await store.list()).some((s) => !s.complete), 60_000);
+    // Killed with one table's object written and the big one's half sent (chunks no metadata names yet).
+    await until('the upload to be under way', async () => (await store.list()).some((s) => !s.complete) && (await unfinishedObjects()) > 0, 60_000);
     await dumper.kill();
+    const killedAt = Date.now();
     expect(pipeline.events.of('snapshot.ready')).toEqual([]);
     expect((await store.list()).filter((s) => s.complete)).toEqual([]);
+    const [killed] = (await store.list()).filter((s) => !s.complete);
 
     await pipeline.startLoader('dev');
-    await pipeline.startDumper({ TABLES: 'public.big,public.customers' }, 'dumper-2');
+    // SNAPSHOT_RETENTION at its minimum: the killed upload's leftovers outlive it only after a minute.
+    const dumper2 = await pipeline.startDumper({ TABLES: 'public.big,public.customers', SNAPSHOT_RETENTION: '1m' }, 'dumper-2');
     await pipeline.events.waitFor('a complete snapshot, loaded', (c) => c.of('snapshot.loaded').length === 1, 120_000);
     expect(pipeline.events.of('snapshot.ready')).toHaveLength(1);
     expect(await tableContent(pipeline.targets.dev, 'public.customers')).toEqual(await tableContent(pipeline.source, 'public.customers'));
-  }, 180_000);
+    // Retention ran after that dump, within the minute: the killed upload's leftovers were still young.
+    expect((await store.list()).filter((s) => !s.complete)).toEqual([killed]);
+    expect(await unfinishedObjects()).toBeGreaterThan(0);
+
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, killedAt + 62_000 - Date.now())));
+    await pipeline.trigger('2024-07-02');
+    await pipeline.events.waitFor('the next snapshot, loaded', (c) => c.of('snapshot.loaded').length === 2, 120_000);
+    await until('the retention run after that dump', () => Promise.resolve(/retention (removed|, leftovers)/.test(dumper2.output)), 30_000);
+    expect((await store.list()).filter((s) => !s.complete)).toEqual([]);
+    expect(await unfinishedObjects()).toBe(0);
+    expect(dumper2.output).toContain(`retention removed prod_snapshot_${killed.snapshotId} (no manifest)`);
+    expect(dumper2.output).toMatch(/retention, leftovers of interrupted uploads: \d+ unfinished Object Store object\(s\): chunks purged/);
+    // The newest snapshot stays, whatever its age.
+    expect((await store.list()).filter((s) => s.complete).map((s) => s.snapshotId)).toContain(pipeline.readyFor('2024-07-02')!.snapshotId);
+  }, 300_000);
 });

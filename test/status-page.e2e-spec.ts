@@ -14,6 +14,7 @@ interface Step {
   state: string;
   attempts: number;
   error?: string;
+  location?: string;
 }
 interface Run {
   date: string;
@@ -167,6 +168,10 @@ describe('the status page on GET /', () => {
     expect(title).toMatch(/started: 2\d{3}-\d\d-\d\d \d\d:\d\d:\d\d/);
     expect(title).toMatch(/ended: 2\d{3}-\d\d-\d\d \d\d:\d\d:\d\d/);
     expect(await dumpCell('2024-06-01').getAttribute('title')).not.toContain('error');
+    // The dump's snapshot and where it is kept, as snapshot.ready named it (a directory here; nats:// or s3:// in those stores).
+    const location = String(pipeline.readyFor('2024-06-01')!.location);
+    expect(run.dump.location).toBe(location);
+    expect(await dumpCell('2024-06-01').getAttribute('title')).toContain(`location: ${location}`);
 
     // Click: the details line below the grid shows the same.
     expect(await page.locator('#details').textContent()).toBe('Click a cell for its details.');

@@ -47,8 +47,9 @@ export class DumperService {
   /** SNAPSHOT_RETENTION after each dump; a failure here is logged, the new snapshot is announced anyway. */
   private async removeExpiredSnapshots(): Promise<void> {
     try {
-      const { removed, keptInUse } = await applyRetention(this.connection, this.config.nats, this.store, this.config.snapshotRetentionMs);
+      const { removed, keptInUse, leftovers } = await applyRetention(this.connection, this.config.nats, this.store, this.config.snapshotRetentionMs);
       if (removed.length) this.logger.log(`retention removed ${removed.join(', ')}`);
+      if (leftovers.length) this.logger.log(`retention, leftovers of interrupted uploads: ${leftovers.join('; ')}`);
       if (keptInUse.length) this.logger.log(`retention kept ${keptInUse.join(', ')}: an environment has not loaded it yet`);
     } catch (error) {
       this.logger.warn(`retention failed: ${errorMessage(error)}`);

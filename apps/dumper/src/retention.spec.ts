@@ -1,14 +1,17 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadDumperConfig, type NatsConfig } from '@app/common/config';
 import { ensureStream } from '@app/common/messaging';
 import { OwnNatsServer } from '../../../test/support/nats-server';
-import { FsSnapshotStore } from '@app/common/snapshot-store';
+import { FsSnapshotStore, NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
+import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../test/support/s3-server';
 import { announcementBucket, applyRetention } from './retention';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -105,7 +108,7 @@ describe('applyRetention (real NATS)', () => {
     await take('dev', 2);
     const [held] = await take('qa', 1, false); // qa's load of a is still running
 
-    expect(await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).toEqual({ removed: [], keptInUse: ['prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [] });
+    expect(await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).toEqual({ removed: [], keptInUse: ['prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [], leftovers: [] });
     await held.ackAck();
     expect((await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).removed).toEqual(['prod_snapshot_20240101-aaaaaaaa']);
     expect(listing()).toEqual(['prod_snapshot_20240102-bbbbbbbb']);
@@ -121,7 +124,7 @@ describe('applyRetention (real NATS)', () => {
     await take('dev', 3);
 
     const result = await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY);
-    expect(result).toEqual({ removed: [], keptInUse: ['prod_snapshot_20240102-bbbbbbbb', 'prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [] });
+    expect(result).toEqual({ removed: [], keptInUse: ['prod_snapshot_20240102-bbbbbbbb', 'prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [], leftovers: [] });
     expect(listing()).toHaveLength(3);
   });
 
@@ -168,4 +171,148 @@ describe('applyRetention (real NATS)', () => {
       await server.destroy();
     }
   }, 30_000);
+});
+
+/** One store, and what a dumper killed in the middle of an object leaves of that object in it. */
+interface StoreUnderTest {
+  store: SnapshotStore;
+  /** Leaves what a killed upload leaves of an object it never finished; returns whether that is still stored (undefined: the server cannot tell). */
+  leaveUnfinishedObject(snapshotId: string): Promise<() => Promise<boolean | undefined>>;
+  teardown(): Promise<void>;
+}
+
+const STORES: Record<'fs' | 'nats' | 's3', (nc: NatsConnection) => Promise<StoreUnderTest>> = {
+  fs: () => {
+    const root = mkdtempSync(join(tmpdir(), 'spec-retention-leftovers-'));
+    return Promise.resolve({
+      store: new FsSnapshotStore(root),
+      leaveUnfinishedObject: (snapshotId) => {
+        const path = join(root, `.tmp-prod_snapshot_${snapshotId}`, '0002_b.csv');
+        writeFileSync(path, 'id\n1\n2\n');
+        return Promise.resolve(() => Promise.resolve(existsSync(path)));
+      },
+      teardown: () => Promise.resolve(rmSync(root, { recursive: true, force: true })),
+    });
+  },
+  nats: async (nc) => {
+    const bucket = `spec_ret_${randomBytes(4).toString('hex')}`;
+    const store = await NatsSnapshotStore.open(nc, { bucket, replicas: 1, create: true });
+    return {
+      store,
+      // A put killed mid-object: chunks published under a fresh id, the metadata naming them never written.
+      leaveUnfinishedObject: async () => {
+        const subject = `$O.${bucket}.C.killed${randomBytes(6).toString('hex')}`;
+        await jetstream(nc).publish(subject, Buffer.alloc(128 * 1024, 0x61));
+        return async () => subject in ((await (await jetstreamManager(nc)).streams.info(`OBJ_${bucket}`, { subjects_filter: subject })).state.subjects ?? {});
+      },
+      teardown: async () => {
+        await (await jetstreamManager(nc)).streams.delete(`OBJ_${bucket}`).catch(() => undefined);
+      },
+    };
+  },
+  s3: async () => {
+    const server = await new OwnS3Server().start();
+    const bucket = `spec-ret-${randomBytes(4).toString('hex')}`;
+    await server.createBucket(bucket);
+    Object.assign(process.env, S3_TEST_CREDENTIALS);
+    const client = server.client();
+    return {
+      store: new S3SnapshotStore({ bucket, endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true }),
+      // A multipart upload killed between parts: started, one part stored, never completed nor aborted.
+      leaveUnfinishedObject: async (snapshotId) => {
+        const Key = `prod_snapshot_${snapshotId}/0002_b.csv`;
+        const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }));
+        await client.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 1, Body: Buffer.alloc(5 * 1024 * 1024, 0x61) }));
+        // s3rver lists neither uploads nor parts: whether it is still there cannot be seen.
+        return () => Promise.resolve(undefined);
+      },
+      teardown: async () => {
+        client.destroy();
+        await server.stop();
+      },
+    };
+  },
+};
+
+/** How each store reports what it cleaned below the level of objects (s3rver cannot list multipart uploads). */
+const LEFTOVER_LINES: Record<keyof typeof STORES, string[]> = {
+  fs: [],
+  nats: ['1 unfinished Object Store object(s): chunks purged'],
+  s3: ['unfinished multipart uploads not checked: this S3 server does not list them (NotImplemented)'],
+};
+
+describe.each(Object.keys(STORES) as (keyof typeof STORES)[])('applyRetention in the %s store: leftovers of interrupted uploads (real servers)', (kind) => {
+  /** Nothing written to the interrupted upload for this long before retention runs; the fresh one was written within it. */
+  const RETENTION_MS = 4_000;
+  let nc: NatsConnection;
+  let nats: NatsConfig;
+  let subject: StoreUnderTest;
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    nats = natsConfig(`leftovers_${kind}_${randomBytes(4).toString('hex')}`);
+    await ensureStream(await jetstreamManager(nc), nats);
+    subject = await STORES[kind](nc);
+  });
+  afterAll(async () => {
+    await subject?.teardown();
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete(nats.stream).catch(() => undefined);
+    await jsm.streams.delete(`KV_${announcementBucket(nats)}`).catch(() => undefined);
+    await nc.close();
+  });
+
+  const writeComplete = async (snapshotId: string, ageDays: number) => {
+    const upload = await subject.store.begin(snapshotId);
+    await upload.put('0001_a.csv', Readable.from(['id\n1\n']));
+    await upload.commit(Buffer.from(JSON.stringify({ snapshotId, createdAt: new Date(Date.now() - ageDays * DAY).toISOString() })));
+    await jetstream(nc).publish(`${nats.subjectPrefix}snapshot.ready`, JSON.stringify({ snapshotId, location: upload.location }));
+  };
+  const ids = async () => (await subject.store.list()).map((s) => `${s.snapshotId}:${s.complete ? 'complete' : 'incomplete'}`).sort();
+
+  it('removes an interrupted upload once idle for SNAPSHOT_RETENTION, keeps an unacked snapshot, and never touches an upload in progress', async () => {
+    await writeComplete('20240101-aaaaaaaa', 10); // expired, but dev has not acked it
+    await writeComplete('20240102-bbbbbbbb', 9); // the newest
+    const jsm = await jetstreamManager(nc);
+    await jsm.consumers.add(nats.stream, { durable_name: 'loader-dev', filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
+    const held = await (await jetstream(nc).consumers.get(nats.stream, 'loader-dev')).next({ expires: 2_000 });
+    expect(held).not.toBeNull();
+
+    // A dump killed mid-upload: one table's object written, the next one cut off, no manifest.
+    const killed = await subject.store.begin('20240103-dead0000');
+    await killed.put('0001_a.csv', Readable.from(['id\n1\n']));
+    const unfinishedOfKilled = await subject.leaveUnfinishedObject('20240103-dead0000');
+    await new Promise((resolve) => setTimeout(resolve, RETENTION_MS + 2_000));
+
+    // A dump running now in another dumper: one object written, the next one being streamed.
+    const running = await subject.store.begin('20240104-a11e0000');
+    await running.put('0001_a.csv', Readable.from(['id\n1\n']));
+    const body = new PassThrough();
+    const streaming = running.put('0002_b.csv', body);
+    body.write(Buffer.alloc(300 * 1024, 0x62));
+    // Let the store take the first chunks in (two Object Store chunks, a file's first write).
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+
+    const first = await applyRetention(nc, nats, subject.store, RETENTION_MS);
+    expect(first.keptInUse).toEqual(['prod_snapshot_20240101-aaaaaaaa']);
+    expect(first.leftovers).toEqual(LEFTOVER_LINES[kind]);
+    expect(await unfinishedOfKilled()).toBe(kind === 's3' ? undefined : false);
+    // In the Object Store an object being written names no snapshot yet, so the killed upload's
+    // objects wait until no upload is running; elsewhere they go at once.
+    expect(first.removed).toEqual(kind === 'nats' ? [] : [kind === 'fs' ? '.tmp-prod_snapshot_20240103-dead0000' : 'prod_snapshot_20240103-dead0000 (no manifest)']);
+
+    body.end(Buffer.from('\n'));
+    await streaming;
+    const second = await applyRetention(nc, nats, subject.store, RETENTION_MS);
+    expect(second.keptInUse).toEqual(['prod_snapshot_20240101-aaaaaaaa']);
+    expect([...first.removed, ...second.removed]).toEqual([kind === 'fs' ? '.tmp-prod_snapshot_20240103-dead0000' : 'prod_snapshot_20240103-dead0000 (no manifest)']);
+    expect(await ids()).toEqual(['20240101-aaaaaaaa:complete', '20240102-bbbbbbbb:complete', '20240104-a11e0000:incomplete']);
+
+    // The upload that was running finishes whole: nothing of it was taken away.
+    await running.commit(Buffer.from(JSON.stringify({ snapshotId: '20240104-a11e0000', createdAt: new Date().toISOString() })));
+    const source = await subject.store.open(running.location);
+    expect(await source.storedSize('0002_b.csv')).toBe(300 * 1024 + 1);
+    expect(Buffer.concat(await (await source.open('0002_b.csv')).toArray())).toHaveLength(300 * 1024 + 1);
+    held!.nak();
+  }, 60_000);
 });

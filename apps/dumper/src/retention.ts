@@ -13,6 +13,8 @@ export interface RetentionResult {
   keptInUse: string[];
   /** Old enough, but never announced on this stream (another pipeline's, or written by hand): never touched. */
   notAnnounced: string[];
+  /** What interrupted uploads left below the level of objects and retention removed: one line per kind, counts only. */
+  leftovers: string[];
 }
 
 /** What the bucket remembers of one announcement: its stream sequence, which loaders ack past. */
@@ -77,11 +79,13 @@ async function completeSnapshots(store: SnapshotStore, ids: string[]): Promise<S
  * is in the stream, or was recorded in `<NATS_STREAM>_SNAPSHOTS` while it was); and every
  * environment's loader consumer has acked past that announcement. The announcements are read to
  * the end (the consumer reports nothing pending) and any broker error throws before anything is
- * removed. The leftovers of interrupted uploads (a dump killed before its manifest) go once they
- * are as old. The same rules hold in every snapshot store.
+ * removed. The leftovers of interrupted uploads (a dump killed before its manifest: its objects,
+ * and what the store keeps of an object it never finished) go once nothing has been written to them
+ * for as long: an upload still running in another dumper keeps writing. The same rules hold in
+ * every snapshot store.
  */
 export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store: SnapshotStore, retentionMs: number, now = Date.now()): Promise<RetentionResult> {
-  const result: RetentionResult = { removed: [], keptInUse: [], notAnnounced: [] };
+  const result: RetentionResult = { removed: [], keptInUse: [], notAnnounced: [], leftovers: [] };
   const listed = await store.list();
   const snapshots = await completeSnapshots(
     store,
@@ -104,12 +108,15 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
     if (entry?.value.length) announced.set(snapshot.id, entry.json<AnnouncementRecord>().seq);
   }
 
+  // Leftovers of interrupted uploads: idle for the retention, so no dumper is still writing them.
   for (const leftover of listed.filter((s) => !s.complete)) {
     if (now - leftover.modifiedAt.getTime() > retentionMs) {
       await store.remove(leftover.snapshotId);
-      result.removed.push(`.tmp-${snapshotDirName(leftover.snapshotId)}`);
+      const name = snapshotDirName(leftover.snapshotId);
+      result.removed.push(store.kind === 'fs' ? `.tmp-${name}` : `${name} (no manifest)`);
     }
   }
+  result.leftovers.push(...(await store.purgeInterrupted(new Date(now - retentionMs))));
   for (const snapshot of snapshots.slice(1).filter((s) => now - s.created > retentionMs)) {
     const seq = announced.get(snapshot.id);
     if (seq === undefined) {

@@ -56,12 +56,12 @@ describe('run ledger fold', () => {
     const run = fold([
       ['replication.trigger', { date: '2024-01-05' }],
       ['snapshot.dump.started', { date: '2024-01-05', attempt: 1, startedAt: '2024-01-05T00:00:01.000Z' }],
-      ['snapshot.ready', { snapshotId: S1, date: '2024-01-05', createdAt: '2024-01-05T00:00:02.000Z', takenAt: '2024-01-05T00:00:01.500Z', tables: [{ rows: 3, bytes: 30 }, { rows: 2, bytes: 20 }] }],
+      ['snapshot.ready', { snapshotId: S1, date: '2024-01-05', location: `nats://db-fanout-snapshots/prod_snapshot_${S1}`, createdAt: '2024-01-05T00:00:02.000Z', takenAt: '2024-01-05T00:00:01.500Z', tables: [{ rows: 3, bytes: 30 }, { rows: 2, bytes: 20 }] }],
       started(1),
       loaded(1),
     ]);
     expect(run.triggeredAt).toBe(at(0));
-    expect(run.dump).toMatchObject({ state: 'success', attempts: 1, rows: 5, bytes: 50, snapshotId: S1, startedAt: '2024-01-05T00:00:01.000Z', endedAt: '2024-01-05T00:00:02.000Z', takenAt: '2024-01-05T00:00:01.500Z' });
+    expect(run.dump).toMatchObject({ state: 'success', attempts: 1, rows: 5, bytes: 50, snapshotId: S1, startedAt: '2024-01-05T00:00:01.000Z', endedAt: '2024-01-05T00:00:02.000Z', takenAt: '2024-01-05T00:00:01.500Z', location: `nats://db-fanout-snapshots/prod_snapshot_${S1}` });
     expect(run.loads.dev).toMatchObject({ state: 'success', attempts: 1, rows: 5, startedAt: '2024-01-05T00:10:01.000Z', endedAt: at(4) });
   });
 

@@ -161,6 +161,7 @@ function snapshotReady(run: RunRecord, body: Body, at: string): RunRecord {
     endedAt: createdAt ?? at,
     snapshotId,
     takenAt,
+    location: str(body.location),
     rows: tables.reduce((sum, t) => sum + (num(t.rows) ?? 0), 0),
     bytes: tables.reduce((sum, t) => sum + (num(t.bytes) ?? 0), 0),
     error: undefined,

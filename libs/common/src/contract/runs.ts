@@ -18,6 +18,8 @@ export interface StepRecord {
   snapshotId?: string;
   /** The dump: when its data was taken from production (the run's date is only its label). */
   takenAt?: string;
+  /** The dump: where its snapshot is kept (`snapshot.ready.location`: a directory, `nats://...` or `s3://...`). */
+  location?: string;
   /** A load in state `superseded`: the newer snapshot the environment held. */
   supersededBy?: string;
   error?: string;

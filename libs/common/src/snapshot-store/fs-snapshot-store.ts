@@ -99,10 +99,27 @@ export class FsSnapshotStore implements SnapshotStore {
       const snapshotId = snapshotIdOf(complete ? entry.name : entry.name.slice(TMP_PREFIX.length));
       if (!snapshotId) continue;
       // A snapshot directory without its manifest was not written by a dump: never taken for one.
-      const written = await stat(join(this.root, entry.name, ...(complete ? [MANIFEST_OBJECT] : []))).catch(() => undefined);
-      if (written) snapshots.push({ snapshotId, complete, modifiedAt: written.mtime });
+      const modifiedAt = complete ? (await stat(join(this.root, entry.name, MANIFEST_OBJECT)).catch(() => undefined))?.mtime : await this.lastWrite(join(this.root, entry.name));
+      if (modifiedAt) snapshots.push({ snapshotId, complete, modifiedAt });
     }
     return snapshots;
+  }
+
+  /** The newest mtime of a directory being written and its files: a file still growing counts, not only the last one created. */
+  private async lastWrite(dir: string): Promise<Date | undefined> {
+    const own = await stat(dir).catch(() => undefined);
+    if (!own) return undefined;
+    let newest = own.mtime;
+    for (const name of await readdir(dir).catch(() => [])) {
+      const file = await stat(join(dir, name)).catch(() => undefined);
+      if (file && file.mtime > newest) newest = file.mtime;
+    }
+    return newest;
+  }
+
+  /** An interrupted upload leaves only its `.tmp-` directory, which list() shows: nothing else to purge. */
+  purgeInterrupted(): Promise<string[]> {
+    return Promise.resolve([]);
   }
 
   async remove(snapshotId: string): Promise<void> {

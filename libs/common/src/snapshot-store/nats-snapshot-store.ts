@@ -100,6 +100,12 @@ export class NatsSnapshotStore implements SnapshotStore {
     return Object.keys(info.state.subjects ?? {}).map((subject) => decodeName(subject.slice(prefix.length)));
   }
 
+  /**
+   * An incomplete snapshot's modifiedAt is its newest object, or the newest chunk of an object still
+   * being written anywhere in the bucket, whichever is later: such chunks name no object until the
+   * object is finished, so they may belong to it, and a dump in progress in another dumper must look
+   * busy to retention.
+   */
   async list(): Promise<StoredSnapshot[]> {
     const bySnapshot = new Map<string, StoredSnapshot>();
     for (const name of await this.objectNames()) {
@@ -113,6 +119,11 @@ export class NatsSnapshotStore implements SnapshotStore {
       const mtime = new Date(info.mtime);
       if (mtime > entry.modifiedAt) entry.modifiedAt = mtime;
       bySnapshot.set(snapshotId, entry);
+    }
+    const incomplete = [...bySnapshot.values()].filter((s) => !s.complete);
+    if (incomplete.length) {
+      const newestChunk = Math.max(0, ...(await this.unfinishedObjects()).map((chunks) => chunks.lastWrite.getTime()));
+      for (const entry of incomplete) if (newestChunk > entry.modifiedAt.getTime()) entry.modifiedAt = new Date(newestChunk);
     }
     return [...bySnapshot.values()];
   }
@@ -131,10 +142,10 @@ export class NatsSnapshotStore implements SnapshotStore {
   }
 
   /**
-   * Chunks no object points at: left by an upload killed before its object's metadata was written.
-   * Purged so that interrupted uploads do not fill the bucket. Returns how many chunk subjects went.
+   * The chunk subjects no object points at, with the time of their last chunk: objects being written
+   * now (their metadata comes last), or left by an upload killed before it was written.
    */
-  async purgeOrphanChunks(): Promise<number> {
+  private async unfinishedObjects(): Promise<{ subject: string; lastWrite: Date }[]> {
     const live = new Set<string>();
     for (const name of await this.objectNames()) {
       const info = await this.objects.info(name);
@@ -142,12 +153,27 @@ export class NatsSnapshotStore implements SnapshotStore {
     }
     const chunkPrefix = `$O.${this.bucket}.C.`;
     const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${chunkPrefix}>` });
-    let purged = 0;
+    const unfinished: { subject: string; lastWrite: Date }[] = [];
     for (const subject of Object.keys(info.state.subjects ?? {})) {
       if (live.has(subject.slice(chunkPrefix.length))) continue;
+      // Gone since the listing (finished and its old chunks purged, or aborted): nothing to do.
+      const last = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject }).catch(() => null);
+      if (last) unfinished.push({ subject, lastWrite: last.time });
+    }
+    return unfinished;
+  }
+
+  /**
+   * Chunks of objects an interrupted upload never finished (a dumper killed mid-object), once no
+   * chunk was added to them since `idleSince`: an upload still running writes a chunk every 128 KiB.
+   */
+  async purgeInterrupted(idleSince: Date): Promise<string[]> {
+    let purged = 0;
+    for (const { subject, lastWrite } of await this.unfinishedObjects()) {
+      if (lastWrite >= idleSince) continue;
       await this.jsm.streams.purge(this.stream, { filter: subject });
       purged += 1;
     }
-    return purged;
+    return purged ? [`${purged} unfinished Object Store object(s): chunks purged`] : [];
   }
 }

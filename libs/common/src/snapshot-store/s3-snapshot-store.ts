@@ -1,9 +1,12 @@
 import type { Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
@@ -23,6 +26,20 @@ export interface S3SnapshotStoreOptions {
 /** Multipart parts in flight per object: memory stays at about partSize x queueSize whatever the size. */
 const PART_SIZE = 8 * 1024 * 1024;
 const QUEUE_SIZE = 2;
+
+/** An unfinished multipart upload of an object of a snapshot, and when a part of it was last written. */
+interface MultipartUpload {
+  key: string;
+  uploadId: string;
+  snapshotId: string;
+  lastWrite: Date;
+}
+
+function isNotImplemented(error: unknown): boolean {
+  const name = (error as { name?: string; Code?: string }).name ?? (error as { Code?: string }).Code;
+  const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  return name === 'NotImplemented' || status === 501;
+}
 
 function isNotFound(error: unknown): boolean {
   const name = (error as { name?: string }).name;
@@ -118,6 +135,11 @@ export class S3SnapshotStore implements SnapshotStore {
     } while (token);
   }
 
+  /**
+   * An incomplete snapshot's modifiedAt is its newest object, or the newest part of an object of it
+   * still being uploaded (where the server lists multipart uploads), whichever is later: a dump in
+   * progress in another dumper must look busy to retention while one big table is uploaded.
+   */
   async list(): Promise<StoredSnapshot[]> {
     const bySnapshot = new Map<string, StoredSnapshot>();
     for await (const { key, modifiedAt } of this.keys(SNAPSHOT_PREFIX)) {
@@ -129,7 +151,64 @@ export class S3SnapshotStore implements SnapshotStore {
       if (modifiedAt > entry.modifiedAt) entry.modifiedAt = modifiedAt;
       bySnapshot.set(snapshotId, entry);
     }
+    if ([...bySnapshot.values()].some((s) => !s.complete)) {
+      for (const upload of (await this.multipartUploads()) ?? []) {
+        const entry = bySnapshot.get(upload.snapshotId);
+        if (entry && !entry.complete && upload.lastWrite > entry.modifiedAt) entry.modifiedAt = upload.lastWrite;
+      }
+    }
     return [...bySnapshot.values()];
+  }
+
+  /** Unfinished multipart uploads under the snapshots' prefix, or undefined when the server cannot list them (s3rver). */
+  private async multipartUploads(): Promise<MultipartUpload[] | undefined> {
+    const uploads: MultipartUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: SNAPSHOT_PREFIX, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }));
+      } catch (error) {
+        if (isNotImplemented(error)) return undefined;
+        throw error;
+      }
+      for (const upload of page.Uploads ?? []) {
+        const snapshotId = snapshotIdOf((upload.Key ?? '').split('/', 1)[0]);
+        if (!snapshotId || !upload.Key || !upload.UploadId) continue;
+        uploads.push({ key: upload.Key, uploadId: upload.UploadId, snapshotId, lastWrite: await this.lastPartWrite(upload.Key, upload.UploadId, upload.Initiated ?? new Date(0)) });
+      }
+      [keyMarker, uploadIdMarker] = page.IsTruncated ? [page.NextKeyMarker, page.NextUploadIdMarker] : [undefined, undefined];
+    } while (keyMarker);
+    return uploads;
+  }
+
+  private async lastPartWrite(key: string, uploadId: string, initiated: Date): Promise<Date> {
+    let newest = initiated;
+    let marker: string | undefined;
+    do {
+      const page = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
+      for (const part of page.Parts ?? []) if (part.LastModified && part.LastModified > newest) newest = part.LastModified;
+      marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
+    } while (marker);
+    return newest;
+  }
+
+  /**
+   * Multipart uploads a killed dumper never finished nor aborted (their parts are stored and billed
+   * but belong to no object), once no part was written since `idleSince`. A server that cannot list
+   * them is said so in the result; a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the
+   * usual remedy there.
+   */
+  async purgeInterrupted(idleSince: Date): Promise<string[]> {
+    const uploads = await this.multipartUploads();
+    if (!uploads) return ['unfinished multipart uploads not checked: this S3 server does not list them (NotImplemented)'];
+    let aborted = 0;
+    for (const upload of uploads.filter((u) => u.lastWrite < idleSince)) {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId }));
+      aborted += 1;
+    }
+    return aborted ? [`${aborted} unfinished multipart upload(s): aborted`] : [];
   }
 
   async remove(snapshotId: string): Promise<void> {

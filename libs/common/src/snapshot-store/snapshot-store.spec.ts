@@ -156,11 +156,19 @@ describe('nats snapshot store: the Object Store digest and orphan chunks', () =>
     await expect(text(await source.open('0001_t.csv'))).rejects.toThrow(/digests do not match/);
   }, 60_000);
 
-  it('purges chunks that no object points at (an upload killed mid-object)', async () => {
+  it('purges chunks no object points at (an upload killed mid-object) once idle, never those of an object still being written', async () => {
     const { jetstream } = await import('@nats-io/jetstream');
     await jetstream(conn).publish(`$O.${bucket}.C.orphan${randomBytes(4).toString('hex')}`, Buffer.alloc(1000));
-    expect(await store.purgeOrphanChunks()).toBe(1);
-    // The committed snapshot's chunks are not orphans.
-    expect(await store.purgeOrphanChunks()).toBe(0);
+    const unfinishedChunks = async () => Object.keys((await (await jetstreamManager(conn)).streams.info(`OBJ_${bucket}`, { subjects_filter: `$O.${bucket}.C.>` })).state.subjects ?? {}).length;
+    const before = await unfinishedChunks();
+    // Written a moment ago: as far as anyone can tell, an upload still running.
+    expect(await store.purgeInterrupted(new Date(Date.now() - 60_000))).toEqual([]);
+    expect(await unfinishedChunks()).toBe(before);
+    expect(await store.purgeInterrupted(new Date(Date.now() + 1_000))).toEqual(['1 unfinished Object Store object(s): chunks purged']);
+    expect(await unfinishedChunks()).toBe(before - 1);
+    // The committed snapshot's chunks are not orphans, however old.
+    expect(await store.purgeInterrupted(new Date(Date.now() + 1_000))).toEqual([]);
+    const source = await store.open(store.locationOf(ID));
+    expect((await source.storedSize('0001_t.csv'))).toBeGreaterThan(0);
   });
 });

@@ -44,6 +44,14 @@ export interface SnapshotStore {
   open(location: string): Promise<SnapshotSource>;
   list(): Promise<StoredSnapshot[]>;
   remove(snapshotId: string): Promise<void>;
+  /**
+   * Removes what uploads interrupted before `idleSince` left below the level of objects, where
+   * `list()` cannot see it (an object's chunks whose metadata was never written, an unfinished
+   * multipart upload), once nothing has been written to it since then: an upload still running in
+   * another dumper keeps writing, so it is never touched. One line per kind of thing removed, for
+   * the retention log (counts only).
+   */
+  purgeInterrupted(idleSince: Date): Promise<string[]>;
 }
 
 export const SNAPSHOT_PREFIX = 'prod_snapshot_';

@@ -78,6 +78,7 @@
     if (typeof step.rows === 'number') out.push('rows: ' + step.rows.toLocaleString('en-US'));
     if (typeof step.bytes === 'number') out.push('bytes: ' + size(step.bytes));
     if (step.snapshotId) out.push('snapshot: ' + step.snapshotId);
+    if (step.location) out.push('location: ' + step.location);
     return out;
   }
   function errorOf(step) {

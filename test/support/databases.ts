@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Client } from 'pg';
 
 /** Tests reach the machine's PostgreSQL; override with TEST_PG_URL (any database, used for admin work). */
@@ -55,6 +58,28 @@ export async function createDatabase(prefix: string, setupSql?: string): Promise
         await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
         await client.query(`DROP DATABASE IF EXISTS "${name}"`);
       }),
+  };
+}
+
+/** A source database to dump, with an empty SNAPSHOT_DIR of its own (`dir`); drop() removes both. */
+export interface DumpSource extends TestDatabase {
+  dir: string;
+}
+
+export async function createDumpSource(prefix: string, setupSql: string): Promise<DumpSource> {
+  const dir = mkdtempSync(join(tmpdir(), `spec-${prefix}-`));
+  const removeDir = () => rmSync(dir, { recursive: true, force: true });
+  const db = await createDatabase(prefix, setupSql).catch((error: unknown) => {
+    removeDir();
+    throw error;
+  });
+  return {
+    ...db,
+    dir,
+    drop: async () => {
+      await db.drop();
+      removeDir();
+    },
   };
 }
 

@@ -2,8 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { connect as connectSocket } from 'node:net';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { NatsConfig } from '@app/common/config';
 
 export const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+/**
+ * The NatsConfig of a spec's own stream and subject prefix (`SPEC_<LABEL>_<id>`, `spec_<label>_<id>.`),
+ * for specs that drive the messaging code directly rather than through an app's environment.
+ */
+export function specNatsConfig(label: string, ackWaitMs = 1_000): NatsConfig {
+  const id = `${label}_${randomBytes(4).toString('hex')}`;
+  return { servers: [NATS_URL], stream: `SPEC_${id}`.toUpperCase(), subjectPrefix: `spec_${id}.`, ackWaitMs, streamMaxAgeMs: 3_600_000, streamReplicas: 1 };
+}
 
 /** A stream and subject prefix of this test's own, so test files never share broker state. */
 export interface NatsNamespace {

@@ -1,11 +1,12 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { serviceModule } from '@app/common/bootstrap';
 import { type DumperConfig } from '@app/common/config';
 import { SUBJECTS } from '@app/common/contract';
 import { DatabaseReadiness } from '@app/common/database';
-import { JetStreamModule, NATS_CONNECTION } from '@app/common/messaging';
+import { type ConsumerBinding, NATS_CONNECTION } from '@app/common/messaging';
 import { openSnapshotStore } from '@app/common/snapshot-store';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ObservabilityModule, ReadinessService } from '@app/common/observability';
+import { ReadinessService } from '@app/common/observability';
 import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
 import { DumperController } from './dumper.controller';
 import { DumperService } from './dumper.service';
@@ -14,17 +15,9 @@ import { SourceDatabase } from './source-database';
 @Module({})
 export class DumperModule {
   static forRoot(config: DumperConfig): DynamicModule {
-    return {
-      module: DumperModule,
-      imports: [
-        ObservabilityModule.forRoot(),
-        JetStreamModule.forRoot({
-          config: config.nats,
-          clientName: 'db-fanout-dumper',
-          // Replicas of the dumper share one consumer: each trigger is dumped once.
-          bindings: [{ pattern: SUBJECTS.trigger, durable: 'dumper', startAt: 'all', maxDeliver: 10 }],
-        }),
-      ],
+    // Replicas of the dumper share one consumer: each trigger is dumped once.
+    const trigger: ConsumerBinding = { pattern: SUBJECTS.trigger, durable: 'dumper', startAt: 'all', maxDeliver: 10 };
+    return serviceModule(DumperModule, { config: config.nats, clientName: 'db-fanout-dumper', bindings: [trigger] }, {
       controllers: [DumperController],
       providers: [
         { provide: DUMPER_CONFIG, useValue: config },
@@ -43,6 +36,6 @@ export class DumperModule {
           inject: [ReadinessService, SourceDatabase],
         },
       ],
-    };
+    });
   }
 }

@@ -1,9 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, type PoolClient } from 'pg';
 import type { SnapshotManifest } from '@app/common/contract';
-import { createDatabase, type TestDatabase } from '../../../test/support/databases';
+import { createDumpSource, type DumpSource } from '../../../test/support/databases';
 import { writeSnapshot, type WrittenSnapshot } from './snapshot-writer';
 import { type DumpSessionSource, SourceDatabase } from './source-database';
 
@@ -51,13 +50,11 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20
 }
 
 describe('one instant for the whole dump', () => {
-  let db: TestDatabase;
-  let dir: string;
+  let db: DumpSource;
   let source: SourceDatabase;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'spec-consistency-'));
-    db = await createDatabase(
+    db = await createDumpSource(
       'consistency',
       `
       CREATE TABLE public.accounts (id int PRIMARY KEY, name text);
@@ -73,11 +70,10 @@ describe('one instant for the whole dump', () => {
   afterAll(async () => {
     await source?.end();
     await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const dumpWith = (sessions: DumpSessionSource, jobs: number, tables: string[] = []) =>
-    writeSnapshot({ date: DATE, source: sessions, snapshotDir: dir, tables: tables.map((name) => ({ schema: 'public', name })), excludeTables: [], jobs });
+    writeSnapshot({ date: DATE, source: sessions, snapshotDir: db.dir, tables: tables.map((name) => ({ schema: 'public', name })), excludeTables: [], jobs });
 
   it('a write committed after the first session started is seen by no session, though a late one dumps a table', async () => {
     const marker = 999_001;

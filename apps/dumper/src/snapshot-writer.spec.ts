@@ -3,18 +3,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Client } from 'pg';
+import { ADMIN_URL, databaseUrl } from '../../../test/support/databases';
 import { MANIFEST_FILE, type SnapshotManifest } from '@app/common/contract';
 import { writeSnapshot, type WrittenSnapshot } from './snapshot-writer';
 
-const ADMIN_URL = process.env.TEST_PG_URL ?? 'postgresql://root@127.0.0.1:5432/postgres';
 const UNREACHABLE_URL = 'postgresql://root@127.0.0.1:1/x';
 const DATE = '2024-01-05';
-
-function databaseUrl(name: string): string {
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
 
 async function withClient<T>(url: string, work: (client: Client) => Promise<T>): Promise<T> {
   const client = new Client({ connectionString: url });
@@ -139,6 +133,9 @@ function headerLine(text: string): string {
 
 const tableNames = (manifest: SnapshotManifest) => manifest.tables.map((t) => t.name).sort();
 
+/** TABLES / EXCLUDE_TABLES entries in the public schema. */
+const inPublic = (...names: string[]) => names.map((name) => ({ schema: 'public', name }));
+
 describe('writeSnapshot', () => {
   let snapshotDir: string;
   let written: WrittenSnapshot;
@@ -253,51 +250,33 @@ describe('writeSnapshot table selection', () => {
 
   it('dumps a listed partitioned table through its parent', async () => {
     const dir = freshSnapshotDir();
-    const { manifest } = await dump(dir, { tables: [{ schema: 'public', name: 'events' }] });
+    const { manifest } = await dump(dir, { tables: inPublic('events') });
     expect(tableNames(manifest)).toEqual(['public.events']);
     expect(manifest.tables[0].rows).toBe(3);
   });
 
   it('leaves out the EXCLUDE_TABLES, with their sequences', async () => {
     const dir = freshSnapshotDir();
-    const { manifest } = await dump(dir, {
-      excludeTables: [
-        { schema: 'public', name: 'audit_log' },
-        { schema: 'public', name: 'events' },
-      ],
-    });
+    const { manifest } = await dump(dir, { excludeTables: inPublic('audit_log', 'events') });
     expect(tableNames(manifest)).toEqual(['"Sales"."Order Items"', 'public.customers', 'public.orders']);
     expect(manifest.sequences.map((s) => s.table)).not.toContain('public.audit_log');
   });
 
   it('applies EXCLUDE_TABLES to the TABLES list', async () => {
     const dir = freshSnapshotDir();
-    const { manifest } = await dump(dir, {
-      tables: [
-        { schema: 'public', name: 'customers' },
-        { schema: 'public', name: 'orders' },
-      ],
-      excludeTables: [{ schema: 'public', name: 'orders' }],
-    });
+    const { manifest } = await dump(dir, { tables: inPublic('customers', 'orders'), excludeTables: inPublic('orders') });
     expect(tableNames(manifest)).toEqual(['public.customers']);
   });
 
   it('fails naming a TABLES entry that does not exist, leaving nothing behind', async () => {
     const dir = freshSnapshotDir();
-    await expect(
-      dump(dir, {
-        tables: [
-          { schema: 'public', name: 'customers' },
-          { schema: 'public', name: 'nope' },
-        ],
-      }),
-    ).rejects.toThrow(/public\.nope/);
+    await expect(dump(dir, { tables: inPublic('customers', 'nope') })).rejects.toThrow(/public\.nope/);
     expect(readdirSync(dir)).toEqual([]);
   });
 
   it('fails, leaving nothing behind, when TABLES names a partition (partitions travel through their parent)', async () => {
     const dir = freshSnapshotDir();
-    await expect(dump(dir, { tables: [{ schema: 'public', name: 'events_2024' }] })).rejects.toThrow(/public\.events_2024/);
+    await expect(dump(dir, { tables: inPublic('events_2024') })).rejects.toThrow(/public\.events_2024/);
     expect(readdirSync(dir)).toEqual([]);
   });
 });
@@ -326,9 +305,7 @@ describe('writeSnapshot runs and failures', () => {
 
   it('leaves no directory when every table is excluded', async () => {
     const dir = freshSnapshotDir();
-    await expect(dump(dir, { tables: [{ schema: 'public', name: 'customers' }], excludeTables: [{ schema: 'public', name: 'customers' }] })).rejects.toThrow(
-      /no tables selected/,
-    );
+    await expect(dump(dir, { tables: inPublic('customers'), excludeTables: inPublic('customers') })).rejects.toThrow(/no tables selected/);
     expect(readdirSync(dir)).toEqual([]);
   });
 });

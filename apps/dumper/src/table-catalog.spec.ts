@@ -1,21 +1,18 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { createDatabase, databaseUrl, type TestDatabase, uniqueName } from '../../../test/support/databases';
+import { createDatabase, createDumpSource, databaseUrl, type DumpSource, uniqueName } from '../../../test/support/databases';
 import { writeSnapshot } from './snapshot-writer';
 
 const DATE = '2024-01-05';
 
 describe('sequences in the manifest', () => {
-  let db: TestDatabase;
-  let dir: string;
+  let db: DumpSource;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'spec-catalog-'));
     // The shapes pg_dump output and real schemas have: a sequence no column owns but a default
     // calls, one shared by two tables, identity and serial columns, and a partition's own default.
-    db = await createDatabase(
+    db = await createDumpSource(
       'catalog_seq',
       `
       CREATE SEQUENCE public.invoice_no START 1000;
@@ -41,11 +38,10 @@ describe('sequences in the manifest', () => {
   });
   afterAll(async () => {
     await db?.drop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it('names every sequence the rows draw from, owned or only called by a default, with its value read in the dump', async () => {
-    const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [] });
+    const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [] });
     expect(manifest.sequences).toEqual([
       { sequence: '"Ledger"."Entry Numbers"', table: 'public.credits', schema: 'public', tableName: 'credits', column: 'no', lastValue: '3', isCalled: true },
       { sequence: 'public.archive_no', table: 'public.events', schema: 'public', tableName: 'events', column: 'id', lastValue: '500', isCalled: true },
@@ -53,26 +49,24 @@ describe('sequences in the manifest', () => {
       { sequence: 'public.notes_id_seq', table: 'public.notes', schema: 'public', tableName: 'notes', column: 'id', lastValue: '1', isCalled: false },
       { sequence: 'public.tickets_id_seq', table: 'public.tickets', schema: 'public', tableName: 'tickets', column: 'id', lastValue: '3', isCalled: true },
     ]);
-    const onDisk = JSON.parse(readFileSync(join(dir, `prod_snapshot_${manifest.snapshotId}`, 'manifest.json'), 'utf8')) as typeof manifest;
+    const onDisk = JSON.parse(readFileSync(join(db.dir, `prod_snapshot_${manifest.snapshotId}`, 'manifest.json'), 'utf8')) as typeof manifest;
     expect(onDisk.sequences).toEqual(manifest.sequences);
   });
 
   it('leaves out a shared sequence only when no dumped table uses it', async () => {
     const only = (names: string[]) =>
-      writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: dir, tables: names.map((name) => ({ schema: 'public', name })), excludeTables: [] });
+      writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: names.map((name) => ({ schema: 'public', name })), excludeTables: [] });
     expect((await only(['debits'])).manifest.sequences.map((s) => [s.sequence, s.table])).toEqual([['"Ledger"."Entry Numbers"', 'public.debits']]);
     expect((await only(['tickets'])).manifest.sequences.map((s) => s.sequence)).toEqual(['public.tickets_id_seq']);
   });
 });
 
 describe('row-level security', () => {
-  let db: TestDatabase;
-  let dir: string;
+  let db: DumpSource;
   const role = uniqueName('dump_rls');
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'spec-rls-'));
-    db = await createDatabase(
+    db = await createDumpSource(
       'catalog_rls',
       `
       CREATE TABLE public.customers (id int PRIMARY KEY, region text);
@@ -92,7 +86,6 @@ describe('row-level security', () => {
       await scratch.query(`DROP ROLE IF EXISTS ${role}`);
       await scratch.drop();
     });
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const asRole = () => {
@@ -111,7 +104,7 @@ describe('row-level security', () => {
     } finally {
       await client.end();
     }
-    const dump = writeSnapshot({ date: DATE, sourceDatabaseUrl: asRole(), snapshotDir: dir, tables: [], excludeTables: [] });
+    const dump = writeSnapshot({ date: DATE, sourceDatabaseUrl: asRole(), snapshotDir: db.dir, tables: [], excludeTables: [] });
     await expect(dump).rejects.toMatchObject({ code: 'row-security' });
     await expect(dump).rejects.toThrow(/public\.customers .*BYPASSRLS.*owner.*pg_read_all_data plus BYPASSRLS/);
   });
@@ -119,7 +112,7 @@ describe('row-level security', () => {
   it('dumps every row once the role has BYPASSRLS', async () => {
     await db.query(`ALTER ROLE ${role} BYPASSRLS`);
     try {
-      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: asRole(), snapshotDir: dir, tables: [], excludeTables: [] });
+      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: asRole(), snapshotDir: db.dir, tables: [], excludeTables: [] });
       expect(manifest.tables.map(({ name, rows }) => ({ name, rows }))).toEqual([
         { name: 'public.customers', rows: 10 },
         { name: 'public.plain', rows: 1 },

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { ADMIN_URL, databaseUrl } from '../../../test/support/databases';
 import { type SnapshotReadyPayload } from '@app/common/contract';
 import { ChecksumMismatchError } from '@app/common/streams';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
@@ -11,15 +12,8 @@ import { TargetDatabase } from './database/target-database';
 import { loadSnapshot, type LoadRequest, type LoadResult } from './snapshot-load';
 import { DanglingReferenceError, TargetSchemaError } from './target-schema';
 
-const ADMIN_URL = process.env.TEST_PG_URL ?? 'postgresql://root@127.0.0.1:5432/postgres';
 const DATE = '2024-01-05';
 const ENVIRONMENT = 'spec';
-
-function databaseUrl(name: string): string {
-  const url = new URL(ADMIN_URL);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
 
 async function query<R extends Record<string, unknown>>(url: string, sql: string, params?: unknown[]): Promise<R[]> {
   const client = new Client({ connectionString: url });

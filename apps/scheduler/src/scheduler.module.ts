@@ -1,8 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { serviceModule } from '@app/common/bootstrap';
 import { ScheduleModule } from '@nestjs/schedule';
 import { type SchedulerConfig } from '@app/common/config';
-import { JetStreamModule } from '@app/common/messaging';
-import { ObservabilityModule } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 import { AlertWebhookService } from './alerts/alert-webhook.service';
 import { CatchUpService } from './catch-up.service';
@@ -14,16 +13,11 @@ import { TriggerScheduler } from './trigger-scheduler.service';
 @Module({})
 export class SchedulerModule {
   static forRoot(config: SchedulerConfig): DynamicModule {
-    return {
-      module: SchedulerModule,
-      imports: [
-        ObservabilityModule.forRoot(),
-        ScheduleModule.forRoot(),
-        // The scheduler only publishes; it consumes nothing.
-        JetStreamModule.forRoot({ config: config.nats, clientName: 'db-fanout-scheduler', bindings: [] }),
-      ],
+    // The scheduler only publishes; it consumes nothing.
+    return serviceModule(SchedulerModule, { config: config.nats, clientName: 'db-fanout-scheduler', bindings: [] }, {
+      imports: [ScheduleModule.forRoot()],
       controllers: [RunsController, StatusPageController],
       providers: [{ provide: SCHEDULER_CONFIG, useValue: config }, TriggerScheduler, CatchUpService, RunLedgerService, AlertWebhookService],
-    };
+    });
   }
 }

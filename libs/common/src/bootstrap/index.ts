@@ -1,1 +1,2 @@
 export * from './run-app';
+export * from './service-module';

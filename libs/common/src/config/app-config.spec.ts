@@ -1,6 +1,7 @@
 import { DEFAULT_HTTP_PORTS, loadCliConfig, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig } from './app-config';
 import { variablesReadBy } from './config-variables';
 import { ConfigError } from './env-reader';
+import { errorThrownBy } from '../../../../test/support/errors';
 
 type Env = Record<string, string | undefined>;
 
@@ -9,13 +10,7 @@ const LOADER_REQUIRED: Env = { TARGET_DATABASE_URL: 'postgres://loader@dev/app',
 
 /** Runs a loader expecting it to refuse the environment, and returns the ConfigError. */
 function configErrorOf(load: (env: Env) => unknown, env: Env): ConfigError {
-  try {
-    load(env);
-  } catch (error) {
-    if (error instanceof ConfigError) return error;
-    throw error;
-  }
-  throw new Error(`configuration was accepted: ${JSON.stringify(env)}`);
+  return errorThrownBy(ConfigError, () => load(env), `configuration was accepted: ${JSON.stringify(env)}`);
 }
 
 const apps = {

@@ -1,7 +1,7 @@
 import { CronTime } from 'cron';
 import { z } from 'zod';
 import { boolean, date, duration, integer, list, matching, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
-import { readEnv } from './env-reader';
+import { envLoader } from './env-reader';
 
 type Env = Record<string, string | undefined>;
 
@@ -220,6 +220,22 @@ function snapshotStoreConfig(v: SnapshotStoreVariables): SnapshotStoreConfig {
   };
 }
 
+/** SNAPSHOT_DIR as the apps' snapshotDir, and the store it configures: the dumper and the loader carry both. */
+function snapshotFields(v: SnapshotStoreVariables): Pick<DumperConfig & LoaderConfig, 'snapshotDir' | 'snapshotStore'> {
+  return { snapshotDir: v.SNAPSHOT_DIR, snapshotStore: snapshotStoreConfig(v) };
+}
+
+/**
+ * What the dumper and the loader both read first, in this order (the order problems are listed in):
+ * NATS, HTTP, the log format and the retry policy.
+ */
+const workerVariables = (defaultPort: number) => ({ ...natsVariables, ...httpVariables(defaultPort), ...logVariables, ...retryVariables });
+type WorkerVariables = z.output<z.ZodObject<ReturnType<typeof workerVariables>>>;
+
+function workerConfig(v: WorkerVariables): Pick<DumperConfig & LoaderConfig, 'nats' | 'http' | 'logFormat' | 'retry'> {
+  return { nats: natsConfig(v), http: httpConfig(v), logFormat: v.LOG_FORMAT, retry: retryConfig(v) };
+}
+
 const postgresUrl = () => url(['postgres', 'postgresql']);
 
 /** The host a postgres URL really connects to: node-postgres lets `?host=` override the authority. */
@@ -235,10 +251,7 @@ function hostOf(url: string): string | undefined {
 
 const dumperSchema = z
   .object({
-    ...natsVariables,
-    ...httpVariables(DEFAULT_HTTP_PORTS.dumper),
-    ...logVariables,
-    ...retryVariables,
+    ...workerVariables(DEFAULT_HTTP_PORTS.dumper),
     SOURCE_DATABASE_URL: postgresUrl(),
     ...snapshotStoreVariables,
     SNAPSHOT_REPLICAS: integer(1, 1, 5),
@@ -255,13 +268,9 @@ const dumperSchema = z
   })
   .transform(
     (v): DumperConfig => ({
-      nats: natsConfig(v),
-      http: httpConfig(v),
-      logFormat: v.LOG_FORMAT,
-      retry: retryConfig(v),
+      ...workerConfig(v),
       sourceDatabaseUrl: v.SOURCE_DATABASE_URL,
-      snapshotDir: v.SNAPSHOT_DIR,
-      snapshotStore: snapshotStoreConfig(v),
+      ...snapshotFields(v),
       snapshotReplicas: v.SNAPSHOT_REPLICAS,
       snapshotCompression: v.SNAPSHOT_COMPRESSION,
       tables: v.TABLES,
@@ -276,16 +285,11 @@ const dumperSchema = z
     }),
   );
 
-export function loadDumperConfig(source: Env = process.env): DumperConfig {
-  return readEnv(dumperSchema, source);
-}
+export const loadDumperConfig: (source?: Env) => DumperConfig = envLoader(dumperSchema);
 
 const loaderSchema = z
   .object({
-    ...natsVariables,
-    ...httpVariables(DEFAULT_HTTP_PORTS.loader),
-    ...logVariables,
-    ...retryVariables,
+    ...workerVariables(DEFAULT_HTTP_PORTS.loader),
     TARGET_DATABASE_URL: postgresUrl(),
     LOADER_ENV: matching(/^[a-z0-9-]+$/, 'lowercase letters, digits or - ([a-z0-9-]+)'),
     ...snapshotStoreVariables,
@@ -310,14 +314,10 @@ const loaderSchema = z
   )
   .transform(
     (v): LoaderConfig => ({
-      nats: natsConfig(v),
-      http: httpConfig(v),
-      logFormat: v.LOG_FORMAT,
-      retry: retryConfig(v),
+      ...workerConfig(v),
       targetDatabaseUrl: v.TARGET_DATABASE_URL,
       environment: v.LOADER_ENV,
-      snapshotDir: v.SNAPSHOT_DIR,
-      snapshotStore: snapshotStoreConfig(v),
+      ...snapshotFields(v),
       targetHostAllowlist: v.TARGET_HOST_ALLOWLIST,
       loadTriggers: v.LOAD_TRIGGERS,
       schemaDrift: v.SCHEMA_DRIFT,
@@ -325,9 +325,7 @@ const loaderSchema = z
     }),
   );
 
-export function loadLoaderConfig(source: Env = process.env): LoaderConfig {
-  return readEnv(loaderSchema, source);
-}
+export const loadLoaderConfig: (source?: Env) => LoaderConfig = envLoader(loaderSchema);
 
 /** A cron expression or preset that the `cron` package (which fires the ticks) accepts. */
 const schedule = text(DEFAULTS.SCHEDULE).transform((value, ctx) => {
@@ -365,9 +363,7 @@ const schedulerSchema = z
     }),
   );
 
-export function loadSchedulerConfig(source: Env = process.env): SchedulerConfig {
-  return readEnv(schedulerSchema, source);
-}
+export const loadSchedulerConfig: (source?: Env) => SchedulerConfig = envLoader(schedulerSchema);
 
 /** The `db-fanout` CLI: the NATS settings of the apps, and the time zone of "today". */
 export interface CliConfig {
@@ -385,6 +381,4 @@ const cliSchema = z
   })
   .transform((v): CliConfig => ({ nats: natsConfig(v), timeZone: v.SCHEDULE_TIMEZONE, httpToken: v.HTTP_TOKEN }));
 
-export function loadCliConfig(source: Env = process.env): CliConfig {
-  return readEnv(cliSchema, source);
-}
+export const loadCliConfig: (source?: Env) => CliConfig = envLoader(cliSchema);

@@ -21,3 +21,8 @@ export function readEnv<S extends z.ZodType>(schema: S, source: Env): z.output<S
   if (!result.success) throw new ConfigError(result.error.issues.map((issue) => `${issue.path.join('.')} ${issue.message}`));
   return result.data;
 }
+
+/** An app's config loader: reads `process.env` unless given another environment (tests do). */
+export function envLoader<S extends z.ZodType>(schema: S): (source?: Env) => z.output<S> {
+  return (source = process.env) => readEnv(schema, source);
+}

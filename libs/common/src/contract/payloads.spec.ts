@@ -1,16 +1,11 @@
 import { createHash } from 'node:crypto';
+import { errorThrownBy } from '../../../../test/support/errors';
 import { InvalidMessageError } from './invalid-message.error';
 import { parseSnapshotReadyPayload, parseTriggerPayload } from './payloads';
 
 /** Runs a parser expecting it to refuse the body, and returns the InvalidMessageError. */
 function rejectionOf(parse: (body: unknown) => unknown, body: unknown): InvalidMessageError {
-  try {
-    parse(body);
-  } catch (error) {
-    if (error instanceof InvalidMessageError) return error;
-    throw error;
-  }
-  throw new Error(`accepted: ${JSON.stringify(body)}`);
+  return errorThrownBy(InvalidMessageError, () => parse(body), `accepted: ${JSON.stringify(body)}`);
 }
 
 describe('parseTriggerPayload', () => {

@@ -3,18 +3,15 @@ import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { attachJetStream } from '../bootstrap/run-app';
-import type { NatsConfig } from '../config/app-config';
+import { NATS_URL, specNatsConfig } from '../../../../test/support/nats';
 import { InvalidMessageError } from '../contract/invalid-message.error';
 import { SUBJECTS } from '../contract/subjects';
 import { ObservabilityModule } from '../observability/observability.module';
 import { ReadinessService } from '../observability/readiness.service';
 import { JetStreamContext } from './jetstream.context';
 import { JetStreamModule } from './jetstream.module';
-
-const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
 type Body = { id: string; mode: 'ok' | 'invalid' | 'fail-once' | 'slow' };
 
@@ -35,15 +32,7 @@ class ProbeController {
 }
 
 describe('JetStreamServer (real NATS)', () => {
-  const id = randomBytes(4).toString('hex');
-  const config: NatsConfig = {
-    servers: [NATS_URL],
-    stream: `SPEC_JS_${id}`,
-    subjectPrefix: `spec_js_${id}.`,
-    ackWaitMs: 1_000,
-    streamMaxAgeMs: 3_600_000,
-    streamReplicas: 1,
-  };
+  const config = specNatsConfig('js');
   const durable = 'probe';
   let app: INestApplication;
   let nc: NatsConnection;

@@ -4,12 +4,10 @@ import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OwnNatsServer } from '../../../../test/support/nats-server';
-import type { NatsConfig } from '../config/app-config';
+import { NATS_URL, specNatsConfig } from '../../../../test/support/nats';
 import { announcedSnapshots } from './announced-snapshots';
 import { ACK, type Disposition, isLastDeliveryOf, nak, PullConsumer, TERM } from './pull-consumer';
 import { ensureStream } from './stream-setup';
-
-const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
 async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -170,15 +168,7 @@ describe('PullConsumer (real NATS)', () => {
 });
 
 describe('PullConsumer.readToEnd and announcedSnapshots (real NATS)', () => {
-  const id = randomBytes(4).toString('hex');
-  const nats: NatsConfig = {
-    servers: [NATS_URL],
-    stream: `SPEC_READ_${id}`,
-    subjectPrefix: `spec_read_${id}.`,
-    ackWaitMs: 1_000,
-    streamMaxAgeMs: 3_600_000,
-    streamReplicas: 1,
-  };
+  const nats = specNatsConfig('read');
   let nc: NatsConnection;
   const ready = (snapshotId: string) => jetstream(nc).publish(`${nats.subjectPrefix}snapshot.ready`, JSON.stringify({ snapshotId }));
 

@@ -1,21 +1,10 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, millis, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { randomBytes } from 'node:crypto';
-import type { NatsConfig } from '../config/app-config';
+import { NATS_URL, specNatsConfig } from '../../../../test/support/nats';
 import { type ConsumerBinding, ensureConsumer, ensureStream } from './stream-setup';
 
-const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
-
 describe('ensureConsumer (real NATS)', () => {
-  const id = randomBytes(4).toString('hex');
-  const config: NatsConfig = {
-    servers: [NATS_URL],
-    stream: `SPEC_SETUP_${id}`,
-    subjectPrefix: `spec_setup_${id}.`,
-    ackWaitMs: 30_000,
-    streamMaxAgeMs: 3_600_000,
-    streamReplicas: 1,
-  };
+  const config = specNatsConfig('setup', 30_000);
   const binding: ConsumerBinding = { pattern: 'snapshot.ready', durable: 'loader-dev', startAt: 'last', maxDeliver: 10, maxAckPending: 1 };
   let nc: NatsConnection;
   let jsm: JetStreamManager;

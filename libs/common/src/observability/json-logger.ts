@@ -14,23 +14,16 @@ export class JsonLogger implements LoggerService {
     private readonly write: (line: string) => void = (line) => process.stdout.write(line),
   ) {}
 
-  log(message: unknown, ...params: unknown[]): void {
-    this.print('log', message, params);
-  }
-  error(message: unknown, ...params: unknown[]): void {
-    this.print('error', message, params);
-  }
-  warn(message: unknown, ...params: unknown[]): void {
-    this.print('warn', message, params);
-  }
-  debug(message: unknown, ...params: unknown[]): void {
-    this.print('debug', message, params);
-  }
-  verbose(message: unknown, ...params: unknown[]): void {
-    this.print('verbose', message, params);
-  }
-  fatal(message: unknown, ...params: unknown[]): void {
-    this.print('fatal', message, params);
+  // Nest calls these six levels; each only names its level.
+  readonly log = this.at('log');
+  readonly error = this.at('error');
+  readonly warn = this.at('warn');
+  readonly debug = this.at('debug');
+  readonly verbose = this.at('verbose');
+  readonly fatal = this.at('fatal');
+
+  private at(level: Level): (message: unknown, ...params: unknown[]) => void {
+    return (message, ...params) => this.print(level, message, params);
   }
 
   private print(level: Level, message: unknown, params: unknown[]): void {

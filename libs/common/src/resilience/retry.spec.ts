@@ -10,31 +10,26 @@ function coded(code: string, message = `failed with ${code}`): Error & { code: s
 
 describe('isTransientError', () => {
   it.each([
-    ['08006', 'connection_failure'],
-    ['08001', 'sqlclient_unable_to_establish_sqlconnection'],
-    ['57P01', 'admin_shutdown'],
-    ['57P02', 'crash_shutdown'],
-    ['57P03', 'cannot_connect_now'],
-    ['40001', 'serialization_failure'],
-    ['40P01', 'deadlock_detected'],
-    ['53300', 'too_many_connections'],
-    ['53200', 'out_of_memory'],
-    ['55P03', 'lock_not_available'],
-  ])('treats SQLSTATE %s (%s) as transient', (code) => {
-    expect(isTransientError(coded(code))).toBe(true);
-  });
-
-  it.each([
-    ['42703', 'undefined_column'],
-    ['42P01', 'undefined_table'],
-    ['23505', 'unique_violation'],
-    ['23503', 'foreign_key_violation'],
-    ['23502', 'not_null_violation'],
-    ['22P02', 'invalid_text_representation'],
-    ['42501', 'insufficient_privilege'],
-    ['28P01', 'invalid_password'],
-  ])('treats SQLSTATE %s (%s) as permanent', (code) => {
-    expect(isTransientError(coded(code))).toBe(false);
+    ['08006', 'connection_failure', 'transient'],
+    ['08001', 'sqlclient_unable_to_establish_sqlconnection', 'transient'],
+    ['57P01', 'admin_shutdown', 'transient'],
+    ['57P02', 'crash_shutdown', 'transient'],
+    ['57P03', 'cannot_connect_now', 'transient'],
+    ['40001', 'serialization_failure', 'transient'],
+    ['40P01', 'deadlock_detected', 'transient'],
+    ['53300', 'too_many_connections', 'transient'],
+    ['53200', 'out_of_memory', 'transient'],
+    ['55P03', 'lock_not_available', 'transient'],
+    ['42703', 'undefined_column', 'permanent'],
+    ['42P01', 'undefined_table', 'permanent'],
+    ['23505', 'unique_violation', 'permanent'],
+    ['23503', 'foreign_key_violation', 'permanent'],
+    ['23502', 'not_null_violation', 'permanent'],
+    ['22P02', 'invalid_text_representation', 'permanent'],
+    ['42501', 'insufficient_privilege', 'permanent'],
+    ['28P01', 'invalid_password', 'permanent'],
+  ])('treats SQLSTATE %s (%s) as %s', (code, _name, kind) => {
+    expect(isTransientError(coded(code))).toBe(kind === 'transient');
   });
 
   it.each(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])(
@@ -70,6 +65,14 @@ describe('isTransientError', () => {
   });
 });
 
+/** What `work` rejects with; a success becomes an Error saying what should not have happened. */
+function rejectionOf(work: Promise<unknown>, unexpectedSuccess: string): Promise<unknown> {
+  return work.then(
+    () => new Error(unexpectedSuccess),
+    (e: unknown) => e,
+  );
+}
+
 describe('isTransientError with errors from a real PostgreSQL', () => {
   const clients: Client[] = [];
   async function connect(): Promise<Client> {
@@ -89,20 +92,14 @@ describe('isTransientError with errors from a real PostgreSQL', () => {
     const client = new Client({ host: '127.0.0.1', port: 1, user: 'root', database: 'postgres', connectionTimeoutMillis: 5_000 });
     client.on('error', () => undefined);
     clients.push(client);
-    const error: unknown = await client.connect().then(
-      () => new Error('connected to port 1?'),
-      (e: unknown) => e,
-    );
+    const error: unknown = await rejectionOf(client.connect(), 'connected to port 1?');
     expect(error).toMatchObject({ code: 'ECONNREFUSED' });
     expect(isTransientError(error)).toBe(true);
   });
 
   it('classifies "column does not exist" as permanent', async () => {
     const client = await connect();
-    const error: unknown = await client.query('SELECT no_such_column FROM pg_class LIMIT 1').then(
-      () => new Error('query succeeded?'),
-      (e: unknown) => e,
-    );
+    const error: unknown = await rejectionOf(client.query('SELECT no_such_column FROM pg_class LIMIT 1'), 'query succeeded?');
     expect(error).toMatchObject({ code: '42703' });
     expect((error as Error).message).toMatch(/column "no_such_column" does not exist/);
     expect(isTransientError(error)).toBe(false);
@@ -112,10 +109,7 @@ describe('isTransientError with errors from a real PostgreSQL', () => {
     const client = await connect();
     await client.query('CREATE TEMP TABLE retry_spec_unique (id int PRIMARY KEY)');
     await client.query('INSERT INTO retry_spec_unique VALUES (1)');
-    const error: unknown = await client.query('INSERT INTO retry_spec_unique VALUES (1)').then(
-      () => new Error('duplicate accepted?'),
-      (e: unknown) => e,
-    );
+    const error: unknown = await rejectionOf(client.query('INSERT INTO retry_spec_unique VALUES (1)'), 'duplicate accepted?');
     expect(error).toMatchObject({ code: '23505' });
     expect(isTransientError(error)).toBe(false);
   });
@@ -126,10 +120,7 @@ describe('isTransientError with errors from a real PostgreSQL', () => {
     const { rows } = await victim.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
     const pid = rows[0].pid;
 
-    const running = victim.query('SELECT pg_sleep(10)').then(
-      () => new Error('the query was not interrupted'),
-      (e: unknown) => e,
-    );
+    const running = rejectionOf(victim.query('SELECT pg_sleep(10)'), 'the query was not interrupted');
     // Terminate only once the victim's query is actually running.
     for (let i = 0; ; i++) {
       const activity = await admin.query<{ state: string }>('SELECT state FROM pg_stat_activity WHERE pid = $1', [pid]);
@@ -145,10 +136,7 @@ describe('isTransientError with errors from a real PostgreSQL', () => {
     expect(isTransientError(error)).toBe(true);
 
     // The dead client is no longer usable, and what it reports then is transient too.
-    const after: unknown = await victim.query('SELECT 1').then(
-      () => new Error('a terminated client still answered'),
-      (e: unknown) => e,
-    );
+    const after: unknown = await rejectionOf(victim.query('SELECT 1'), 'a terminated client still answered');
     expect(isTransientError(after)).toBe(true);
   });
 });

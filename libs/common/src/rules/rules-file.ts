@@ -143,6 +143,23 @@ function parseTableName(text: string, where: string, problems: string[]): TableN
   return { schema: parts[0], name: parts[1] };
 }
 
+/**
+ * The entries of a section that maps schema.table to something (`tables`, `subset`), each with its
+ * parsed table name. A section that is not a mapping, or a key that is not schema.table, is a
+ * problem and yields nothing. Lazy, so problems keep the order of the file.
+ */
+function* tableEntries(raw: unknown, section: string, notAMapping: string, problems: string[]): Generator<[TableName, unknown]> {
+  const entries = raw ?? {};
+  if (!isRecord(entries)) {
+    problems.push(notAMapping);
+    return;
+  }
+  for (const [tableText, value] of Object.entries(entries)) {
+    const table = parseTableName(tableText, section, problems);
+    if (table) yield [table, value];
+  }
+}
+
 /** Parses and validates a rules file's text (YAML, of which JSON is a subset). */
 export function parseRules(text: string, file: string): RulesFile {
   const problems: string[] = [];
@@ -160,27 +177,21 @@ export function parseRules(text: string, file: string): RulesFile {
   if (typeof strict !== 'boolean') problems.push('strict must be true or false');
 
   const tables: TableRules[] = [];
-  const rawTables = document.tables ?? {};
-  if (!isRecord(rawTables)) problems.push('tables must map schema.table to { column: strategy }');
-  else {
-    for (const [tableText, rawColumns] of Object.entries(rawTables)) {
-      const table = parseTableName(tableText, 'tables', problems);
-      if (!table) continue;
-      if (tables.some((t) => tableKey(t.table) === tableKey(table))) {
-        problems.push(`tables: ${tableKey(table)} appears twice`);
-        continue;
-      }
-      const columns = new Map<string, Strategy>();
-      if (!isRecord(rawColumns)) {
-        problems.push(`${tableKey(table)}: must map columns to strategies`);
-        continue;
-      }
-      for (const [column, rawStrategy] of Object.entries(rawColumns)) {
-        const strategy = parseStrategy(rawStrategy, columnKey({ ...table, column }), problems);
-        if (strategy) columns.set(column, strategy);
-      }
-      tables.push({ table, columns });
+  for (const [table, rawColumns] of tableEntries(document.tables, 'tables', 'tables must map schema.table to { column: strategy }', problems)) {
+    if (tables.some((t) => tableKey(t.table) === tableKey(table))) {
+      problems.push(`tables: ${tableKey(table)} appears twice`);
+      continue;
     }
+    const columns = new Map<string, Strategy>();
+    if (!isRecord(rawColumns)) {
+      problems.push(`${tableKey(table)}: must map columns to strategies`);
+      continue;
+    }
+    for (const [column, rawStrategy] of Object.entries(rawColumns)) {
+      const strategy = parseStrategy(rawStrategy, columnKey({ ...table, column }), problems);
+      if (strategy) columns.set(column, strategy);
+    }
+    tables.push({ table, columns });
   }
 
   const relations: Relation[] = [];
@@ -200,15 +211,9 @@ export function parseRules(text: string, file: string): RulesFile {
   }
 
   const subset: { table: TableName; where: string }[] = [];
-  const rawSubset = document.subset ?? {};
-  if (!isRecord(rawSubset)) problems.push('subset must map schema.table to a SQL condition');
-  else {
-    for (const [tableText, where] of Object.entries(rawSubset)) {
-      const table = parseTableName(tableText, 'subset', problems);
-      if (!table) continue;
-      if (typeof where !== 'string' || !where.trim()) problems.push(`subset ${tableKey(table)}: must be a SQL condition, e.g. "created_at >= date '2024-01-01'"`);
-      else subset.push({ table, where });
-    }
+  for (const [table, where] of tableEntries(document.subset, 'subset', 'subset must map schema.table to a SQL condition', problems)) {
+    if (typeof where !== 'string' || !where.trim()) problems.push(`subset ${tableKey(table)}: must be a SQL condition, e.g. "created_at >= date '2024-01-01'"`);
+    else subset.push({ table, where });
   }
 
   if (problems.length) throw new RulesError(file, problems);

@@ -1,20 +1,5 @@
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { cli } from './support/cli';
 import { PipelineHarness, until } from './support/pipeline';
-
-const BIN = join(__dirname, '..', 'bin', 'db-fanout.js');
-
-/** Runs `db-fanout` as a user would, and collects its exit code and output. */
-function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('the db-fanout CLI', () => {
   it('explains itself, and rejects wrong usage with exit code 2 and a message naming the problem', async () => {

@@ -1,22 +1,7 @@
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import type { RunningApp } from './support/apps';
+import { cli } from './support/cli';
 import { tableContent } from './support/databases';
 import { PipelineHarness, until } from './support/pipeline';
-
-const BIN = join(__dirname, '..', 'bin', 'db-fanout.js');
-
-/** `db-fanout <args>` as a user runs it. */
-function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 interface Step {
   state: string;

@@ -58,6 +58,8 @@ describe('SCHEMA_DRIFT=common-columns through the pipeline', () => {
     expect(await targets.qa.query(products)).toEqual(await source.query(products));
     expect(await targets.qa.query('SELECT DISTINCT region FROM public.customers')).toEqual([{ region: 'eu' }]);
     expect(await tableContent(targets.qa, 'public.customers')).toHaveLength((await tableContent(source, 'public.customers')).length);
+    // The environment's ledger keeps it too (a late announcement of this load reports the same).
+    expect(await targets.qa.query('SELECT snapshot_id, drift FROM db_fanout.loaded_snapshots')).toEqual([{ snapshot_id: loaded.snapshotId, drift }]);
 
     // The run history: the qa step of the run carries the same drift.
     let run: Run | undefined;

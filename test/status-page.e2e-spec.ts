@@ -15,6 +15,7 @@ interface Step {
   attempts: number;
   error?: string;
   location?: string;
+  drift?: { skippedTables: string[]; leftOutColumns: string[]; defaultedColumns: string[] };
 }
 interface Run {
   date: string;
@@ -50,13 +51,15 @@ describe('the status page on GET /', () => {
   beforeAll(async () => {
     shots = mkdtempSync(join(tmpdir(), 'db-fanout-statuspage-shots-'));
     pipeline = await PipelineHarness.create('statuspage', {
-      environments: ['dev', 'staging'],
-      targetSql: { staging: 'ALTER TABLE public.products DROP COLUMN attrs;' },
+      environments: ['dev', 'staging', 'qa'],
+      // The same missing column: staging's load fails on it (SCHEMA_DRIFT=fail), qa's leaves it out.
+      targetSql: { staging: 'ALTER TABLE public.products DROP COLUMN attrs;', qa: 'ALTER TABLE public.products DROP COLUMN attrs;' },
     });
     scheduler = await pipeline.fleet.start('scheduler', { ...pipeline.commonEnv, SCHEDULE: '0 0 1 1 *' });
     await pipeline.startDumper();
     await pipeline.startLoader('dev');
     await pipeline.startLoader('staging');
+    await pipeline.startLoader('qa', { SCHEMA_DRIFT: 'common-columns' });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -126,10 +129,10 @@ describe('the status page on GET /', () => {
     await pipeline.trigger('2024-06-01');
     await withLogs(() =>
       until(
-        'dev success and staging failed in /api/runs',
+        'dev and qa success and staging failed in /api/runs',
         async () => {
           const run = await runOf('2024-06-01');
-          return run?.loads.dev?.state === 'success' && run?.loads.staging?.state === 'failed';
+          return run?.loads.dev?.state === 'success' && run?.loads.qa?.state === 'success' && run?.loads.staging?.state === 'failed';
         },
         30_000,
       ),
@@ -140,10 +143,11 @@ describe('the status page on GET /', () => {
     await page.goto(`${base()}/`);
     await row('2024-06-01').waitFor({ timeout: 10_000 });
 
-    expect(await page.locator('#grid thead th').allTextContents()).toEqual(['date', 'dump', 'dev', 'staging']);
+    expect(await page.locator('#grid thead th').allTextContents()).toEqual(['date', 'dump', 'dev', 'qa', 'staging']);
     for (const [cell, state] of [
       [dumpCell('2024-06-01'), 'success'],
       [envCell('2024-06-01', 'dev'), 'success'],
+      [envCell('2024-06-01', 'qa'), 'success'],
       [envCell('2024-06-01', 'staging'), 'failed'],
     ] as const) {
       expect(await cell.getAttribute('data-state')).toBe(state);
@@ -173,9 +177,22 @@ describe('the status page on GET /', () => {
     expect(run.dump.location).toBe(location);
     expect(await dumpCell('2024-06-01').getAttribute('title')).toContain(`location: ${location}`);
 
+    // SCHEMA_DRIFT=common-columns: qa loaded without the column staging failed on, and says so in
+    // its cell, its title and its details; an environment whose schema matched shows no drift.
+    expect(run.loads.qa.drift).toEqual({ skippedTables: [], leftOutColumns: ['public.products."attrs"'], defaultedColumns: [] });
+    const qa = envCell('2024-06-01', 'qa');
+    expect(await qa.locator('.drift').textContent()).toBe('drift: 1 column left out');
+    expect(await qa.getAttribute('title')).toContain('\ndrift, left-out columns: public.products."attrs"');
+    expect(await envCell('2024-06-01', 'dev').locator('.drift').count()).toBe(0);
+    expect(await envCell('2024-06-01', 'dev').getAttribute('title')).not.toContain('drift');
+
     // Click: the details line below the grid shows the same.
     expect(await page.locator('#details').textContent()).toBe('Click a cell for its details.');
+    await qa.click();
+    expect(await page.locator('#details .facts').textContent()).toContain('2024-06-01 · qa · success');
+    expect(await page.locator('#details ul.drift li').allTextContents()).toEqual(['left-out columns: public.products."attrs"']);
     await staging.click();
+    expect(await page.locator('#details ul.drift').count()).toBe(0);
     const details = (await page.locator('#details').textContent())!;
     expect(details).toContain(run.loads.staging.error);
     expect(details).toContain('2024-06-01 · staging · failed');
@@ -243,7 +260,22 @@ describe('the status page on GET /', () => {
     expect(await cell.locator('.meta').textContent()).toBe('3 tries');
     await cell.click();
     expect(await page.locator('#details .error').textContent()).toBe(`error: ${error}`);
-    expect(await page.locator('#grid img, #grid script, #grid b, #details script, #details b').count()).toBe(0);
+
+    // The same for the names in a load's drift.
+    const column = 'public.t."<img src=x onerror=window.injected=3>"';
+    await plainPublish(
+      `${pipeline.namespace.prefix}snapshot.loaded`,
+      JSON.stringify({ snapshotId: '20240604-0badc0de', environment: 'dev', rows: 1, durationMs: 1, attempts: 1, drift: { skippedTables: ['<b>t</b>'], leftOutColumns: [column], defaultedColumns: [] } }),
+      undefined,
+      pipeline.namespace.url,
+    );
+    const drifted = envCell('2024-06-04', 'dev');
+    await drifted.and(page.locator('[data-state="success"]')).waitFor({ timeout: 15_000 });
+    expect(await drifted.locator('.drift').textContent()).toBe('drift: 1 table skipped, 1 column left out');
+    expect(await drifted.getAttribute('title')).toContain(`drift, skipped tables: <b>t</b>\ndrift, left-out columns: ${column}`);
+    await drifted.click();
+    expect(await page.locator('#details ul.drift li').allTextContents()).toEqual(['skipped tables: <b>t</b>', `left-out columns: ${column}`]);
+    expect(await page.locator('#grid img, #grid script, #grid b, #details script, #details b, #details img').count()).toBe(0);
     expect(await page.evaluate(() => (window as unknown as { injected?: number }).injected)).toBeUndefined();
     expect(browserErrors).toEqual([]);
   }, 30_000);

@@ -1,10 +1,22 @@
-import type { RunRecord, StepRecord } from '@app/common/contract';
+import type { LoadDrift, RunRecord, StepRecord } from '@app/common/contract';
+
+/** How many of each thing a SCHEMA_DRIFT=common-columns load left out (`runs --json` has the names). */
+function driftSummary(drift: LoadDrift | undefined): string {
+  if (!drift) return '';
+  const count = (names: string[] | undefined, one: string, many: string) => (names?.length ? [`${names.length} ${names.length === 1 ? one : many}`] : []);
+  const counts = [
+    ...count(drift.skippedTables, 'table skipped', 'tables skipped'),
+    ...count(drift.leftOutColumns, 'column left out', 'columns left out'),
+    ...count(drift.defaultedColumns, 'column defaulted', 'columns defaulted'),
+  ];
+  return counts.length ? `, drift: ${counts.join(', ')}` : '';
+}
 
 function cell(step: StepRecord | undefined): string {
   if (!step) return '-';
   const seconds = step.startedAt && step.endedAt ? ` ${((Date.parse(step.endedAt) - Date.parse(step.startedAt)) / 1000).toFixed(1)}s` : '';
   const attempts = step.attempts > 1 ? ` (${step.attempts} tries)` : '';
-  return `${step.state}${seconds}${attempts}`;
+  return `${step.state}${seconds}${attempts}${driftSummary(step.drift)}`;
 }
 
 /** Runs as the CLI prints them: dates down, the dump and each environment across (Airflow's grid). */

@@ -21,7 +21,7 @@ describe('the ledger migration', () => {
     const replicas = [new TargetDatabase(db.url), new TargetDatabase(db.url)];
     try {
       await Promise.all(replicas.map((r) => r.ensureLedger()));
-      expect(await columns()).toEqual(expect.arrayContaining(['snapshot_id', 'announced_at', 'snapshot_created_at', 'snapshot_taken_at']));
+      expect(await columns()).toEqual(expect.arrayContaining(['snapshot_id', 'announced_at', 'snapshot_created_at', 'snapshot_taken_at', 'drift']));
     } finally {
       await Promise.all(replicas.map((r) => r.close()));
     }
@@ -33,7 +33,7 @@ describe('the ledger migration', () => {
     const first = new TargetDatabase(db.url);
     await first.ensureLedger();
     await first.close();
-    expect(await columns()).toEqual(expect.arrayContaining(['snapshot_created_at', 'snapshot_taken_at']));
+    expect(await columns()).toEqual(expect.arrayContaining(['snapshot_created_at', 'snapshot_taken_at', 'drift']));
 
     // A session holding the ledger (as a long load does) must not block the next replica's start.
     const blocker = new TargetDatabase(db.url);

@@ -1,3 +1,4 @@
+import type { LoadDrift } from '@app/common/contract';
 import type { Queryable } from './database/queryable';
 
 /**
@@ -14,6 +15,8 @@ export interface LedgerEntry {
   durationMs: number;
   attempts: number;
   announced: boolean;
+  /** SCHEMA_DRIFT=common-columns: what the load left out, so that announcing it later still says so. */
+  drift?: LoadDrift;
 }
 
 export interface LedgerRecord extends Omit<LedgerEntry, 'announced'> {
@@ -30,6 +33,7 @@ const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07', '42701']);
 const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
   ['snapshot_created_at', 'timestamptz'],
   ['snapshot_taken_at', 'timestamptz'],
+  ['drift', 'jsonb'],
 ];
 
 /** The ledger's statements, run on the pool (migration, marking) or on a load's own client. */
@@ -55,7 +59,8 @@ export class LedgerRepository {
         loaded_at    timestamptz NOT NULL DEFAULT now(),
         announced_at timestamptz,
         snapshot_created_at timestamptz,
-        snapshot_taken_at timestamptz
+        snapshot_taken_at timestamptz,
+        drift        jsonb
       )`,
     );
     const { rows } = await this.db.query<{ name: string }>(
@@ -91,19 +96,21 @@ export class LedgerRepository {
   }
 
   async find(snapshotId: string): Promise<LedgerEntry | undefined> {
-    const { rows } = await this.db.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean }>(
-      `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
+    const { rows } = await this.db.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean; drift: LoadDrift | null }>(
+      `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced, drift FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
       [snapshotId],
     );
     const row = rows[0];
-    return row && { snapshotId, rows: Number(row.rows), durationMs: Number(row.duration_ms), attempts: row.attempts, announced: row.announced };
+    return (
+      row && { snapshotId, rows: Number(row.rows), durationMs: Number(row.duration_ms), attempts: row.attempts, announced: row.announced, ...(row.drift ? { drift: row.drift } : {}) }
+    );
   }
 
   async record(entry: LedgerRecord): Promise<void> {
     await this.db.query(
-      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, snapshot_taken_at, environment, rows, duration_ms, attempts)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [entry.snapshotId, entry.date, entry.createdAt, entry.takenAt, entry.environment, entry.rows, entry.durationMs, entry.attempts],
+      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, snapshot_taken_at, environment, rows, duration_ms, attempts, drift)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [entry.snapshotId, entry.date, entry.createdAt, entry.takenAt, entry.environment, entry.rows, entry.durationMs, entry.attempts, entry.drift ? JSON.stringify(entry.drift) : null],
     );
   }
 

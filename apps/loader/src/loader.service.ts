@@ -136,7 +136,15 @@ export class LoaderService {
             return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded' }, key);
           }
           this.logger.log(`${label}: already loaded (ledger), announcing it`);
-          const event = { snapshotId: snapshot.snapshotId, environment, rows: entry.rows, durationMs: entry.durationMs, attempts: entry.attempts };
+          // The drift the load recorded in the ledger: the late announcement says what it left out too.
+          const event: SnapshotLoadedPayload = {
+            snapshotId: snapshot.snapshotId,
+            environment,
+            rows: entry.rows,
+            durationMs: entry.durationMs,
+            attempts: entry.attempts,
+            ...(entry.drift ? { drift: entry.drift } : {}),
+          };
           await this.announce(event, key);
           return { status: 'loaded', event };
         }

@@ -72,6 +72,10 @@ describe('SCHEMA_DRIFT', () => {
       { id: 1, name: 'Ada', note: 'it\'s "quoted", \\ too', added_at: '2024-01-01' },
       { id: 2, name: 'Zoë', note: null, added_at: '2024-01-01' },
     ]);
+    // The ledger keeps the drift: a redelivery that finds the load committed but never announced
+    // (the loader died in between) announces it with what it left out.
+    const again = await load(env, 'common-columns');
+    expect(again).toMatchObject({ kind: 'already-loaded', entry: { announced: false, drift: (result as { drift: unknown }).drift } });
   });
 
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {
@@ -84,5 +88,7 @@ describe('SCHEMA_DRIFT', () => {
     const result = await load(env, 'common-columns');
     expect(result.kind).toBe('loaded');
     expect(result).not.toHaveProperty('drift');
+    expect(await load(env, 'common-columns')).toMatchObject({ kind: 'already-loaded' });
+    expect((await load(env, 'common-columns')) as { entry?: unknown }).not.toHaveProperty('entry.drift');
   });
 });

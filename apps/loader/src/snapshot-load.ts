@@ -104,6 +104,7 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       rows,
       durationMs,
       attempts: request.attempt,
+      drift,
     });
     await load.commit();
     phases.mark('commit');

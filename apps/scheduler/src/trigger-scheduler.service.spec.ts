@@ -2,9 +2,11 @@ import { Test } from '@nestjs/testing';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
+import { CronTime } from 'cron';
+import { Settings } from 'luxon';
 import { loadSchedulerConfig, type SchedulerConfig } from '@app/common/config';
 import { SchedulerModule } from './scheduler.module';
-import { scheduledTrigger, TriggerScheduler } from './trigger-scheduler.service';
+import { dueTick, scheduledTrigger, TriggerScheduler } from './trigger-scheduler.service';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
@@ -29,6 +31,32 @@ describe('scheduledTrigger', () => {
   it('publishes nothing for a date before START_DATE', () => {
     expect(scheduledTrigger(new Date('2024-01-01T03:00:00Z'), config)).toBeUndefined();
     expect(scheduledTrigger(new Date('2024-01-01T05:00:00Z'), config)).toBeDefined();
+  });
+});
+
+describe('dueTick', () => {
+  const everySecond = new CronTime('* * * * * *', 'UTC');
+  const at = (iso: string) => new Date(iso);
+
+  it('is the fire time that has come, and gives the one after it', () => {
+    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:01Z'), at('2024-01-05T00:00:01.004Z'))).toEqual({ due: at('2024-01-05T00:00:01Z'), next: at('2024-01-05T00:00:02Z') });
+  });
+
+  it('is none when cron calls again for a tick already fired (the next one is still to come)', () => {
+    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:02Z'), at('2024-01-05T00:00:01.006Z'))).toEqual({ due: undefined, next: at('2024-01-05T00:00:02Z') });
+  });
+
+  it('collapses ticks missed while the process was busy into the latest one, as cron does', () => {
+    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:02Z'), at('2024-01-05T00:00:04.700Z'))).toEqual({ due: at('2024-01-05T00:00:04Z'), next: at('2024-01-05T00:00:05Z') });
+  });
+
+  it('follows the schedule in SCHEDULE_TIMEZONE (a daily tick at 02:00 in New York)', () => {
+    const daily = new CronTime('0 2 * * *', 'America/New_York');
+    expect(dueTick(daily, 'America/New_York', at('2024-03-09T07:00:00Z'), at('2024-03-09T07:00:00.300Z'))).toEqual({
+      due: at('2024-03-09T07:00:00Z'),
+      // 02:00 on March 10 does not exist in New York (clocks go forward): cron fires at 03:00 EDT.
+      next: at('2024-03-10T07:00:00Z'),
+    });
   });
 });
 
@@ -67,6 +95,49 @@ describe('TriggerScheduler (real NATS)', () => {
       expect(first?.header.get('Nats-Msg-Id')).toBe('scheduled:2024-01-05T00:00:00.000Z');
     } finally {
       await app.close();
+    }
+  });
+
+  it("publishes a tick that cron fires from its start() under the tick's own whole-second id (a busy machine)", async () => {
+    // cron's start() reads the clock twice, for the next fire time (sendAt) and for the timeout to
+    // it; on a busy machine the whole second can pass in between, and cron then fires at once, from
+    // start(), before TriggerScheduler has finished starting the job. The clock (luxon's, cron's own)
+    // here passes the second exactly there: 1 ms before it for every read until that second read.
+    const realNow = Settings.now;
+    let second: number | undefined;
+    let passed = false;
+    Settings.now = () => {
+      second ??= Math.ceil((realNow() + 1) / 1000) * 1000;
+      if (!passed && /getTimeout/.test(new Error().stack ?? '') && !/sendAt/.test(new Error().stack ?? '')) passed = true;
+      return passed ? second + 1 : second - 1;
+    };
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    const everySecond = loadSchedulerConfig({
+      NATS_URL,
+      NATS_STREAM: `SPEC_SCHEDBUSY_${id}`,
+      NATS_SUBJECT_PREFIX: `spec_schedbusy_${id}.`,
+      SCHEDULE: '* * * * * *',
+    });
+    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(everySecond)] }).compile();
+    moduleRef.useLogger(false);
+    const app = moduleRef.createNestApplication();
+    try {
+      await app.init();
+      Settings.now = realNow;
+      // The situation happened: cron fired at once from start().
+      expect(warn.mock.calls.map(([message]) => String(message))).toEqual([expect.stringMatching(/Missed execution deadline by 1ms .*Executing immediately/)]);
+      const jsm = await jetstreamManager(nc);
+      let first;
+      for (const deadline = Date.now() + 5_000; !first && Date.now() < deadline; ) {
+        first = await jsm.streams.getMessage(everySecond.nats.stream, { seq: 1 }).catch(() => undefined);
+        if (!first) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(first?.header.get('Nats-Msg-Id')).toBe(`scheduled:${new Date(second!).toISOString()}`);
+    } finally {
+      Settings.now = realNow;
+      warn.mockRestore();
+      await app.close();
+      await (await jetstreamManager(nc)).streams.delete(everySecond.nats.stream).catch(() => undefined);
     }
   });
 });

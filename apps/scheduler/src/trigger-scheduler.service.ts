@@ -2,7 +2,8 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { CronJob } from 'cron';
+import { CronJob, type CronTime } from 'cron';
+import { DateTime } from 'luxon';
 import { Gauge } from 'prom-client';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
@@ -19,6 +20,21 @@ export function scheduledTrigger(fireTime: Date, config: Pick<SchedulerConfig, '
   // One id per scheduled fire time: every scheduler running publishes the same id for the same
   // tick, and the stream keeps one. A schedule firing several times a day gets one per tick.
   return { payload: { date }, msgID: `scheduled:${fireTime.toISOString()}` };
+}
+
+/**
+ * The tick due at `now`: the latest fire time of the schedule from `nextFire` up to `now` (ticks
+ * missed meanwhile collapse into it, as cron's own do), and the fire time after it; no tick when
+ * `nextFire` is still to come. `now` is read from cron's own clock (luxon's), which decided to call.
+ */
+export function dueTick(cronTime: CronTime, timeZone: string, nextFire: Date, now: Date): { due?: Date; next: Date } {
+  let due: Date | undefined;
+  let next = nextFire;
+  while (next.getTime() <= now.getTime()) {
+    due = next;
+    next = cronTime.getNextDateFrom(due, timeZone).toJSDate();
+  }
+  return { due, next };
 }
 
 /** Waits between publish attempts of one tick: 1 s, 2 s, 4 s... at most 30 s. */
@@ -79,10 +95,12 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
       cronTime: this.config.schedule,
       timeZone: this.config.timeZone,
       onTick: () => void this.onTick(),
-      start: true,
+      start: false,
     });
     this.registry.addCronJob('replication-trigger', this.job);
+    // Known before the job starts: start() itself may call onTick (see onTick).
     this.nextFire = this.job.nextDate().toJSDate();
+    this.job.start();
     this.logger.log(`schedule ${this.config.schedule} (${this.config.timeZone}); next trigger at ${this.nextFire.toISOString()}`);
     this.reportSchedule();
     if (this.config.catchup) void this.catchUp.run(this.stopped.signal);
@@ -93,12 +111,22 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     this.pending?.abort(new Error('the scheduler is stopping'));
   }
 
+  /**
+   * Fires the tick that is due, under its nominal fire time (not "now": every scheduler agrees on it
+   * to the millisecond), counted from the schedule rather than from cron's calls. On a busy machine
+   * cron calls twice for one tick: when the whole second passes between the two clock reads of its
+   * start() (which its timer's callback runs before calling for the tick it woke for), start() calls
+   * at once for the next tick too. Taking the next fire time from those calls labelled ticks with the
+   * wrong time, and a call during the job's first start() (before any fire time was known) with
+   * "now", a message id that two schedulers do not share.
+   */
   private async onTick(): Promise<void> {
-    // The nominal fire time, not "now": every scheduler agrees on it to the millisecond.
-    const fireTime = this.nextFire ?? new Date();
-    this.nextFire = this.job?.nextDate().toJSDate();
+    if (!this.job || !this.nextFire) return;
+    const { due, next } = dueTick(this.job.cronTime, this.config.timeZone, this.nextFire, DateTime.now().toJSDate());
+    this.nextFire = next;
+    if (!due) return; // the second call for a tick already fired
     this.reportSchedule();
-    await this.fire(fireTime);
+    await this.fire(due);
   }
 
   /**

@@ -129,6 +129,41 @@ describe('run ledger fold', () => {
     expect(fold([started(1), loadFailed(1), started(1), loaded(1)]).loads.dev).toMatchObject({ state: 'success', error: undefined });
   });
 
+  describe('schema drift (SCHEMA_DRIFT=common-columns)', () => {
+    const drift = { skippedTables: ['public.audit'], leftOutColumns: ['public.products."attrs"'], defaultedColumns: ['public.customers."region"'] };
+    const loadedWithDrift = (body: Record<string, unknown> = drift) => load('snapshot.loaded', { rows: 5, durationMs: 10, attempts: 1, drift: body });
+
+    it("records what the environment's load left out on its step, whatever the order, each event sent twice", () => {
+      const events = [started(1), loadedWithDrift()];
+      expectEveryOrder([...events, ...events], (run) => ({ ...run.loads.dev, endedAt: undefined }), {
+        state: 'success',
+        attempts: 1,
+        rows: 5,
+        drift,
+        startedAt: '2024-01-05T00:10:01.000Z',
+        snapshotId: S1,
+      });
+      // A redelivery that finds the snapshot already loaded does not take the drift away, nor does it hide it when it comes first.
+      expectEveryOrder([started(1), loadedWithDrift(), skipped('already-loaded')], (run) => [run.loads.dev.state, run.loads.dev.rows, run.loads.dev.drift], ['success', 5, drift]);
+    });
+
+    it('has no drift when the schema matched, and the load that succeeds after a failure brings its own', () => {
+      expect(JSON.parse(JSON.stringify(fold([started(1), loaded(1)]).loads.dev))).not.toHaveProperty('drift');
+      expect(fold([started(1), loadFailed(1), started(1), loadedWithDrift()]).loads.dev).toMatchObject({ state: 'success', drift, error: undefined });
+      // The first report of the success is the load's: a later one (a reload) changes neither its time nor its drift.
+      expect(fold([started(1), loadedWithDrift(), loaded(1)]).loads.dev).toMatchObject({ drift, endedAt: at(1) });
+      expect(fold([started(1), loaded(1), loadedWithDrift()]).loads.dev.drift).toBeUndefined();
+    });
+
+    it('keeps only lists of names from a drift (anyone on the stream can publish one), and none when all are empty', () => {
+      const odd = { skippedTables: 'public.audit', leftOutColumns: ['public.products."attrs"', 7, { html: '<b>' }, null], defaultedColumns: undefined, extra: ['x'] };
+      expect(fold([loadedWithDrift(odd)]).loads.dev.drift).toEqual({ skippedTables: [], leftOutColumns: ['public.products."attrs"'], defaultedColumns: [] });
+      for (const none of [{ skippedTables: [], leftOutColumns: [], defaultedColumns: [] }, 'drift', null, [], { leftOutColumns: [1, 2] }]) {
+        expect(JSON.parse(JSON.stringify(fold([loadedWithDrift(none as Record<string, unknown>)]).loads.dev))).not.toHaveProperty('drift');
+      }
+    });
+  });
+
   it('ends a dump that retried and succeeded as success in every order, each event sent twice', () => {
     const dumpStarted = (attempt: number): Event => ['snapshot.dump.started', { date: '2024-01-05', attempt, startedAt: `2024-01-05T00:00:0${attempt}.000Z` }];
     const events: Event[] = [dumpStarted(1), ['snapshot.dump.retrying', { date: '2024-01-05', attempt: 1, error: 'terminated' }], dumpStarted(2), ready(S1, '2024-01-05T00:00:09.000Z')];

@@ -1,4 +1,4 @@
-import { type RunRecord, type StepRecord, type StepState, SUBJECTS } from '@app/common/contract';
+import { type LoadDrift, type RunRecord, type StepRecord, type StepState, SUBJECTS } from '@app/common/contract';
 
 // The types live in the contract (the CLI reads the same records); re-exported for the ledger's code.
 export type { RunRecord, StepRecord, StepState } from '@app/common/contract';
@@ -19,6 +19,18 @@ export function dateOfSnapshot(snapshotId: string): string | undefined {
 type Body = Record<string, unknown>;
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+const strings = (v: unknown) => (Array.isArray(v) ? v.filter((item): item is string => typeof item === 'string') : []);
+
+/**
+ * The `drift` of a snapshot.loaded: its three lists of names, keeping only strings (anyone who may
+ * publish on the stream can put anything there), or undefined when nothing was left out.
+ */
+function driftOf(value: unknown): LoadDrift | undefined {
+  if (!value || typeof value !== 'object') return undefined;
+  const body = value as Body;
+  const drift: LoadDrift = { skippedTables: strings(body.skippedTables), leftOutColumns: strings(body.leftOutColumns), defaultedColumns: strings(body.defaultedColumns) };
+  return drift.skippedTables.length + drift.leftOutColumns.length + drift.defaultedColumns.length > 0 ? drift : undefined;
+}
 
 const LOAD_SUBJECTS: readonly string[] = [SUBJECTS.loadStarted, SUBJECTS.loadRetrying, SUBJECTS.snapshotLoaded, SUBJECTS.snapshotLoadFailed, SUBJECTS.loadSkipped];
 
@@ -194,7 +206,20 @@ function loadEvent(run: RunRecord, subject: string, body: Body, at: string): Run
       break;
     case SUBJECTS.snapshotLoaded:
       if (advance(step, 'success', 0)) {
-        step = { ...step, state: 'success', attempts: Math.max(step.attempts, num(body.attempts) ?? 1), rows: num(body.rows), endedAt: at, error: undefined, supersededBy: undefined };
+        step = {
+          ...step,
+          state: 'success',
+          attempts: Math.max(step.attempts, num(body.attempts) ?? 1),
+          rows: num(body.rows),
+          drift: driftOf(body.drift),
+          endedAt: at,
+          error: undefined,
+          supersededBy: undefined,
+        };
+      } else if (step.state === 'success' && step.rows === undefined) {
+        // The success was first seen in an already-loaded skip, which carries none of the load's
+        // facts: this is the load's own report of them (its time stays the first report's).
+        step = { ...step, rows: num(body.rows), drift: driftOf(body.drift) };
       }
       break;
     case SUBJECTS.snapshotLoadFailed:

@@ -1,3 +1,5 @@
+import type { LoadDrift } from './payloads';
+
 /**
  * The run history as the scheduler keeps it (KV bucket `<NATS_STREAM>_RUNS`, `GET /api/runs`) and the
  * CLI reads it (`db-fanout status`, `runs --json`): one record per run, folded from the pipeline's events.
@@ -22,6 +24,12 @@ export interface StepRecord {
   location?: string;
   /** A load in state `superseded`: the newer snapshot the environment held. */
   supersededBy?: string;
+  /**
+   * A load under SCHEMA_DRIFT=common-columns that left something out (from its `snapshot.loaded`):
+   * the snapshot tables the environment lacks, the snapshot columns it lacks, the columns that got
+   * their defaults. Absent when the environment's schema matched the snapshot.
+   */
+  drift?: LoadDrift;
   error?: string;
 }
 

@@ -81,6 +81,24 @@
     if (step.location) out.push('location: ' + step.location);
     return out;
   }
+  // SCHEMA_DRIFT=common-columns: what a load left out, as [what, names] for each list that has any.
+  var DRIFT = [['skippedTables', 'skipped tables', 'table skipped', 'tables skipped'], ['leftOutColumns', 'left-out columns', 'column left out', 'columns left out'], ['defaultedColumns', 'defaulted columns', 'column defaulted', 'columns defaulted']];
+  function driftOf(step) {
+    var drift = own(step, 'drift');
+    return DRIFT.map(function (kind) {
+      var names = own(drift, kind[0]);
+      return { kind: kind, names: Array.isArray(names) ? names.map(String) : [] };
+    }).filter(function (entry) { return entry.names.length > 0; });
+  }
+  // In the cell: how many of each, e.g. "drift: 1 column left out".
+  function driftSummary(step) {
+    var counts = driftOf(step).map(function (entry) { return entry.names.length + ' ' + (entry.names.length === 1 ? entry.kind[2] : entry.kind[3]); });
+    return counts.length ? 'drift: ' + counts.join(', ') : '';
+  }
+  // In the title and the details: every name, e.g. "left-out columns: public.products.\"attrs\"".
+  function driftLines(step) {
+    return driftOf(step).map(function (entry) { return entry.kind[1] + ': ' + entry.names.join(', '); });
+  }
   function errorOf(step) {
     return step.error === undefined || step.error === null ? '' : String(step.error);
   }
@@ -108,12 +126,14 @@
     if (td.dataset.state !== state) td.dataset.state = state;
     var text = step ? label(step.state) : '\u2013';
     var small = step ? meta(step) : '';
-    if (shown.get(td) !== text + '\n' + small) {
-      shown.set(td, text + '\n' + small);
+    var drift = step ? driftSummary(step) : '';
+    if (shown.get(td) !== text + '\n' + small + '\n' + drift) {
+      shown.set(td, text + '\n' + small + '\n' + drift);
       td.replaceChildren(span('state', text));
       if (small) td.appendChild(span('meta', small));
+      if (drift) td.appendChild(span('drift', drift));
     }
-    var title = step ? facts(date, env, step).join('\n') + (errorOf(step) ? '\nerror: ' + errorOf(step) : '') : '';
+    var title = step ? facts(date, env, step).concat(driftLines(step).map(function (line) { return 'drift, ' + line; })).join('\n') + (errorOf(step) ? '\nerror: ' + errorOf(step) : '') : '';
     if (td.title !== title) td.title = title;
     if (step) {
       td.tabIndex = 0;
@@ -220,6 +240,18 @@
     line.className = 'facts';
     line.textContent = facts(selected.date, selected.env, step).join(' \u00b7 ');
     details.replaceChildren(line);
+    var drift = driftLines(step);
+    if (drift.length) {
+      var list = document.createElement('ul');
+      list.className = 'drift';
+      list.setAttribute('aria-label', 'schema drift (SCHEMA_DRIFT=common-columns): what this load left out');
+      drift.forEach(function (text) {
+        var item = document.createElement('li');
+        item.textContent = text;
+        list.appendChild(item);
+      });
+      details.appendChild(list);
+    }
     if (errorOf(step)) {
       var pre = document.createElement('pre');
       pre.className = 'error';

@@ -1,0 +1,27 @@
+import type { RunRecord } from '@app/common/contract';
+import { formatRunsTable } from './runs-table';
+
+describe('the runs table (db-fanout status, runs)', () => {
+  const run: RunRecord = {
+    date: '2024-06-01',
+    dump: { state: 'success', attempts: 1, startedAt: '2024-06-01T00:00:00.000Z', endedAt: '2024-06-01T00:00:01.500Z' },
+    loads: {
+      dev: { state: 'success', attempts: 2, startedAt: '2024-06-01T00:00:02.000Z', endedAt: '2024-06-01T00:00:02.400Z' },
+      qa: {
+        state: 'success',
+        attempts: 1,
+        startedAt: '2024-06-01T00:00:02.000Z',
+        endedAt: '2024-06-01T00:00:03.000Z',
+        drift: { skippedTables: ['public.audit'], leftOutColumns: ['public.products."attrs"', 'public.products."note"'], defaultedColumns: [] },
+      },
+    },
+  };
+
+  it('shows each step with its state, time and tries, and how much a load under schema drift left out', () => {
+    expect(formatRunsTable([run]).split('\n')).toEqual([
+      'date        dump          dev                     qa',
+      '2024-06-01  success 1.5s  success 0.4s (2 tries)  success 1.0s, drift: 1 table skipped, 2 columns left out',
+    ]);
+    expect(formatRunsTable([])).toBe('no runs yet');
+  });
+});

@@ -105,7 +105,8 @@ export function readObjectChunks(
       }
     }
     if (bytes !== info.size || !hash.digest().equals(expected)) {
-      throw new ObjectDigestError(`received a corrupt object: ${bytes} bytes with SHA-256 other than the ${info.size} bytes the object store recorded (${info.digest})`);
+      // The words of ObjectStore.get() for the same failure ("received a corrupt object, digests do not match").
+      throw new ObjectDigestError(`received a corrupt object, digests do not match: ${bytes} bytes read, ${info.size} bytes and ${info.digest} recorded`);
     }
   }
 

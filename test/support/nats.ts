@@ -34,7 +34,7 @@ export function natsNamespace(label: string, url: string = NATS_URL): NatsNamesp
     prefix,
     env: { NATS_URL: url, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix },
     cleanup: async () => {
-      const nc = await connect({ servers: url });
+      const nc = await connect({ servers: url.split(',') });
       try {
         const jsm = await jetstreamManager(nc);
         await jsm.streams.delete(stream).catch(() => undefined);
@@ -60,7 +60,7 @@ export class EventCollector {
   ) {}
 
   static async start(namespace: NatsNamespace): Promise<EventCollector> {
-    const nc = await connect({ servers: namespace.url });
+    const nc = await connect({ servers: namespace.url.split(',') });
     const sub = nc.subscribe(`${namespace.prefix}>`);
     const collector = new EventCollector(nc, sub, namespace.prefix);
     void (async () => {
@@ -104,7 +104,8 @@ export class EventCollector {
  * socket: no JetStream library, optionally with a Nats-Msg-Id header.
  */
 export async function plainPublish(subject: string, body: string, msgId?: string, natsUrl: string = NATS_URL): Promise<void> {
-  const url = new URL(natsUrl);
+  // A cluster's URL list (`nats://a,nats://b`): the first server takes the publish.
+  const url = new URL(natsUrl.split(',')[0]);
   const socket = connectSocket(Number(url.port || 4222), url.hostname);
   const payload = Buffer.from(body);
   const frames: Buffer[] = [Buffer.from('CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n')];

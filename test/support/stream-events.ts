@@ -13,7 +13,7 @@ export interface StoredEvent {
  * that requires a user and password.
  */
 export async function streamEvents(natsUrl: string, stream: string, prefix: string, auth?: { user: string; pass: string }): Promise<StoredEvent[]> {
-  const nc = await connect({ servers: natsUrl, ...auth });
+  const nc = await connect({ servers: natsUrl.split(','), ...auth });
   try {
     const consumer = await jetstream(nc).consumers.get(stream);
     const events: StoredEvent[] = [];

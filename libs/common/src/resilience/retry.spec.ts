@@ -1,3 +1,4 @@
+import { errors } from '@nats-io/transport-node';
 import { Client } from 'pg';
 import { RetriesExhaustedError, isTransientError, retryDelay, withRetry } from './retry';
 
@@ -55,6 +56,12 @@ describe('isTransientError', () => {
     expect(isTransientError(new Error('Connection terminated unexpectedly'))).toBe(true);
     expect(isTransientError(new Error('Connection terminated due to connection timeout'))).toBe(true);
     expect(isTransientError(new Error('Client has encountered a connection error and is not queryable'))).toBe(true);
+  });
+
+  it("treats nats.js's timeout and no-responders errors (a JetStream leader failing over) as transient", () => {
+    expect(isTransientError(new errors.TimeoutError())).toBe(true);
+    expect(isTransientError(new errors.NoRespondersError('$JS.API.CONSUMER.CREATE.OBJ_b'))).toBe(true);
+    expect(isTransientError(new errors.ClosedConnectionError())).toBe(false);
   });
 
   it('looks inside an AggregateError (several addresses refused)', () => {

@@ -9,6 +9,11 @@ const TRANSIENT_SQLSTATE_CLASSES = ['08', '53', '58'];
 const TRANSIENT_SQLSTATES = new Set(['40001', '40P01', '55P03', '57P01', '57P02', '57P03']);
 const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND']);
 const TRANSIENT_MESSAGES = [/Connection terminated/i, /connection timeout/i, /Client has encountered a connection error/i];
+/**
+ * nats.js errors of a broker that is failing over: a request that timed out, or that nobody answered
+ * while a JetStream stream elects a new leader after a cluster node died.
+ */
+const TRANSIENT_ERROR_NAMES = new Set(['TimeoutError', 'NoResponders']);
 
 export function isTransientError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false;
@@ -18,6 +23,7 @@ export function isTransientError(error: unknown): boolean {
     // A few classes are transient as a whole; check them only for real 5-character SQLSTATEs.
     if (/^[0-9A-Z]{5}$/.test(code) && TRANSIENT_SQLSTATE_CLASSES.some((prefix) => code.startsWith(prefix))) return true;
   }
+  if (error instanceof Error && TRANSIENT_ERROR_NAMES.has(error.name)) return true;
   if (error instanceof AggregateError) return error.errors.some(isTransientError);
   return typeof message === 'string' && TRANSIENT_MESSAGES.some((pattern) => pattern.test(message));
 }

@@ -1,8 +1,10 @@
 import { Readable } from 'node:stream';
-import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
-import { Objm, type ObjectStore } from '@nats-io/obj';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstream, jetstreamManager, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { Objm, type ObjectInfo, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { countBytes } from './byte-counter';
+import { readObjectChunks } from './nats-object-reader';
 import { assertObjectName, MANIFEST_OBJECT, parseBucketLocation, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
 
 export interface NatsSnapshotStoreOptions {
@@ -18,6 +20,24 @@ function decodeName(encoded: string): string {
   return Buffer.from(encoded.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8');
 }
 
+/** Waits between looks at an object's metadata that timed out: about 7 s in all, what a new stream leader takes. */
+const INFO_RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
+
+/**
+ * An object's metadata, asked again when the request times out: right after a cluster node died,
+ * a request may time out while the bucket's stream elects a new leader.
+ */
+export async function infoWithRetry(lookup: () => Promise<ObjectInfo | null>, delays: number[] = INFO_RETRY_DELAYS_MS): Promise<ObjectInfo | null> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await lookup();
+    } catch (error) {
+      if ((error as Error).name !== 'TimeoutError' || attempt >= delays.length) throw error;
+      await sleep(delays[attempt]);
+    }
+  }
+}
+
 /**
  * Snapshots in a JetStream Object Store bucket: `prod_snapshot_<id>/<file>` objects, the manifest
  * last. The Object Store keeps a SHA-256 per object and checks it while a reader streams it.
@@ -29,6 +49,7 @@ export class NatsSnapshotStore implements SnapshotStore {
   private constructor(
     private readonly objects: ObjectStore,
     private readonly jsm: JetStreamManager,
+    private readonly js: JetStreamClient,
     private readonly bucket: string,
   ) {}
 
@@ -36,7 +57,7 @@ export class NatsSnapshotStore implements SnapshotStore {
     // create() opens the bucket when it exists (its replicas then stay as they are).
     const objm = new Objm(connection);
     const objects = options.create ? await objm.create(options.bucket, { replicas: options.replicas, storage: StorageType.File }) : await objm.open(options.bucket);
-    return new NatsSnapshotStore(objects, await jetstreamManager(connection), options.bucket);
+    return new NatsSnapshotStore(objects, await jetstreamManager(connection), jetstream(connection), options.bucket);
   }
 
   private get stream(): string {
@@ -68,23 +89,22 @@ export class NatsSnapshotStore implements SnapshotStore {
 
   async open(location: string): Promise<SnapshotSource> {
     const prefix = snapshotName(parseBucketLocation(location, 'nats', this.bucket));
-    const objects = this.objects;
+    const info = (name: string) => infoWithRetry(() => this.objects.info(`${prefix}/${name}`));
     const read = async (name: string): Promise<Readable> => {
-      const result = await objects.get(`${prefix}/${name}`);
-      if (!result) throw Object.assign(new Error(`${location}/${name} is not in the object store`), { code: 'ENOENT' });
-      // A digest mismatch rejects the data stream (result.error resolves to undefined then): it
-      // surfaces here as an error of the Node stream, which fails the COPY it feeds.
-      return Readable.fromWeb(result.data as Parameters<typeof Readable.fromWeb>[0]);
+      const found = await info(name);
+      if (!found || found.deleted) throw Object.assign(new Error(`${location}/${name} is not in the object store`), { code: 'ENOENT' });
+      // A digest mismatch destroys the stream: it fails the COPY it feeds.
+      return readObjectChunks(this.js, this.stream, `$O.${this.bucket}.C.${found.nuid}`, found);
     };
     // Not there (yet): an upload still running, or a replica behind; the caller decides to retry.
-    const manifestInfo = await objects.info(`${prefix}/${MANIFEST_OBJECT}`);
+    const manifestInfo = await info(MANIFEST_OBJECT);
     if (!manifestInfo || manifestInfo.deleted) throw Object.assign(new Error(`${location} has no manifest in the object store`), { code: 'ENOENT' });
     return {
       manifest: async () => Buffer.concat(await (await read(MANIFEST_OBJECT)).toArray()),
       storedSize: async (name) => {
         assertObjectName(name);
-        const info = await objects.info(`${prefix}/${name}`);
-        return info && !info.deleted ? info.size : undefined;
+        const found = await info(name);
+        return found && !found.deleted ? found.size : undefined;
       },
       open: (name) => {
         assertObjectName(name);

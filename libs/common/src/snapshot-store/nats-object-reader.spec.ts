@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Objm, type ObjectStore } from '@nats-io/obj';
+import { connect, errors, type NatsConnection } from '@nats-io/transport-node';
+import { infoWithRetry } from './nats-snapshot-store';
+import { ObjectDigestError, readObjectChunks } from './nats-object-reader';
+
+const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+describe('readObjectChunks (an Object Store object through an ordered pull consumer)', () => {
+  const bucket = `reader-spec-${randomBytes(4).toString('hex')}`;
+  let nc: NatsConnection;
+  let objects: ObjectStore;
+  const read = async (name: string, digest?: string) => {
+    const info = (await objects.info(name))!;
+    const stream = readObjectChunks(jetstream(nc), `OBJ_${bucket}`, `$O.${bucket}.C.${info.nuid}`, { size: info.size, digest: digest ?? info.digest });
+    return Buffer.concat(await stream.toArray());
+  };
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    objects = await new Objm(nc).create(bucket);
+  });
+  afterAll(async () => {
+    await (await jetstreamManager(nc)).streams.delete(`OBJ_${bucket}`).catch(() => undefined);
+    await nc.close();
+  });
+
+  it('reads an object of many chunks back byte for byte, and an empty one', async () => {
+    const body = randomBytes(3 * 128 * 1024 + 1234);
+    await objects.putBlob({ name: 'many' }, body);
+    await objects.putBlob({ name: 'empty' }, new Uint8Array(0));
+    expect((await read('many')).equals(body)).toBe(true);
+    expect(await read('empty')).toHaveLength(0);
+  });
+
+  it('reads the whole object when its consumer disappears mid-read (a node holding it died)', async () => {
+    const body = randomBytes(40 * 128 * 1024);
+    await objects.putBlob({ name: 'interrupted' }, body);
+    const info = (await objects.info('interrupted'))!;
+    const timings = { pullExpiresMs: 1_000, idleMs: 1_500, giveUpMs: 20_000 };
+    const stream = readObjectChunks(jetstream(nc), `OBJ_${bucket}`, `$O.${bucket}.C.${info.nuid}`, info, timings);
+    const received: Buffer[] = [];
+    const jsm = await jetstreamManager(nc);
+    for await (const chunk of stream) {
+      received.push(chunk as Buffer);
+      if (received.length === 10) {
+        for await (const consumer of jsm.consumers.list(`OBJ_${bucket}`)) await jsm.consumers.delete(`OBJ_${bucket}`, consumer.name);
+      }
+    }
+    expect(Buffer.concat(received).equals(body)).toBe(true);
+  }, 30_000);
+
+  it('fails the stream when the bytes are not the ones the store recorded', async () => {
+    await objects.putBlob({ name: 'other' }, Buffer.from('what was stored'));
+    await expect(read('other', `SHA-256=${Buffer.alloc(32).toString('base64url')}=`)).rejects.toThrow(ObjectDigestError);
+  });
+});
+
+describe('infoWithRetry', () => {
+  it('asks again when the request timed out (a stream electing its leader), and gives up after the last wait', async () => {
+    let calls = 0;
+    const flaky = () => (++calls < 3 ? Promise.reject(new errors.TimeoutError()) : Promise.resolve(null));
+    await expect(infoWithRetry(flaky, [1, 1, 1])).resolves.toBeNull();
+    expect(calls).toBe(3);
+    calls = 0;
+    await expect(infoWithRetry(() => (++calls, Promise.reject(new errors.TimeoutError())), [1, 1])).rejects.toThrow('timeout');
+    expect(calls).toBe(3);
+  });
+
+  it('does not retry other errors', async () => {
+    let calls = 0;
+    await expect(infoWithRetry(() => (++calls, Promise.reject(new Error('bad bucket'))), [1, 1])).rejects.toThrow('bad bucket');
+    expect(calls).toBe(1);
+  });
+});

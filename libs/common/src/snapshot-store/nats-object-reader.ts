@@ -1,0 +1,116 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import type { ObjectInfo } from '@nats-io/obj';
+
+export interface ChunkReadTimings {
+  /** A pull's lifetime; the server sends idle heartbeats every half of it. */
+  pullExpiresMs: number;
+  /** While the reader waits, no chunk for this long: the consumer is replaced by a new one after the last chunk read. */
+  idleMs: number;
+  /** No chunk at all for this long, through every replacement: the read fails with ETIMEDOUT (transient: the load is retried). */
+  giveUpMs: number;
+}
+
+/**
+ * A new stream leader takes about 7 s after `kill -9` on loopback, and a consumer create sent to a
+ * dead node times out after 5 s (the JetStream request timeout): 8 s without a chunk while waiting
+ * means the consumer is gone, never a slow server.
+ */
+export const CHUNK_READ_TIMINGS: ChunkReadTimings = { pullExpiresMs: 4_000, idleMs: 8_000, giveUpMs: 50_000 };
+/** Chunks (128 KiB each) asked for at once: about 1 MiB in flight per object, whatever its size. */
+const CHUNKS_IN_FLIGHT = 8;
+
+/** A corrupt or incomplete object: the bytes read are not the ones the Object Store recorded. */
+export class ObjectDigestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ObjectDigestError';
+  }
+}
+
+/** The next message, or 'idle' when none came within `ms` (the wait is abandoned, not the iterator). */
+async function nextWithin(iterator: AsyncIterator<JsMsg>, ms: number): Promise<IteratorResult<JsMsg> | 'idle'> {
+  const idle = new AbortController();
+  try {
+    return await Promise.race([iterator.next(), sleep(ms, 'idle' as const, { signal: idle.signal })]);
+  } finally {
+    idle.abort();
+  }
+}
+
+/**
+ * Reads one Object Store object's chunks through ordered pull consumers, checking the object's
+ * SHA-256 and size at the end (a mismatch destroys the stream with ObjectDigestError).
+ *
+ * Why not `ObjectStore.get()`: after `kill -9` of the node that held its consumer (ephemeral, one
+ * replica), the nats.js consumer keeps asking that consumer for its state, every request times out,
+ * and it never re-creates it: the download stalled for good (ordered pull consumers do the same).
+ * Here the reader itself notices that no chunk came for `idleMs` while it was waiting (a COPY that
+ * is slow to take chunks does not count) and starts a new consumer at the stream sequence after the
+ * last chunk it read: the download resumes where it stopped, and no load starts over.
+ */
+export function readObjectChunks(
+  js: JetStreamClient,
+  stream: string,
+  chunkSubject: string,
+  info: Pick<ObjectInfo, 'size' | 'digest'>,
+  timings: ChunkReadTimings = CHUNK_READ_TIMINGS,
+): Readable {
+  if (info.size === 0) return Readable.from([]);
+  const expected = Buffer.from(info.digest.replace(/^SHA-256=/i, ''), 'base64');
+  let current: ConsumerMessages | undefined;
+  const close = () => void current?.close().catch(() => undefined);
+
+  async function* chunks(): AsyncGenerator<Uint8Array> {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let lastSeq = 0;
+    let progressAt = Date.now();
+    let complete = false;
+    while (!complete) {
+      if (Date.now() - progressAt > timings.giveUpMs) {
+        throw Object.assign(new Error(`no chunk of ${chunkSubject} arrived for ${timings.giveUpMs / 1000} s (${bytes} of ${info.size} bytes read)`), { code: 'ETIMEDOUT' });
+      }
+      try {
+        const resume = lastSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastSeq + 1 } : {};
+        const consumer = await js.consumers.get(stream, { filter_subjects: chunkSubject, ...resume });
+        current = await consumer.consume({ max_messages: CHUNKS_IN_FLIGHT, expires: timings.pullExpiresMs });
+      } catch (error) {
+        // A create sent to a node that just died times out: ask again (the new consumer lands elsewhere).
+        if ((error as Error).name !== 'TimeoutError') throw error;
+        await sleep(500);
+        continue;
+      }
+      const iterator = current[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          const next = await nextWithin(iterator, timings.idleMs);
+          if (next === 'idle' || next.done) break;
+          const message = next.value;
+          if (message.seq <= lastSeq) continue;
+          lastSeq = message.seq;
+          progressAt = Date.now();
+          hash.update(message.data);
+          bytes += message.data.length;
+          yield message.data;
+          if (message.info.pending === 0) {
+            complete = true;
+            break;
+          }
+        }
+      } finally {
+        close();
+      }
+    }
+    if (bytes !== info.size || !hash.digest().equals(expected)) {
+      // The words of ObjectStore.get() for the same failure ("received a corrupt object, digests do not match").
+      throw new ObjectDigestError(`received a corrupt object, digests do not match: ${bytes} bytes read, ${info.size} bytes and ${info.digest} recorded`);
+    }
+  }
+
+  const readable = Readable.from(chunks(), { objectMode: false });
+  readable.once('close', close);
+  return readable;
+}

@@ -19,37 +19,23 @@
  * Part 2: fresh processes per store (so VmHWM, the peak RSS the kernel keeps, is this run's), each
  * store once at the large scale; time against part 1's median of the same contender.
  */
-const { spawn, spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } = require('node:fs');
-const { createServer } = require('node:net');
-const { cpus, loadavg, tmpdir, totalmem, userInfo } = require('node:os');
+const { cpus, loadavg, tmpdir, totalmem } = require('node:os');
 const { join } = require('node:path');
-const { Client } = require('pg');
+const { ROOT, arg, NATS_URL, dbUrl, sql, recreate, pgbenchInit, freePort, median, range, markdownTable } = require('./bench-support');
 
-const ROOT = join(__dirname, '..');
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : fallback;
-};
 const SCALE = Number(arg('scale', '10'));
 const ROUNDS = Number(arg('rounds', '3'));
 const LARGE = Number(arg('large-scale', '50'));
 const LABEL = arg('label', '');
 const SMOKE = ROUNDS < 3;
 const ENVS = ['dev', 'staging', 'qa'];
-const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
-const ADMIN = (() => {
-  const url = new URL(process.env.DEMO_PG_URL ?? 'postgresql://127.0.0.1:5432/postgres');
-  if (!url.username) url.username = process.env.PGUSER ?? userInfo().username;
-  return url;
-})();
-const dbUrl = (name) => Object.assign(new URL(ADMIN.toString()), { pathname: `/${name}` }).toString();
-const PG_ENV = { ...process.env, PGHOST: ADMIN.hostname, PGPORT: ADMIN.port || '5432', PGUSER: decodeURIComponent(ADMIN.username), ...(ADMIN.password ? { PGPASSWORD: decodeURIComponent(ADMIN.password) } : {}) };
 // The same source databases as scripts/bench.js: made once per scale, reused by every bench.
 const sourceOf = (scale) => `bench_src_s${scale}`;
-const targetOf = (env) => `bench_stores_${env}`;
-/** Unique per run: streams, subjects and buckets of another bench or test on the same servers are never touched. */
+/** Unique per run: streams, subjects, buckets and databases of another bench or test on the same servers are never touched. */
 const RUN = `${process.pid}`;
+const targetOf = (env) => `bench_stores_${RUN}_${env}`;
 
 /** Part 1's contenders; `fs` (uncompressed, the default) is the baseline the targets compare with. */
 const CONTENDERS = {
@@ -75,27 +61,6 @@ for (const name of ['fs', 'nats-gzip']) if (!ONLY.includes(name)) throw new Erro
 
 /** The product's snapshot stores (built), used here only to read manifests and remove snapshots. */
 const stores = require(join(ROOT, 'dist', 'node_modules', '@app', 'common', 'snapshot-store'));
-
-async function sql(db, text) {
-  const client = new Client({ connectionString: dbUrl(db) });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-async function recreate(db) {
-  await sql('postgres', `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db}'`);
-  await sql('postgres', `DROP DATABASE IF EXISTS ${db}`);
-  await sql('postgres', `CREATE DATABASE ${db}`);
-}
-
-function pgbenchInit(db, scale) {
-  const result = spawnSync('pgbench', ['-i', '-q', '-s', String(scale), db], { env: PG_ENV, encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`pgbench -i ${db} failed: ${result.stderr}`);
-}
 
 async function ensureSource(scale) {
   const db = sourceOf(scale);
@@ -130,29 +95,12 @@ async function assertLoaded(source, what) {
   }
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** Peak resident memory (VmHWM) of a process so far, in MB. */
 function peakRssMb(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)[1]) / 1024);
 }
 
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
-const range = (values) => [Math.min(...values), Math.max(...values)];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const s = (x) => x.toFixed(2);
 const mb = (bytes) => (bytes / 1e6).toFixed(1);
@@ -163,7 +111,7 @@ const mb = (bytes) => (bytes / 1e6).toFixed(1);
  */
 async function loadersIdle() {
   for (let i = 0; i < 600; i++) {
-    const [row] = await sql('postgres', "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND state <> 'idle' AND datname LIKE 'bench_stores_%'");
+    const [row] = await sql('postgres', `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND state <> 'idle' AND datname LIKE 'bench_stores_${RUN}_%'`);
     if (row.n === 0) return;
     await sleep(100);
   }
@@ -340,10 +288,6 @@ async function deleteOwnStreams(jsm) {
 
 // ---------------------------------------------------------------- report
 
-function markdownTable(header, rows) {
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
-
 const verdict = (ok) => (SMOKE ? 'not judged (smoke run, fewer than 3 rounds)' : ok ? 'PASS' : 'FAIL');
 
 // ---------------------------------------------------------------- main
@@ -360,7 +304,8 @@ async function main() {
   const nc = await connect({ servers: NATS_URL });
   const jsm = await jetstreamManager(nc);
   const dir = mkdtempSync(join(tmpdir(), 'db-fanout-bench-stores-'));
-  const s3Buckets = [SCALE, LARGE].filter(Boolean).flatMap((scale) => ['s3-gzip'].map((key) => `bench-stores-${RUN}-${key}-s${scale}`));
+  // The buckets startFleet names for s3-gzip, at each scale that runs it.
+  const s3Buckets = [ONLY.includes('s3-gzip') ? SCALE : 0, LARGE].filter(Boolean).map((scale) => `bench-stores-${RUN}-s3-gzip-s${scale}`);
   let s3;
   let fleets = [];
   const stopFleets = async () => {
@@ -374,7 +319,7 @@ async function main() {
   };
   const verdicts = [];
   try {
-    s3 = await startS3rver(s3Buckets);
+    if (s3Buckets.length) s3 = await startS3rver(s3Buckets);
 
     // ------------------------------------------------------------ part 1
     const source = await ensureSource(SCALE);
@@ -487,6 +432,7 @@ async function main() {
     await stopFleets();
     await s3?.stop();
     await deleteOwnStreams(jsm).catch(() => undefined);
+    for (const env of ENVS) await sql('postgres', `DROP DATABASE IF EXISTS ${targetOf(env)} WITH (FORCE)`).catch(() => undefined);
     await nc.close();
     rmSync(dir, { recursive: true, force: true });
   }

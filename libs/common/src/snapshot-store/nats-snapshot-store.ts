@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { jetstreamManager, StorageType, type JetStreamManager } from '@nats-io/jetstream';
-import { Objm, type ObjectStore } from '@nats-io/obj';
+import { jetstream, jetstreamManager, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { Objm, type ObjectInfo, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { countBytes } from './byte-counter';
 import { assertObjectName, MANIFEST_OBJECT, parseBucketLocation, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
@@ -18,9 +19,45 @@ function decodeName(encoded: string): string {
   return Buffer.from(encoded.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8');
 }
 
+/** Chunks pulled ahead of the reader: a download holds about this many x 128 KiB, whatever the object's size. */
+const READ_AHEAD_CHUNKS = 8;
+
+/** The bytes of an Object Store digest (`SHA-256=<base64url>`), or undefined for another algorithm. */
+function sha256Of(digest: string): Buffer | undefined {
+  const match = /^SHA-256=(.+)$/i.exec(digest);
+  return match ? Buffer.from(match[1].replace(/-/g, '+').replace(/_/g, '/'), 'base64') : undefined;
+}
+
+/**
+ * An object's chunks, pulled a few at a time as the reader takes them, its SHA-256 checked at the
+ * end. Not the client's get(): that pushes every chunk into its stream without waiting for the
+ * reader, so a download faster than the COPY it feeds piled the whole object up in memory.
+ */
+async function* objectChunks(js: JetStreamClient, stream: string, bucket: string, info: ObjectInfo): AsyncGenerator<Uint8Array> {
+  if (info.size === 0) return;
+  const consumer = await js.consumers.get(stream, { filter_subjects: `$O.${bucket}.C.${info.nuid}` });
+  const messages = await consumer.consume({ max_messages: READ_AHEAD_CHUNKS });
+  const hash = createHash('sha256');
+  let bytes = 0;
+  try {
+    for await (const message of messages) {
+      hash.update(message.data);
+      bytes += message.data.length;
+      if (message.data.length > 0) yield message.data;
+      if (message.info.pending === 0) break;
+    }
+  } finally {
+    await messages.close();
+  }
+  const expected = sha256Of(info.digest);
+  if (bytes !== info.size || !expected || !expected.equals(hash.digest())) {
+    throw new Error(`received a corrupt object ${info.name}, digests do not match (${bytes} of ${info.size} bytes; expected ${info.digest})`);
+  }
+}
+
 /**
  * Snapshots in a JetStream Object Store bucket: `prod_snapshot_<id>/<file>` objects, the manifest
- * last. The Object Store keeps a SHA-256 per object and checks it while a reader streams it.
+ * last. The Object Store keeps a SHA-256 per object; a reader checks it while it streams the object.
  * Compression options of the client need nats-server 2.10, so callers compress in the stream.
  */
 export class NatsSnapshotStore implements SnapshotStore {
@@ -29,6 +66,7 @@ export class NatsSnapshotStore implements SnapshotStore {
   private constructor(
     private readonly objects: ObjectStore,
     private readonly jsm: JetStreamManager,
+    private readonly js: JetStreamClient,
     private readonly bucket: string,
   ) {}
 
@@ -36,7 +74,7 @@ export class NatsSnapshotStore implements SnapshotStore {
     // create() opens the bucket when it exists (its replicas then stay as they are).
     const objm = new Objm(connection);
     const objects = options.create ? await objm.create(options.bucket, { replicas: options.replicas, storage: StorageType.File }) : await objm.open(options.bucket);
-    return new NatsSnapshotStore(objects, await jetstreamManager(connection), options.bucket);
+    return new NatsSnapshotStore(objects, await jetstreamManager(connection), jetstream(connection), options.bucket);
   }
 
   private get stream(): string {
@@ -70,11 +108,10 @@ export class NatsSnapshotStore implements SnapshotStore {
     const prefix = snapshotName(parseBucketLocation(location, 'nats', this.bucket));
     const objects = this.objects;
     const read = async (name: string): Promise<Readable> => {
-      const result = await objects.get(`${prefix}/${name}`);
-      if (!result) throw Object.assign(new Error(`${location}/${name} is not in the object store`), { code: 'ENOENT' });
-      // A digest mismatch rejects the data stream (result.error resolves to undefined then): it
-      // surfaces here as an error of the Node stream, which fails the COPY it feeds.
-      return Readable.fromWeb(result.data as Parameters<typeof Readable.fromWeb>[0]);
+      const info = await objects.info(`${prefix}/${name}`);
+      if (!info || info.deleted) throw Object.assign(new Error(`${location}/${name} is not in the object store`), { code: 'ENOENT' });
+      // A digest mismatch is an error of the Node stream at its end, which fails the COPY it feeds.
+      return Readable.from(objectChunks(this.js, this.stream, this.bucket, info), { objectMode: false });
     };
     // Not there (yet): an upload still running, or a replica behind; the caller decides to retry.
     const manifestInfo = await objects.info(`${prefix}/${MANIFEST_OBJECT}`);

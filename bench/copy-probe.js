@@ -14,24 +14,14 @@
 const { spawn, spawnSync } = require('node:child_process');
 const { createHash } = require('node:crypto');
 const { createReadStream, mkdtempSync, rmSync } = require('node:fs');
-const { tmpdir, userInfo } = require('node:os');
+const { tmpdir } = require('node:os');
 const { join } = require('node:path');
 const { Transform } = require('node:stream');
 const { pipeline } = require('node:stream/promises');
 const { Client } = require('pg');
 const { from: copyFrom } = require('pg-copy-streams');
 
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : fallback;
-};
-const ADMIN = (() => {
-  const url = new URL(process.env.DEMO_PG_URL ?? 'postgresql://127.0.0.1:5432/postgres');
-  if (!url.username) url.username = process.env.PGUSER ?? userInfo().username;
-  return url;
-})();
-const dbUrl = (name) => Object.assign(new URL(ADMIN.toString()), { pathname: `/${name}` }).toString();
-const PG_ENV = { ...process.env, PGHOST: ADMIN.hostname, PGPORT: ADMIN.port || '5432', PGUSER: decodeURIComponent(ADMIN.username) };
+const { arg, dbUrl, PG_ENV, sql } = require('../scripts/bench-support');
 const CLK_TCK = 100;
 
 function cpuSeconds(pid) {
@@ -41,16 +31,6 @@ function cpuSeconds(pid) {
     return (Number(f[11]) + Number(f[12])) / CLK_TCK;
   } catch {
     return undefined;
-  }
-}
-
-async function sql(db, text) {
-  const client = new Client({ connectionString: dbUrl(db) });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows;
-  } finally {
-    await client.end();
   }
 }
 

@@ -9,60 +9,20 @@
  *   --rounds N    rounds per variant (default 5, at least 3)
  *   DEMO_PG_URL / NATS_URL as for the demo.
  */
-const { spawn, spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const { mkdirSync, mkdtempSync, rmSync, writeFileSync } = require('node:fs');
-const { tmpdir, userInfo } = require('node:os');
+const { tmpdir } = require('node:os');
 const { join } = require('node:path');
-const { Client } = require('pg');
+const { ROOT, arg, NATS_URL, dbUrl, sql, recreate, pgbenchInit, median } = require('./bench-support');
 
-const ROOT = join(__dirname, '..');
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : fallback;
-};
 const SCALE = Number(arg('scale', '10'));
 const ROUNDS = Math.max(3, Number(arg('rounds', '5')));
-const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
-const ADMIN = (() => {
-  const url = new URL(process.env.DEMO_PG_URL ?? 'postgresql://127.0.0.1:5432/postgres');
-  if (!url.username) url.username = process.env.PGUSER ?? userInfo().username;
-  return url;
-})();
-const dbUrl = (name) => Object.assign(new URL(ADMIN.toString()), { pathname: `/${name}` }).toString();
-const PG_ENV = { ...process.env, PGHOST: ADMIN.hostname, PGPORT: ADMIN.port || '5432', PGUSER: decodeURIComponent(ADMIN.username), ...(ADMIN.password ? { PGPASSWORD: decodeURIComponent(ADMIN.password) } : {}) };
 const SOURCE = `bench_mask_src_s${SCALE}`;
 const VARIANTS = ['plain', 'masked'];
 const RULES = `strict: false
 tables:
   public.pgbench_accounts: { filler: hash, abalance: null }
 `;
-
-async function sql(db, text) {
-  const client = new Client({ connectionString: dbUrl(db) });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-async function recreate(db) {
-  await sql('postgres', `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db}'`);
-  await sql('postgres', `DROP DATABASE IF EXISTS ${db}`);
-  await sql('postgres', `CREATE DATABASE ${db}`);
-}
-
-function pgbenchInit(db, scale) {
-  const result = spawnSync('pgbench', ['-i', '-q', '-s', String(scale), db], { env: PG_ENV, encoding: 'utf8' });
-  if (result.status !== 0) throw new Error(`pgbench -i ${db} failed: ${result.stderr}`);
-}
-
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
 
 async function main() {
   const { connect } = await import('@nats-io/transport-node');

@@ -18,16 +18,11 @@
  */
 const { spawn, spawnSync } = require('node:child_process');
 const { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } = require('node:fs');
-const { createServer } = require('node:net');
-const { cpus, tmpdir, totalmem, userInfo, loadavg } = require('node:os');
+const { cpus, tmpdir, totalmem, loadavg } = require('node:os');
 const { join } = require('node:path');
 const { Client } = require('pg');
+const { ROOT, arg, NATS_URL, dbUrl, PG_ENV, sql, recreate, freePort, median, range, markdownTable } = require('./bench-support');
 
-const ROOT = join(__dirname, '..');
-const arg = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : fallback;
-};
 const SCALE = Number(arg('scale', '10'));
 const ROUNDS = Number(arg('rounds', '5'));
 const ONLY = arg('only', 'fanout,psql,pgcopydb,pgdump').split(',');
@@ -35,14 +30,6 @@ const LABEL = arg('label', '');
 const KNOWN = ['fanout', 'psql', 'pgcopydb', 'pgdump'];
 const ENVS = ['dev', 'staging', 'qa'];
 const TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
-const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
-const ADMIN = (() => {
-  const url = new URL(process.env.DEMO_PG_URL ?? 'postgresql://127.0.0.1:5432/postgres');
-  if (!url.username) url.username = process.env.PGUSER ?? userInfo().username;
-  return url;
-})();
-const dbUrl = (name) => Object.assign(new URL(ADMIN.toString()), { pathname: `/${name}` }).toString();
-const PG_ENV = { ...process.env, PGHOST: ADMIN.hostname, PGPORT: ADMIN.port || '5432', PGUSER: decodeURIComponent(ADMIN.username), ...(ADMIN.password ? { PGPASSWORD: decodeURIComponent(ADMIN.password) } : {}) };
 const SOURCE = `bench_src_s${SCALE}`;
 const target = (env, tool) => `bench_${tool}_${env}`;
 const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s
@@ -68,22 +55,6 @@ function runAsync(command, args) {
   });
 }
 
-async function sql(db, text) {
-  const client = new Client({ connectionString: dbUrl(db) });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-async function recreate(db) {
-  await sql('postgres', `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db}'`);
-  await sql('postgres', `DROP DATABASE IF EXISTS ${db}`);
-  await sql('postgres', `CREATE DATABASE ${db}`);
-}
-
 /** Same schema, stale data: what an environment looks like before its refresh. */
 async function staleTarget(db) {
   await recreate(db);
@@ -101,17 +72,6 @@ async function checksum(db) {
   return rows[0];
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** CPU seconds (user + system) a process has used so far, or undefined once it is gone. */
 function cpuSeconds(pid) {
   try {
@@ -122,13 +82,6 @@ function cpuSeconds(pid) {
     return undefined;
   }
 }
-
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
-const range = (values) => [Math.min(...values), Math.max(...values)];
 
 /**
  * What the server was doing while a contender ran: every 100 ms, pg_stat_activity for the
@@ -387,10 +340,6 @@ const NAMES = {
   pgcopydb: 'pgcopydb `clone` into three fresh databases in parallel',
   pgdump: '`pg_dump -Fc` once + three parallel `pg_restore` into fresh databases (reference: no atomic refresh, no checksums, no fan-out)',
 };
-
-function markdownTable(header, rows) {
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
 
 const s = (x) => x.toFixed(2);
 const mb = (bytes) => (bytes / 1e6).toFixed(0);

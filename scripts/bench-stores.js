@@ -1,0 +1,446 @@
+#!/usr/bin/env node
+// @ts-check
+/**
+ * Part of `npm run bench`: the same refresh (pgbench source, three loaders dev/staging/qa, the built
+ * apps as processes) through each snapshot store, side by side. Prints markdown tables and PASS/FAIL
+ * per target of issue 12, writes bench/results/stores-*.json.
+ *
+ *   --scale N        pgbench scale of part 1 (default 10: 1M rows, ~96 MB of CSV)
+ *   --rounds N       rounds of part 1 (default 3); every contender runs once per round, the order
+ *                    rotating; medians and ranges are reported. Fewer than 3 is a smoke run: it is
+ *                    labelled so and its targets are not judged.
+ *   --large-scale N  pgbench scale of part 2, each store once, with peak memory (default 50; 0 skips)
+ *   --only a,b       contenders of part 1 (default all): fs, fs-gzip, nats, nats-gzip, s3-gzip
+ *   --label NAME     an experiment: bench/results/stores-NAME-<time>.json, latest-stores.json untouched
+ *   DEMO_PG_URL / NATS_URL as for the demo. S3 is npm s3rver (a devDependency), run as a child process.
+ *
+ * Part 1: a CHECKPOINT before every contender, trigger to the last snapshot.loaded, the snapshot's
+ * stored bytes against its CSV bytes (from the manifest, read through the product's own store).
+ * Part 2: fresh processes per store (so VmHWM, the peak RSS the kernel keeps, is this run's), each
+ * store once at the large scale; time against part 1's median of the same contender.
+ */
+const { spawn } = require('node:child_process');
+const { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } = require('node:fs');
+const { cpus, loadavg, tmpdir, totalmem } = require('node:os');
+const { join } = require('node:path');
+const { ROOT, arg, NATS_URL, dbUrl, sql, recreate, pgbenchInit, freePort, median, range, markdownTable } = require('./bench-support');
+
+const SCALE = Number(arg('scale', '10'));
+const ROUNDS = Number(arg('rounds', '3'));
+const LARGE = Number(arg('large-scale', '50'));
+const LABEL = arg('label', '');
+const SMOKE = ROUNDS < 3;
+const ENVS = ['dev', 'staging', 'qa'];
+// The same source databases as scripts/bench.js: made once per scale, reused by every bench.
+const sourceOf = (scale) => `bench_src_s${scale}`;
+/** Unique per run: streams, subjects, buckets and databases of another bench or test on the same servers are never touched. */
+const RUN = `${process.pid}`;
+const targetOf = (env) => `bench_stores_${RUN}_${env}`;
+
+/** Part 1's contenders; `fs` (uncompressed, the default) is the baseline the targets compare with. */
+const CONTENDERS = {
+  fs: { store: 'fs', compression: 'none', title: '`fs`, uncompressed (default)' },
+  'fs-gzip': { store: 'fs', compression: 'gzip', title: '`fs`, gzip' },
+  nats: { store: 'nats', compression: 'none', title: '`nats` Object Store, 1 replica, uncompressed' },
+  'nats-gzip': { store: 'nats', compression: 'gzip', title: '`nats` Object Store, 1 replica, gzip' },
+  's3-gzip': { store: 's3', compression: 'gzip', title: '`s3` (s3rver on loopback), gzip' },
+};
+const ONLY = arg('only', Object.keys(CONTENDERS).join(',')).split(',');
+/** Part 2: one contender per store. */
+const LARGE_CONTENDERS = ['fs', 'nats-gzip', 's3-gzip'];
+/** Issue 12's targets. */
+const TARGET = { natsVsFs: 1.5, storedVsCsv: 0.35, rssMb: 150 };
+
+if (!Number.isInteger(SCALE) || SCALE < 1) throw new Error(`--scale must be a positive integer, got ${arg('scale')}`);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error(`--rounds must be a positive integer, got ${arg('rounds')}`);
+if (!Number.isInteger(LARGE) || LARGE < 0) throw new Error(`--large-scale must be 0 (skip) or a positive integer, got ${arg('large-scale')}`);
+if (LARGE && LARGE <= SCALE) throw new Error(`--large-scale (${LARGE}) must be larger than --scale (${SCALE}), or 0 to skip`);
+if (LABEL && !/^[A-Za-z0-9_-]+$/.test(LABEL)) throw new Error(`--label may hold letters, digits, _ and - only, got "${LABEL}"`);
+for (const name of ONLY) if (!CONTENDERS[name]) throw new Error(`--only: unknown contender "${name}" (known: ${Object.keys(CONTENDERS).join(', ')})`);
+for (const name of ['fs', 'nats-gzip']) if (!ONLY.includes(name)) throw new Error(`--only must include ${name}: the targets compare it`);
+
+/** The product's snapshot stores (built), used here only to read manifests and remove snapshots. */
+const stores = require(join(ROOT, 'dist', 'node_modules', '@app', 'common', 'snapshot-store'));
+
+async function ensureSource(scale) {
+  const db = sourceOf(scale);
+  if (!(await sql('postgres', `SELECT 1 FROM pg_database WHERE datname = '${db}'`)).length) {
+    console.log(`creating ${db} (pgbench -i -s ${scale})...`);
+    await recreate(db);
+    pgbenchInit(db, scale);
+  }
+  await sql(db, 'VACUUM ANALYZE');
+  return db;
+}
+
+/** Same schema, stale data: what an environment looks like before its refresh. */
+async function staleTargets() {
+  for (const env of ENVS) {
+    await recreate(targetOf(env));
+    pgbenchInit(targetOf(env), 1);
+  }
+}
+
+async function checksum(db) {
+  const rows = await sql(db, "SELECT md5(string_agg(md5(t::text), '' ORDER BY aid)) AS sum, count(*)::int AS n FROM pgbench_accounts t");
+  return rows[0];
+}
+
+/** Every environment must hold the source's content: a fast wrong answer is not a result. */
+async function assertLoaded(source, what) {
+  const expected = await checksum(source);
+  for (const env of ENVS) {
+    const got = await checksum(targetOf(env));
+    if (got.sum !== expected.sum) throw new Error(`${what}: ${env} differs from the source (${got.n} rows of ${expected.n})`);
+  }
+}
+
+/** Peak resident memory (VmHWM) of a process so far, in MB. */
+function peakRssMb(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)[1]) / 1024);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const s = (x) => x.toFixed(2);
+const mb = (bytes) => (bytes / 1e6).toFixed(1);
+
+/**
+ * Waits until no loader session is busy (their ANALYZE after the load), so it does not overlap the
+ * next contender. Idle sessions stay: every loader keeps one for its readiness probe.
+ */
+async function loadersIdle() {
+  for (let i = 0; i < 600; i++) {
+    const [row] = await sql('postgres', `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND state <> 'idle' AND datname LIKE 'bench_stores_${RUN}_%'`);
+    if (row.n === 0) return;
+    await sleep(100);
+  }
+}
+
+// ---------------------------------------------------------------- S3: s3rver in a child process
+
+/**
+ * s3rver (what the e2e tests use, see test/support/s3-server.ts) in a process of its own, so its
+ * CPU is not the bench's event loop's; buckets are made at start.
+ */
+async function startS3rver(buckets) {
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-bench-s3rver-'));
+  const program = `
+    const S3rver = require('s3rver');
+    const server = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: process.argv[1], configureBuckets: JSON.parse(process.argv[2]).map((name) => ({ name })) });
+    server.run().then(({ port }) => console.log('port ' + port));
+    process.on('SIGTERM', () => server.close().then(() => process.exit(0)));`;
+  const child = spawn(process.execPath, ['-e', program, dir, JSON.stringify(buckets)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /port (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.on('exit', (code) => reject(new Error(`s3rver exited (${code}) before it listened`)));
+  });
+  const endpoint = `http://127.0.0.1:${port}`;
+  const credentials = { AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' };
+  // The bench's own reader (manifests, removal) takes credentials the SDK's usual way, like the apps.
+  Object.assign(process.env, credentials);
+  return {
+    endpoint,
+    env: { S3_ENDPOINT: endpoint, S3_FORCE_PATH_STYLE: 'true', S3_REGION: 'us-east-1', ...credentials },
+    async stop() {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await new Promise((r) => child.on('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ---------------------------------------------------------------- a fleet: dumper + three loaders on one store
+
+/**
+ * The real apps as processes, on one store: a stream, subject prefix and bucket of their own.
+ * `run()` triggers a dump and waits for the three snapshot.loaded; the time is trigger to the last.
+ */
+async function startFleet(nc, key, { scale, s3, dir }) {
+  const { store, compression } = CONTENDERS[key];
+  const token = `${RUN}_${key.replace(/-/g, '_')}_S${scale}`.toUpperCase();
+  const stream = `BENCH_STORES_${token}`;
+  const prefix = `benchstores${token.toLowerCase()}.`;
+  const bucket = `bench-stores-${token.toLowerCase().replace(/_/g, '-')}`;
+  const snapshotDir = join(dir, `${key}-s${scale}`);
+  if (store === 'fs') mkdirSync(snapshotDir, { recursive: true });
+  const storeEnv = {
+    SNAPSHOT_STORE: store,
+    SNAPSHOT_COMPRESSION: compression,
+    // nats and s3: the directory does not exist, so nothing can travel through a shared volume.
+    SNAPSHOT_DIR: store === 'fs' ? snapshotDir : join(dir, 'no-such-dir'),
+    ...(store === 'fs' ? {} : { SNAPSHOT_BUCKET: bucket }),
+    ...(store === 'nats' ? { SNAPSHOT_REPLICAS: '1' } : {}),
+    ...(store === 's3' ? s3.env : {}),
+  };
+  const events = [];
+  const sub = nc.subscribe(`${prefix}snapshot.>`);
+  void (async () => {
+    for await (const m of sub) events.push({ at: performance.now(), subject: m.subject.slice(prefix.length), data: m.json() });
+  })();
+  const apps = [];
+  const tail = [];
+  const start = async (name, app, env) => {
+    const port = await freePort();
+    const child = spawn(process.execPath, [join(ROOT, 'dist', 'apps', app, 'main.js')], {
+      env: { ...process.env, NO_COLOR: '1', NATS_URL, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix, HTTP_PORT: String(port), ...storeEnv, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    // The last lines, for the error message when something fails.
+    const keep = (d) => {
+      tail.push(...String(d).trimEnd().split('\n').map((l) => `${name}: ${l}`));
+      tail.splice(0, Math.max(0, tail.length - 30));
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    apps.push({ name, child });
+    for (let i = 0; i < 300; i++) {
+      if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) return;
+      if (child.exitCode !== null) break;
+      await sleep(100);
+    }
+    throw new Error(`${key}: ${name} did not start:\n${tail.join('\n')}`);
+  };
+  // The bucket exists before any loader looks at it: the dumper creates it (nats) or s3rver did (s3).
+  await start('dumper', 'dumper', { SOURCE_DATABASE_URL: dbUrl(sourceOf(scale)) });
+  for (const env of ENVS) await start(`loader-${env}`, 'loader', { LOADER_ENV: env, TARGET_DATABASE_URL: dbUrl(targetOf(env)) });
+
+  const reader = await (async () => {
+    if (store === 'fs') return new stores.FsSnapshotStore(snapshotDir);
+    if (store === 'nats') return stores.NatsSnapshotStore.open(nc, { bucket, replicas: 1, create: false });
+    return new stores.S3SnapshotStore({ bucket, endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true });
+  })();
+
+  let runs = 0;
+  return {
+    key,
+    async run() {
+      runs++;
+      const date = `2024-02-${String(runs).padStart(2, '0')}`;
+      const from = events.length;
+      const startedAt = performance.now();
+      nc.publish(`${prefix}replication.trigger`, JSON.stringify({ date }));
+      for (;;) {
+        const mine = events.slice(from);
+        const failed = mine.find((e) => e.subject.endsWith('failed'));
+        if (failed) throw new Error(`${key}: ${failed.subject} ${JSON.stringify(failed.data)}\n${tail.join('\n')}`);
+        if (mine.filter((e) => e.subject === 'snapshot.loaded').length === ENVS.length) break;
+        if (performance.now() - startedAt > 30 * 60_000) throw new Error(`${key}: no three snapshot.loaded after 30 minutes\n${tail.join('\n')}`);
+        await sleep(5);
+      }
+      const finishedAt = performance.now();
+      const mine = events.slice(from);
+      const ready = mine.find((e) => e.subject === 'snapshot.ready');
+      const manifest = JSON.parse((await (await reader.open(ready.data.location)).manifest()).toString('utf8'));
+      const csvBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);
+      // storedBytes is in the manifest only for a compressed snapshot; uncompressed, it is the CSV.
+      const storedBytes = manifest.tables.reduce((sum, t) => sum + (t.storedBytes ?? t.bytes), 0);
+      return {
+        total: (finishedAt - startedAt) / 1000,
+        dump: (ready.at - startedAt) / 1000,
+        loads: Object.fromEntries(mine.filter((e) => e.subject === 'snapshot.loaded').map((e) => [e.data.environment, e.data.durationMs / 1000])),
+        csvBytes,
+        storedBytes,
+        compression: manifest.compression ?? 'none',
+        snapshotId: ready.data.snapshotId,
+        location: ready.data.location,
+      };
+    },
+    /** Keeps the disk (and the bucket) flat across rounds: the loaders are done with this snapshot. */
+    async remove(result) {
+      if (store === 'fs') rmSync(result.location, { recursive: true, force: true });
+      else await reader.remove(result.snapshotId);
+    },
+    peakRssMb() {
+      return Object.fromEntries(apps.map(({ name, child }) => [name, peakRssMb(child.pid)]));
+    },
+    async stop() {
+      for (const { child } of apps) child.kill('SIGTERM');
+      await Promise.all(apps.map(({ child }) => new Promise((r) => (child.exitCode !== null ? r(undefined) : child.on('exit', r)))));
+      sub.unsubscribe();
+    },
+  };
+}
+
+/** Runs one contender fairly: loaders of the last one idle, CHECKPOINT, then the run; its snapshot removed afterwards. */
+async function measured(fleet) {
+  await loadersIdle();
+  await sql('postgres', 'CHECKPOINT');
+  const result = await fleet.run();
+  await loadersIdle();
+  await fleet.remove(result);
+  return result;
+}
+
+/** Streams (events, KV, Object Store buckets) this run created; nothing else. */
+async function deleteOwnStreams(jsm) {
+  const ours = new RegExp(`bench[-_]stores[-_]${RUN}[-_]`, 'i');
+  for await (const info of jsm.streams.list()) {
+    const name = info.config.name;
+    if (ours.test(name)) await jsm.streams.delete(name).catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+const verdict = (ok) => (SMOKE ? 'not judged (smoke run, fewer than 3 rounds)' : ok ? 'PASS' : 'FAIL');
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const { connect } = await import('@nats-io/transport-node');
+  const { jetstreamManager } = await import('@nats-io/jetstream');
+  const pgVersion = (await sql('postgres', 'SELECT version()'))[0].version.split(' on ')[0];
+  const machine = `${cpus().length} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${pgVersion}`;
+  const loadAtStart = loadavg();
+  console.log(`stores bench: pgbench scale ${SCALE} x ${ROUNDS} rounds (${ONLY.join(', ')})${LARGE ? `, then scale ${LARGE} once per store (${LARGE_CONTENDERS.join(', ')})` : ''}; three environments`);
+  console.log(`${machine}\nload average at start: ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}${SMOKE ? '\nSMOKE RUN: fewer than 3 rounds, the targets are not judged' : ''}\n`);
+
+  const nc = await connect({ servers: NATS_URL });
+  const jsm = await jetstreamManager(nc);
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-bench-stores-'));
+  // The buckets startFleet names for s3-gzip, at each scale that runs it.
+  const s3Buckets = [ONLY.includes('s3-gzip') ? SCALE : 0, LARGE].filter(Boolean).map((scale) => `bench-stores-${RUN}-s3-gzip-s${scale}`);
+  let s3;
+  let fleets = [];
+  const stopFleets = async () => {
+    for (const fleet of fleets) await fleet.stop();
+    fleets = [];
+  };
+  const out = [];
+  const print = (line = '') => {
+    out.push(line);
+    console.log(line);
+  };
+  const verdicts = [];
+  try {
+    if (s3Buckets.length) s3 = await startS3rver(s3Buckets);
+
+    // ------------------------------------------------------------ part 1
+    const source = await ensureSource(SCALE);
+    await staleTargets();
+    for (const key of ONLY) fleets.push(await startFleet(nc, key, { scale: SCALE, s3, dir }));
+    const results = Object.fromEntries(ONLY.map((k) => [k, []]));
+    for (let round = 1; round <= ROUNDS; round++) {
+      // Rotate the order: every contender runs first, second, ... in turn over the rounds.
+      const shift = (round - 1) % fleets.length;
+      const order = [...fleets.slice(shift), ...fleets.slice(0, shift)];
+      const summary = [];
+      for (const fleet of order) {
+        const r = await measured(fleet);
+        // The first load of each contender is checked against the source (outside the timing).
+        if (round === 1) await assertLoaded(source, fleet.key);
+        results[fleet.key].push(r);
+        summary.push(`${fleet.key} ${s(r.total)}s`);
+      }
+      console.log(`round ${round}: ${summary.join(', ')}`);
+    }
+    const memorySmall = Object.fromEntries(fleets.map((f) => [f.key, f.peakRssMb()]));
+    await stopFleets();
+
+    const small = Object.fromEntries(
+      ONLY.map((key) => {
+        const list = results[key];
+        const totals = list.map((r) => r.total);
+        return [key, { medianSeconds: median(totals), range: range(totals), dumpMedianSeconds: median(list.map((r) => r.dump)), csvBytes: list[0].csvBytes, storedBytes: median(list.map((r) => r.storedBytes)), peakRssMb: memorySmall[key] }];
+      }),
+    );
+    const natsVsFs = small['nats-gzip'].medianSeconds / small.fs.medianSeconds;
+    const storedVsCsv = small['nats-gzip'].storedBytes / small['nats-gzip'].csvBytes;
+
+    // ------------------------------------------------------------ part 2
+    const large = {};
+    if (LARGE) {
+      console.log('');
+      const largeSource = await ensureSource(LARGE);
+      await staleTargets();
+      for (const key of LARGE_CONTENDERS) {
+        // Fresh processes per store: VmHWM is a process's peak over its life, this run's only.
+        const fleet = await startFleet(nc, key, { scale: LARGE, s3, dir });
+        fleets.push(fleet);
+        const r = await measured(fleet);
+        await assertLoaded(largeSource, `${key} at scale ${LARGE}`);
+        const rss = fleet.peakRssMb();
+        await stopFleets();
+        large[key] = { seconds: r.total, dumpSeconds: r.dump, csvBytes: r.csvBytes, storedBytes: r.storedBytes, peakRssMb: rss, vsSmall: small[key] ? r.total / small[key].medianSeconds : null };
+        console.log(`scale ${LARGE} ${key}: ${s(r.total)}s, peak RSS ${Object.entries(rss).map(([n, v]) => `${n} ${v}`).join(', ')} MB`);
+      }
+    }
+
+    // ------------------------------------------------------------ report
+    const when = new Date().toISOString();
+    print('');
+    print(
+      `Measured ${when.slice(0, 16).replace('T', ' ')} UTC, pgbench scale ${SCALE} (${mb(small.fs.csvBytes)} MB of CSV), ${ROUNDS} round${ROUNDS > 1 ? 's' : ''}, ` +
+        `trigger to the last of three snapshot.loaded, median (range); ${machine}; load average ${loadAtStart.map((l) => l.toFixed(1)).join(' ')} at the start, ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end.`,
+    );
+    print('');
+    print(
+      markdownTable(
+        ['store', 'median s', 'range s', 'dump s', 'this / fs', 'stored MB', 'stored / CSV', 'peak RSS MB (dumper, loaders)'],
+        ONLY.map((key) => {
+          const r = small[key];
+          const rss = r.peakRssMb;
+          return [CONTENDERS[key].title, s(r.medianSeconds), `${s(r.range[0])}-${s(r.range[1])}`, s(r.dumpMedianSeconds), s(r.medianSeconds / small.fs.medianSeconds), mb(r.storedBytes), s(r.storedBytes / r.csvBytes), `${rss.dumper}, ${ENVS.map((e) => rss[`loader-${e}`]).join('/')}`];
+        }),
+      ),
+    );
+    if (LARGE) {
+      print('');
+      print(`Scale ${LARGE} (${mb(large.fs.csvBytes)} MB of CSV), each store once, fresh processes; linear growth from scale ${SCALE} is ${s(LARGE / SCALE)}x:`);
+      print('');
+      print(
+        markdownTable(
+          ['store', `scale ${LARGE} s`, `/ scale ${SCALE} median`, 'stored MB', 'peak RSS MB: dumper', 'loaders (dev/staging/qa)'],
+          LARGE_CONTENDERS.map((key) => {
+            const r = large[key];
+            return [CONTENDERS[key].title, s(r.seconds), r.vsSmall === null ? '-' : `${s(r.vsSmall)}x`, mb(r.storedBytes), String(r.peakRssMb.dumper), ENVS.map((e) => r.peakRssMb[`loader-${e}`]).join('/')];
+          }),
+        ),
+      );
+    }
+    print('');
+    const judge = (line, ok) => {
+      verdicts.push({ line, ok, verdict: verdict(ok) });
+      print(`${verdict(ok)}: ${line}`);
+    };
+    judge(`scale ${SCALE}: nats (1 replica, gzip) / fs, medians: ${s(natsVsFs)}x (target at most ${TARGET.natsVsFs}x)`, natsVsFs <= TARGET.natsVsFs);
+    judge(`scale ${SCALE}: stored bytes with gzip / CSV bytes: ${s(storedVsCsv)} (${mb(small['nats-gzip'].storedBytes)} of ${mb(small['nats-gzip'].csvBytes)} MB; target at most ${TARGET.storedVsCsv})`, storedVsCsv <= TARGET.storedVsCsv);
+    if (LARGE) {
+      for (const key of LARGE_CONTENDERS) {
+        const r = large[key];
+        const maxRss = Math.max(...Object.values(r.peakRssMb));
+        judge(`scale ${LARGE} ${key}: peak RSS of every process at most ${maxRss} MB (target under ${TARGET.rssMb} MB)`, maxRss < TARGET.rssMb);
+        if (r.vsSmall !== null) judge(`scale ${LARGE} ${key}: time ${s(r.vsSmall)}x scale ${SCALE}'s median (target at most linear, ${s(LARGE / SCALE)}x)`, r.vsSmall <= LARGE / SCALE);
+      }
+    }
+
+    const result = { when, label: LABEL || undefined, smoke: SMOKE, machine, loadAverage: { start: loadAtStart, end: loadavg() }, scale: SCALE, rounds: ROUNDS, largeScale: LARGE || undefined, targets: TARGET, small, large, ratios: { natsVsFs, storedVsCsv }, verdicts, raw: results, report: out.join('\n') };
+    mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
+    const file = join(ROOT, 'bench', 'results', `stores-${LABEL ? `${LABEL}-` : ''}${SMOKE ? 'smoke-' : ''}${when.replace(/[:.]/g, '-')}.json`);
+    writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+    // The README's tables come from latest-stores.json (tracked); the dated files keep the history.
+    const latest = !LABEL && !SMOKE;
+    if (latest) writeFileSync(join(ROOT, 'bench', 'results', 'latest-stores.json'), `${JSON.stringify(result, null, 2)}\n`);
+    console.log(`\nwritten ${file}${latest ? ' and latest-stores.json' : ''}`);
+  } finally {
+    await stopFleets();
+    await s3?.stop();
+    await deleteOwnStreams(jsm).catch(() => undefined);
+    for (const env of ENVS) await sql('postgres', `DROP DATABASE IF EXISTS ${targetOf(env)} WITH (FORCE)`).catch(() => undefined);
+    await nc.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // A missed target is a result, reported above; the exit code says so too, for whoever runs it.
+  if (verdicts.some((v) => !v.ok) && !SMOKE) process.exitCode = 2;
+}
+
+main().catch((error) => {
+  console.error(`stores bench failed: ${error.stack ?? error.message}`);
+  process.exit(1);
+});

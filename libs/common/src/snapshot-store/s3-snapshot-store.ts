@@ -1,19 +1,21 @@
 import type { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  ListPartsCommand,
-  PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type * as ClientS3 from '@aws-sdk/client-s3';
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import type * as LibStorage from '@aws-sdk/lib-storage';
 import { countBytes } from './byte-counter';
 import { assertObjectName, MANIFEST_OBJECT, parseBucketLocation, SNAPSHOT_PREFIX, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
+
+/**
+ * The AWS SDK, loaded the first time an S3 store is made: it costs about 20 MB of resident memory,
+ * which a dumper or loader on the fs or nats store (under a 150 MB budget) should not pay.
+ */
+let awsSdk: { s3: typeof ClientS3; storage: typeof LibStorage } | undefined;
+function loadAwsSdk(): { s3: typeof ClientS3; storage: typeof LibStorage } {
+  /* eslint-disable @typescript-eslint/no-require-imports -- a lazy load is the point */
+  awsSdk ??= { s3: require('@aws-sdk/client-s3') as typeof ClientS3, storage: require('@aws-sdk/lib-storage') as typeof LibStorage };
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  return awsSdk;
+}
 
 export interface S3SnapshotStoreOptions {
   bucket: string;
@@ -53,6 +55,7 @@ function isNotFound(error: unknown): boolean {
  */
 export class S3SnapshotStore implements SnapshotStore {
   readonly kind = 's3' as const;
+  private readonly sdk = loadAwsSdk();
   private readonly client: S3Client;
 
   constructor(private readonly options: S3SnapshotStoreOptions) {
@@ -61,7 +64,7 @@ export class S3SnapshotStore implements SnapshotStore {
       ...(options.region ? { region: options.region } : {}),
       ...(options.forcePathStyle ? { forcePathStyle: true } : {}),
     };
-    this.client = new S3Client(config);
+    this.client = new this.sdk.s3.S3Client(config);
   }
 
   private get bucket(): string {
@@ -79,12 +82,12 @@ export class S3SnapshotStore implements SnapshotStore {
       put: async (name, body) => {
         assertObjectName(name);
         const counted = countBytes(body);
-        const upload = new Upload({ client: this.client, params: { Bucket: this.bucket, Key: `${prefix}/${name}`, Body: counted.stream }, partSize: PART_SIZE, queueSize: QUEUE_SIZE });
+        const upload = new this.sdk.storage.Upload({ client: this.client, params: { Bucket: this.bucket, Key: `${prefix}/${name}`, Body: counted.stream }, partSize: PART_SIZE, queueSize: QUEUE_SIZE });
         await upload.done();
         return { storedBytes: counted.bytes() };
       },
       commit: async (manifest) => {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${MANIFEST_OBJECT}`, Body: manifest, ContentType: 'application/json' }));
+        await this.client.send(new this.sdk.s3.PutObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${MANIFEST_OBJECT}`, Body: manifest, ContentType: 'application/json' }));
       },
       abort: () => this.remove(snapshotId).catch(() => undefined),
     });
@@ -94,7 +97,7 @@ export class S3SnapshotStore implements SnapshotStore {
     const prefix = snapshotName(parseBucketLocation(location, 's3', this.bucket));
     const read = async (name: string): Promise<Readable> => {
       try {
-        const result = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${name}` }));
+        const result = await this.client.send(new this.sdk.s3.GetObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${name}` }));
         return result.Body as Readable;
       } catch (error) {
         if (isNotFound(error)) throw Object.assign(new Error(`${location}/${name} is not in the bucket`), { code: 'ENOENT', cause: error });
@@ -103,7 +106,7 @@ export class S3SnapshotStore implements SnapshotStore {
     };
     const size = async (key: string): Promise<number | undefined> => {
       try {
-        return (await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${key}` }))).ContentLength;
+        return (await this.client.send(new this.sdk.s3.HeadObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${key}` }))).ContentLength;
       } catch (error) {
         if (isNotFound(error)) return undefined;
         throw error;
@@ -127,7 +130,7 @@ export class S3SnapshotStore implements SnapshotStore {
   private async *keys(prefix: string): AsyncGenerator<{ key: string; modifiedAt: Date }> {
     let token: string | undefined;
     do {
-      const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      const page = await this.client.send(new this.sdk.s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
       for (const object of page.Contents ?? []) {
         if (object.Key) yield { key: object.Key, modifiedAt: object.LastModified ?? new Date(0) };
       }
@@ -168,7 +171,7 @@ export class S3SnapshotStore implements SnapshotStore {
     do {
       let page;
       try {
-        page = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: SNAPSHOT_PREFIX, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }));
+        page = await this.client.send(new this.sdk.s3.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: SNAPSHOT_PREFIX, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }));
       } catch (error) {
         if (isNotImplemented(error)) return undefined;
         throw error;
@@ -187,7 +190,7 @@ export class S3SnapshotStore implements SnapshotStore {
     let newest = initiated;
     let marker: string | undefined;
     do {
-      const page = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
+      const page = await this.client.send(new this.sdk.s3.ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
       for (const part of page.Parts ?? []) if (part.LastModified && part.LastModified > newest) newest = part.LastModified;
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
     } while (marker);
@@ -205,7 +208,7 @@ export class S3SnapshotStore implements SnapshotStore {
     if (!uploads) return ['unfinished multipart uploads not checked: this S3 server does not list them (NotImplemented)'];
     let aborted = 0;
     for (const upload of uploads.filter((u) => u.lastWrite < idleSince)) {
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId }));
+      await this.client.send(new this.sdk.s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId }));
       aborted += 1;
     }
     return aborted ? [`${aborted} unfinished multipart upload(s): aborted`] : [];
@@ -217,10 +220,10 @@ export class S3SnapshotStore implements SnapshotStore {
     for await (const { key } of this.keys(prefix)) keys.push(key);
     // The manifest first: from then on no loader takes what is left for a snapshot.
     const manifest = `${prefix}${MANIFEST_OBJECT}`;
-    if (keys.includes(manifest)) await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: [{ Key: manifest }] } }));
+    if (keys.includes(manifest)) await this.client.send(new this.sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: [{ Key: manifest }] } }));
     const rest = keys.filter((key) => key !== manifest);
     for (let i = 0; i < rest.length; i += 1000) {
-      await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: rest.slice(i, i + 1000).map((Key) => ({ Key })) } }));
+      await this.client.send(new this.sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: rest.slice(i, i + 1000).map((Key) => ({ Key })) } }));
     }
   }
 

@@ -14,4 +14,4 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 RUN mkdir -p /snapshots && chown node:node /snapshots
 USER node
-CMD ["node", "dist/apps/loader/main.js"]
+CMD ["node", "--max-semi-space-size=2", "dist/apps/loader/main.js"]

@@ -13,7 +13,7 @@ const { spawn } = require('node:child_process');
 const { mkdirSync, mkdtempSync, rmSync, writeFileSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
-const { ROOT, arg, NATS_URL, dbUrl, sql, recreate, pgbenchInit, median } = require('./bench-support');
+const { ROOT, arg, NATS_URL, dbUrl, sql, recreate, pgbenchInit, median, appArgs } = require('./bench-support');
 
 const SCALE = Number(arg('scale', '10'));
 const ROUNDS = Math.max(3, Number(arg('rounds', '5')));
@@ -43,7 +43,7 @@ async function main() {
     let port = 3950;
     const start = async (app, variant, env) => {
       const prefix = `benchmask${variant}.`;
-      const child = spawn(process.execPath, [join(ROOT, 'dist', 'apps', app, 'main.js')], {
+      const child = spawn(process.execPath, appArgs(app), {
         env: { ...process.env, NO_COLOR: '1', NATS_URL, NATS_STREAM: `DB_FANOUT_BENCH_MASK_${variant.toUpperCase()}`, NATS_SUBJECT_PREFIX: prefix, HTTP_PORT: String(++port), SNAPSHOT_DIR: join(dir, variant), SNAPSHOT_RETENTION: '1m', DUMP_JOBS: '2', ...env },
         stdio: ['ignore', 'ignore', 'inherit'],
       });

@@ -23,7 +23,7 @@ const { spawn } = require('node:child_process');
 const { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } = require('node:fs');
 const { cpus, loadavg, tmpdir, totalmem } = require('node:os');
 const { join } = require('node:path');
-const { ROOT, arg, NATS_URL, dbUrl, sql, recreate, pgbenchInit, freePort, median, range, markdownTable } = require('./bench-support');
+const { ROOT, arg, NATS_URL, dbUrl, sql, recreate, pgbenchInit, freePort, median, range, markdownTable, appArgs } = require('./bench-support');
 
 const SCALE = Number(arg('scale', '10'));
 const ROUNDS = Number(arg('rounds', '3'));
@@ -187,7 +187,7 @@ async function startFleet(nc, key, { scale, s3, dir }) {
   const tail = [];
   const start = async (name, app, env) => {
     const port = await freePort();
-    const child = spawn(process.execPath, [join(ROOT, 'dist', 'apps', app, 'main.js')], {
+    const child = spawn(process.execPath, appArgs(app), {
       env: { ...process.env, NO_COLOR: '1', NATS_URL, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix, HTTP_PORT: String(port), ...storeEnv, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

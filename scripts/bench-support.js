@@ -1,7 +1,7 @@
 // @ts-check
 /**
  * What the `npm run bench` scripts share: flags, the admin connection (DEMO_PG_URL, as for the demo),
- * SQL and pgbench helpers, medians, free ports and markdown tables. One copy, so that every bench
+ * SQL and pgbench helpers, medians, free ports, the apps' start commands and markdown tables. One copy, so that every bench
  * connects, recreates and counts the same way.
  */
 const { spawnSync } = require('node:child_process');
@@ -58,6 +58,18 @@ function freePort() {
   });
 }
 
+/**
+ * How `npm run start:<app>` runs an app, as arguments for this node: the benches run the apps as
+ * they ship, V8 flags included (the image, docker-compose.yml and the Kubernetes manifests run the
+ * same command; test/compose.spec.ts and test/kubernetes.spec.ts keep them equal to package.json).
+ */
+function appArgs(app) {
+  const script = require(join(ROOT, 'package.json')).scripts[`start:${app}`];
+  const [node, ...args] = String(script).split(/\s+/);
+  if (node !== 'node' || !args.length) throw new Error(`package.json start:${app} is not "node [flags] <main.js>": ${script}`);
+  return args.map((a, i) => (i === args.length - 1 ? join(ROOT, a) : a));
+}
+
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
@@ -69,4 +81,4 @@ function markdownTable(header, rows) {
   return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
-module.exports = { ROOT, arg, NATS_URL, ADMIN, dbUrl, PG_ENV, sql, recreate, pgbenchInit, freePort, median, range, markdownTable };
+module.exports = { ROOT, arg, NATS_URL, ADMIN, dbUrl, PG_ENV, sql, recreate, pgbenchInit, freePort, appArgs, median, range, markdownTable };

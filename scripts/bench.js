@@ -21,7 +21,7 @@ const { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, rea
 const { cpus, tmpdir, totalmem, loadavg } = require('node:os');
 const { join } = require('node:path');
 const { Client } = require('pg');
-const { ROOT, arg, NATS_URL, dbUrl, PG_ENV, sql, recreate, freePort, median, range, markdownTable } = require('./bench-support');
+const { ROOT, arg, NATS_URL, dbUrl, PG_ENV, sql, recreate, freePort, median, range, markdownTable, appArgs } = require('./bench-support');
 
 const SCALE = Number(arg('scale', '10'));
 const ROUNDS = Number(arg('rounds', '5'));
@@ -236,7 +236,7 @@ async function startFanout(dir) {
   const apps = [];
   const start = async (name, app, env) => {
     const port = await freePort();
-    const child = spawn(process.execPath, [join(ROOT, 'dist', 'apps', app, 'main.js')], {
+    const child = spawn(process.execPath, appArgs(app), {
       env: { ...process.env, NO_COLOR: '1', NATS_URL, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix, HTTP_PORT: String(port), SNAPSHOT_DIR: dir, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

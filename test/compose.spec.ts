@@ -144,5 +144,8 @@ describe('docker-compose.yml', () => {
     expect(dockerfile).toContain('npm ci');
     expect(dockerfile).toContain('npm run build');
     expect(dockerfile).toContain('COPY --from=build /app/dist ./dist');
+    // The image's own command (a loader) is `npm run start:loader`'s, V8 flags included.
+    const cmd = /^CMD (\[.*\])$/m.exec(dockerfile)![1];
+    expect((JSON.parse(cmd) as string[]).join(' ')).toBe(scripts['start:loader']);
   });
 });

@@ -41,7 +41,15 @@ export interface WrittenSnapshot {
   location: string;
 }
 
-const WRITE_BUFFER = 1 << 20;
+/**
+ * Pieces the dump gathers COPY's output into (and the most a stage buffers). 128 KiB, not 1 MiB:
+ * the apps run with a small young generation (`--max-semi-space-size=2`, see `npm run
+ * start:dumper`), where a 1 MiB buffer often outlives a scavenge, moves to the old generation and is
+ * freed only by a full GC. Measured at scale 50 with 4 MB semi-spaces (3 runs each, alternating):
+ * dumper peaks of 170-190 MB with 1 MiB pieces, 114-120 MB with 128 KiB ones, which also cost less
+ * CPU (1.39-1.48 s against 1.55-1.70 s).
+ */
+const WRITE_BUFFER = 128 * 1024;
 
 export function newSnapshotId(date: string): string {
   return `${compactDate(date)}-${randomBytes(4).toString('hex')}`;

@@ -9,15 +9,16 @@
  *   --rounds N       rounds of part 1 (default 3); every contender runs once per round, the order
  *                    rotating; medians and ranges are reported. Fewer than 3 is a smoke run: it is
  *                    labelled so and its targets are not judged.
- *   --large-scale N  pgbench scale of part 2, each store once, with peak memory (default 50; 0 skips)
+ *   --large-scale N  pgbench scale of part 2, one contender per store, with peak memory (default 50; 0 skips)
  *   --only a,b       contenders of part 1 (default all): fs, fs-gzip, nats, nats-gzip, s3-gzip
  *   --label NAME     an experiment: bench/results/stores-NAME-<time>.json, latest-stores.json untouched
  *   DEMO_PG_URL / NATS_URL as for the demo. S3 is npm s3rver (a devDependency), run as a child process.
  *
  * Part 1: a CHECKPOINT before every contender, trigger to the last snapshot.loaded, the snapshot's
  * stored bytes against its CSV bytes (from the manifest, read through the product's own store).
- * Part 2: fresh processes per store (so VmHWM, the peak RSS the kernel keeps, is this run's), each
- * store once at the large scale; time against part 1's median of the same contender.
+ * Part 2: one contender per store at the large scale, in fresh processes (so VmHWM, the peak RSS the
+ * kernel keeps, is this part's: the highest over all its rounds), the same rounds and rotation as
+ * part 1; the median time against part 1's median of the same contender.
  */
 const { spawn } = require('node:child_process');
 const { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } = require('node:fs');
@@ -277,6 +278,33 @@ async function measured(fleet) {
   return result;
 }
 
+/**
+ * Every fleet once per round, the order rotating (every contender runs first, second, ... in turn);
+ * each one's first load is checked against the source, outside the timing.
+ */
+async function runRounds(fleets, source, label) {
+  const results = Object.fromEntries(fleets.map((f) => [f.key, []]));
+  for (let round = 1; round <= ROUNDS; round++) {
+    const shift = (round - 1) % fleets.length;
+    const order = [...fleets.slice(shift), ...fleets.slice(0, shift)];
+    const summary = [];
+    for (const fleet of order) {
+      const r = await measured(fleet);
+      if (round === 1) await assertLoaded(source, `${fleet.key}${label}`);
+      results[fleet.key].push(r);
+      summary.push(`${fleet.key} ${s(r.total)}s`);
+    }
+    console.log(`${label ? `${label.trim()} ` : ''}round ${round}: ${summary.join(', ')}`);
+  }
+  return results;
+}
+
+/** Median, range and dump median of a contender's rounds, its bytes, and its processes' peak memory. */
+function summarize(list, peakRssMb) {
+  const totals = list.map((r) => r.total);
+  return { medianSeconds: median(totals), range: range(totals), dumpMedianSeconds: median(list.map((r) => r.dump)), csvBytes: list[0].csvBytes, storedBytes: median(list.map((r) => r.storedBytes)), peakRssMb };
+}
+
 /** Streams (events, KV, Object Store buckets) this run created; nothing else. */
 async function deleteOwnStreams(jsm) {
   const ours = new RegExp(`bench[-_]stores[-_]${RUN}[-_]`, 'i');
@@ -298,7 +326,7 @@ async function main() {
   const pgVersion = (await sql('postgres', 'SELECT version()'))[0].version.split(' on ')[0];
   const machine = `${cpus().length} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${pgVersion}`;
   const loadAtStart = loadavg();
-  console.log(`stores bench: pgbench scale ${SCALE} x ${ROUNDS} rounds (${ONLY.join(', ')})${LARGE ? `, then scale ${LARGE} once per store (${LARGE_CONTENDERS.join(', ')})` : ''}; three environments`);
+  console.log(`stores bench: pgbench scale ${SCALE} x ${ROUNDS} rounds (${ONLY.join(', ')})${LARGE ? `, then scale ${LARGE} x ${ROUNDS} rounds (${LARGE_CONTENDERS.join(', ')})` : ''}; three environments`);
   console.log(`${machine}\nload average at start: ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}${SMOKE ? '\nSMOKE RUN: fewer than 3 rounds, the targets are not judged' : ''}\n`);
 
   const nc = await connect({ servers: NATS_URL });
@@ -325,51 +353,28 @@ async function main() {
     const source = await ensureSource(SCALE);
     await staleTargets();
     for (const key of ONLY) fleets.push(await startFleet(nc, key, { scale: SCALE, s3, dir }));
-    const results = Object.fromEntries(ONLY.map((k) => [k, []]));
-    for (let round = 1; round <= ROUNDS; round++) {
-      // Rotate the order: every contender runs first, second, ... in turn over the rounds.
-      const shift = (round - 1) % fleets.length;
-      const order = [...fleets.slice(shift), ...fleets.slice(0, shift)];
-      const summary = [];
-      for (const fleet of order) {
-        const r = await measured(fleet);
-        // The first load of each contender is checked against the source (outside the timing).
-        if (round === 1) await assertLoaded(source, fleet.key);
-        results[fleet.key].push(r);
-        summary.push(`${fleet.key} ${s(r.total)}s`);
-      }
-      console.log(`round ${round}: ${summary.join(', ')}`);
-    }
-    const memorySmall = Object.fromEntries(fleets.map((f) => [f.key, f.peakRssMb()]));
+    const results = await runRounds(fleets, source, '');
+    const small = Object.fromEntries(fleets.map((f) => [f.key, summarize(results[f.key], f.peakRssMb())]));
     await stopFleets();
-
-    const small = Object.fromEntries(
-      ONLY.map((key) => {
-        const list = results[key];
-        const totals = list.map((r) => r.total);
-        return [key, { medianSeconds: median(totals), range: range(totals), dumpMedianSeconds: median(list.map((r) => r.dump)), csvBytes: list[0].csvBytes, storedBytes: median(list.map((r) => r.storedBytes)), peakRssMb: memorySmall[key] }];
-      }),
-    );
     const natsVsFs = small['nats-gzip'].medianSeconds / small.fs.medianSeconds;
     const storedVsCsv = small['nats-gzip'].storedBytes / small['nats-gzip'].csvBytes;
 
     // ------------------------------------------------------------ part 2
     const large = {};
+    let largeResults;
     if (LARGE) {
       console.log('');
       const largeSource = await ensureSource(LARGE);
       await staleTargets();
-      for (const key of LARGE_CONTENDERS) {
-        // Fresh processes per store: VmHWM is a process's peak over its life, this run's only.
-        const fleet = await startFleet(nc, key, { scale: LARGE, s3, dir });
-        fleets.push(fleet);
-        const r = await measured(fleet);
-        await assertLoaded(largeSource, `${key} at scale ${LARGE}`);
-        const rss = fleet.peakRssMb();
-        await stopFleets();
-        large[key] = { seconds: r.total, dumpSeconds: r.dump, csvBytes: r.csvBytes, storedBytes: r.storedBytes, peakRssMb: rss, vsSmall: small[key] ? r.total / small[key].medianSeconds : null };
-        console.log(`scale ${LARGE} ${key}: ${s(r.total)}s, peak RSS ${Object.entries(rss).map(([n, v]) => `${n} ${v}`).join(', ')} MB`);
+      // Fresh processes: VmHWM is a process's peak over its life, so over this part's rounds only.
+      for (const key of LARGE_CONTENDERS) fleets.push(await startFleet(nc, key, { scale: LARGE, s3, dir }));
+      largeResults = await runRounds(fleets, largeSource, ` scale ${LARGE}`);
+      for (const fleet of fleets) {
+        const r = summarize(largeResults[fleet.key], fleet.peakRssMb());
+        large[fleet.key] = { ...r, vsSmall: small[fleet.key] ? r.medianSeconds / small[fleet.key].medianSeconds : null };
+        console.log(`scale ${LARGE} ${fleet.key}: median ${s(r.medianSeconds)}s, peak RSS ${Object.entries(r.peakRssMb).map(([n, v]) => `${n} ${v}`).join(', ')} MB`);
       }
+      await stopFleets();
     }
 
     // ------------------------------------------------------------ report
@@ -392,14 +397,14 @@ async function main() {
     );
     if (LARGE) {
       print('');
-      print(`Scale ${LARGE} (${mb(large.fs.csvBytes)} MB of CSV), each store once, fresh processes; linear growth from scale ${SCALE} is ${s(LARGE / SCALE)}x:`);
+      print(`Scale ${LARGE} (${mb(large.fs.csvBytes)} MB of CSV), ${ROUNDS} round${ROUNDS > 1 ? 's' : ''} rotating, fresh processes (peak RSS over all rounds); linear growth from scale ${SCALE} is ${s(LARGE / SCALE)}x:`);
       print('');
       print(
         markdownTable(
-          ['store', `scale ${LARGE} s`, `/ scale ${SCALE} median`, 'stored MB', 'peak RSS MB: dumper', 'loaders (dev/staging/qa)'],
+          ['store', `scale ${LARGE} median s`, 'range s', 'dump s', `/ scale ${SCALE} median`, 'stored MB', 'peak RSS MB: dumper', 'loaders (dev/staging/qa)'],
           LARGE_CONTENDERS.map((key) => {
             const r = large[key];
-            return [CONTENDERS[key].title, s(r.seconds), r.vsSmall === null ? '-' : `${s(r.vsSmall)}x`, mb(r.storedBytes), String(r.peakRssMb.dumper), ENVS.map((e) => r.peakRssMb[`loader-${e}`]).join('/')];
+            return [CONTENDERS[key].title, s(r.medianSeconds), `${s(r.range[0])}-${s(r.range[1])}`, s(r.dumpMedianSeconds), r.vsSmall === null ? '-' : `${s(r.vsSmall)}x`, mb(r.storedBytes), String(r.peakRssMb.dumper), ENVS.map((e) => r.peakRssMb[`loader-${e}`]).join('/')];
           }),
         ),
       );
@@ -416,11 +421,11 @@ async function main() {
         const r = large[key];
         const maxRss = Math.max(...Object.values(r.peakRssMb));
         judge(`scale ${LARGE} ${key}: peak RSS of every process at most ${maxRss} MB (target under ${TARGET.rssMb} MB)`, maxRss < TARGET.rssMb);
-        if (r.vsSmall !== null) judge(`scale ${LARGE} ${key}: time ${s(r.vsSmall)}x scale ${SCALE}'s median (target at most linear, ${s(LARGE / SCALE)}x)`, r.vsSmall <= LARGE / SCALE);
+        if (r.vsSmall !== null) judge(`scale ${LARGE} ${key}: median time ${s(r.vsSmall)}x scale ${SCALE}'s median (target at most linear, ${s(LARGE / SCALE)}x)`, r.vsSmall <= LARGE / SCALE);
       }
     }
 
-    const result = { when, label: LABEL || undefined, smoke: SMOKE, machine, loadAverage: { start: loadAtStart, end: loadavg() }, scale: SCALE, rounds: ROUNDS, largeScale: LARGE || undefined, targets: TARGET, small, large, ratios: { natsVsFs, storedVsCsv }, verdicts, raw: results, report: out.join('\n') };
+    const result = { when, label: LABEL || undefined, smoke: SMOKE, machine, loadAverage: { start: loadAtStart, end: loadavg() }, scale: SCALE, rounds: ROUNDS, largeScale: LARGE || undefined, targets: TARGET, small, large, ratios: { natsVsFs, storedVsCsv }, verdicts, raw: results, rawLarge: largeResults, report: out.join('\n') };
     mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
     const file = join(ROOT, 'bench', 'results', `stores-${LABEL ? `${LABEL}-` : ''}${SMOKE ? 'smoke-' : ''}${when.replace(/[:.]/g, '-')}.json`);
     writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);

@@ -59,9 +59,10 @@ function freePort() {
 }
 
 /**
- * How `npm run start:<app>` runs an app, as arguments for this node: the benches run the apps as
- * they ship, V8 flags included (the image, docker-compose.yml and the Kubernetes manifests run the
- * same command; test/compose.spec.ts and test/kubernetes.spec.ts keep them equal to package.json).
+ * How `npm run start:<app>` runs an app, as arguments for this node: the benches, the demo and the
+ * soak run the apps as they ship, V8 flags included (the image, docker-compose.yml and the
+ * Kubernetes manifests run the same command; test/compose.spec.ts and test/kubernetes.spec.ts keep
+ * them equal to package.json).
  */
 function appArgs(app) {
   const script = require(join(ROOT, 'package.json')).scripts[`start:${app}`];

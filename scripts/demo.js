@@ -15,6 +15,7 @@ const { createServer } = require('node:net');
 const { tmpdir, userInfo } = require('node:os');
 const { join } = require('node:path');
 const { Client } = require('pg');
+const { appArgs } = require('./bench-support');
 
 const ROOT = join(__dirname, '..');
 const ADMIN_URL = withUser(process.env.DEMO_PG_URL ?? 'postgresql://127.0.0.1:5432/postgres');
@@ -81,7 +82,7 @@ async function dropDatabases() {
 /** @returns {Promise<{ name: string, port: number, child: import('node:child_process').ChildProcess, output: string[], exit: Promise<number | null> }>} */
 async function startApp(name, app, env) {
   const port = await freePort();
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'apps', app, 'main.js')], {
+  const child = spawn(process.execPath, appArgs(app), {
     env: { ...process.env, NO_COLOR: '1', NATS_URL, NATS_STREAM: STREAM, NATS_SUBJECT_PREFIX: PREFIX, HTTP_PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

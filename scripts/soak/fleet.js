@@ -8,6 +8,7 @@ const { spawn } = require('node:child_process');
 const { createWriteStream, existsSync } = require('node:fs');
 const { createServer, connect } = require('node:net');
 const { join } = require('node:path');
+const { appArgs } = require('../bench-support');
 
 const ROOT = join(__dirname, '..', '..');
 const NATS_SERVER = process.env.SOAK_NATS_SERVER ?? process.env.TEST_NATS_SERVER ?? '/usr/sbin/nats-server';
@@ -139,7 +140,8 @@ class SoakProcess {
 
 /** Builds the fleet: nats-server first, then scheduler, dumper and one loader per environment. */
 async function createFleet({ logDir, storeDir, appEnv, sourceUrl, targets }) {
-  const main = (app) => join(ROOT, 'dist', 'apps', app, 'main.js');
+  // The apps run as `npm run start:<app>` runs them, V8 flags included.
+  const main = (app) => appArgs(app).at(-1);
   for (const app of ['scheduler', 'dumper', 'loader']) {
     if (!existsSync(main(app))) throw new Error(`${main(app)} is missing: run npm run build first`);
   }
@@ -155,7 +157,7 @@ async function createFleet({ logDir, storeDir, appEnv, sourceUrl, targets }) {
   const app = async (name, appName, env) => {
     const port = await freePort();
     const fullEnv = { PATH: process.env.PATH ?? '', NO_COLOR: '1', ...appEnv, NATS_URL: natsUrl, HTTP_HOST: '127.0.0.1', HTTP_PORT: String(port), ...env };
-    return new SoakProcess(name, port, () => ({ command: process.execPath, args: [main(appName)], env: fullEnv }), join(logDir, `${name}.log`), 'http');
+    return new SoakProcess(name, port, () => ({ command: process.execPath, args: appArgs(appName), env: fullEnv }), join(logDir, `${name}.log`), 'http');
   };
   const apps = [await app('scheduler', 'scheduler', {}), await app('dumper', 'dumper', { SOURCE_DATABASE_URL: sourceUrl })];
   for (const [environment, url] of Object.entries(targets)) apps.push(await app(`loader-${environment}`, 'loader', { LOADER_ENV: environment, TARGET_DATABASE_URL: url }));

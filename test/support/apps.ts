@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -17,6 +17,17 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * `npm run start:<app>`'s command from package.json, as node's arguments: the tests run the apps as
+ * they ship (the image, compose and Kubernetes run the same command), V8 flags included.
+ */
+export function startArguments(app: AppName): string[] {
+  const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const [node, ...args] = (scripts[`start:${app}`] ?? '').split(/\s+/);
+  if (node !== 'node' || !args.length) throw new Error(`package.json start:${app} is not "node [flags] <main.js>"`);
+  return args.map((arg, i) => (i === args.length - 1 ? join(ROOT, arg) : arg));
 }
 
 /** One of the built apps running as a real process (`npm run build` first; `npm test` does). */
@@ -46,10 +57,11 @@ export class RunningApp {
   }
 
   static async start(app: AppName, env: Record<string, string>, label: string = app): Promise<RunningApp> {
-    const main = join(ROOT, 'dist', 'apps', app, 'main.js');
+    const args = startArguments(app);
+    const main = args[args.length - 1];
     if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build`);
     const port = env.HTTP_PORT ? Number(env.HTTP_PORT) : await freePort();
-    const child = spawn(process.execPath, [main], {
+    const child = spawn(process.execPath, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', NO_COLOR: '1', ...env, HTTP_PORT: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],

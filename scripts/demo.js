@@ -11,11 +11,10 @@
  */
 const { spawn } = require('node:child_process');
 const { mkdtempSync, readFileSync, rmSync } = require('node:fs');
-const { createServer } = require('node:net');
 const { tmpdir, userInfo } = require('node:os');
 const { join } = require('node:path');
 const { Client } = require('pg');
-const { appArgs } = require('./bench-support');
+const { appArgs, freePort } = require('./bench-support');
 
 const ROOT = join(__dirname, '..');
 const ADMIN_URL = withUser(process.env.DEMO_PG_URL ?? 'postgresql://127.0.0.1:5432/postgres');
@@ -50,16 +49,6 @@ async function withClient(url, work) {
   }
 }
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 async function createDatabases() {
   await withClient(ADMIN_URL, async (client) => {

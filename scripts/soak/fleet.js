@@ -6,9 +6,9 @@
  */
 const { spawn } = require('node:child_process');
 const { createWriteStream, existsSync } = require('node:fs');
-const { createServer, connect } = require('node:net');
+const { connect } = require('node:net');
 const { join } = require('node:path');
-const { appArgs } = require('../bench-support');
+const { appArgs, freePort: anyFreePort } = require('../bench-support');
 
 const ROOT = join(__dirname, '..', '..');
 const NATS_SERVER = process.env.SOAK_NATS_SERVER ?? process.env.TEST_NATS_SERVER ?? '/usr/sbin/nats-server';
@@ -28,16 +28,6 @@ async function freePort() {
   }
 }
 
-async function anyFreePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 function accepts(port) {
   return new Promise((resolve) => {

@@ -1,8 +1,9 @@
 // @ts-check
 /**
  * What the `npm run bench` scripts share: flags, the admin connection (DEMO_PG_URL, as for the demo),
- * SQL and pgbench helpers, medians, free ports, the apps' start commands and markdown tables. One copy, so that every bench
- * connects, recreates and counts the same way.
+ * SQL and pgbench helpers, medians, free ports, the apps' start commands and markdown tables. One
+ * copy, so that every bench connects, recreates and counts the same way (the demo and the soak take
+ * free ports and start commands from here too).
  */
 const { spawnSync } = require('node:child_process');
 const { createServer } = require('node:net');

@@ -49,7 +49,6 @@ async function withClient(url, work) {
   }
 }
 
-
 async function createDatabases() {
   await withClient(ADMIN_URL, async (client) => {
     for (const name of ['demo_prod', ...ENVIRONMENTS.map((e) => `demo_${e}`)]) {

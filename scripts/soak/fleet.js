@@ -28,7 +28,6 @@ async function freePort() {
   }
 }
 
-
 function accepts(port) {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');

@@ -7,7 +7,7 @@ import { countBytes } from './byte-counter';
 import { assertObjectName, MANIFEST_OBJECT, SNAPSHOT_PREFIX, SnapshotLocationError, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
 
 const TMP_PREFIX = '.tmp-';
-/** Write and read size: small enough to die young in the apps' 4 MB young generation (see the dumper's WRITE_BUFFER). */
+/** Write and read size: small enough to die young in the apps' small young generation (see the dumper's WRITE_BUFFER). */
 const IO_BUFFER = 128 * 1024;
 
 async function fsyncPath(path: string): Promise<void> {

@@ -1,4 +1,11 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadDumperConfig } from '@app/common/config';
+import { SUBJECTS } from '@app/common/contract';
+import { MetricsService } from '@app/common/observability';
+import { FsSnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { DumperService } from './dumper.service';
 import { SourceDatabase } from './source-database';
@@ -42,5 +49,59 @@ describe('DumperService.describe', () => {
     expect(service(false).describe(duplicate)).toMatchObject({ code: '23505' });
     expect(service(false).describe(badInput)).toMatchObject({ code: '22P02' });
     expect(service(true).describe(duplicate).error).toContain('4111 1111 1111 1111');
+  });
+});
+
+/**
+ * The trigger is acked when dump() returns; a retention run must not hold that up. During a broker
+ * failover retention's JetStream calls take seconds, and an ack lost meanwhile means the trigger is
+ * delivered, and dumped, again (seen in the 3-node cluster e2e).
+ */
+describe('DumperService.dump and retention', () => {
+  let db: TestDatabase;
+  let source: SourceDatabase;
+  let dir: string;
+
+  beforeAll(async () => {
+    db = await createDatabase('dumper_retention_order', `CREATE TABLE public.items (id int PRIMARY KEY); INSERT INTO public.items SELECT generate_series(1, 100);`);
+    source = new SourceDatabase(db.url);
+    dir = mkdtempSync(join(tmpdir(), 'db-fanout-dumper-spec-'));
+  });
+  afterAll(async () => {
+    await source?.end();
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('announces the snapshot and returns while retention is still running; shutdown waits for retention', async () => {
+    const config = loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir });
+    // A real directory store whose listing (retention's first step) waits until the test lets it go.
+    let releaseListing!: () => void;
+    const listingHeld = new Promise<void>((resolve) => (releaseListing = resolve));
+    let listingStarted = false;
+    const store = new (class extends FsSnapshotStore {
+      override async list() {
+        listingStarted = true;
+        await listingHeld;
+        return super.list();
+      }
+    })(dir);
+    const published: string[] = [];
+    const events = { publish: (subject: string) => Promise.resolve(void published.push(subject)) };
+    // The broker is reached only after the listing (and not at all here): retention then fails, logged.
+    const service = new DumperService(config, events as never, new MetricsService(), undefined as never, source, store);
+
+    const outcome = await Promise.race([service.dump('2024-03-01', { seq: 1, delivery: 1 }), sleep(15_000).then(() => 'still waiting for retention' as const)]);
+    expect(outcome).toMatchObject({ status: 'ready' });
+    expect(published).toContain(SUBJECTS.snapshotReady);
+    expect(listingStarted).toBe(true);
+
+    let shutDown = false;
+    const shutdown = service.beforeApplicationShutdown().then(() => (shutDown = true));
+    await sleep(100);
+    expect(shutDown).toBe(false);
+    releaseListing();
+    await shutdown;
+    expect(shutDown).toBe(true);
   });
 });

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { type DumperConfig, formatDuration } from '@app/common/config';
 import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotFailedPayload, type SnapshotReadyPayload, snapshotInstant, SUBJECTS, type TriggerPayload } from '@app/common/contract';
 import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
@@ -16,8 +16,10 @@ import { SourceDatabase } from './source-database';
 export type DumpOutcome = { status: 'ready'; snapshot: SnapshotReadyPayload } | { status: 'failed'; error: string; attempts: number };
 
 @Injectable()
-export class DumperService {
+export class DumperService implements BeforeApplicationShutdown {
   private readonly logger = new Logger('Dumper');
+  /** The retention runs after dumps, one at a time; never part of a trigger's handling (see dumpInContext). */
+  private retention: Promise<void> = Promise.resolve();
 
   constructor(
     @Inject(DUMPER_CONFIG) private readonly config: DumperConfig,
@@ -42,6 +44,11 @@ export class DumperService {
     this.logger.error(`dump of ${date} failed after ${attempts} attempt(s)${failure.code ? ` (${failure.code})` : ''}: ${failure.error}`);
     const event: SnapshotFailedPayload = { date, error: failure.error, ...(failure.code ? { code: failure.code } : {}), attempts };
     await this.events.publish(SUBJECTS.snapshotFailed, event, dumpEventIds.failed(date, trigger));
+  }
+
+  /** A retention run still going finishes before the broker connection is closed. */
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.retention;
   }
 
   /** SNAPSHOT_RETENTION after each dump; a failure here is logged, the new snapshot is announced anyway. */
@@ -132,7 +139,10 @@ export class DumperService {
       this.metrics.dumpDuration.observe((Date.now() - started) / 1000);
       this.metrics.lastSnapshotCreated.set(Date.parse(snapshotInstant(snapshot)) / 1000);
       this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
-      await this.removeExpiredSnapshots();
+      // Retention runs after the trigger is answered: its ack waits only for the snapshot and its
+      // announcement. Awaited here, a slow retention (seconds during a broker failover) kept the ack
+      // unsent, and a lost ack means the trigger is delivered, and dumped, once more.
+      this.retention = this.retention.then(() => this.removeExpiredSnapshots());
       return { status: 'ready', snapshot };
     } catch (error) {
       if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;

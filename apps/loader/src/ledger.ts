@@ -27,7 +27,12 @@ export interface LedgerRecord extends Omit<LedgerEntry, 'announced'> {
   environment: string;
 }
 
-const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07', '42701']);
+/**
+ * What losing a concurrent `CREATE ... IF NOT EXISTS` or `ADD COLUMN` race raises: unique_violation
+ * (a catalog index), duplicate_schema, duplicate_table, duplicate_column, and duplicate_object
+ * (42710, `type "loaded_snapshots" already exists`: the table's row type; seen once in CI).
+ */
+const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07', '42701', '42710']);
 
 /** Columns added after the first release, with their types: ledgers created before get them at startup. */
 const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [

@@ -114,6 +114,8 @@ describe('DDL in production during a parallel dump', () => {
       // Within seconds of the attempt's end, and far below the 60 s lock_timeout a stuck worker would wait.
       expect(ddlDone - attemptEnded).toBeLessThan(5_000);
       expect(ddlDone - ddlStarted).toBeLessThan(20_000);
+      // The event and the log line travel separately (NATS, stdout): the line can arrive first.
+      await until('the snapshot.dump.retrying event', () => pipeline.events.of('snapshot.dump.retrying').length > 0);
       const retrying = pipeline.events.of('snapshot.dump.retrying');
       expect(retrying[0]).toMatchObject({ attempt: 1, code: '55P03' });
       expect(String(retrying[0].error)).toContain('public.small');

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { OwnNatsServer } from '../../../../test/support/nats-server';
 import { NATS_URL, specNatsConfig } from '../../../../test/support/nats';
 import { announcedSnapshots } from './announced-snapshots';
-import { ACK, type Disposition, isLastDeliveryOf, nak, PullConsumer, TERM } from './pull-consumer';
+import { ACK, confirmAck, type Disposition, isLastDeliveryOf, nak, PullConsumer, TERM } from './pull-consumer';
 import { ensureStream } from './stream-setup';
 
 async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
@@ -239,3 +239,74 @@ describe('PullConsumer.readToEnd and announcedSnapshots (real NATS)', () => {
     }
   }, 30_000);
 });
+
+/**
+ * The broker's side of an ack is played by a subscriber on the ack subject that stays silent for the
+ * first requests, as a consumer does while its cluster elects a new leader (the 3-node cluster e2e
+ * lost a dumper's trigger ack that way and dumped the trigger twice). The message stands in for
+ * nats.js's JsMsg: its ackAck() is what the client's does, one request on the reply subject.
+ */
+describe('confirmAck (real NATS)', () => {
+  const id = randomBytes(4).toString('hex');
+  let nc: NatsConnection;
+  let lines: string[];
+  const logger = { log: (line: string) => lines.push(line), warn: (line: string) => lines.push(line) } as unknown as Logger;
+  const messageAckedOn = (ackSubject: string) =>
+    ({
+      subject: 'spec.work',
+      seq: 7,
+      reply: ackSubject,
+      ackAck: (opts?: { timeout?: number }) => nc.request(ackSubject, '+ACK', { timeout: opts?.timeout ?? 5_000 }).then(() => true),
+    }) as unknown as JsMsg;
+  /** Answers the acks on `subject` from request number `silentFor + 1` on. */
+  const broker = async (subject: string, silentFor: number) => {
+    let seen = 0;
+    nc.subscribe(subject, {
+      callback: (_error, msg) => {
+        if (++seen > silentFor) msg.respond();
+      },
+    });
+    await nc.flush();
+    return { seen: () => seen };
+  };
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+  });
+  beforeEach(() => {
+    lines = [];
+  });
+  afterAll(async () => {
+    await nc.close();
+  });
+
+  it('asks again until the broker confirms the ack, within the ack wait', async () => {
+    const subject = `spec_ack_${id}.late`;
+    const acks = await broker(subject, 2);
+    await expect(confirmAck(nc, messageAckedOn(subject), 20_000, logger)).resolves.toBe(true);
+    expect(acks.seen()).toBe(3);
+    expect(lines).toEqual(['ack of spec.work #7 confirmed on attempt 3']);
+  }, 30_000);
+
+  it('gives up when the ack wait is over (the broker redelivers then anyway)', async () => {
+    const subject = `spec_ack_${id}.never`;
+    const acks = await broker(subject, Number.POSITIVE_INFINITY);
+    const started = Date.now();
+    await expect(confirmAck(nc, messageAckedOn(subject), 4_000, logger)).resolves.toBe(false);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(4_000);
+    expect(Date.now() - started).toBeLessThan(7_000);
+    expect(acks.seen()).toBeGreaterThanOrEqual(2);
+  }, 20_000);
+
+  it('stops asking once the app is stopping', async () => {
+    const subject = `spec_ack_${id}.stopping`;
+    const acks = await broker(subject, Number.POSITIVE_INFINITY);
+    const stopping = new AbortController();
+    setTimeout(() => stopping.abort(), 300);
+    const started = Date.now();
+    await expect(confirmAck(nc, messageAckedOn(subject), 30_000, logger, stopping.signal)).resolves.toBe(false);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(acks.seen()).toBe(1);
+  }, 20_000);
+});
+

@@ -113,7 +113,7 @@ export class PullConsumer {
         settle(message, nak(), this.options.logger); // fetched while stopping: hand it back untouched
         break;
       }
-      await this.dispatch(message, settings, handle);
+      await this.dispatch(message, settings, handle, signal);
     }
   }
 
@@ -178,7 +178,7 @@ export class PullConsumer {
     this.options.onHealth?.(true, `reading ${this.label}`);
   }
 
-  private async dispatch(message: JsMsg, settings: ConsumerSettings, handle: MessageHandler): Promise<void> {
+  private async dispatch(message: JsMsg, settings: ConsumerSettings, handle: MessageHandler, stopping?: AbortSignal): Promise<void> {
     // Keep the message ours while the handler runs (a load can outlast the ack wait many times).
     const heartbeat = settings.explicitAck
       ? setInterval(() => {
@@ -200,14 +200,21 @@ export class PullConsumer {
     }
     if (!settings.explicitAck) return;
     if (disposition.kind === 'ack') {
-      if (!(await message.ackAck().catch(() => false))) {
-        this.options.logger.warn(`ack of ${message.subject} #${message.seq} was not confirmed; a redelivery will be recognised as done`);
+      if (!(await confirmAck(this.options.connection, message, settings.ackWaitMs, this.options.logger, stopping))) {
+        this.options.logger.warn(`ack of ${message.subject} #${message.seq} was not confirmed within the ack wait; a redelivery will be recognised as done`);
       }
       return;
     }
     settle(message, disposition, this.options.logger);
   }
 }
+
+/** How long one ack waits for the broker's answer before it is sent again. */
+const ACK_CONFIRM_TIMEOUT_MS = 2_000;
+/** Between acks that had no answer: 500 ms, 1 s, 1.5 s... within the ack wait. */
+const ACK_RETRY_DELAY_MS = 500;
+/** The ack protocol message (what JsMsg.ack() sends). */
+const ACK_PAYLOAD = '+ACK';
 
 function settle(message: JsMsg, disposition: Disposition, logger: Logger): void {
   try {
@@ -219,4 +226,36 @@ function settle(message: JsMsg, disposition: Disposition, logger: Logger): void 
     // The connection is closing: the broker redelivers after the ack wait.
     logger.warn(`could not settle ${message.subject} #${message.seq}: ${errorMessage(error)}`);
   }
+}
+
+/**
+ * Acks `message` and waits for the broker to confirm it, asking again until the ack wait is over.
+ * On a cluster whose consumer leader just died, an ack has no one to take it until a new leader
+ * is elected (about 7 s on loopback): one unconfirmed ack meant a redelivery after the ack wait,
+ * and for the dumper a second dump of the same trigger. The broker answers a repeated ack too,
+ * so a retry after an ack that did land but whose answer was lost is harmless. Once the app is
+ * stopping (`stopping` aborted) or the connection is closed, no more tries: a stop must not wait out
+ * the ack wait, and a redelivery is recognised as done.
+ */
+export async function confirmAck(connection: NatsConnection, message: JsMsg, ackWaitMs: number, logger: Logger, stopping?: AbortSignal): Promise<boolean> {
+  const deadline = Date.now() + ackWaitMs;
+  const timeout = () => Math.max(100, Math.min(ACK_CONFIRM_TIMEOUT_MS, deadline - Date.now()));
+  if (await message.ackAck({ timeout: timeout() }).catch(() => false)) return true;
+  // ackAck() answers only once per message: ask again on the message's ack subject (its reply
+  // subject, which the client's JsMsg implementation exposes but its interface does not name).
+  const ackSubject = (message as Partial<{ reply: unknown }>).reply;
+  if (typeof ackSubject !== 'string' || !ackSubject) return false;
+  for (let attempt = 1; Date.now() < deadline; attempt++) {
+    await sleep(Math.min(ACK_RETRY_DELAY_MS * attempt, Math.max(0, deadline - Date.now())), undefined, { signal: stopping }).catch(() => undefined);
+    if (Date.now() >= deadline || stopping?.aborted || connection.isClosed()) break;
+    const confirmed = await connection
+      .request(ackSubject, ACK_PAYLOAD, { timeout: timeout() })
+      .then(() => true)
+      .catch(() => false);
+    if (confirmed) {
+      logger.log(`ack of ${message.subject} #${message.seq} confirmed on attempt ${attempt + 1}`);
+      return true;
+    }
+  }
+  return false;
 }

@@ -1,3 +1,4 @@
+import { JetStreamApiError } from '@nats-io/jetstream';
 import { errors } from '@nats-io/transport-node';
 import { Client } from 'pg';
 import { RetriesExhaustedError, isTransientError, retryDelay, withRetry } from './retry';
@@ -62,6 +63,15 @@ describe('isTransientError', () => {
     expect(isTransientError(new errors.TimeoutError())).toBe(true);
     expect(isTransientError(new errors.NoRespondersError('$JS.API.CONSUMER.CREATE.OBJ_b'))).toBe(true);
     expect(isTransientError(new errors.ClosedConnectionError())).toBe(false);
+  });
+
+  it('treats JetStream "temporarily unavailable" (a stream without a leader yet) as transient, other JetStream API errors not', () => {
+    // Built as nats.js builds them from the server's answer (the 3-node cluster e2e saw this one
+    // fail a dump for good when it was not retried).
+    const unavailable = new JetStreamApiError({ code: 503, err_code: 10008, description: 'JetStream system temporarily unavailable' });
+    expect(isTransientError(unavailable)).toBe(true);
+    expect(isTransientError(new JetStreamApiError({ code: 404, err_code: 10059, description: 'stream not found' }))).toBe(false);
+    expect(isTransientError(new JetStreamApiError({ code: 500, err_code: 10023, description: 'insufficient resources' }))).toBe(false);
   });
 
   it('looks inside an AggregateError (several addresses refused)', () => {

@@ -14,6 +14,13 @@ const TRANSIENT_MESSAGES = [/Connection terminated/i, /connection timeout/i, /Cl
  * while a JetStream stream elects a new leader after a cluster node died.
  */
 const TRANSIENT_ERROR_NAMES = new Set(['TimeoutError', 'NoResponders']);
+/**
+ * JetStream API errors (nats.js `JetStreamApiError`, `code` = the server's err_code) of a cluster
+ * that is failing over: 10008, "JetStream system temporarily unavailable", is what a publish or
+ * request gets while the stream it names has no leader yet. Other API errors (no such stream, bad
+ * configuration) are not: they fail the same way every time.
+ */
+const TRANSIENT_JETSTREAM_CODES = new Set([10008]);
 
 export function isTransientError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false;
@@ -24,6 +31,7 @@ export function isTransientError(error: unknown): boolean {
     if (/^[0-9A-Z]{5}$/.test(code) && TRANSIENT_SQLSTATE_CLASSES.some((prefix) => code.startsWith(prefix))) return true;
   }
   if (error instanceof Error && TRANSIENT_ERROR_NAMES.has(error.name)) return true;
+  if (error instanceof Error && error.name === 'JetStreamApiError' && typeof code === 'number' && TRANSIENT_JETSTREAM_CODES.has(code)) return true;
   if (error instanceof AggregateError) return error.errors.some(isTransientError);
   return typeof message === 'string' && TRANSIENT_MESSAGES.some((pattern) => pattern.test(message));
 }

@@ -24,6 +24,15 @@ function decodeName(encoded: string): string {
 const INFO_RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
 
 /**
+ * How long the create of an object's read consumer may take before it is asked again (the client's
+ * default is 5 s). After `kill -9` of a cluster node, nats-server 2.9 goes on placing about half of
+ * the new one-replica consumers on the dead node until it counts it as gone, which took longer than
+ * the 60 s measured (test/nats-cluster.e2e-spec.ts): each such create has no answer, and every table a
+ * loader opens meanwhile waited 5 s per unlucky create. A create answers in milliseconds otherwise.
+ */
+const CONSUMER_CREATE_TIMEOUT_MS = 2_000;
+
+/**
  * An object's metadata, asked again when the request times out: right after a cluster node died,
  * a request may time out while the bucket's stream elects a new leader.
  */
@@ -57,7 +66,7 @@ export class NatsSnapshotStore implements SnapshotStore {
     // create() opens the bucket when it exists (its replicas then stay as they are).
     const objm = new Objm(connection);
     const objects = options.create ? await objm.create(options.bucket, { replicas: options.replicas, storage: StorageType.File }) : await objm.open(options.bucket);
-    return new NatsSnapshotStore(objects, await jetstreamManager(connection), jetstream(connection), options.bucket);
+    return new NatsSnapshotStore(objects, await jetstreamManager(connection), jetstream(connection, { timeout: CONSUMER_CREATE_TIMEOUT_MS }), options.bucket);
   }
 
   private get stream(): string {

@@ -7,7 +7,7 @@ import { NatsSnapshotStore } from '@app/common/snapshot-store';
 import { contentAndSequences, type TestDatabase } from './support/databases';
 import { DEMO_TABLES } from './support/fixtures';
 import { OwnNatsCluster } from './support/nats-cluster';
-import { loaderSessions, PipelineHarness, until } from './support/pipeline';
+import { appSessions, loaderSessions, PipelineHarness, until } from './support/pipeline';
 import { ofSubject, type StoredEvent, streamEvents } from './support/stream-events';
 
 const ENVIRONMENTS = ['dev', 'staging', 'qa'];
@@ -32,12 +32,6 @@ const BIG_TABLE_SQL = 'CREATE TABLE public.big (id int PRIMARY KEY, filler text)
 async function contentOf(db: TestDatabase): Promise<unknown[]> {
   const big = await db.query<{ n: string; sum: string }>("SELECT count(*)::text AS n, md5(string_agg(id || ':' || filler, ',' ORDER BY id)) AS sum FROM public.big");
   return [...(await contentAndSequences(db, DEMO_TABLES)), big[0]];
-}
-
-/** The dumper's sessions on production: what it is reading right now. */
-async function dumperQueries(db: TestDatabase): Promise<string[]> {
-  const rows = await db.query<{ query: string }>("SELECT query FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'db-fanout-dumper' AND state = 'active'");
-  return rows.map((r) => r.query);
 }
 
 async function leaderOf(jsm: JetStreamManager, stream: string): Promise<string> {
@@ -186,7 +180,11 @@ describe('a 3-node JetStream cluster losing the snapshot stream leader mid-trans
     try {
       await everyReplicaCurrent(objectStream);
       await pipeline.trigger(date);
-      await until('the dumper to be reading public.big from production', async () => (await dumperQueries(pipeline.source)).some((q) => /COPY .*big/i.test(q)), 60_000);
+      await until(
+        'the dumper to be reading public.big from production',
+        async () => (await appSessions(pipeline.source, 'dumper')).some((s) => s.state === 'active' && /COPY .*big/i.test(s.query)),
+        60_000,
+      );
       leader = await leaderOf(jsm, objectStream);
       mark(`the dumper is reading public.big into the store; kill -9 ${leader} (leader of ${objectStream})`);
       expect(pipeline.readyFor(date)).toBeUndefined();

@@ -106,9 +106,20 @@ export async function until(description: string, condition: () => boolean | Prom
   }
 }
 
+export type AppSession = {
+  pid: number;
+  query: string;
+  /** `active` while the query runs; an idle session keeps showing its last query. */
+  state: string | null;
+  wait_event: string | null;
+};
+
+/** An app's sessions as PostgreSQL sees them (by the application_name it connects with). */
+export async function appSessions(db: TestDatabase, app: 'loader' | 'dumper'): Promise<AppSession[]> {
+  return db.query<AppSession>("SELECT pid, query, state, wait_event FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1", [`db-fanout-${app}`]);
+}
+
 /** The loader's session as PostgreSQL sees it, e.g. to know it is inside its COPY. */
-export async function loaderSessions(db: TestDatabase): Promise<{ pid: number; query: string; wait_event: string | null }[]> {
-  return db.query<{ pid: number; query: string; wait_event: string | null }>(
-    "SELECT pid, query, wait_event FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'db-fanout-loader'",
-  );
+export function loaderSessions(db: TestDatabase): Promise<AppSession[]> {
+  return appSessions(db, 'loader');
 }

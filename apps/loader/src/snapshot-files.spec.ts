@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { JetStreamApiError } from '@nats-io/jetstream';
 import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
 import { checkFileSizes, parseCsvRecord, readCsvHeader, readManifest, resolveSnapshotDir, SnapshotFileError, SnapshotNotFoundError, waitForSnapshot } from './snapshot-files';
 
@@ -210,6 +211,24 @@ describe('readManifest', () => {
     expect(error).toBeInstanceOf(SnapshotFileError);
     expect((error as Error).message).toContain(join(dir, MANIFEST_FILE));
     expect((error as Error).message).toMatch(/does not exist/);
+  });
+
+  it('passes a store that is failing over on as it is (retried), not as a bad snapshot', async () => {
+    const { payload } = writeFixture(freshDir('failover'));
+    const failing = (error: Error) => ({
+      label: 'nats://bucket/prod_snapshot_20240105-1a2b3c4d',
+      manifest: () => Promise.reject(error),
+      storedSize: () => Promise.resolve(undefined),
+      open: () => Promise.reject(error),
+    });
+    const unavailable = new JetStreamApiError({ code: 503, err_code: 10008, description: 'JetStream system temporarily unavailable' });
+    await expect(readManifest(failing(unavailable), payload)).rejects.toBe(unavailable);
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    await expect(readManifest(failing(reset), payload)).rejects.toBe(reset);
+    // Anything else is still the snapshot's problem, named with its path.
+    await expect(readManifest(failing(new Error('bad bucket')), payload)).rejects.toThrow(
+      new SnapshotFileError('cannot read nats://bucket/prod_snapshot_20240105-1a2b3c4d/manifest.json: bad bucket'),
+    );
   });
 
   it('fails when the whole snapshot directory is missing', async () => {

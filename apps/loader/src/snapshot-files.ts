@@ -5,6 +5,7 @@ import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidMessageError, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
+import { isTransientError } from '@app/common/resilience';
 import { decompressor, type SnapshotSource } from '@app/common/snapshot-store';
 
 const READ_BUFFER = 1 << 20;
@@ -150,7 +151,10 @@ export async function readManifest(dir: string | (SnapshotSource & { label: stri
   try {
     text = (await source.manifest()).toString('utf8');
   } catch (error) {
-    if (error instanceof SnapshotFileError) throw error;
+    // A store that is failing over (a timeout, a JetStream stream without a leader yet) is not a bad
+    // snapshot: passed on as it is, the load is retried. Wrapped, it failed the load for good (seen in
+    // the cluster e2e: "cannot read .../manifest.json: JetStream system temporarily unavailable").
+    if (error instanceof SnapshotFileError || isTransientError(error)) throw error;
     const missing = (error as { code?: string }).code === 'ENOENT';
     throw new SnapshotFileError(
       missing ? `${path} does not exist (is SNAPSHOT_DIR shared with the dumper?)` : `cannot read ${path}: ${(error as Error).message}`,

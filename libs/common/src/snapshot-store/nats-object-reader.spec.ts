@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, JetStreamApiError } from '@nats-io/jetstream';
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import { connect, errors, type NatsConnection } from '@nats-io/transport-node';
 import { infoWithRetry } from './nats-snapshot-store';
@@ -65,6 +65,13 @@ describe('infoWithRetry', () => {
     expect(calls).toBe(3);
     calls = 0;
     await expect(infoWithRetry(() => (++calls, Promise.reject(new errors.TimeoutError())), [1, 1])).rejects.toThrow('timeout');
+    expect(calls).toBe(3);
+  });
+
+  it('asks again when the stream has no leader yet (JetStream "temporarily unavailable")', async () => {
+    let calls = 0;
+    const unavailable = () => new JetStreamApiError({ code: 503, err_code: 10008, description: 'JetStream system temporarily unavailable' });
+    await expect(infoWithRetry(() => (++calls < 3 ? Promise.reject(unavailable()) : Promise.resolve(null)), [1, 1, 1])).resolves.toBeNull();
     expect(calls).toBe(3);
   });
 

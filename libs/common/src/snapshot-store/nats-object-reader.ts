@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { ObjectInfo } from '@nats-io/obj';
+import { isTransientError } from '../resilience/retry';
 
 export interface ChunkReadTimings {
   /** A pull's lifetime; the server sends idle heartbeats every half of it. */
@@ -78,8 +79,9 @@ export function readObjectChunks(
         const consumer = await js.consumers.get(stream, { filter_subjects: chunkSubject, ...resume });
         current = await consumer.consume({ max_messages: CHUNKS_IN_FLIGHT, expires: timings.pullExpiresMs });
       } catch (error) {
-        // A create sent to a node that just died times out: ask again (the new consumer lands elsewhere).
-        if ((error as Error).name !== 'TimeoutError') throw error;
+        // A create sent to a node that just died times out, or the stream has no leader yet: ask
+        // again (the new consumer lands elsewhere).
+        if (!isTransientError(error)) throw error;
         await sleep(500);
         continue;
       }

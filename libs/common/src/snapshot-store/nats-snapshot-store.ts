@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, jetstreamManager, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Objm, type ObjectInfo, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { isTransientError } from '../resilience/retry';
 import { countBytes } from './byte-counter';
 import { readObjectChunks } from './nats-object-reader';
 import { assertObjectName, MANIFEST_OBJECT, parseBucketLocation, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
@@ -33,15 +34,16 @@ const INFO_RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
 const CONSUMER_CREATE_TIMEOUT_MS = 2_000;
 
 /**
- * An object's metadata, asked again when the request times out: right after a cluster node died,
- * a request may time out while the bucket's stream elects a new leader.
+ * An object's metadata, asked again when the request times out or the stream answers that it is
+ * temporarily unavailable (isTransientError): right after a cluster node died, while the bucket's
+ * stream elects a new leader.
  */
 export async function infoWithRetry(lookup: () => Promise<ObjectInfo | null>, delays: number[] = INFO_RETRY_DELAYS_MS): Promise<ObjectInfo | null> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await lookup();
     } catch (error) {
-      if ((error as Error).name !== 'TimeoutError' || attempt >= delays.length) throw error;
+      if (!isTransientError(error) || attempt >= delays.length) throw error;
       await sleep(delays[attempt]);
     }
   }

@@ -6,7 +6,7 @@
  * by different clients, three loads in parallel (or one alone), side by side in rotating order,
  * CHECKPOINT before each, medians over the rounds. Separates PostgreSQL's share (psql, a bare Node
  * stream) from the loader's (sha256 on the way, read buffer size) and the index build's
- * (max_parallel_maintenance_workers).
+ * (parallel or serial, and its maintenance_work_mem).
  *
  *   node bench/copy-probe.js [--scale 10] [--rounds 3] [--variants a,b,...]
  *   DEMO_PG_URL as for the bench (default postgresql://127.0.0.1:5432/postgres)
@@ -110,11 +110,12 @@ function nodeLoad(db, file, client, buffer, parallelIndex, settings) {
 const VARIANTS = {
   psql: { what: 'psql \\copy (FREEZE)', run: (db, f) => psqlLoad(db, f, '0') },
   bare: { what: 'Node, 1 MB reads, no digest', run: (db, f) => nodeLoad(db, f, 'bare', 1 << 20, 0) },
-  loader: { what: 'Node, 1 MB reads + sha256 (the loader today)', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 20, 0) },
+  loader: { what: 'Node, 1 MB reads + sha256, serial index builds in 1 GB (the loader today)', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 20, 0, "maintenance_work_mem = '1GB'") },
+  serial256: { what: 'the loader with serial index builds in 256 MB', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 20, 0) },
   buf64k: { what: 'Node, 64 KB reads + sha256', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 16, 0) },
   buf256k: { what: 'Node, 256 KB reads + sha256', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 18, 0) },
   buf4m: { what: 'Node, 4 MB reads + sha256', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 22, 0) },
-  pmw: { what: 'the loader with max_parallel_maintenance_workers from the server', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 20, 'server') },
+  pmw: { what: 'the loader with max_parallel_maintenance_workers from the server, 256 MB', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 20, 'server') },
   async: { what: 'the loader with synchronous_commit = off', run: (db, f) => nodeLoad(db, f, 'digest', 1 << 20, 0, 'synchronous_commit = off') },
 };
 

@@ -14,6 +14,7 @@ import type { SnapshotSource } from '@app/common/snapshot-store';
 import { checkFileSizes, directorySource, openTableData, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
 import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForeignKeys } from './load/indexes';
 import { checkReferencesFromOutside } from './load/references';
+import { applyLoadSettings } from './load/session-settings';
 import { setSequences } from './load/sequences';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
 import { type DriftTarget, resolveWithDrift, type SchemaDriftMode, sequencesToSet, stagedCopySql } from './schema-drift';
@@ -117,19 +118,6 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
 }
 
 /**
- * Session settings for the load's transaction only: index builds get room to sort in memory.
- * max_parallel_maintenance_workers is left at the server's own setting: parallel index builds cut
- * the index phase by about a fifth even with three loads on two busy cores (bench/copy-probe.js),
- * and a DBA who wants them off sets it to 0 on the server.
- */
-const LOAD_SETTINGS = [
-  "SET LOCAL maintenance_work_mem = '256MB'",
-  // A session idling in a transaction on the target must not stall the load forever: give up
-  // (lock_not_available, retried as transient) instead of waiting behind it.
-  "SET LOCAL lock_timeout = '60s'",
-];
-
-/**
  * The load itself, inside the caller's transaction, leaving the environment the way `pg_restore`
  * would: production's rows, production's sequences, the environment's own triggers silent for the
  * loaded rows, materialized views refreshed. Work that would otherwise happen per row is deferred to
@@ -156,7 +144,7 @@ async function loadTables(
   const indexes = await catalog.deferrableIndexes(targets);
   const triggers = triggerMode === 'disable' ? await catalog.userTriggers(oids) : [];
   const materializedViews = await catalog.dependentMaterializedViews(oids);
-  for (const setting of LOAD_SETTINGS) await client.query(setting);
+  await applyLoadSettings(client);
   await disableUserTriggers(client, triggers);
   await dropForeignKeys(client, foreignKeys);
   const dropped = await dropIndexesWherePossible(client, indexes);

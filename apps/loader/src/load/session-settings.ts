@@ -1,0 +1,27 @@
+import type { PoolClient } from 'pg';
+
+/** The sort memory a load's index builds get at least, in kB (pg_settings' unit for maintenance_work_mem). */
+export const INDEX_BUILD_MEMORY_KB = 1024 * 1024;
+
+/**
+ * Settings for the load's transaction only (SET LOCAL: gone at its COMMIT or ROLLBACK).
+ *
+ * Index builds run serially with at least 1 GB to sort in: the loaded rows of a table sort in
+ * memory up to several million rows, in one pass, with nothing written to temporary files. A
+ * parallel build always spills (each worker writes its sorted run to disk for the leader to merge),
+ * and next to the other environments' loads there are no idle cores for its workers: side by side
+ * with three loads on two cores, the index phase took 0.45 s serially in 1 GB against 0.61 s in
+ * parallel with 256 MB at pgbench scale 10, and 2.65 s against 3.71 s at scale 50
+ * (bench/copy-probe.js, medians of 5 rounds). A larger maintenance_work_mem a DBA set for the role or
+ * database is kept; the sort takes only the memory it needs.
+ */
+export async function applyLoadSettings(client: Pick<PoolClient, 'query'>): Promise<void> {
+  await client.query(
+    "SELECT set_config('maintenance_work_mem', GREATEST(setting::bigint, $1)::text || 'kB', true) FROM pg_settings WHERE name = 'maintenance_work_mem'",
+    [INDEX_BUILD_MEMORY_KB],
+  );
+  await client.query('SET LOCAL max_parallel_maintenance_workers = 0');
+  // A session idling in a transaction on the target must not stall the load forever: give up
+  // (lock_not_available, retried as transient) instead of waiting behind it.
+  await client.query("SET LOCAL lock_timeout = '60s'");
+}

@@ -47,6 +47,10 @@ const CONTENDERS = {
   's3-gzip': { store: 's3', compression: 'gzip', title: '`s3` (s3rver on loopback), gzip' },
 };
 const ONLY = arg('only', Object.keys(CONTENDERS).join(',')).split(',');
+/** A loader's log line `<snapshot id> phases: files 12ms, prepare 40ms, copy 2550ms, ... into <env>`. */
+const LOAD_PHASES = / (\d{8}-[0-9a-f]{8}) phases: (.+) into (\S+)\s*$/;
+/** Phases of a load the growth table shows on their own; the others are summed as `rest`. */
+const MAIN_PHASES = ['copy', 'indexes'];
 /** Part 2: one contender per store. */
 const LARGE_CONTENDERS = ['fs', 'nats-gzip', 's3-gzip'];
 /** Issue 12's targets. */
@@ -186,19 +190,32 @@ async function startFleet(nc, key, { scale, s3, dir }) {
   })();
   const apps = [];
   const tail = [];
+  /** Each loader's `phases:` log line (loadSnapshot's PhaseTimer), by snapshot id and environment, in seconds. */
+  const phases = new Map();
   const start = async (name, app, env) => {
     const port = await freePort();
     const child = spawn(process.execPath, appArgs(app), {
       env: { ...process.env, NO_COLOR: '1', NATS_URL, NATS_STREAM: stream, NATS_SUBJECT_PREFIX: prefix, HTTP_PORT: String(port), ...storeEnv, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    // The last lines, for the error message when something fails.
-    const keep = (d) => {
-      tail.push(...String(d).trimEnd().split('\n').map((l) => `${name}: ${l}`));
-      tail.splice(0, Math.max(0, tail.length - 30));
+    // The last lines, for the error message when something fails; whole lines, for the phases.
+    const lines = (stream) => {
+      let partial = '';
+      stream.on('data', (d) => {
+        const all = (partial + String(d)).split('\n');
+        partial = all.pop() ?? '';
+        tail.push(...all.map((l) => `${name}: ${l}`));
+        tail.splice(0, Math.max(0, tail.length - 30));
+        for (const line of all) {
+          const m = LOAD_PHASES.exec(line);
+          if (!m) continue;
+          const parsed = Object.fromEntries([...m[2].matchAll(/(\w+) (\d+)ms/g)].map(([, phase, ms]) => [phase, Number(ms) / 1000]));
+          phases.set(m[1], { ...phases.get(m[1]), [m[3]]: parsed });
+        }
+      });
     };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
+    lines(child.stdout);
+    lines(child.stderr);
     apps.push({ name, child });
     for (let i = 0; i < 300; i++) {
       if (await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false)) return;
@@ -237,6 +254,8 @@ async function startFleet(nc, key, { scale, s3, dir }) {
       const finishedAt = performance.now();
       const mine = events.slice(from);
       const ready = mine.find((e) => e.subject === 'snapshot.ready');
+      // A loader logs its phases just before it announces the load; give the pipes a moment.
+      for (let i = 0; i < 100 && Object.keys(phases.get(ready.data.snapshotId) ?? {}).length < ENVS.length; i++) await sleep(10);
       const manifest = JSON.parse((await (await reader.open(ready.data.location)).manifest()).toString('utf8'));
       const csvBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);
       // storedBytes is in the manifest only for a compressed snapshot; uncompressed, it is the CSV.
@@ -245,6 +264,7 @@ async function startFleet(nc, key, { scale, s3, dir }) {
         total: (finishedAt - startedAt) / 1000,
         dump: (ready.at - startedAt) / 1000,
         loads: Object.fromEntries(mine.filter((e) => e.subject === 'snapshot.loaded').map((e) => [e.data.environment, e.data.durationMs / 1000])),
+        phases: phases.get(ready.data.snapshotId) ?? {},
         csvBytes,
         storedBytes,
         compression: manifest.compression ?? 'none',
@@ -302,7 +322,15 @@ async function runRounds(fleets, source, label) {
 /** Median, range and dump median of a contender's rounds, its bytes, and its processes' peak memory. */
 function summarize(list, peakRssMb) {
   const totals = list.map((r) => r.total);
-  return { medianSeconds: median(totals), range: range(totals), dumpMedianSeconds: median(list.map((r) => r.dump)), csvBytes: list[0].csvBytes, storedBytes: median(list.map((r) => r.storedBytes)), peakRssMb };
+  return { medianSeconds: median(totals), range: range(totals), dumpMedianSeconds: median(list.map((r) => r.dump)), loadPhases: loadPhaseMedians(list), csvBytes: list[0].csvBytes, storedBytes: median(list.map((r) => r.storedBytes)), peakRssMb };
+}
+
+/** Median seconds of `copy`, `indexes` and the rest of a load, over every round's three loads (null if no loader logged them). */
+function loadPhaseMedians(list) {
+  const loads = list.flatMap((r) => Object.values(r.phases ?? {}));
+  if (!loads.length) return null;
+  const rest = (p) => Object.entries(p).reduce((sum, [phase, sec]) => sum + (MAIN_PHASES.includes(phase) ? 0 : sec), 0);
+  return { ...Object.fromEntries(MAIN_PHASES.map((phase) => [phase, median(loads.map((p) => p[phase] ?? 0))])), rest: median(loads.map(rest)) };
 }
 
 /** Streams (events, KV, Object Store buckets) this run created; nothing else. */
@@ -405,6 +433,19 @@ async function main() {
           LARGE_CONTENDERS.map((key) => {
             const r = large[key];
             return [CONTENDERS[key].title, s(r.medianSeconds), `${s(r.range[0])}-${s(r.range[1])}`, s(r.dumpMedianSeconds), r.vsSmall === null ? '-' : `${s(r.vsSmall)}x`, mb(r.storedBytes), String(r.peakRssMb.dumper), ENVS.map((e) => r.peakRssMb[`loader-${e}`]).join('/')];
+          }),
+        ),
+      );
+      print('');
+      print(`Where the time grows: the dump (trigger to snapshot.ready) and each load's phases (the loaders' \`phases:\` log lines), medians over all rounds and environments, scale ${SCALE} -> scale ${LARGE} (growth):`);
+      print('');
+      const grows = (a, b) => (a && b ? `${s(a)} -> ${s(b)} (${s(b / a)}x)` : '-');
+      print(
+        markdownTable(
+          ['store', 'dump s', 'load: COPY s', 'load: index builds s', 'load: the rest s'],
+          LARGE_CONTENDERS.filter((key) => small[key]).map((key) => {
+            const [a, b] = [small[key], large[key]];
+            return [CONTENDERS[key].title, grows(a.dumpMedianSeconds, b.dumpMedianSeconds), ...[...MAIN_PHASES, 'rest'].map((phase) => grows(a.loadPhases?.[phase], b.loadPhases?.[phase]))];
           }),
         ),
       );

@@ -204,6 +204,7 @@ async function startFleet(nc, key, { scale, s3, dir }) {
       stream.on('data', (d) => {
         const all = (partial + String(d)).split('\n');
         partial = all.pop() ?? '';
+        // An unfinished last line waits for the rest (a phases: line split between two chunks).
         tail.push(...all.map((l) => `${name}: ${l}`));
         tail.splice(0, Math.max(0, tail.length - 30));
         for (const line of all) {
@@ -319,7 +320,7 @@ async function runRounds(fleets, source, label) {
   return results;
 }
 
-/** Median, range and dump median of a contender's rounds, its bytes, and its processes' peak memory. */
+/** Median, range and dump median of a contender's rounds, its loads' phase medians, its bytes, and its processes' peak memory. */
 function summarize(list, peakRssMb) {
   const totals = list.map((r) => r.total);
   return { medianSeconds: median(totals), range: range(totals), dumpMedianSeconds: median(list.map((r) => r.dump)), loadPhases: loadPhaseMedians(list), csvBytes: list[0].csvBytes, storedBytes: median(list.map((r) => r.storedBytes)), peakRssMb };

@@ -9,8 +9,9 @@ export interface TriggerRef {
 
 /**
  * Message ids of the dumper's events, so that a publish retried after a lost ack is stored once.
- * One attempt is (trigger, delivery, attempt within the delivery): a redelivered trigger really
- * dumps again and says so; one trigger fails at most once.
+ * One attempt is (trigger, delivery, attempt within the delivery): a redelivered trigger whose
+ * snapshot was not announced dumps again and says so (one that was is answered from the
+ * announcement, see earlier-announcement.ts); one trigger fails at most once.
  */
 export const dumpEventIds = {
   started: (date: string, trigger: TriggerRef, attempt: number) => `dump-started:${date}:${trigger.seq}:${trigger.delivery}:${attempt}`,

@@ -2,11 +2,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadDumperConfig } from '@app/common/config';
-import { SUBJECTS } from '@app/common/contract';
+import { SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
+import { announcedSnapshots, ensureStream, EventPublisher } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
 import { FsSnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
+import { NATS_URL, specNatsConfig } from '../../../test/support/nats';
 import { DumperService } from './dumper.service';
 import { SourceDatabase } from './source-database';
 
@@ -55,7 +59,7 @@ describe('DumperService.describe', () => {
 /**
  * The trigger is acked when dump() returns; a retention run must not hold that up. During a broker
  * failover retention's JetStream calls take seconds, and an ack lost meanwhile means the trigger is
- * delivered, and dumped, again (seen in the 3-node cluster e2e).
+ * delivered again (seen in the 3-node cluster e2e), which costs a lookup of its announcement at least.
  */
 describe('DumperService.dump and retention', () => {
   let db: TestDatabase;
@@ -103,5 +107,65 @@ describe('DumperService.dump and retention', () => {
     releaseListing();
     await shutdown;
     expect(shutDown).toBe(true);
+  });
+});
+
+/**
+ * A trigger delivered again after its snapshot was announced: its ack was lost (seen in the 3-node
+ * cluster e2e when the leader died mid-dump) or the dumper died between the announcement and the
+ * ack. The date must not be dumped and announced a second time.
+ */
+describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
+  let db: TestDatabase;
+  let source: SourceDatabase;
+  let dir: string;
+  let nc: NatsConnection;
+  const nats = specNatsConfig('dumper_redelivery', 30_000);
+
+  beforeAll(async () => {
+    db = await createDatabase('dumper_redelivery', `CREATE TABLE public.items (id int PRIMARY KEY); INSERT INTO public.items SELECT generate_series(1, 100);`);
+    source = new SourceDatabase(db.url);
+    dir = mkdtempSync(join(tmpdir(), 'db-fanout-dumper-redelivery-'));
+    nc = await connect({ servers: NATS_URL });
+    await ensureStream(await jetstreamManager(nc), nats);
+  });
+  afterAll(async () => {
+    await (await jetstreamManager(nc)).streams.delete(nats.stream).catch(() => undefined);
+    await nc?.close();
+    await source?.end();
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers from the announcement when the trigger was dumped already, and dumps a trigger that was not', async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    const store = new FsSnapshotStore(dir);
+    const service = new DumperService(config, new EventPublisher(nc, nats), new MetricsService(), nc, source, store);
+    try {
+      const first = await service.dump('2024-03-02', { seq: 7, delivery: 1 });
+      expect(first.status).toBe('ready');
+      const snapshotId = first.status === 'ready' ? first.snapshot.snapshotId : '';
+
+      // Trigger #7 again (its ack was lost): the announced snapshot is the answer, nothing is dumped.
+      const again = await service.dump('2024-03-02', { seq: 7, delivery: 2 });
+      expect(again).toEqual(first);
+      let announced = await announcedSnapshots(nc, nats);
+      expect(announced.map((a) => a.body.snapshotId)).toEqual([snapshotId]);
+      expect((await store.list()).map((s) => s.snapshotId)).toEqual([snapshotId]);
+      const stored = await (await jetstreamManager(nc)).streams.getMessage(nats.stream, { seq: announced[0].seq });
+      expect(stored?.header.get(TRIGGER_SEQ_HEADER)).toBe('7');
+
+      // Trigger #8 on its second delivery, whose first one announced nothing (the dumper died mid-dump): dumped.
+      const other = await service.dump('2024-03-02', { seq: 8, delivery: 2 });
+      expect(other.status).toBe('ready');
+      announced = await announcedSnapshots(nc, nats);
+      expect(announced.map((a) => [a.body.snapshotId, a.trigger])).toEqual([
+        [snapshotId, 7],
+        [other.status === 'ready' ? other.snapshot.snapshotId : '', 8],
+      ]);
+      expect(new Set((await store.list()).map((s) => s.snapshotId)).size).toBe(2);
+    } finally {
+      await service.beforeApplicationShutdown();
+    }
   });
 });

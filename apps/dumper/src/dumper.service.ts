@@ -1,6 +1,6 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { type DumperConfig, formatDuration } from '@app/common/config';
-import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotFailedPayload, type SnapshotReadyPayload, snapshotInstant, SUBJECTS, type TriggerPayload } from '@app/common/contract';
+import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotFailedPayload, type SnapshotReadyPayload, snapshotInstant, SUBJECTS, TRIGGER_SEQ_HEADER, type TriggerPayload } from '@app/common/contract';
 import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
 import { describeFailure, errorMessage, type Failure, MetricsService, withLogContext } from '@app/common/observability';
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
@@ -9,6 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { dumpEventIds, type TriggerRef } from './dump-event-ids';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
+import { snapshotAnnouncedFor } from './earlier-announcement';
 import { applyRetention } from './retention';
 import { writeSnapshot } from './snapshot-writer';
 import { SourceDatabase } from './source-database';
@@ -91,6 +92,11 @@ export class DumperService implements BeforeApplicationShutdown {
 
   private async dumpInContext(date: string, trigger: TriggerRef, signal?: AbortSignal): Promise<DumpOutcome> {
     const started = Date.now();
+    const earlier = await snapshotAnnouncedFor(this.connection, this.config.nats, date, trigger);
+    if (earlier) {
+      this.logger.log(`trigger #${trigger.seq} (delivery ${trigger.delivery}) was answered already: snapshot ${earlier.snapshotId} is announced; not dumping ${date} again`);
+      return { status: 'ready', snapshot: earlier };
+    }
     this.logger.log(`dumping ${date} to the ${this.store.kind} snapshot store`);
     try {
       const { result, attempts } = await withRetry(
@@ -131,7 +137,7 @@ export class DumperService implements BeforeApplicationShutdown {
         takenAt: manifest.takenAt,
         tables: manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
       };
-      await this.events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`);
+      await this.events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger.seq) });
       const rows = snapshot.tables.reduce((sum, t) => sum + t.rows, 0);
       this.metrics.dumps.inc({ result: 'success' });
       this.metrics.dumpRows.inc(rows);
@@ -141,7 +147,7 @@ export class DumperService implements BeforeApplicationShutdown {
       this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
       // Retention runs after the trigger is answered: its ack waits only for the snapshot and its
       // announcement. Awaited here, a slow retention (seconds during a broker failover) kept the ack
-      // unsent, and a lost ack means the trigger is delivered, and dumped, once more.
+      // unsent past the ack wait, and the trigger was delivered once more.
       this.retention = this.retention.then(() => this.removeExpiredSnapshots());
       return { status: 'ready', snapshot };
     } catch (error) {

@@ -21,6 +21,14 @@ export const SUBJECTS = {
   reload: 'snapshot.reload',
 } as const;
 
+/**
+ * A header of `snapshot.ready`: the stream sequence of the trigger whose dump it announces. A trigger
+ * delivered again after its snapshot was announced (its ack lost while a cluster elected a leader,
+ * or the dumper killed between the two) is recognised by it and not dumped a second time. A header
+ * rather than a payload field, so consumers that check the body strictly read it as before.
+ */
+export const TRIGGER_SEQ_HEADER = 'Db-Fanout-Trigger-Seq';
+
 export function reloadSubject(environment: string): string {
   return `${SUBJECTS.reload}.${environment}`;
 }

@@ -2,13 +2,15 @@ import { Logger } from '@nestjs/common';
 import { AckPolicy, DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
-import { SUBJECTS } from '../contract/subjects';
+import { SUBJECTS, TRIGGER_SEQ_HEADER } from '../contract/subjects';
 import { ACK, PullConsumer } from './pull-consumer';
 
 export interface AnnouncedSnapshot {
   /** Stream sequence of the snapshot.ready: a loader that acked past it is done with the snapshot. */
   seq: number;
   body: Record<string, unknown>;
+  /** The stream sequence of the trigger it answered (TRIGGER_SEQ_HEADER); absent in announcements older than it or published by hand. */
+  trigger?: number;
 }
 
 /**
@@ -30,7 +32,8 @@ export async function announcedSnapshots(connection: NatsConnection, nats: NatsC
     const reader = new PullConsumer({ connection, stream: nats.stream, name: info.name, logger: new Logger('Announcements'), expiresMs: 2_000 });
     await reader.readToEnd((message) => {
       try {
-        announced.push({ seq: message.seq, body: message.json<Record<string, unknown>>() });
+        const trigger = Number(message.headers?.get(TRIGGER_SEQ_HEADER) || Number.NaN);
+        announced.push({ seq: message.seq, body: message.json<Record<string, unknown>>(), ...(Number.isSafeInteger(trigger) && trigger > 0 ? { trigger } : {}) });
       } catch {
         // A forged, non-JSON snapshot.ready announces nothing.
       }

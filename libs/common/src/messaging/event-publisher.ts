@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import type { Subject } from '../contract/subjects';
 import { errorMessage } from '../observability/redact';
@@ -29,13 +29,19 @@ export class EventPublisher {
 
   /**
    * Retries for about a minute (a broker restart, a leader election) before giving up. With a
-   * message id a retried publish that did reach the stream is dropped as a duplicate.
+   * message id a retried publish that did reach the stream is dropped as a duplicate. `headers`
+   * travel beside the body (e.g. TRIGGER_SEQ_HEADER).
    */
-  async publish(subject: Subject, payload: object, msgID?: string): Promise<void> {
+  async publish(subject: Subject, payload: object, msgID?: string, headers?: Record<string, string>): Promise<void> {
     const body = JSON.stringify(payload);
+    let hdrs: ReturnType<typeof natsHeaders> | undefined;
+    if (headers) {
+      hdrs = natsHeaders();
+      for (const [name, value] of Object.entries(headers)) hdrs.set(name, value);
+    }
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.js.publish(`${this.config.subjectPrefix}${subject}`, body, msgID ? { msgID } : undefined);
+        await this.js.publish(`${this.config.subjectPrefix}${subject}`, body, { ...(msgID ? { msgID } : {}), ...(hdrs ? { headers: hdrs } : {}) });
         return;
       } catch (error) {
         if (attempt >= PUBLISH_ATTEMPTS || this.connection.isClosed()) throw error;

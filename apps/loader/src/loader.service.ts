@@ -109,6 +109,7 @@ export class LoaderService {
             force,
             triggers: this.config.loadTriggers,
             schemaDrift: this.config.schemaDrift,
+            maintenanceWorkMemKb: this.config.loadMaintenanceWorkMemKb,
             // Only once the ledger says there is work: a skipped attempt never shows as started.
             onWork: () => this.announceStart(snapshot, attempt, key),
             log: (line) => this.logger.log(`${line} into ${environment}`),

@@ -561,6 +561,24 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     ]);
   });
 
+  it('builds the indexes with LOAD_MAINTENANCE_WORK_MEM as the floor of maintenance_work_mem (1GB unless set)', async () => {
+    // What the load's transaction runs with, seen from inside it: an ON TRUNCATE trigger (the
+    // truncate follows the load's settings) notes the setting.
+    const NOTE_SQL = `
+      CREATE TABLE public.seen (setting text);
+      CREATE FUNCTION public.note_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.seen VALUES (current_setting('maintenance_work_mem')); RETURN NULL; END $$;
+      CREATE TRIGGER customers_note AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.note_setting();
+    `;
+    const seenBy = async (maintenanceWorkMemKb?: number) => {
+      const target = await createTarget(NOTE_SQL);
+      await loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, triggers: 'fire', maintenanceWorkMemKb });
+      return (await query<{ setting: string }>(target, 'SELECT setting FROM public.seen')).map((r) => r.setting);
+    };
+    expect(await seenBy()).toEqual(['1GB']);
+    expect(await seenBy(100 * 1024)).toEqual(['100MB']);
+  });
+
   /** A copy of the snapshot whose manifest lists sequences by name (as the dumper now writes them), plus `extra`. */
   async function snapshotWithNamedSequences(extra: object[]): Promise<WrittenSnapshot> {
     const written = await dumpSource();

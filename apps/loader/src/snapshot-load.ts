@@ -50,6 +50,8 @@ export interface LoadRequest extends LoadHooks {
   triggers?: LoadTriggers;
   /** SCHEMA_DRIFT (default fail). */
   schemaDrift?: SchemaDriftMode;
+  /** LOAD_MAINTENANCE_WORK_MEM in kB (default 1GB, see applyLoadSettings). */
+  maintenanceWorkMemKb?: number;
 }
 
 /**
@@ -144,7 +146,7 @@ async function loadTables(
   const indexes = await catalog.deferrableIndexes(targets);
   const triggers = triggerMode === 'disable' ? await catalog.userTriggers(oids) : [];
   const materializedViews = await catalog.dependentMaterializedViews(oids);
-  await applyLoadSettings(client);
+  await applyLoadSettings(client, hooks.maintenanceWorkMemKb);
   await disableUserTriggers(client, triggers);
   await dropForeignKeys(client, foreignKeys);
   const dropped = await dropIndexesWherePossible(client, indexes);

@@ -9,7 +9,7 @@ describe('applyLoadSettings', () => {
     for (const db of databases) await db.drop();
   });
 
-  async function settingsInAndAfterLoad(databaseSetting?: string): Promise<{ before: Record<string, string>; inLoad: Record<string, string>; after: Record<string, string> }> {
+  async function settingsInAndAfterLoad(databaseSetting?: string, floorKb?: number): Promise<{ before: Record<string, string>; inLoad: Record<string, string>; after: Record<string, string> }> {
     const db = await createDatabase('load_settings');
     databases.push(db);
     if (databaseSetting) await db.query(`ALTER DATABASE "${db.name}" SET maintenance_work_mem = '${databaseSetting}'`);
@@ -24,7 +24,7 @@ describe('applyLoadSettings', () => {
     try {
       const before = await show();
       await client.query('BEGIN');
-      await applyLoadSettings(client);
+      await applyLoadSettings(client, floorKb);
       const inLoad = await show();
       await client.query('ROLLBACK');
       return { before, inLoad, after: await show() };
@@ -45,5 +45,11 @@ describe('applyLoadSettings', () => {
     const { inLoad, after } = await settingsInAndAfterLoad('3GB');
     expect(inLoad.maintenance_work_mem).toBe('3GB');
     expect(after.maintenance_work_mem).toBe('3GB');
+  });
+
+  it('takes a lower floor from LOAD_MAINTENANCE_WORK_MEM, for a small environment server', async () => {
+    const { before, inLoad, after } = await settingsInAndAfterLoad(undefined, 100 * 1024);
+    expect(inLoad.maintenance_work_mem).toBe('100MB');
+    expect(after).toEqual(before);
   });
 });

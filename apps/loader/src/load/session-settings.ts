@@ -1,6 +1,9 @@
 import type { PoolClient } from 'pg';
 
-/** The sort memory a load's index builds get at least, in kB (pg_settings' unit for maintenance_work_mem). */
+/**
+ * The sort memory a load's index builds get at least, in kB (pg_settings' unit for
+ * maintenance_work_mem), unless LOAD_MAINTENANCE_WORK_MEM says otherwise: its default, 1GB.
+ */
 export const INDEX_BUILD_MEMORY_KB = 1024 * 1024;
 
 /**
@@ -13,12 +16,13 @@ export const INDEX_BUILD_MEMORY_KB = 1024 * 1024;
  * with three loads on two cores, the index phase took 0.45 s serially in 1 GB against 0.61 s in
  * parallel with 256 MB at pgbench scale 10, and 2.65 s against 3.71 s at scale 50
  * (bench/copy-probe.js, medians of 5 rounds). A larger maintenance_work_mem a DBA set for the role or
- * database is kept; the sort takes only the memory it needs.
+ * database is kept; the sort takes only the memory it needs. On a small environment server that
+ * loads big tables, LOAD_MAINTENANCE_WORK_MEM lowers the floor (`minMaintenanceWorkMemKb`).
  */
-export async function applyLoadSettings(client: Pick<PoolClient, 'query'>): Promise<void> {
+export async function applyLoadSettings(client: Pick<PoolClient, 'query'>, minMaintenanceWorkMemKb: number = INDEX_BUILD_MEMORY_KB): Promise<void> {
   await client.query(
     "SELECT set_config('maintenance_work_mem', GREATEST(setting::bigint, $1)::text || 'kB', true) FROM pg_settings WHERE name = 'maintenance_work_mem'",
-    [INDEX_BUILD_MEMORY_KB],
+    [minMaintenanceWorkMemKb],
   );
   await client.query('SET LOCAL max_parallel_maintenance_workers = 0');
   // A session idling in a transaction on the target must not stall the load forever: give up

@@ -52,6 +52,7 @@ describe('defaults', () => {
     expect(config.retry).toEqual({ retries: 2, delayMs: 300_000, backoff: 'fixed', maxDelayMs: 3_600_000 });
     expect(config.targetHostAllowlist).toEqual([]);
     expect(config.http.port).toBe(3002);
+    expect(config.loadMaintenanceWorkMemKb).toBe(1024 * 1024); // 1GB
   });
 
   it('exports the documented default ports', () => {
@@ -145,6 +146,11 @@ describe('values that are set', () => {
     expect(loadSchedulerConfig({ SCHEDULE: schedule }).schedule).toBe(schedule);
   });
 
+  it('LOAD_MAINTENANCE_WORK_MEM is a size in PostgreSQL\'s units, read in kB', () => {
+    const kb = (value: string) => loadLoaderConfig({ ...LOADER_REQUIRED, LOAD_MAINTENANCE_WORK_MEM: value }).loadMaintenanceWorkMemKb;
+    expect([kb('256MB'), kb('2GB'), kb('4096kB'), kb(' 1TB ')]).toEqual([256 * 1024, 2 * 1024 ** 2, 4096, 1024 ** 3]);
+  });
+
   it('LOADER_ENV accepts lowercase letters, digits and dashes', () => {
     expect(loadLoaderConfig({ ...LOADER_REQUIRED, LOADER_ENV: 'qa-2' }).environment).toBe('qa-2');
   });
@@ -189,6 +195,11 @@ describe('each bad value is one ConfigError, on one line, naming the variable', 
     ['loader', 'TARGET_DATABASE_URL', 'http://dev/app'],
     ['loader', 'LOADER_ENV', 'Dev_1'],
     ['loader', 'LOADER_ENV', 'dev env'],
+    ['loader', 'LOAD_MAINTENANCE_WORK_MEM', '256'],
+    ['loader', 'LOAD_MAINTENANCE_WORK_MEM', '1G'],
+    ['loader', 'LOAD_MAINTENANCE_WORK_MEM', '256mb'],
+    ['loader', 'LOAD_MAINTENANCE_WORK_MEM', '512kB'],
+    ['loader', 'LOAD_MAINTENANCE_WORK_MEM', '3TB'],
   ];
 
   it.each(cases)('%s: %s=%j', (app, variable, value) => {
@@ -198,6 +209,11 @@ describe('each bad value is one ConfigError, on one line, naming the variable', 
     expect(error.problems[0].startsWith(`${variable} `)).toBe(true);
     expect(error.message).toBe(`Invalid configuration: ${error.problems[0]}`);
     expect(error.message).not.toContain('\n');
+  });
+
+  it('says what is wrong with LOAD_MAINTENANCE_WORK_MEM: the unit, or PostgreSQL\'s bounds', () => {
+    expect(configErrorOf(apps.loader, { LOAD_MAINTENANCE_WORK_MEM: '256' }).problems).toEqual(['LOAD_MAINTENANCE_WORK_MEM must be a size in kB, MB, GB or TB, such as 256MB (got "256")']);
+    expect(configErrorOf(apps.loader, { LOAD_MAINTENANCE_WORK_MEM: '512kB' }).problems).toEqual(['LOAD_MAINTENANCE_WORK_MEM must be between 1MB and 2147483647kB (got 512kB)']);
   });
 
   it('says what is wrong, e.g. for RETRIES and RETRY_DELAY', () => {
@@ -333,7 +349,7 @@ describe('variablesReadBy', () => {
   });
 
   it('lists the variables the loader reads', () => {
-    expect(variablesReadBy(loadLoaderConfig)).toEqual([...common, 'ERROR_DETAIL', 'LOAD_TRIGGERS', 'LOADER_ENV', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'S3_ENDPOINT', 'S3_FORCE_PATH_STYLE', 'S3_REGION', 'SCHEMA_DRIFT', 'SNAPSHOT_BUCKET', 'SNAPSHOT_DIR', 'SNAPSHOT_STORE', 'TARGET_DATABASE_URL', 'TARGET_HOST_ALLOWLIST'].sort());
+    expect(variablesReadBy(loadLoaderConfig)).toEqual([...common, 'ERROR_DETAIL', 'LOAD_MAINTENANCE_WORK_MEM', 'LOAD_TRIGGERS', 'LOADER_ENV', 'RETRIES', 'RETRY_BACKOFF', 'RETRY_DELAY', 'RETRY_MAX_DELAY', 'S3_ENDPOINT', 'S3_FORCE_PATH_STYLE', 'S3_REGION', 'SCHEMA_DRIFT', 'SNAPSHOT_BUCKET', 'SNAPSHOT_DIR', 'SNAPSHOT_STORE', 'TARGET_DATABASE_URL', 'TARGET_HOST_ALLOWLIST'].sort());
   });
 
   it('returns each variable once, sorted', () => {

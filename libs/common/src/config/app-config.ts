@@ -1,6 +1,6 @@
 import { CronTime } from 'cron';
 import { z } from 'zod';
-import { boolean, date, duration, integer, list, matching, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
+import { boolean, date, duration, integer, list, matching, memorySize, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
 import { envLoader } from './env-reader';
 
 type Env = Record<string, string | undefined>;
@@ -95,6 +95,8 @@ export interface LoaderConfig {
   loadTriggers: LoadTriggers;
   /** SCHEMA_DRIFT: `fail` (any difference fails the load) or `common-columns` (load what both have, report the rest). */
   schemaDrift: 'fail' | 'common-columns';
+  /** LOAD_MAINTENANCE_WORK_MEM in kB: the least sort memory the load's index builds get on the target. */
+  loadMaintenanceWorkMemKb: number;
   /** ERROR_DETAIL=true: failure events keep PostgreSQL's DETAIL, which can quote row values. */
   errorDetail: boolean;
 }
@@ -133,6 +135,7 @@ export const DEFAULTS = {
   SNAPSHOT_BUCKET: 'db-fanout-snapshots',
   SNAPSHOT_COMPRESSION: 'none',
   SCHEMA_DRIFT: 'fail',
+  LOAD_MAINTENANCE_WORK_MEM: '1GB',
 } as const;
 
 // Each app's environment as a zod schema, keyed by variable (see env-reader.ts). Problems are listed
@@ -296,6 +299,8 @@ const loaderSchema = z
     TARGET_HOST_ALLOWLIST: list().transform((hosts) => hosts.map((host) => host.toLowerCase())),
     LOAD_TRIGGERS: matching(/^(disable|fire)$/, 'disable or fire', DEFAULTS.LOAD_TRIGGERS).transform((triggers) => triggers as LoadTriggers),
     SCHEMA_DRIFT: matching(/^(fail|common-columns)$/, 'fail or common-columns', DEFAULTS.SCHEMA_DRIFT).transform((mode) => mode as LoaderConfig['schemaDrift']),
+    // PostgreSQL's own bounds for maintenance_work_mem: 1MB to 2147483647kB (just under 2TB).
+    LOAD_MAINTENANCE_WORK_MEM: memorySize(DEFAULTS.LOAD_MAINTENANCE_WORK_MEM, 1024, 2147483647),
     ERROR_DETAIL: boolean(false),
   })
   .check(
@@ -321,6 +326,7 @@ const loaderSchema = z
       targetHostAllowlist: v.TARGET_HOST_ALLOWLIST,
       loadTriggers: v.LOAD_TRIGGERS,
       schemaDrift: v.SCHEMA_DRIFT,
+      loadMaintenanceWorkMemKb: v.LOAD_MAINTENANCE_WORK_MEM,
       errorDetail: v.ERROR_DETAIL,
     }),
   );

@@ -99,6 +99,27 @@ export const duration = (fallback: string, minMs = 0) =>
     return ms < minMs ? report(`must be at least ${minMs}ms (got ${value})`) : ms;
   });
 
+/** PostgreSQL's memory units (case as PostgreSQL spells them), in kB. */
+const MEMORY_UNITS_KB: Record<string, number> = { kB: 1, MB: 1024, GB: 1024 ** 2, TB: 1024 ** 3 };
+
+/**
+ * In kB (PostgreSQL's unit for maintenance_work_mem), from a size as PostgreSQL writes it: `64MB`,
+ * `1GB`, `512kB`. The unit is required: a bare number would mean kB to PostgreSQL and bytes to many readers.
+ */
+export const memorySize = (fallback: string, minKb: number, maxKb: number) =>
+  field((value = fallback, report) => {
+    const match = /^(\d+)\s*(kB|MB|GB|TB)$/.exec(value);
+    if (!match) return report(`must be a size in kB, MB, GB or TB, such as 256MB (got ${JSON.stringify(value)})`);
+    const kb = Number(match[1]) * MEMORY_UNITS_KB[match[2]];
+    return kb < minKb || kb > maxKb ? report(`must be between ${formatKb(minKb)} and ${formatKb(maxKb)} (got ${value})`) : kb;
+  });
+
+/** `1GB`, `256MB`, `2147483647kB`: the largest unit that states the size exactly. */
+function formatKb(kb: number): string {
+  const [unit, size] = Object.entries(MEMORY_UNITS_KB).reverse().find(([, size]) => kb % size === 0)!;
+  return `${kb / size}${unit}`;
+}
+
 export const date = (fallback: string) =>
   field((value = fallback, report) => (isCalendarDate(value) ? value : report(`must be a date YYYY-MM-DD (got ${JSON.stringify(value)})`)));
 

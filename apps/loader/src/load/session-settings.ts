@@ -1,16 +1,12 @@
+import { DEFAULT_LOAD_MAINTENANCE_WORK_MEM_KB } from '@app/common/config';
 import type { PoolClient } from 'pg';
-
-/**
- * The sort memory a load's index builds get at least, in kB (pg_settings' unit for
- * maintenance_work_mem), unless LOAD_MAINTENANCE_WORK_MEM says otherwise: its default, 1GB.
- */
-export const INDEX_BUILD_MEMORY_KB = 1024 * 1024;
 
 /**
  * Settings for the load's transaction only (SET LOCAL: gone at its COMMIT or ROLLBACK).
  *
- * Index builds run serially with at least 1 GB to sort in: the loaded rows of a table sort in
- * memory up to several million rows, in one pass, with nothing written to temporary files. A
+ * Index builds run serially with at least LOAD_MAINTENANCE_WORK_MEM to sort in (default 1GB, in kB:
+ * pg_settings' unit): the loaded rows of a table sort in memory up to several million rows, in one
+ * pass, with nothing written to temporary files. A
  * parallel build always spills (each worker writes its sorted run to disk for the leader to merge),
  * and next to the other environments' loads there are no idle cores for its workers: side by side
  * with three loads on two cores, the index phase took 0.45 s serially in 1 GB against 0.61 s in
@@ -19,7 +15,7 @@ export const INDEX_BUILD_MEMORY_KB = 1024 * 1024;
  * database is kept; the sort takes only the memory it needs. On a small environment server that
  * loads big tables, LOAD_MAINTENANCE_WORK_MEM lowers the floor (`minMaintenanceWorkMemKb`).
  */
-export async function applyLoadSettings(client: Pick<PoolClient, 'query'>, minMaintenanceWorkMemKb: number = INDEX_BUILD_MEMORY_KB): Promise<void> {
+export async function applyLoadSettings(client: Pick<PoolClient, 'query'>, minMaintenanceWorkMemKb: number = DEFAULT_LOAD_MAINTENANCE_WORK_MEM_KB): Promise<void> {
   await client.query(
     "SELECT set_config('maintenance_work_mem', GREATEST(setting::bigint, $1)::text || 'kB', true) FROM pg_settings WHERE name = 'maintenance_work_mem'",
     [minMaintenanceWorkMemKb],

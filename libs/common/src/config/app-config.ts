@@ -1,6 +1,6 @@
 import { CronTime } from 'cron';
 import { z } from 'zod';
-import { boolean, date, duration, integer, list, matching, memorySize, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
+import { boolean, date, duration, integer, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
 import { envLoader } from './env-reader';
 
 type Env = Record<string, string | undefined>;
@@ -137,6 +137,9 @@ export const DEFAULTS = {
   SCHEMA_DRIFT: 'fail',
   LOAD_MAINTENANCE_WORK_MEM: '1GB',
 } as const;
+
+/** LOAD_MAINTENANCE_WORK_MEM's default in kB, for loads started without a loader's config (tests, tools). */
+export const DEFAULT_LOAD_MAINTENANCE_WORK_MEM_KB = memorySizeKb(DEFAULTS.LOAD_MAINTENANCE_WORK_MEM)!;
 
 // Each app's environment as a zod schema, keyed by variable (see env-reader.ts). Problems are listed
 // in the order of these keys; `variablesReadBy` finds the variables by running a loader.

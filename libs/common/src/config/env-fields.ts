@@ -102,15 +102,20 @@ export const duration = (fallback: string, minMs = 0) =>
 /** PostgreSQL's memory units (case as PostgreSQL spells them), in kB. */
 const MEMORY_UNITS_KB: Record<string, number> = { kB: 1, MB: 1024, GB: 1024 ** 2, TB: 1024 ** 3 };
 
+/** `64MB` in kB, or undefined when the text is not a size with one of PostgreSQL's units. */
+export function memorySizeKb(value: string): number | undefined {
+  const match = /^(\d+)\s*(kB|MB|GB|TB)$/.exec(value);
+  return match ? Number(match[1]) * MEMORY_UNITS_KB[match[2]] : undefined;
+}
+
 /**
  * In kB (PostgreSQL's unit for maintenance_work_mem), from a size as PostgreSQL writes it: `64MB`,
  * `1GB`, `512kB`. The unit is required: a bare number would mean kB to PostgreSQL and bytes to many readers.
  */
 export const memorySize = (fallback: string, minKb: number, maxKb: number) =>
   field((value = fallback, report) => {
-    const match = /^(\d+)\s*(kB|MB|GB|TB)$/.exec(value);
-    if (!match) return report(`must be a size in kB, MB, GB or TB, such as 256MB (got ${JSON.stringify(value)})`);
-    const kb = Number(match[1]) * MEMORY_UNITS_KB[match[2]];
+    const kb = memorySizeKb(value);
+    if (kb === undefined) return report(`must be a size in kB, MB, GB or TB, such as 256MB (got ${JSON.stringify(value)})`);
     return kb < minKb || kb > maxKb ? report(`must be between ${formatKb(minKb)} and ${formatKb(maxKb)} (got ${value})`) : kb;
   });
 

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadDumperConfig } from '@app/common/config';
-import { SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
+import { type SnapshotReadyPayload, type Subject, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
 import { announcedSnapshots, ensureStream, EventPublisher } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
 import { FsSnapshotStore } from '@app/common/snapshot-store';
@@ -65,20 +65,26 @@ describe('DumperService.dump and retention', () => {
   let db: TestDatabase;
   let source: SourceDatabase;
   let dir: string;
+  let nc: NatsConnection;
+  const nats = specNatsConfig('dumper_retention_order', 30_000);
 
   beforeAll(async () => {
     db = await createDatabase('dumper_retention_order', `CREATE TABLE public.items (id int PRIMARY KEY); INSERT INTO public.items SELECT generate_series(1, 100);`);
     source = new SourceDatabase(db.url);
     dir = mkdtempSync(join(tmpdir(), 'db-fanout-dumper-spec-'));
+    nc = await connect({ servers: NATS_URL });
+    await ensureStream(await jetstreamManager(nc), nats);
   });
   afterAll(async () => {
+    await (await jetstreamManager(nc)).streams.delete(nats.stream).catch(() => undefined);
+    await nc?.close();
     await source?.end();
     await db?.drop();
     rmSync(dir, { recursive: true, force: true });
   });
 
   it('announces the snapshot and returns while retention is still running; shutdown waits for retention', async () => {
-    const config = loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir });
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
     // A real directory store whose listing (retention's first step) waits until the test lets it go.
     let releaseListing!: () => void;
     const listingHeld = new Promise<void>((resolve) => (releaseListing = resolve));
@@ -90,14 +96,11 @@ describe('DumperService.dump and retention', () => {
         return super.list();
       }
     })(dir);
-    const published: string[] = [];
-    const events = { publish: (subject: string) => Promise.resolve(void published.push(subject)) };
-    // The broker is reached only after the listing (and not at all here): retention then fails, logged.
-    const service = new DumperService(config, events as never, new MetricsService(), undefined as never, source, store);
+    const service = new DumperService(config, new EventPublisher(nc, nats), new MetricsService(), nc, source, store);
 
     const outcome = await Promise.race([service.dump('2024-03-01', { seq: 1, delivery: 1 }), sleep(15_000).then(() => 'still waiting for retention' as const)]);
     expect(outcome).toMatchObject({ status: 'ready' });
-    expect(published).toContain(SUBJECTS.snapshotReady);
+    expect((await announcedSnapshots(nc, nats)).map((a) => a.body.snapshotId)).toEqual([outcome !== 'still waiting for retention' && outcome.status === 'ready' ? outcome.snapshot.snapshotId : '']);
     expect(listingStarted).toBe(true);
 
     let shutDown = false;
@@ -166,6 +169,77 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
       expect(new Set((await store.list()).map((s) => s.snapshotId)).size).toBe(2);
     } finally {
       await service.beforeApplicationShutdown();
+    }
+  });
+
+  /** Announcements of one date and trigger, and the snapshots of the date left in the store. */
+  const outcomeOf = async (store: FsSnapshotStore, date: string, trigger: number) => ({
+    announced: (await announcedSnapshots(nc, nats)).filter((a) => a.trigger === trigger).map((a) => a.body.snapshotId),
+    stored: (await store.list()).map((s) => s.snapshotId).filter((id) => id.startsWith(date.replaceAll('-', ''))),
+  });
+
+  /**
+   * A real publisher that lets another announcement reach the stream just before the dumper's own
+   * snapshot.ready: what happens when two deliveries of a trigger dump at once and the other one
+   * finishes first (its progress acks lost in a failover, so the trigger was redelivered mid-dump).
+   */
+  const outrunBy = (rival: (own: SnapshotReadyPayload) => { snapshot: SnapshotReadyPayload; trigger: number }) => {
+    const publisher = new EventPublisher(nc, nats);
+    const rivals: SnapshotReadyPayload[] = [];
+    const events = {
+      publish: async (subject: Subject, payload: object, msgID?: string, headers?: Record<string, string>, expectLast?: number) => {
+        if (subject === SUBJECTS.snapshotReady && rivals.length === 0) {
+          const { snapshot, trigger } = rival(payload as SnapshotReadyPayload);
+          rivals.push(snapshot);
+          await publisher.publish(subject, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger) });
+        }
+        return publisher.publish(subject, payload, msgID, headers, expectLast);
+      },
+    };
+    return { events: events as unknown as EventPublisher, rivals };
+  };
+
+  it('gives way when another delivery of the trigger announced first: one announcement, its own snapshot removed', async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    const store = new FsSnapshotStore(dir);
+    const { events, rivals } = outrunBy((own) => ({ snapshot: { ...own, snapshotId: '20240304-0000f00d', location: join(dir, 'prod_snapshot_20240304-0000f00d') }, trigger: 9 }));
+    const service = new DumperService(config, events, new MetricsService(), nc, source, store);
+    try {
+      const outcome = await service.dump('2024-03-04', { seq: 9, delivery: 2 });
+      expect(outcome).toEqual({ status: 'ready', snapshot: rivals[0] });
+      expect(await outcomeOf(store, '2024-03-04', 9)).toEqual({ announced: ['20240304-0000f00d'], stored: [] });
+    } finally {
+      await service.beforeApplicationShutdown();
+    }
+  });
+
+  it("announces its snapshot when another trigger's announcement came in between (it reads the stream again)", async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    const store = new FsSnapshotStore(dir);
+    const { events } = outrunBy((own) => ({ snapshot: { ...own, date: '2024-03-06', snapshotId: '20240306-0000beef', location: join(dir, 'prod_snapshot_20240306-0000beef') }, trigger: 11 }));
+    const service = new DumperService(config, events, new MetricsService(), nc, source, store);
+    try {
+      const outcome = await service.dump('2024-03-05', { seq: 10, delivery: 1 });
+      expect(outcome.status).toBe('ready');
+      const own = outcome.status === 'ready' ? outcome.snapshot.snapshotId : '';
+      expect(await outcomeOf(store, '2024-03-05', 10)).toEqual({ announced: [own], stored: [own] });
+      expect((await outcomeOf(store, '2024-03-06', 11)).announced).toEqual(['20240306-0000beef']);
+    } finally {
+      await service.beforeApplicationShutdown();
+    }
+  });
+
+  it('two deliveries of one trigger dumping at once announce one snapshot, which both return', async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    const store = new FsSnapshotStore(dir);
+    const replicas = [0, 1].map(() => new DumperService(config, new EventPublisher(nc, nats), new MetricsService(), nc, source, store));
+    try {
+      const outcomes = await Promise.all(replicas.map((replica, i) => replica.dump('2024-03-07', { seq: 12, delivery: i + 1 })));
+      const ids = outcomes.map((outcome) => (outcome.status === 'ready' ? outcome.snapshot.snapshotId : outcome.error));
+      expect(ids[0]).toBe(ids[1]);
+      expect(await outcomeOf(store, '2024-03-07', 12)).toEqual({ announced: [ids[0]], stored: [ids[0]] });
+    } finally {
+      for (const replica of replicas) await replica.beforeApplicationShutdown();
     }
   });
 });

@@ -1,6 +1,6 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { type DumperConfig, formatDuration } from '@app/common/config';
-import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotFailedPayload, type SnapshotReadyPayload, snapshotInstant, SUBJECTS, TRIGGER_SEQ_HEADER, type TriggerPayload } from '@app/common/contract';
+import { dateInTimeZone, type DumpStartedPayload, InvalidMessageError, type SnapshotFailedPayload, type SnapshotReadyPayload, snapshotInstant, SUBJECTS, type TriggerPayload } from '@app/common/contract';
 import { NATS_CONNECTION, EventPublisher } from '@app/common/messaging';
 import { describeFailure, errorMessage, type Failure, MetricsService, withLogContext } from '@app/common/observability';
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
@@ -9,7 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { dumpEventIds, type TriggerRef } from './dump-event-ids';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
-import { snapshotAnnouncedFor } from './earlier-announcement';
+import { announceOnce, snapshotAnnouncedFor } from './earlier-announcement';
 import { applyRetention } from './retention';
 import { writeSnapshot } from './snapshot-writer';
 import { SourceDatabase } from './source-database';
@@ -137,7 +137,8 @@ export class DumperService implements BeforeApplicationShutdown {
         takenAt: manifest.takenAt,
         tables: manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
       };
-      await this.events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger.seq) });
+      const answer = await announceOnce(snapshot, trigger, { connection: this.connection, nats: this.config.nats, events: this.events, store: this.store, log: (line) => this.logger.log(line) });
+      if (answer !== snapshot) return { status: 'ready', snapshot: answer };
       const rows = snapshot.tables.reduce((sum, t) => sum + t.rows, 0);
       this.metrics.dumps.inc({ result: 'success' });
       this.metrics.dumpRows.inc(rows);

@@ -1,8 +1,13 @@
 import type { NatsConfig } from '@app/common/config';
-import { InvalidMessageError, parseSnapshotReadyPayload, type SnapshotReadyPayload } from '@app/common/contract';
-import { announcedSnapshots } from '@app/common/messaging';
+import { InvalidMessageError, parseSnapshotReadyPayload, type SnapshotReadyPayload, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
+import { type AnnouncedSnapshot, type EventPublisher, isOutrunPublish, readAnnouncements } from '@app/common/messaging';
+import { errorMessage } from '@app/common/observability';
+import type { SnapshotStore } from '@app/common/snapshot-store';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { TriggerRef } from './dump-event-ids';
+
+/** How often one announcement reads the stream again after other dates' announcements outran it. */
+const ANNOUNCE_ROUNDS = 10;
 
 /**
  * The snapshot an earlier delivery of this trigger announced, if one did. A trigger comes again
@@ -14,8 +19,51 @@ import type { TriggerRef } from './dump-event-ids';
  */
 export async function snapshotAnnouncedFor(connection: NatsConnection, nats: NatsConfig, date: string, trigger: TriggerRef): Promise<SnapshotReadyPayload | undefined> {
   if (trigger.delivery <= 1) return undefined;
-  const answers = (await announcedSnapshots(connection, nats)).filter((announced) => announced.trigger === trigger.seq);
-  for (const { body } of answers.reverse()) {
+  return answerIn((await readAnnouncements(connection, nats)).announced, date, trigger);
+}
+
+export interface AnnounceOnce {
+  connection: NatsConnection;
+  nats: NatsConfig;
+  events: EventPublisher;
+  store: SnapshotStore;
+  log: (line: string) => void;
+}
+
+/**
+ * Publishes `snapshot.ready` for a snapshot just written, unless another delivery of the same
+ * trigger announced one first; returns the announcement that answers the trigger. Two deliveries
+ * of one trigger can dump at once: a redelivery comes while the first dumper is still dumping when
+ * its progress acks are lost (a cluster electing a consumer leader), and either may finish first.
+ * So the announcements are read, and the publish is stored only if no snapshot.ready reached the
+ * stream since (JetStream's expected last subject sequence): whichever delivery publishes second
+ * sees the first's answer, removes its own snapshot (never announced, so retention would never
+ * touch it) and returns the first one. Another date's announcement in between only makes it read
+ * again. Throws when the stream cannot be read or written: the trigger is then delivered again.
+ */
+export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: TriggerRef, { connection, nats, events, store, log }: AnnounceOnce): Promise<SnapshotReadyPayload> {
+  for (let round = 1; ; round++) {
+    const { announced, lastSeq } = await readAnnouncements(connection, nats);
+    const answer = answerIn(announced, snapshot.date, trigger);
+    // Our own snapshot, when a publish whose ack was lost did reach the stream.
+    if (answer?.snapshotId === snapshot.snapshotId) return snapshot;
+    if (answer) {
+      log(`trigger #${trigger.seq} was answered while this delivery dumped: snapshot ${answer.snapshotId} is announced; removing ${snapshot.snapshotId}, never announced`);
+      await store.remove(snapshot.snapshotId).catch((error: unknown) => log(`could not remove the unannounced snapshot ${snapshot.snapshotId}: ${errorMessage(error)}`));
+      return answer;
+    }
+    try {
+      await events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger.seq) }, lastSeq);
+      return snapshot;
+    } catch (error) {
+      if (!isOutrunPublish(error) || round >= ANNOUNCE_ROUNDS) throw error;
+    }
+  }
+}
+
+/** The latest well-formed announcement of `date` that carries this trigger's sequence. */
+function answerIn(announced: AnnouncedSnapshot[], date: string, trigger: TriggerRef): SnapshotReadyPayload | undefined {
+  for (const { body } of announced.filter((entry) => entry.trigger === trigger.seq).reverse()) {
     try {
       const snapshot = parseSnapshotReadyPayload(body);
       if (snapshot.date === date) return snapshot;

@@ -13,6 +13,17 @@ export interface AnnouncedSnapshot {
   trigger?: number;
 }
 
+/** The stream's announcements, and where the subject stood when they were read. */
+export interface Announcements {
+  announced: AnnouncedSnapshot[];
+  /**
+   * The stream sequence of the last snapshot.ready read (0 if none), forged ones included: a
+   * publish that expects this as the subject's last sequence is refused if another announcement
+   * landed since (see EventPublisher's `expectLastSubjectSequence`).
+   */
+  lastSeq: number;
+}
+
 /**
  * Every snapshot.ready the stream holds, oldest first, with its stream sequence: read through an
  * ephemeral consumer on that one subject (a single filter works on nats-server 2.9) until it has
@@ -20,6 +31,11 @@ export interface AnnouncedSnapshot {
  * a list not read within `timeoutMs`): retention deletes on the strength of it.
  */
 export async function announcedSnapshots(connection: NatsConnection, nats: NatsConfig, timeoutMs = 30_000): Promise<AnnouncedSnapshot[]> {
+  return (await readAnnouncements(connection, nats, timeoutMs)).announced;
+}
+
+/** announcedSnapshots, with the subject's last sequence as it was read. */
+export async function readAnnouncements(connection: NatsConnection, nats: NatsConfig, timeoutMs = 30_000): Promise<Announcements> {
   const jsm = await jetstreamManager(connection);
   const info = await jsm.consumers.add(nats.stream, {
     filter_subject: `${nats.subjectPrefix}${SUBJECTS.snapshotReady}`,
@@ -28,9 +44,11 @@ export async function announcedSnapshots(connection: NatsConnection, nats: NatsC
     inactive_threshold: nanos(30_000),
   });
   const announced: AnnouncedSnapshot[] = [];
+  let lastSeq = 0;
   try {
     const reader = new PullConsumer({ connection, stream: nats.stream, name: info.name, logger: new Logger('Announcements'), expiresMs: 2_000 });
     await reader.readToEnd((message) => {
+      lastSeq = Math.max(lastSeq, message.seq);
       try {
         const trigger = Number(message.headers?.get(TRIGGER_SEQ_HEADER) || Number.NaN);
         announced.push({ seq: message.seq, body: message.json<Record<string, unknown>>(), ...(Number.isSafeInteger(trigger) && trigger > 0 ? { trigger } : {}) });
@@ -39,7 +57,7 @@ export async function announcedSnapshots(connection: NatsConnection, nats: NatsC
       }
       return Promise.resolve(ACK);
     }, timeoutMs);
-    return announced;
+    return { announced, lastSeq };
   } finally {
     await jsm.consumers.delete(nats.stream, info.name).catch(() => undefined);
   }

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import type { Subject } from '../contract/subjects';
@@ -30,9 +30,11 @@ export class EventPublisher {
   /**
    * Retries for about a minute (a broker restart, a leader election) before giving up. With a
    * message id a retried publish that did reach the stream is dropped as a duplicate. `headers`
-   * travel beside the body (e.g. TRIGGER_SEQ_HEADER).
+   * travel beside the body (e.g. TRIGGER_SEQ_HEADER). With `expectLastSubjectSequence` the stream
+   * stores the message only if the subject's last message is still that one (0: none); otherwise
+   * the publish throws at once, without retrying (see isOutrunPublish).
    */
-  async publish(subject: Subject, payload: object, msgID?: string, headers?: Record<string, string>): Promise<void> {
+  async publish(subject: Subject, payload: object, msgID?: string, headers?: Record<string, string>, expectLastSubjectSequence?: number): Promise<void> {
     const body = JSON.stringify(payload);
     let hdrs: ReturnType<typeof natsHeaders> | undefined;
     if (headers) {
@@ -41,13 +43,22 @@ export class EventPublisher {
     }
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.js.publish(`${this.config.subjectPrefix}${subject}`, body, { ...(msgID ? { msgID } : {}), ...(hdrs ? { headers: hdrs } : {}) });
+        await this.js.publish(`${this.config.subjectPrefix}${subject}`, body, {
+          ...(msgID ? { msgID } : {}),
+          ...(hdrs ? { headers: hdrs } : {}),
+          ...(expectLastSubjectSequence === undefined ? {} : { expect: { lastSubjectSequence: expectLastSubjectSequence } }),
+        });
         return;
       } catch (error) {
-        if (attempt >= PUBLISH_ATTEMPTS || this.connection.isClosed()) throw error;
+        if (isOutrunPublish(error) || attempt >= PUBLISH_ATTEMPTS || this.connection.isClosed()) throw error;
         this.logger.warn(`publishing ${subject} failed (attempt ${attempt} of ${PUBLISH_ATTEMPTS}), retrying: ${errorMessage(error)}`);
         await sleep(Math.min(1_000 * 2 ** (attempt - 1), 15_000));
       }
     }
   }
+}
+
+/** The stream refused a publish because another message reached its subject first (expectLastSubjectSequence). */
+export function isOutrunPublish(error: unknown): boolean {
+  return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamWrongLastSequence;
 }

@@ -229,6 +229,21 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
     }
   });
 
+  it('removes its snapshot and fails (the trigger is delivered again) when the announcements cannot be read after the dump', async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    const store = new FsSnapshotStore(dir);
+    // A connection that is gone by the time the dump is done: nothing can be read or published.
+    const gone = await connect({ servers: NATS_URL });
+    await gone.close();
+    const service = new DumperService(config, new EventPublisher(gone, nats), new MetricsService(), gone, source, store);
+    try {
+      await expect(service.dump('2024-03-08', { seq: 13, delivery: 1 })).rejects.toThrow();
+      expect(await outcomeOf(store, '2024-03-08', 13)).toEqual({ announced: [], stored: [] });
+    } finally {
+      await service.beforeApplicationShutdown();
+    }
+  });
+
   it('two deliveries of one trigger dumping at once announce one snapshot, which both return', async () => {
     const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
     const store = new FsSnapshotStore(dir);

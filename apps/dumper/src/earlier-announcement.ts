@@ -1,6 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConfig } from '@app/common/config';
 import { InvalidMessageError, parseSnapshotReadyPayload, type SnapshotReadyPayload, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
-import { type AnnouncedSnapshot, type EventPublisher, isOutrunPublish, readAnnouncements } from '@app/common/messaging';
+import { type AnnouncedSnapshot, type Announcements, BROKER_RETRY, type EventPublisher, isOutrunPublish, readAnnouncements } from '@app/common/messaging';
+import { retryDelay } from '@app/common/resilience';
 import { errorMessage } from '@app/common/observability';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -39,24 +41,51 @@ export interface AnnounceOnce {
  * stream since (JetStream's expected last subject sequence): whichever delivery publishes second
  * sees the first's answer, removes its own snapshot (never announced, so retention would never
  * touch it) and returns the first one. Another date's announcement in between only makes it read
- * again. Throws when the stream cannot be read or written: the trigger is then delivered again.
+ * again. Throws when the stream cannot be read or written (after retries): the trigger is then
+ * delivered again.
  */
 export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: TriggerRef, { connection, nats, events, store, log }: AnnounceOnce): Promise<SnapshotReadyPayload> {
+  const removeOwn = (why: string) =>
+    store.remove(snapshot.snapshotId).then(
+      () => log(`removed snapshot ${snapshot.snapshotId}, never announced: ${why}`),
+      (error: unknown) => log(`could not remove snapshot ${snapshot.snapshotId}, never announced (${why}): ${errorMessage(error)}`),
+    );
   for (let round = 1; ; round++) {
-    const { announced, lastSeq } = await readAnnouncements(connection, nats);
-    const answer = answerIn(announced, snapshot.date, trigger);
+    let announcements: Announcements;
+    try {
+      announcements = await readWithRetries(connection, nats, log);
+    } catch (error) {
+      // Nothing of ours is in the stream (every publish so far was refused): the redelivery dumps again.
+      await removeOwn('the announcements could not be read');
+      throw error;
+    }
+    const answer = answerIn(announcements.announced, snapshot.date, trigger);
     // Our own snapshot, when a publish whose ack was lost did reach the stream.
     if (answer?.snapshotId === snapshot.snapshotId) return snapshot;
     if (answer) {
-      log(`trigger #${trigger.seq} was answered while this delivery dumped: snapshot ${answer.snapshotId} is announced; removing ${snapshot.snapshotId}, never announced`);
-      await store.remove(snapshot.snapshotId).catch((error: unknown) => log(`could not remove the unannounced snapshot ${snapshot.snapshotId}: ${errorMessage(error)}`));
+      log(`trigger #${trigger.seq} was answered while this delivery dumped: snapshot ${answer.snapshotId} is announced`);
+      await removeOwn(`trigger #${trigger.seq} is answered by ${answer.snapshotId}`);
       return answer;
     }
     try {
-      await events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger.seq) }, lastSeq);
+      await events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger.seq) }, announcements.lastSeq);
       return snapshot;
     } catch (error) {
+      // Any other failure may hide a publish that was stored (its ack lost): the snapshot stays.
       if (!isOutrunPublish(error) || round >= ANNOUNCE_ROUNDS) throw error;
+    }
+  }
+}
+
+/** The announcements, read again through about 45 s of broker trouble like a publish (BROKER_RETRY). */
+async function readWithRetries(connection: NatsConnection, nats: NatsConfig, log: (line: string) => void): Promise<Announcements> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await readAnnouncements(connection, nats);
+    } catch (error) {
+      if (attempt > BROKER_RETRY.retries || connection.isClosed()) throw error;
+      log(`reading the announcements failed (attempt ${attempt} of ${BROKER_RETRY.retries + 1}), retrying: ${errorMessage(error)}`);
+      await sleep(retryDelay(BROKER_RETRY, attempt));
     }
   }
 }

@@ -5,10 +5,15 @@ import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-
 import type { NatsConfig } from '../config/app-config';
 import type { Subject } from '../contract/subjects';
 import { errorMessage } from '../observability/redact';
+import { retryDelay, type RetryPolicy } from '../resilience/retry';
 import { NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 
-/** 1 + 6 retries waiting 1, 2, 4, 8, 15, 15 s: about 45 s of broker trouble is ridden out. */
-const PUBLISH_ATTEMPTS = 7;
+/**
+ * 1 + 6 retries waiting 1, 2, 4, 8, 15, 15 s: about 45 s of broker trouble (a restart, a cluster
+ * electing leaders) is ridden out. Also what the dumper reads the announcements with.
+ */
+export const BROKER_RETRY: RetryPolicy = { retries: 6, delayMs: 1_000, backoff: 'exponential', maxDelayMs: 15_000 };
+const PUBLISH_ATTEMPTS = BROKER_RETRY.retries + 1;
 
 /**
  * Publishes pipeline events into the stream and waits for the broker's ack, so a publish that
@@ -52,7 +57,7 @@ export class EventPublisher {
       } catch (error) {
         if (isOutrunPublish(error) || attempt >= PUBLISH_ATTEMPTS || this.connection.isClosed()) throw error;
         this.logger.warn(`publishing ${subject} failed (attempt ${attempt} of ${PUBLISH_ATTEMPTS}), retrying: ${errorMessage(error)}`);
-        await sleep(Math.min(1_000 * 2 ** (attempt - 1), 15_000));
+        await sleep(retryDelay(BROKER_RETRY, attempt));
       }
     }
   }

@@ -55,8 +55,9 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
     try {
       announcements = await readWithRetries(connection, nats, log);
     } catch (error) {
-      // Nothing of ours is in the stream (every publish so far was refused): the redelivery dumps again.
-      await removeOwn('the announcements could not be read');
+      // Before the first publish nothing of ours can be in the stream: the redelivery dumps again.
+      // After a refused one it might be (an earlier try of that publish stored, its ack lost), so it stays.
+      if (round === 1) await removeOwn('the announcements could not be read');
       throw error;
     }
     const answer = answerIn(announcements.announced, snapshot.date, trigger);

@@ -12,6 +12,7 @@ import { FsSnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { NATS_URL, specNatsConfig } from '../../../test/support/nats';
 import { DumperService } from './dumper.service';
+import { announceOnce } from './earlier-announcement';
 import { SourceDatabase } from './source-database';
 
 /** What a dump failure says in events: PostgreSQL's own errors, from a real server. */
@@ -239,6 +240,26 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
     try {
       await expect(service.dump('2024-03-08', { seq: 13, delivery: 1 })).rejects.toThrow();
       expect(await outcomeOf(store, '2024-03-08', 13)).toEqual({ announced: [], stored: [] });
+    } finally {
+      await service.beforeApplicationShutdown();
+    }
+  });
+
+  it('keeps its snapshot when it is announced already, even if another answer of the trigger came after it', async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    const store = new FsSnapshotStore(dir);
+    const events = new EventPublisher(nc, nats);
+    const service = new DumperService(config, events, new MetricsService(), nc, source, store);
+    try {
+      const dumped = await service.dump('2024-03-09', { seq: 14, delivery: 1 });
+      if (dumped.status !== 'ready') throw new Error(`the dump failed: ${dumped.error}`);
+      const own = dumped.snapshot;
+      // A publish of ours whose ack was lost, and after it another delivery's answer of trigger #14.
+      const rival = { ...own, snapshotId: '20240309-0000cafe', location: join(dir, 'prod_snapshot_20240309-0000cafe') };
+      await events.publish(SUBJECTS.snapshotReady, rival, `ready:${rival.snapshotId}`, { [TRIGGER_SEQ_HEADER]: '14' });
+      const answer = await announceOnce(own, { seq: 14, delivery: 1 }, { connection: nc, nats, events, store, log: () => undefined });
+      expect(answer).toBe(own);
+      expect(await outcomeOf(store, '2024-03-09', 14)).toEqual({ announced: [own.snapshotId, rival.snapshotId], stored: [own.snapshotId] });
     } finally {
       await service.beforeApplicationShutdown();
     }

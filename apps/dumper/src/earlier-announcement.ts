@@ -60,9 +60,10 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
       if (round === 1) await removeOwn('the announcements could not be read');
       throw error;
     }
+    // Our own snapshot, when a publish whose ack was lost did reach the stream: announced, so it
+    // stays, even if another delivery's announcement of the trigger came after it.
+    if (announcements.announced.some((entry) => entry.body.snapshotId === snapshot.snapshotId)) return snapshot;
     const answer = answerIn(announcements.announced, snapshot.date, trigger);
-    // Our own snapshot, when a publish whose ack was lost did reach the stream.
-    if (answer?.snapshotId === snapshot.snapshotId) return snapshot;
     if (answer) {
       log(`trigger #${trigger.seq} was answered while this delivery dumped: snapshot ${answer.snapshotId} is announced`);
       await removeOwn(`trigger #${trigger.seq} is answered by ${answer.snapshotId}`);

@@ -63,7 +63,14 @@ export class EventPublisher {
   }
 }
 
-/** The stream refused a publish because another message reached its subject first (expectLastSubjectSequence). */
+/**
+ * The stream refused a publish because another message reached its subject first
+ * (expectLastSubjectSequence): 10071 on nats-server 2.9; newer servers answer 10164 while another
+ * publish to the subject is still in flight.
+ */
 export function isOutrunPublish(error: unknown): boolean {
-  return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamWrongLastSequence;
+  return (
+    error instanceof JetStreamApiError &&
+    (error.code === JetStreamApiCodes.StreamWrongLastSequence || error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
 }

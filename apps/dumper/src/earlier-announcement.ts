@@ -1,8 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatsConfig } from '@app/common/config';
 import { InvalidMessageError, parseSnapshotReadyPayload, type SnapshotReadyPayload, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
-import { type AnnouncedSnapshot, type Announcements, BROKER_RETRY, type EventPublisher, isOutrunPublish, readAnnouncements } from '@app/common/messaging';
-import { retryDelay } from '@app/common/resilience';
+import { type AnnouncedSnapshot, type Announcements, type EventPublisher, isOutrunPublish, readAnnouncements, withBrokerRetry } from '@app/common/messaging';
 import { errorMessage } from '@app/common/observability';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -53,7 +51,7 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
   for (let round = 1; ; round++) {
     let announcements: Announcements;
     try {
-      announcements = await readWithRetries(connection, nats, log);
+      announcements = await withBrokerRetry(connection, 'reading the announcements', () => readAnnouncements(connection, nats), log);
     } catch (error) {
       // Before the first publish nothing of ours can be in the stream: the redelivery dumps again.
       // After a refused one it might be (an earlier try of that publish stored, its ack lost), so it stays.
@@ -75,19 +73,6 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
     } catch (error) {
       // Any other failure may hide a publish that was stored (its ack lost): the snapshot stays.
       if (!isOutrunPublish(error) || round >= ANNOUNCE_ROUNDS) throw error;
-    }
-  }
-}
-
-/** The announcements, read again through about 45 s of broker trouble like a publish (BROKER_RETRY). */
-async function readWithRetries(connection: NatsConnection, nats: NatsConfig, log: (line: string) => void): Promise<Announcements> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await readAnnouncements(connection, nats);
-    } catch (error) {
-      if (attempt > BROKER_RETRY.retries || connection.isClosed()) throw error;
-      log(`reading the announcements failed (attempt ${attempt} of ${BROKER_RETRY.retries + 1}), retrying: ${errorMessage(error)}`);
-      await sleep(retryDelay(BROKER_RETRY, attempt));
     }
   }
 }

@@ -8,12 +8,32 @@ import { errorMessage } from '../observability/redact';
 import { retryDelay, type RetryPolicy } from '../resilience/retry';
 import { NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 
+/** 1 + 6 retries waiting 1, 2, 4, 8, 15, 15 s: about 45 s of broker trouble (a restart, a cluster electing leaders). */
+const BROKER_RETRY: RetryPolicy = { retries: 6, delayMs: 1_000, backoff: 'exponential', maxDelayMs: 15_000 };
+
 /**
- * 1 + 6 retries waiting 1, 2, 4, 8, 15, 15 s: about 45 s of broker trouble (a restart, a cluster
- * electing leaders) is ridden out. Also what the dumper reads the announcements with.
+ * Runs a JetStream call again through about 45 s of broker trouble (BROKER_RETRY): every failure
+ * is retried unless the connection is closed or `retryable` says no. `onRetry` hears of each retry
+ * (`what failed (attempt n of m), retrying: why`).
  */
-export const BROKER_RETRY: RetryPolicy = { retries: 6, delayMs: 1_000, backoff: 'exponential', maxDelayMs: 15_000 };
-const PUBLISH_ATTEMPTS = BROKER_RETRY.retries + 1;
+export async function withBrokerRetry<T>(
+  connection: NatsConnection,
+  what: string,
+  work: () => Promise<T>,
+  onRetry: (line: string) => void,
+  retryable: (error: unknown) => boolean = () => true,
+): Promise<T> {
+  const attempts = BROKER_RETRY.retries + 1;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (error) {
+      if (!retryable(error) || attempt >= attempts || connection.isClosed()) throw error;
+      onRetry(`${what} failed (attempt ${attempt} of ${attempts}), retrying: ${errorMessage(error)}`);
+      await sleep(retryDelay(BROKER_RETRY, attempt));
+    }
+  }
+}
 
 /**
  * Publishes pipeline events into the stream and waits for the broker's ack, so a publish that
@@ -46,20 +66,18 @@ export class EventPublisher {
       hdrs = natsHeaders();
       for (const [name, value] of Object.entries(headers)) hdrs.set(name, value);
     }
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.js.publish(`${this.config.subjectPrefix}${subject}`, body, {
-          ...(msgID ? { msgID } : {}),
-          ...(hdrs ? { headers: hdrs } : {}),
-          ...(expectLastSubjectSequence === undefined ? {} : { expect: { lastSubjectSequence: expectLastSubjectSequence } }),
-        });
-        return;
-      } catch (error) {
-        if (isOutrunPublish(error) || attempt >= PUBLISH_ATTEMPTS || this.connection.isClosed()) throw error;
-        this.logger.warn(`publishing ${subject} failed (attempt ${attempt} of ${PUBLISH_ATTEMPTS}), retrying: ${errorMessage(error)}`);
-        await sleep(retryDelay(BROKER_RETRY, attempt));
-      }
-    }
+    const options = {
+      ...(msgID ? { msgID } : {}),
+      ...(hdrs ? { headers: hdrs } : {}),
+      ...(expectLastSubjectSequence === undefined ? {} : { expect: { lastSubjectSequence: expectLastSubjectSequence } }),
+    };
+    await withBrokerRetry(
+      this.connection,
+      `publishing ${subject}`,
+      () => this.js.publish(`${this.config.subjectPrefix}${subject}`, body, options),
+      (line) => this.logger.warn(line),
+      (error) => !isOutrunPublish(error),
+    );
   }
 }
 

@@ -224,6 +224,25 @@ describe('PullConsumer.readToEnd and announcedSnapshots (real NATS)', () => {
     await expect(reader.readToEnd(() => Promise.resolve(ACK), 2_500)).rejects.toThrow(/still had 3 messages pending after 2500ms: the list is incomplete/);
   });
 
+  it('throws instead of returning part of the list when a delivery never reaches the reader', async () => {
+    // A message of an AckPolicy.None consumer that is lost on its way is never sent again; here
+    // another reader of the same consumer takes the second one, which looks the same to the reader.
+    const jsm = await jetstreamManager(nc);
+    const name = 'gap';
+    await jsm.consumers.add(nats.stream, { durable_name: name, filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.None });
+    const other = await jetstream(nc).consumers.get(nats.stream, name);
+    const seen: number[] = [];
+    const reader = new PullConsumer({ connection: nc, stream: nats.stream, name, logger: new Logger('spec'), expiresMs: 1_000 });
+    await expect(
+      reader.readToEnd(async (message) => {
+        seen.push(message.seq);
+        if (seen.length === 1) await other.next({ expires: 2_000 });
+        return ACK;
+      }, 10_000),
+    ).rejects.toThrow(/delivery 2 never reached this reader \(delivery 3 came next; lost on its way, or taken by another reader\): the list is incomplete/);
+    expect(seen).toEqual([1]);
+  });
+
   it('throws when the broker does not answer', async () => {
     const server = await OwnNatsServer.start();
     const own = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });

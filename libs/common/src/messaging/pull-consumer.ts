@@ -121,17 +121,27 @@ export class PullConsumer {
    * Handles every message the consumer has pending, then returns: done when a message says nothing
    * follows it (its `pending` is 0) or the consumer reports num_pending 0. An empty pull is not the
    * end (the broker may just be slow); a broker that does not answer, or a list not read in
-   * `timeoutMs`, throws, so a caller never acts on part of the list.
+   * `timeoutMs`, throws, so a caller never acts on part of the list. So does a delivery that never
+   * reached this reader: the consumer numbers its deliveries one by one, and a message of an
+   * `AckPolicy.None` consumer lost in transit (a reconnect while it was on its way) is never sent
+   * again, so a gap in those numbers is the only sign of it.
    */
   async readToEnd(handle: MessageHandler, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const { consumer, settings } = await this.attach();
-    let pending = (await consumer.info(true)).num_pending;
+    const start = await consumer.info(true);
+    let pending = start.num_pending;
+    let delivered = start.delivered.consumer_seq;
     while (pending > 0) {
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`${this.label} still had ${pending} messages pending after ${timeoutMs}ms: the list is incomplete`);
       const message = await consumer.next({ expires: Math.max(1_000, Math.min(left, this.options.expiresMs ?? DEFAULT_EXPIRES_MS)) });
       if (message) {
+        const sequence = message.info.deliverySequence;
+        if (sequence !== delivered + 1) {
+          throw new Error(`${this.label}: delivery ${delivered + 1} never reached this reader (delivery ${sequence} came next; lost on its way, or taken by another reader): the list is incomplete`);
+        }
+        delivered = sequence;
         await this.dispatch(message, settings, handle);
         pending = message.info.pending;
       } else {

@@ -9,16 +9,20 @@
  *   --rounds N       rounds of part 1 (default 3); every contender runs once per round, the order
  *                    rotating; medians and ranges are reported. Fewer than 3 is a smoke run: it is
  *                    labelled so and its targets are not judged.
- *   --large-scale N  pgbench scale of part 2, one contender per store, with peak memory (default 50; 0 skips)
+ *   --large-scale N  pgbench scale of part 2, one contender per store at both scales, with peak memory
+ *                    (default 50; 0 skips)
  *   --only a,b       contenders of part 1 (default all): fs, fs-gzip, nats, nats-gzip, s3-gzip
  *   --label NAME     an experiment: bench/results/stores-NAME-<time>.json, latest-stores.json untouched
  *   DEMO_PG_URL / NATS_URL as for the demo. S3 is npm s3rver (a devDependency), run as a child process.
  *
  * Part 1: a CHECKPOINT before every contender, trigger to the last snapshot.loaded, the snapshot's
  * stored bytes against its CSV bytes (from the manifest, read through the product's own store).
- * Part 2: one contender per store at the large scale, in fresh processes (so VmHWM, the peak RSS the
- * kernel keeps, is this part's: the highest over all its rounds), the same rounds and rotation as
- * part 1; the median time against part 1's median of the same contender.
+ * Part 2: growth, measured side by side. One contender per store, each at --scale and at
+ * --large-scale, in fresh processes (so VmHWM, the peak RSS the kernel keeps, is the large scale's
+ * own: the highest over all its rounds); in every round each store runs at both scales back to back,
+ * which scale goes first alternating from round to round, the stores' order rotating. The growth is
+ * the large scale's median over the small scale's median of the same part, so a machine that drifts
+ * between part 1 and part 2 does not decide it; the paired ratio of each round is printed beside it.
  */
 const { spawn } = require('node:child_process');
 const { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } = require('node:fs');
@@ -36,7 +40,8 @@ const ENVS = ['dev', 'staging', 'qa'];
 const sourceOf = (scale) => `bench_src_s${scale}`;
 /** Unique per run: streams, subjects, buckets and databases of another bench or test on the same servers are never touched. */
 const RUN = `${process.pid}`;
-const targetOf = (env) => `bench_stores_${RUN}_${env}`;
+/** Each scale loads into databases of its own: a refresh replaces the same scale's data, as it does every day. */
+const targetOf = (env, scale) => `bench_stores_${RUN}_s${scale}_${env}`;
 
 /** Part 1's contenders; `fs` (uncompressed, the default) is the baseline the targets compare with. */
 const CONTENDERS = {
@@ -79,10 +84,10 @@ async function ensureSource(scale) {
 }
 
 /** Same schema, stale data: what an environment looks like before its refresh. */
-async function staleTargets() {
+async function staleTargets(scale) {
   for (const env of ENVS) {
-    await recreate(targetOf(env));
-    pgbenchInit(targetOf(env), 1);
+    await recreate(targetOf(env, scale));
+    pgbenchInit(targetOf(env, scale), 1);
   }
 }
 
@@ -92,10 +97,10 @@ async function checksum(db) {
 }
 
 /** Every environment must hold the source's content: a fast wrong answer is not a result. */
-async function assertLoaded(source, what) {
-  const expected = await checksum(source);
+async function assertLoaded(scale, what) {
+  const expected = await checksum(sourceOf(scale));
   for (const env of ENVS) {
-    const got = await checksum(targetOf(env));
+    const got = await checksum(targetOf(env, scale));
     if (got.sum !== expected.sum) throw new Error(`${what}: ${env} differs from the source (${got.n} rows of ${expected.n})`);
   }
 }
@@ -163,16 +168,23 @@ async function startS3rver(buckets) {
 // ---------------------------------------------------------------- a fleet: dumper + three loaders on one store
 
 /**
+ * A fleet's stream, subjects and bucket are its own: part 2 runs part 1's scale again in fresh
+ * processes, whose dates start over and must not meet part 1's announcements.
+ */
+const fleetToken = (key, scale, part) => `${RUN}_${key.replace(/-/g, '_')}_S${scale}_P${part}`.toUpperCase();
+const bucketOf = (key, scale, part) => `bench-stores-${fleetToken(key, scale, part).toLowerCase().replace(/_/g, '-')}`;
+
+/**
  * The real apps as processes, on one store: a stream, subject prefix and bucket of their own.
  * `run()` triggers a dump and waits for the three snapshot.loaded; the time is trigger to the last.
  */
-async function startFleet(nc, key, { scale, s3, dir }) {
+async function startFleet(nc, key, { scale, part, s3, dir }) {
   const { store, compression } = CONTENDERS[key];
-  const token = `${RUN}_${key.replace(/-/g, '_')}_S${scale}`.toUpperCase();
+  const token = fleetToken(key, scale, part);
   const stream = `BENCH_STORES_${token}`;
   const prefix = `benchstores${token.toLowerCase()}.`;
-  const bucket = `bench-stores-${token.toLowerCase().replace(/_/g, '-')}`;
-  const snapshotDir = join(dir, `${key}-s${scale}`);
+  const bucket = bucketOf(key, scale, part);
+  const snapshotDir = join(dir, `${key}-s${scale}-p${part}`);
   if (store === 'fs') mkdirSync(snapshotDir, { recursive: true });
   const storeEnv = {
     SNAPSHOT_STORE: store,
@@ -227,7 +239,7 @@ async function startFleet(nc, key, { scale, s3, dir }) {
   };
   // The bucket exists before any loader looks at it: the dumper creates it (nats) or s3rver did (s3).
   await start('dumper', 'dumper', { SOURCE_DATABASE_URL: dbUrl(sourceOf(scale)) });
-  for (const env of ENVS) await start(`loader-${env}`, 'loader', { LOADER_ENV: env, TARGET_DATABASE_URL: dbUrl(targetOf(env)) });
+  for (const env of ENVS) await start(`loader-${env}`, 'loader', { LOADER_ENV: env, TARGET_DATABASE_URL: dbUrl(targetOf(env, scale)) });
 
   const reader = await (async () => {
     if (store === 'fs') return new stores.FsSnapshotStore(snapshotDir);
@@ -238,6 +250,7 @@ async function startFleet(nc, key, { scale, s3, dir }) {
   let runs = 0;
   return {
     key,
+    scale,
     async run() {
       runs++;
       const date = `2024-02-${String(runs).padStart(2, '0')}`;
@@ -299,23 +312,28 @@ async function measured(fleet) {
   return result;
 }
 
+/** The list turned by one place per round: every contender runs first, second, ... in turn. */
+function rotate(list, round) {
+  const shift = (round - 1) % list.length;
+  return [...list.slice(shift), ...list.slice(0, shift)];
+}
+
 /**
- * Every fleet once per round, the order rotating (every contender runs first, second, ... in turn);
- * each one's first load is checked against the source, outside the timing.
+ * Every fleet once per round, in the order `orderOf(round)` gives; each fleet's first load is
+ * checked against its source, outside the timing. Returns each fleet's results, in round order.
  */
-async function runRounds(fleets, source, label) {
-  const results = Object.fromEntries(fleets.map((f) => [f.key, []]));
+async function runRounds(fleets, orderOf, label) {
+  const results = new Map(fleets.map((f) => [f, []]));
   for (let round = 1; round <= ROUNDS; round++) {
-    const shift = (round - 1) % fleets.length;
-    const order = [...fleets.slice(shift), ...fleets.slice(0, shift)];
     const summary = [];
-    for (const fleet of order) {
+    for (const fleet of orderOf(round)) {
+      const name = `${fleet.key} at scale ${fleet.scale}`;
       const r = await measured(fleet);
-      if (round === 1) await assertLoaded(source, `${fleet.key}${label}`);
-      results[fleet.key].push(r);
-      summary.push(`${fleet.key} ${s(r.total)}s`);
+      if (!results.get(fleet).length) await assertLoaded(fleet.scale, name);
+      results.get(fleet).push(r);
+      summary.push(`${name} ${s(r.total)}s`);
     }
-    console.log(`${label ? `${label.trim()} ` : ''}round ${round}: ${summary.join(', ')}`);
+    console.log(`${label}round ${round}: ${summary.join(', ')}`);
   }
   return results;
 }
@@ -355,14 +373,17 @@ async function main() {
   const pgVersion = (await sql('postgres', 'SELECT version()'))[0].version.split(' on ')[0];
   const machine = `${cpus().length} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${pgVersion}`;
   const loadAtStart = loadavg();
-  console.log(`stores bench: pgbench scale ${SCALE} x ${ROUNDS} rounds (${ONLY.join(', ')})${LARGE ? `, then scale ${LARGE} x ${ROUNDS} rounds (${LARGE_CONTENDERS.join(', ')})` : ''}; three environments`);
+  console.log(`stores bench: pgbench scale ${SCALE} x ${ROUNDS} rounds (${ONLY.join(', ')})${LARGE ? `, then scales ${SCALE} and ${LARGE} side by side x ${ROUNDS} rounds (${LARGE_CONTENDERS.join(', ')})` : ''}; three environments`);
   console.log(`${machine}\nload average at start: ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}${SMOKE ? '\nSMOKE RUN: fewer than 3 rounds, the targets are not judged' : ''}\n`);
 
   const nc = await connect({ servers: NATS_URL });
   const jsm = await jetstreamManager(nc);
   const dir = mkdtempSync(join(tmpdir(), 'db-fanout-bench-stores-'));
-  // The buckets startFleet names for s3-gzip, at each scale that runs it.
-  const s3Buckets = [ONLY.includes('s3-gzip') ? SCALE : 0, LARGE].filter(Boolean).map((scale) => `bench-stores-${RUN}-s3-gzip-s${scale}`);
+  // The buckets startFleet names for s3-gzip, in each part and at each scale that runs it.
+  const s3Buckets = [
+    ...(ONLY.includes('s3-gzip') ? [bucketOf('s3-gzip', SCALE, 1)] : []),
+    ...(LARGE ? [bucketOf('s3-gzip', SCALE, 2), bucketOf('s3-gzip', LARGE, 2)] : []),
+  ];
   let s3;
   let fleets = [];
   const stopFleets = async () => {
@@ -379,29 +400,43 @@ async function main() {
     if (s3Buckets.length) s3 = await startS3rver(s3Buckets);
 
     // ------------------------------------------------------------ part 1
-    const source = await ensureSource(SCALE);
-    await staleTargets();
-    for (const key of ONLY) fleets.push(await startFleet(nc, key, { scale: SCALE, s3, dir }));
-    const results = await runRounds(fleets, source, '');
+    await ensureSource(SCALE);
+    await staleTargets(SCALE);
+    for (const key of ONLY) fleets.push(await startFleet(nc, key, { scale: SCALE, part: 1, s3, dir }));
+    const byFleet = await runRounds(fleets, (round) => rotate(fleets, round), '');
+    const results = Object.fromEntries(fleets.map((f) => [f.key, byFleet.get(f)]));
     const small = Object.fromEntries(fleets.map((f) => [f.key, summarize(results[f.key], f.peakRssMb())]));
     await stopFleets();
     const natsVsFs = small['nats-gzip'].medianSeconds / small.fs.medianSeconds;
     const storedVsCsv = small['nats-gzip'].storedBytes / small['nats-gzip'].csvBytes;
 
     // ------------------------------------------------------------ part 2
+    // Growth is a ratio, so both of its scales run here, side by side: part 1's medians were taken
+    // minutes earlier, on a machine whose speed drifts by more than the margin being judged.
     const large = {};
     let largeResults;
     if (LARGE) {
       console.log('');
-      const largeSource = await ensureSource(LARGE);
-      await staleTargets();
-      // Fresh processes: VmHWM is a process's peak over its life, so over this part's rounds only.
-      for (const key of LARGE_CONTENDERS) fleets.push(await startFleet(nc, key, { scale: LARGE, s3, dir }));
-      largeResults = await runRounds(fleets, largeSource, ` scale ${LARGE}`);
-      for (const fleet of fleets) {
-        const r = summarize(largeResults[fleet.key], fleet.peakRssMb());
-        large[fleet.key] = { ...r, vsSmall: small[fleet.key] ? r.medianSeconds / small[fleet.key].medianSeconds : null };
-        console.log(`scale ${LARGE} ${fleet.key}: median ${s(r.medianSeconds)}s, peak RSS ${Object.entries(r.peakRssMb).map(([n, v]) => `${n} ${v}`).join(', ')} MB`);
+      await ensureSource(LARGE);
+      await staleTargets(LARGE);
+      // Fresh processes: VmHWM is a process's peak over its life, so the large scale's own.
+      const pairs = {};
+      for (const key of LARGE_CONTENDERS) {
+        pairs[key] = { small: await startFleet(nc, key, { scale: SCALE, part: 2, s3, dir }), large: await startFleet(nc, key, { scale: LARGE, part: 2, s3, dir }) };
+        fleets.push(pairs[key].small, pairs[key].large);
+      }
+      // Each store's two scales back to back, the smaller first in odd rounds, the larger in even ones.
+      const orderOf = (round) => rotate(LARGE_CONTENDERS, round).flatMap((key) => (round % 2 ? [pairs[key].small, pairs[key].large] : [pairs[key].large, pairs[key].small]));
+      const byPair = await runRounds(fleets, orderOf, 'part 2 ');
+      largeResults = {};
+      for (const key of LARGE_CONTENDERS) {
+        const [a, b] = [byPair.get(pairs[key].small), byPair.get(pairs[key].large)];
+        const r = summarize(b, pairs[key].large.peakRssMb());
+        const smallSide = summarize(a, pairs[key].small.peakRssMb());
+        const paired = b.map((x, i) => x.total / a[i].total);
+        large[key] = { ...r, smallSide, vsSmall: r.medianSeconds / smallSide.medianSeconds, pairedGrowth: { median: median(paired), range: range(paired) } };
+        largeResults[key] = { [SCALE]: a, [LARGE]: b };
+        console.log(`scale ${LARGE} ${key}: median ${s(r.medianSeconds)}s (scale ${SCALE} beside it ${s(smallSide.medianSeconds)}s), peak RSS ${Object.entries(r.peakRssMb).map(([n, v]) => `${n} ${v}`).join(', ')} MB`);
       }
       await stopFleets();
     }
@@ -426,14 +461,28 @@ async function main() {
     );
     if (LARGE) {
       print('');
-      print(`Scale ${LARGE} (${mb(large.fs.csvBytes)} MB of CSV), ${ROUNDS} round${ROUNDS > 1 ? 's' : ''} rotating, fresh processes (peak RSS over all rounds); linear growth from scale ${SCALE} is ${s(LARGE / SCALE)}x:`);
+      print(
+        `Part 2: scale ${SCALE} and scale ${LARGE} (${mb(large.fs.csvBytes)} MB of CSV) side by side, ${ROUNDS} round${ROUNDS > 1 ? 's' : ''}, each store's two scales back to back ` +
+          `(the order alternating), fresh processes (peak RSS: the scale-${LARGE} processes over all their rounds); linear growth is ${s(LARGE / SCALE)}x:`,
+      );
       print('');
       print(
         markdownTable(
-          ['store', `scale ${LARGE} median s`, 'range s', 'dump s', `/ scale ${SCALE} median`, 'stored MB', 'peak RSS MB: dumper', 'loaders (dev/staging/qa)'],
+          ['store', `scale ${SCALE} median s (range)`, `scale ${LARGE} median s (range)`, 'growth of the medians', 'growth per round, median (range)', `dump s at ${LARGE}`, 'stored MB', 'peak RSS MB: dumper', 'loaders (dev/staging/qa)'],
           LARGE_CONTENDERS.map((key) => {
             const r = large[key];
-            return [CONTENDERS[key].title, s(r.medianSeconds), `${s(r.range[0])}-${s(r.range[1])}`, s(r.dumpMedianSeconds), r.vsSmall === null ? '-' : `${s(r.vsSmall)}x`, mb(r.storedBytes), String(r.peakRssMb.dumper), ENVS.map((e) => r.peakRssMb[`loader-${e}`]).join('/')];
+            const spread = (x) => `${s(x.medianSeconds)} (${s(x.range[0])}-${s(x.range[1])})`;
+            return [
+              CONTENDERS[key].title,
+              spread(r.smallSide),
+              spread(r),
+              `${s(r.vsSmall)}x`,
+              `${s(r.pairedGrowth.median)}x (${s(r.pairedGrowth.range[0])}-${s(r.pairedGrowth.range[1])})`,
+              s(r.dumpMedianSeconds),
+              mb(r.storedBytes),
+              String(r.peakRssMb.dumper),
+              ENVS.map((e) => r.peakRssMb[`loader-${e}`]).join('/'),
+            ];
           }),
         ),
       );
@@ -444,8 +493,8 @@ async function main() {
       print(
         markdownTable(
           ['store', 'dump s', 'load: COPY s', 'load: index builds s', 'load: the rest s'],
-          LARGE_CONTENDERS.filter((key) => small[key]).map((key) => {
-            const [a, b] = [small[key], large[key]];
+          LARGE_CONTENDERS.map((key) => {
+            const [a, b] = [large[key].smallSide, large[key]];
             return [CONTENDERS[key].title, grows(a.dumpMedianSeconds, b.dumpMedianSeconds), ...[...MAIN_PHASES, 'rest'].map((phase) => grows(a.loadPhases?.[phase], b.loadPhases?.[phase]))];
           }),
         ),
@@ -463,7 +512,7 @@ async function main() {
         const r = large[key];
         const maxRss = Math.max(...Object.values(r.peakRssMb));
         judge(`scale ${LARGE} ${key}: peak RSS of every process at most ${maxRss} MB (target under ${TARGET.rssMb} MB)`, maxRss < TARGET.rssMb);
-        if (r.vsSmall !== null) judge(`scale ${LARGE} ${key}: median time ${s(r.vsSmall)}x scale ${SCALE}'s median (target at most linear, ${s(LARGE / SCALE)}x)`, r.vsSmall <= LARGE / SCALE);
+        judge(`scale ${LARGE} ${key}: median time ${s(r.vsSmall)}x the median of scale ${SCALE} beside it (target at most linear, ${s(LARGE / SCALE)}x)`, r.vsSmall <= LARGE / SCALE);
       }
     }
 
@@ -479,7 +528,9 @@ async function main() {
     await stopFleets();
     await s3?.stop();
     await deleteOwnStreams(jsm).catch(() => undefined);
-    for (const env of ENVS) await sql('postgres', `DROP DATABASE IF EXISTS ${targetOf(env)} WITH (FORCE)`).catch(() => undefined);
+    for (const scale of [SCALE, LARGE].filter(Boolean)) {
+      for (const env of ENVS) await sql('postgres', `DROP DATABASE IF EXISTS ${targetOf(env, scale)} WITH (FORCE)`).catch(() => undefined);
+    }
     await nc.close();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -243,6 +243,25 @@ describe('PullConsumer.readToEnd and announcedSnapshots (real NATS)', () => {
     expect(seen).toEqual([1]);
   });
 
+  it('throws also when the delivery that never reaches the reader is the last one', async () => {
+    // No later delivery shows the gap; the reader's next pull comes back empty with nothing pending.
+    const jsm = await jetstreamManager(nc);
+    const name = 'lastgap';
+    const [last] = (await announcedSnapshots(nc, nats)).slice(-1);
+    await jsm.consumers.add(nats.stream, { durable_name: name, filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last.seq - 1 });
+    const other = await jetstream(nc).consumers.get(nats.stream, name);
+    const seen: number[] = [];
+    const reader = new PullConsumer({ connection: nc, stream: nats.stream, name, logger: new Logger('spec'), expiresMs: 1_000 });
+    await expect(
+      reader.readToEnd(async (message) => {
+        seen.push(message.seq);
+        await other.next({ expires: 2_000 });
+        return ACK;
+      }, 10_000),
+    ).rejects.toThrow(/delivery 2 never reached this reader \(the consumer counts 2 deliveries, 1 arrived; lost on its way, or taken by another reader\): the list is incomplete/);
+    expect(seen).toEqual([last.seq - 1]);
+  });
+
   it('throws when the broker does not answer', async () => {
     const server = await OwnNatsServer.start();
     const own = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });

@@ -121,15 +121,17 @@ export class PullConsumer {
    * Handles every message the consumer has pending, then returns: done when a message says nothing
    * follows it (its `pending` is 0) or the consumer reports num_pending 0. An empty pull is not the
    * end (the broker may just be slow); a broker that does not answer, or a list not read in
-   * `timeoutMs`, throws, so a caller never acts on part of the list. So does a delivery that never
-   * reached this reader: the consumer numbers its deliveries one by one, and a message of an
-   * `AckPolicy.None` consumer lost in transit (a reconnect while it was on its way) is never sent
-   * again, so a gap in those numbers is the only sign of it.
+   * `timeoutMs`, throws, so a caller never acts on part of the list. So does, on an `AckPolicy.None`
+   * consumer, a delivery that never reached this reader: such a message lost in transit (a reconnect
+   * while it was on its way) is never sent again, and the consumer's numbering of its deliveries is
+   * the only sign of it: a gap before a later one, or, for the last, a count beyond what arrived.
+   * (An explicit-ack consumer sends a lost or held message again; it is not checked.)
    */
   async readToEnd(handle: MessageHandler, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const { consumer, settings } = await this.attach();
     const start = await consumer.info(true);
+    const checked = !settings.explicitAck;
     let pending = start.num_pending;
     let delivered = start.delivered.consumer_seq;
     while (pending > 0) {
@@ -138,9 +140,7 @@ export class PullConsumer {
       const message = await consumer.next({ expires: Math.max(1_000, Math.min(left, this.options.expiresMs ?? DEFAULT_EXPIRES_MS)) });
       if (message) {
         const sequence = message.info.deliverySequence;
-        if (sequence !== delivered + 1) {
-          throw new Error(`${this.label}: delivery ${delivered + 1} never reached this reader (delivery ${sequence} came next; lost on its way, or taken by another reader): the list is incomplete`);
-        }
+        if (checked && sequence !== delivered + 1) throw this.lostDelivery(delivered + 1, `delivery ${sequence} came next`);
         delivered = sequence;
         await this.dispatch(message, settings, handle);
         pending = message.info.pending;
@@ -148,6 +148,15 @@ export class PullConsumer {
         pending = (await consumer.info()).num_pending;
       }
     }
+    // A lost last delivery has no later one to show the gap; the consumer's own count does.
+    if (checked) {
+      const sent = (await consumer.info()).delivered.consumer_seq;
+      if (sent !== delivered) throw this.lostDelivery(delivered + 1, `the consumer counts ${sent} deliveries, ${delivered} arrived`);
+    }
+  }
+
+  private lostDelivery(sequence: number, why: string): Error {
+    return new Error(`${this.label}: delivery ${sequence} never reached this reader (${why}; lost on its way, or taken by another reader): the list is incomplete`);
   }
 
   private async attach(): Promise<{ consumer: Consumer; settings: ConsumerSettings }> {

@@ -22,7 +22,8 @@
  * own: the highest over all its rounds); in every round each store runs at both scales back to back,
  * which scale goes first alternating from round to round, the stores' order rotating. The growth is
  * the large scale's median over the small scale's median of the same part, so a machine that drifts
- * between part 1 and part 2 does not decide it; the paired ratio of each round is printed beside it.
+ * between part 1 and part 2 does not decide it; the median and range of each round's paired ratio
+ * are printed beside it.
  */
 const { spawn } = require('node:child_process');
 const { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } = require('node:fs');
@@ -418,6 +419,8 @@ async function main() {
     if (LARGE) {
       console.log('');
       await ensureSource(LARGE);
+      // Both scales start from stale targets, as part 1 did: the first load really replaces the data.
+      await staleTargets(SCALE);
       await staleTargets(LARGE);
       // Fresh processes: VmHWM is a process's peak over its life, so the large scale's own.
       const pairs = {};

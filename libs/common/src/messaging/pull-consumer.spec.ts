@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, type ConsumerConfig, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -224,41 +224,34 @@ describe('PullConsumer.readToEnd and announcedSnapshots (real NATS)', () => {
     await expect(reader.readToEnd(() => Promise.resolve(ACK), 2_500)).rejects.toThrow(/still had 3 messages pending after 2500ms: the list is incomplete/);
   });
 
-  it('throws instead of returning part of the list when a delivery never reaches the reader', async () => {
-    // A message of an AckPolicy.None consumer that is lost on its way is never sent again; here
-    // another reader of the same consumer takes the second one, which looks the same to the reader.
-    const jsm = await jetstreamManager(nc);
-    const name = 'gap';
-    await jsm.consumers.add(nats.stream, { durable_name: name, filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.None });
+  /**
+   * A message of an AckPolicy.None consumer lost on its way is never sent again. Here another reader
+   * of the same consumer takes the message after the reader's first, which looks the same to it.
+   */
+  const readWithSecondTaken = async (name: string, from: Partial<ConsumerConfig> = {}) => {
+    await (await jetstreamManager(nc)).consumers.add(nats.stream, { durable_name: name, filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.None, ...from });
     const other = await jetstream(nc).consumers.get(nats.stream, name);
     const seen: number[] = [];
     const reader = new PullConsumer({ connection: nc, stream: nats.stream, name, logger: new Logger('spec'), expiresMs: 1_000 });
-    await expect(
-      reader.readToEnd(async (message) => {
-        seen.push(message.seq);
-        if (seen.length === 1) await other.next({ expires: 2_000 });
-        return ACK;
-      }, 10_000),
-    ).rejects.toThrow(/delivery 2 never reached this reader \(delivery 3 came next; lost on its way, or taken by another reader\): the list is incomplete/);
+    const read = reader.readToEnd(async (message) => {
+      seen.push(message.seq);
+      if (seen.length === 1) await other.next({ expires: 2_000 });
+      return ACK;
+    }, 10_000);
+    return { read, seen };
+  };
+
+  it('throws instead of returning part of the list when a delivery never reaches the reader', async () => {
+    const { read, seen } = await readWithSecondTaken('gap');
+    await expect(read).rejects.toThrow(/delivery 2 never reached this reader \(delivery 3 came next; lost on its way, or taken by another reader\): the list is incomplete/);
     expect(seen).toEqual([1]);
   });
 
   it('throws also when the delivery that never reaches the reader is the last one', async () => {
     // No later delivery shows the gap; the reader's next pull comes back empty with nothing pending.
-    const jsm = await jetstreamManager(nc);
-    const name = 'lastgap';
     const [last] = (await announcedSnapshots(nc, nats)).slice(-1);
-    await jsm.consumers.add(nats.stream, { durable_name: name, filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last.seq - 1 });
-    const other = await jetstream(nc).consumers.get(nats.stream, name);
-    const seen: number[] = [];
-    const reader = new PullConsumer({ connection: nc, stream: nats.stream, name, logger: new Logger('spec'), expiresMs: 1_000 });
-    await expect(
-      reader.readToEnd(async (message) => {
-        seen.push(message.seq);
-        await other.next({ expires: 2_000 });
-        return ACK;
-      }, 10_000),
-    ).rejects.toThrow(/delivery 2 never reached this reader \(the consumer counts 2 deliveries, 1 arrived; lost on its way, or taken by another reader\): the list is incomplete/);
+    const { read, seen } = await readWithSecondTaken('lastgap', { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: last.seq - 1 });
+    await expect(read).rejects.toThrow(/delivery 2 never reached this reader \(the consumer counts 2 deliveries, 1 arrived; lost on its way, or taken by another reader\): the list is incomplete/);
     expect(seen).toEqual([last.seq - 1]);
   });
 

@@ -255,6 +255,22 @@ describe('PullConsumer.readToEnd and announcedSnapshots (real NATS)', () => {
     expect(seen).toEqual([last.seq - 1]);
   });
 
+  it('read again by the same reader, lists what was announced since its last read', async () => {
+    await (await jetstreamManager(nc)).consumers.add(nats.stream, { durable_name: 'again', filter_subject: `${nats.subjectPrefix}snapshot.ready`, ack_policy: AckPolicy.None });
+    const reader = new PullConsumer({ connection: nc, stream: nats.stream, name: 'again', logger: new Logger('spec'), expiresMs: 1_000 });
+    const read = async () => {
+      const seen: number[] = [];
+      await reader.readToEnd((message) => {
+        seen.push(message.seq);
+        return Promise.resolve(ACK);
+      }, 10_000);
+      return seen;
+    };
+    await read();
+    const { seq } = await ready('20240104-dddddddd');
+    expect(await read()).toEqual([seq]);
+  });
+
   it('throws when the broker does not answer', async () => {
     const server = await OwnNatsServer.start();
     const own = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });

@@ -129,11 +129,16 @@ export class PullConsumer {
    */
   async readToEnd(handle: MessageHandler, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    // Newly attached, the consumer's cached info is the one it was just fetched with; a reader used
+    // before holds the info of its last read, which knows nothing of messages published since.
+    const attaching = !this.consumer;
     const { consumer, settings } = await this.attach();
-    const start = await consumer.info(true);
+    const start = await consumer.info(attaching);
     const checked = !settings.explicitAck;
     let pending = start.num_pending;
     let delivered = start.delivered.consumer_seq;
+    // The consumer's own delivery count, when its info was the last thing read (no message since).
+    let counted: number | undefined = start.delivered.consumer_seq;
     while (pending > 0) {
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`${this.label} still had ${pending} messages pending after ${timeoutMs}ms: the list is incomplete`);
@@ -142,15 +147,18 @@ export class PullConsumer {
         const sequence = message.info.deliverySequence;
         if (checked && sequence !== delivered + 1) throw this.lostDelivery(delivered + 1, `delivery ${sequence} came next`);
         delivered = sequence;
+        counted = undefined;
         await this.dispatch(message, settings, handle);
         pending = message.info.pending;
       } else {
-        pending = (await consumer.info()).num_pending;
+        const info = await consumer.info();
+        pending = info.num_pending;
+        counted = info.delivered.consumer_seq;
       }
     }
     // A lost last delivery has no later one to show the gap; the consumer's own count does.
     if (checked) {
-      const sent = (await consumer.info()).delivered.consumer_seq;
+      const sent = counted ?? (await consumer.info()).delivered.consumer_seq;
       if (sent !== delivered) throw this.lostDelivery(delivered + 1, `the consumer counts ${sent} deliveries, ${delivered} arrived`);
     }
   }

@@ -114,6 +114,29 @@ describe('applyRetention (real NATS)', () => {
     expect(listing()).toEqual(['prod_snapshot_20240102-bbbbbbbb']);
   });
 
+  it('keeps an old snapshot a `db-fanout reload` asked for until that environment has loaded it', async () => {
+    snapshot('20240101-aaaaaaaa', 10);
+    snapshot('20240102-bbbbbbbb', 1);
+    await publishReady('20240101-aaaaaaaa');
+    await publishReady('20240102-bbbbbbbb');
+    await addLoader('qa');
+    await take('qa', 2);
+    // The loader's reload consumer, as LoaderModule binds it: new reloads only, one at a time.
+    const jsm = await jetstreamManager(nc);
+    await jsm.consumers.add(nats.stream, { durable_name: 'loader-qa-reload', filter_subject: `${nats.subjectPrefix}snapshot.reload.qa`, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, max_ack_pending: 1 });
+    const reload = (env: string) => jetstream(nc).publish(`${nats.subjectPrefix}snapshot.reload.${env}`, JSON.stringify({ snapshotId: '20240101-aaaaaaaa', location: join(dir, 'prod_snapshot_20240101-aaaaaaaa') }));
+    await reload('qa');
+    await reload('gone'); // no loader of that environment will ever take it: it holds nothing
+    const kept = { removed: [], keptInUse: ['prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [], leftovers: [] };
+
+    expect(await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).toEqual(kept); // waiting for qa's loader
+    const loading = (await (await jetstream(nc).consumers.get(nats.stream, 'loader-qa-reload')).next({ expires: 2_000 }))!;
+    expect(await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).toEqual(kept); // being loaded
+    await loading.ackAck();
+    expect((await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY)).removed).toEqual(['prod_snapshot_20240101-aaaaaaaa']);
+    expect(listing()).toEqual(['prod_snapshot_20240102-bbbbbbbb']);
+  });
+
   it('keeps everything a stopped loader has not loaded, however old', async () => {
     snapshot('20240101-aaaaaaaa', 30);
     snapshot('20240102-bbbbbbbb', 20);

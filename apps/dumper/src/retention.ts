@@ -4,12 +4,12 @@ import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type NatsConfig } from '@app/common/config';
 import { SNAPSHOT_ID_PATTERN, snapshotDirName, SUBJECTS } from '@app/common/contract';
-import { announcedSnapshots } from '@app/common/messaging';
+import { announcedSnapshots, pendingReloads } from '@app/common/messaging';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 
 export interface RetentionResult {
   removed: string[];
-  /** Old enough, but some environment's loader has not acked its announcement yet. */
+  /** Old enough, but some environment's loader has not acked its announcement, or a reload of it, yet. */
   keptInUse: string[];
   /** Old enough, but never announced on this stream (another pipeline's, or written by hand): never touched. */
   notAnnounced: string[];
@@ -77,7 +77,8 @@ async function completeSnapshots(store: SnapshotStore, ids: string[]): Promise<S
  * SNAPSHOT_RETENTION, after each dump. A snapshot directory is removed only when all of these hold:
  * it is older than the retention and not the newest; this stream announced it (its snapshot.ready
  * is in the stream, or was recorded in `<NATS_STREAM>_SNAPSHOTS` while it was); and every
- * environment's loader consumer has acked past that announcement. The announcements are read to
+ * environment's loader consumer has acked past that announcement, and no `db-fanout reload` of it
+ * waits for or is being loaded by a loader (its reload consumer has not acked it). The announcements are read to
  * the end (the consumer reports nothing pending) and any broker error throws before anything is
  * removed. The leftovers of interrupted uploads (a dump killed before its manifest: its objects,
  * and what the store keeps of an object it never finished) go once nothing has been written to them
@@ -102,6 +103,7 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
     await kv.put(id, JSON.stringify({ seq } satisfies AnnouncementRecord));
   }
   const floor = await loadersAckedUpTo(await jetstreamManager(nc), nats);
+  const reloading = await pendingReloads(nc, nats);
   const announced = new Map<string, number>();
   for (const snapshot of snapshots) {
     const entry = await kv.get(snapshot.id);
@@ -121,7 +123,7 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
     const seq = announced.get(snapshot.id);
     if (seq === undefined) {
       result.notAnnounced.push(snapshot.name);
-    } else if (seq > floor) {
+    } else if (seq > floor || reloading.has(snapshot.id)) {
       result.keptInUse.push(snapshot.name);
     } else {
       await store.remove(snapshot.id);

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { AckPolicy, DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import { SUBJECTS, TRIGGER_SEQ_HEADER } from '../contract/subjects';
@@ -36,28 +36,74 @@ export async function announcedSnapshots(connection: NatsConnection, nats: NatsC
 
 /** announcedSnapshots, with the subject's last sequence as it was read. */
 export async function readAnnouncements(connection: NatsConnection, nats: NatsConfig, timeoutMs = 30_000): Promise<Announcements> {
-  const jsm = await jetstreamManager(connection);
-  const info = await jsm.consumers.add(nats.stream, {
-    filter_subject: `${nats.subjectPrefix}${SUBJECTS.snapshotReady}`,
-    ack_policy: AckPolicy.None,
-    deliver_policy: DeliverPolicy.All,
-    inactive_threshold: nanos(30_000),
-  });
   const announced: AnnouncedSnapshot[] = [];
   let lastSeq = 0;
+  await readSubject(connection, nats, { filterSubject: `${nats.subjectPrefix}${SUBJECTS.snapshotReady}` }, timeoutMs, (message) => {
+    lastSeq = Math.max(lastSeq, message.seq);
+    try {
+      const trigger = Number(message.headers?.get(TRIGGER_SEQ_HEADER) || Number.NaN);
+      announced.push({ seq: message.seq, body: message.json<Record<string, unknown>>(), ...(Number.isSafeInteger(trigger) && trigger > 0 ? { trigger } : {}) });
+    } catch {
+      // A forged, non-JSON snapshot.ready announces nothing.
+    }
+  });
+  return { announced, lastSeq };
+}
+
+/**
+ * The snapshot ids that `db-fanout reload` asked for and some environment's reload consumer
+ * (`loader-<env>-reload`) has not acked yet: waiting for its loader, or being loaded now. Their
+ * snapshot.ready was acked long ago, so only this keeps retention from removing a snapshot a
+ * reload is about to read. Throws like announcedSnapshots: retention deletes on the strength of it.
+ */
+export async function pendingReloads(connection: NatsConnection, nats: NatsConfig, timeoutMs = 30_000): Promise<Set<string>> {
+  const reloadSubjects = `${nats.subjectPrefix}${SUBJECTS.reload}.`;
+  const ackedUpTo = new Map<string, number>();
+  for await (const consumer of (await jetstreamManager(connection)).consumers.list(nats.stream)) {
+    const subject = consumer.config.filter_subject;
+    if (consumer.config.durable_name && subject?.startsWith(reloadSubjects)) ackedUpTo.set(subject, consumer.ack_floor.stream_seq);
+  }
+  const pending = new Set<string>();
+  if (ackedUpTo.size === 0) return pending;
+  const startSeq = Math.min(...ackedUpTo.values()) + 1;
+  await readSubject(connection, nats, { filterSubject: `${reloadSubjects}>`, startSeq }, timeoutMs, (message) => {
+    // A reload for an environment without a reload consumer is never loaded: it holds nothing.
+    if (message.seq <= (ackedUpTo.get(message.subject) ?? Number.POSITIVE_INFINITY)) return;
+    try {
+      const snapshotId = message.json<Record<string, unknown>>().snapshotId;
+      if (typeof snapshotId === 'string') pending.add(snapshotId);
+    } catch {
+      // Not JSON: the loader terminates it unread; it names no snapshot.
+    }
+  });
+  return pending;
+}
+
+/**
+ * Reads one subject of the stream (from `startSeq`, or from the start) through an ephemeral
+ * consumer until it has nothing pending (a single filter works on nats-server 2.9); throws rather
+ * than return part of it.
+ */
+async function readSubject(
+  connection: NatsConnection,
+  nats: NatsConfig,
+  { filterSubject, startSeq }: { filterSubject: string; startSeq?: number },
+  timeoutMs: number,
+  onMessage: (message: JsMsg) => void,
+): Promise<void> {
+  const jsm = await jetstreamManager(connection);
+  const info = await jsm.consumers.add(nats.stream, {
+    filter_subject: filterSubject,
+    ack_policy: AckPolicy.None,
+    ...(startSeq === undefined ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq }),
+    inactive_threshold: nanos(30_000),
+  });
   try {
     const reader = new PullConsumer({ connection, stream: nats.stream, name: info.name, logger: new Logger('Announcements'), expiresMs: 2_000 });
     await reader.readToEnd((message) => {
-      lastSeq = Math.max(lastSeq, message.seq);
-      try {
-        const trigger = Number(message.headers?.get(TRIGGER_SEQ_HEADER) || Number.NaN);
-        announced.push({ seq: message.seq, body: message.json<Record<string, unknown>>(), ...(Number.isSafeInteger(trigger) && trigger > 0 ? { trigger } : {}) });
-      } catch {
-        // A forged, non-JSON snapshot.ready announces nothing.
-      }
+      onMessage(message);
       return Promise.resolve(ACK);
     }, timeoutMs);
-    return { announced, lastSeq };
   } finally {
     await jsm.consumers.delete(nats.stream, info.name).catch(() => undefined);
   }

@@ -220,11 +220,22 @@ export class S3SnapshotStore implements SnapshotStore {
     for await (const { key } of this.keys(prefix)) keys.push(key);
     // The manifest first: from then on no loader takes what is left for a snapshot.
     const manifest = `${prefix}${MANIFEST_OBJECT}`;
-    if (keys.includes(manifest)) await this.client.send(new this.sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: [{ Key: manifest }] } }));
+    if (keys.includes(manifest)) await this.deleteObjects([manifest]);
     const rest = keys.filter((key) => key !== manifest);
-    for (let i = 0; i < rest.length; i += 1000) {
-      await this.client.send(new this.sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: rest.slice(i, i + 1000).map((Key) => ({ Key })) } }));
-    }
+    for (let i = 0; i < rest.length; i += 1000) await this.deleteObjects(rest.slice(i, i + 1000));
+  }
+
+  /**
+   * DeleteObjects answers 200 even when it deleted none of them: each key it refused (AccessDenied,
+   * Object Lock, SlowDown, ...) is listed in `Errors`. Unchecked, retention would report a snapshot
+   * removed and forget it was ever announced while it still lay in the bucket, complete.
+   */
+  private async deleteObjects(keys: string[]): Promise<void> {
+    const result = await this.client.send(new this.sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })) } }));
+    const refused = result.Errors ?? [];
+    if (refused.length === 0) return;
+    const [first] = refused;
+    throw new Error(`S3 refused to delete ${refused.length} of ${keys.length} object(s) in bucket ${this.bucket}, the first ${first.Key ?? '?'}: ${first.Code ?? 'error'} (${first.Message ?? 'no message'})`);
   }
 
   destroy(): void {

@@ -1,4 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -171,4 +173,50 @@ describe('nats snapshot store: the Object Store digest and orphan chunks', () =>
     const source = await store.open(store.locationOf(ID));
     expect((await source.storedSize('0001_t.csv'))).toBeGreaterThan(0);
   });
+});
+
+describe('s3 snapshot store: an S3 server that refuses to delete', () => {
+  let server: OwnS3Server;
+  let refusing: Server;
+  let store: S3SnapshotStore;
+  const bucket = `spec-${randomBytes(4).toString('hex')}`;
+
+  beforeAll(async () => {
+    server = await new OwnS3Server().start();
+    await server.createBucket(bucket);
+    Object.assign(process.env, S3_TEST_CREDENTIALS);
+    // In front of the real server: DeleteObjects answers 200 listing every key as refused, as S3
+    // does under a deny policy or Object Lock (s3rver itself never refuses); the rest passes through.
+    const upstream = new URL(server.endpoint);
+    refusing = createServer((req, res) => {
+      if (req.method === 'POST' && new URL(req.url ?? '/', 'http://x').searchParams.has('delete')) {
+        void text(req).then((body) => {
+          const errors = [...body.matchAll(/<Key>([^<]*)<\/Key>/g)].map(([, key]) => `<Error><Key>${key}</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`);
+          res.writeHead(200, { 'content-type': 'application/xml' }).end(`<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${errors.join('')}</DeleteResult>`);
+        });
+        return;
+      }
+      req.pipe(httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (upstreamRes) => {
+        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
+        upstreamRes.pipe(res);
+      }));
+    });
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    const { port } = refusing.address() as AddressInfo;
+    store = new S3SnapshotStore({ bucket, endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', forcePathStyle: true });
+  }, 30_000);
+  afterAll(async () => {
+    store.destroy();
+    await new Promise((resolve) => refusing.close(resolve));
+    await server.stop();
+  });
+
+  it('fails the removal naming the refusal, and the snapshot stays complete', async () => {
+    const upload = await store.begin(ID);
+    await upload.put('0001_a.csv', Readable.from(['a\n']));
+    await upload.commit(Buffer.from(`{"snapshotId":"${ID}"}`));
+
+    await expect(store.remove(ID)).rejects.toThrow(`S3 refused to delete 1 of 1 object(s) in bucket ${bucket}, the first prod_snapshot_${ID}/manifest.json: AccessDenied (Access Denied)`);
+    expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: true })]);
+  }, 30_000);
 });

@@ -10,6 +10,11 @@ describe('the db-fanout CLI', () => {
     expect(await cli(['trigger', '--date', '2024-02-30'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('--date must be a date YYYY-MM-DD') });
     expect(await cli(['trigger', '--force'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('unknown option --force') });
     expect(await cli(['backfill', '--from', '2024-01-05'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('backfill needs --from and --to') });
+    // Refused before connecting (no NATS_URL answers here): nothing of the range is queued.
+    expect(await cli(['backfill', '--from', '2014-01-01', '--to', '2024-01-09'], { NATS_URL: 'nats://127.0.0.1:1' })).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('a backfill is limited to ten years (3660 days); 2014-01-01 to 2024-01-09 is 3661'),
+    });
     expect(await cli(['reload'], {})).toMatchObject({ code: 2, stderr: expect.stringContaining('reload needs --env NAME') });
     expect(await cli(['trigger', '--help'], {})).toMatchObject({ code: 0, stdout: expect.stringContaining('trigger [--date YYYY-MM-DD]') });
   });

@@ -63,11 +63,16 @@ const trigger: Work = async (nc, config, options) => {
   out(`triggered replication for ${date} (stream ${config.nats.stream}, message ${seq})`);
 };
 
+const MAX_BACKFILL_DAYS = 3660;
+
 function backfillRange(options: Options): [string, string] {
   const from = dateOption(options, 'from');
   const to = dateOption(options, 'to');
   if (!from || !to) throw new UsageError('backfill needs --from and --to');
   if (from > to) throw new UsageError(`--from ${from} is after --to ${to}`);
+  // Refused before anything is published: past the limit, every earlier day would already be queued.
+  const days = (Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 + 1;
+  if (days > MAX_BACKFILL_DAYS) throw new UsageError(`a backfill is limited to ten years (${MAX_BACKFILL_DAYS} days); ${from} to ${to} is ${days}`);
   return [from, to];
 }
 
@@ -79,7 +84,7 @@ const backfill: Work = async (nc, config, options) => {
     // One id per day: running the same backfill twice within the duplicate window dumps once.
     await publishTrigger(nc, config, date, `backfill:${date}`);
     out(`triggered ${date}`);
-    if (++count > 3660) throw new UsageError('a backfill is limited to ten years');
+    count += 1;
   }
   out(`backfill of ${count} day(s) queued; the dumper takes them oldest first`);
 };

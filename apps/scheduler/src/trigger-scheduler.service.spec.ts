@@ -58,6 +58,19 @@ describe('dueTick', () => {
       next: at('2024-03-10T07:00:00Z'),
     });
   });
+
+  it('fires once on the day clocks go back, at the scheduled wall-clock time (cron alone gives an extra tick)', () => {
+    const newYork = new CronTime('0 2 * * *', 'America/New_York');
+    // 2024-11-03: 02:00 EDT becomes 01:00 EST; 02:00 EST (07:00Z) is the day's one 02:00.
+    expect(dueTick(newYork, 'America/New_York', at('2024-11-02T06:00:00Z'), at('2024-11-02T06:00:00.300Z')).next).toEqual(at('2024-11-03T07:00:00Z'));
+    expect(dueTick(newYork, 'America/New_York', at('2024-11-03T07:00:00Z'), at('2024-11-03T07:00:00.300Z'))).toEqual({ due: at('2024-11-03T07:00:00Z'), next: at('2024-11-04T07:00:00Z') });
+    const paris = new CronTime('0 3 * * *', 'Europe/Paris');
+    // 2024-10-27: 03:00 CEST becomes 02:00 CET; 03:00 CET (02:00Z) is the day's one 03:00.
+    expect(dueTick(paris, 'Europe/Paris', at('2024-10-26T01:00:00Z'), at('2024-10-26T01:00:00.300Z')).next).toEqual(at('2024-10-27T02:00:00Z'));
+    // A tick at 01:00, before the change, and one at 01:00 every day of the year are left as they are.
+    const early = new CronTime('0 1 * * *', 'America/New_York');
+    expect(dueTick(early, 'America/New_York', at('2024-11-02T05:00:00Z'), at('2024-11-02T05:00:00.300Z')).next).toEqual(at('2024-11-03T05:00:00Z'));
+  });
 });
 
 describe('TriggerScheduler (real NATS)', () => {

@@ -22,6 +22,27 @@ export function scheduledTrigger(fireTime: Date, config: Pick<SchedulerConfig, '
   return { payload: { date }, msgID: `scheduled:${fireTime.toISOString()}` };
 }
 
+/** Whether the wall-clock time of `fireTime` in `timeZone` is one the schedule names. */
+function onSchedule(cronTime: CronTime, timeZone: string, fireTime: Date): boolean {
+  const wall = DateTime.fromJSDate(fireTime, { zone: timeZone });
+  const asUtc = DateTime.fromObject({ year: wall.year, month: wall.month, day: wall.day, hour: wall.hour, minute: wall.minute, second: wall.second }, { zone: 'UTC' });
+  return cronTime.getNextDateFrom(asUtc.minus({ milliseconds: 1 }).toJSDate(), 'UTC').toMillis() === asUtc.toMillis();
+}
+
+/**
+ * The schedule's next fire time after `from`. cron (4.4) gives one too many on the day clocks go
+ * back: for `0 2 * * *` in New York on 2024-11-03 both 01:00 EST and 02:00 EST, two dumps on one
+ * date where Airflow runs one. That extra is off the schedule's wall clock after the clocks went
+ * back that day, and is skipped; the 03:00 that stands in for a 02:00 the spring-forward day does
+ * not have is off it too, but after clocks went forward, and is kept (as cron and Airflow fire it).
+ */
+export function nextFireTime(cronTime: CronTime, timeZone: string, from: Date): Date {
+  const next = cronTime.getNextDateFrom(from, timeZone);
+  const clocksWentBack = next.setZone(timeZone).offset < next.setZone(timeZone).startOf('day').offset;
+  if (clocksWentBack && !onSchedule(cronTime, timeZone, next.toJSDate())) return nextFireTime(cronTime, timeZone, next.toJSDate());
+  return next.toJSDate();
+}
+
 /**
  * The tick due at `now`: the latest fire time of the schedule from `nextFire` up to `now` (ticks
  * missed meanwhile collapse into it, as cron's own do), and the fire time after it; no tick when
@@ -32,7 +53,7 @@ export function dueTick(cronTime: CronTime, timeZone: string, nextFire: Date, no
   let next = nextFire;
   while (next.getTime() <= now.getTime()) {
     due = next;
-    next = cronTime.getNextDateFrom(due, timeZone).toJSDate();
+    next = nextFireTime(cronTime, timeZone, due);
   }
   return { due, next };
 }
@@ -99,7 +120,7 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     });
     this.registry.addCronJob('replication-trigger', this.job);
     // Known before the job starts: start() itself may call onTick (see onTick).
-    this.nextFire = this.job.nextDate().toJSDate();
+    this.nextFire = nextFireTime(this.job.cronTime, this.config.timeZone, DateTime.now().toJSDate());
     this.job.start();
     this.logger.log(`schedule ${this.config.schedule} (${this.config.timeZone}); next trigger at ${this.nextFire.toISOString()}`);
     this.reportSchedule();

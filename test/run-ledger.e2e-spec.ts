@@ -1,5 +1,6 @@
 import type { RunningApp } from './support/apps';
 import { PipelineHarness, until } from './support/pipeline';
+import { plainPublish } from './support/nats';
 import { TcpProxy } from './support/tcp-proxy';
 
 interface Step {
@@ -70,7 +71,12 @@ describe('the run ledger behind GET /api/runs', () => {
     expect(await runOf('2024-06-01')).toEqual(run);
   });
 
-  it('lists runs newest first, with environments appearing as their loaders report', async () => {
+  it('lists runs newest first, with environments appearing as their loaders report; triggers the dumper refuses are no run', async () => {
+    // Each is terminated unread by the dumper: a row for it would stay "dump queued" for ever.
+    const subject = `${pipeline.namespace.prefix}replication.trigger`;
+    for (const body of [{ date: '2024-02-30' }, { date: '2023-12-31' }, { date: '2024-06-03', force: true }, { Date: '2024-06-04' }, { date: null }]) {
+      await plainPublish(subject, JSON.stringify(body), undefined, pipeline.namespace.url);
+    }
     await pipeline.trigger('2024-06-02');
     await until('the second run to finish in dev', async () => (await runOf('2024-06-02'))?.loads.dev?.state === 'success', 30_000);
     const all = await runs();

@@ -4,7 +4,7 @@ import { type KV, Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
-import { dateInTimeZone } from '@app/common/contract';
+import { dateInTimeZone, parseTriggerPayload } from '@app/common/contract';
 import { ACK, kvKeys, nak, NATS_CONNECTION, PullConsumer } from '@app/common/messaging';
 import { errorMessage, ReadinessService } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
@@ -105,6 +105,23 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
     return (await this.runs()).find((run) => run.dump.state === 'success')?.date;
   }
 
+  /**
+   * The run a trigger starts, checked as the dumper checks it: one the dumper terminates unread (an
+   * unknown field, a date that is not a calendar date, a date before START_DATE) is no run, not one
+   * "queued" forever (and a date catch-up would wait on). Without a date it is for "today" where the
+   * dumper resolves it: the same time zone.
+   */
+  private triggerDate(body: unknown, published: Date): string | undefined {
+    let requested: string | undefined;
+    try {
+      requested = parseTriggerPayload(body).date;
+    } catch {
+      return undefined;
+    }
+    const date = requested ?? dateInTimeZone(published, this.config.timeZone);
+    return date < this.config.startDate ? undefined : date;
+  }
+
   private async record(message: JsMsg): Promise<void> {
     const subject = message.subject.slice(this.config.nats.subjectPrefix.length);
     let body: Record<string, unknown> = {};
@@ -115,8 +132,7 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
       return; // not JSON: the consuming app rejected it; it is no run
     }
     if (typeof body !== 'object' || body === null) return;
-    // A trigger without a date is for "today" where the dumper resolves it: the same time zone.
-    const date = runDateOf(subject, body) ?? (subject === 'replication.trigger' ? dateInTimeZone(message.time, this.config.timeZone) : undefined);
+    const date = subject === 'replication.trigger' ? this.triggerDate(body, message.time) : runDateOf(subject, body);
     if (!date || !/^\d{4}-\d{2}-\d{2}$/.test(date)) return;
     const kv = this.kv!;
     // Compare-and-set: a second scheduler folding the same event stream never loses an update.

@@ -2,9 +2,14 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable as ReadableStream } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { S3SnapshotStore } from '@app/common/snapshot-store';
+import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../test/support/s3-server';
+import type { ManifestTable } from '@app/common/contract';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
-import { checkFileSizes, parseCsvRecord, readCsvHeader, readManifest, resolveSnapshotDir, SnapshotFileError, SnapshotNotFoundError, waitForSnapshot } from './snapshot-files';
+import { checkFileSizes, directorySource, openTableData, parseCsvRecord, readCsvHeader, readManifest, resolveSnapshotDir, SnapshotFileError, SnapshotNotFoundError, waitForSnapshot } from './snapshot-files';
 
 const SNAPSHOT_ID = '20240105-1a2b3c4d';
 
@@ -418,4 +423,60 @@ describe('resolveSnapshotDir with a symlinked or relative SNAPSHOT_DIR', () => {
       process.chdir(cwd);
     }
   });
+});
+
+describe('openTableData', () => {
+  // 8 MB of CSV: the header check reads one line and stops long before the end.
+  const csv = 'id,name\n' + Array.from({ length: 400_000 }, (_, i) => `${i},name-${i}`).join('\n') + '\n';
+  const cases = [
+    { what: 'gzip', compression: 'gzip' as const, stallMs: undefined },
+    { what: 'uncompressed, watched for stalls (an object store)', compression: 'none' as const, stallMs: 60_000 },
+    { what: 'gzip, watched for stalls (an object store)', compression: 'gzip' as const, stallMs: 60_000 },
+  ];
+
+  it.each(cases)('closes the download under it when the reader stops early ($what)', async ({ compression, stallMs }) => {
+    const dir = freshDir('open-table');
+    const file = compression === 'gzip' ? '0001_items.csv.gz' : '0001_items.csv';
+    writeFileSync(join(dir, file), compression === 'gzip' ? gzipSync(csv) : csv);
+    const files = directorySource(dir);
+    let download: ReadableStream | undefined;
+    const source = { ...files, open: async (name: string) => (download = await files.open(name)) };
+    const table = { file, name: 'public.items' } as ManifestTable;
+
+    const data = await openTableData(source, { compression } as SnapshotManifest, table, stallMs);
+    expect(await readCsvHeader(data, file)).toEqual(['id', 'name']);
+    // Left open, an S3 download keeps one of the SDK's sockets and an fs one its file, for good.
+    await new Promise<void>((resolve, reject) => {
+      if (download!.destroyed) return resolve();
+      const timer = setTimeout(() => reject(new Error(`the download of ${file} is still open`)), 2_000);
+      download!.once('close', () => resolve(clearTimeout(timer)));
+    });
+    expect(download!.destroyed).toBe(true);
+  });
+
+  it('reads the headers of 60 gzip tables from S3 load after load (the SDK keeps 50 sockets)', async () => {
+    const server = await new OwnS3Server().start();
+    Object.assign(process.env, S3_TEST_CREDENTIALS);
+    const store = new S3SnapshotStore({ bucket: 'headers', endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true });
+    try {
+      await server.createBucket('headers');
+      const upload = await store.begin(SNAPSHOT_ID);
+      const tables: ManifestTable[] = [];
+      for (let i = 0; i < 60; i++) {
+        const table = { file: `${String(i + 1).padStart(4, '0')}_t${i}.csv.gz`, name: `public.t${i}` } as ManifestTable;
+        await upload.put(table.file, ReadableStream.from([gzipSync(csv)]));
+        tables.push(table);
+      }
+      await upload.commit(Buffer.from(`{"snapshotId":"${SNAPSHOT_ID}"}`));
+      const source = await store.open(store.locationOf(SNAPSHOT_ID));
+      // Every download left open held a socket: the first load's 51st header waited for one for ever.
+      for (let load = 0; load < 3; load++) {
+        const headers = await Promise.all(tables.map(async (table) => readCsvHeader(await openTableData(source, { compression: 'gzip' } as SnapshotManifest, table, 60_000), table.file)));
+        expect(headers).toEqual(tables.map(() => ['id', 'name']));
+      }
+    } finally {
+      store.destroy();
+      await server.stop();
+    }
+  }, 60_000);
 });

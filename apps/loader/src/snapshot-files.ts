@@ -43,7 +43,20 @@ export async function openTableData(source: SnapshotSource, manifest: SnapshotMa
   const csv = new PassThrough({ highWaterMark: READ_BUFFER });
   stream.on('error', (error) => csv.destroy(error));
   gunzip.on('error', (error) => csv.destroy(new SnapshotFileError(`${table.file} (${table.name}) is not a valid gzip stream: ${error.message}`)));
-  return stream.pipe(gunzip).pipe(csv);
+  return closesUpstream(stream.pipe(gunzip).pipe(csv), gunzip, stream);
+}
+
+/**
+ * `pipe()` carries data and (here, by hand) errors downstream, never a close upstream: a reader that
+ * stops early (the header check reads one line; a failed COPY) destroys only the last stream, and
+ * the download under it stayed open, paused, for good: an S3 response holding one of the SDK's 50
+ * sockets (the next loads waited for a free one for ever), an open file, an Object Store consumer.
+ */
+function closesUpstream(last: Readable, ...upstream: Readable[]): Readable {
+  last.once('close', () => {
+    for (const stream of upstream) if (!stream.destroyed) stream.destroy();
+  });
+  return last;
 }
 
 function watchForStalls(source: Readable, ms: number, file: string): Readable {
@@ -65,7 +78,7 @@ function watchForStalls(source: Readable, ms: number, file: string): Readable {
   });
   timer = timer.unref();
   source.on('error', (error) => watched.destroy(error));
-  return source.pipe(watched);
+  return closesUpstream(source.pipe(watched), source);
 }
 
 const MAX_MANIFEST_BYTES = 64 << 20;

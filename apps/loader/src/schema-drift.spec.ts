@@ -78,6 +78,15 @@ describe('SCHEMA_DRIFT', () => {
     expect(again).toMatchObject({ kind: 'already-loaded', entry: { announced: false, drift: (result as { drift: unknown }).drift } });
   });
 
+  it("common-columns keeps production's ids in a GENERATED ALWAYS identity column of the environment", async () => {
+    const env = await target(DRIFTED_SQL.replace('id int PRIMARY KEY', 'id int GENERATED ALWAYS AS IDENTITY (START WITH 100) PRIMARY KEY'));
+    expect(await load(env, 'common-columns')).toMatchObject({ kind: 'loaded', drift: { leftOutColumns: ['public.people."legacy_code"'] } });
+    expect(await env.query('SELECT id, name FROM public.people ORDER BY id')).toEqual([
+      { id: 1, name: 'Ada' },
+      { id: 2, name: 'Zoë' },
+    ]);
+  });
+
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {
     const env = await target(`${DRIFTED_SQL} ALTER TABLE public.people ADD COLUMN region text NOT NULL;`);
     await expect(load(env, 'common-columns')).rejects.toThrow('public.people."region" is NOT NULL without a default and not in the snapshot');

@@ -82,7 +82,8 @@ export function stagedCopySql(target: DriftTarget): { copy: string; create: stri
   return {
     create: `CREATE TEMP TABLE ${staging} (${all.map((c) => `${c} text`).join(', ')}) ON COMMIT DROP`,
     copy: `COPY ${staging} (${all.join(', ')}) FROM STDIN (FORMAT csv, HEADER)`,
-    // Every value goes through the target column's input function, as COPY would have done.
-    insert: `INSERT INTO ${table} (${common.join(', ')}) SELECT ${target.columns.map((c) => `CAST(${quoteIdent(c)} AS ${target.types[c]})`).join(', ')} FROM ${staging}`,
+    // Every value goes through the target column's input function, as COPY would have done; and
+    // production's value goes into a GENERATED ALWAYS identity column, as COPY puts it there too.
+    insert: `INSERT INTO ${table} (${common.join(', ')}) OVERRIDING SYSTEM VALUE SELECT ${target.columns.map((c) => `CAST(${quoteIdent(c)} AS ${target.types[c]})`).join(', ')} FROM ${staging}`,
   };
 }

@@ -87,6 +87,12 @@ describe('SCHEMA_DRIFT', () => {
     ]);
   });
 
+  it('common-columns checks the keys an environment-only table references in a table it dropped a column of', async () => {
+    const env = await target(`${DRIFTED_SQL} CREATE TABLE public.env_notes (person int REFERENCES public.people (id)); INSERT INTO public.people (id, name) VALUES (2, 'old'); INSERT INTO public.env_notes VALUES (2);`);
+    expect(await load(env, 'common-columns')).toMatchObject({ kind: 'loaded', drift: { leftOutColumns: ['public.people."legacy_code"'] } });
+    expect(await env.query('SELECT p.name FROM public.env_notes n JOIN public.people p ON p.id = n.person')).toEqual([{ name: 'Zoë' }]);
+  });
+
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {
     const env = await target(`${DRIFTED_SQL} ALTER TABLE public.people ADD COLUMN region text NOT NULL;`);
     await expect(load(env, 'common-columns')).rejects.toThrow('public.people."region" is NOT NULL without a default and not in the snapshot');

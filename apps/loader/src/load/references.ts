@@ -22,6 +22,14 @@ export async function checkReferencesFromOutside(client: PoolClient, open: (tabl
       copies.set(referenced.oid, keys);
       const table = referenced.manifest;
       await client.query(`CREATE TEMPORARY TABLE ${keys} (LIKE ${quoteQualified({ schema: table.schema, name: table.table })}) ON COMMIT DROP`);
+      // The file's columns exactly. SCHEMA_DRIFT=common-columns: a column the environment dropped
+      // comes as text (it holds no key), and one the environment added goes (LIKE copies its NOT
+      // NULL, which the file, lacking it, would break).
+      const { rows: present } = await client.query<{ name: string }>('SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped', [keys]);
+      const have = new Set(present.map((column) => column.name));
+      const inFile = new Set(table.columns);
+      for (const column of [...have].filter((c) => !inFile.has(c))) await client.query(`ALTER TABLE ${keys} DROP COLUMN ${quoteIdent(column)}`);
+      for (const column of table.columns.filter((c) => !have.has(c))) await client.query(`ALTER TABLE ${keys} ADD COLUMN ${quoteIdent(column)} text`);
       const copy = client.query(copyFrom(`COPY ${keys} (${table.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`));
       await pipeline(await open(table), copy);
     }

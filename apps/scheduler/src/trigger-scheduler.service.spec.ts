@@ -1,10 +1,13 @@
 import { Test } from '@nestjs/testing';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
 import { CronTime } from 'cron';
 import { Settings } from 'luxon';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadSchedulerConfig, type SchedulerConfig } from '@app/common/config';
+import { streamSubjects } from '@app/common/contract';
+import { TcpProxy } from '../../../test/support/tcp-proxy';
 import { SchedulerModule } from './scheduler.module';
 import { dueTick, scheduledTrigger, TriggerScheduler } from './trigger-scheduler.service';
 
@@ -109,6 +112,84 @@ describe('TriggerScheduler (real NATS)', () => {
     } finally {
       await app.close();
     }
+  });
+
+  describe('after the stream\'s duplicate window (here 1 s) has passed', () => {
+    /** The stream made beforehand, as an operator may have: the apps leave an existing stream as it is. */
+    async function streamWithShortWindow(name: string, prefix: string): Promise<void> {
+      await (await jetstreamManager(nc)).streams.add({
+        name,
+        subjects: streamSubjects(prefix),
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        duplicate_window: nanos(1_000),
+      });
+    }
+
+    async function triggersStored(stream: string): Promise<string[]> {
+      const jsm = await jetstreamManager(nc);
+      const { state } = await jsm.streams.info(stream);
+      const ids: string[] = [];
+      for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
+        const message = await jsm.streams.getMessage(stream, { seq });
+        if (message) ids.push(message.header.get('Nats-Msg-Id'));
+      }
+      return ids;
+    }
+
+    it('does not store a tick again that another scheduler stored: a late scheduler looks first', async () => {
+      const late = loadSchedulerConfig({ NATS_URL, NATS_STREAM: `SPEC_SCHEDLATE_${id}`, NATS_SUBJECT_PREFIX: `spec_schedlate_${id}.`, SCHEDULE: '0 0 1 1 *' });
+      await streamWithShortWindow(late.nats.stream, late.nats.subjectPrefix);
+      const fireTime = new Date('2024-01-05T00:00:00Z');
+      const msgID = `scheduled:${fireTime.toISOString()}`;
+      await jetstream(nc).publish(`${late.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-01-05' }), { msgID });
+      await sleep(1_500);
+      const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(late)] }).compile();
+      moduleRef.useLogger(false);
+      const app = moduleRef.createNestApplication();
+      await app.init();
+      try {
+        expect(await app.get(TriggerScheduler).fire(fireTime)).toBe('published');
+        expect(await triggersStored(late.nats.stream)).toEqual([msgID]);
+        // A tick nobody stored is still published.
+        expect(await app.get(TriggerScheduler).fire(new Date('2024-01-06T00:00:00Z'))).toBe('published');
+        expect(await triggersStored(late.nats.stream)).toEqual([msgID, 'scheduled:2024-01-06T00:00:00.000Z']);
+      } finally {
+        await app.close();
+        await (await jetstreamManager(nc)).streams.delete(late.nats.stream).catch(() => undefined);
+      }
+    });
+
+    it('does not store a tick again when its retries outlast the window: cut off, it finds the tick another scheduler stored', async () => {
+      const proxy = await TcpProxy.start({ host: '127.0.0.1', port: Number(new URL(NATS_URL).port || 4222) });
+      const cutOff = loadSchedulerConfig({
+        NATS_URL: `nats://127.0.0.1:${proxy.port}`,
+        NATS_STREAM: `SPEC_SCHEDCUT_${id}`,
+        NATS_SUBJECT_PREFIX: `spec_schedcut_${id}.`,
+        SCHEDULE: '0 0 1 1 *',
+      });
+      await streamWithShortWindow(cutOff.nats.stream, cutOff.nats.subjectPrefix);
+      const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(cutOff)] }).compile();
+      moduleRef.useLogger(false);
+      const app = moduleRef.createNestApplication();
+      await app.init();
+      try {
+        const fireTime = new Date(Math.floor(Date.now() / 1000) * 1000);
+        const msgID = `scheduled:${fireTime.toISOString()}`;
+        await proxy.down();
+        const fired = app.get(TriggerScheduler).fire(fireTime);
+        // The other scheduler, still connected, stores the tick; this one's window then passes.
+        await jetstream(nc).publish(`${cutOff.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: fireTime.toISOString().slice(0, 10) }), { msgID });
+        await sleep(1_500);
+        await proxy.up();
+        expect(await fired).toBe('published');
+        expect(await triggersStored(cutOff.nats.stream)).toEqual([msgID]);
+      } finally {
+        await app.close();
+        await proxy.down();
+        await (await jetstreamManager(nc)).streams.delete(cutOff.nats.stream).catch(() => undefined);
+      }
+    }, 30_000);
   });
 
   it("publishes a tick that cron fires from its start() under the tick's own whole-second id (a busy machine)", async () => {

@@ -12,6 +12,7 @@ import { NATS_CONNECTION } from '@app/common/messaging';
 import { errorMessage, MetricsService, ReadinessService } from '@app/common/observability';
 import { CatchUpService } from './catch-up.service';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
+import { triggerStored } from './stored-trigger';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
 export function scheduledTrigger(fireTime: Date, config: Pick<SchedulerConfig, 'timeZone' | 'startDate'>): { payload: TriggerPayload; msgID: string } | undefined {
@@ -78,8 +79,15 @@ class TickOverError extends Error {}
 const PUBLISH_TIMEOUT_MS = 5_000;
 
 /**
+ * A first attempt this soon after its fire time needs no look-up: the stream's duplicate window
+ * (2 minutes) still drops a copy that another scheduler stored. Later attempts look first.
+ */
+const ON_TIME_MS = 30_000;
+
+/**
  * Fires the trigger on SCHEDULE in SCHEDULE_TIMEZONE. Each tick's trigger is published under the
- * tick's message id and retried until the stream has stored it, however long the broker is away,
+ * tick's message id and retried until the stream has stored it, however long the broker is away
+ * (each retry first looks whether it is stored already: the stream's duplicate window is shorter),
  * until the next tick comes: then that tick is given up, loudly (log and
  * `db_fanout_triggers_total{result="failed"}`), and the next one takes over.
  */
@@ -97,7 +105,7 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
 
   constructor(
     @Inject(SCHEDULER_CONFIG) private readonly config: SchedulerConfig,
-    @Inject(NATS_CONNECTION) connection: NatsConnection,
+    @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
     private readonly registry: SchedulerRegistry,
     private readonly metrics: MetricsService,
     private readonly readiness: ReadinessService,
@@ -169,7 +177,17 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     let lastError: unknown;
     for (let attempt = 1; !tick.signal.aborted; attempt++) {
       try {
-        // The same message id on every attempt: an attempt whose ack was lost but which was stored is not stored twice.
+        if ((attempt > 1 || Date.now() - fireTime.getTime() > ON_TIME_MS) && (await this.storedAlready(trigger.msgID, fireTime, tick.signal))) {
+          if (tick.signal.aborted) break;
+          this.logger.log(`the trigger for ${date} (${trigger.msgID}) is in the stream already (another scheduler's, or an earlier attempt whose answer was lost): not publishing it again`);
+          this.metrics.triggers.inc({ result: 'published' });
+          this.recordPublished(fireTime);
+          if (this.pending === tick) this.pending = undefined;
+          return 'published';
+        }
+        if (tick.signal.aborted) break;
+        // The same message id on every attempt: within the stream's duplicate window an attempt whose
+        // ack was lost but which was stored is not stored twice; after it, the look-up above is what keeps it once.
         const publish = this.js.publish(subject, JSON.stringify(trigger.payload), { msgID: trigger.msgID, timeout: PUBLISH_TIMEOUT_MS });
         // The next tick ends this one at once, even with a publish still waiting for its answer.
         if ((await Promise.race([publish.then(() => 'stored' as const), abortion(tick.signal)])) === 'aborted') {
@@ -198,6 +216,17 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     );
     this.metrics.triggers.inc({ result: 'failed' });
     return 'failed';
+  }
+
+  /** triggerStored, given up (as not stored) when the next tick comes first. */
+  private async storedAlready(msgID: string, fireTime: Date, signal: AbortSignal): Promise<boolean> {
+    const lookUp = triggerStored(this.connection, this.config, msgID, fireTime);
+    const answer = await Promise.race([lookUp, abortion(signal)]);
+    if (answer === 'aborted') {
+      lookUp.catch(() => undefined);
+      return false;
+    }
+    return answer;
   }
 
   private recordPublished(fireTime: Date): void {

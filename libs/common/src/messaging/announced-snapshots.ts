@@ -1,9 +1,8 @@
-import { Logger } from '@nestjs/common';
-import { AckPolicy, DeliverPolicy, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import { SUBJECTS, TRIGGER_SEQ_HEADER } from '../contract/subjects';
-import { ACK, PullConsumer } from './pull-consumer';
+import { readSubject } from './subject-reader';
 
 export interface AnnouncedSnapshot {
   /** Stream sequence of the snapshot.ready: a loader that acked past it is done with the snapshot. */
@@ -77,34 +76,4 @@ export async function pendingReloads(connection: NatsConnection, nats: NatsConfi
     }
   });
   return pending;
-}
-
-/**
- * Reads one subject of the stream (from `startSeq`, or from the start) through an ephemeral
- * consumer until it has nothing pending (a single filter works on nats-server 2.9); throws rather
- * than return part of it.
- */
-async function readSubject(
-  connection: NatsConnection,
-  nats: NatsConfig,
-  { filterSubject, startSeq }: { filterSubject: string; startSeq?: number },
-  timeoutMs: number,
-  onMessage: (message: JsMsg) => void,
-): Promise<void> {
-  const jsm = await jetstreamManager(connection);
-  const info = await jsm.consumers.add(nats.stream, {
-    filter_subject: filterSubject,
-    ack_policy: AckPolicy.None,
-    ...(startSeq === undefined ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq }),
-    inactive_threshold: nanos(30_000),
-  });
-  try {
-    const reader = new PullConsumer({ connection, stream: nats.stream, name: info.name, logger: new Logger('Announcements'), expiresMs: 2_000 });
-    await reader.readToEnd((message) => {
-      onMessage(message);
-      return Promise.resolve(ACK);
-    }, timeoutMs);
-  } finally {
-    await jsm.consumers.delete(nats.stream, info.name).catch(() => undefined);
-  }
 }

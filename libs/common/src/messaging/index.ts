@@ -9,4 +9,5 @@ export * from './message-disposition';
 export * from './nats-connection';
 export * from './pull-consumer';
 export * from './stream-setup';
+export * from './subject-reader';
 export * from './terminate-message.filter';

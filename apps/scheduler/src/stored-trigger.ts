@@ -1,0 +1,24 @@
+import type { SchedulerConfig } from '@app/common/config';
+import { SUBJECTS } from '@app/common/contract';
+import { readSubject } from '@app/common/messaging';
+import type { NatsConnection } from '@nats-io/transport-node';
+
+/** How far before a tick's fire time the look-up starts: clocks of scheduler and broker may disagree by this much. */
+const CLOCK_SKEW_MS = 10 * 60_000;
+
+/**
+ * Whether the stream holds a trigger published under `msgID` since shortly before `fireTime`. The
+ * stream drops a repeated message id only within its duplicate window (2 minutes); a scheduler
+ * that publishes a tick later than that (its retries outlasting a partition, a process paused, a
+ * publish whose answer was lost) must look first, or the tick is stored twice and production is
+ * dumped twice. Triggers are a few messages a day, so the read is small. Throws when the stream
+ * cannot be read: the caller then retries rather than publish on a guess.
+ */
+export async function triggerStored(connection: NatsConnection, config: Pick<SchedulerConfig, 'nats'>, msgID: string, fireTime: Date, timeoutMs = 10_000): Promise<boolean> {
+  let stored = false;
+  const startTime = new Date(fireTime.getTime() - CLOCK_SKEW_MS);
+  await readSubject(connection, config.nats, { filterSubject: `${config.nats.subjectPrefix}${SUBJECTS.trigger}`, startTime }, timeoutMs, (message) => {
+    if (message.headers?.get('Nats-Msg-Id') === msgID) stored = true;
+  });
+  return stored;
+}

@@ -1,9 +1,10 @@
+import { Client } from 'pg';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { TargetDatabase } from './database/target-database';
-import { LEDGER_TABLE } from './ledger';
+import { LEDGER_TABLE, LedgerRepository } from './ledger';
 
 describe('the ledger migration', () => {
   let db: TestDatabase;
@@ -50,6 +51,60 @@ describe('the ledger migration', () => {
       await blocker.close();
       await second.close();
     }
+  });
+});
+
+describe("the ledger's lock", () => {
+  let db: TestDatabase;
+  const clients: Client[] = [];
+  async function session(applicationName: string): Promise<Client> {
+    const client = new Client({ connectionString: db.url, application_name: applicationName });
+    await client.connect();
+    clients.push(client);
+    return client;
+  }
+  beforeEach(async () => {
+    db = await createDatabase('ledger_lock_spec');
+    const target = new TargetDatabase(db.url);
+    await target.ensureLedger();
+    await target.close();
+  });
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.end().catch(() => undefined)));
+    await db.drop();
+  });
+
+  it("waits past lock_timeout for the load holding it, saying who holds it, then takes it in a transaction still usable", async () => {
+    const other = await session('db-fanout-loader-dev');
+    await other.query(`BEGIN; LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
+    const otherPid = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const waiting = await session('waiting-load');
+    await waiting.query("BEGIN; SET LOCAL lock_timeout = '200ms'");
+    const waits: string[] = [];
+    const locked = new LedgerRepository(waiting).lock({ onWait: (holders) => waits.push(holders) });
+    const outcome = locked.then(() => 'locked', (error: unknown) => `failed: ${String(error)}`);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(waits.length).toBeGreaterThanOrEqual(2);
+    expect(waits[0]).toMatch(new RegExp(`^pid ${otherPid} \\(db-fanout-loader-dev, idle in transaction since `));
+    await other.query('COMMIT');
+    expect(await outcome).toBe('locked');
+    // The lock is held for the rest of the transaction, which took no harm from the timed-out waits.
+    const { rows } = await waiting.query<{ mode: string }>(`SELECT mode FROM pg_locks WHERE relation = '${LEDGER_TABLE}'::regclass AND pid = pg_backend_pid() AND granted`);
+    expect(rows.map((r) => r.mode)).toEqual(['ShareRowExclusiveLock']);
+    await waiting.query('COMMIT');
+  });
+
+  it('stops waiting when the app stops (the message is delivered again later)', async () => {
+    const other = await session('db-fanout-loader-dev');
+    await other.query(`BEGIN; LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
+    const waiting = await session('waiting-load');
+    await waiting.query("BEGIN; SET LOCAL lock_timeout = '200ms'");
+    const stopping = new AbortController();
+    const locked = new LedgerRepository(waiting).lock({ signal: stopping.signal });
+    setTimeout(() => stopping.abort(), 500);
+    await expect(locked).rejects.toMatchObject({ code: '55P03' });
+    await waiting.query('ROLLBACK');
+    await other.query('ROLLBACK');
   });
 });
 

@@ -34,6 +34,9 @@ export interface LedgerRecord extends Omit<LedgerEntry, 'announced'> {
  */
 const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07', '42701', '42710']);
 
+/** SQLSTATE of a lock wait that outlasted lock_timeout. */
+const LOCK_NOT_AVAILABLE = '55P03';
+
 /** Columns added after the first release, with their types: ledgers created before get them at startup. */
 const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
   ['snapshot_created_at', 'timestamptz'],
@@ -95,9 +98,36 @@ export class LedgerRepository {
   /**
    * Serialises loads into one target (SHARE ROW EXCLUSIVE conflicts with itself), for the rest of the
    * transaction: two loads racing each other would otherwise both truncate and the loser would fail.
+   * Only another load (or someone writing the ledger by hand) holds it, so the wait is not bounded
+   * by the session's lock_timeout: a reload asked for during an hour-long daily load waits for it
+   * rather than fail after its retries. Each timeout rolls back to a savepoint, reports who holds
+   * the lock (`onWait`) and waits again, until `signal` (the app stopping) ends the wait.
    */
-  async lock(): Promise<void> {
-    await this.db.query(`LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
+  async lock({ onWait, signal }: { onWait?: (holders: string) => void; signal?: AbortSignal } = {}): Promise<void> {
+    for (;;) {
+      await this.db.query('SAVEPOINT db_fanout_ledger_lock');
+      try {
+        await this.db.query(`LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
+        await this.db.query('RELEASE SAVEPOINT db_fanout_ledger_lock');
+        return;
+      } catch (error) {
+        if ((error as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw error;
+        await this.db.query('ROLLBACK TO SAVEPOINT db_fanout_ledger_lock');
+        if (signal?.aborted) throw error;
+        onWait?.(await this.lockHolders());
+      }
+    }
+  }
+
+  /** The sessions holding or queued for the ledger's lock ahead of this one: pid, application, state, since when. */
+  private async lockHolders(): Promise<string> {
+    const { rows } = await this.db.query<{ holder: string }>(
+      `SELECT format('pid %s (%s, %s since %s)', a.pid, coalesce(nullif(a.application_name, ''), 'no application_name'), a.state, date_trunc('second', a.xact_start)) AS holder
+         FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+        WHERE l.relation = '${LEDGER_TABLE}'::regclass AND l.granted AND l.pid <> pg_backend_pid()
+        ORDER BY a.xact_start`,
+    );
+    return rows.map((row) => row.holder).join('; ') || 'a session that has let it go since';
   }
 
   async find(snapshotId: string): Promise<LedgerEntry | undefined> {

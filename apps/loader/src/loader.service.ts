@@ -112,6 +112,7 @@ export class LoaderService {
             maintenanceWorkMemKb: this.config.loadMaintenanceWorkMemKb,
             // Only once the ledger says there is work: a skipped attempt never shows as started.
             onWork: () => this.announceStart(snapshot, attempt, key),
+            signal,
             log: (line) => this.logger.log(`${line} into ${environment}`),
           }),
         (attempt, error, delayMs) => {

@@ -32,6 +32,8 @@ export interface LoadHooks {
   log?: (line: string) => void;
   /** Called once the ledger says there is work (not loaded yet, nothing newer), before the load starts. */
   onWork?: () => Promise<void>;
+  /** The app stopping: a load waiting for another one's lock gives up (and is delivered again later). */
+  signal?: AbortSignal;
 }
 
 export interface LoadRequest extends LoadHooks {
@@ -86,7 +88,10 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
     const entry = request.force ? undefined : await load.ledger.find(manifest.snapshotId);
     if (entry) return { kind: 'already-loaded', entry };
 
-    await load.ledger.lock();
+    await load.ledger.lock({
+      signal: request.signal,
+      onWait: (holders) => request.log?.(`waiting for another load to finish (the ledger's lock is held by ${holders})`),
+    });
     if (request.force) {
       await load.ledger.forget(manifest.snapshotId);
     } else {

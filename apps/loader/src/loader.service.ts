@@ -117,11 +117,12 @@ export class LoaderService {
           }),
         (attempt, error, delayMs) => {
           this.metrics.loadRetries.inc({ environment });
-          const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, error: this.describe(error).error, retryInMs: delayMs };
+          const described = this.describe(error).error;
+          const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, error: described, retryInMs: delayMs };
           void this.events
             .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${key}:${attempt}`)
             .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
-          this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${errorMessage(error)}`);
+          this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${described}`);
         },
         signal,
       );

@@ -1,4 +1,8 @@
+import { Client } from 'pg';
+import { ADMIN_URL } from '../../../../test/support/databases';
 import { describeFailure } from './failure';
+
+const WITHHELD = '(value withheld; ERROR_DETAIL=true shows it)';
 
 function pgError(message: string, code: string, detail?: string): Error {
   return Object.assign(new Error(message), { code, detail });
@@ -15,6 +19,32 @@ describe('describeFailure', () => {
     const failure = describeFailure(error, { detail: false });
     expect(failure.error).not.toContain('4111');
     expect(failure).toEqual({ error: 'invalid input syntax for type integer: (value withheld; ERROR_DETAIL=true shows it)', code: '22P02' });
+  });
+
+  it("withholds the production value wherever PostgreSQL's own data exceptions put it", async () => {
+    const client = new Client({ connectionString: ADMIN_URL });
+    await client.connect();
+    const failureOf = async (sql: string) => {
+      const error = await client.query(sql).then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(Error);
+      return describeFailure(error, { detail: false });
+    };
+    try {
+      // A column narrower in the environment than in production: the value sits in the middle.
+      expect(await failureOf("SELECT '41111'::smallint")).toEqual({ error: `value ${WITHHELD} is out of range for type smallint`, code: '22003' });
+      expect(await failureOf("SELECT '4111e400'::float8")).toEqual({ error: `${WITHHELD} is out of range for type double precision`, code: '22003' });
+      expect(await failureOf("SELECT '4111-13-45'::date")).toEqual({ error: `date/time field value out of range: ${WITHHELD}`, code: '22008' });
+      // A value with a quote of its own.
+      expect(await failureOf('SELECT \'4111"cd\'::int')).toEqual({ error: `invalid input syntax for type integer: ${WITHHELD}`, code: '22P02' });
+      // Encoding errors give the bytes, unquoted; the encodings' names (no data) stay.
+      expect(await failureOf("SELECT convert_from('\\x41e974'::bytea, 'UTF8')")).toEqual({ error: `invalid byte sequence for encoding UTF8: ${WITHHELD}`, code: '22021' });
+      expect(await failureOf("SELECT convert('\\xe282ac'::bytea, 'UTF8', 'LATIN1')")).toEqual({
+        error: `character with byte sequence ${WITHHELD} in encoding UTF8 has no equivalent in encoding LATIN1`,
+        code: '22P05',
+      });
+    } finally {
+      await client.end();
+    }
   });
 
   it('keeps DETAIL and the value with ERROR_DETAIL=true', () => {

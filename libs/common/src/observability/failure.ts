@@ -13,9 +13,20 @@ interface DatabaseErrorLike {
   detail?: unknown;
 }
 
-// Data exceptions (class 22) quote the offending input in the message itself:
-// `invalid input syntax for type integer: "4111 1111 1111 1111"`.
-const QUOTED_VALUE_AT_END = /: ".*"$/s;
+// Data exceptions (class 22) quote the offending input in the message itself, at the end or in the
+// middle: `invalid input syntax for type integer: "4111 1111"`, `value "41111" is out of range for
+// type smallint`, `"1e400" is out of range for type double precision`. The value may hold quotes of
+// its own (`"ab"cd"`), so everything from the first quote to the last goes.
+const QUOTED_VALUE = /"[\s\S]*"/;
+// Encoding errors give the offending bytes unquoted, and quote the encodings' names (no data, so
+// they are kept, unquoted): `invalid byte sequence for encoding "UTF8": 0xe9 0x74`.
+const BYTE_SEQUENCE = /0x[0-9a-f]{2}(?: 0x[0-9a-f]{2})*/gi;
+const ENCODING_NAME = /encoding "([A-Z0-9_]+)"/g;
+const WITHHELD = '(value withheld; ERROR_DETAIL=true shows it)';
+
+function withholdValues(message: string): string {
+  return message.replace(ENCODING_NAME, 'encoding $1').replace(BYTE_SEQUENCE, WITHHELD).replace(QUOTED_VALUE, WITHHELD);
+}
 
 /**
  * Describes an error for events, alerts and the status page. PostgreSQL's DETAIL (and the value a
@@ -27,7 +38,7 @@ export function describeFailure(error: unknown, options: { detail: boolean }): F
   if (!(error instanceof Error)) return { error: errorMessage(error), ...(code ? { code } : {}) };
   const dbError = error as Error & DatabaseErrorLike;
   let message = dbError.message;
-  if (!options.detail && code?.startsWith('22')) message = message.replace(QUOTED_VALUE_AT_END, ': (value withheld; ERROR_DETAIL=true shows it)');
+  if (!options.detail && code?.startsWith('22')) message = withholdValues(message);
   if (options.detail && typeof dbError.detail === 'string' && dbError.detail) message = `${message} (DETAIL: ${dbError.detail})`;
   return { error: errorMessage(message), ...(code ? { code } : {}) };
 }

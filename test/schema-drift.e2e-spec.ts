@@ -58,6 +58,21 @@ describe('SCHEMA_DRIFT=common-columns through the pipeline', () => {
     expect(await targets.qa.query(products)).toEqual(await source.query(products));
     expect(await targets.qa.query('SELECT DISTINCT region FROM public.customers')).toEqual([{ region: 'eu' }]);
     expect(await tableContent(targets.qa, 'public.customers')).toHaveLength((await tableContent(source, 'public.customers')).length);
+    // ANALYZE follows the load, on every table it loaded (the skipped one is not there to analyze:
+    // naming it failed the whole statement, and no table was analyzed).
+    const ready = events.of('snapshot.ready')[0] as { tables: { name: string }[] };
+    const loadedTables = ready.tables.map((t) => t.name).filter((name) => !drift.skippedTables.includes(name));
+    expect(loadedTables).toEqual(expect.arrayContaining(['public.products', 'public.customers']));
+    const analyzed = async () =>
+      (
+        await targets.qa.query<{ name: string }>(
+          "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) AS name FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL",
+        )
+      ).map((r) => r.name);
+    await until('ANALYZE of the loaded tables', async () => {
+      const names = await analyzed();
+      return loadedTables.every((name) => names.includes(name));
+    });
     // The environment's ledger keeps it too (a late announcement of this load reports the same).
     expect(await targets.qa.query('SELECT snapshot_id, drift FROM db_fanout.loaded_snapshots')).toEqual([{ snapshot_id: loaded.snapshotId, drift }]);
 

@@ -163,8 +163,10 @@ export class LoaderService {
           this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
           this.recordSuccess(snapshot, event);
           await this.announce(event, key);
+          // Only the tables loaded: a table SCHEMA_DRIFT skipped is not in the environment.
+          const skipped = new Set(result.drift?.skippedTables ?? []);
           await this.database
-            .analyze(snapshot.tables.map((t) => t.name))
+            .analyze(snapshot.tables.map((t) => t.name).filter((name) => !skipped.has(name)))
             .catch((error: unknown) => this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`));
           return { status: 'loaded', event };
         }

@@ -93,6 +93,20 @@ describe('SCHEMA_DRIFT', () => {
     expect(await env.query('SELECT p.name FROM public.env_notes n JOIN public.people p ON p.id = n.person')).toEqual([{ name: 'Zoë' }]);
   });
 
+  it('common-columns fails, as COPY would, on a value too long for a narrower column, and changes nothing', async () => {
+    // An explicit cast to varchar(2) would have cut 'Ada' to 'Ad' and loaded it.
+    const env = await target(`${DRIFTED_SQL.replace('name text', 'name varchar(2)')} INSERT INTO public.people (id, name) VALUES (9, 'st');`);
+    await expect(load(env, 'common-columns')).rejects.toMatchObject({ code: '22001' });
+    expect(await env.query('SELECT id, name FROM public.people')).toEqual([{ id: 9, name: 'st' }]);
+    // Wide enough, a narrower type takes production's values as they are.
+    const fits = await target(DRIFTED_SQL.replace('name text', 'name varchar(3)').replace('note text', 'note char(40)'));
+    expect(await load(fits, 'common-columns')).toMatchObject({ kind: 'loaded' });
+    expect(await fits.query('SELECT name, rtrim(note) AS note FROM public.people ORDER BY id')).toEqual([
+      { name: 'Ada', note: 'it\'s "quoted", \\ too' },
+      { name: 'Zoë', note: null },
+    ]);
+  });
+
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {
     const env = await target(`${DRIFTED_SQL} ALTER TABLE public.people ADD COLUMN region text NOT NULL;`);
     await expect(load(env, 'common-columns')).rejects.toThrow('public.people."region" is NOT NULL without a default and not in the snapshot');

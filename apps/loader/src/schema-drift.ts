@@ -11,7 +11,10 @@ export interface DriftTarget extends TargetTable {
   columns: string[];
   /** Snapshot columns the target lacks: the file goes through a staging table that drops them. */
   leftOut: string[];
-  /** The target's type of each column it takes, as format_type writes it. */
+  /**
+   * The target's type of each column it takes, without its modifier (`pg_catalog.varchar`, not
+   * `character varying(5)`): an explicit cast to a length truncates, where COPY refuses.
+   */
   types: Record<string, string>;
 }
 
@@ -36,9 +39,10 @@ export async function resolveWithDrift(client: Queryable, tables: ManifestTable[
     }
     const { oid } = found;
     const { rows: columns } = await client.query<{ name: string; type: string; insertable: boolean; required: boolean }>(
-      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attgenerated = '' AS insertable,
+      `SELECT attname AS name, quote_ident(tn.nspname) || '.' || quote_ident(t.typname) AS type, attgenerated = '' AS insertable,
               attnotnull AND NOT atthasdef AND attidentity = '' AND attgenerated = '' AS required
-         FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+         FROM pg_attribute JOIN pg_type t ON t.oid = atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
+        WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
       [oid],
     );
     const insertable = new Set(columns.filter((c) => c.insertable).map((c) => c.name));
@@ -82,7 +86,9 @@ export function stagedCopySql(target: DriftTarget): { copy: string; create: stri
   return {
     create: `CREATE TEMP TABLE ${staging} (${all.map((c) => `${c} text`).join(', ')}) ON COMMIT DROP`,
     copy: `COPY ${staging} (${all.join(', ')}) FROM STDIN (FORMAT csv, HEADER)`,
-    // Every value goes through the target column's input function, as COPY would have done; and
+    // Every value goes through the target column's input function, as COPY would have done, and
+    // its modifier (a length, a precision) applies on assignment, so a value too long for the
+    // column fails the load as COPY's would (an explicit cast to varchar(5) would cut it short);
     // production's value goes into a GENERATED ALWAYS identity column, as COPY puts it there too.
     insert: `INSERT INTO ${table} (${common.join(', ')}) OVERRIDING SYSTEM VALUE SELECT ${target.columns.map((c) => `CAST(${quoteIdent(c)} AS ${target.types[c]})`).join(', ')} FROM ${staging}`,
   };

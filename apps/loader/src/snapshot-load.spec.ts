@@ -466,6 +466,20 @@ describe('loadSnapshot with indexes deferred to the end of the load', () => {
   });
 });
 
+describe('an invalid index in the target (a failed CREATE INDEX CONCURRENTLY)', () => {
+  it('stays as it was, invalid, instead of being built again (and enforced, or failing the load)', async () => {
+    const target = await createTarget("INSERT INTO public.customers (name) VALUES ('one'), ('two');");
+    // Outside a transaction, as CONCURRENTLY must be: two rows share the key, so the build fails.
+    await expect(query(target, 'CREATE UNIQUE INDEX CONCURRENTLY one_customer_only ON public.customers ((1))')).rejects.toMatchObject({ code: '23505' });
+    const state = () => query<{ valid: boolean }>(target, "SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = 'public.one_customer_only'::regclass");
+    expect(await state()).toEqual([{ valid: false }]);
+
+    expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });
+    expect(await state()).toEqual([{ valid: false }]);
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+  });
+});
+
 describe('loadSnapshot and what else lives in the target', () => {
   it('never loads a snapshot over one dumped later (a retry that lost a race): superseded, nothing changes', async () => {
     const target = await createTarget();

@@ -189,7 +189,9 @@ export class TargetCatalog {
    * drop before the load and build once after it: one sort per index instead of a b-tree insert per
    * row. Indexes used as replica identity stay, exclusion constraints stay (they cannot be re-added
    * from an index), and so do the indexes of partitioned tables (their definitions cannot be
-   * replayed on the parent alone).
+   * replayed on the parent alone). An invalid index (a failed CREATE INDEX CONCURRENTLY) stays as it
+   * is: built again it would turn valid and start enforcing, or fail the load on a duplicate, where
+   * pg_dump leaves it out and the environment's owner decides.
    */
   async deferrableIndexes(tables: TargetTable[]): Promise<IndexDefinition[]> {
     const oids = tables.filter((t) => !t.partitioned).map((t) => t.oid);
@@ -217,7 +219,7 @@ export class TargetCatalog {
          JOIN pg_class c ON c.oid = i.indrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
          LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x')
-        WHERE i.indrelid = ANY($1::oid[]) AND NOT i.indisreplident AND con.contype IS DISTINCT FROM 'x'
+        WHERE i.indrelid = ANY($1::oid[]) AND NOT i.indisreplident AND con.contype IS DISTINCT FROM 'x' AND i.indisvalid
         ORDER BY con.oid IS NULL, 1, 2, 3`,
       [oids],
     );

@@ -65,6 +65,8 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
    * the environment is usable without it, and a failure here costs query plans, never data.
    */
   async analyze(tableNames: string[]): Promise<void> {
+    // A bare ANALYZE would go through the whole database.
+    if (!tableNames.length) return;
     // The names were validated against the manifest by the load that just committed.
     await this.pool.query(`ANALYZE ${tableNames.map((name) => quoteQualified(parseQualifiedName(name))).join(', ')}`);
   }

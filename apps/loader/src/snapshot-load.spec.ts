@@ -466,6 +466,51 @@ describe('loadSnapshot with indexes deferred to the end of the load', () => {
   });
 });
 
+describe('CHECK constraints production added NOT VALID (rows older than them break them)', () => {
+  // The zero-downtime way to add a check: NOT VALID, validated later or never. pg_dump writes such a
+  // constraint after the data, so pg_restore loads the old rows; so must a load.
+  const SQL = `
+    CREATE DOMAIN public.qty AS int;
+    CREATE TABLE public.stock (id int PRIMARY KEY CHECK (id > 0), qty int, amount public.qty, history public.qty[]);
+    CREATE TABLE public.readings (id int, at int) PARTITION BY RANGE (id);
+    CREATE TABLE public.readings_low PARTITION OF public.readings FOR VALUES FROM (0) TO (100);
+    CREATE TABLE public.readings_high PARTITION OF public.readings FOR VALUES FROM (100) TO (200);
+    INSERT INTO public.stock VALUES (1, -5, 3, '{3,9}'), (2, 7, 8, '{8}');
+    INSERT INTO public.readings VALUES (1, -1), (150, 0);
+    ALTER TABLE public.stock ADD CONSTRAINT qty_not_negative CHECK (qty >= 0) NOT VALID;
+    COMMENT ON CONSTRAINT qty_not_negative ON public.stock IS 'rows before 2024 predate it';
+    ALTER DOMAIN public.qty ADD CONSTRAINT qty_over_five CHECK (VALUE > 5) NOT VALID;
+    COMMENT ON CONSTRAINT qty_over_five ON DOMAIN public.qty IS 'domain''s own';
+    ALTER TABLE public.readings ADD CONSTRAINT at_positive CHECK (at > 0) NOT VALID;
+    ALTER TABLE public.readings_high ADD CONSTRAINT high_at_positive CHECK (at > 0) NOT VALID;`;
+  const constraints = (url: string) =>
+    query(
+      url,
+      `SELECT CASE WHEN conrelid <> 0 THEN conrelid::regclass::text ELSE 'domain ' || contypid::regtype::text END AS owner, conname, pg_get_constraintdef(oid) AS def, convalidated,
+              obj_description(oid, 'pg_constraint') AS comment
+         FROM pg_constraint WHERE contype = 'c' AND connamespace = 'public'::regnamespace ORDER BY 1, 2`,
+    );
+
+  it('loads the rows that break them, and leaves every constraint as it was: NOT VALID, with its comment', async () => {
+    const source = await createDatabase('notvalid_source', SQL);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('notvalid_target', `${SQL} INSERT INTO public.stock VALUES (9, 1, 9, '{9}');`);
+    const before = await constraints(target);
+    // NOT VALID: stock's, the domain's, readings' (and the copies its partitions inherit), readings_high's own.
+    expect(before.filter((c) => c.convalidated === false)).toHaveLength(6);
+    expect(before.filter((c) => c.convalidated === true).map((c) => c.conname)).toEqual(['stock_id_check']);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+
+    const content = 'SELECT s.*, r.* FROM public.stock s FULL JOIN public.readings r ON r.id = s.id ORDER BY s.id, r.id';
+    expect(await query(target, content)).toEqual(await query(source, content));
+    expect(await constraints(target)).toEqual(before);
+    // Still enforced on new rows, as before.
+    await expect(query(target, 'INSERT INTO public.stock VALUES (3, -1, 6)')).rejects.toMatchObject({ code: '23514' });
+    await expect(query(target, 'INSERT INTO public.stock VALUES (3, 1, 2)')).rejects.toMatchObject({ code: '23514' });
+  });
+});
+
 describe('an invalid index in the target (a failed CREATE INDEX CONCURRENTLY)', () => {
   it('stays as it was, invalid, instead of being built again (and enforced, or failing the load)', async () => {
     const target = await createTarget("INSERT INTO public.customers (name) VALUES ('one'), ('two');");

@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import type { SnapshotSource } from '@app/common/snapshot-store';
 import { checkFileSizes, directorySource, openTableData, readCsvHeader, readManifest, SnapshotFileError } from './snapshot-files';
 import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForeignKeys } from './load/indexes';
+import { dropNotValidChecks, notValidChecks, restoreNotValidChecks } from './load/not-valid-checks';
 import { checkReferencesFromOutside } from './load/references';
 import { applyLoadSettings } from './load/session-settings';
 import { setSequences } from './load/sequences';
@@ -151,9 +152,11 @@ async function loadTables(
   const indexes = await catalog.deferrableIndexes(targets);
   const triggers = triggerMode === 'disable' ? await catalog.userTriggers(oids) : [];
   const materializedViews = await catalog.dependentMaterializedViews(oids);
+  const checks = await notValidChecks(client, oids);
   await applyLoadSettings(client, hooks.maintenanceWorkMemKb);
   await disableUserTriggers(client, triggers);
   await dropForeignKeys(client, foreignKeys);
+  await dropNotValidChecks(client, checks);
   const dropped = await dropIndexesWherePossible(client, indexes);
   // ONLY: inheritance children that are not in the snapshot keep their rows (partitions are loaded
   // through their parent, so a partitioned table is truncated whole).
@@ -179,6 +182,7 @@ async function loadTables(
   phases.mark('indexes');
   await setSequences(client, sequences);
   await restoreForeignKeys(client, foreignKeys);
+  await restoreNotValidChecks(client, checks);
   phases.mark('constraints');
   // In the transaction, so the environment never shows a view out of step with its tables.
   for (const view of materializedViews) await client.query(`REFRESH MATERIALIZED VIEW ${view}`);

@@ -102,12 +102,16 @@ describe('deploy/kubernetes', () => {
     expect(deployment.spec!.template!.spec.volumes).toBeUndefined();
   });
 
-  it.each(deployments.map((d) => [d.metadata.name, d] as const))('%s exposes its HTTP_PORT and probes /health there', (_name, deployment) => {
-    const [container] = deployment.spec!.template!.spec.containers;
-    const port = Number(resolveEnv(container).HTTP_PORT ?? apps[appOf(container)].port);
-    expect(container.ports?.map((p) => p.containerPort)).toEqual([port]);
-    for (const probe of [container.readinessProbe, container.livenessProbe]) expect(probe?.httpGet).toEqual({ path: '/health', port });
-  });
+  it.each(deployments.map((d) => [d.metadata.name, d] as const))(
+    '%s exposes its HTTP_PORT, is ready on /health there and alive on /health/live (never restarted for a broker or database outage)',
+    (_name, deployment) => {
+      const [container] = deployment.spec!.template!.spec.containers;
+      const port = Number(resolveEnv(container).HTTP_PORT ?? apps[appOf(container)].port);
+      expect(container.ports?.map((p) => p.containerPort)).toEqual([port]);
+      expect(container.readinessProbe?.httpGet).toEqual({ path: '/health', port });
+      expect(container.livenessProbe?.httpGet).toEqual({ path: '/health/live', port });
+    },
+  );
 
   it('keeps database URLs and tokens in Secrets, never as literal values', () => {
     for (const deployment of deployments) {

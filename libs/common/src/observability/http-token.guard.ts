@@ -6,6 +6,9 @@ import type { HttpConfig } from '../config/app-config';
 /** The routes METRICS_TOKEN guards; every other route of an app is guarded by HTTP_TOKEN. */
 export const OBSERVABILITY_ROUTES: readonly string[] = ['/health', '/metrics'];
 
+/** Routes open whatever the tokens: liveness says only "this process answers", and a kubelet's probe carries no token. */
+export const OPEN_ROUTES: readonly string[] = ['/health/live'];
+
 const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
 
 /**
@@ -42,6 +45,7 @@ export class HttpTokenGuard implements CanActivate {
     // The matched route, not the request path: Express also routes `/METRICS` and `/metrics/` to `/metrics`.
     const matched = (request.route as { path?: unknown } | undefined)?.path;
     const route = typeof matched === 'string' ? matched : request.path;
+    if (OPEN_ROUTES.includes(route)) return true;
     const variable = OBSERVABILITY_ROUTES.includes(route) ? 'METRICS_TOKEN' : 'HTTP_TOKEN';
     const expected = variable === 'METRICS_TOKEN' ? this.http.metricsToken : this.http.token;
     if (expected === undefined || tokenMatches(presentedToken(request.headers.authorization), expected)) return true;

@@ -1,3 +1,4 @@
+import { parse } from 'pg-connection-string';
 import { DEFAULT_HTTP_PORTS, loadCliConfig, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig } from './app-config';
 import { variablesReadBy } from './config-variables';
 import { ConfigError } from './env-reader';
@@ -314,6 +315,15 @@ describe('TARGET_HOST_ALLOWLIST', () => {
     });
     expect(error.problems).toEqual(['TARGET_DATABASE_URL points at host "prod-db", which is not in TARGET_HOST_ALLOWLIST']);
     expect(error.message).not.toContain('hunter2-s3cret');
+  });
+
+  it('judges the host node-postgres connects to: a ?host= override, and of several the last one', () => {
+    const refused = (url: string) => configErrorOf(loadLoaderConfig, { ...LOADER_REQUIRED, TARGET_DATABASE_URL: url, TARGET_HOST_ALLOWLIST: 'dev-db' }).problems;
+    // node-postgres' own parser is the judge of where the pool goes.
+    expect(parse('postgres://loader@dev-db/app?host=dev-db&host=prod-db').host).toBe('prod-db');
+    expect(refused('postgres://loader@dev-db/app?host=dev-db&host=prod-db')).toEqual(['TARGET_DATABASE_URL points at host "prod-db", which is not in TARGET_HOST_ALLOWLIST']);
+    expect(refused('postgres://loader@dev-db/app?host=prod-db')).toEqual(['TARGET_DATABASE_URL points at host "prod-db", which is not in TARGET_HOST_ALLOWLIST']);
+    expect(loadLoaderConfig({ ...LOADER_REQUIRED, TARGET_DATABASE_URL: 'postgres://loader@prod-db/app?host=dev-db', TARGET_HOST_ALLOWLIST: 'dev-db' }).targetHostAllowlist).toEqual(['dev-db']);
   });
 });
 

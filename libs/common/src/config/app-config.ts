@@ -1,4 +1,5 @@
 import { CronTime } from 'cron';
+import { parse as parseConnectionString } from 'pg-connection-string';
 import { z } from 'zod';
 import { boolean, date, duration, integer, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
 import { envLoader } from './env-reader';
@@ -244,15 +245,18 @@ function workerConfig(v: WorkerVariables): Pick<DumperConfig & LoaderConfig, 'na
 
 const postgresUrl = () => url(['postgres', 'postgresql']);
 
-/** The host a postgres URL really connects to: node-postgres lets `?host=` override the authority. */
+/**
+ * The host a postgres URL really connects to, read by node-postgres' own parser (the one its pool
+ * uses): `?host=` overrides the authority, and of several `?host=` the last counts, where
+ * URLSearchParams.get took the first and let `?host=dev&host=prod` past the allowlist.
+ */
 function hostOf(url: string): string | undefined {
   try {
-    const parsed = new URL(url);
-    const host = parsed.searchParams.get('host') ?? parsed.hostname;
-    return host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+    new URL(url);
   } catch {
     return undefined; // already reported as an invalid URL
   }
+  return (parseConnectionString(url).host ?? '').replace(/^\[(.*)\]$/, '$1').toLowerCase();
 }
 
 const dumperSchema = z

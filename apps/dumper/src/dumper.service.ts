@@ -144,7 +144,7 @@ export class DumperService implements BeforeApplicationShutdown {
       this.metrics.dumpRows.inc(rows);
       this.metrics.dumpBytes.inc(snapshot.tables.reduce((sum, t) => sum + t.bytes, 0));
       this.metrics.dumpDuration.observe((Date.now() - started) / 1000);
-      this.metrics.lastSnapshotCreated.set(Date.parse(snapshotInstant(snapshot)) / 1000);
+      this.metrics.recordSnapshotTaken(snapshotInstant(snapshot));
       this.logger.log(`snapshot ${snapshot.snapshotId} ready: ${snapshot.tables.length} tables, ${rows} rows in ${Date.now() - started}ms (attempts: ${attempts})`);
       // Retention runs after the trigger is answered: its ack waits only for the snapshot and its
       // announcement. Awaited here, a slow retention (seconds during a broker failover) kept the ack

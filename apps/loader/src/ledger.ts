@@ -81,6 +81,15 @@ export class LedgerRepository {
     }
   }
 
+  /** The load that left the target as it is (the latest committed): when its data was taken, and when it was loaded. */
+  async latestLoad(): Promise<{ takenAt: string; loadedAtMs: number } | undefined> {
+    const { rows } = await this.db.query<{ taken_at: Date | null; loaded_at: Date }>(
+      `SELECT coalesce(snapshot_taken_at, snapshot_created_at) AS taken_at, loaded_at FROM ${LEDGER_TABLE} ORDER BY loaded_at DESC LIMIT 1`,
+    );
+    const row = rows[0];
+    return row?.taken_at ? { takenAt: row.taken_at.toISOString(), loadedAtMs: row.loaded_at.getTime() } : undefined;
+  }
+
   /**
    * The newest snapshot this target holds, if its data was taken after `takenAt`: loading an older
    * snapshot over it (a retry or redelivery that lost a race) would move the environment back in time.

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { formatDuration, type LoaderConfig } from '@app/common/config';
 import {
   InvalidMessageError,
@@ -35,7 +35,7 @@ export interface LoadRequestOrigin {
 }
 
 @Injectable()
-export class LoaderService {
+export class LoaderService implements OnApplicationBootstrap {
   private readonly logger = new Logger(`Loader`);
 
   constructor(
@@ -47,6 +47,21 @@ export class LoaderService {
   ) {}
 
   private store?: SnapshotStore;
+
+  /**
+   * db_fanout_snapshot_age_seconds and db_fanout_last_load_success_timestamp_seconds from the
+   * target's ledger: a restarted loader otherwise had neither until its next load, and a staleness
+   * alert on an environment whose loads kept failing after a restart never fired. A target that is
+   * down now leaves them to the next load.
+   */
+  async onApplicationBootstrap(): Promise<void> {
+    try {
+      const latest = await this.database.latestLoad();
+      if (latest) this.metrics.recordLoadedSnapshot(this.config.environment, latest.takenAt, latest.loadedAtMs);
+    } catch (error) {
+      this.logger.warn(`could not read the ledger for the metrics of the last load (the next load sets them): ${errorMessage(error)}`);
+    }
+  }
 
   /**
    * The snapshot a message points at. In a directory (`fs`): looked up by name under this loader's

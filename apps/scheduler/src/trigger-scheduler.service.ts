@@ -115,7 +115,8 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     this.lastPublishedGauge = new Gauge({
       name: 'db_fanout_last_trigger_published_timestamp_seconds',
       help: 'Fire time of the latest scheduled tick whose trigger the stream has stored.',
-      registers: [metrics.registry],
+      // Joins the registry with its first value (recordPublished): 0 would read as 1970.
+      registers: [],
     });
   }
 
@@ -232,6 +233,7 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
   private recordPublished(fireTime: Date): void {
     if (this.lastPublished && this.lastPublished >= fireTime) return;
     this.lastPublished = fireTime;
+    this.metrics.registerWithFirstValue(this.lastPublishedGauge);
     this.lastPublishedGauge.set(fireTime.getTime() / 1000);
     this.reportSchedule();
   }

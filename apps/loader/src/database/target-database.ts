@@ -71,6 +71,12 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
     await this.pool.query(`ANALYZE ${tableNames.map((name) => quoteQualified(parseQualifiedName(name))).join(', ')}`);
   }
 
+  /** What the ledger says the target holds (see LedgerRepository.latestLoad). */
+  async latestLoad(): Promise<{ takenAt: string; loadedAtMs: number } | undefined> {
+    await this.ensureLedger();
+    return this.ledger.latestLoad();
+  }
+
   async markAnnounced(snapshotId: string): Promise<void> {
     await this.ledger.markAnnounced(snapshotId);
   }

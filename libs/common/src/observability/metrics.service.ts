@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, type Metric, Registry } from 'prom-client';
 
 const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
 
@@ -16,7 +16,8 @@ export class MetricsService {
   readonly dumpBytes = new Counter({ name: 'db_fanout_dump_bytes_total', help: 'CSV bytes written into snapshots.', registers: [this.registry] });
   readonly dumpDuration = new Histogram({ name: 'db_fanout_dump_duration_seconds', help: 'Time from a trigger to its snapshot.ready.', buckets: DURATION_BUCKETS, registers: [this.registry] });
   readonly dumpRetries = new Counter({ name: 'db_fanout_dump_retries_total', help: 'Dump attempts that failed transiently and were retried.', registers: [this.registry] });
-  readonly lastSnapshotCreated = new Gauge({ name: 'db_fanout_last_snapshot_created_timestamp_seconds', help: 'When the latest snapshot of this dumper was taken.', registers: [this.registry] });
+  /** Registered with its first value (recordSnapshotTaken): see registerWithFirstValue. */
+  private readonly lastSnapshotCreated = new Gauge({ name: 'db_fanout_last_snapshot_created_timestamp_seconds', help: 'When the latest snapshot of this dumper was taken.', registers: [] });
 
   readonly loads = new Counter({ name: 'db_fanout_loads_total', help: 'Loads finished, by environment and result (success, failed, superseded).', labelNames: ['environment', 'result'], registers: [this.registry] });
   readonly loadRows = new Counter({ name: 'db_fanout_load_rows_total', help: 'Rows loaded, by environment.', labelNames: ['environment'], registers: [this.registry] });
@@ -41,10 +42,34 @@ export class MetricsService {
     collectDefaultMetrics({ register: this.registry, prefix: 'db_fanout_process_' });
   }
 
-  recordLoadedSnapshot(environment: string, createdAt: string): void {
-    this.loadedSnapshotCreated.set(environment, Date.parse(createdAt));
-    this.lastLoadSuccess.set({ environment }, Date.now() / 1000);
+  /**
+   * The environment holds the snapshot whose data was taken at `takenAt`, loaded at `loadedAtMs`
+   * (now, or, after a restart, what the target's ledger says).
+   */
+  recordLoadedSnapshot(environment: string, takenAt: string, loadedAtMs = Date.now()): void {
+    this.loadedSnapshotCreated.set(environment, Date.parse(takenAt));
+    this.lastLoadSuccess.set({ environment }, loadedAtMs / 1000);
   }
+
+  /** The dumper's latest snapshot was taken at `takenAt`. */
+  recordSnapshotTaken(takenAt: string): void {
+    this.registerWithFirstValue(this.lastSnapshotCreated);
+    this.lastSnapshotCreated.set(Date.parse(takenAt) / 1000);
+  }
+
+  /**
+   * A timestamp gauge without labels is exported as 0 until set, which reads as 1970: a staleness
+   * alert (`time() - metric > 26h`) would fire for every process that never sets it (the
+   * scheduler, every loader) and for a restarted one. Such gauges join the registry with their
+   * first value, and are absent until then.
+   */
+  registerWithFirstValue(metric: Metric): void {
+    if (this.registeredLate.has(metric)) return;
+    this.registeredLate.add(metric);
+    this.registry.registerMetric(metric);
+  }
+
+  private readonly registeredLate = new Set<Metric>();
 
   async text(): Promise<string> {
     return this.registry.metrics();

@@ -68,12 +68,18 @@ export class DumpRules {
     };
   }
 
-  /** The query COPY reads a table through: masked columns, and only the kept rows of a subset. */
-  selectSql(table: TableName): string {
+  /**
+   * The query COPY reads a table through: masked columns, and only the kept rows of a subset. An
+   * ordinary table is read ONLY (its own rows, as `COPY table TO` reads them): without it an
+   * inheritance parent also returned its children's rows, under the parent's rules (a child's
+   * masked column left unmasked) and a second time in the child's own file. A partitioned table
+   * holds no rows of its own and is read whole.
+   */
+  selectSql(table: TableName & { partitioned: boolean }): string {
     const plan = this.plans.get(tableKey(table));
     if (!plan) throw new Error(`no rules plan for ${tableKey(table)}`);
     const kept = this.subset.get(tableKey(table));
     const where = kept ? ` WHERE ${subsetWhere(table, kept)}` : '';
-    return maskedSelectSql(plan.columns, quoteQualified(table), where);
+    return maskedSelectSql(plan.columns, `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`, where);
   }
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseRules } from '@app/common/rules';
@@ -34,5 +34,50 @@ describe('subset inside the dump', () => {
     // Only shipment 101 is kept; nothing references shipments, and the tables it references stay whole.
     const subset = `subset:\n  public.shipments: "id = 101"\n`;
     expect(await rowsPerTable(subset, 2)).toEqual({ customers: [5, false], orders: [6, false], order_lines: [6, false], shipments: [1, true], audit_log: [5, false] });
+  });
+});
+
+describe('rules on an inheritance parent and its child', () => {
+  // staff INHERITS people: reading people whole also returns staff's rows.
+  const SQL = `
+    CREATE TABLE public.people (id int PRIMARY KEY, email text);
+    CREATE TABLE public.staff (badge text) INHERITS (public.people);
+    INSERT INTO public.people VALUES (1, 'parent@example.org');
+    INSERT INTO public.staff VALUES (2, 'secret.staff@corp.example', 'B-7');`;
+  const RULES = `
+strict: true
+tables:
+  public.people: { id: keep, email: keep }
+  public.staff: { id: keep, email: redact, badge: redact }
+`;
+  let db: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-inherit-'));
+  beforeAll(async () => {
+    db = await createDatabase('rules_inherit', SQL);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const dump = async (subset = '') => {
+    const rules = parseRules(`${RULES}${subset}`, 'rules.yaml');
+    const { manifest, location } = await writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [], rules });
+    const file = (table: string) => readFileSync(join(location, manifest.tables.find((t) => t.table === table)!.file), 'utf8');
+    return { people: file('people'), staff: file('staff'), rows: Object.fromEntries(manifest.tables.map((t) => [t.table, t.rows])) };
+  };
+
+  it("dumps each table's own rows under its own rules: the child's masked value never leaves through the parent", async () => {
+    const { people, staff, rows } = await dump();
+    expect(people).not.toContain('secret.staff');
+    expect(people.trim().split('\n')).toEqual(['id,email', '1,parent@example.org']);
+    expect(staff).not.toContain('secret.staff');
+    expect(rows).toEqual({ people: 1, staff: 1 });
+  });
+
+  it("subsets the parent by its own rows (a child's row positions repeat the parent's)", async () => {
+    const { people, rows } = await dump('subset:\n  public.people: "id = 1"\n');
+    expect(people.trim().split('\n')).toEqual(['id,email', '1,parent@example.org']);
+    expect(rows.people).toBe(1);
   });
 });

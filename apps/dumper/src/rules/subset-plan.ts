@@ -57,6 +57,9 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
     throw new RulesError(rules.file, partitioned.map((t) => `${tableKey(t)}: subset reaches a partitioned table, which is not supported`));
   }
 
+  // Every table read below is an ordinary one (partitioned ones are refused above), read ONLY: a
+  // ctid names a row within one table, and an inheritance parent read whole would return its
+  // children's rows, whose ctids repeat the parent's.
   const kept = new Map<string, Set<string>>(restricted.map((t) => [tableKey(t), new Set<string>()]));
   const keptOf = (t: TableName) => [...kept.get(tableKey(t))!];
   const add = (t: TableName, ctids: string[]) => {
@@ -68,7 +71,7 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
 
   for (const { table, where } of rules.subset) {
     if (!kept.has(tableKey(table))) continue;
-    const { rows } = await client.query<{ ctid: string }>(`SELECT ctid::text AS ctid FROM ${quoteQualified(table)} WHERE (${where})`);
+    const { rows } = await client.query<{ ctid: string }>(`SELECT ctid::text AS ctid FROM ONLY ${quoteQualified(table)} WHERE (${where})`);
     add(table, rows.map((r) => r.ctid));
   }
   const conditioned = (t: TableName) => rules.subset.some((s) => same(s.table, t));
@@ -82,16 +85,16 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
         const params: string[][] = [];
         const clauses = outgoing.map((edge) => {
           params.push(keptOf(edge.to));
-          return `NOT EXISTS (SELECT 1 FROM ${quoteQualified(edge.to)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($${params.length}::tid[])))`;
+          return `NOT EXISTS (SELECT 1 FROM ONLY ${quoteQualified(edge.to)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($${params.length}::tid[])))`;
         });
-        const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ${quoteQualified(table)} t WHERE ${clauses.join(' AND ') || 'true'}`, params);
+        const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ONLY ${quoteQualified(table)} t WHERE ${clauses.join(' AND ') || 'true'}`, params);
         if (add(table, rows.map((r) => r.ctid))) changed = true;
       }
       // Rows referenced by kept rows are kept: the closure that keeps every foreign key whole.
       for (const edge of edges.filter((e) => same(e.to, table))) {
         if (!kept.has(tableKey(edge.from))) continue;
         const { rows } = await client.query<{ ctid: string }>(
-          `SELECT p.ctid::text AS ctid FROM ${quoteQualified(table)} p WHERE EXISTS (SELECT 1 FROM ${quoteQualified(edge.from)} c WHERE c.ctid = ANY($1::tid[]) AND ${matches(edge, 'c', 'p')})`,
+          `SELECT p.ctid::text AS ctid FROM ONLY ${quoteQualified(table)} p WHERE EXISTS (SELECT 1 FROM ONLY ${quoteQualified(edge.from)} c WHERE c.ctid = ANY($1::tid[]) AND ${matches(edge, 'c', 'p')})`,
           [keptOf(edge.from)],
         );
         if (add(table, rows.map((r) => r.ctid))) changed = true;

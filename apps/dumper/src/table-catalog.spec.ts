@@ -122,3 +122,25 @@ describe('row-level security', () => {
     }
   });
 });
+
+describe('tables TABLES and EXCLUDE_TABLES leave out', () => {
+  it('are not waited for: a lock held on one does not hold up the dump of the others', async () => {
+    const db = await createDumpSource('catalog_unselected', `CREATE TABLE public.keepme (id int); INSERT INTO public.keepme SELECT generate_series(1, 1000); CREATE TABLE public.busy_log (line text);`);
+    const blocker = new Client({ connectionString: db.url });
+    await blocker.connect();
+    try {
+      // A migration holding an unrelated table, as production may at any moment.
+      await blocker.query('BEGIN; LOCK TABLE public.busy_log IN ACCESS EXCLUSIVE MODE');
+      const release = setTimeout(() => void blocker.query('ROLLBACK'), 8_000);
+      const started = Date.now();
+      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [{ schema: 'public', name: 'keepme' }], excludeTables: [] });
+      const took = Date.now() - started;
+      clearTimeout(release);
+      expect(took).toBeLessThan(5_000);
+      expect(manifest.tables.map((t) => [t.name, t.rows])).toEqual([['public.keepme', 1000]]);
+    } finally {
+      await blocker.end();
+      await db.drop();
+    }
+  }, 30_000);
+});

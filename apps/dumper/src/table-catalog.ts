@@ -46,10 +46,10 @@ export class TableCatalog {
    * extensions belong to the extension. A TABLES entry that does not exist is an error, not a skip.
    */
   async listTables(include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
-    const { rows } = await this.session.query<{ oid: number; schema: string; name: string; relkind: string; bytes: string; filtered: boolean }>(`
+    // No size here: pg_relation_size takes a lock, and on every table of the source it waited
+    // behind a lock on a table TABLES/EXCLUDE_TABLES leave out (sizes come below, for those selected).
+    const { rows } = await this.session.query<{ oid: number; schema: string; name: string; relkind: string; filtered: boolean }>(`
       SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind,
-             CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)
-                  ELSE pg_relation_size(c.oid) END::text AS bytes,
              row_security_active(c.oid) AS filtered
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -70,6 +70,13 @@ export class TableCatalog {
     );
     if (selected.length === 0) throw new Error('no tables selected for the snapshot (check TABLES and EXCLUDE_TABLES)');
 
+    const { rows: sizes } = await this.session.query<{ oid: number; bytes: string }>(
+      `SELECT c.oid::int AS oid,
+              CASE WHEN c.relkind = 'p' THEN coalesce((SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p), 0)
+                   ELSE pg_relation_size(c.oid) END::text AS bytes
+         FROM pg_class c WHERE c.oid = ANY($1::oid[])`,
+      [selected.map((row) => row.oid)],
+    );
     const { rows: columns } = await this.session.query<{ oid: number; name: string }>(
       `SELECT attrelid::int AS oid, attname AS name
          FROM pg_attribute
@@ -82,7 +89,7 @@ export class TableCatalog {
       schema: row.schema,
       name: row.name,
       partitioned: row.relkind === 'p',
-      bytes: Number(row.bytes),
+      bytes: Number(sizes.find((size) => size.oid === row.oid)?.bytes ?? 0),
       columns: columns.filter((c) => c.oid === row.oid).map((c) => c.name),
       filteredByPolicy: row.filtered,
     }));

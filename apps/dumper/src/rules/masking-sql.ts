@@ -54,10 +54,10 @@ function maskText(kind: 'email' | 'name' | 'phone' | 'hash' | 'redact', v: strin
       // 80 bits of the keyed hash: distinct addresses stay distinct for all practical purposes.
       return `'user_' || substr(encode(${hmac('email', utf8(`lower(${v})`))}, 'hex'), 1, 20) || '@example.com'`;
     case 'name':
-      return `(SELECT (${textArray(FIRST_NAMES)})[get_byte(m.h, 0) % 64 + 1] || ' ' || (${textArray(LAST_NAMES)})[get_byte(m.h, 1) % 64 + 1] FROM (SELECT ${hmac('name', utf8(v))} AS h) m)`;
+      return `(SELECT (${textArray(FIRST_NAMES)})[get_byte(db_fanout_m.db_fanout_h, 0) % 64 + 1] || ' ' || (${textArray(LAST_NAMES)})[get_byte(db_fanout_m.db_fanout_h, 1) % 64 + 1] FROM (SELECT ${hmac('name', utf8(v))} AS db_fanout_h) db_fanout_m)`;
     case 'phone':
       // Every digit replaced by one drawn from the keyed hash; separators, spaces and + stay.
-      return `(SELECT string_agg(CASE WHEN s.c ~ '^[0-9]$' THEN chr(48 + get_byte(m.h, ((s.i - 1) % 32)::int) % 10) ELSE s.c END, '' ORDER BY s.i) FROM (SELECT ${hmac('phone', utf8(v))} AS h) m, regexp_split_to_table(${v}, '') WITH ORDINALITY AS s(c, i))`;
+      return `(SELECT string_agg(CASE WHEN db_fanout_s.db_fanout_c ~ '^[0-9]$' THEN chr(48 + get_byte(db_fanout_m.db_fanout_h, ((db_fanout_s.db_fanout_i - 1) % 32)::int) % 10) ELSE db_fanout_s.db_fanout_c END, '' ORDER BY db_fanout_s.db_fanout_i) FROM (SELECT ${hmac('phone', utf8(v))} AS db_fanout_h) db_fanout_m, regexp_split_to_table(${v}, '') WITH ORDINALITY AS db_fanout_s(db_fanout_c, db_fanout_i))`;
     case 'redact':
       // Same length; whitespace and punctuation kept, every other character (any script) becomes x.
       return `regexp_replace(${v}, '[^[:space:][:punct:]]', 'x', 'g')`;
@@ -75,9 +75,10 @@ function maskJsonPath(x: string, path: string[], strategy: LeafStrategy): string
   let replacement: string;
   if (strategy.kind === 'null') replacement = "'null'::jsonb";
   else if (strategy.kind === 'constant') replacement = strategy.value === null ? "'null'::jsonb" : `to_jsonb(${quoteLiteral(JSON.stringify(strategy.value))}::jsonb)`;
-  else replacement = `to_jsonb(${maskText(strategy.kind, `(j.x #>> ${p})`)})`;
+  else replacement = `to_jsonb(${maskText(strategy.kind, `(db_fanout_j.db_fanout_x #>> ${p})`)})`;
   // A path that is absent or JSON null is left alone: NULL stays NULL inside documents too.
-  return `(SELECT CASE WHEN j.x #> ${p} IS NULL OR j.x #> ${p} = 'null'::jsonb THEN j.x ELSE jsonb_set(j.x, ${p}, ${replacement}, false) END FROM (SELECT ${x} AS x) j)`;
+  const doc = 'db_fanout_j.db_fanout_x';
+  return `(SELECT CASE WHEN ${doc} #> ${p} IS NULL OR ${doc} #> ${p} = 'null'::jsonb THEN ${doc} ELSE jsonb_set(${doc}, ${p}, ${replacement}, false) END FROM (SELECT ${x} AS db_fanout_x) db_fanout_j)`;
 }
 
 /** The SQL expression that produces one dumped column, masked by its strategy, named as the column. */
@@ -96,7 +97,9 @@ export function maskedSelectSql(columns: ColumnPlan[], from: string, where = '')
   const laterals: string[] = [];
   const list = columns.map((plan) => {
     if (!usesKey(plan.strategy)) return maskedColumnSql(plan);
-    const alias = `m${laterals.length + 1}`;
+    // Our own names (db_fanout_*): an alias such as m1 collided with a table of that name, and
+    // one such as m(h) captured a column named h (a phone number made of the hash's text).
+    const alias = `db_fanout_m${laterals.length + 1}`;
     laterals.push(` LEFT JOIN LATERAL (SELECT ${maskedExpression(plan)} AS db_fanout_masked OFFSET 0) ${alias} ON true`);
     return `${alias}.db_fanout_masked AS ${quoteIdent(plan.column.name)}`;
   });

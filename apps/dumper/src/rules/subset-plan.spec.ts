@@ -81,3 +81,36 @@ tables:
     expect(rows.people).toBe(1);
   });
 });
+
+describe('masking SQL and names of the source', () => {
+  // A table named like the query's LATERAL aliases (m1), and a column named like its inner ones (h).
+  const SQL = `
+    CREATE TABLE public.m1 (id int PRIMARY KEY, h text, email text);
+    INSERT INTO public.m1 VALUES (1, '+1 (555) 010-4242', 'a@example.org');`;
+  const RULES = `
+strict: true
+tables:
+  public.m1: { id: keep, h: phone, email: email }
+`;
+  let db: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-aliases-'));
+  beforeAll(async () => {
+    db = await createDatabase('rules_aliases', SQL);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('are never taken for its own aliases: a table m1 dumps, and a column h is masked as a phone number', async () => {
+    const rules = parseRules(RULES, 'rules.yaml');
+    const { manifest, location } = await writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [], rules, maskingKey: 'aliases spec key 0123' });
+    const [header, row] = readFileSync(join(location, manifest.tables[0].file), 'utf8').trim().split('\n');
+    expect(header).toBe('id,h,email');
+    const [, phone, email] = row.split(',');
+    // Digits replaced, separators kept: the shape of the original, not the hash's text.
+    expect(phone).toMatch(/^\+\d \(\d{3}\) \d{3}-\d{4}$/);
+    expect(phone).not.toBe('+1 (555) 010-4242');
+    expect(email).toMatch(/^user_[0-9a-f]{20}@example\.com$/);
+  });
+});

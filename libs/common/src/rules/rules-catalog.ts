@@ -82,10 +82,17 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
     });
   }
 
+  // A unique index's columns: its key columns, and those its expressions and predicate read
+  // (`lower(username)`: indkey holds 0 for an expression; the index depends on the columns it reads).
   const { rows: unique } = await client.query<{ oid: number; columns: string[] }>(`
     SELECT i.indrelid::int AS oid,
-           array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] AS columns
+           array(SELECT a.attname FROM pg_attribute a
+                  WHERE a.attrelid = i.indrelid AND a.attnum > 0
+                    AND (a.attnum = ANY(i.indkey)
+                         OR a.attnum IN (SELECT d.refobjsubid FROM pg_depend d
+                                          WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                                            AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid))
+                  ORDER BY a.attnum)::text[] AS columns
       FROM pg_index i
      WHERE i.indisunique AND i.indrelid = ANY($1::oid[])`,
     [[...byOid.keys()]],

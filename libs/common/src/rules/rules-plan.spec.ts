@@ -18,7 +18,13 @@ const edited = (from: string, to: string) => {
 };
 
 beforeAll(async () => {
-  db = await createDatabase('rules_plan', MASKING_SCHEMA_SQL + 'ALTER TABLE public.audit_log ADD COLUMN ip inet, ADD COLUMN total int GENERATED ALWAYS AS (id * 2) STORED;');
+  db = await createDatabase(
+    'rules_plan',
+    MASKING_SCHEMA_SQL +
+      'ALTER TABLE public.audit_log ADD COLUMN ip inet, ADD COLUMN total int GENERATED ALWAYS AS (id * 2) STORED;' +
+      // A unique expression index: indkey says 0 for lower(action).
+      'CREATE UNIQUE INDEX audit_log_action_key ON public.audit_log (lower(action));',
+  );
   const client = new Client({ connectionString: db.url });
   await client.connect();
   catalog = await readRulesCatalog(client).finally(() => client.end());
@@ -48,6 +54,12 @@ describe('rules checked against the source catalog', () => {
       'public.gone: the rules name a table that does not exist',
       'public.orders.shipped_at: the rules name a column that does not exist',
     ]);
+  });
+
+  it('refuses a strategy that can repeat values on a column a unique expression index reads', () => {
+    expect(plan(edited('action: keep', 'action: redact')).problems).toContain(
+      'public.audit_log.action: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
+    );
   });
 
   it('refuses name, phone, redact and constant under a primary key or UNIQUE, naming the column', () => {

@@ -16,6 +16,7 @@ import {
 } from '@app/common/rules';
 import { MIN_KEY_LENGTH, type MaskingKey, prepareMaskingKey } from './masking-key';
 import { loadKeyIntoSession, maskedSelectSql } from './masking-sql';
+import { jsonbPathsThroughArrays } from './jsonb-arrays';
 import { planSubset, type SubsetPlan, subsetWhere } from './subset-plan';
 
 
@@ -46,6 +47,7 @@ export class DumpRules {
     } else if (plan.keyed && maskingKey!.length < MIN_KEY_LENGTH) {
       problems.push(`MASKING_KEY must be at least ${MIN_KEY_LENGTH} characters long`);
     }
+    if (!problems.length) problems.push(...(await jsonbPathsThroughArrays(client, plan.tables)));
     if (problems.length) throw new RulesError(rules.file, problems);
 
     const subset = await planSubset(client, rules, catalog, dumped);

@@ -114,3 +114,47 @@ tables:
     expect(email).toMatch(/^user_[0-9a-f]{20}@example\.com$/);
   });
 });
+
+describe('jsonb paths that meet an array', () => {
+  const SQL = `
+    CREATE TABLE public.profiles (id int PRIMARY KEY, doc jsonb);
+    INSERT INTO public.profiles VALUES (1, '{"addresses": [{"street": "1 Secret Rd"}], "email": "a@example.org"}'), (2, '{"email": "b@example.org"}');
+    CREATE TABLE public.contacts (id int PRIMARY KEY, doc jsonb);
+    INSERT INTO public.contacts VALUES (1, '[{"email": "top@level.example"}]');`;
+  let db: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-jsonb-arrays-'));
+  beforeAll(async () => {
+    db = await createDatabase('rules_jsonb_arrays', SQL);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const dump = (profiles: string, contacts = '{ id: keep, doc: null }') =>
+    writeSnapshot({
+      date: '2024-01-05',
+      sourceDatabaseUrl: db.url,
+      snapshotDir: dir,
+      tables: [],
+      excludeTables: [],
+      rules: parseRules(`strict: true\ntables:\n  public.profiles: ${profiles}\n  public.contacts: ${contacts}\n`, 'rules.yaml'),
+      maskingKey: 'jsonb arrays spec key 01',
+    });
+
+  it('refuses a path that names a key where some row holds an array (the value under it would go out unmasked), before writing anything', async () => {
+    await expect(dump('{ id: keep, doc: { jsonb: { addresses.street: redact, email: email } } }', '{ id: keep, doc: { jsonb: { email: email } } }')).rejects.toMatchObject({
+      name: 'RulesError',
+      problems: [
+        'public.contacts.doc: jsonb path email meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name the array element (a.0.b)',
+        'public.profiles.doc: jsonb path addresses.street meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name the array element (a.0.b)',
+      ],
+    });
+  });
+
+  it('masks an array element the path names by its index', async () => {
+    const { manifest, location } = await dump('{ id: keep, doc: { jsonb: { addresses.0.street: redact, email: email } } }');
+    const csv = readFileSync(join(location, manifest.tables.find((t) => t.table === 'profiles')!.file), 'utf8');
+    expect(csv).not.toContain('Secret');
+    expect(csv).toContain('x xxxxxx xx');
+  });
+});

@@ -158,3 +158,33 @@ describe('jsonb paths that meet an array', () => {
     expect(csv).toContain('x xxxxxx xx');
   });
 });
+
+describe('a foreign key declared on one partition', () => {
+  const SQL = `
+    CREATE TABLE public.customers (id int PRIMARY KEY);
+    INSERT INTO public.customers VALUES (1), (2);
+    CREATE TABLE public.events (id int, customer_id int, at date NOT NULL) PARTITION BY RANGE (at);
+    CREATE TABLE public.events_2024 PARTITION OF public.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+    ALTER TABLE public.events_2024 ADD CONSTRAINT events_2024_customer FOREIGN KEY (customer_id) REFERENCES public.customers (id);
+    INSERT INTO public.events VALUES (1, 2, '2024-03-01');`;
+  let db: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-partition-fk-'));
+  beforeAll(async () => {
+    db = await createDatabase('rules_partition_fk', SQL);
+  });
+  afterAll(async () => {
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('restricts the partitioned table too, so the subset is refused rather than dump a row whose customer it left out', async () => {
+    const rules = parseRules(
+      'strict: true\ntables:\n  public.customers: { id: keep }\n  public.events: { id: keep, customer_id: keep, at: keep }\nsubset:\n  public.customers: "id = 1"\n',
+      'rules.yaml',
+    );
+    await expect(writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [], rules })).rejects.toMatchObject({
+      name: 'RulesError',
+      problems: ['public.events: subset reaches a partitioned table, which is not supported'],
+    });
+  });
+});

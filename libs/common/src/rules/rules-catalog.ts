@@ -99,15 +99,19 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
   );
   for (const row of unique) byOid.get(row.oid)?.uniqueKeys.push(row.columns);
 
-  // Constraints declared on a partitioned table are inherited by its partitions: read them on the parent only.
+  // Constraints declared on a partitioned table are inherited by its partitions: read them on the
+  // parent only (conparentid = 0). One declared on a single partition, or pointing at one, counts
+  // for the partitioned table it belongs to: the dump reads partitions through their parent.
   const { rows: fks } = await client.query<{ constraint: string; from_oid: number; to_oid: number; from_columns: string[]; to_columns: string[] }>(`
-    SELECT con.conname AS constraint, con.conrelid::int AS from_oid, con.confrelid::int AS to_oid,
+    SELECT con.conname AS constraint, f.root::int AS from_oid, t.root::int AS to_oid,
            array(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
                    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] AS from_columns,
            array(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
                    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] AS to_columns
-      FROM pg_constraint con
-     WHERE con.contype = 'f' AND con.conparentid = 0 AND con.conrelid = ANY($1::oid[]) AND con.confrelid = ANY($1::oid[])
+      FROM pg_constraint con,
+           LATERAL (SELECT coalesce(pg_partition_root(con.conrelid), con.conrelid) AS root) f,
+           LATERAL (SELECT coalesce(pg_partition_root(con.confrelid), con.confrelid) AS root) t
+     WHERE con.contype = 'f' AND con.conparentid = 0 AND f.root = ANY($1::oid[]) AND t.root = ANY($1::oid[])
      ORDER BY con.conname`,
     [[...byOid.keys()]],
   );

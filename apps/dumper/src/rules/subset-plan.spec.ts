@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseRules } from '@app/common/rules';
-import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
+import { createDatabase, createDumpSource, type DumpSource, type TestDatabase } from '../../../../test/support/databases';
 import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL, MASKING_SEED_SQL } from '../../../../test/support/masking-fixture';
 import { writeSnapshot } from '../snapshot-writer';
 
@@ -37,6 +37,20 @@ describe('subset inside the dump', () => {
   });
 });
 
+/** A source of the enclosing describe's own, set up with `sql`; dropped with its snapshot directory after it. */
+function sourceFor(prefix: string, sql: string): () => DumpSource {
+  let source: DumpSource | undefined;
+  beforeAll(async () => {
+    source = await createDumpSource(prefix, sql);
+  });
+  afterAll(() => source?.drop());
+  return () => source!;
+}
+
+/** A snapshot of `source` dumped with these rules (YAML). */
+const dumpWith = (source: DumpSource, rules: string, maskingKey?: string) =>
+  writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: source.url, snapshotDir: source.dir, tables: [], excludeTables: [], rules: parseRules(rules, 'rules.yaml'), maskingKey });
+
 describe('rules on an inheritance parent and its child', () => {
   // staff INHERITS people: reading people whole also returns staff's rows.
   const SQL = `
@@ -50,19 +64,10 @@ tables:
   public.people: { id: keep, email: keep }
   public.staff: { id: keep, email: redact, badge: redact }
 `;
-  let db: TestDatabase;
-  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-inherit-'));
-  beforeAll(async () => {
-    db = await createDatabase('rules_inherit', SQL);
-  });
-  afterAll(async () => {
-    await db?.drop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const source = sourceFor('rules_inherit', SQL);
 
   const dump = async (subset = '') => {
-    const rules = parseRules(`${RULES}${subset}`, 'rules.yaml');
-    const { manifest, location } = await writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [], rules });
+    const { manifest, location } = await dumpWith(source(), `${RULES}${subset}`);
     const file = (table: string) => readFileSync(join(location, manifest.tables.find((t) => t.table === table)!.file), 'utf8');
     return { people: file('people'), staff: file('staff'), rows: Object.fromEntries(manifest.tables.map((t) => [t.table, t.rows])) };
   };
@@ -92,19 +97,10 @@ strict: true
 tables:
   public.m1: { id: keep, h: phone, email: email }
 `;
-  let db: TestDatabase;
-  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-aliases-'));
-  beforeAll(async () => {
-    db = await createDatabase('rules_aliases', SQL);
-  });
-  afterAll(async () => {
-    await db?.drop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const source = sourceFor('rules_aliases', SQL);
 
   it('are never taken for its own aliases: a table m1 dumps, and a column h is masked as a phone number', async () => {
-    const rules = parseRules(RULES, 'rules.yaml');
-    const { manifest, location } = await writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [], rules, maskingKey: 'aliases spec key 0123' });
+    const { manifest, location } = await dumpWith(source(), RULES, 'aliases spec key 0123');
     const [header, row] = readFileSync(join(location, manifest.tables[0].file), 'utf8').trim().split('\n');
     expect(header).toBe('id,h,email');
     const [, phone, email] = row.split(',');
@@ -121,25 +117,9 @@ describe('jsonb paths that meet an array', () => {
     INSERT INTO public.profiles VALUES (1, '{"addresses": [{"street": "1 Secret Rd"}], "email": "a@example.org"}'), (2, '{"email": "b@example.org"}');
     CREATE TABLE public.contacts (id int PRIMARY KEY, doc jsonb);
     INSERT INTO public.contacts VALUES (1, '[{"email": "top@level.example"}]');`;
-  let db: TestDatabase;
-  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-jsonb-arrays-'));
-  beforeAll(async () => {
-    db = await createDatabase('rules_jsonb_arrays', SQL);
-  });
-  afterAll(async () => {
-    await db?.drop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const source = sourceFor('rules_jsonb_arrays', SQL);
   const dump = (profiles: string, contacts = '{ id: keep, doc: null }') =>
-    writeSnapshot({
-      date: '2024-01-05',
-      sourceDatabaseUrl: db.url,
-      snapshotDir: dir,
-      tables: [],
-      excludeTables: [],
-      rules: parseRules(`strict: true\ntables:\n  public.profiles: ${profiles}\n  public.contacts: ${contacts}\n`, 'rules.yaml'),
-      maskingKey: 'jsonb arrays spec key 01',
-    });
+    dumpWith(source(), `strict: true\ntables:\n  public.profiles: ${profiles}\n  public.contacts: ${contacts}\n`, 'jsonb arrays spec key 01');
 
   it('refuses a path that names a key where some row holds an array (the value under it would go out unmasked), before writing anything', async () => {
     await expect(dump('{ id: keep, doc: { jsonb: { addresses.street: redact, email: email } } }', '{ id: keep, doc: { jsonb: { email: email } } }')).rejects.toMatchObject({
@@ -167,22 +147,11 @@ describe('a foreign key declared on one partition', () => {
     CREATE TABLE public.events_2024 PARTITION OF public.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
     ALTER TABLE public.events_2024 ADD CONSTRAINT events_2024_customer FOREIGN KEY (customer_id) REFERENCES public.customers (id);
     INSERT INTO public.events VALUES (1, 2, '2024-03-01');`;
-  let db: TestDatabase;
-  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-partition-fk-'));
-  beforeAll(async () => {
-    db = await createDatabase('rules_partition_fk', SQL);
-  });
-  afterAll(async () => {
-    await db?.drop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const source = sourceFor('rules_partition_fk', SQL);
 
   it('restricts the partitioned table too, so the subset is refused rather than dump a row whose customer it left out', async () => {
-    const rules = parseRules(
-      'strict: true\ntables:\n  public.customers: { id: keep }\n  public.events: { id: keep, customer_id: keep, at: keep }\nsubset:\n  public.customers: "id = 1"\n',
-      'rules.yaml',
-    );
-    await expect(writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: db.url, snapshotDir: dir, tables: [], excludeTables: [], rules })).rejects.toMatchObject({
+    const rules = 'strict: true\ntables:\n  public.customers: { id: keep }\n  public.events: { id: keep, customer_id: keep, at: keep }\nsubset:\n  public.customers: "id = 1"\n';
+    await expect(dumpWith(source(), rules)).rejects.toMatchObject({
       name: 'RulesError',
       problems: ['public.events: subset reaches a partitioned table, which is not supported'],
     });

@@ -9,6 +9,8 @@ export interface CatalogColumn {
   baseType: string;
   /** pg_type.typcategory of the base type: `S` string, `N` numeric, `A` array, `U` user... */
   category: string;
+  /** The characters a `varchar(n)` / `char(n)` column holds (on it or on one of its domains), else null. */
+  maxLength: number | null;
   notNull: boolean;
   /** Generated columns are not dumped: the environment computes them from the (masked) row. */
   generated: boolean;
@@ -51,17 +53,27 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
     type: string | null;
     base_type: string | null;
     category: string | null;
+    max_length: number | null;
     not_null: boolean | null;
     generated: boolean | null;
   }>(`
     SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS table, c.relkind, a.attname AS column,
            format_type(a.atttypid, a.atttypmod) AS type, bt.typname AS base_type, bt.typcategory AS category,
+           CASE WHEN bt.typname IN ('varchar', 'bpchar') AND base.typmod >= 4 THEN base.typmod - 4 END AS max_length,
            a.attnotnull AS not_null, a.attgenerated <> '' AS generated
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-      LEFT JOIN pg_type t ON t.oid = a.atttypid
-      LEFT JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+      -- Domains: follow typbasetype to the type underneath (a domain over a domain has the middle
+      -- one there), keeping the first length modifier met on the way in: the column's, else a domain's.
+      LEFT JOIN LATERAL (
+        WITH RECURSIVE chain(oid, typmod, depth) AS (
+          SELECT a.atttypid, a.atttypmod, 0
+          UNION ALL
+          SELECT d.typbasetype, CASE WHEN chain.typmod >= 0 THEN chain.typmod ELSE d.typtypmod END, chain.depth + 1
+            FROM chain JOIN pg_type d ON d.oid = chain.oid AND d.typtype = 'd')
+        SELECT oid, typmod FROM chain ORDER BY depth DESC LIMIT 1) base ON a.attnum IS NOT NULL
+      LEFT JOIN pg_type bt ON bt.oid = base.oid
      WHERE ${USER_TABLES}
      ORDER BY n.nspname, c.relname, a.attnum`);
   const byOid = new Map<number, CatalogTable>();
@@ -77,6 +89,7 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
       type: row.type!,
       baseType: row.base_type!,
       category: row.category!,
+      maxLength: row.max_length,
       notNull: row.not_null!,
       generated: row.generated!,
     });

@@ -23,7 +23,12 @@ beforeAll(async () => {
     MASKING_SCHEMA_SQL +
       'ALTER TABLE public.audit_log ADD COLUMN ip inet, ADD COLUMN total int GENERATED ALWAYS AS (id * 2) STORED;' +
       // A unique expression index: indkey says 0 for lower(action).
-      'CREATE UNIQUE INDEX audit_log_action_key ON public.audit_log (lower(action));',
+      'CREATE UNIQUE INDEX audit_log_action_key ON public.audit_log (lower(action));' +
+      // Domains over domains, and text columns too short for what email and hash write.
+      'CREATE DOMAIN short_text AS varchar(20); CREATE DOMAIN contact_code AS short_text CHECK (VALUE <> \'\');' +
+      'CREATE DOMAIN address AS text; CREATE DOMAIN work_address AS address;' +
+      'CREATE TABLE public.contacts (work_email work_address, short_email varchar(36), fit_email varchar(37), code contact_code,' +
+      ' md5_token char(32), pin_token varchar(31), note contact_code);',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -89,6 +94,22 @@ describe('rules checked against the source catalog', () => {
       'public.customers.tier: marked review; decide its strategy',
       'public.customers.score: email needs a text column (text, varchar, char, citext), not numeric',
     ]);
+  });
+
+  it('looks through domains over domains, and refuses email and hash where the column cannot hold them', () => {
+    const contacts = [{ schema: 'public', name: 'contacts' }];
+    const rules = `strict: true
+tables:
+  public.contacts: { work_email: email, short_email: email, fit_email: email, code: hash, md5_token: hash, pin_token: hash, note: redact }
+`;
+    expect(plan(rules, contacts).problems).toEqual([
+      'public.contacts.short_email: email writes 37 characters (user_<20 hex>@example.com), more than character varying(36) holds; use hash or sql',
+      'public.contacts.code: hash needs at least 32 characters (of its 64 hex digits) to keep values distinct; contact_code holds 20',
+      'public.contacts.pin_token: hash needs at least 32 characters (of its 64 hex digits) to keep values distinct; character varying(31) holds 31',
+    ]);
+    // rules init leaves to a person what the check would refuse.
+    const suggested = parseRules(suggestRules(catalog), 'init.yaml').tables.find((t) => t.table.name === 'contacts')!;
+    expect(Object.fromEntries(suggested.columns)).toMatchObject({ work_email: { kind: 'email' }, short_email: { kind: 'review' }, fit_email: { kind: 'email' }, md5_token: { kind: 'hash' }, pin_token: { kind: 'review' } });
   });
 
   it('masks on the lower-cased value for citext and for every column that references one', () => {

@@ -48,21 +48,34 @@ export interface RulesPlan {
 const TEXT_TYPES = new Set(['text', 'varchar', 'bpchar', 'citext', 'name']);
 const NOT_UNIQUE = new Set(['name', 'redact', 'constant', 'phone']);
 
+/** `user_` + 20 hex digits + `@example.com` (masking-sql.ts). */
+const EMAIL_LENGTH = 37;
+const HASH_MIN_LENGTH = 32;
+
 const isText = (c: CatalogColumn) => TEXT_TYPES.has(c.baseType);
 /** The strategy (or one of its json paths) needs MASKING_KEY. */
 export const usesKey = (s: Strategy | LeafStrategy): boolean =>
   (KEYED_STRATEGIES as readonly string[]).includes(s.kind) || (s.kind === 'jsonb' && s.paths.some((p) => usesKey(p.strategy)));
 
 /** Why `strategy` cannot apply to `column`, or undefined when it can. */
-function typeProblem(strategy: Strategy, column: CatalogColumn): string | undefined {
+export function typeProblem(strategy: Strategy, column: CatalogColumn): string | undefined {
   switch (strategy.kind) {
     case 'email':
+      if (!isText(column)) return `email needs a text column (text, varchar, char, citext), not ${column.type}`;
+      // Cut to fit, an address would no longer be one (and its last hex digits would be lost).
+      return column.maxLength !== null && column.maxLength < EMAIL_LENGTH
+        ? `email writes ${EMAIL_LENGTH} characters (user_<20 hex>@example.com), more than ${column.type} holds; use hash or sql`
+        : undefined;
     case 'name':
     case 'phone':
     case 'redact':
       return isText(column) ? undefined : `${strategy.kind} needs a text column (text, varchar, char, citext), not ${column.type}`;
     case 'hash':
-      return isText(column) || ['uuid', 'bytea'].includes(column.baseType) ? undefined : `hash needs a text, uuid or bytea column, not ${column.type}`;
+      if (!isText(column)) return ['uuid', 'bytea'].includes(column.baseType) ? undefined : `hash needs a text, uuid or bytea column, not ${column.type}`;
+      // A shorter column keeps the hash's first digits: 32 of them (128 bits) still keep distinct values apart.
+      return column.maxLength !== null && column.maxLength < HASH_MIN_LENGTH
+        ? `hash needs at least ${HASH_MIN_LENGTH} characters (of its 64 hex digits) to keep values distinct; ${column.type} holds ${column.maxLength}`
+        : undefined;
     case 'jsonb':
       return ['json', 'jsonb'].includes(column.baseType) ? undefined : `jsonb needs a json or jsonb column, not ${column.type}`;
     case 'null':

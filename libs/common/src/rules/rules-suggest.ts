@@ -1,6 +1,8 @@
 import { stringify } from 'yaml';
 import type { CatalogColumn, CatalogTable, RulesCatalog } from './rules-catalog';
 import { formatDottedName } from './dotted-name';
+import { typeProblem } from './rules-plan';
+import type { WordStrategy } from './rules-file';
 
 /** Name patterns of columns that usually hold personal data, and the strategy to start from. */
 const PERSONAL: [RegExp, string][] = [
@@ -23,8 +25,9 @@ export function suggestStrategy(table: CatalogTable, column: CatalogColumn): unk
     if (!pattern.test(name)) continue;
     if (!text && !(strategy === 'hash' && ['uuid', 'bytea'].includes(column.baseType))) return 'review';
     // name, phone and redact can repeat values: a unique column gets a keyed hash instead.
-    if (['name', 'phone', 'redact'].includes(strategy) && table.uniqueKeys.some((key) => key.includes(column.name))) return 'hash';
-    return strategy;
+    const pick = ['name', 'phone', 'redact'].includes(strategy) && table.uniqueKeys.some((key) => key.includes(column.name)) ? 'hash' : strategy;
+    // One the check would refuse (an email into varchar(20)) is left for a person to decide.
+    return typeProblem({ kind: pick as WordStrategy }, column) ? 'review' : pick;
   }
   if (['json', 'jsonb'].includes(column.baseType)) return 'review';
   if (['inet', 'cidr', 'macaddr', 'macaddr8'].includes(column.baseType)) return column.notNull ? 'review' : null;

@@ -434,6 +434,17 @@ describe('HTTP tokens', () => {
     expect(loadCliConfig({ HTTP_TOKEN: 'page' }).httpToken).toBe('page');
   });
 
+  it('refuse a blank HTTP_TOKEN or METRICS_TOKEN by name (an unfilled secret), instead of leaving the endpoints open', () => {
+    expect(configErrorOf(loadSchedulerConfig, { HTTP_TOKEN: '  ' }).message).toBe(
+      'Invalid configuration: HTTP_TOKEN is set but blank: give it a value, or remove it to leave the status page and /api/runs open',
+    );
+    expect(configErrorOf(loadLoaderConfig, { ...LOADER_REQUIRED, METRICS_TOKEN: '' }).message).toBe(
+      'Invalid configuration: METRICS_TOKEN is set but blank: give it a value, or remove it to leave /metrics and /health open',
+    );
+    // The CLI guards nothing: a blank HTTP_TOKEN there is just unset.
+    expect(loadCliConfig({ HTTP_TOKEN: '' }).httpToken).toBeUndefined();
+  });
+
   it('are never echoed in a configuration error', () => {
     const error = configErrorOf(loadSchedulerConfig, { HTTP_TOKEN: 'page-s3cret', METRICS_TOKEN: 'metrics-s3cret', HTTP_PORT: 'x' });
     expect(error.message).toBe('Invalid configuration: HTTP_PORT must be a whole number (got "x")');

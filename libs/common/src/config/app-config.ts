@@ -1,7 +1,7 @@
 import { CronTime } from 'cron';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { z } from 'zod';
-import { boolean, date, duration, integer, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
+import { accessToken, boolean, date, duration, integer, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
 import { envLoader } from './env-reader';
 
 type Env = Record<string, string | undefined>;
@@ -183,7 +183,7 @@ function natsConfig(v: NatsVariables): NatsConfig {
 const httpVariables = (defaultPort: number) => ({
   HTTP_PORT: integer(defaultPort, 0, 65535),
   HTTP_HOST: text(DEFAULTS.HTTP_HOST),
-  METRICS_TOKEN: optionalText(),
+  METRICS_TOKEN: accessToken('/metrics and /health'),
 });
 type HttpVariables = z.output<z.ZodObject<ReturnType<typeof httpVariables>>>;
 
@@ -355,7 +355,7 @@ const schedulerSchema = z
   .object({
     ...natsVariables,
     ...httpVariables(DEFAULT_HTTP_PORTS.scheduler),
-    HTTP_TOKEN: optionalText(),
+    HTTP_TOKEN: accessToken('the status page and /api/runs'),
     ...logVariables,
     SCHEDULE: schedule,
     SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),

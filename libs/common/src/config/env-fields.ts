@@ -29,6 +29,20 @@ export const text = (fallback: string) => field((value) => value ?? fallback);
 
 export const optionalText = () => field((value) => value);
 
+/**
+ * A token that guards endpoints when set. Unlike other variables, a blank one is refused rather
+ * than read as unset: `HTTP_TOKEN=` from an unfilled secret would otherwise leave the endpoints open.
+ */
+export const accessToken = (guards: string) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() !== '') return value?.trim();
+      ctx.addIssue({ code: 'custom', message: `is set but blank: give it a value, or remove it to leave ${guards} open` });
+      return z.NEVER;
+    });
+
 export const matching = (pattern: RegExp, description: string, fallback?: string) =>
   field((value = fallback, report) => {
     if (value === undefined) return report('is required');

@@ -742,7 +742,8 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
       query<{ def: string }>(
         url,
         `SELECT 'index ' || i.indexname || ' ' || i.indexdef || ' tablespace=' || coalesce(i.tablespace, '-') || ' options=' || coalesce(c.reloptions::text, '-')
-                || ' clustered=' || x.indisclustered || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '-') AS def
+                || ' clustered=' || x.indisclustered || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '-')
+                || ' statistics=' || coalesce((SELECT string_agg(a.attnum || ':' || a.attstattarget, ',') FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attstattarget > 0), '-') AS def
            FROM pg_indexes i JOIN pg_class c ON c.oid = format('%I.%I', i.schemaname, i.indexname)::regclass JOIN pg_index x ON x.indexrelid = c.oid
           WHERE i.schemaname IN ('public', 'Sales')
          UNION ALL
@@ -752,7 +753,7 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
          ORDER BY 1`,
       );
 
-    it('are exactly the originals: tablespace, storage parameters, WHERE, DEFERRABLE and comments', async () => {
+    it('are exactly the originals: tablespace, storage parameters, WHERE, DEFERRABLE, statistics targets and comments', async () => {
       const target = await createTarget(`
         ALTER TABLE public.members DROP CONSTRAINT members_pkey CASCADE;
         ALTER TABLE public.members ADD CONSTRAINT members_pkey PRIMARY KEY (id) WITH (fillfactor = 70) USING INDEX TABLESPACE "${tablespace}";
@@ -764,9 +765,12 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
         COMMENT ON CONSTRAINT members_pkey ON public.members IS E'a back\\\\slash and a quote: ''';
         COMMENT ON CONSTRAINT members_team_id_fkey ON public.members IS 'every member has a team';
         COMMENT ON CONSTRAINT members_nick_unique ON public.members IS 'one nick each';
-        COMMENT ON INDEX public.customers_name_note IS 'named, noted';`);
+        COMMENT ON INDEX public.customers_name_note IS 'named, noted';
+        CREATE INDEX customers_lower_name ON public.customers (id, lower(name));
+        ALTER INDEX public.customers_lower_name ALTER COLUMN 2 SET STATISTICS 500;`);
       const before = await definitions(target);
       const text = before.map((r) => r.def).join('\n');
+      expect(text).toContain('statistics=2:500');
       expect(text).toContain(`members_pkey CREATE UNIQUE INDEX members_pkey ON public.members USING btree (id) WITH (fillfactor='70') tablespace=${tablespace}`);
       expect(text).toContain('comment=a back\\slash and a quote: \'');
       expect(text).toMatch(/teams_leader_fk .* validated=false/);

@@ -92,6 +92,8 @@ export interface IndexDefinition {
   tablespace: string;
   clustered: boolean;
   indexComment: string | null;
+  /** `ALTER INDEX ... ALTER COLUMN n SET STATISTICS t` given to its expression columns (pg_get_indexdef leaves them out). */
+  statistics: { column: number; target: number }[];
   /** Set for indexes that back a PRIMARY KEY or UNIQUE constraint. */
   constraint?: { name: string; type: 'PRIMARY KEY' | 'UNIQUE'; deferrable: boolean; deferred: boolean; comment: string | null };
 }
@@ -203,6 +205,7 @@ export class TargetCatalog {
       tablespace: string | null;
       clustered: boolean;
       index_comment: string | null;
+      statistics: string[];
       constraint_name: string | null;
       constraint_type: 'p' | 'u' | null;
       deferrable: boolean | null;
@@ -211,6 +214,8 @@ export class TargetCatalog {
     }>(
       `SELECT n.nspname AS schema, c.relname AS table, ic.relname AS name, pg_get_indexdef(i.indexrelid) AS definition,
               ts.spcname AS tablespace, i.indisclustered AS clustered, obj_description(i.indexrelid, 'pg_class') AS index_comment,
+              array(SELECT a.attnum || ':' || a.attstattarget FROM pg_attribute a
+                     WHERE a.attrelid = i.indexrelid AND a.attstattarget > 0 ORDER BY a.attnum)::text[] AS statistics,
               con.conname AS constraint_name, con.contype AS constraint_type, con.condeferrable AS deferrable, con.condeferred AS deferred,
               obj_description(con.oid, 'pg_constraint') AS constraint_comment
          FROM pg_index i
@@ -231,6 +236,10 @@ export class TargetCatalog {
       tablespace: row.tablespace ?? '',
       clustered: row.clustered,
       indexComment: row.index_comment,
+      statistics: row.statistics.map((entry) => {
+        const [column, target] = entry.split(':').map(Number);
+        return { column, target };
+      }),
       constraint: row.constraint_name
         ? {
             name: row.constraint_name,

@@ -33,7 +33,8 @@ export async function dropIndexesWherePossible(client: PoolClient, indexes: Inde
  * Builds the dropped indexes again exactly as they were: pg_get_indexdef's definition (storage
  * parameters, INCLUDE, WHERE), in its own tablespace (through default_tablespace, as pg_dump does,
  * since the definition leaves it out), a key re-attached to its index (`USING INDEX`, which keeps
- * the index's fillfactor and tablespace and the key's DEFERRABLE), CLUSTER ON and comments.
+ * the index's fillfactor and tablespace and the key's DEFERRABLE), CLUSTER ON, the statistics
+ * targets of expression columns and comments.
  */
 export async function rebuildIndexes(client: PoolClient, dropped: IndexDefinition[]): Promise<void> {
   if (!dropped.length) return;
@@ -51,7 +52,9 @@ export async function rebuildIndexes(client: PoolClient, dropped: IndexDefinitio
       if (key.comment !== null) await client.query(`COMMENT ON CONSTRAINT ${quoteIdent(key.name)} ON ${index.table} IS ${sqlLiteral(key.comment)}`);
     }
     if (index.clustered) await client.query(`ALTER TABLE ${index.table} CLUSTER ON ${quoteIdent(indexName)}`);
-    if (index.indexComment !== null) await client.query(`COMMENT ON INDEX ${quoteIdent(index.schema)}.${quoteIdent(indexName)} IS ${sqlLiteral(index.indexComment)}`);
+    const qualified = `${quoteIdent(index.schema)}.${quoteIdent(indexName)}`;
+    for (const { column, target } of index.statistics) await client.query(`ALTER INDEX ${qualified} ALTER COLUMN ${column} SET STATISTICS ${target}`);
+    if (index.indexComment !== null) await client.query(`COMMENT ON INDEX ${qualified} IS ${sqlLiteral(index.indexComment)}`);
   }
   await client.query("SELECT set_config('default_tablespace', $1, true)", [rows[0].value]);
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { loadDumperConfig, type NatsConfig } from '@app/common/config';
+import { loadDumperConfig } from '@app/common/config';
 import { type SnapshotReadyPayload, type Subject, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
 import { announcedSnapshots, ensureStream, EventPublisher } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
@@ -13,7 +13,6 @@ import { createDatabase, type TestDatabase } from '../../../test/support/databas
 import { NATS_URL, specNatsConfig } from '../../../test/support/nats';
 import { DumperService } from './dumper.service';
 import { announceOnce } from './earlier-announcement';
-import { announcementBucket, applyRetention } from './retention';
 import { SourceDatabase } from './source-database';
 
 /** What a dump failure says in events: PostgreSQL's own errors, from a real server. */
@@ -79,50 +78,11 @@ describe('DumperService.dump and retention', () => {
   });
   afterAll(async () => {
     await (await jetstreamManager(nc)).streams.delete(nats.stream).catch(() => undefined);
-    await (await jetstreamManager(nc)).streams.delete(`KV_${announcementBucket(nats)}`).catch(() => undefined);
     await nc?.close();
     await source?.end();
     await db?.drop();
     rmSync(dir, { recursive: true, force: true });
   });
-
-  it('marks what it writes as its own, so retention removes a snapshot whose announcement failed once it expires', async () => {
-    // A stream and directory of its own: the other test counts the announcements.
-    const nats = specNatsConfig('dumper_orphan', 30_000);
-    const jsm = await jetstreamManager(nc);
-    await ensureStream(jsm, nats);
-    const dir = mkdtempSync(join(tmpdir(), 'db-fanout-dumper-orphan-'));
-    try {
-      await dumpAndOrphan(nats, dir);
-    } finally {
-      await jsm.streams.delete(nats.stream).catch(() => undefined);
-      await jsm.streams.delete(`KV_${announcementBucket(nats)}`).catch(() => undefined);
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  async function dumpAndOrphan(nats: NatsConfig, dir: string): Promise<void> {
-    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
-    const store = new FsSnapshotStore(dir);
-    // The broker stored nothing and said so with a timeout: the snapshot stays (it might have been stored).
-    const timingOut = new (class extends EventPublisher {
-      override async publish(...args: Parameters<EventPublisher['publish']>) {
-        if (args[0] === SUBJECTS.snapshotReady) throw new Error('TimeoutError: timeout');
-        return super.publish(...args);
-      }
-    })(nc, nats);
-    await expect(new DumperService(config, timingOut, new MetricsService(), nc, source, store).dump('2024-04-01', { seq: 11, delivery: 1 })).rejects.toThrow('timeout');
-    const [orphan] = (await store.list()).map((s) => s.snapshotId);
-    // The redelivered trigger dumps again and is announced.
-    const service = new DumperService(config, new EventPublisher(nc, nats), new MetricsService(), nc, source, store);
-    const outcome = await service.dump('2024-04-01', { seq: 11, delivery: 2 });
-    await service.beforeApplicationShutdown();
-    expect(outcome).toMatchObject({ status: 'ready' });
-
-    const later = await applyRetention(nc, nats, store, config.snapshotRetentionMs, Date.now() + config.snapshotRetentionMs + 60_000);
-    expect(later.removed).toEqual([`prod_snapshot_${orphan} (never announced)`]);
-    expect((await store.list()).map((s) => s.snapshotId)).toEqual([outcome.status === 'ready' ? outcome.snapshot.snapshotId : '']);
-  }
 
   it('announces the snapshot and returns while retention is still running; shutdown waits for retention', async () => {
     const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };

@@ -10,7 +10,7 @@ import { dumpEventIds, type TriggerRef } from './dump-event-ids';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
 import { announceOnce, snapshotAnnouncedFor } from './earlier-announcement';
-import { applyRetention, claimSnapshot } from './retention';
+import { applyRetention } from './retention';
 import { writeSnapshot } from './snapshot-writer';
 import { SourceDatabase } from './source-database';
 
@@ -115,7 +115,6 @@ export class DumperService implements BeforeApplicationShutdown {
             // Read at every dump: an edited rules file applies to the next dump; a broken one fails it, named.
             rules: this.config.rulesFile ? loadRulesFile(this.config.rulesFile) : undefined,
             maskingKey: this.config.maskingKey,
-            claim: (snapshotId) => claimSnapshot(this.connection, this.config.nats, snapshotId),
             log: (line) => this.logger.log(line),
           });
         },

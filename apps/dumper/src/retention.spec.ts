@@ -12,7 +12,7 @@ import { ensureStream } from '@app/common/messaging';
 import { OwnNatsServer } from '../../../test/support/nats-server';
 import { FsSnapshotStore, NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
 import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../test/support/s3-server';
-import { announcementBucket, applyRetention, claimSnapshot } from './retention';
+import { announcementBucket, applyRetention } from './retention';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 const DAY = 86_400_000;
@@ -175,27 +175,6 @@ describe('applyRetention (real NATS)', () => {
     const theirs = await new Kvm(nc).create(announcementBucket(other));
     cleanups.push(async () => (await jetstreamManager(nc)).streams.delete(`KV_${announcementBucket(other)}`).catch(() => undefined));
     expect(await theirs.get('20240102-aaaaaaaa')).toBeNull();
-  });
-
-  it('removes a complete snapshot this stream\'s dumper wrote but never announced, once it is as old; the other pipeline\'s stays', async () => {
-    const other = natsConfig(`other_${randomBytes(4).toString('hex')}`);
-    cleanups.push(async () => (await jetstreamManager(nc)).streams.delete(`KV_${announcementBucket(other)}`).catch(() => undefined));
-    snapshot('20240101-aaaaaaaa', 20); // ours: the dumper was killed between the manifest and the publish
-    snapshot('20240101-0a0a0a0a', 20); // written by the other pipeline's dumper
-    snapshot('20240102-bbbbbbbb', 10); // ours, announced, and qa's loader still holds it
-    snapshot('20240103-cccccccc', 2); // ours, never announced, but younger than the retention
-    snapshot('20240104-dddddddd', 1); // ours, newest
-    for (const id of ['20240101-aaaaaaaa', '20240102-bbbbbbbb', '20240103-cccccccc', '20240104-dddddddd']) await claimSnapshot(nc, nats, id);
-    await claimSnapshot(nc, other, '20240101-0a0a0a0a');
-    await publishReady('20240102-bbbbbbbb');
-    await publishReady('20240104-dddddddd');
-    await addLoader('qa');
-    await take('qa', 1, false);
-
-    const result = await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY);
-    expect(result).toEqual({ removed: ['prod_snapshot_20240101-aaaaaaaa (never announced)'], keptInUse: ['prod_snapshot_20240102-bbbbbbbb'], notAnnounced: ['prod_snapshot_20240101-0a0a0a0a'], leftovers: [] });
-    expect(listing()).toEqual(['prod_snapshot_20240101-0a0a0a0a', 'prod_snapshot_20240102-bbbbbbbb', 'prod_snapshot_20240103-cccccccc', 'prod_snapshot_20240104-dddddddd']);
-    expect((await (await new Kvm(nc).open(announcementBucket(nats))).get('20240101-aaaaaaaa'))?.operation).toBe('PURGE');
   });
 
   it('removes nothing when the broker does not answer', async () => {

@@ -11,19 +11,15 @@ export interface RetentionResult {
   removed: string[];
   /** Old enough, but some environment's loader has not acked its announcement, or a reload of it, yet. */
   keptInUse: string[];
-  /** Old enough, but not written by this stream's dumpers (another pipeline's, or by hand): never touched. */
+  /** Old enough, but never announced on this stream (another pipeline's, or written by hand): never touched. */
   notAnnounced: string[];
   /** What interrupted uploads left below the level of objects and retention removed: one line per kind, counts only. */
   leftovers: string[];
 }
 
-/**
- * What the bucket remembers of one snapshot: the stream sequence of its announcement, which loaders
- * ack past; or, until it is announced, when a dumper of this stream wrote it (see claimSnapshot).
- */
+/** What the bucket remembers of one announcement: its stream sequence, which loaders ack past. */
 interface AnnouncementRecord {
-  seq?: number;
-  writtenAt?: string;
+  seq: number;
 }
 
 /**
@@ -38,17 +34,6 @@ export function announcementBucket(nats: NatsConfig): string {
 async function openBucket(nc: NatsConnection, nats: NatsConfig): Promise<KV> {
   const kvm = new Kvm(nc);
   return kvm.create(announcementBucket(nats), { history: 1, replicas: nats.streamReplicas }).catch(() => kvm.open(announcementBucket(nats)));
-}
-
-/**
- * Marks a snapshot as this stream's before its manifest is written. A complete snapshot can miss its
- * announcement (the dumper killed between the manifest and the publish, or a publish that failed
- * without saying whether it was stored, after which the redelivered trigger dumps again); without
- * this mark retention could not tell it from another pipeline's and would keep it for ever.
- */
-export async function claimSnapshot(nc: NatsConnection, nats: NatsConfig, snapshotId: string): Promise<void> {
-  const kv = await openBucket(nc, nats);
-  await kv.put(snapshotId, JSON.stringify({ writtenAt: new Date().toISOString() } satisfies AnnouncementRecord));
 }
 
 /**
@@ -93,8 +78,7 @@ async function completeSnapshots(store: SnapshotStore, ids: string[]): Promise<S
  * it is older than the retention and not the newest; this stream announced it (its snapshot.ready
  * is in the stream, or was recorded in `<NATS_STREAM>_SNAPSHOTS` while it was); and every
  * environment's loader consumer has acked past that announcement, and no `db-fanout reload` of it
- * waits for or is being loaded by a loader (its reload consumer has not acked it). A snapshot this
- * stream's dumper wrote (claimSnapshot) but never announced goes once it is as old. The announcements are read to
+ * waits for or is being loaded by a loader (its reload consumer has not acked it). The announcements are read to
  * the end (the consumer reports nothing pending) and any broker error throws before anything is
  * removed. The leftovers of interrupted uploads (a dump killed before its manifest: its objects,
  * and what the store keeps of an object it never finished) go once nothing has been written to them
@@ -121,13 +105,9 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
   const floor = await loadersAckedUpTo(await jetstreamManager(nc), nats);
   const reloading = await pendingReloads(nc, nats);
   const announced = new Map<string, number>();
-  const claimed = new Set<string>();
   for (const snapshot of snapshots) {
     const entry = await kv.get(snapshot.id);
-    if (!entry?.value.length) continue;
-    const record = entry.json<AnnouncementRecord>();
-    if (typeof record.seq === 'number') announced.set(snapshot.id, record.seq);
-    else if (record.writtenAt) claimed.add(snapshot.id);
+    if (entry?.value.length) announced.set(snapshot.id, entry.json<AnnouncementRecord>().seq);
   }
 
   // Leftovers of interrupted uploads: idle for the retention, so no dumper is still writing them.
@@ -141,13 +121,7 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
   result.leftovers.push(...(await store.purgeInterrupted(new Date(now - retentionMs))));
   for (const snapshot of snapshots.slice(1).filter((s) => now - s.created > retentionMs)) {
     const seq = announced.get(snapshot.id);
-    if (seq === undefined && claimed.has(snapshot.id) && !reloading.has(snapshot.id)) {
-      // Ours, complete, and never announced (its announcement would be in the stream, or recorded):
-      // no loader was ever pointed at it.
-      await store.remove(snapshot.id);
-      await kv.purge(snapshot.id);
-      result.removed.push(`${snapshot.name} (never announced)`);
-    } else if (seq === undefined) {
+    if (seq === undefined) {
       result.notAnnounced.push(snapshot.name);
     } else if (seq > floor || reloading.has(snapshot.id)) {
       result.keptInUse.push(snapshot.name);

@@ -33,8 +33,6 @@ export interface SnapshotRequest {
   rules?: RulesFile;
   /** MASKING_KEY, for keyed strategies; never logged, never in the manifest (its id is). */
   maskingKey?: string;
-  /** Called before the manifest is written (the dumper records the snapshot as its own: claimSnapshot). */
-  claim?: (snapshotId: string) => Promise<void>;
   log?: (line: string) => void;
 }
 
@@ -260,7 +258,6 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       ...(compression === 'gzip' ? { compression } : {}),
       ...(rules ? { rules: rules.manifest } : {}),
     };
-    await request.claim?.(snapshotId);
     // The manifest last: only a complete snapshot is ever taken for one.
     await upload.commit(Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
     phases.mark('manifest');

@@ -47,6 +47,36 @@ describe('describeFailure', () => {
     }
   });
 
+  it('withholds the whole message the database\'s own code raised (RAISE, whatever its SQLSTATE), naming the routine', async () => {
+    const client = new Client({ connectionString: ADMIN_URL });
+    await client.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(`CREATE FUNCTION pg_temp.check_email(email text) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+          IF email LIKE '%@example.com' THEN RAISE EXCEPTION 'customer has a non-QA email address %', email; END IF;
+          RAISE EXCEPTION 'address % refused', email USING ERRCODE = 'check_violation';
+        END $$`);
+      const failureOf = async (sql: string, detail = false) => {
+        await client.query('SAVEPOINT s');
+        const error = await client.query(sql).then(() => undefined, (e: unknown) => e);
+        await client.query('ROLLBACK TO SAVEPOINT s');
+        return describeFailure(error, { detail });
+      };
+      const withheld = "the database's own code raised an error (message withheld, as it may quote row values; ERROR_DETAIL=true shows it): PL/pgSQL function pg_temp";
+      const raised = await failureOf("SELECT pg_temp.check_email('ada@example.com')");
+      expect(raised.code).toBe('P0001');
+      expect(raised.error).toMatch(new RegExp(`^${withheld.replace(/[().]/g, '\\$&')}.*check_email\\(text\\) line 3 at RAISE$`));
+      const asCheck = await failureOf("SELECT pg_temp.check_email('grace@corp.example')");
+      expect(asCheck.code).toBe('23514');
+      expect(asCheck.error).not.toContain('grace');
+      expect(asCheck.error).toContain('line 4 at RAISE');
+      expect((await failureOf("SELECT pg_temp.check_email('ada@example.com')", true)).error).toBe('customer has a non-QA email address ada@example.com');
+    } finally {
+      await client.end();
+    }
+  });
+
   it('keeps DETAIL and the value with ERROR_DETAIL=true', () => {
     const error = pgError('invalid input syntax for type integer: "x1"', '22P02', 'row 3');
     expect(describeFailure(error, { detail: true })).toEqual({ error: 'invalid input syntax for type integer: "x1" (DETAIL: row 3)', code: '22P02' });

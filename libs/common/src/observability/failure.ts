@@ -11,7 +11,15 @@ interface DatabaseErrorLike {
   message: string;
   code?: unknown;
   detail?: unknown;
+  /** PostgreSQL's CONTEXT: `PL/pgSQL function check_email() line 3 at RAISE`. */
+  where?: unknown;
 }
+
+// Messages the database's own code writes (RAISE in a trigger, a CHECK's or a domain's function, a
+// masking `sql:` expression) are free text and often quote the row. RAISE can give any SQLSTATE
+// (USING ERRCODE), so its CONTEXT counts too, besides the classes of raised and routine errors.
+const ROUTINE_CLASSES = /^(P0|38|39|2F)/;
+const RAISED = / at RAISE$/m;
 
 // Data exceptions (class 22) quote the offending input in the message itself, at the end or in the
 // middle: `invalid input syntax for type integer: "4111 1111"`, `value "41111" is out of range for
@@ -39,6 +47,12 @@ export function describeFailure(error: unknown, options: { detail: boolean }): F
   const dbError = error as Error & DatabaseErrorLike;
   let message = dbError.message;
   if (!options.detail && code?.startsWith('22')) message = withholdValues(message);
+  const where = typeof dbError.where === 'string' ? dbError.where : '';
+  if (!options.detail && ((code && ROUTINE_CLASSES.test(code)) || RAISED.test(where))) {
+    // Which routine raised it: the CONTEXT's innermost line names functions, never values.
+    const routine = /^PL\/pgSQL function [^\n]*/.exec(where)?.[0];
+    message = `the database's own code raised an error (message withheld, as it may quote row values; ERROR_DETAIL=true shows it)${routine ? `: ${routine}` : ''}`;
+  }
   if (options.detail && typeof dbError.detail === 'string' && dbError.detail) message = `${message} (DETAIL: ${dbError.detail})`;
   return { error: errorMessage(message), ...(code ? { code } : {}) };
 }

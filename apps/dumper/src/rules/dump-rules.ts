@@ -15,10 +15,9 @@ import {
   usesKey,
 } from '@app/common/rules';
 import { MIN_KEY_LENGTH, type MaskingKey, prepareMaskingKey } from './masking-key';
-import { loadKeyIntoSession, maskedSelectSql } from './masking-sql';
+import { loadKeyIntoSession, maskedColumnSql, maskedSelectSql } from './masking-sql';
 import { jsonbPathsThroughArrays } from './jsonb-arrays';
-import { planSubset, type SubsetPlan, subsetWhere } from './subset-plan';
-
+import { isRulesTextError, planSubset, type SubsetPlan, subsetWhere } from './subset-plan';
 
 /**
  * DUMP_RULES applied to one dump, inside its snapshot: the checked plan, the masked SELECT of
@@ -50,6 +49,8 @@ export class DumpRules {
     if (!problems.length) problems.push(...(await jsonbPathsThroughArrays(client, plan.tables)));
     if (problems.length) throw new RulesError(rules.file, problems);
 
+    const expressions = await expressionProblems(client, plan.tables);
+    if (expressions.length) throw new RulesError(rules.file, expressions);
     const subset = await planSubset(client, rules, catalog, dumped);
     const key = plan.keyed ? prepareMaskingKey(maskingKey!) : undefined;
     const manifest: ManifestRules = { digest: rules.digest, ...(key ? { keyId: key.id } : {}), strict: rules.strict };
@@ -84,4 +85,30 @@ export class DumpRules {
     const where = kept ? ` WHERE ${subsetWhere(table, kept)}` : '';
     return maskedSelectSql(plan.columns, `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`, where);
   }
+}
+
+/**
+ * `sql` and `constant` columns planned (EXPLAIN: parsed, typed and constant-folded, no row read)
+ * before anything is written, so a typo or a constant that does not fit the column is refused
+ * naming the rules file and the column, not found by the COPY. Each in a savepoint: the dump's
+ * snapshot transaction goes on.
+ */
+async function expressionProblems(client: ClientBase, tables: TablePlan[]): Promise<string[]> {
+  const problems: string[] = [];
+  for (const { table, columns } of tables) {
+    for (const column of columns.filter((c) => c.strategy.kind === 'sql' || c.strategy.kind === 'constant')) {
+      await client.query('SAVEPOINT db_fanout_rules_check');
+      try {
+        await client.query(`EXPLAIN (COSTS OFF) SELECT ${maskedColumnSql(column)} FROM ONLY ${quoteQualified(table)}`);
+      } catch (error) {
+        // EXPLAIN reads no row: a data exception (22) here comes from the rules' own constants.
+        if (!isRulesTextError(error) && !(error as { code?: string }).code?.startsWith('22')) throw error;
+        problems.push(`${columnKey({ ...table, column: column.column.name })}: ${column.strategy.kind} does not run: ${(error as Error).message}`);
+      } finally {
+        await client.query('ROLLBACK TO SAVEPOINT db_fanout_rules_check');
+        await client.query('RELEASE SAVEPOINT db_fanout_rules_check');
+      }
+    }
+  }
+  return problems;
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseRules } from '@app/common/rules';
@@ -155,5 +155,34 @@ describe('a foreign key declared on one partition', () => {
       name: 'RulesError',
       problems: ['public.events: subset reaches a partitioned table, which is not supported'],
     });
+  });
+});
+
+describe('sql, constant and subset expressions the source cannot run', () => {
+  const SQL = `
+    CREATE TABLE public.accounts (id int PRIMARY KEY, score int, code text);
+    INSERT INTO public.accounts VALUES (1, 10, 'not-a-number'), (2, 20, '7');`;
+  const source = sourceFor('rules_expressions', SQL);
+  const dump = (columns: string, subset = '') => dumpWith(source(), `strict: true\ntables:\n  public.accounts: ${columns}\n${subset}`);
+
+  it('are refused before anything is written, naming the rules file, the column and what is wrong', async () => {
+    await expect(dump('{ id: keep, score: { constant: 12x }, code: { sql: "upper(cod)" } }')).rejects.toMatchObject({
+      name: 'RulesError',
+      message: expect.stringMatching(/^rules file rules\.yaml: /),
+      problems: [
+        'public.accounts.score: constant does not run: invalid input syntax for type integer: "12x"',
+        'public.accounts.code: sql does not run: column "cod" does not exist',
+      ],
+    });
+    await expect(dump('{ id: keep, score: keep, code: keep }', 'subset:\n  public.accounts: "scor > 10"\n')).rejects.toMatchObject({
+      name: 'RulesError',
+      problems: ['public.accounts: subset where does not run: column "scor" does not exist'],
+    });
+    expect(readdirSync(source().dir)).toEqual([]);
+  });
+
+  it('leaves an error the rows raise as it is, its value withheld from the rules error', async () => {
+    await expect(dump('{ id: keep, score: keep, code: keep }', 'subset:\n  public.accounts: "code::int > 5"\n')).rejects.toMatchObject({ code: '22P02' });
+    expect(readdirSync(source().dir)).toEqual([]);
   });
 });

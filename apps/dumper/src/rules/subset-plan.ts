@@ -71,7 +71,10 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
 
   for (const { table, where } of rules.subset) {
     if (!kept.has(tableKey(table))) continue;
-    const { rows } = await client.query<{ ctid: string }>(`SELECT ctid::text AS ctid FROM ONLY ${quoteQualified(table)} WHERE (${where})`);
+    const { rows } = await client.query<{ ctid: string }>(`SELECT ctid::text AS ctid FROM ONLY ${quoteQualified(table)} WHERE (${where})`).catch((error: unknown) => {
+      // A typo in the condition names the rules file; an error the rows raised goes on as it is (its value withheld).
+      throw isRulesTextError(error) ? new RulesError(rules.file, [`${tableKey(table)}: subset where does not run: ${(error as Error).message}`]) : error;
+    });
     add(table, rows.map((r) => r.ctid));
   }
   const conditioned = (t: TableName) => rules.subset.some((s) => same(s.table, t));
@@ -109,4 +112,13 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
 export function subsetWhere(table: TableName, ctids: string[]): string {
   if (ctids.length === 0) return 'false';
   return `${quoteQualified(table)}.ctid = ANY(${quoteLiteral(`{${ctids.map((c) => `"${c}"`).join(',')}}`)}::tid[])`;
+}
+
+/**
+ * An error in the text the rules wrote (SQLSTATE class 42: syntax, an unknown column or function, a
+ * type mismatch): its message names what the rules wrote, never a row's value.
+ */
+export function isRulesTextError(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('42');
 }

@@ -101,4 +101,21 @@ describe('load outcomes', () => {
     const notes = await pipeline.source.query<{ note: string }>("SELECT note FROM customers WHERE note <> ''");
     for (const { note } of notes) expect(String(failed.error)).not.toContain(note);
   });
+
+  it('a snapshot in another store than the loader reads is a failed load naming both, at once, not a message dropped in silence', async () => {
+    const id = '20240603-0badc0de';
+    const elsewhereInNats = { ...newer, snapshotId: id, date: '2024-06-03', location: `nats://db-fanout-snapshots/prod_snapshot_${id}` };
+    const asked = Date.now();
+    await republish(elsewhereInNats, 'outcomes-other-store');
+    await pipeline.events.waitFor('dev to report the store mismatch', () => of('snapshot.load.failed', 'dev').some((e) => e.snapshotId === id), 20_000);
+    expect(Date.now() - asked).toBeLessThan(8_000); // no waiting for a directory that cannot appear
+    expect(of('snapshot.load.failed', 'dev').find((e) => e.snapshotId === id)).toEqual({
+      snapshotId: id,
+      environment: 'dev',
+      code: 'store-mismatch',
+      attempts: 1,
+      error: `snapshot nats://db-fanout-snapshots/prod_snapshot_${id} is in the nats store (bucket db-fanout-snapshots), and this loader reads the fs store (SNAPSHOT_DIR): set SNAPSHOT_STORE and SNAPSHOT_BUCKET as the dumper's`,
+    });
+    await settled('loader-dev');
+  });
 });

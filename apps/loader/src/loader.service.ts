@@ -15,7 +15,7 @@ import { describeFailure, errorMessage, MetricsService, withLogContext } from '@
 import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import { TargetDatabase } from './database/target-database';
 import { LOADER_CONFIG } from './loader.constants';
-import { openSnapshotStore, type SnapshotSource, type SnapshotStore, SnapshotLocationError } from '@app/common/snapshot-store';
+import { openSnapshotStore, type SnapshotSource, type SnapshotStore, SnapshotLocationError, SnapshotStoreMismatchError } from '@app/common/snapshot-store';
 import { NATS_CONNECTION } from '@app/common/messaging';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -82,6 +82,7 @@ export class LoaderService implements OnApplicationBootstrap {
         this.store ??= await openSnapshotStore(config, this.connection, { create: false });
         return { label: snapshot.location, ...(await this.store.open(snapshot.location)) };
       } catch (error) {
+        if (error instanceof SnapshotStoreMismatchError) throw error;
         if (error instanceof SnapshotLocationError) throw new InvalidMessageError(error.message);
         if (attempt >= SNAPSHOT_VISIBILITY.attempts || signal?.aborted) {
           throw new SnapshotNotFoundError(`snapshot ${snapshot.location} not found in the ${config.kind} snapshot store after ${attempt} looks: ${errorMessage(error)}`);
@@ -256,5 +257,5 @@ function eventKey(snapshot: SnapshotReadyPayload, environment: string, origin: L
 }
 
 function isSnapshotDirError(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && ['ENOENT', 'EACCES', 'ENOTDIR', 'ESTALE', 'EIO', 'snapshot-not-found'].includes((error as { code?: string }).code ?? '');
+  return typeof error === 'object' && error !== null && ['ENOENT', 'EACCES', 'ENOTDIR', 'ESTALE', 'EIO', 'snapshot-not-found', 'store-mismatch'].includes((error as { code?: string }).code ?? '');
 }

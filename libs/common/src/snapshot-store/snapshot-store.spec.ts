@@ -12,7 +12,7 @@ import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../../test/support/s3-se
 import { FsSnapshotStore } from './fs-snapshot-store';
 import { NatsSnapshotStore } from './nats-snapshot-store';
 import { S3SnapshotStore } from './s3-snapshot-store';
-import { SnapshotLocationError, type SnapshotStore } from './snapshot-store';
+import { parseBucketLocation, SnapshotLocationError, type SnapshotStore, SnapshotStoreMismatchError } from './snapshot-store';
 
 const ID = '20240105-1a2b3c4d';
 const OTHER_ID = '20240106-0badf00d';
@@ -219,4 +219,28 @@ describe('s3 snapshot store: an S3 server that refuses to delete', () => {
     await expect(store.remove(ID)).rejects.toThrow(`S3 refused to delete 1 of 1 object(s) in bucket ${bucket}, the first prod_snapshot_${ID}/manifest.json: AccessDenied (Access Denied)`);
     expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: true })]);
   }, 30_000);
+});
+
+describe('a location of another store or bucket', () => {
+  const id = '20240101-0a0a0a0a';
+  it('is a configuration mismatch naming both stores; a location that is no snapshot stays a bad message', () => {
+    const mismatch = (location: string, scheme: 'nats' | 's3', bucket: string) => {
+      try {
+        parseBucketLocation(location, scheme, bucket);
+      } catch (error) {
+        return error;
+      }
+      throw new Error(`${location} was taken`);
+    };
+    expect(mismatch(`nats://theirs/prod_snapshot_${id}`, 'nats', 'ours')).toMatchObject({
+      code: 'store-mismatch',
+      message: `snapshot nats://theirs/prod_snapshot_${id} is in the nats store (bucket theirs), and this loader reads the nats store (bucket ours): set SNAPSHOT_STORE and SNAPSHOT_BUCKET as the dumper's`,
+    });
+    expect(mismatch(`/srv/snapshots/prod_snapshot_${id}`, 's3', 'ours')).toMatchObject({ code: 'store-mismatch', message: expect.stringContaining('is in the fs store (SNAPSHOT_DIR)') });
+    for (const forged of [`s3://theirs/prod_snapshot_${id}/../secrets`, 'nats://theirs/anything', '/etc/passwd']) {
+      const error = mismatch(forged, 'nats', 'ours');
+      expect(error).toBeInstanceOf(SnapshotLocationError);
+      expect(error).not.toBeInstanceOf(SnapshotStoreMismatchError);
+    }
+  });
 });

@@ -60,7 +60,7 @@ const SNAPSHOT_NAME = /^prod_snapshot_([0-9]{8}-[0-9a-f]{8})$/;
 
 /** A location in this store pointed at something else, or at no snapshot: a bad message, never retried. */
 export class SnapshotLocationError extends Error {
-  override readonly name = 'SnapshotLocationError';
+  override readonly name: string = 'SnapshotLocationError';
 }
 
 export function snapshotName(snapshotId: string): string {
@@ -73,12 +73,36 @@ export function snapshotIdOf(name: string): string | undefined {
 }
 
 /**
+ * A well-formed snapshot location of another store or bucket: this process's SNAPSHOT_STORE or
+ * SNAPSHOT_BUCKET differs from the dumper's. A configuration to fix, reported as a failed load
+ * (never dropped as a bad message, which would leave the environment stale without an alert).
+ */
+export class SnapshotStoreMismatchError extends SnapshotLocationError {
+  override readonly name: string = 'SnapshotStoreMismatchError';
+  readonly code = 'store-mismatch';
+}
+
+const BUCKET_LOCATION = /^(nats|s3):\/\/([^/]+)\/prod_snapshot_[0-9]{8}-[0-9a-f]{8}$/;
+
+/** `the nats store (bucket b)` for a well-formed object-store location, else undefined. */
+export function objectStoreOfLocation(location: string): string | undefined {
+  const match = BUCKET_LOCATION.exec(location);
+  return match ? `the ${match[1]} store (bucket ${match[2]})` : undefined;
+}
+
+/**
  * `<scheme>://<bucket>/prod_snapshot_<id>` for the object stores: the bucket must be this store's and
  * the rest exactly one snapshot name, so a forged location cannot reach other objects.
  */
 export function parseBucketLocation(location: string, scheme: 'nats' | 's3', bucket: string): string {
   const prefix = `${scheme}://${bucket}/`;
   if (!location.startsWith(prefix)) {
+    const theirs = objectStoreOfLocation(location) ?? (location.startsWith('/') && snapshotIdOf(location.slice(location.lastIndexOf('/') + 1)) ? 'the fs store (SNAPSHOT_DIR)' : undefined);
+    if (theirs) {
+      throw new SnapshotStoreMismatchError(
+        `snapshot ${location} is in ${theirs}, and this loader reads the ${scheme} store (bucket ${bucket}): set SNAPSHOT_STORE and SNAPSHOT_BUCKET as the dumper's`,
+      );
+    }
     throw new SnapshotLocationError(`location ${JSON.stringify(location)} is not in this store (${prefix}...)`);
   }
   const name = location.slice(prefix.length);

@@ -420,6 +420,16 @@ describe('loadSnapshot racing itself (two replicas holding one message)', () => 
     expect(await ledgerRows(target)).toHaveLength(1);
     expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
   });
+
+  it('loads once too where the database defaults to REPEATABLE READ (the re-check after the wait sees the first load)', async () => {
+    const target = await createTarget(
+      "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = %L', current_database(), 'repeatable read'); END $$;",
+    );
+    const results = await Promise.all([load(target, snapshot), load(target, snapshot)]);
+    expect(results.map((r) => r.kind).sort()).toEqual(['already-loaded', 'loaded']);
+    expect(await ledgerRows(target)).toHaveLength(1);
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+  });
 });
 
 describe('loadSnapshot into its own source', () => {

@@ -15,6 +15,10 @@ export const PINNED_SESSION_SETTINGS: Readonly<Record<string, string>> = {
   client_encoding: 'UTF8',
   statement_timeout: '0',
   idle_in_transaction_session_timeout: '0',
+  // A database that defaults to REPEATABLE READ would let a load's checks after a lock wait read
+  // the snapshot from before it (a second replica then loaded the same snapshot again). Transactions
+  // that need more say so (the dump's BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY).
+  default_transaction_isolation: 'read committed',
 };
 
 /** A dead peer or a half-open connection surfaces within about a minute, not the OS default of two hours. */

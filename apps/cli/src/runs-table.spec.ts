@@ -24,4 +24,11 @@ describe('the runs table (db-fanout status, runs)', () => {
     ]);
     expect(formatRunsTable([])).toBe('no runs yet');
   });
+
+  it('shows control characters of a stored name as ?, so a forged environment cannot drive the terminal', () => {
+    const forged: RunRecord = { ...run, loads: { '\u001b[2J\u001b]0;owned\u0007': { state: 'running', attempts: 1 } } };
+    const text = formatRunsTable([forged]);
+    expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(text.split('\n')[0]).toBe('date        dump          ?[2J?]0;owned?');
+  });
 });

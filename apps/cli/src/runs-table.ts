@@ -23,7 +23,14 @@ function cell(step: StepRecord | undefined): string {
 export function formatRunsTable(runs: RunRecord[]): string {
   if (runs.length === 0) return 'no runs yet';
   const environments = [...new Set(runs.flatMap((run) => Object.keys(run.loads)))].sort();
-  const rows = [['date', 'dump', ...environments], ...runs.map((run) => [run.date, cell(run.dump), ...environments.map((env) => cell(run.loads[env]))])];
+  const rows = [['date', 'dump', ...environments], ...runs.map((run) => [run.date, cell(run.dump), ...environments.map((env) => cell(run.loads[env]))])].map((row) =>
+    row.map(printable),
+  );
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
   return rows.map((row) => row.map((text, i) => text.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+/** Control characters shown as `?`: a history written before names were checked must not drive the terminal. */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
 }

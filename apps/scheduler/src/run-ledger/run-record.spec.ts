@@ -243,6 +243,12 @@ describe('run ledger fold', () => {
     });
   });
 
+  it('ignores load events naming an environment no loader can have (LOADER_ENV is [a-z0-9-]+)', () => {
+    const forged = (environment: string): Event => ['snapshot.load.started', { snapshotId: S1, environment, attempt: 1, startedAt: at(1) }];
+    const run = fold([started(1), forged('\u001b[2J\u001b]0;owned\u0007'), forged('Dev'), forged('')]);
+    expect(Object.keys(run.loads)).toEqual(['dev']);
+  });
+
   it('finds the run of an event: its date, or the date in its snapshot id', () => {
     expect(dateOfSnapshot('20240105-aaaaaaaa')).toBe('2024-01-05');
     expect(runDateOf('snapshot.loaded', { snapshotId: '20231231-bbbbbbbb' })).toBe('2023-12-31');

@@ -181,10 +181,14 @@ function snapshotReady(run: RunRecord, body: Body, at: string): RunRecord {
   return next;
 }
 
+const LOADER_ENV_NAME = /^[a-z0-9-]+$/;
+
 function loadEvent(run: RunRecord, subject: string, body: Body, at: string): RunRecord {
   const environment = str(body.environment);
   const snapshotId = str(body.snapshotId);
-  if (!environment || !snapshotId || run.earlierSnapshots?.includes(snapshotId)) return run;
+  // Only names a loader can have (LOADER_ENV): anyone on the stream can publish, and a name made of
+  // terminal escapes would reach every `db-fanout status`, or stand as a column that never ends.
+  if (!environment || !LOADER_ENV_NAME.test(environment) || !snapshotId || run.earlierSnapshots?.includes(snapshotId)) return run;
   const known = run.loads[environment];
   let step: StepRecord = known ?? { state: 'queued', attempts: 0, snapshotId };
   if (known && known.snapshotId !== snapshotId) {

@@ -434,12 +434,15 @@ describe('HTTP tokens', () => {
     expect(loadCliConfig({ HTTP_TOKEN: 'page' }).httpToken).toBe('page');
   });
 
-  it('refuse a blank HTTP_TOKEN or METRICS_TOKEN by name (an unfilled secret), instead of leaving the endpoints open', () => {
+  it('refuse a blank HTTP_TOKEN or METRICS_TOKEN by name (an unfilled secret), and the placeholder the Kubernetes manifests ship', () => {
     expect(configErrorOf(loadSchedulerConfig, { HTTP_TOKEN: '  ' }).message).toBe(
       'Invalid configuration: HTTP_TOKEN is set but blank: give it a value, or remove it to leave the status page and /api/runs open',
     );
     expect(configErrorOf(loadLoaderConfig, { ...LOADER_REQUIRED, METRICS_TOKEN: '' }).message).toBe(
       'Invalid configuration: METRICS_TOKEN is set but blank: give it a value, or remove it to leave /metrics and /health open',
+    );
+    expect(configErrorOf(loadSchedulerConfig, { HTTP_TOKEN: 'CHANGE-ME' }).message).toBe(
+      'Invalid configuration: HTTP_TOKEN is still the placeholder CHANGE-ME of deploy/kubernetes/secrets.yaml: set a secret of your own',
     );
     // The CLI guards nothing: a blank HTTP_TOKEN there is just unset.
     expect(loadCliConfig({ HTTP_TOKEN: '' }).httpToken).toBeUndefined();

@@ -33,11 +33,18 @@ export const optionalText = () => field((value) => value);
  * A token that guards endpoints when set. Unlike other variables, a blank one is refused rather
  * than read as unset: `HTTP_TOKEN=` from an unfilled secret would otherwise leave the endpoints open.
  */
+const PLACEHOLDER = 'CHANGE-ME';
+
 export const accessToken = (guards: string) =>
   z
     .string()
     .optional()
     .transform((value, ctx) => {
+      if (value !== undefined && value.trim() === PLACEHOLDER) {
+        // deploy/kubernetes/secrets.yaml ships it: applied unedited, the token would be public knowledge.
+        ctx.addIssue({ code: 'custom', message: `is still the placeholder ${PLACEHOLDER} of deploy/kubernetes/secrets.yaml: set a secret of your own` });
+        return z.NEVER;
+      }
       if (value === undefined || value.trim() !== '') return value?.trim();
       ctx.addIssue({ code: 'custom', message: `is set but blank: give it a value, or remove it to leave ${guards} open` });
       return z.NEVER;

@@ -1,3 +1,4 @@
+import { streamEvents } from './support/stream-events';
 import { PipelineHarness, until } from './support/pipeline';
 import { runCli as cli } from './support/cli';
 
@@ -87,6 +88,13 @@ describe('the db-fanout CLI', () => {
 
       const missing = await cli(['reload', '--env', 'dev', '--snapshot', '20000101-deadbeef'], env);
       expect(missing).toMatchObject({ code: 1, stderr: expect.stringContaining('snapshot 20000101-deadbeef is not in stream') });
+
+      // A typo in --env: no loader would ever take the request, so none is published.
+      const before = (await streamEvents(pipeline.namespace.url, pipeline.namespace.stream, pipeline.namespace.prefix)).length;
+      const typo = await cli(['reload', '--env', 'deb'], env);
+      expect(typo).toMatchObject({ code: 1, stderr: expect.stringContaining(`no loader of deb has started on stream ${pipeline.namespace.stream} (no consumer loader-deb-reload)`) });
+      expect(typo.stderr).toMatch(/environments with loaders: [a-z0-9, -]*dev/);
+      expect((await streamEvents(pipeline.namespace.url, pipeline.namespace.stream, pipeline.namespace.prefix)).length).toBe(before);
     });
   });
 });

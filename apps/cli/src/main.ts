@@ -105,10 +105,37 @@ function reloadEnvironment(options: Options): string {
   return environment;
 }
 
+/**
+ * A reload is read by `loader-<env>-reload`, which a loader of that environment creates when it
+ * first starts and which takes only reloads published after it exists: without it (a typo in
+ * --env, an environment never started on this stream) nothing would ever load the request.
+ */
+async function requireReloadConsumer(nc: NatsConnection, config: CliConfig, environment: string): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const durable = `loader-${environment}-reload`;
+  const found = await jsm.consumers.info(config.nats.stream, durable).then(
+    () => true,
+    (error: unknown) => {
+      if (/consumer not found/i.test(errorMessage(error))) return false;
+      throw error;
+    },
+  );
+  if (found) return;
+  const known: string[] = [];
+  for await (const consumer of jsm.consumers.list(config.nats.stream)) {
+    const match = /^loader-([a-z0-9-]+)-reload$/.exec(consumer.config.durable_name ?? '');
+    if (match) known.push(match[1]);
+  }
+  throw new Error(
+    `no loader of ${environment} has started on stream ${config.nats.stream} (no consumer ${durable}), so nothing would load the reload; environments with loaders: ${known.sort().join(', ') || 'none'}`,
+  );
+}
+
 const reload: Work = async (nc, config, options) => {
   const environment = reloadEnvironment(options);
   const snapshotId = typeof options.snapshot === 'string' ? options.snapshot : undefined;
   const snapshot = await findSnapshot(nc, config, snapshotId);
+  await requireReloadConsumer(nc, config, environment);
   await jetstream(nc).publish(`${config.nats.subjectPrefix}${reloadSubject(environment)}`, JSON.stringify(snapshot));
   out(`asked ${environment} to reload snapshot ${snapshot.snapshotId} (${snapshot.date})`);
 };

@@ -144,3 +144,19 @@ describe('tables TABLES and EXCLUDE_TABLES leave out', () => {
     }
   }, 30_000);
 });
+
+describe('a source that is itself an environment of a pipeline', () => {
+  it('never dumps the loaders\' ledger schema db_fanout, which would replace every target\'s own', async () => {
+    const db = await createDumpSource(
+      'catalog_ledger',
+      `CREATE TABLE public.items (id int PRIMARY KEY); INSERT INTO public.items VALUES (1);
+       CREATE SCHEMA db_fanout; CREATE TABLE db_fanout.loaded_snapshots (snapshot_id text PRIMARY KEY); INSERT INTO db_fanout.loaded_snapshots VALUES ('20240101-aaaaaaaa');`,
+    );
+    try {
+      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [] });
+      expect(manifest.tables.map((t) => t.name)).toEqual(['public.items']);
+    } finally {
+      await db.drop();
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import type { ClientBase } from 'pg';
-import { type ManifestSequence } from '@app/common/contract';
+import { LEDGER_SCHEMA, type ManifestSequence } from '@app/common/contract';
 import { formatQualifiedName, quoteIdent, quoteQualified } from '@app/common/database';
 
 export interface SourceTable {
@@ -41,7 +41,9 @@ export class TableCatalog {
   constructor(private readonly session: ClientBase) {}
 
   /**
-   * The tables to dump: every ordinary (or partitioned) table outside system schemas, or the
+   * The tables to dump: every ordinary (or partitioned) table outside system schemas and the
+   * loaders' ledger schema `db_fanout` (a source that is itself some pipeline's environment would
+   * otherwise hand its ledger to every target, replacing theirs), or the
    * TABLES list, minus EXCLUDE_TABLES. Partitions travel through their parent; tables owned by
    * extensions belong to the extension. A TABLES entry that does not exist is an error, not a skip.
    */
@@ -55,7 +57,7 @@ export class TableCatalog {
         JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE c.relkind IN ('r', 'p')
          AND NOT c.relispartition
-         AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEDGER_SCHEMA}')
          AND n.nspname NOT LIKE 'pg\\_toast%'
          AND n.nspname NOT LIKE 'pg\\_temp\\_%'
          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')

@@ -74,3 +74,6 @@ export const SNAPSHOT_DIR_PREFIX = 'prod_snapshot_';
 export function snapshotDirName(snapshotId: string): string {
   return `${SNAPSHOT_DIR_PREFIX}${snapshotId}`;
 }
+
+/** The schema each loader keeps its ledger in, in its target: never dumped, never loaded over. */
+export const LEDGER_SCHEMA = 'db_fanout';

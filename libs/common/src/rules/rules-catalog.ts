@@ -1,5 +1,6 @@
 import type { ClientBase } from 'pg';
 import type { TableName } from './rules-file';
+import { LEDGER_SCHEMA } from '../contract/manifest';
 
 export interface CatalogColumn {
   name: string;
@@ -39,7 +40,7 @@ export interface RulesCatalog {
 
 const USER_TABLES = `
   c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEDGER_SCHEMA}') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
 /** Reads the catalog in the caller's transaction (the dumper's snapshot, or the CLI's own). */

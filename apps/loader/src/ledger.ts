@@ -1,4 +1,4 @@
-import type { LoadDrift } from '@app/common/contract';
+import { LEDGER_SCHEMA, type LoadDrift } from '@app/common/contract';
 import type { Queryable } from './database/queryable';
 
 /**
@@ -6,7 +6,7 @@ import type { Queryable } from './database/queryable';
  * transaction, so "in the ledger" means "committed": a redelivered snapshot is recognised and acked
  * without loading again.
  */
-export const LEDGER_SCHEMA = 'db_fanout';
+export { LEDGER_SCHEMA };
 export const LEDGER_TABLE = `${LEDGER_SCHEMA}.loaded_snapshots`;
 
 export interface LedgerEntry {
@@ -17,6 +17,8 @@ export interface LedgerEntry {
   announced: boolean;
   /** SCHEMA_DRIFT=common-columns: what the load left out, so that announcing it later still says so. */
   drift?: LoadDrift;
+  /** A `db-fanout reload` loaded it: the stream sequence of that request, so a redelivery of it is not a second reload. */
+  reloadSeq?: number;
 }
 
 export interface LedgerRecord extends Omit<LedgerEntry, 'announced'> {
@@ -42,6 +44,7 @@ const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
   ['snapshot_created_at', 'timestamptz'],
   ['snapshot_taken_at', 'timestamptz'],
   ['drift', 'jsonb'],
+  ['reload_seq', 'bigint'],
 ];
 
 /** The ledger's statements, run on the pool (migration, marking) or on a load's own client. */
@@ -68,7 +71,8 @@ export class LedgerRepository {
         announced_at timestamptz,
         snapshot_created_at timestamptz,
         snapshot_taken_at timestamptz,
-        drift        jsonb
+        drift        jsonb,
+        reload_seq   bigint
       )`,
     );
     const { rows } = await this.db.query<{ name: string }>(
@@ -140,21 +144,40 @@ export class LedgerRepository {
   }
 
   async find(snapshotId: string): Promise<LedgerEntry | undefined> {
-    const { rows } = await this.db.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean; drift: LoadDrift | null }>(
-      `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced, drift FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
+    const { rows } = await this.db.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean; drift: LoadDrift | null; reload_seq: string | null }>(
+      `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced, drift, reload_seq FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
       [snapshotId],
     );
     const row = rows[0];
     return (
-      row && { snapshotId, rows: Number(row.rows), durationMs: Number(row.duration_ms), attempts: row.attempts, announced: row.announced, ...(row.drift ? { drift: row.drift } : {}) }
+      row && {
+        snapshotId,
+        rows: Number(row.rows),
+        durationMs: Number(row.duration_ms),
+        attempts: row.attempts,
+        announced: row.announced,
+        ...(row.drift ? { drift: row.drift } : {}),
+        ...(row.reload_seq !== null ? { reloadSeq: Number(row.reload_seq) } : {}),
+      }
     );
   }
 
   async record(entry: LedgerRecord): Promise<void> {
     await this.db.query(
-      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, snapshot_taken_at, environment, rows, duration_ms, attempts, drift)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-      [entry.snapshotId, entry.date, entry.createdAt, entry.takenAt, entry.environment, entry.rows, entry.durationMs, entry.attempts, entry.drift ? JSON.stringify(entry.drift) : null],
+      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, snapshot_taken_at, environment, rows, duration_ms, attempts, drift, reload_seq)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [
+        entry.snapshotId,
+        entry.date,
+        entry.createdAt,
+        entry.takenAt,
+        entry.environment,
+        entry.rows,
+        entry.durationMs,
+        entry.attempts,
+        entry.drift ? JSON.stringify(entry.drift) : null,
+        entry.reloadSeq ?? null,
+      ],
     );
   }
 

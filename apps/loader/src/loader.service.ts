@@ -123,6 +123,7 @@ export class LoaderService implements OnApplicationBootstrap {
             environment,
             attempt,
             force,
+            reloadSequence: origin.reloadSequence,
             triggers: this.config.loadTriggers,
             schemaDrift: this.config.schemaDrift,
             maintenanceWorkMemKb: this.config.loadMaintenanceWorkMemKb,

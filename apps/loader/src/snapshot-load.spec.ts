@@ -550,6 +550,31 @@ describe('loadSnapshot and what else lives in the target', () => {
     expect((await ledgerRows(target)).map((r) => r.snapshot_id)).toEqual([newer.manifest.snapshotId]);
   });
 
+  it('reloads an older snapshot by hand once: the same request delivered again after a newer load changes nothing', async () => {
+    const target = await createTarget();
+    const older = snapshot;
+    await query(sourceUrl, "UPDATE public.customers SET note = 'newer' WHERE id = 1");
+    const newer = await dumpSource();
+    await query(sourceUrl, "UPDATE public.customers SET note = 'first line\nsecond line' WHERE id = 1");
+    const reload = (sequence: number) =>
+      loadInto(target, { snapshot: payloadOf(older), dir: older.location, environment: ENVIRONMENT, attempt: 1, force: true, reloadSequence: sequence });
+    expect(await load(target, older)).toMatchObject({ kind: 'loaded' });
+    const olderContents = await contentsOf(target);
+    expect(await reload(41)).toMatchObject({ kind: 'loaded' });
+    expect(await reload(41)).toMatchObject({ kind: 'already-loaded' }); // its ack was lost: the same request again
+    expect(await contentsOf(target)).toEqual(olderContents);
+
+    // The day's newer snapshot loads, then the reload request is delivered once more: the newer data stays.
+    expect(await load(target, newer)).toMatchObject({ kind: 'loaded' });
+    const afterNewer = await contentsOf(target);
+    expect(afterNewer).not.toEqual(olderContents);
+    expect(await reload(41)).toMatchObject({ kind: 'already-loaded' });
+    expect(await contentsOf(target)).toEqual(afterNewer);
+    // A new request (another sequence) reloads, as asked.
+    expect(await reload(42)).toMatchObject({ kind: 'loaded' });
+    expect(await contentsOf(target)).toEqual(olderContents);
+  });
+
   it('keeps an index that a view depends on in place instead of failing the load', async () => {
     const target = await createTarget('CREATE VIEW public.customer_names AS SELECT id, name FROM public.customers GROUP BY id;');
     expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });

@@ -49,6 +49,8 @@ export interface LoadRequest extends LoadHooks {
   attempt: number;
   /** A reload by hand: load even if the ledger has this snapshot or a newer one. */
   force?: boolean;
+  /** The reload request's stream sequence: recorded with the load, so a redelivery of the request loads nothing. */
+  reloadSequence?: number;
   /** LOAD_TRIGGERS: `disable` (default) keeps the environment's own triggers from firing for loaded rows. */
   triggers?: LoadTriggers;
   /** SCHEMA_DRIFT (default fail). */
@@ -94,6 +96,11 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       onWait: (holders) => request.log?.(`waiting for another load to finish (the ledger's lock is held by ${holders})`),
     });
     if (request.force) {
+      // This very request, delivered again after its load committed (an ack lost, a loader killed
+      // before it acked): done already. Loading it again could move the environment back behind a
+      // snapshot loaded since.
+      const done = await load.ledger.find(manifest.snapshotId);
+      if (done && request.reloadSequence !== undefined && done.reloadSeq === request.reloadSequence) return { kind: 'already-loaded', entry: done };
       await load.ledger.forget(manifest.snapshotId);
     } else {
       const loadedMeanwhile = await load.ledger.find(manifest.snapshotId);
@@ -114,6 +121,7 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       durationMs,
       attempts: request.attempt,
       drift,
+      ...(request.force && request.reloadSequence !== undefined ? { reloadSeq: request.reloadSequence } : {}),
     });
     await load.commit();
     phases.mark('commit');

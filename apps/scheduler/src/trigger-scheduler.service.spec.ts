@@ -60,6 +60,9 @@ describe('dueTick', () => {
       // 02:00 on March 10 does not exist in New York (clocks go forward): cron fires at 03:00 EDT.
       next: at('2024-03-10T07:00:00Z'),
     });
+    // A tick at 02:30 that does not exist fires when the hour after the gap begins, 03:00, as the README says.
+    const halfPast = new CronTime('30 2 * * *', 'America/New_York');
+    expect(dueTick(halfPast, 'America/New_York', at('2024-03-09T07:30:00Z'), at('2024-03-09T07:30:00.300Z')).next).toEqual(at('2024-03-10T07:00:00Z'));
   });
 
   it('fires once on the day clocks go back, at the scheduled wall-clock time (cron alone gives an extra tick)', () => {

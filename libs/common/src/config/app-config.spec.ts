@@ -160,6 +160,8 @@ describe('values that are set', () => {
 describe('each bad value is one ConfigError, on one line, naming the variable', () => {
   const cases: [keyof typeof apps, string, string][] = [
     ['scheduler', 'NATS_URL', 'http://nats:4222'],
+    // The Node client speaks no websockets: refused here, not as a connect error that names no variable.
+    ['scheduler', 'NATS_URL', 'ws://nats:8080'],
     ['scheduler', 'NATS_URL', 'not a url'],
     ['scheduler', 'NATS_URL', ','],
     ['scheduler', 'HTTP_PORT', '70000'],

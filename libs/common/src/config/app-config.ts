@@ -149,7 +149,7 @@ const natsVariables = {
   NATS_TLS_CA: optionalText(),
   NATS_TLS_CERT: optionalText(),
   NATS_TLS_KEY: optionalText(),
-  NATS_URL: urlList(['nats', 'tls', 'ws', 'wss'], DEFAULTS.NATS_URL),
+  NATS_URL: urlList(['nats', 'tls'], DEFAULTS.NATS_URL),
   NATS_STREAM: matching(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ or -', DEFAULTS.NATS_STREAM),
   NATS_SUBJECT_PREFIX: matching(/^([A-Za-z0-9_-]+\.)*$/, 'empty or tokens ending in a dot, e.g. "acme."', ''),
   NATS_USER: optionalText(),

@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { consumerBacklog } from './support/consumers';
@@ -118,4 +118,20 @@ describe('load outcomes', () => {
     });
     await settled('loader-dev');
   });
+
+  it('settles a redelivery of what the environment holds from its ledger, even while the snapshot cannot be read', async () => {
+    const skippedBefore = of('snapshot.load.skipped', 'dev').length;
+    const failedBefore = of('snapshot.load.failed', 'dev').length;
+    const away = `${String(newer.location)}.away`;
+    renameSync(String(newer.location), away); // the volume unreachable for a moment
+    try {
+      await republish(newer, 'outcomes-newer-while-away');
+      await pipeline.events.waitFor('dev to skip the redelivery', () => of('snapshot.load.skipped', 'dev').length === skippedBefore + 1, 20_000);
+      expect(of('snapshot.load.skipped', 'dev').at(-1)).toEqual({ snapshotId: newer.snapshotId, environment: 'dev', reason: 'already-loaded' });
+      await settled('loader-dev');
+      expect(of('snapshot.load.failed', 'dev')).toHaveLength(failedBefore);
+    } finally {
+      renameSync(away, String(newer.location));
+    }
+  }, 60_000);
 });

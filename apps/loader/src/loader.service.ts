@@ -20,7 +20,7 @@ import { NATS_CONNECTION } from '@app/common/messaging';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { directorySource, resolveSnapshotDir, SNAPSHOT_VISIBILITY, SnapshotNotFoundError, STALL_TIMEOUT_MS, waitForSnapshot } from './snapshot-files';
-import { loadSnapshot } from './snapshot-load';
+import { type LoadResult, loadSnapshot } from './snapshot-load';
 
 export type LoadOutcome =
   | { status: 'loaded'; event: SnapshotLoadedPayload }
@@ -109,6 +109,13 @@ export class LoaderService implements OnApplicationBootstrap {
     const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
     this.logger.log(`${force ? 'reloading' : 'loading'} ${label}`);
     try {
+      // A redelivery of what the environment holds (or of a reload request already done) is settled
+      // from the ledger before the snapshot is opened: a store or volume unreachable at that moment
+      // must not turn it into a failed load and an alert. Unreadable ledger: the load path decides.
+      const entry = await this.database.loadedEntry(snapshot.snapshotId).catch(() => undefined);
+      if (entry && (!force || (origin.reloadSequence !== undefined && entry.reloadSeq === origin.reloadSequence))) {
+        return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key);
+      }
       // The location is looked up by its name under this loader's own SNAPSHOT_DIR (wherever the
       // dumper mounted the volume); one that names no snapshot directory is a bad message
       // (InvalidMessageError, rethrown below); an unreadable SNAPSHOT_DIR is a failed load.
@@ -143,51 +150,7 @@ export class LoaderService implements OnApplicationBootstrap {
         },
         signal,
       );
-      switch (result.kind) {
-        case 'superseded': {
-          this.logger.warn(`skipped ${label}: the environment already holds ${result.by}, dumped later`);
-          this.metrics.loads.inc({ environment, result: 'superseded' });
-          return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'superseded', by: result.by }, key);
-        }
-        case 'already-loaded': {
-          const { entry } = result;
-          if (entry.announced) {
-            this.logger.log(`${label}: already loaded and announced (ledger)`);
-            return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded' }, key);
-          }
-          this.logger.log(`${label}: already loaded (ledger), announcing it`);
-          // The drift the load recorded in the ledger: the late announcement says what it left out too.
-          const event: SnapshotLoadedPayload = {
-            snapshotId: snapshot.snapshotId,
-            environment,
-            rows: entry.rows,
-            durationMs: entry.durationMs,
-            attempts: entry.attempts,
-            ...(entry.drift ? { drift: entry.drift } : {}),
-          };
-          await this.announce(event, key);
-          return { status: 'loaded', event };
-        }
-        case 'loaded': {
-          const event: SnapshotLoadedPayload = {
-            snapshotId: snapshot.snapshotId,
-            environment,
-            rows: result.rows,
-            durationMs: result.durationMs,
-            attempts,
-            ...(result.drift ? { drift: result.drift } : {}),
-          };
-          this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
-          this.recordSuccess(snapshot, event);
-          await this.announce(event, key);
-          // Only the tables loaded: a table SCHEMA_DRIFT skipped is not in the environment.
-          const skipped = new Set(result.drift?.skippedTables ?? []);
-          await this.database
-            .analyze(snapshot.tables.map((t) => t.name).filter((name) => !skipped.has(name)))
-            .catch((error: unknown) => this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`));
-          return { status: 'loaded', event };
-        }
-      }
+      return await this.settle(result, attempts, snapshot, label, key);
     } catch (error) {
       if (error instanceof InvalidMessageError || signal?.aborted) throw error;
       if (!(error instanceof RetriesExhaustedError) && !isSnapshotDirError(error)) throw error;
@@ -195,6 +158,56 @@ export class LoaderService implements OnApplicationBootstrap {
       const cause = error instanceof RetriesExhaustedError ? error.lastError : error;
       const failure = await this.reportFailure(snapshot, cause, attempts, origin);
       return { status: 'failed', error: failure.error, attempts };
+    }
+  }
+
+  /** The outcome of a load attempt that ended without an error: announced, and returned to the consumer. */
+  private async settle(result: LoadResult, attempts: number, snapshot: SnapshotReadyPayload, label: string, key: string): Promise<LoadOutcome> {
+    const environment = this.config.environment;
+    switch (result.kind) {
+      case 'superseded': {
+        this.logger.warn(`skipped ${label}: the environment already holds ${result.by}, dumped later`);
+        this.metrics.loads.inc({ environment, result: 'superseded' });
+        return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'superseded', by: result.by }, key);
+      }
+      case 'already-loaded': {
+        const { entry } = result;
+        if (entry.announced) {
+          this.logger.log(`${label}: already loaded and announced (ledger)`);
+          return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded' }, key);
+        }
+        this.logger.log(`${label}: already loaded (ledger), announcing it`);
+        // The drift the load recorded in the ledger: the late announcement says what it left out too.
+        const event: SnapshotLoadedPayload = {
+          snapshotId: snapshot.snapshotId,
+          environment,
+          rows: entry.rows,
+          durationMs: entry.durationMs,
+          attempts: entry.attempts,
+          ...(entry.drift ? { drift: entry.drift } : {}),
+        };
+        await this.announce(event, key);
+        return { status: 'loaded', event };
+      }
+      case 'loaded': {
+        const event: SnapshotLoadedPayload = {
+          snapshotId: snapshot.snapshotId,
+          environment,
+          rows: result.rows,
+          durationMs: result.durationMs,
+          attempts,
+          ...(result.drift ? { drift: result.drift } : {}),
+        };
+        this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
+        this.recordSuccess(snapshot, event);
+        await this.announce(event, key);
+        // Only the tables loaded: a table SCHEMA_DRIFT skipped is not in the environment.
+        const skipped = new Set(result.drift?.skippedTables ?? []);
+        await this.database
+          .analyze(snapshot.tables.map((t) => t.name).filter((name) => !skipped.has(name)))
+          .catch((error: unknown) => this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`));
+        return { status: 'loaded', event };
+      }
     }
   }
 

@@ -2,7 +2,7 @@ import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/c
 import type { Pool } from 'pg';
 import { createPostgresPool, parseQualifiedName, quoteQualified } from '@app/common/database';
 import { errorMessage } from '@app/common/observability';
-import { LedgerRepository } from '../ledger';
+import { type LedgerEntry, LedgerRepository } from '../ledger';
 import { TargetLoad } from '../load/target-load';
 
 /** Every target session gives up waiting for a lock after this long (lock_not_available, retried). */
@@ -75,6 +75,12 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
   async latestLoad(): Promise<{ takenAt: string; loadedAtMs: number } | undefined> {
     await this.ensureLedger();
     return this.ledger.latestLoad();
+  }
+
+  /** The ledger's entry for a snapshot, read on the pool (no lock, no transaction of a load). */
+  async loadedEntry(snapshotId: string): Promise<LedgerEntry | undefined> {
+    await this.ensureLedger();
+    return this.ledger.find(snapshotId);
   }
 
   async markAnnounced(snapshotId: string): Promise<void> {

@@ -13,7 +13,7 @@ describe('readObjectChunks (an Object Store object through an ordered pull consu
   let objects: ObjectStore;
   const read = async (name: string, digest?: string) => {
     const info = (await objects.info(name))!;
-    const stream = readObjectChunks(jetstream(nc), `OBJ_${bucket}`, `$O.${bucket}.C.${info.nuid}`, { size: info.size, digest: digest ?? info.digest });
+    const stream = readObjectChunks(jetstream(nc), `OBJ_${bucket}`, `$O.${bucket}.C.${info.nuid}`, { name: info.name, size: info.size, digest: digest ?? info.digest });
     return Buffer.concat(await stream.toArray());
   };
 
@@ -53,7 +53,10 @@ describe('readObjectChunks (an Object Store object through an ordered pull consu
 
   it('fails the stream when the bytes are not the ones the store recorded', async () => {
     await objects.putBlob({ name: 'other' }, Buffer.from('what was stored'));
-    await expect(read('other', `SHA-256=${Buffer.alloc(32).toString('base64url')}=`)).rejects.toThrow(ObjectDigestError);
+    const failure = read('other', `SHA-256=${Buffer.alloc(32).toString('base64url')}=`);
+    await expect(failure).rejects.toThrow(ObjectDigestError);
+    // Naming the object: with many tables, which one is corrupt.
+    await expect(failure).rejects.toThrow(/^other: received a corrupt object, digests do not match/);
   });
 });
 

@@ -56,7 +56,8 @@ export function readObjectChunks(
   js: JetStreamClient,
   stream: string,
   chunkSubject: string,
-  info: Pick<ObjectInfo, 'size' | 'digest'>,
+  /** `name` says which object (`prod_snapshot_<id>/<table's file>`) in errors. */
+  info: Pick<ObjectInfo, 'name' | 'size' | 'digest'>,
   timings: ChunkReadTimings = CHUNK_READ_TIMINGS,
 ): Readable {
   if (info.size === 0) return Readable.from([]);
@@ -72,7 +73,7 @@ export function readObjectChunks(
     let complete = false;
     while (!complete) {
       if (Date.now() - progressAt > timings.giveUpMs) {
-        throw Object.assign(new Error(`no chunk of ${chunkSubject} arrived for ${timings.giveUpMs / 1000} s (${bytes} of ${info.size} bytes read)`), { code: 'ETIMEDOUT' });
+        throw Object.assign(new Error(`no chunk of ${info.name} (${chunkSubject}) arrived for ${timings.giveUpMs / 1000} s (${bytes} of ${info.size} bytes read)`), { code: 'ETIMEDOUT' });
       }
       try {
         const resume = lastSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastSeq + 1 } : {};
@@ -108,7 +109,7 @@ export function readObjectChunks(
     }
     if (bytes !== info.size || !hash.digest().equals(expected)) {
       // The words of ObjectStore.get() for the same failure ("received a corrupt object, digests do not match").
-      throw new ObjectDigestError(`received a corrupt object, digests do not match: ${bytes} bytes read, ${info.size} bytes and ${info.digest} recorded`);
+      throw new ObjectDigestError(`${info.name}: received a corrupt object, digests do not match: ${bytes} bytes read, ${info.size} bytes and ${info.digest} recorded`);
     }
   }
 

@@ -137,6 +137,29 @@ describe('applyRetention (real NATS)', () => {
     expect(listing()).toEqual(['prod_snapshot_20240102-bbbbbbbb']);
   });
 
+  it('keeps a snapshot whose reload is asked for while the run removes another one', async () => {
+    snapshot('20240101-aaaaaaaa', 10);
+    snapshot('20240102-bbbbbbbb', 9);
+    snapshot('20240103-cccccccc', 1);
+    for (const id of ['20240101-aaaaaaaa', '20240102-bbbbbbbb', '20240103-cccccccc']) await publishReady(id);
+    await addLoader('qa');
+    await take('qa', 3);
+    const jsm = await jetstreamManager(nc);
+    await jsm.consumers.add(nats.stream, { durable_name: 'loader-qa-reload', filter_subject: `${nats.subjectPrefix}snapshot.reload.qa`, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, max_ack_pending: 1 });
+    // Someone runs `db-fanout reload --snapshot a` while the run removes b (newest first; a big directory takes a while).
+    const store = new (class extends FsSnapshotStore {
+      override async remove(snapshotId: string) {
+        if (snapshotId === '20240102-bbbbbbbb') {
+          await jetstream(nc).publish(`${nats.subjectPrefix}snapshot.reload.qa`, JSON.stringify({ snapshotId: '20240101-aaaaaaaa', location: join(dir, 'prod_snapshot_20240101-aaaaaaaa') }));
+        }
+        return super.remove(snapshotId);
+      }
+    })(dir);
+
+    expect(await applyRetention(nc, nats, store, 7 * DAY)).toEqual({ removed: ['prod_snapshot_20240102-bbbbbbbb'], keptInUse: ['prod_snapshot_20240101-aaaaaaaa'], notAnnounced: [], leftovers: [] });
+    expect(listing()).toEqual(['prod_snapshot_20240101-aaaaaaaa', 'prod_snapshot_20240103-cccccccc']);
+  });
+
   it('keeps everything a stopped loader has not loaded, however old', async () => {
     snapshot('20240101-aaaaaaaa', 30);
     snapshot('20240102-bbbbbbbb', 20);

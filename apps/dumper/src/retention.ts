@@ -123,7 +123,9 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
     const seq = announced.get(snapshot.id);
     if (seq === undefined) {
       result.notAnnounced.push(snapshot.name);
-    } else if (seq > floor || reloading.has(snapshot.id)) {
+    } else if (seq > floor || reloading.has(snapshot.id) || (await pendingReloads(nc, nats)).has(snapshot.id)) {
+      // Read again just before the removal: a `db-fanout reload` published while this run removed
+      // other (large) snapshots would otherwise lose its snapshot.
       result.keptInUse.push(snapshot.name);
     } else {
       await store.remove(snapshot.id);

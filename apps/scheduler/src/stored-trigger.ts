@@ -22,3 +22,19 @@ export async function triggerStored(connection: NatsConnection, config: Pick<Sch
   });
   return stored;
 }
+
+const SCHEDULED_ID = /^scheduled:(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)$/;
+
+/**
+ * The fire time of the latest scheduled tick the stream holds a trigger for (its `scheduled:<time>`
+ * message id), or undefined. Read at startup: a restarted scheduler knows its last tick, so /health
+ * and db_fanout_last_trigger_published_timestamp_seconds do not say "never" for up to a day.
+ */
+export async function lastStoredTick(connection: NatsConnection, config: Pick<SchedulerConfig, 'nats'>, timeoutMs = 10_000): Promise<Date | undefined> {
+  let latest: Date | undefined;
+  await readSubject(connection, config.nats, { filterSubject: `${config.nats.subjectPrefix}${SUBJECTS.trigger}` }, timeoutMs, (message) => {
+    const fireTime = SCHEDULED_ID.exec(message.headers?.get('Nats-Msg-Id') ?? '')?.[1];
+    if (fireTime && (!latest || Date.parse(fireTime) > latest.getTime())) latest = new Date(fireTime);
+  });
+  return latest;
+}

@@ -6,7 +6,9 @@ import { CronTime } from 'cron';
 import { Settings } from 'luxon';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadSchedulerConfig, type SchedulerConfig } from '@app/common/config';
+import { ensureStream } from '@app/common/messaging';
 import { streamSubjects } from '@app/common/contract';
+import { MetricsService, ReadinessService } from '@app/common/observability';
 import { TcpProxy } from '../../../test/support/tcp-proxy';
 import { SchedulerModule } from './scheduler.module';
 import { dueTick, scheduledTrigger, TriggerScheduler } from './trigger-scheduler.service';
@@ -112,6 +114,31 @@ describe('TriggerScheduler (real NATS)', () => {
       expect(first?.subject).toBe(`spec_sched_${id}.replication.trigger`);
       expect(first?.json()).toEqual({ date: '2024-01-05' });
       expect(first?.header.get('Nats-Msg-Id')).toBe('scheduled:2024-01-05T00:00:00.000Z');
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('knows the last tick an earlier run stored when it starts again: /health and the metric do not say never', async () => {
+    // An earlier run stored the ticks of 2024-01-05 and 2024-01-06; a trigger by hand has no tick.
+    await ensureStream(await jetstreamManager(nc), config.nats);
+    const trigger = (date: string, msgID: string) => jetstream(nc).publish(`${config.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date }), { msgID });
+    await trigger('2024-01-06', 'scheduled:2024-01-06T00:00:00.000Z');
+    await trigger('2024-01-05', 'scheduled:2024-01-05T00:00:00.000Z');
+    await trigger('2024-02-01', 'by-hand-1');
+    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(config)] }).compile();
+    moduleRef.useLogger(false);
+    const app = moduleRef.createNestApplication();
+    await app.init();
+    try {
+      const readiness = app.get(ReadinessService);
+      const detail = () => readiness.snapshot().schedule?.detail ?? '';
+      const deadline = Date.now() + 10_000;
+      while (!detail().startsWith('last trigger') && Date.now() < deadline) await sleep(50);
+      expect(detail()).toMatch(/^last trigger published for the tick at 2024-01-06T00:00:00\.000Z; next tick at /);
+      expect(await app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_last_trigger_published_timestamp_seconds')).toContain(
+        `db_fanout_last_trigger_published_timestamp_seconds ${Date.parse('2024-01-06T00:00:00Z') / 1000}`,
+      );
     } finally {
       await app.close();
     }

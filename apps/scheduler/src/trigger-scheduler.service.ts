@@ -12,7 +12,7 @@ import { NATS_CONNECTION } from '@app/common/messaging';
 import { errorMessage, MetricsService, ReadinessService } from '@app/common/observability';
 import { CatchUpService } from './catch-up.service';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
-import { triggerStored } from './stored-trigger';
+import { lastStoredTick, triggerStored } from './stored-trigger';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
 export function scheduledTrigger(fireTime: Date, config: Pick<SchedulerConfig, 'timeZone' | 'startDate'>): { payload: TriggerPayload; msgID: string } | undefined {
@@ -133,7 +133,18 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     this.job.start();
     this.logger.log(`schedule ${this.config.schedule} (${this.config.timeZone}); next trigger at ${this.nextFire.toISOString()}`);
     this.reportSchedule();
+    void this.recallLastTick();
     if (this.config.catchup) void this.catchUp.run(this.stopped.signal);
+  }
+
+  /** The last tick an earlier run of the scheduler stored, for /health and the metric; best effort. */
+  private async recallLastTick(): Promise<void> {
+    try {
+      const tick = await lastStoredTick(this.connection, this.config);
+      if (tick) this.recordPublished(tick);
+    } catch (error) {
+      this.logger.warn(`could not read the last stored trigger (the next tick sets it): ${errorMessage(error)}`);
+    }
   }
 
   onApplicationShutdown(): void {

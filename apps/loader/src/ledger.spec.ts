@@ -106,6 +106,31 @@ describe("the ledger's lock", () => {
     await waiting.query('ROLLBACK');
     await other.query('ROLLBACK');
   });
+
+  it('stops waiting within a second or so under the loader\'s own 60 s lock_timeout, which the rest of the load keeps', async () => {
+    const other = await session('db-fanout-loader-dev');
+    await other.query(`BEGIN; LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
+    const waiting = await session('waiting-load');
+    await waiting.query("BEGIN; SET LOCAL lock_timeout = '60s'");
+    const stopping = new AbortController();
+    const locked = new LedgerRepository(waiting).lock({ signal: stopping.signal });
+    const outcome = locked.then(() => 'locked', (error: { code?: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stoppedAt = Date.now();
+    stopping.abort();
+    expect(await outcome).toBe('55P03');
+    expect(Date.now() - stoppedAt).toBeLessThan(3_000);
+    await waiting.query('ROLLBACK');
+
+    // Taken at last: the session's lock_timeout is the same as before the wait.
+    await waiting.query("BEGIN; SET LOCAL lock_timeout = '60s'");
+    const taken = new LedgerRepository(waiting).lock();
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await other.query('ROLLBACK');
+    await taken;
+    expect((await waiting.query<{ lock_timeout: string }>('SHOW lock_timeout')).rows[0].lock_timeout).toBe('1min');
+    await waiting.query('ROLLBACK');
+  });
 });
 
 describe('a load whose session is terminated mid-COPY', () => {

@@ -6,7 +6,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidMessageError, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
 import { isTransientError } from '@app/common/resilience';
-import { decompressor, objectStoreOfLocation, type SnapshotSource, SnapshotStoreMismatchError } from '@app/common/snapshot-store';
+import { decompressor, type SnapshotSource, storeLabel, storeMismatch } from '@app/common/snapshot-store';
 
 const READ_BUFFER = 1 << 20;
 
@@ -104,8 +104,8 @@ function isInside(parent: string, child: string): boolean {
  * before the check, so a link cannot lead the loader outside SNAPSHOT_DIR either.
  */
 export async function resolveSnapshotDir(snapshotDir: string, location: string): Promise<string> {
-  const theirs = objectStoreOfLocation(location);
-  if (theirs) throw new SnapshotStoreMismatchError(`snapshot ${location} is in ${theirs}, and this loader reads the fs store (SNAPSHOT_DIR): set SNAPSHOT_STORE and SNAPSHOT_BUCKET as the dumper's`);
+  const mismatch = storeMismatch(location, storeLabel('fs'));
+  if (mismatch) throw mismatch;
   const root = await realpath(snapshotDir);
   const name = basename(location);
   if (!name.startsWith(SNAPSHOT_DIR_PREFIX) || location.split(/[\\/]/).includes('..')) {

@@ -82,12 +82,28 @@ export class SnapshotStoreMismatchError extends SnapshotLocationError {
   readonly code = 'store-mismatch';
 }
 
-const BUCKET_LOCATION = /^(nats|s3):\/\/([^/]+)\/prod_snapshot_[0-9]{8}-[0-9a-f]{8}$/;
+const BUCKET_LOCATION = /^(nats|s3):\/\/([^/]+)\/([^/]+)$/;
 
-/** `the nats store (bucket b)` for a well-formed object-store location, else undefined. */
-export function objectStoreOfLocation(location: string): string | undefined {
-  const match = BUCKET_LOCATION.exec(location);
-  return match ? `the ${match[1]} store (bucket ${match[2]})` : undefined;
+/** How errors name a store: `the nats store (bucket b)`, `the fs store (SNAPSHOT_DIR)`. */
+export function storeLabel(kind: SnapshotStoreKind, bucket?: string): string {
+  return kind === 'fs' ? 'the fs store (SNAPSHOT_DIR)' : `the ${kind} store (bucket ${bucket})`;
+}
+
+/** The store a well-formed snapshot location belongs to (its label), else undefined. */
+function storeOfLocation(location: string): string | undefined {
+  const bucket = BUCKET_LOCATION.exec(location);
+  if (bucket) return snapshotIdOf(bucket[3]) ? storeLabel(bucket[1] as SnapshotStoreKind, bucket[2]) : undefined;
+  return location.startsWith('/') && snapshotIdOf(location.slice(location.lastIndexOf('/') + 1)) ? storeLabel('fs') : undefined;
+}
+
+/**
+ * The error for a well-formed location of another store than `ours` (a `storeLabel`), or undefined
+ * when the location is `ours` or no snapshot location at all (then it is a bad message).
+ */
+export function storeMismatch(location: string, ours: string): SnapshotStoreMismatchError | undefined {
+  const theirs = storeOfLocation(location);
+  if (!theirs || theirs === ours) return undefined;
+  return new SnapshotStoreMismatchError(`snapshot ${location} is in ${theirs}, and this loader reads ${ours}: set SNAPSHOT_STORE and SNAPSHOT_BUCKET as the dumper's`);
 }
 
 /**
@@ -97,13 +113,7 @@ export function objectStoreOfLocation(location: string): string | undefined {
 export function parseBucketLocation(location: string, scheme: 'nats' | 's3', bucket: string): string {
   const prefix = `${scheme}://${bucket}/`;
   if (!location.startsWith(prefix)) {
-    const theirs = objectStoreOfLocation(location) ?? (location.startsWith('/') && snapshotIdOf(location.slice(location.lastIndexOf('/') + 1)) ? 'the fs store (SNAPSHOT_DIR)' : undefined);
-    if (theirs) {
-      throw new SnapshotStoreMismatchError(
-        `snapshot ${location} is in ${theirs}, and this loader reads the ${scheme} store (bucket ${bucket}): set SNAPSHOT_STORE and SNAPSHOT_BUCKET as the dumper's`,
-      );
-    }
-    throw new SnapshotLocationError(`location ${JSON.stringify(location)} is not in this store (${prefix}...)`);
+    throw storeMismatch(location, storeLabel(scheme, bucket)) ?? new SnapshotLocationError(`location ${JSON.stringify(location)} is not in this store (${prefix}...)`);
   }
   const name = location.slice(prefix.length);
   const snapshotId = snapshotIdOf(name);

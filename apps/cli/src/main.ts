@@ -4,7 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadCliConfig, type CliConfig } from '@app/common/config';
 import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, reloadSubject, type RunRecord, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
-import { announcedSnapshots, kvKeys, openNatsConnection } from '@app/common/messaging';
+import { announcedSnapshots, isConsumerNotFound, kvKeys, openNatsConnection } from '@app/common/messaging';
 import { errorMessage } from '@app/common/observability';
 import { rulesMain } from './rules/rules-command';
 import { formatRunsTable } from './runs-table';
@@ -116,7 +116,7 @@ async function requireReloadConsumer(nc: NatsConnection, config: CliConfig, envi
   const found = await jsm.consumers.info(config.nats.stream, durable).then(
     () => true,
     (error: unknown) => {
-      if (/consumer not found/i.test(errorMessage(error))) return false;
+      if (isConsumerNotFound(error)) return false;
       throw error;
     },
   );

@@ -17,10 +17,16 @@ import { streamSubjects } from '../contract/subjects';
 import { errorMessage } from '../observability/redact';
 import { type ConsumerSettings, consumerSettings } from './pull-consumer';
 
-const NOT_FOUND_CODES = new Set([10059 /* stream not found */, 10014 /* consumer not found */]);
+const STREAM_NOT_FOUND = 10059;
+const CONSUMER_NOT_FOUND = 10014;
 
 function isNotFound(error: unknown): boolean {
-  return error instanceof JetStreamApiError && NOT_FOUND_CODES.has(error.code);
+  return error instanceof JetStreamApiError && (error.code === STREAM_NOT_FOUND || error.code === CONSUMER_NOT_FOUND);
+}
+
+/** The JetStream API's answer for a consumer that does not exist (its code, not its wording). */
+export function isConsumerNotFound(error: unknown): boolean {
+  return error instanceof JetStreamApiError && error.code === CONSUMER_NOT_FOUND;
 }
 
 /**

@@ -28,6 +28,28 @@ describe('the ledger migration', () => {
     }
   });
 
+  it('at startup, upgrades an existing ledger but creates none: a target is first written by a load that checked it is not the source', async () => {
+    const fresh = new TargetDatabase(db.url);
+    try {
+      await fresh.onModuleInit();
+      expect(await fresh.latestLoad()).toBeUndefined();
+      expect(await fresh.loadedEntry('20240101-00000000')).toBeUndefined();
+      expect(await db.query("SELECT nspname FROM pg_namespace WHERE nspname = 'db_fanout'")).toEqual([]);
+    } finally {
+      await fresh.close();
+    }
+
+    await db.query(`CREATE SCHEMA db_fanout; CREATE TABLE ${LEDGER_TABLE} (snapshot_id text PRIMARY KEY, snapshot_date date NOT NULL, environment text NOT NULL,
+      rows bigint NOT NULL, duration_ms bigint NOT NULL, attempts int NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(), announced_at timestamptz)`);
+    const upgraded = new TargetDatabase(db.url);
+    try {
+      await upgraded.onModuleInit();
+      expect(await columns()).toEqual(expect.arrayContaining(['snapshot_taken_at', 'drift', 'reload_seq']));
+    } finally {
+      await upgraded.close();
+    }
+  });
+
   it('upgrades a ledger of the first release, and takes no lock on the ledger once it is up to date', async () => {
     await db.query(`CREATE SCHEMA db_fanout; CREATE TABLE ${LEDGER_TABLE} (snapshot_id text PRIMARY KEY, snapshot_date date NOT NULL, environment text NOT NULL,
       rows bigint NOT NULL, duration_ms bigint NOT NULL, attempts int NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(), announced_at timestamptz)`);

@@ -88,6 +88,12 @@ export class LedgerRepository {
     }
   }
 
+  /** Whether the ledger's table exists (nothing is created). */
+  async exists(): Promise<boolean> {
+    const { rows } = await this.db.query<{ present: boolean }>('SELECT to_regclass($1) IS NOT NULL AS present', [LEDGER_TABLE]);
+    return rows[0].present;
+  }
+
   /** The load that left the target as it is (the latest committed): when its data was taken, and when it was loaded. */
   async latestLoad(): Promise<{ takenAt: string; loadedAtMs: number } | undefined> {
     const { rows } = await this.db.query<{ taken_at: Date | null; loaded_at: Date }>(

@@ -437,6 +437,8 @@ describe('loadSnapshot into its own source', () => {
     const before = await contentsOf(sourceUrl);
     await expect(load(sourceUrl, snapshot)).rejects.toThrow(/refusing to load snapshot .* into its own source database/);
     expect(await contentsOf(sourceUrl)).toEqual(before);
+    // Not even the ledger's schema: production is never written to.
+    expect(await query(sourceUrl, "SELECT nspname FROM pg_namespace WHERE nspname = 'db_fanout'")).toEqual([]);
   });
 });
 

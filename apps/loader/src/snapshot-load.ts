@@ -79,14 +79,15 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
   });
 
   phases.mark('files');
+  // Before anything is written, the ledger's schema included.
+  const target = await database.identity();
+  if (isSameDatabase(manifest.source, target)) {
+    throw new TargetSchemaError(
+      `refusing to load snapshot ${manifest.snapshotId} into its own source database ${target.database} (system ${target.systemIdentifier})`,
+    );
+  }
   const load = await database.begin();
   try {
-    const target = await load.identity();
-    if (isSameDatabase(manifest.source, target)) {
-      throw new TargetSchemaError(
-        `refusing to load snapshot ${manifest.snapshotId} into its own source database ${target.database} (system ${target.systemIdentifier})`,
-      );
-    }
     // Cheap check first: a redelivery of a loaded snapshot does not wait behind another load's lock.
     const entry = request.force ? undefined : await load.ledger.find(manifest.snapshotId);
     if (entry) return { kind: 'already-loaded', entry };

@@ -1,6 +1,6 @@
 import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { createPostgresPool, parseQualifiedName, quoteQualified } from '@app/common/database';
+import { createPostgresPool, parseQualifiedName, quoteQualified, serverIdentity, type ServerIdentity } from '@app/common/database';
 import { errorMessage } from '@app/common/observability';
 import { type LedgerEntry, LedgerRepository } from '../ledger';
 import { TargetLoad } from '../load/target-load';
@@ -25,9 +25,13 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
     this.ledger = new LedgerRepository(this.pool);
   }
 
-  /** Migrates the ledger at startup; a target that is down then is migrated before the first load. */
+  /**
+   * Upgrades an existing ledger at startup; a target that is down then is migrated before the first
+   * load. A target without a ledger is not written to until a load has checked that it is not the
+   * snapshot's own source (a loader pointed at production must not create a schema there).
+   */
   async onModuleInit(): Promise<void> {
-    await this.ensureLedger().catch((error: unknown) => this.logger.warn(`could not prepare the ledger yet (retried before the first load): ${errorMessage(error)}`));
+    await this.existingLedger().catch((error: unknown) => this.logger.warn(`could not prepare the ledger yet (retried before the first load): ${errorMessage(error)}`));
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -47,7 +51,30 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
     return this.migrated;
   }
 
-  /** Starts a load: one client from the pool, held from BEGIN to COMMIT or ROLLBACK. */
+  /**
+   * Whether the target has a ledger, upgraded if it has one; nothing is created. The reads before a
+   * load (metrics at startup, a redelivery's early check) use it: no ledger means no load yet.
+   */
+  private async existingLedger(): Promise<boolean> {
+    if (!this.migrated && !(await this.ledger.exists())) return false;
+    await this.ensureLedger();
+    return true;
+  }
+
+  /** Which cluster and database the pool reaches: a load refuses its own source before writing anything. */
+  async identity(): Promise<ServerIdentity> {
+    const client = await this.pool.connect();
+    try {
+      return await serverIdentity(client);
+    } finally {
+      client.release();
+    }
+  }
+
+  /**
+   * Starts a load: one client from the pool, held from BEGIN to COMMIT or ROLLBACK. Creates the
+   * ledger if missing, so call it only after `identity()` has been checked.
+   */
   async begin(): Promise<TargetLoad> {
     await this.ensureLedger();
     const client = await this.pool.connect();
@@ -73,13 +100,13 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
 
   /** What the ledger says the target holds (see LedgerRepository.latestLoad). */
   async latestLoad(): Promise<{ takenAt: string; loadedAtMs: number } | undefined> {
-    await this.ensureLedger();
+    if (!(await this.existingLedger())) return undefined;
     return this.ledger.latestLoad();
   }
 
   /** The ledger's entry for a snapshot, read on the pool (no lock, no transaction of a load). */
   async loadedEntry(snapshotId: string): Promise<LedgerEntry | undefined> {
-    await this.ensureLedger();
+    if (!(await this.existingLedger())) return undefined;
     return this.ledger.find(snapshotId);
   }
 

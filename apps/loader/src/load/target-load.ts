@@ -1,5 +1,4 @@
 import type { PoolClient } from 'pg';
-import { serverIdentity, type ServerIdentity } from '@app/common/database';
 import { LedgerRepository } from '../ledger';
 import { TargetCatalog } from '../target-schema';
 
@@ -21,10 +20,6 @@ export class TargetLoad {
     client.on('error', this.ignoreConnectionError);
     this.ledger = new LedgerRepository(client);
     this.catalog = new TargetCatalog(client);
-  }
-
-  identity(): Promise<ServerIdentity> {
-    return serverIdentity(this.client);
   }
 
   async query(sql: string, values?: unknown[]): Promise<void> {

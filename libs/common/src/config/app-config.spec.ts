@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parse } from 'pg-connection-string';
 import { DEFAULT_HTTP_PORTS, loadCliConfig, loadDumperConfig, loadLoaderConfig, loadSchedulerConfig } from './app-config';
 import { variablesReadBy } from './config-variables';
@@ -125,9 +128,33 @@ describe('values that are set', () => {
   });
 
   it('turn TLS on for a tls:// server or any TLS file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'config-spec-'));
+    const ca = join(dir, 'ca.pem');
+    writeFileSync(ca, 'not read at boot');
     expect(loadSchedulerConfig({ NATS_URL: 'tls://nats:4222' }).nats.tls).toEqual({ caFile: undefined, certFile: undefined, keyFile: undefined });
-    expect(loadSchedulerConfig({ NATS_TLS_CA: '/etc/ca.pem' }).nats.tls).toEqual({ caFile: '/etc/ca.pem', certFile: undefined, keyFile: undefined });
+    expect(loadSchedulerConfig({ NATS_TLS_CA: ca }).nats.tls).toEqual({ caFile: ca, certFile: undefined, keyFile: undefined });
+    rmSync(dir, { recursive: true });
     expect(loadSchedulerConfig({ NATS_URL: 'nats://nats:4222' }).nats.tls).toBeUndefined();
+  });
+
+  it('refuse a NATS_CREDS or NATS_TLS_* path that is not a readable file, naming the variable (not a connect error later)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'config-spec-'));
+    const unreadable = join(dir, 'key.pem');
+    writeFileSync(unreadable, 'secret', { mode: 0o000 });
+    let problems: string[];
+    try {
+      problems = configErrorOf(loadSchedulerConfig, { NATS_CREDS: join(dir, 'missing.creds'), NATS_TLS_CA: dir, NATS_TLS_KEY: unreadable }).problems;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        `NATS_TLS_CA names ${JSON.stringify(dir)}, which is not a file`,
+        `NATS_CREDS names ${JSON.stringify(join(dir, 'missing.creds'))}, which cannot be read (ENOENT)`,
+      ]),
+    );
+    // root reads any file whatever its mode; another user is refused with EACCES.
+    if (process.getuid?.() !== 0) expect(problems).toContain(`NATS_TLS_KEY names ${JSON.stringify(unreadable)}, which cannot be read (EACCES)`);
   });
 
   it.each([

@@ -1,7 +1,7 @@
 import { CronTime } from 'cron';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { z } from 'zod';
-import { accessToken, boolean, date, duration, integer, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, tables, text, timeZone, url, urlList } from './env-fields';
+import { accessToken, boolean, date, duration, integer, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, readableFile, tables, text, timeZone, url, urlList } from './env-fields';
 import { envLoader } from './env-reader';
 
 type Env = Record<string, string | undefined>;
@@ -146,16 +146,16 @@ export const DEFAULT_LOAD_MAINTENANCE_WORK_MEM_KB = memorySizeKb(DEFAULTS.LOAD_M
 // in the order of these keys; `variablesReadBy` finds the variables by running a loader.
 
 const natsVariables = {
-  NATS_TLS_CA: optionalText(),
-  NATS_TLS_CERT: optionalText(),
-  NATS_TLS_KEY: optionalText(),
+  NATS_TLS_CA: readableFile(),
+  NATS_TLS_CERT: readableFile(),
+  NATS_TLS_KEY: readableFile(),
   NATS_URL: urlList(['nats', 'tls'], DEFAULTS.NATS_URL),
   NATS_STREAM: matching(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ or -', DEFAULTS.NATS_STREAM),
   NATS_SUBJECT_PREFIX: matching(/^([A-Za-z0-9_-]+\.)*$/, 'empty or tokens ending in a dot, e.g. "acme."', ''),
   NATS_USER: optionalText(),
   NATS_PASSWORD: optionalText(),
   NATS_TOKEN: optionalText(),
-  NATS_CREDS: optionalText(),
+  NATS_CREDS: readableFile(),
   ACK_WAIT: duration(DEFAULTS.ACK_WAIT, 1_000),
   NATS_STREAM_MAX_AGE: duration(DEFAULTS.NATS_STREAM_MAX_AGE, 60_000),
   NATS_STREAM_REPLICAS: integer(1, 1, 5),

@@ -1,3 +1,4 @@
+import { accessSync, constants, statSync } from 'node:fs';
 import { z } from 'zod';
 import { parseDuration } from './duration';
 import { isCalendarDate, isValidTimeZone } from '../contract/dates';
@@ -28,6 +29,24 @@ function field<T>(read: (value: string | undefined, report: Report) => T) {
 export const text = (fallback: string) => field((value) => value ?? fallback);
 
 export const optionalText = () => field((value) => value);
+
+/**
+ * The path of a file the process reads later (a `.creds` file, a certificate): checked at boot, so a
+ * wrong path is named by its variable, not by a connect error deep in a client library. A path is
+ * not a secret; the file's content is never read here.
+ */
+export const readableFile = () =>
+  field((value, report) => {
+    if (value === undefined) return undefined;
+    try {
+      if (!statSync(value).isFile()) return report(`names ${JSON.stringify(value)}, which is not a file`);
+      accessSync(value, constants.R_OK);
+      return value;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? 'error';
+      return report(`names ${JSON.stringify(value)}, which cannot be read (${code})`);
+    }
+  });
 
 /**
  * A token that guards endpoints when set. Unlike other variables, a blank one is refused rather

@@ -1,8 +1,14 @@
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { Client } from 'pg';
+import { TargetDatabase } from '../../apps/loader/src/database/target-database';
+import { LEDGER_TABLE } from '../../apps/loader/src/ledger';
+import { consumerBacklog } from '../support/consumers';
 import { contentAndSequences, tableContent } from '../support/databases';
 import { DEMO_TABLES } from '../support/fixtures';
-import { loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/pipeline';
+import { appSessions, loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/pipeline';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -126,5 +132,99 @@ describe('processes killed in the middle of their work', () => {
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     expect(pipeline.loadedIn('qa')).toHaveLength(1);
     expect(await qa.query('SELECT snapshot_id FROM db_fanout.loaded_snapshots')).toHaveLength(1);
+  });
+});
+
+/**
+ * A message's last delivery (max_deliver 10) ended by a stop: handed back, the broker would drop it
+ * and nobody would say that the snapshot never reached the environment, or the day was never dumped.
+ */
+describe('a stop during the last delivery the consumer allows', () => {
+  let pipeline: PipelineHarness;
+  const held: Client[] = [];
+
+  beforeAll(async () => {
+    pipeline = await PipelineHarness.create('lastdelivery', { environments: ['qa'], env: { RETRY_DELAY: '1m' } });
+  });
+  afterAll(async () => {
+    await Promise.all(held.map((client) => client.end().catch(() => undefined)));
+    await pipeline?.cleanup();
+  });
+
+  /** Takes the pending message of `durable` nine times and hands it back: its next delivery is the 10th, the last. */
+  async function useUpDeliveries(durable: string): Promise<void> {
+    const nc = await connect({ servers: pipeline.namespace.url });
+    try {
+      const consumer = await jetstream(nc).consumers.get(pipeline.namespace.stream, durable);
+      for (let delivery = 1; delivery <= 9; delivery++) {
+        const message = await consumer.next({ expires: 5_000 });
+        if (!message) throw new Error(`${durable}: delivery ${delivery} did not come`);
+        expect(message.info.deliveryCount).toBe(delivery);
+        message.nak();
+        // Sent before the next pull (and before closing): a nak still in the client's buffer is lost,
+        // and the broker would wait out the ack wait instead.
+        await nc.flush();
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+
+  /** A session holding `lockSql` open in a transaction until the test file ends. */
+  async function hold(url: string, lockSql: string): Promise<void> {
+    const client = new Client({ connectionString: url });
+    await client.connect();
+    held.push(client);
+    await client.query(`BEGIN; ${lockSql}`);
+  }
+
+  it('the dumper, stopped while it waits to retry, reports snapshot.failed instead of losing the trigger', async () => {
+    // The consumer exists (the dumper made it) before the trigger is published; nothing is dumped yet.
+    await (await pipeline.startDumper({}, 'dumper-first')).stop();
+    await pipeline.trigger('2024-03-01');
+    await useUpDeliveries('dumper');
+    // The dump waits for a table production holds exclusively; its session is then ended by an
+    // administrator (a transient error), and the dumper waits a minute to retry.
+    await hold(pipeline.source.url, 'LOCK TABLE customers IN ACCESS EXCLUSIVE MODE');
+    const dumper = await pipeline.startDumper();
+    await until('the dump to wait for the lock', async () => (await appSessions(pipeline.source, 'dumper')).some((session) => session.wait_event === 'relation'));
+    await pipeline.source.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'db-fanout-dumper' AND wait_event = 'relation'");
+    await until('the dump to wait for its retry', () => dumper.output.includes('retrying in 1m'));
+    expect(await dumper.stop()).toBe(0);
+
+    await pipeline.events.waitFor('snapshot.failed', (c) => c.of('snapshot.failed').length === 1);
+    expect(pipeline.events.of('snapshot.failed')[0]).toMatchObject({
+      date: '2024-03-01',
+      code: 'stopped-on-last-delivery',
+      error: expect.stringContaining('delivery 10, the last the consumer allows (max_deliver 10)'),
+    });
+    expect(await consumerBacklog(pipeline.namespace.stream, 'dumper')).toMatchObject({ pending: 0, unacked: 0 });
+  });
+
+  it('a loader, stopped while it waits for the ledger, reports snapshot.load.failed instead of losing the snapshot', async () => {
+    await held.splice(0).reduce((done, client) => done.then(() => client.end()), Promise.resolve());
+    await (await pipeline.startLoader('qa', {}, 'loader-first')).stop();
+    await pipeline.startDumper({}, 'dumper-second');
+    await pipeline.trigger('2024-03-02');
+    await pipeline.events.waitFor('the snapshot', (c) => c.of('snapshot.ready').length === 1);
+    await useUpDeliveries('loader-qa');
+    const before = await contentAndSequences(pipeline.targets.qa, DEMO_TABLES);
+    // Another load (as far as this loader can tell) holds the ledger.
+    const ledger = new TargetDatabase(pipeline.targets.qa.url);
+    await ledger.ensureLedger();
+    await ledger.close();
+    await hold(pipeline.targets.qa.url, `LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
+    const loader = await pipeline.startLoader('qa');
+    await until('the load to wait for the ledger', async () => (await loaderSessions(pipeline.targets.qa)).some((session) => session.wait_event === 'relation'));
+    expect(await loader.stop()).toBe(0);
+
+    await pipeline.events.waitFor('snapshot.load.failed', (c) => c.of('snapshot.load.failed').length === 1);
+    expect(pipeline.events.of('snapshot.load.failed')[0]).toMatchObject({
+      environment: 'qa',
+      code: 'stopped-on-last-delivery',
+      error: expect.stringContaining('delivery 10, the last the consumer allows (max_deliver 10)'),
+    });
+    expect(await consumerBacklog(pipeline.namespace.stream, 'loader-qa')).toMatchObject({ pending: 0, unacked: 0 });
+    expect(await contentAndSequences(pipeline.targets.qa, DEMO_TABLES)).toEqual(before);
   });
 });

@@ -20,9 +20,10 @@ export class DumperController {
     try {
       outcome = await this.dumper.dump(date, trigger, context.getShutdownSignal());
     } catch (error) {
-      // Unexpected (e.g. the outcome could not be published): redelivered, unless this was the last try.
-      if (!context.isLastDelivery() || context.getShutdownSignal().aborted) throw error;
-      const failure = this.dumper.describe(error);
+      // Unexpected (e.g. the outcome could not be published), or the app is stopping: redelivered,
+      // unless this was the last try. Then nobody else would say it failed: report it now.
+      if (!context.isLastDelivery()) throw error;
+      const failure = this.dumper.describe(context.getShutdownSignal().aborted ? context.stoppedOnLastDelivery(`dump of ${date}`) : error);
       await this.dumper.reportFailure(date, trigger, failure, context.getDeliveryCount());
       throw new TerminateMessage(`dump of ${date} failed on the last delivery: ${failure.error}`);
     }

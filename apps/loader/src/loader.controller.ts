@@ -27,9 +27,11 @@ export class LoaderController {
     try {
       outcome = await this.loader.load(snapshot, context.getShutdownSignal(), { force, reloadSequence: force ? context.getMessage().seq : undefined });
     } catch (error) {
-      // Unexpected (e.g. the outcome could not be published): redelivered, unless this was the last try.
-      if (error instanceof InvalidMessageError || !context.isLastDelivery() || context.getShutdownSignal().aborted) throw error;
-      const failure = await this.loader.reportFailure(snapshot, error, context.getDeliveryCount(), { force, reloadSequence: force ? context.getMessage().seq : undefined });
+      // Unexpected (e.g. the outcome could not be published), or the app is stopping: redelivered,
+      // unless this was the last try. Then nobody else would say it failed: report it now.
+      if (error instanceof InvalidMessageError || !context.isLastDelivery()) throw error;
+      const cause = context.getShutdownSignal().aborted ? context.stoppedOnLastDelivery(`load of ${snapshot.snapshotId}`) : error;
+      const failure = await this.loader.reportFailure(snapshot, cause, context.getDeliveryCount(), { force, reloadSequence: force ? context.getMessage().seq : undefined });
       throw new TerminateMessage(`load of ${snapshot.snapshotId} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`load of ${snapshot.snapshotId} failed: ${outcome.error}`);

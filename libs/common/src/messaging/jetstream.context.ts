@@ -27,8 +27,24 @@ export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal
     return maxDeliver > 0 && this.args[0].info.deliveryCount >= maxDeliver;
   }
 
+  /**
+   * The failure to report when the app stops during the last delivery: handed back, the message
+   * would be dropped by the broker without anyone saying so. `what` is the work, e.g. `load of X`.
+   */
+  stoppedOnLastDelivery(what: string): StoppedOnLastDeliveryError {
+    return new StoppedOnLastDeliveryError(
+      `the ${what} was interrupted: the app stopped during delivery ${this.getDeliveryCount()}, the last the consumer allows (max_deliver ${this.args[3]}), so it will not be delivered again`,
+    );
+  }
+
   /** 1 for the first delivery, more when the broker redelivers (crash, nak, lost ack). */
   getDeliveryCount(): number {
     return this.args[0].info.deliveryCount;
   }
+}
+
+/** The app stopped during a message's last delivery: its failure is reported instead of it being lost. */
+export class StoppedOnLastDeliveryError extends Error {
+  override readonly name = 'StoppedOnLastDeliveryError';
+  readonly code = 'stopped-on-last-delivery';
 }

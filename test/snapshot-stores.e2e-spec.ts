@@ -12,6 +12,7 @@ import { DEMO_TABLES } from './support/fixtures';
 import { NATS_URL } from './support/nats';
 import { PipelineHarness, until } from './support/pipeline';
 import { OwnS3Server } from './support/s3-server';
+import { TcpProxy } from './support/tcp-proxy';
 
 /** What a user checks after a refresh: every table, and every sequence, as in production. */
 const contentOf = (db: TestDatabase) => contentAndSequences(db, DEMO_TABLES);
@@ -206,4 +207,48 @@ describe('an upload interrupted by kill -9 of the dumper', () => {
     // The newest snapshot stays, whatever its age.
     expect((await store.list()).filter((s) => s.complete).map((s) => s.snapshotId)).toContain(pipeline.readyFor('2024-07-02')!.snapshotId);
   }, 300_000);
+});
+
+/**
+ * An S3 store that stops answering while a loader opens a snapshot (a restart, a network blip): an
+ * outage, retried after RETRY_DELAY like a database that went away, not a snapshot that is missing.
+ */
+describe('an S3 store out when a loader opens the snapshot', () => {
+  const bucket = `e2e-outage-${randomBytes(4).toString('hex')}`;
+  let s3: OwnS3Server;
+  let proxy: TcpProxy;
+  let pipeline: PipelineHarness;
+
+  beforeAll(async () => {
+    s3 = await new OwnS3Server().start();
+    await s3.createBucket(bucket);
+    const endpoint = new URL(s3.endpoint);
+    proxy = await TcpProxy.start({ host: endpoint.hostname, port: Number(endpoint.port) });
+    pipeline = await PipelineHarness.create('store_outage', {
+      environments: ['qa'],
+      env: { ...s3.env(), SNAPSHOT_STORE: 's3', SNAPSHOT_BUCKET: bucket, SNAPSHOT_DIR: NO_DIR, RETRY_DELAY: '3s' },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await pipeline?.cleanup();
+    await proxy?.down();
+    await s3?.stop();
+  });
+
+  it('is retried after RETRY_DELAY, and the load succeeds once the store is back', async () => {
+    // The dumper reaches the store directly; the loader through a hop the test cuts.
+    await pipeline.startDumper();
+    await pipeline.startLoader('qa', { S3_ENDPOINT: `http://127.0.0.1:${proxy.port}` });
+    await proxy.down();
+    await pipeline.trigger('2024-08-01');
+    await pipeline.events.waitFor('the load to be retried', (c) => c.of('snapshot.load.retrying').length === 1, 60_000);
+    expect(pipeline.events.of('snapshot.load.failed')).toEqual([]);
+    await proxy.up();
+
+    await pipeline.events.waitFor('qa loaded', () => pipeline.loadedIn('qa').length === 1, 60_000);
+    expect(pipeline.events.of('snapshot.load.failed')).toEqual([]);
+    expect(pipeline.loadedIn('qa')[0]).toMatchObject({ attempts: 2 });
+    expect(await contentOf(pipeline.targets.qa)).toEqual(await contentOf(pipeline.source));
+  });
 });

@@ -12,7 +12,7 @@ import {
 } from '@app/common/contract';
 import { EventPublisher } from '@app/common/messaging';
 import { describeFailure, errorMessage, MetricsService, withLogContext } from '@app/common/observability';
-import { RetriesExhaustedError, withRetry } from '@app/common/resilience';
+import { isTransientError, RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import { TargetDatabase } from './database/target-database';
 import { LOADER_CONFIG } from './loader.constants';
 import { openSnapshotStore, type SnapshotSource, type SnapshotStore, SnapshotLocationError, SnapshotStoreMismatchError } from '@app/common/snapshot-store';
@@ -85,6 +85,10 @@ export class LoaderService implements OnApplicationBootstrap {
         if (error instanceof SnapshotStoreMismatchError) throw error;
         if (error instanceof SnapshotLocationError) throw new InvalidMessageError(error.message);
         if (attempt >= SNAPSHOT_VISIBILITY.attempts || signal?.aborted) {
+          // A store that does not answer (down, electing a leader) is an outage: the load's retries
+          // (RETRIES, RETRY_DELAY apart) take it, as for a database that went away. One that
+          // answers without the snapshot fails the load now.
+          if (isTransientError(error)) throw error;
           throw new SnapshotNotFoundError(`snapshot ${snapshot.location} not found in the ${config.kind} snapshot store after ${attempt} looks: ${errorMessage(error)}`);
         }
         await sleep(SNAPSHOT_VISIBILITY.delayMs, undefined, { signal }).catch(() => undefined);
@@ -116,16 +120,16 @@ export class LoaderService implements OnApplicationBootstrap {
       if (entry && (!force || (origin.reloadSequence !== undefined && entry.reloadSeq === origin.reloadSequence))) {
         return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key);
       }
-      // The location is looked up by its name under this loader's own SNAPSHOT_DIR (wherever the
-      // dumper mounted the volume); one that names no snapshot directory is a bad message
-      // (InvalidMessageError, rethrown below); an unreadable SNAPSHOT_DIR is a failed load.
-      const source = await this.snapshotSource(snapshot, signal);
       const { result, attempts } = await withRetry(
         this.config.retry,
         async (attempt) =>
           loadSnapshot(this.database, {
             snapshot,
-            source,
+            // Opened by every attempt: a store that was out at the first one may be back. The
+            // location is looked up by its name under this loader's own SNAPSHOT_DIR (wherever the
+            // dumper mounted the volume); one that names no snapshot directory is a bad message
+            // (InvalidMessageError, rethrown below); an unreadable SNAPSHOT_DIR is a failed load.
+            source: await this.snapshotSource(snapshot, signal),
             stallMs: this.config.snapshotStore.kind === 'fs' ? undefined : STALL_TIMEOUT_MS,
             environment,
             attempt,
@@ -151,7 +155,9 @@ export class LoaderService implements OnApplicationBootstrap {
         signal,
       );
       return await this.settle(result, attempts, snapshot, label, key);
-    } catch (error) {
+    } catch (thrown) {
+      // A bad message stays one whichever attempt found it: terminated, never reported as a failed load.
+      const error = thrown instanceof RetriesExhaustedError && thrown.lastError instanceof InvalidMessageError ? thrown.lastError : thrown;
       if (error instanceof InvalidMessageError || signal?.aborted) throw error;
       if (!(error instanceof RetriesExhaustedError) && !isSnapshotDirError(error)) throw error;
       const attempts = error instanceof RetriesExhaustedError ? error.attempts : 1;

@@ -274,6 +274,15 @@ describe('writeSnapshot table selection', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('fails naming EXCLUDE_TABLES entries that match no table (a typo, the wrong case, a partition) rather than dump what they meant to keep out', async () => {
+    const dir = freshSnapshotDir();
+    const refused = dump(dir, { excludeTables: [...inPublic('Customers', 'events_2024'), { schema: 'public', name: 'audit_log' }] });
+    await expect(refused).rejects.toThrow(
+      'EXCLUDE_TABLES names table(s) not found in the source (names are case-sensitive): public."Customers"; EXCLUDE_TABLES names partition(s), which travel with their partitioned table and cannot be left out alone: public.events_2024',
+    );
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
   it('fails, leaving nothing behind, when TABLES names a partition (partitions travel through their parent)', async () => {
     const dir = freshSnapshotDir();
     await expect(dump(dir, { tables: inPublic('events_2024') })).rejects.toThrow(/public\.events_2024/);

@@ -50,22 +50,37 @@ export class TableCatalog {
   async listTables(include: TableRef[], exclude: TableRef[]): Promise<SourceTable[]> {
     // No size here: pg_relation_size takes a lock, and on every table of the source it waited
     // behind a lock on a table TABLES/EXCLUDE_TABLES leave out (sizes come below, for those selected).
-    const { rows } = await this.session.query<{ oid: number; schema: string; name: string; relkind: string; filtered: boolean }>(`
-      SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind,
+    const { rows: candidates } = await this.session.query<{ oid: number; schema: string; name: string; relkind: string; partition: boolean; filtered: boolean }>(`
+      SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relkind, c.relispartition AS partition,
              row_security_active(c.oid) AS filtered
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE c.relkind IN ('r', 'p')
-         AND NOT c.relispartition
          AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEDGER_SCHEMA}')
          AND n.nspname NOT LIKE 'pg\\_toast%'
          AND n.nspname NOT LIKE 'pg\\_temp\\_%'
          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
        ORDER BY n.nspname, c.relname`);
 
+    const rows = candidates.filter((row) => !row.partition);
     const missing = include.filter((wanted) => !rows.some((row) => sameTable(row, wanted)));
     if (missing.length) {
       throw new Error(`TABLES names table(s) not found in the source: ${missing.map(formatQualifiedName).join(', ')}`);
+    }
+    // EXCLUDE_TABLES usually keeps personal data out of lower environments: an entry that matches
+    // nothing (a typo, the wrong case, a partition) would dump the very table it meant to keep out.
+    const unmatched = exclude.filter((unwanted) => !rows.some((row) => sameTable(row, unwanted)));
+    if (unmatched.length) {
+      const partitions = unmatched.filter((unwanted) => candidates.some((row) => row.partition && sameTable(row, unwanted)));
+      const unknown = unmatched.filter((unwanted) => !partitions.includes(unwanted));
+      throw new Error(
+        [
+          unknown.length ? `EXCLUDE_TABLES names table(s) not found in the source (names are case-sensitive): ${unknown.map(formatQualifiedName).join(', ')}` : '',
+          partitions.length ? `EXCLUDE_TABLES names partition(s), which travel with their partitioned table and cannot be left out alone: ${partitions.map(formatQualifiedName).join(', ')}` : '',
+        ]
+          .filter(Boolean)
+          .join('; '),
+      );
     }
     const selected = rows.filter(
       (row) => (include.length === 0 || include.some((t) => sameTable(row, t))) && !exclude.some((t) => sameTable(row, t)),

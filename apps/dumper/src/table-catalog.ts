@@ -116,10 +116,14 @@ export class TableCatalog {
    * ACCESS SHARE on the tables until the transaction ends, as pg_dump takes: a TRUNCATE or DROP in
    * production (which ignore MVCC snapshots) then waits for the dump instead of emptying a table
    * under it. `nowait` (parallel workers): fail at once with 55P03 rather than queue behind a DDL
-   * that itself waits for the leader, a deadlock PostgreSQL could not see.
+   * that itself waits for the leader, a deadlock PostgreSQL could not see. An ordinary table is
+   * locked ONLY, as it is read: without it LOCK recurses into inheritance children, which may be
+   * left out of the dump and must not be waited for or held. A partitioned table's partitions are
+   * read through it, so they are locked with it.
    */
-  async lockTables(tables: TableRef[], options: { nowait?: boolean } = {}): Promise<void> {
-    await this.session.query(`LOCK TABLE ${tables.map(quoteQualified).join(', ')} IN ACCESS SHARE MODE${options.nowait ? ' NOWAIT' : ''}`);
+  async lockTables(tables: Pick<SourceTable, 'schema' | 'name' | 'partitioned'>[], options: { nowait?: boolean } = {}): Promise<void> {
+    const names = tables.map((table) => `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`);
+    await this.session.query(`LOCK TABLE ${names.join(', ')} IN ACCESS SHARE MODE${options.nowait ? ' NOWAIT' : ''}`);
   }
 
   /**

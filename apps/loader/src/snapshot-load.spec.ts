@@ -523,6 +523,30 @@ describe('CHECK constraints production added NOT VALID (rows older than them bre
   });
 });
 
+describe("a domain's NOT VALID check as the only one (no table's check dropped after it)", () => {
+  it('loads: dropping the domain check no longer breaks the savepoint that drops each index', async () => {
+    // PostgreSQL refuses a SAVEPOINT right after ALTER DOMAIN ... DROP CONSTRAINT in a transaction
+    // ("cannot start a subtransaction when there are unprocessed inval messages", XX000).
+    const SQL = `
+      CREATE DOMAIN public.posint AS int;
+      CREATE TABLE public.scores (id int PRIMARY KEY, score public.posint);
+      CREATE INDEX scores_score ON public.scores (score);`;
+    const NOT_VALID = 'ALTER DOMAIN public.posint ADD CONSTRAINT positive CHECK (VALUE > 0) NOT VALID;';
+    const source = await createDatabase('domaincheck_source', `${SQL} INSERT INTO public.scores VALUES (1, -5), (2, 3); ${NOT_VALID}`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('domaincheck_target', `${SQL} ${NOT_VALID}`);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+    const content = 'SELECT * FROM public.scores ORDER BY id';
+    expect(await query(target, content)).toEqual(await query(source, content));
+    expect(await query(target, "SELECT convalidated FROM pg_constraint WHERE conname = 'positive'")).toEqual([{ convalidated: false }]);
+    expect(await query(target, "SELECT indexrelid::regclass::text AS name FROM pg_index WHERE indrelid = 'public.scores'::regclass ORDER BY 1")).toEqual([
+      { name: 'scores_pkey' },
+      { name: 'scores_score' },
+    ]);
+  });
+});
+
 describe('an invalid index in the target (a failed CREATE INDEX CONCURRENTLY)', () => {
   it('stays as it was, invalid, instead of being built again (and enforced, or failing the load)', async () => {
     const target = await createTarget("INSERT INTO public.customers (name) VALUES ('one'), ('two');");
@@ -780,7 +804,7 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
         url,
         `SELECT 'index ' || i.indexname || ' ' || i.indexdef || ' tablespace=' || coalesce(i.tablespace, '-') || ' options=' || coalesce(c.reloptions::text, '-')
                 || ' clustered=' || x.indisclustered || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '-')
-                || ' statistics=' || coalesce((SELECT string_agg(a.attnum || ':' || a.attstattarget, ',') FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attstattarget > 0), '-') AS def
+                || ' statistics=' || coalesce((SELECT string_agg(a.attnum || ':' || a.attstattarget, ',') FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attstattarget >= 0), '-') AS def
            FROM pg_indexes i JOIN pg_class c ON c.oid = format('%I.%I', i.schemaname, i.indexname)::regclass JOIN pg_index x ON x.indexrelid = c.oid
           WHERE i.schemaname IN ('public', 'Sales')
          UNION ALL
@@ -804,10 +828,14 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
         COMMENT ON CONSTRAINT members_nick_unique ON public.members IS 'one nick each';
         COMMENT ON INDEX public.customers_name_note IS 'named, noted';
         CREATE INDEX customers_lower_name ON public.customers (id, lower(name));
-        ALTER INDEX public.customers_lower_name ALTER COLUMN 2 SET STATISTICS 500;`);
+        ALTER INDEX public.customers_lower_name ALTER COLUMN 2 SET STATISTICS 500;
+        CREATE INDEX customers_upper_name ON public.customers (upper(name));
+        ALTER INDEX public.customers_upper_name ALTER COLUMN 1 SET STATISTICS 0;`);
       const before = await definitions(target);
       const text = before.map((r) => r.def).join('\n');
       expect(text).toContain('statistics=2:500');
+      // 0 (no statistics for the expression) is a setting too; -1 is the default.
+      expect(text).toContain('statistics=1:0');
       expect(text).toContain(`members_pkey CREATE UNIQUE INDEX members_pkey ON public.members USING btree (id) WITH (fillfactor='70') tablespace=${tablespace}`);
       expect(text).toContain('comment=a back\\slash and a quote: \'');
       expect(text).toMatch(/teams_leader_fk .* validated=false/);

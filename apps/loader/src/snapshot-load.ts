@@ -165,8 +165,10 @@ async function loadTables(
   await applyLoadSettings(client, hooks.maintenanceWorkMemKb);
   await disableUserTriggers(client, triggers);
   await dropForeignKeys(client, foreignKeys);
-  await dropNotValidChecks(client, checks);
+  // Indexes before checks: each index is dropped in a savepoint, and PostgreSQL refuses a savepoint
+  // after ALTER DOMAIN ... DROP CONSTRAINT in the same transaction (XX000, unprocessed inval messages).
   const dropped = await dropIndexesWherePossible(client, indexes);
+  await dropNotValidChecks(client, checks);
   // ONLY: inheritance children that are not in the snapshot keep their rows (partitions are loaded
   // through their parent, so a partitioned table is truncated whole).
   await client.query(`TRUNCATE ${targets.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')}`);

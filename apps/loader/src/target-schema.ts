@@ -215,7 +215,7 @@ export class TargetCatalog {
       `SELECT n.nspname AS schema, c.relname AS table, ic.relname AS name, pg_get_indexdef(i.indexrelid) AS definition,
               ts.spcname AS tablespace, i.indisclustered AS clustered, obj_description(i.indexrelid, 'pg_class') AS index_comment,
               array(SELECT a.attnum || ':' || a.attstattarget FROM pg_attribute a
-                     WHERE a.attrelid = i.indexrelid AND a.attstattarget > 0 ORDER BY a.attnum)::text[] AS statistics,
+                     WHERE a.attrelid = i.indexrelid AND a.attstattarget >= 0 ORDER BY a.attnum)::text[] AS statistics,
               con.conname AS constraint_name, con.contype AS constraint_type, con.condeferrable AS deferrable, con.condeferred AS deferred,
               obj_description(con.oid, 'pg_constraint') AS constraint_comment
          FROM pg_index i

@@ -5,29 +5,67 @@ import { quoteLiteral } from './masking-sql';
 
 const INDEX = /^-?\d+$/;
 
+/** `doc #> '{a,0}'::text[]`: the value at the first `depth` segments of `path` (the document itself at 0). */
+function valueAt(document: string, path: string[], depth: number): string {
+  return `(${document} #> ${quoteLiteral(`{${path.slice(0, depth).map((p) => JSON.stringify(p)).join(',')}}`)}::text[])`;
+}
+
+/** Elements 0..k-1 are named: the longest run from 0 in `indexes`. */
+function namedFromStart(indexes: Set<number>): number {
+  let count = 0;
+  while (indexes.has(count)) count++;
+  return count;
+}
+
 /**
- * The jsonb paths that meet an array where they name a key, in some row of the snapshot. `#>` finds
- * nothing there, so the masking would leave the value under the array as it is, in silence: such a
- * path is refused (the dump fails, naming column and path) rather than leak. A path that indexes
- * the array (`addresses.0.street`) reaches it, and passes.
+ * The jsonb paths that miss values in some row of the snapshot, where the masking would leave them as
+ * they are, in silence: such a path is refused (the dump fails, naming column and path) rather than
+ * leak. `#>` finds nothing where a path
+ * - names a key and meets an array (`addresses.street` over `{"addresses": [...]}`),
+ * - names a key and meets a string (a document that is a bare `"bob@example.org"`, or a key holding
+ *   text where the rules expect an object): the whole string goes out,
+ * - names array elements by index and the array has more of them than the column's paths name
+ *   (`addresses.0.street` alone, and a row with two addresses): the others go out.
  */
 export async function jsonbPathsThroughArrays(client: ClientBase, plans: TablePlan[]): Promise<string[]> {
   const problems: string[] = [];
   for (const { table, columns } of plans) {
+    const from = `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`;
+    const anyRow = async (condition: string) => (await client.query(`SELECT 1 FROM ${from} WHERE ${condition} LIMIT 1`)).rows.length > 0;
     for (const { column, strategy } of columns) {
       if (strategy.kind !== 'jsonb') continue;
       const document = `${quoteIdent(column.name)}::jsonb`;
+      const where = (path: string[]) => `${columnKey({ ...table, column: column.name })}: jsonb path ${path.join('.')}`;
+      // Which indexes the column's paths name, per array (its path) and what follows the index.
+      const named = new Map<string, Set<number>>();
+      const key = (path: string[], depth: number) => JSON.stringify([path.slice(0, depth), path.slice(depth + 1)]);
       for (const { path } of strategy.paths) {
-        const meetsArray = path
-          .map((segment, depth) => (INDEX.test(segment) ? undefined : `jsonb_typeof(${document} #> ${quoteLiteral(`{${path.slice(0, depth).map((p) => JSON.stringify(p)).join(',')}}`)}::text[]) = 'array'`))
-          .filter((condition): condition is string => condition !== undefined);
-        if (!meetsArray.length) continue;
-        const { rows } = await client.query(`SELECT 1 FROM ${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)} WHERE ${meetsArray.join(' OR ')} LIMIT 1`);
-        if (rows.length) {
-          problems.push(
-            `${columnKey({ ...table, column: column.name })}: jsonb path ${path.join('.')} meets an array in some rows, where masking cannot reach the values; ` +
-              'mask the whole column (null, or sql) or name the array element (a.0.b)',
-          );
+        path.forEach((segment, depth) => {
+          if (!INDEX.test(segment) || Number(segment) < 0) return;
+          const indexes = named.get(key(path, depth)) ?? new Set<number>();
+          named.set(key(path, depth), indexes.add(Number(segment)));
+        });
+      }
+      for (const { path } of strategy.paths) {
+        const keys = path.map((segment, depth) => ({ segment, depth })).filter(({ segment }) => !INDEX.test(segment));
+        const typeAt = (depth: number) => `jsonb_typeof(${valueAt(document, path, depth)})`;
+        if (keys.length && (await anyRow(keys.map(({ depth }) => `${typeAt(depth)} = 'array'`).join(' OR ')))) {
+          problems.push(`${where(path)} meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name every element (a.0.b, a.1.b, ...)`);
+          continue;
+        }
+        if (keys.length && (await anyRow(keys.map(({ depth }) => `${typeAt(depth)} = 'string'`).join(' OR ')))) {
+          problems.push(`${where(path)} meets a string where it names a key in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)`);
+          continue;
+        }
+        for (const [depth, segment] of path.entries()) {
+          if (!INDEX.test(segment)) continue;
+          const count = namedFromStart(named.get(key(path, depth)) ?? new Set());
+          const array = valueAt(document, path, depth);
+          if (await anyRow(`jsonb_typeof(${array}) = 'array' AND jsonb_array_length(${array}) > ${count}`)) {
+            const namedText = count ? `elements 0 to ${count - 1}` : 'no element counted from 0';
+            problems.push(`${where(path)}: some rows' array holds more elements than the rules name (${namedText}), and the others would go out unmasked; mask the whole column (null, or sql)`);
+            break;
+          }
         }
       }
     }

@@ -125,10 +125,38 @@ describe('jsonb paths that meet an array', () => {
     await expect(dump('{ id: keep, doc: { jsonb: { addresses.street: redact, email: email } } }', '{ id: keep, doc: { jsonb: { email: email } } }')).rejects.toMatchObject({
       name: 'RulesError',
       problems: [
-        'public.contacts.doc: jsonb path email meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name the array element (a.0.b)',
-        'public.profiles.doc: jsonb path addresses.street meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name the array element (a.0.b)',
+        'public.contacts.doc: jsonb path email meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name every element (a.0.b, a.1.b, ...)',
+        'public.profiles.doc: jsonb path addresses.street meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name every element (a.0.b, a.1.b, ...)',
       ],
     });
+  });
+
+  it('refuses an array with elements no path names, and a path over a string where it names a key (the whole string would go out)', async () => {
+    const rules = '{ id: keep, doc: { jsonb: { addresses.0.street: redact, email: email } } }';
+    await source().query(`INSERT INTO public.profiles VALUES (3, '{"addresses": [{"street": "2 Hidden Rd"}, {"street": "3 Other Way"}]}')`);
+    try {
+      await expect(dump(rules)).rejects.toMatchObject({
+        name: 'RulesError',
+        problems: [
+          "public.profiles.doc: jsonb path addresses.0.street: some rows' array holds more elements than the rules name (elements 0 to 0), and the others would go out unmasked; mask the whole column (null, or sql)",
+        ],
+      });
+      // Every element named: masked, nothing refused.
+      const { manifest, location } = await dump('{ id: keep, doc: { jsonb: { addresses.0.street: redact, addresses.1.street: redact, email: email } } }');
+      const csv = readFileSync(join(location, manifest.tables.find((t) => t.table === 'profiles')!.file), 'utf8');
+      expect(csv).not.toMatch(/Secret|Hidden|Other/);
+
+      await source().query(`DELETE FROM public.profiles WHERE id = 3; INSERT INTO public.profiles VALUES (4, '"bare@example.org"')`);
+      await expect(dump(rules)).rejects.toMatchObject({
+        name: 'RulesError',
+        problems: [
+          'public.profiles.doc: jsonb path addresses.0.street meets a string where it names a key in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
+          'public.profiles.doc: jsonb path email meets a string where it names a key in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
+        ],
+      });
+    } finally {
+      await source().query('DELETE FROM public.profiles WHERE id IN (3, 4)');
+    }
   });
 
   it('masks an array element the path names by its index', async () => {

@@ -54,8 +54,8 @@ describe('keyed masking in SQL', () => {
       const first = await mask(INPUTS, plan({ kind }));
       expect(await mask(INPUTS, plan({ kind }))).toEqual(first);
       const other = await mask(INPUTS, plan({ kind }), OTHER_KEY);
-      // A phone without digits (or an empty value) has nothing the key could change.
-      const changeable = INPUTS.map((v, i) => (kind === 'phone' && !/[0-9]/.test(v) ? -1 : i)).filter((i) => i >= 0);
+      // A phone of separators only (or an empty value) has nothing the key could change.
+      const changeable = INPUTS.map((v, i) => (kind === 'phone' && !/[^-+(). /]/.test(v) ? -1 : i)).filter((i) => i >= 0);
       for (const i of changeable) expect({ kind, input: INPUTS[i], out: other[i] }).not.toEqual({ kind, input: INPUTS[i], out: first[i] });
     }
   });
@@ -105,6 +105,13 @@ describe('keyed masking in SQL', () => {
     masked.forEach((m, i) => {
       expect(m!.replace(/[0-9]/g, '9')).toBe(phones[i].replace(/[0-9]/g, '9'));
       expect(m).not.toBe(phones[i]);
+    });
+    // Whatever else is in the field goes too: a note, digits of other scripts.
+    const noted = ['+1 (555) 010-4242 ask for Maria', '０３−１２３４', '٠١٢٣٤٥'];
+    (await mask(noted, plan({ kind: 'phone' }))).forEach((m, i) => {
+      expect(m).toMatch(/^[-+(). /0-9]+$/);
+      expect(m).toHaveLength(noted[i].length);
+      expect(m!.replace(/[0-9]/g, '9')).toBe(noted[i].replace(/[^-+(). /]/g, '9'));
     });
     const texts = ['123-45-6789', 'Zoë Łukasz, "quoted"'];
     expect(await mask(texts, plan({ kind: 'redact' }))).toEqual(['xxx-xx-xxxx', 'xxx xxxxxx, "xxxxxx"']);

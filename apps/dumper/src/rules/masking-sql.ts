@@ -56,8 +56,10 @@ function maskText(kind: 'email' | 'name' | 'phone' | 'hash' | 'redact', v: strin
     case 'name':
       return `(SELECT (${textArray(FIRST_NAMES)})[get_byte(db_fanout_m.db_fanout_h, 0) % 64 + 1] || ' ' || (${textArray(LAST_NAMES)})[get_byte(db_fanout_m.db_fanout_h, 1) % 64 + 1] FROM (SELECT ${hmac('name', utf8(v))} AS db_fanout_h) db_fanout_m)`;
     case 'phone':
-      // Every digit replaced by one drawn from the keyed hash; separators, spaces and + stay.
-      return `(SELECT string_agg(CASE WHEN db_fanout_s.db_fanout_c ~ '^[0-9]$' THEN chr(48 + get_byte(db_fanout_m.db_fanout_h, ((db_fanout_s.db_fanout_i - 1) % 32)::int) % 10) ELSE db_fanout_s.db_fanout_c END, '' ORDER BY db_fanout_s.db_fanout_i) FROM (SELECT ${hmac('phone', utf8(v))} AS db_fanout_h) db_fanout_m, regexp_split_to_table(${v}, '') WITH ORDINALITY AS db_fanout_s(db_fanout_c, db_fanout_i))`;
+      // The separators of a phone number (space + ( ) - . /) stay; every other character becomes a
+      // digit drawn from the keyed hash. Not only ASCII digits: a note in the field ("ask for
+      // Maria") or digits of another script (full-width, Arabic-Indic) would go out as they are.
+      return `(SELECT string_agg(CASE WHEN db_fanout_s.db_fanout_c ~ '^[-+(). /]$' THEN db_fanout_s.db_fanout_c ELSE chr(48 + get_byte(db_fanout_m.db_fanout_h, ((db_fanout_s.db_fanout_i - 1) % 32)::int) % 10) END, '' ORDER BY db_fanout_s.db_fanout_i) FROM (SELECT ${hmac('phone', utf8(v))} AS db_fanout_h) db_fanout_m, regexp_split_to_table(${v}, '') WITH ORDINALITY AS db_fanout_s(db_fanout_c, db_fanout_i))`;
     case 'redact':
       // Same length; whitespace and punctuation kept, every other character (any script) becomes x.
       return `regexp_replace(${v}, '[^[:space:][:punct:]]', 'x', 'g')`;

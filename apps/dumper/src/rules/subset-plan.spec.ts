@@ -186,6 +186,24 @@ describe('a foreign key declared on one partition', () => {
   });
 });
 
+describe('a foreign key between columns of different collations', () => {
+  const SQL = `
+    CREATE TABLE public.codes (code text COLLATE "C" PRIMARY KEY);
+    INSERT INTO public.codes VALUES ('a'), ('b');
+    CREATE TABLE public.uses (id int PRIMARY KEY, code text COLLATE "POSIX" REFERENCES public.codes);
+    INSERT INTO public.uses VALUES (1, 'a'), (2, 'b');`;
+  const source = sourceFor('rules_collations', SQL);
+
+  it('is followed by the subset (compared under the referenced column\'s collation), not failed with 42P22', async () => {
+    const rules = 'strict: true\ntables:\n  public.codes: { code: keep }\n  public.uses: { id: keep, code: keep }\nsubset:\n  public.codes: "code = \'a\'"\n';
+    const { manifest } = await dumpWith(source(), rules);
+    expect(manifest.tables.map((t) => [t.name, t.rows])).toEqual([
+      ['public.codes', 1],
+      ['public.uses', 1],
+    ]);
+  });
+});
+
 describe('sql, constant and subset expressions the source cannot run', () => {
   const SQL = `
     CREATE TABLE public.accounts (id int PRIMARY KEY, score int, code text);

@@ -11,6 +11,11 @@ interface Edge {
   toColumns: string[];
   /** The referenced columns' types: a `relations` entry compares as the referenced column does (citext stays case-insensitive). */
   toTypes: string[];
+  /**
+   * The referenced columns' collations, put on the comparison: two columns of different collations
+   * cannot be compared as they are (42P22), and a key is looked up under the referenced column's.
+   */
+  toCollations: (string | null)[];
 }
 
 /** Per restricted table, the rows kept, by ctid: valid for every connection sharing the dump's snapshot. */
@@ -20,16 +25,23 @@ const same = (a: TableName, b: TableName) => a.schema === b.schema && a.name ===
 
 function edgesBetween(catalog: RulesCatalog, rules: RulesFile, dumped: TableName[]): Edge[] {
   const isDumped = (t: TableName) => dumped.some((d) => same(d, t));
-  const typeOf = (t: TableName, column: string) => catalog.tables.find((c) => same(c, t))!.columns.find((c) => c.name === column)!.type;
+  const columnOf = (t: TableName, column: string) => catalog.tables.find((c) => same(c, t))!.columns.find((c) => c.name === column)!;
   const edges = [
     ...catalog.foreignKeys.map((fk) => ({ from: fk.from, fromColumns: fk.fromColumns, to: fk.to, toColumns: fk.toColumns })),
     ...rules.relations.map((r) => ({ from: r.from, fromColumns: [r.from.column], to: r.to, toColumns: [r.to.column] })),
   ];
-  return edges.filter((e) => isDumped(e.from) && isDumped(e.to)).map((e) => ({ ...e, toTypes: e.toColumns.map((c) => typeOf(e.to, c)) }));
+  return edges
+    .filter((e) => isDumped(e.from) && isDumped(e.to))
+    .map((e) => ({ ...e, toTypes: e.toColumns.map((c) => columnOf(e.to, c).type), toCollations: e.toColumns.map((c) => columnOf(e.to, c).collation) }));
 }
 
 const matches = (edge: Edge, child: string, parent: string) =>
-  edge.fromColumns.map((c, i) => `${parent}.${quoteIdent(edge.toColumns[i])} = CAST(${child}.${quoteIdent(c)} AS ${edge.toTypes[i]})`).join(' AND ');
+  edge.fromColumns
+    .map((c, i) => {
+      const collation = edge.toCollations[i] ? ` COLLATE ${edge.toCollations[i]}` : '';
+      return `${parent}.${quoteIdent(edge.toColumns[i])} = CAST(${child}.${quoteIdent(c)} AS ${edge.toTypes[i]})${collation}`;
+    })
+    .join(' AND ');
 
 /**
  * Which rows each table keeps when `subset` asks for a part of production, computed inside the

@@ -13,6 +13,8 @@ export interface CatalogColumn {
   /** The characters a `varchar(n)` / `char(n)` column holds (on it or on one of its domains), else null. */
   maxLength: number | null;
   notNull: boolean;
+  /** The column's collation, qualified and quoted (`pg_catalog."C"`); null for a type without one. */
+  collation: string | null;
   /** Generated columns are not dumped: the environment computes them from the (masked) row. */
   generated: boolean;
 }
@@ -56,12 +58,15 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
     category: string | null;
     max_length: number | null;
     not_null: boolean | null;
+    collation: string | null;
     generated: boolean | null;
   }>(`
     SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS table, c.relkind, a.attname AS column,
            format_type(a.atttypid, a.atttypmod) AS type, bt.typname AS base_type, bt.typcategory AS category,
            CASE WHEN bt.typname IN ('varchar', 'bpchar') AND base.typmod >= 4 THEN base.typmod - 4 END AS max_length,
-           a.attnotnull AS not_null, a.attgenerated <> '' AS generated
+           a.attnotnull AS not_null, a.attgenerated <> '' AS generated,
+           (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+              FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) AS collation
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -92,6 +97,7 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
       category: row.category!,
       maxLength: row.max_length,
       notNull: row.not_null!,
+      collation: row.collation,
       generated: row.generated!,
     });
   }

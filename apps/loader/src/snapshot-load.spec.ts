@@ -307,6 +307,22 @@ describe('loadSnapshot', () => {
     expect(await ledgerRows(target)).toEqual([]);
   });
 
+  it('loads where a foreign key from outside is NOT VALID: it never promised its old rows a match, and stays NOT VALID', async () => {
+    // As pg_restore leaves it: the key re-added NOT VALID, the orphan kept.
+    const target = await createTarget(`
+      CREATE TABLE public.legacy (id int PRIMARY KEY, customer_id int);
+      INSERT INTO public.legacy VALUES (1, 99);
+      ALTER TABLE public.legacy ADD CONSTRAINT legacy_customer FOREIGN KEY (customer_id) REFERENCES public.customers (id) NOT VALID;
+    `);
+    const keysBefore = await foreignKeys(target);
+    expect(keysBefore).toContain('legacy legacy_customer FOREIGN KEY (customer_id) REFERENCES customers(id) NOT VALID validated=false');
+
+    await expect(load(target, snapshot)).resolves.toMatchObject({ kind: 'loaded' });
+    expect(await contentOf(target, 'public.legacy')).toEqual(['(1,99)']);
+    expect(await foreignKeys(target)).toEqual(keysBefore);
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
+  });
+
   it('fails with ChecksumMismatchError naming the file when a file was altered after publication, and leaves the target untouched', async () => {
     const altered = await dumpSource();
     const second = altered.manifest.tables[1];
@@ -544,6 +560,23 @@ describe("a domain's NOT VALID check as the only one (no table's check dropped a
       { name: 'scores_pkey' },
       { name: 'scores_score' },
     ]);
+  });
+
+  it('loads where a table outside the snapshot references it: the keys are checked without the domain check the old rows break', async () => {
+    const SQL = `
+      CREATE DOMAIN public.posint AS int;
+      CREATE TABLE public.scores (id int PRIMARY KEY, score public.posint);`;
+    const NOT_VALID = 'ALTER DOMAIN public.posint ADD CONSTRAINT positive CHECK (VALUE > 0) NOT VALID;';
+    const source = await createDatabase('domainref_source', `${SQL} INSERT INTO public.scores VALUES (1, -5), (2, 3); ${NOT_VALID}`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase(
+      'domainref_target',
+      `${SQL} ${NOT_VALID} INSERT INTO public.scores VALUES (1, 4); CREATE TABLE public.notes (id int PRIMARY KEY, score_id int REFERENCES public.scores); INSERT INTO public.notes VALUES (1, 1);`,
+    );
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+    expect(await query(target, 'SELECT * FROM public.scores ORDER BY id')).toEqual(await query(source, 'SELECT * FROM public.scores ORDER BY id'));
+    expect(await query(target, 'SELECT * FROM public.notes')).toEqual([{ id: 1, score_id: 1 }]);
   });
 });
 

@@ -157,8 +157,9 @@ export class TargetCatalog {
   }
 
   /**
-   * Foreign keys that reference a snapshot table from a table outside the snapshot (and outside the
-   * snapshot tables' partitions): their rows stay, so the snapshot must still hold what they reference.
+   * Validated foreign keys that reference a snapshot table from a table outside the snapshot (and
+   * outside the snapshot tables' partitions): their rows stay, so the snapshot must still hold what
+   * they reference.
    */
   async foreignKeysFromOutside(targets: TargetTable[]): Promise<ForeignKeyFromOutside[]> {
     const { rows } = await this.db.query<{ name: string; table: string; partitioned: boolean; referenced: number; columns: string[]; referenced_columns: string[] }>(
@@ -171,6 +172,8 @@ export class TargetCatalog {
          JOIN pg_class c ON c.oid = con.conrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE con.contype = 'f' AND con.conparentid = 0
+          -- A NOT VALID key never promised its old rows a match; it is re-added NOT VALID.
+          AND con.convalidated
           AND con.confrelid = ANY($1::oid[])
           AND con.conrelid NOT IN (SELECT relid FROM snapshot)
         ORDER BY 2, 1`,

@@ -30,6 +30,7 @@ export async function checkReferencesFromOutside(client: PoolClient, open: (tabl
       const inFile = new Set(table.columns);
       for (const column of [...have].filter((c) => !inFile.has(c))) await client.query(`ALTER TABLE ${keys} DROP COLUMN ${quoteIdent(column)}`);
       for (const column of table.columns.filter((c) => !have.has(c))) await client.query(`ALTER TABLE ${keys} ADD COLUMN ${quoteIdent(column)} text`);
+      await dropDomains(client, keys);
       const copy = client.query(copyFrom(`COPY ${keys} (${table.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`));
       await pipeline(await open(table), copy);
     }
@@ -51,4 +52,23 @@ export async function checkReferencesFromOutside(client: PoolClient, open: (tabl
     }
   }
   for (const keys of copies.values()) await client.query(`DROP TABLE ${keys}`);
+}
+
+/**
+ * The keys table's domain-typed columns turned into the types underneath: a domain's CHECK applies
+ * to every value written, NOT VALID ones too, and production's older rows may break it (they are
+ * loaded because the check is set aside during the load). Only the keys are compared here.
+ */
+async function dropDomains(client: PoolClient, keys: string): Promise<void> {
+  // A domain over a domain takes one round per level.
+  for (;;) {
+    const { rows } = await client.query<{ name: string; base: string }>(
+      `SELECT a.attname AS name, format_type(t.typbasetype, t.typtypmod) AS base
+         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'd'`,
+      [keys],
+    );
+    if (!rows.length) return;
+    for (const { name, base } of rows) await client.query(`ALTER TABLE ${keys} ALTER COLUMN ${quoteIdent(name)} TYPE ${base}`);
+  }
 }

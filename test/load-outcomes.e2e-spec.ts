@@ -1,6 +1,8 @@
 import { cpSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { TargetDatabase } from '../apps/loader/src/database/target-database';
+import { LEDGER_TABLE } from '../apps/loader/src/ledger';
 import { consumerBacklog } from './support/consumers';
 import { plainPublish } from './support/nats';
 import { PipelineHarness, until } from './support/pipeline';
@@ -20,7 +22,7 @@ describe('load outcomes', () => {
 
   beforeAll(async () => {
     pipeline = await PipelineHarness.create('outcomes', {
-      environments: ['dev', 'qa', 'uat'],
+      environments: ['dev', 'qa', 'uat', 'late'],
       // uat's customers.note only takes numbers: production's notes fail the COPY with a data exception
       // that quotes the offending value.
       targetSql: { uat: 'UPDATE customers SET note = NULL; ALTER TABLE customers ALTER COLUMN note TYPE int USING NULL;' },
@@ -134,4 +136,26 @@ describe('load outcomes', () => {
       renameSync(away, String(newer.location));
     }
   }, 60_000);
+
+  it('announces a load its loader committed but died before announcing, and runs the ANALYZE that loader never reached', async () => {
+    const late = pipeline.targets.late;
+    // What the killed process left: the load committed (its ledger row), no announcement, no ANALYZE.
+    const database = new TargetDatabase(late.url);
+    await database.ensureLedger();
+    await database.close();
+    await late.query(
+      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, environment, rows, duration_ms, attempts, snapshot_taken_at) VALUES ($1, $2, 'late', 7, 100, 1, $3)`,
+      [newer.snapshotId, newer.date, newer.takenAt],
+    );
+    const tables = (newer.tables as { name: string }[]).map((t) => t.name);
+    const analyzed = async () =>
+      (await late.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_stat_user_tables WHERE relid = ANY($1::regclass[]) AND last_analyze IS NOT NULL', [tables]))[0].n;
+    expect(await analyzed()).toBe('0');
+
+    await pipeline.startLoader('late');
+    await pipeline.events.waitFor('late to announce', () => pipeline.loadedIn('late').length === 1);
+    expect(pipeline.loadedIn('late')[0]).toMatchObject({ snapshotId: newer.snapshotId, rows: 7, attempts: 1 });
+    expect(of('snapshot.load.started', 'late')).toEqual([]);
+    await until('every loaded table to be analyzed', async () => (await analyzed()) === String(tables.length), 15_000);
+  });
 });

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs
 import { formatDuration, type LoaderConfig } from '@app/common/config';
 import {
   InvalidMessageError,
+  type LoadDrift,
   type LoadSkippedPayload,
   type LoadStartedPayload,
   type SnapshotLoadedPayload,
@@ -193,6 +194,8 @@ export class LoaderService implements OnApplicationBootstrap {
           ...(entry.drift ? { drift: entry.drift } : {}),
         };
         await this.announce(event, key);
+        // The process that committed it died before announcing, so before its ANALYZE too.
+        await this.analyzeLoaded(snapshot, entry.drift, label);
         return { status: 'loaded', event };
       }
       case 'loaded': {
@@ -207,14 +210,19 @@ export class LoaderService implements OnApplicationBootstrap {
         this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
         this.recordSuccess(snapshot, event);
         await this.announce(event, key);
-        // Only the tables loaded: a table SCHEMA_DRIFT skipped is not in the environment.
-        const skipped = new Set(result.drift?.skippedTables ?? []);
-        await this.database
-          .analyze(snapshot.tables.map((t) => t.name).filter((name) => !skipped.has(name)))
-          .catch((error: unknown) => this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`));
+        await this.analyzeLoaded(snapshot, result.drift, label);
         return { status: 'loaded', event };
       }
     }
+  }
+
+  /** Fresh statistics for the tables just loaded, best effort (a failure costs query plans, never data). */
+  private async analyzeLoaded(snapshot: SnapshotReadyPayload, drift: LoadDrift | undefined, label: string): Promise<void> {
+    // Only the tables loaded: a table SCHEMA_DRIFT skipped is not in the environment.
+    const skipped = new Set(drift?.skippedTables ?? []);
+    await this.database
+      .analyze(snapshot.tables.map((t) => t.name).filter((name) => !skipped.has(name)))
+      .catch((error: unknown) => this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`));
   }
 
   /**

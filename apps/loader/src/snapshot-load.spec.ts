@@ -762,6 +762,26 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await query(target, `INSERT INTO public.members (team_id) VALUES (1) RETURNING id`)).toEqual([{ id: 43 }]);
   });
 
+  it("sets the sequence the column draws from in the target where production names it otherwise (a table renamed there), not one that merely has production's name", async () => {
+    const target = await createTarget(`
+      CREATE SEQUENCE public.member_numbers START 1000;
+      ALTER TABLE public.members ALTER COLUMN id SET DEFAULT nextval('public.member_numbers');
+      CREATE SEQUENCE public.member_id_seq START 7;`);
+    const written = await snapshotWithNamedSequences([
+      { table: 'public.members', schema: 'public', tableName: 'members', column: 'id', sequence: 'public.member_id_seq', lastValue: '42', isCalled: true },
+    ]);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+
+    expect(await sequencesOf(target)).toEqual([
+      '"Sales"."Order Items_id_seq" 4 true',
+      'customers_id_seq 5 true',
+      'member_id_seq 7 false',
+      'member_numbers 42 true',
+    ]);
+    expect(await query(target, `INSERT INTO public.members (team_id) VALUES (1) RETURNING id`)).toEqual([{ id: 43 }]);
+  });
+
   it('fails naming a sequence the target does not have, and changes nothing', async () => {
     const target = await createTarget();
     const before = await contentsOf(target);

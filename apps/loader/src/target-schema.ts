@@ -298,24 +298,34 @@ export class TargetCatalog {
   }
 
   /**
-   * The target's sequence for each of production's: by its own name where the manifest has it
-   * (every sequence a loaded column's default calls or a column owns), else (older manifests) the
-   * one owned by the column. Every sequence must exist, or the load fails naming those missing.
+   * The target's sequence for each of production's: the one the loaded column draws from in the
+   * target (owned by it, or called by its default), so the next insert continues after production's
+   * rows even where the environment names it otherwise (a table renamed in production keeps its
+   * old sequence name; one built from a schema file has the new); else, where the column draws from
+   * none (a partition's own default, a sequence of app code), the sequence of production's name.
+   * Every sequence must be found, or the load fails naming those missing.
    */
   async resolveSequences(sequences: ManifestSequence[]): Promise<TargetSequence[]> {
     const problems: string[] = [];
     const resolved = new Map<string, TargetSequence>();
     for (const sequence of sequences) {
-      const { rows } = sequence.sequence
-        ? await this.db.query<{ name: string | null }>(
-            "SELECT (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1) AND c.relkind = 'S') AS name",
-            [quoteQualified(parseQualifiedName(sequence.sequence))],
-          )
-        : await this.db.query<{ name: string | null }>('SELECT pg_get_serial_sequence($1, $2) AS name', [
-            quoteQualified({ schema: sequence.schema, name: sequence.tableName }),
-            sequence.column,
-          ]);
-      const name = rows[0]?.name;
+      const table = quoteQualified({ schema: sequence.schema, name: sequence.tableName });
+      const { rows } = await this.db.query<{ name: string | null }>(
+        `SELECT coalesce(
+                  pg_get_serial_sequence($1, $2),
+                  (SELECT quote_ident(n.nspname) || '.' || quote_ident(s.relname)
+                     FROM pg_attribute a
+                     JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                     JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+                     JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+                     JOIN pg_namespace n ON n.oid = s.relnamespace
+                    WHERE a.attrelid = $1::regclass AND a.attname = $2
+                    ORDER BY s.oid LIMIT 1),
+                  (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.oid = to_regclass($3) AND c.relkind = 'S')) AS name`,
+        [table, sequence.column, sequence.sequence ? quoteQualified(parseQualifiedName(sequence.sequence)) : null],
+      );
+    const name = rows[0]?.name;
       if (!name) {
         problems.push(sequence.sequence ? `sequence ${sequence.sequence} does not exist in the target` : `column ${sequence.table}.${quoteIdent(sequence.column)} owns no sequence in the target`);
         continue;

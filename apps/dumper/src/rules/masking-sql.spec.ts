@@ -1,9 +1,9 @@
 import { createHmac } from 'node:crypto';
 import { Client } from 'pg';
-import type { CatalogColumn, ColumnPlan, Strategy } from '@app/common/rules';
+import { type CatalogColumn, type ColumnPlan, NAME_MAX_LENGTH, type Strategy } from '@app/common/rules';
 import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
 import { prepareMaskingKey } from './masking-key';
-import { loadKeyIntoSession, maskedColumnSql } from './masking-sql';
+import { loadKeyIntoSession, LONGEST_FAKE_NAME, maskedColumnSql } from './masking-sql';
 
 const KEY = 'correct horse battery staple';
 const OTHER_KEY = 'another key, just as long';
@@ -97,6 +97,10 @@ describe('keyed masking in SQL', () => {
     expect(a).toBe(b);
     const [c, d] = await mask(['Zoë@Example.org', 'zoë@example.org'], plan({ kind: 'hash' }));
     expect(c).not.toBe(d);
+  });
+
+  it("writes names no longer than the rules check assumes when it compares the two ends of a key", () => {
+    expect(LONGEST_FAKE_NAME).toBe(NAME_MAX_LENGTH);
   });
 
   it('keeps the format of phone numbers and the length of redacted text', async () => {

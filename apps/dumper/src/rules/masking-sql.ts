@@ -43,6 +43,8 @@ const LAST_NAMES = [
   'Olsen', 'Park', 'Patel', 'Perez', 'Petrov', 'Quinn', 'Rossi', 'Sato', 'Schmidt', 'Silva', 'Smith', 'Sousa', 'Tanaka', 'Taylor', 'Torres', 'Ueda',
   'Varga', 'Vogel', 'Walker', 'Wang', 'Weber', 'Wilson', 'Wong', 'Xu', 'Yamada', 'Young', 'Zhang', 'Ziegler', 'Moss', 'Reyes', 'Singh', 'Ahn',
 ];
+/** The longest name the `name` strategy writes (rules-plan's NAME_MAX_LENGTH must agree: masking-sql.spec). */
+export const LONGEST_FAKE_NAME = Math.max(...FIRST_NAMES.map((n) => n.length)) + 1 + Math.max(...LAST_NAMES.map((n) => n.length));
 const textArray = (values: string[]) => `ARRAY[${values.map(quoteLiteral).join(',')}]`;
 
 /** A masked text from a text expression `v` (NULL in, NULL out), for the keyed and redacting strategies. */

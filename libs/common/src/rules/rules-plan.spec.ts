@@ -28,7 +28,11 @@ beforeAll(async () => {
       'CREATE DOMAIN short_text AS varchar(20); CREATE DOMAIN contact_code AS short_text CHECK (VALUE <> \'\');' +
       'CREATE DOMAIN address AS text; CREATE DOMAIN work_address AS address;' +
       'CREATE TABLE public.contacts (work_email work_address, short_email varchar(36), fit_email varchar(37), code contact_code,' +
-      ' md5_token char(32), pin_token varchar(31), note contact_code);',
+      ' md5_token char(32), pin_token varchar(31), note contact_code);' +
+      // Two ends of a key of different lengths: a keyed value cut at one end only.
+      'CREATE TABLE public.accounts (token varchar(40) PRIMARY KEY, owner varchar(12) UNIQUE);' +
+      'CREATE TABLE public.sessions (token text REFERENCES public.accounts (token), owner text REFERENCES public.accounts (owner));' +
+      'CREATE TABLE public.logins (token varchar(40) REFERENCES public.accounts (token));',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -110,6 +114,22 @@ tables:
     // rules init leaves to a person what the check would refuse.
     const suggested = parseRules(suggestRules(catalog), 'init.yaml').tables.find((t) => t.table.name === 'contacts')!;
     expect(Object.fromEntries(suggested.columns)).toMatchObject({ work_email: { kind: 'email' }, short_email: { kind: 'review' }, fit_email: { kind: 'email' }, md5_token: { kind: 'hash' }, pin_token: { kind: 'review' } });
+  });
+
+  it('refuses hash and name where the two ends of a reference would cut the value to different lengths', () => {
+    const tables = ['accounts', 'sessions', 'logins'].map((name) => ({ schema: 'public', name }));
+    const rules = `strict: true
+tables:
+  public.accounts: { token: hash, owner: name }
+  public.sessions: { token: hash, owner: name }
+  public.logins: { token: hash }
+`;
+    // logins.token is varchar(40) like accounts.token: both keep the same 40 digits, and join.
+    expect(plan(rules, tables).problems).toEqual([
+      'public.accounts.owner: name can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.sessions.owner (text) references public.accounts.owner (character varying(12)) through sessions_owner_fkey: name would be cut to different lengths at the two ends, and the masked keys would no longer join; give both columns the same length',
+      'public.sessions.token (text) references public.accounts.token (character varying(40)) through sessions_token_fkey: hash would be cut to different lengths at the two ends, and the masked keys would no longer join; give both columns the same length',
+    ]);
   });
 
   it('masks on the lower-cased value for citext and for every column that references one', () => {

@@ -51,6 +51,13 @@ const NOT_UNIQUE = new Set(['name', 'redact', 'constant', 'phone']);
 /** `user_` + 20 hex digits + `@example.com` (masking-sql.ts). */
 const EMAIL_LENGTH = 37;
 const HASH_MIN_LENGTH = 32;
+/** The longest fake name, `First Last` from masking-sql.ts's lists (its spec keeps the two in step). */
+export const NAME_MAX_LENGTH = 16;
+/**
+ * The longest text a strategy writes where a shorter varchar(n) cuts it: hash's 64 hex digits, a
+ * fake name. Two ends of a reference cut to different lengths no longer join.
+ */
+const WRITES_UP_TO: Partial<Record<Strategy['kind'], number>> = { hash: 64, name: NAME_MAX_LENGTH };
 
 const isText = (c: CatalogColumn) => TEXT_TYPES.has(c.baseType);
 /** The strategy (or one of its json paths) needs MASKING_KEY. */
@@ -180,6 +187,17 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
       problems.push(
         `${columnKey(reference.from)} (${describeStrategy(from)}) references ${columnKey(reference.to)} (${describeStrategy(to)}) through ${reference.via}: both need the same strategy so masked keys still join`,
       );
+      continue;
+    }
+    const longest = WRITES_UP_TO[from.kind];
+    const [fromColumn, toColumn] = [columnOf(reference.from), columnOf(reference.to)];
+    if (longest !== undefined && fromColumn && toColumn) {
+      const cut = (c: CatalogColumn) => Math.min(longest, c.maxLength ?? Number.POSITIVE_INFINITY);
+      if (isText(fromColumn) && isText(toColumn) && cut(fromColumn) !== cut(toColumn)) {
+        problems.push(
+          `${columnKey(reference.from)} (${fromColumn.type}) references ${columnKey(reference.to)} (${toColumn.type}) through ${reference.via}: ${from.kind} would be cut to different lengths at the two ends, and the masked keys would no longer join; give both columns the same length`,
+        );
+      }
     }
   }
 

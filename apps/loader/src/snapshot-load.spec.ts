@@ -580,6 +580,48 @@ describe("a domain's NOT VALID check as the only one (no table's check dropped a
   });
 });
 
+describe('a migration committed in the environment while a load waits for a table', () => {
+  it('is kept: the load locks its tables before it reads what it will replay (indexes, triggers)', async () => {
+    const SQL = `
+      CREATE TABLE public.a (id int PRIMARY KEY, v text);
+      CREATE TABLE public.b (id int PRIMARY KEY, v text);
+      CREATE INDEX b_v ON public.b (v);
+      CREATE FUNCTION public.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+      CREATE TRIGGER a_trg BEFORE INSERT ON public.a FOR EACH ROW EXECUTE FUNCTION public.noop();
+      CREATE TRIGGER b_trg BEFORE INSERT ON public.b FOR EACH ROW EXECUTE FUNCTION public.noop();`;
+    const source = await createDatabase('migration_source', `${SQL} INSERT INTO public.a VALUES (1, 'x'); INSERT INTO public.b VALUES (1, 'Y');`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('migration_target', SQL);
+
+    // The app, mid-transaction on a: the load waits for it.
+    const app = new Client({ connectionString: target, application_name: 'app' });
+    await app.connect();
+    try {
+      await app.query("BEGIN; INSERT INTO public.a VALUES (2, 'pending')");
+      const loading = load(target, written);
+      const waiting = async () =>
+        (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
+      for (let tries = 0; !(await waiting()); tries++) {
+        if (tries > 100) throw new Error('the load never waited for the app');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // Meanwhile a migration on b: its index now on lower(v), its trigger off.
+      await query(target, 'DROP INDEX public.b_v; CREATE INDEX b_v ON public.b (lower(v)); ALTER TABLE public.b DISABLE TRIGGER b_trg;');
+      await app.query('ROLLBACK');
+      expect(await loading).toMatchObject({ kind: 'loaded' });
+    } finally {
+      await app.end();
+    }
+
+    expect(await query(target, "SELECT pg_get_indexdef('public.b_v'::regclass) AS def")).toEqual([{ def: 'CREATE INDEX b_v ON public.b USING btree (lower(v))' }]);
+    expect(await query(target, "SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1")).toEqual([
+      { tgname: 'a_trg', tgenabled: 'O' },
+      { tgname: 'b_trg', tgenabled: 'D' },
+    ]);
+    expect(await query(target, 'SELECT * FROM public.b')).toEqual([{ id: 1, v: 'Y' }]);
+  });
+});
+
 describe('an invalid index in the target (a failed CREATE INDEX CONCURRENTLY)', () => {
   it('stays as it was, invalid, instead of being built again (and enforced, or failing the load)', async () => {
     const target = await createTarget("INSERT INTO public.customers (name) VALUES ('one'), ('two');");

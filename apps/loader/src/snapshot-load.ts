@@ -153,6 +153,9 @@ async function loadTables(
   const { client, catalog } = load;
   const { targets, drift } = await resolveWithDrift(client, manifest.tables, hooks.schemaDrift ?? 'fail');
   if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
+  // Before the catalog is read: what is read below (indexes, keys, triggers, checks) is replayed at
+  // the end, so a migration committed between the read and the load's own DDL would be undone.
+  await lockAgainstChanges(client, targets);
   const oids = targets.map((t) => t.oid);
   const sequences = await catalog.resolveSequences(sequencesToSet(manifest.sequences, drift));
   // Before anything is truncated: rows outside the snapshot that would lose what they reference.
@@ -200,6 +203,19 @@ async function loadTables(
   if (materializedViews.length) phases.mark('views');
   await restoreUserTriggers(client, triggers);
   return { rows, drift };
+}
+
+/**
+ * SHARE ROW EXCLUSIVE on every snapshot table, in one statement, in a fixed order (by oid, so two
+ * loads or a load and a migration meet them in the same order): it blocks DDL and writes, which
+ * the load would replay over or truncate, while the environment stays readable until the TRUNCATE.
+ * Ordinary tables ONLY, as they are truncated (their inheritance children are not the load's);
+ * a partitioned table with its partitions, which are loaded through it.
+ */
+async function lockAgainstChanges(client: PoolClient, targets: TargetTable[]): Promise<void> {
+  if (!targets.length) return;
+  const ordered = [...targets].sort((a, b) => a.oid - b.oid);
+  await client.query(`LOCK TABLE ${ordered.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
 }
 
 function qualified(target: TargetTable): string {

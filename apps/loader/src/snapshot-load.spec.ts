@@ -622,6 +622,42 @@ describe('a migration committed in the environment while a load waits for a tabl
   });
 });
 
+describe('a NOT VALID check an inheritance child has both of its own and from its parent', () => {
+  it('loads the rows that break it, and leaves it as it was on both tables', async () => {
+    const SQL = `
+      CREATE TABLE public.p (id int PRIMARY KEY, v int);
+      CREATE TABLE public.c (extra text) INHERITS (public.p);
+      CREATE TABLE public.g () INHERITS (public.c);`;
+    // Each level's own, merged with what it inherits from above.
+    const CHECKS = `
+      ALTER TABLE public.g ADD CONSTRAINT pos CHECK (v > 0) NOT VALID;
+      ALTER TABLE public.c ADD CONSTRAINT pos CHECK (v > 0) NOT VALID;
+      ALTER TABLE public.p ADD CONSTRAINT pos CHECK (v > 0) NOT VALID;`;
+    const source = await createDatabase(
+      'mergedcheck_source',
+      `${SQL} INSERT INTO public.p VALUES (1, -1); INSERT INTO public.c VALUES (2, -2, 'old'); INSERT INTO public.g VALUES (3, -3, 'older'); ${CHECKS}`,
+    );
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('mergedcheck_target', `${SQL} ${CHECKS}`);
+    const checks = (url: string) =>
+      query(url, "SELECT conrelid::regclass::text AS owner, conname, convalidated, conislocal, coninhcount FROM pg_constraint WHERE contype = 'c' AND conrelid <> 0 ORDER BY 1, 2");
+    const before = await checks(target);
+    expect(before).toEqual([
+      { owner: 'c', conname: 'pos', convalidated: false, conislocal: true, coninhcount: 1 },
+      { owner: 'g', conname: 'pos', convalidated: false, conislocal: true, coninhcount: 1 },
+      { owner: 'p', conname: 'pos', convalidated: false, conislocal: true, coninhcount: 0 },
+    ]);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+    expect(await query(target, 'SELECT id, v FROM public.p ORDER BY 1')).toEqual([
+      { id: 1, v: -1 },
+      { id: 2, v: -2 },
+      { id: 3, v: -3 },
+    ]);
+    expect(await checks(target)).toEqual(before);
+  });
+});
+
 describe('an invalid index in the target (a failed CREATE INDEX CONCURRENTLY)', () => {
   it('stays as it was, invalid, instead of being built again (and enforced, or failing the load)', async () => {
     const target = await createTarget("INSERT INTO public.customers (name) VALUES ('one'), ('two');");

@@ -17,9 +17,12 @@ export interface NotValidCheck {
 
 /**
  * The NOT VALID CHECK constraints a load's COPY would enforce: those of the snapshot tables and
- * their partitions (defined there, not inherited: dropping the parent's drops the partitions'),
- * and those of the domains their columns use. pg_dump writes such constraints after the data, so
+ * their partitions that are defined there (`conislocal`: dropping a parent's drops the copies its
+ * children only inherit, but one a child also has of its own stays, and must be dropped too), and
+ * those of the domains their columns use. pg_dump writes such constraints after the data, so
  * pg_restore loads rows that break them; a load does the same (drop, COPY, add back NOT VALID).
+ * Ordered parents first (by inheritance depth), as they must be dropped; restored in reverse, so
+ * a child's own comes back before its parent's merges into it.
  */
 export async function notValidChecks(db: Queryable, tableOids: number[]): Promise<NotValidCheck[]> {
   const { rows } = await db.query<NotValidCheck>(
@@ -31,18 +34,26 @@ export async function notValidChecks(db: Queryable, tableOids: number[]): Promis
        SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
          FROM types JOIN pg_type t ON t.oid = types.oid
         WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)
+     ), ancestry(relid, ancestor, depth) AS (
+       -- Every table's ancestors, up the inheritance tree: its depth is the longest way up.
+       SELECT relid, relid, 0 FROM rels
+       UNION ALL
+       SELECT ancestry.relid, i.inhparent, ancestry.depth + 1 FROM ancestry JOIN pg_inherits i ON i.inhrelid = ancestry.ancestor
      )
-     SELECT 'TABLE' AS kind, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS owner, con.conname AS name,
-            pg_get_constraintdef(con.oid) AS definition, obj_description(con.oid, 'pg_constraint') AS comment
-       FROM pg_constraint con JOIN rels ON rels.relid = con.conrelid
-       JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE con.contype = 'c' AND NOT con.convalidated AND con.coninhcount = 0
-     UNION ALL
-     SELECT 'DOMAIN', quote_ident(n.nspname) || '.' || quote_ident(t.typname), con.conname,
-            pg_get_constraintdef(con.oid), obj_description(con.oid, 'pg_constraint')
-       FROM pg_constraint con JOIN pg_type t ON t.oid = con.contypid JOIN pg_namespace n ON n.oid = t.typnamespace
-      WHERE con.contypid IN (SELECT oid FROM types) AND NOT con.convalidated
-      ORDER BY 1, 2, 3`,
+     SELECT kind, owner, name, definition, comment FROM (
+       SELECT 'TABLE' AS kind, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS owner, con.conname AS name,
+              pg_get_constraintdef(con.oid) AS definition, obj_description(con.oid, 'pg_constraint') AS comment,
+              (SELECT max(depth) FROM ancestry WHERE ancestry.relid = con.conrelid) AS depth
+         FROM pg_constraint con JOIN rels ON rels.relid = con.conrelid
+         JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE con.contype = 'c' AND NOT con.convalidated AND con.conislocal
+       UNION ALL
+       SELECT 'DOMAIN', quote_ident(n.nspname) || '.' || quote_ident(t.typname), con.conname,
+              pg_get_constraintdef(con.oid), obj_description(con.oid, 'pg_constraint'), 0
+         FROM pg_constraint con JOIN pg_type t ON t.oid = con.contypid JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE con.contypid IN (SELECT oid FROM types) AND NOT con.convalidated
+     ) checks
+     ORDER BY kind, depth, owner, name`,
     [tableOids],
   );
   return rows;
@@ -54,7 +65,7 @@ export async function dropNotValidChecks(client: PoolClient, checks: NotValidChe
 
 /** Adds them back as they were: NOT VALID (nothing is checked), with their comments. */
 export async function restoreNotValidChecks(client: PoolClient, checks: NotValidCheck[]): Promise<void> {
-  for (const check of checks) {
+  for (const check of [...checks].reverse()) {
     await client.query(`ALTER ${check.kind} ${check.owner} ADD CONSTRAINT ${quoteIdent(check.name)} ${check.definition}`);
     if (check.comment !== null) await client.query(`COMMENT ON CONSTRAINT ${quoteIdent(check.name)} ON ${check.kind === 'DOMAIN' ? 'DOMAIN ' : ''}${check.owner} IS ${sqlLiteral(check.comment)}`);
   }

@@ -77,6 +77,15 @@ describe('the db-fanout CLI', () => {
       expect(await cli(['reload', '--env', 'dev'], env)).toMatchObject({ code: 0, stdout: expect.stringContaining(`asked dev to reload snapshot ${String(latest)}`) });
       await pipeline.events.waitFor('the reload', () => pipeline.loadedIn('dev').length === 5);
       expect(pipeline.loadedIn('dev')[4].snapshotId).toBe(latest);
+      // Its events say which request they answer; the run history shows the reload as the step's latest try.
+      const reloadSequence = pipeline.loadedIn('dev')[4].reloadSequence;
+      expect(reloadSequence).toEqual(expect.any(Number));
+      expect(pipeline.loadedIn('dev').slice(0, 4).map((e) => e.reloadSequence)).toEqual([undefined, undefined, undefined, undefined]);
+      await until('the run history to show the reload', async () => {
+        const runs = JSON.parse((await cli(['runs', '--since', '2024-07-04', '--json'], env)).stdout) as { date: string; loads: Record<string, { reloadSequence?: number; state: string }> }[];
+        const step = runs.find((run) => run.date === '2024-07-04')?.loads.dev;
+        return step?.reloadSequence === reloadSequence && step?.state === 'success';
+      });
 
       // An older snapshot, by id: loaded even though the environment holds a newer one.
       expect((await cli(['reload', '--env', 'dev', '--snapshot', String(first)], env)).code).toBe(0);

@@ -66,7 +66,7 @@ export class DumperService implements BeforeApplicationShutdown {
 
   /** snapshot.dump.started, best effort: history and dashboards, never a reason to fail a dump. */
   private async announceStart(date: string, trigger: TriggerRef, attempt: number): Promise<void> {
-    const event: DumpStartedPayload = { date, attempt, startedAt: new Date().toISOString() };
+    const event: DumpStartedPayload = { date, attempt, delivery: trigger.delivery, startedAt: new Date().toISOString() };
     await this.events
       .publish(SUBJECTS.dumpStarted, event, dumpEventIds.started(date, trigger, attempt))
       .catch((error: unknown) => this.logger.warn(`could not announce the start of the dump of ${date}: ${errorMessage(error)}`));
@@ -122,7 +122,7 @@ export class DumperService implements BeforeApplicationShutdown {
           this.metrics.dumpRetries.inc();
           const failure = this.describe(error);
           void this.events
-            .publish(SUBJECTS.dumpRetrying, { date, attempt, ...failure, retryInMs: delayMs }, dumpEventIds.retrying(date, trigger, attempt))
+            .publish(SUBJECTS.dumpRetrying, { date, attempt, delivery: trigger.delivery, ...failure, retryInMs: delayMs }, dumpEventIds.retrying(date, trigger, attempt))
             .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
           this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${failure.error}`);
         },

@@ -23,15 +23,16 @@ export class LoaderController {
   private async handle(body: unknown, context: JetStreamContext, force: boolean): Promise<void> {
     // An InvalidMessageError from here on terminates the message (TerminateMessageFilter).
     const snapshot = parseSnapshotReadyPayload(body);
+    const origin = { force, reloadSequence: force ? context.getMessage().seq : undefined, delivery: context.getDeliveryCount() };
     let outcome: LoadOutcome;
     try {
-      outcome = await this.loader.load(snapshot, context.getShutdownSignal(), { force, reloadSequence: force ? context.getMessage().seq : undefined });
+      outcome = await this.loader.load(snapshot, context.getShutdownSignal(), origin);
     } catch (error) {
       // Unexpected (e.g. the outcome could not be published), or the app is stopping: redelivered,
       // unless this was the last try. Then nobody else would say it failed: report it now.
       if (error instanceof InvalidMessageError || !context.isLastDelivery()) throw error;
       const cause = context.getShutdownSignal().aborted ? context.stoppedOnLastDelivery(`load of ${snapshot.snapshotId}`) : error;
-      const failure = await this.loader.reportFailure(snapshot, cause, context.getDeliveryCount(), { force, reloadSequence: force ? context.getMessage().seq : undefined });
+      const failure = await this.loader.reportFailure(snapshot, cause, context.getDeliveryCount(), origin);
       throw new TerminateMessage(`load of ${snapshot.snapshotId} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`load of ${snapshot.snapshotId} failed: ${outcome.error}`);

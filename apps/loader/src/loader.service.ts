@@ -33,6 +33,13 @@ export interface LoadRequestOrigin {
   force?: boolean;
   /** The reload message's stream sequence: a reload's events get message ids of their own. */
   reloadSequence?: number;
+  /** The message's delivery (1, more after a loader died mid-load): its attempts count on. */
+  delivery?: number;
+}
+
+/** The fields every load event carries about its request (see LoadRequestFields). */
+function requestFields(origin: LoadRequestOrigin): { reloadSequence?: number } {
+  return origin.force && origin.reloadSequence !== undefined ? { reloadSequence: origin.reloadSequence } : {};
 }
 
 @Injectable()
@@ -119,7 +126,7 @@ export class LoaderService implements OnApplicationBootstrap {
       // must not turn it into a failed load and an alert. Unreadable ledger: the load path decides.
       const entry = await this.database.loadedEntry(snapshot.snapshotId).catch(() => undefined);
       if (entry && (!force || (origin.reloadSequence !== undefined && entry.reloadSeq === origin.reloadSequence))) {
-        return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key);
+        return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key, origin);
       }
       const { result, attempts } = await withRetry(
         this.config.retry,
@@ -140,22 +147,23 @@ export class LoaderService implements OnApplicationBootstrap {
             schemaDrift: this.config.schemaDrift,
             maintenanceWorkMemKb: this.config.loadMaintenanceWorkMemKb,
             // Only once the ledger says there is work: a skipped attempt never shows as started.
-            onWork: () => this.announceStart(snapshot, attempt, key),
+            onWork: () => this.announceStart(snapshot, attempt, key, origin),
             signal,
             log: (line) => this.logger.log(`${line} into ${environment}`),
           }),
         (attempt, error, delayMs) => {
           this.metrics.loadRetries.inc({ environment });
           const described = this.describe(error).error;
-          const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, error: described, retryInMs: delayMs };
+          const delivery = origin.delivery ?? 1;
+          const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, delivery, error: described, retryInMs: delayMs, ...requestFields(origin) };
           void this.events
-            .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${key}:${attempt}`)
+            .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${key}:${delivery}:${attempt}`)
             .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
           this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${described}`);
         },
         signal,
       );
-      return await this.settle(result, attempts, snapshot, label, key);
+      return await this.settle(result, attempts, snapshot, label, key, origin);
     } catch (thrown) {
       // A bad message stays one whichever attempt found it: terminated, never reported as a failed load.
       const error = thrown instanceof RetriesExhaustedError && thrown.lastError instanceof InvalidMessageError ? thrown.lastError : thrown;
@@ -169,19 +177,20 @@ export class LoaderService implements OnApplicationBootstrap {
   }
 
   /** The outcome of a load attempt that ended without an error: announced, and returned to the consumer. */
-  private async settle(result: LoadResult, attempts: number, snapshot: SnapshotReadyPayload, label: string, key: string): Promise<LoadOutcome> {
+  private async settle(result: LoadResult, attempts: number, snapshot: SnapshotReadyPayload, label: string, key: string, origin: LoadRequestOrigin): Promise<LoadOutcome> {
     const environment = this.config.environment;
+    const request = requestFields(origin);
     switch (result.kind) {
       case 'superseded': {
         this.logger.warn(`skipped ${label}: the environment already holds ${result.by}, dumped later`);
         this.metrics.loads.inc({ environment, result: 'superseded' });
-        return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'superseded', by: result.by }, key);
+        return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'superseded', by: result.by, ...request }, key);
       }
       case 'already-loaded': {
         const { entry } = result;
         if (entry.announced) {
           this.logger.log(`${label}: already loaded and announced (ledger)`);
-          return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded' }, key);
+          return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded', ...request }, key);
         }
         this.logger.log(`${label}: already loaded (ledger), announcing it`);
         // The drift the load recorded in the ledger: the late announcement says what it left out too.
@@ -192,6 +201,7 @@ export class LoaderService implements OnApplicationBootstrap {
           durationMs: entry.durationMs,
           attempts: entry.attempts,
           ...(entry.drift ? { drift: entry.drift } : {}),
+          ...request,
         };
         await this.announce(event, key);
         // The process that committed it died before announcing, so before its ANALYZE too.
@@ -206,6 +216,7 @@ export class LoaderService implements OnApplicationBootstrap {
           durationMs: result.durationMs,
           attempts,
           ...(result.drift ? { drift: result.drift } : {}),
+          ...request,
         };
         this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
         this.recordSuccess(snapshot, event);
@@ -234,7 +245,14 @@ export class LoaderService implements OnApplicationBootstrap {
     const failure = this.describe(error);
     this.metrics.loads.inc({ environment, result: 'failed' });
     this.logger.error(`loading snapshot ${snapshot.snapshotId} into ${environment} failed after ${attempts} attempt(s): ${failure.error}`);
-    const event: SnapshotLoadFailedPayload = { snapshotId: snapshot.snapshotId, environment, error: failure.error, ...(failure.code ? { code: failure.code } : {}), attempts };
+    const event: SnapshotLoadFailedPayload = {
+      snapshotId: snapshot.snapshotId,
+      environment,
+      error: failure.error,
+      ...(failure.code ? { code: failure.code } : {}),
+      attempts,
+      ...requestFields(origin),
+    };
     await this.events.publish(SUBJECTS.snapshotLoadFailed, event, `load-failed:${eventKey(snapshot, environment, origin)}`);
     return event;
   }
@@ -258,11 +276,13 @@ export class LoaderService implements OnApplicationBootstrap {
   }
 
   /** snapshot.load.started, best effort: history and dashboards, never a reason to fail a load. */
-  private async announceStart(snapshot: SnapshotReadyPayload, attempt: number, key: string): Promise<void> {
+  private async announceStart(snapshot: SnapshotReadyPayload, attempt: number, key: string, origin: LoadRequestOrigin): Promise<void> {
     const environment = this.config.environment;
-    const event: LoadStartedPayload = { snapshotId: snapshot.snapshotId, environment, attempt, startedAt: new Date().toISOString() };
+    const delivery = origin.delivery ?? 1;
+    const event: LoadStartedPayload = { snapshotId: snapshot.snapshotId, environment, attempt, delivery, startedAt: new Date().toISOString(), ...requestFields(origin) };
+    // Per delivery too: a redelivery's attempt 1 is a start of its own, not a duplicate to drop.
     await this.events
-      .publish(SUBJECTS.loadStarted, event, `load-started:${key}:${attempt}`)
+      .publish(SUBJECTS.loadStarted, event, `load-started:${key}:${delivery}:${attempt}`)
       .catch((error: unknown) => this.logger.warn(`could not announce the start of loading ${snapshot.snapshotId}: ${errorMessage(error)}`));
   }
 

@@ -129,6 +129,59 @@ describe('run ledger fold', () => {
     expect(fold([started(1), loadFailed(1), started(1), loaded(1)]).loads.dev).toMatchObject({ state: 'success', error: undefined });
   });
 
+  describe('a message delivered again after its worker died', () => {
+    const startedAgain = (attempt: number, delivery: number) => load('snapshot.load.started', { attempt, delivery, startedAt: `2024-01-05T00:20:0${attempt}.000Z` });
+    const retryingAgain = (attempt: number, delivery: number) => load('snapshot.load.retrying', { attempt, delivery, error: `attempt ${attempt} failed again`, retryInMs: 500 });
+
+    it('shows the redelivered try as running, its attempts counting on from the earlier delivery, in every order', () => {
+      const stateOf = (run: RunRecord) => [run.loads.dev.state, run.loads.dev.attempts];
+      // Delivery 1 failed its attempt 1 and was waiting to retry when the loader died; delivery 2 starts at attempt 1.
+      expect(fold([started(1), retrying(1), startedAgain(1, 2)]).loads.dev).toMatchObject({ state: 'running', attempts: 2, delivery: 2, startedAt: '2024-01-05T00:10:01.000Z' });
+      // A delivery's events in any order, each twice; the next delivery's come after them (published
+      // by the worker that started after the first one died).
+      for (const order of permutations([started(1), retrying(1), started(1), retrying(1)])) {
+        expect(stateOf(fold([...order, startedAgain(1, 2), startedAgain(1, 2)]))).toEqual(['running', 2]);
+      }
+      expect(fold([started(1), retrying(1), startedAgain(1, 2), retryingAgain(1, 2), startedAgain(2, 2)]).loads.dev).toMatchObject({ state: 'running', attempts: 3 });
+      // Its outcome reports the delivery's own attempts: counted on top of the earlier delivery's.
+      expect(fold([started(1), retrying(1), startedAgain(1, 2), loaded(1)]).loads.dev).toMatchObject({ state: 'success', attempts: 2 });
+      expect(fold([started(1), startedAgain(1, 2), retryingAgain(1, 2), startedAgain(2, 2), loadFailed(2)]).loads.dev).toMatchObject({ state: 'failed', attempts: 3 });
+    });
+
+    it('does the same for a dump', () => {
+      const dump = (subject: string, attempt: number, delivery?: number): Event => [subject, { date: '2024-01-05', attempt, ...(delivery ? { delivery } : {}), startedAt: '2024-01-05T00:00:01.000Z', error: 'x' }];
+      const run = fold([dump('snapshot.dump.started', 1), dump('snapshot.dump.retrying', 1), dump('snapshot.dump.started', 1, 2)]);
+      expect(run.dump).toMatchObject({ state: 'running', attempts: 2, delivery: 2 });
+    });
+  });
+
+  describe('a db-fanout reload', () => {
+    const asReload = ([subject, body]: Event, reloadSequence: number): Event => [subject, { ...body, reloadSequence }];
+
+    it('is a new try of the step: a reload that fails shows failed, with its own times, though the first load succeeded', () => {
+      const first = [started(1), loaded(1)];
+      expect(fold(first).loads.dev.state).toBe('success');
+      const reloadStart = asReload(load('snapshot.load.started', { attempt: 1, startedAt: '2024-01-06T09:00:00.000Z' }), 42);
+      expect(fold([...first, reloadStart]).loads.dev).toMatchObject({ state: 'running', attempts: 1, startedAt: '2024-01-06T09:00:00.000Z', reloadSequence: 42 });
+      const failedReload = fold([...first, reloadStart, asReload(loadFailed(1), 42)]);
+      expect(failedReload.loads.dev).toMatchObject({ state: 'failed', attempts: 1, error: 'column x missing', reloadSequence: 42, startedAt: '2024-01-06T09:00:00.000Z' });
+      expect(failedReload.loads.dev.rows).toBeUndefined();
+      // The first load's late or repeated events no longer change it; a later reload does.
+      expect(fold([...first, reloadStart, asReload(loadFailed(1), 42), loaded(1), skipped('already-loaded')]).loads.dev).toEqual(failedReload.loads.dev);
+      expect(fold([...first, reloadStart, asReload(loadFailed(1), 42), asReload(started(1), 43), asReload(loaded(1), 43)]).loads.dev).toMatchObject({ state: 'success', reloadSequence: 43, error: undefined });
+    });
+
+    it('that loads a snapshot whose load had failed shows success with its own start, not the failed load\'s', () => {
+      const reloadStart = asReload(load('snapshot.load.started', { attempt: 1, startedAt: '2024-01-06T09:00:00.000Z' }), 42);
+      expect(fold([started(1), retrying(1), started(2), loadFailed(2), reloadStart, asReload(loaded(1), 42)]).loads.dev).toMatchObject({
+        state: 'success',
+        attempts: 1,
+        startedAt: '2024-01-06T09:00:00.000Z',
+        error: undefined,
+      });
+    });
+  });
+
   describe('schema drift (SCHEMA_DRIFT=common-columns)', () => {
     const drift = { skippedTables: ['public.audit'], leftOutColumns: ['public.products."attrs"'], defaultedColumns: ['public.customers."region"'] };
     const loadedWithDrift = (body: Record<string, unknown> = drift) => load('snapshot.loaded', { rows: 5, durationMs: 10, attempts: 1, drift: body });

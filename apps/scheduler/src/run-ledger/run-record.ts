@@ -44,20 +44,33 @@ export function isFinished(state: StepState | undefined): boolean {
   return state !== undefined && FINISHED_STATES.includes(state);
 }
 
+/** More than RETRIES can be (100): tries order by the message's delivery first, then attempt. */
+const ATTEMPTS_PER_DELIVERY = 1_000;
+
+/** Where a try stands among a step's tries: attempt `attempt` of the message's `delivery`. */
+function rankOf(delivery: number, attempt: number): number {
+  return (delivery - 1) * ATTEMPTS_PER_DELIVERY + attempt;
+}
+
+/** The rank of the try a step is at: its attempts count on across deliveries (`triesBefore`). */
+function rankOfStep(step: StepRecord): number {
+  return rankOf(step.delivery ?? 1, step.attempts - (step.triesBefore ?? 0));
+}
+
 /**
- * How far a step has come: attempts in order, each `running` then `up_for_retry`, and every outcome
- * after all of them. Among outcomes, `success` (the data is there) outranks `failed`, which
- * outranks `superseded`: a reload that loads a failed snapshot turns it green; a late failure or
- * skip of a snapshot the environment did load never turns it red.
+ * How far a step has come: tries in order (by delivery, then attempt), each `running` then
+ * `up_for_retry`, and every outcome after all of them. Among outcomes, `success` (the data is
+ * there) outranks `failed`, which outranks `superseded`: a late failure or skip of a snapshot the
+ * environment did load never turns it red. (A `db-fanout reload` starts the step afresh: see loadEvent.)
  */
-function progress(state: StepState, attempts: number): number {
+function progress(state: StepState, rank: number): number {
   switch (state) {
     case 'queued':
       return 0;
     case 'running':
-      return attempts * 2;
+      return rank * 2;
     case 'up_for_retry':
-      return attempts * 2 + 1;
+      return rank * 2 + 1;
     case 'superseded':
       return Number.MAX_SAFE_INTEGER - 2;
     case 'failed':
@@ -67,9 +80,25 @@ function progress(state: StepState, attempts: number): number {
   }
 }
 
-/** Whether `state` at `attempt` is a step forward for `step` (anything else is a late or repeated report). */
-function advance(step: StepRecord, state: StepState, attempt: number): boolean {
-  return progress(state, attempt) > progress(step.state, step.attempts);
+/** Whether `state` at attempt `attempt` of `delivery` is a step forward for `step` (anything else is a late or repeated report). */
+function advance(step: StepRecord, state: StepState, attempt: number, delivery = 1): boolean {
+  return progress(state, rankOf(delivery, attempt)) > progress(step.state, rankOfStep(step));
+}
+
+/**
+ * `step` at attempt `attempt` of `delivery`, in `state`: a later delivery (the message came again
+ * after its worker died) keeps the earlier deliveries' tries in `triesBefore`, so attempts count on.
+ * One delivery's events may come in any order; a later delivery's come after them (they are
+ * published by the worker that started after the earlier one died).
+ */
+function tryOf(step: StepRecord, state: StepState, attempt: number, delivery: number): StepRecord {
+  const triesBefore = delivery > (step.delivery ?? 1) ? step.attempts : (step.triesBefore ?? 0);
+  return { ...step, state, attempts: triesBefore + attempt, ...(delivery > 1 ? { delivery, triesBefore } : {}) };
+}
+
+/** The attempts of an outcome that reports its delivery's own count: on top of the earlier deliveries'. */
+function outcomeAttempts(step: StepRecord, reported: number | undefined): number {
+  return Math.max(step.attempts, (step.triesBefore ?? 0) + (reported ?? 1));
 }
 
 const earlier = (a: string | undefined, b: string | undefined) => (a && b ? (Date.parse(a) <= Date.parse(b) ? a : b) : (a ?? b));
@@ -93,19 +122,19 @@ export function applyEvent(run: RunRecord, subject: string, body: Body, at: stri
       next.triggeredAt ??= at;
       return next;
     case SUBJECTS.dumpStarted:
-      return dumpStarted(next, num(body.attempt) ?? 1, str(body.startedAt) ?? at);
+      return dumpStarted(next, num(body.attempt) ?? 1, deliveryOf(body), str(body.startedAt) ?? at);
     case SUBJECTS.dumpRetrying: {
       const attempt = num(body.attempt) ?? 1;
-      if (advance(next.dump, 'up_for_retry', attempt)) next.dump = { ...next.dump, state: 'up_for_retry', attempts: attempt, error: str(body.error) };
-      else if (isFinished(next.dump.state)) next.dump = { ...next.dump, attempts: Math.max(next.dump.attempts, attempt + 1) };
+      const delivery = deliveryOf(body);
+      if (advance(next.dump, 'up_for_retry', attempt, delivery)) next.dump = { ...tryOf(next.dump, 'up_for_retry', attempt, delivery), error: str(body.error) };
+      else if (isFinished(next.dump.state) && delivery === (next.dump.delivery ?? 1)) next.dump = { ...next.dump, attempts: outcomeAttempts(next.dump, attempt + 1) };
       return next;
     }
     case SUBJECTS.snapshotReady:
       return snapshotReady(next, body, at);
     case SUBJECTS.snapshotFailed: {
-      const attempts = num(body.attempts) ?? next.dump.attempts;
-      if (advance(next.dump, 'failed', attempts)) {
-        next.dump = { ...next.dump, state: 'failed', attempts: Math.max(attempts, next.dump.attempts), endedAt: at, error: str(body.error) };
+      if (advance(next.dump, 'failed', 0)) {
+        next.dump = { ...next.dump, state: 'failed', attempts: outcomeAttempts(next.dump, num(body.attempts)), endedAt: at, error: str(body.error) };
       }
       return next;
     }
@@ -123,7 +152,13 @@ function startAgain(run: RunRecord): RunRecord {
   return { date: run.date, dump: { state: 'queued', attempts: 0 }, loads: {}, earlierSnapshots: previous && !earlierSnapshots.includes(previous) ? [...earlierSnapshots, previous] : earlierSnapshots };
 }
 
-function dumpStarted(run: RunRecord, attempt: number, startedAt: string): RunRecord {
+/** The delivery an event reports (1 when it says none: events of older releases, a first delivery). */
+function deliveryOf(body: Body): number {
+  const delivery = num(body.delivery);
+  return delivery !== undefined && Number.isSafeInteger(delivery) && delivery >= 1 ? delivery : 1;
+}
+
+function dumpStarted(run: RunRecord, attempt: number, delivery: number, startedAt: string): RunRecord {
   let next = run;
   // A dump that starts after this run's dump ended is the next run of the date (e.g. a redelivered
   // trigger); an earlier start is a late announcement of this run's own dump.
@@ -134,11 +169,13 @@ function dumpStarted(run: RunRecord, attempt: number, startedAt: string): RunRec
   if (next.earlierSnapshots && next.triggeredAt && Date.parse(startedAt) < Date.parse(next.triggeredAt)) return next;
   const dump = next.dump;
   const firstStart = attempt === 1 ? earlier(dump.startedAt, startedAt) : (dump.startedAt ?? startedAt);
-  if (advance(dump, 'running', attempt)) {
-    next.dump = { ...dump, state: 'running', attempts: attempt, startedAt: firstStart, error: undefined };
-  } else {
+  if (advance(dump, 'running', attempt, delivery)) {
+    next.dump = { ...tryOf(dump, 'running', attempt, delivery), startedAt: firstStart, error: undefined };
+  } else if (delivery === (dump.delivery ?? 1)) {
     // Late: the state stays, but the run did get this far (snapshot.ready carries no attempt count).
-    next.dump = { ...dump, attempts: Math.max(dump.attempts, attempt), startedAt: firstStart };
+    next.dump = { ...dump, attempts: outcomeAttempts(dump, attempt), startedAt: firstStart };
+  } else {
+    next.dump = { ...dump, startedAt: firstStart };
   }
   return next;
 }
@@ -196,24 +233,31 @@ function loadEvent(run: RunRecord, subject: string, body: Body, at: string): Run
     if (known.snapshotId === run.dump.snapshotId) return run;
     step = { state: 'queued', attempts: 0, snapshotId };
   }
+  // A `db-fanout reload` is a new try of the step, asked for by hand: it starts afresh (its own
+  // times, attempts and outcome: a reload that fails shows failed, one that loads a failed snapshot
+  // success). The events of the load or reload before it no longer change the step.
+  const reload = num(body.reloadSequence) ?? 0;
+  if (reload > (step.reloadSequence ?? 0)) step = { state: 'queued', attempts: 0, snapshotId, reloadSequence: reload };
+  else if (reload < (step.reloadSequence ?? 0)) return run;
   const next = { ...run, loads: { ...run.loads } };
   const attempt = num(body.attempt) ?? 1;
+  const delivery = deliveryOf(body);
   switch (subject) {
     case SUBJECTS.loadStarted: {
       const startedAt = str(body.startedAt) ?? at;
-      if (advance(step, 'running', attempt)) step = { ...step, state: 'running', attempts: attempt, error: undefined };
+      if (advance(step, 'running', attempt, delivery)) step = { ...tryOf(step, 'running', attempt, delivery), error: undefined };
       step = { ...step, startedAt: attempt === 1 ? earlier(step.startedAt, startedAt) : (step.startedAt ?? startedAt) };
       break;
     }
     case SUBJECTS.loadRetrying:
-      if (advance(step, 'up_for_retry', attempt)) step = { ...step, state: 'up_for_retry', attempts: attempt, error: str(body.error) };
+      if (advance(step, 'up_for_retry', attempt, delivery)) step = { ...tryOf(step, 'up_for_retry', attempt, delivery), error: str(body.error) };
       break;
     case SUBJECTS.snapshotLoaded:
       if (advance(step, 'success', 0)) {
         step = {
           ...step,
           state: 'success',
-          attempts: Math.max(step.attempts, num(body.attempts) ?? 1),
+          attempts: outcomeAttempts(step, num(body.attempts)),
           rows: num(body.rows),
           drift: driftOf(body.drift),
           endedAt: at,
@@ -227,7 +271,7 @@ function loadEvent(run: RunRecord, subject: string, body: Body, at: string): Run
       }
       break;
     case SUBJECTS.snapshotLoadFailed:
-      if (advance(step, 'failed', 0)) step = { ...step, state: 'failed', attempts: Math.max(step.attempts, num(body.attempts) ?? 1), endedAt: at, error: str(body.error) };
+      if (advance(step, 'failed', 0)) step = { ...step, state: 'failed', attempts: outcomeAttempts(step, num(body.attempts)), endedAt: at, error: str(body.error) };
       break;
     case SUBJECTS.loadSkipped:
       // already-loaded: the environment holds this snapshot, which is a success like any other.

@@ -47,7 +47,18 @@ export interface LoadDrift {
   defaultedColumns: string[];
 }
 
-export interface SnapshotLoadedPayload {
+/**
+ * Which request a load event answers, on every load event: a `db-fanout reload` carries its
+ * request's stream sequence (the run history shows it as a new try of the step, not as the first
+ * load's), and started/retrying carry the message's delivery (more than 1 after a loader died
+ * mid-load: its attempts count on from the earlier delivery's).
+ */
+export interface LoadRequestFields {
+  /** Present on the events of a `db-fanout reload`: the request's stream sequence. */
+  reloadSequence?: number;
+}
+
+export interface SnapshotLoadedPayload extends LoadRequestFields {
   snapshotId: string;
   environment: string;
   rows: number;
@@ -57,7 +68,7 @@ export interface SnapshotLoadedPayload {
   drift?: LoadDrift;
 }
 
-export interface SnapshotLoadFailedPayload {
+export interface SnapshotLoadFailedPayload extends LoadRequestFields {
   snapshotId: string;
   environment: string;
   error: string;
@@ -67,7 +78,7 @@ export interface SnapshotLoadFailedPayload {
 }
 
 /** `snapshot.load.skipped`: the attempt ended without loading, and says why. */
-export interface LoadSkippedPayload {
+export interface LoadSkippedPayload extends LoadRequestFields {
   snapshotId: string;
   environment: string;
   reason: 'superseded' | 'already-loaded';
@@ -79,13 +90,17 @@ export interface DumpStartedPayload {
   date: string;
   attempt: number;
   startedAt: string;
+  /** The trigger's delivery: 1, more when the dumper died mid-dump and the trigger came again. */
+  delivery?: number;
 }
 
-export interface LoadStartedPayload {
+export interface LoadStartedPayload extends LoadRequestFields {
   snapshotId: string;
   environment: string;
   attempt: number;
   startedAt: string;
+  /** The message's delivery: 1, more when a loader died mid-load and the message came again. */
+  delivery?: number;
 }
 
 export interface SnapshotFailedPayload {

@@ -31,6 +31,12 @@ export interface StepRecord {
    */
   drift?: LoadDrift;
   error?: string;
+  /** Present after the message came again (its worker died mid-work): the delivery of the try shown. */
+  delivery?: number;
+  /** With `delivery`: the tries the earlier deliveries made, counted in `attempts`. */
+  triesBefore?: number;
+  /** A load a `db-fanout reload` asked for: the request's stream sequence (the step shows that try). */
+  reloadSequence?: number;
 }
 
 /** One run: a date's trigger, its dump and each environment's load (environments appear as they report). */

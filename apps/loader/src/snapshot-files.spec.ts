@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable as ReadableStream } from 'node:stream';
+import { Readable as ReadableStream, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { S3SnapshotStore } from '@app/common/snapshot-store';
+import { S3SnapshotStore, type SnapshotSource } from '@app/common/snapshot-store';
 import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../test/support/s3-server';
 import type { ManifestTable } from '@app/common/contract';
 import { JetStreamApiError } from '@nats-io/jetstream';
@@ -452,6 +452,40 @@ describe('openTableData', () => {
       download!.once('close', () => resolve(clearTimeout(timer)));
     });
     expect(download!.destroyed).toBe(true);
+  });
+
+  it('watches the store for stalls, not the consumer: a COPY holding back (backpressure) is no stall, a silent store is', async () => {
+    const table = { file: '0001_items.csv', name: 'public.items' } as ManifestTable;
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    // A store that answers at once for as long as it is read.
+    const endless = () => new ReadableStream({ read() { this.push(chunk); } });
+    const fromStore = (stream: ReadableStream) => ({ open: () => Promise.resolve(stream) }) as unknown as SnapshotSource;
+    const manifest = { compression: 'none' } as unknown as SnapshotManifest;
+
+    // Piped into a consumer that takes 600 ms over its first chunk (a COPY whose trigger waits on a lock).
+    const held = await openTableData(fromStore(endless()), manifest, table, 200);
+    const errors: unknown[] = [];
+    held.on('error', (error) => errors.push(error));
+    let written = 0;
+    const slowCopy = new Writable({
+      highWaterMark: 1,
+      write(_chunk, _encoding, callback) {
+        written++;
+        setTimeout(callback, written === 1 ? 600 : 0);
+      },
+    });
+    held.pipe(slowCopy);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(errors).toEqual([]);
+    expect(written).toBeGreaterThan(1);
+    held.unpipe(slowCopy);
+    held.destroy();
+
+    // A store that sends nothing while the consumer waits for data: a stall.
+    const silent = await openTableData(fromStore(new ReadableStream({ read() {} })), manifest, table, 200);
+    const stalled = new Promise<unknown>((resolve) => silent.once('error', resolve));
+    silent.resume();
+    await expect(stalled).resolves.toMatchObject({ code: 'ETIMEDOUT', message: 'reading 0001_items.csv from the snapshot store stalled for 0.2 s' });
   });
 
   it('reads the headers of 60 gzip tables from S3 load after load (the SDK keeps 50 sockets)', async () => {

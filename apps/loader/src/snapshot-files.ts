@@ -59,8 +59,19 @@ function closesUpstream(last: Readable, ...upstream: Readable[]): Readable {
   return last;
 }
 
+/**
+ * Fails a download that delivers nothing for `ms` while its reader waits for data. Time the reader
+ * holds back is not the store's: COPY applying backpressure (a trigger waiting on a lock, an index
+ * being maintained) leaves data buffered here, or the stream paused, and the wait starts again.
+ */
 function watchForStalls(source: Readable, ms: number, file: string): Readable {
-  const stall = () => watched.destroy(Object.assign(new Error(`reading ${file} from the snapshot store stalled for ${ms / 1000} s`), { code: 'ETIMEDOUT' }));
+  const stall = () => {
+    if (watched.readableLength > 0 || watched.readableFlowing !== true) {
+      timer.refresh();
+      return;
+    }
+    watched.destroy(Object.assign(new Error(`reading ${file} from the snapshot store stalled for ${ms / 1000} s`), { code: 'ETIMEDOUT' }));
+  };
   let timer = setTimeout(stall, ms);
   const watched = new Transform({
     transform(chunk: Buffer, _encoding, callback) {

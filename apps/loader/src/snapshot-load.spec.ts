@@ -893,8 +893,11 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
       CREATE VIEW public.noted_customers AS SELECT id, name FROM public.customers WHERE note <> '';
       CREATE MATERIALIZED VIEW public.noted_count AS SELECT count(*) AS n FROM public.noted_customers;
       CREATE MATERIALIZED VIEW public.count_of_counts AS SELECT (SELECT n FROM public.customer_count) + (SELECT n FROM public.noted_count) AS n;
-      CREATE MATERIALIZED VIEW public.never_populated AS SELECT count(*) AS n FROM public.customers WITH NO DATA;`);
+      CREATE MATERIALIZED VIEW public.never_populated AS SELECT count(*) AS n FROM public.customers WITH NO DATA;
+      CREATE FUNCTION public.customers_total() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM public.customers';
+      CREATE MATERIALIZED VIEW public.counted_by_function AS SELECT public.customers_total() AS n;`);
     expect(await query(target, 'SELECT n::int FROM public.count_of_counts')).toEqual([{ n: 3 }]);
+    expect(await query(target, 'SELECT n::int FROM public.counted_by_function')).toEqual([{ n: 2 }]);
 
     expect(await load(target, snapshot)).toMatchObject({ kind: 'loaded' });
 
@@ -902,6 +905,8 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await query(target, 'SELECT n::int FROM public.customer_count')).toEqual([{ n: 4 }]);
     expect(await query(target, 'SELECT n::int FROM public.noted_count')).toEqual([{ n: 2 }]);
     expect(await query(target, 'SELECT n::int FROM public.count_of_counts')).toEqual([{ n: 6 }]);
+    // One that reads them through a function (which no dependency records) is refreshed too, as pg_restore refreshes every one.
+    expect(await query(target, 'SELECT n::int FROM public.counted_by_function')).toEqual([{ n: 4 }]);
     expect(await query(target, "SELECT relispopulated FROM pg_class WHERE relname = 'never_populated'")).toEqual([{ relispopulated: false }]);
   });
 

@@ -275,12 +275,20 @@ export class TargetCatalog {
 
   /**
    * Populated materialized views that read the snapshot tables, directly or through views and other
-   * materialized views, in an order that refreshes every one after those it reads.
+   * materialized views, in an order that refreshes every one after those it reads. Those that call
+   * a function of the database's own (not pg_catalog's) count too: a function's body is not a
+   * recorded dependency, and it may read the tables (pg_restore refreshes every one).
    */
   async dependentMaterializedViews(tableOids: number[]): Promise<string[]> {
     const { rows } = await this.db.query<{ name: string }>(
       `WITH RECURSIVE readers(oid, depth) AS (
          SELECT tree.relid, 0 FROM (SELECT r.oid AS relid FROM unnest($1::oid[]) r(oid) UNION SELECT tree.relid FROM unnest($1::oid[]) r(oid), pg_partition_tree(r.oid) tree) tree
+         UNION ALL
+         SELECT rw.ev_class, 1
+           FROM pg_rewrite rw
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
+           JOIN pg_proc p ON p.oid = d.refobjid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+          WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')
          UNION ALL
          SELECT rw.ev_class, readers.depth + 1
            FROM readers

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { createDatabase, createDumpSource, databaseUrl, type DumpSource, uniqueName } from '../../../test/support/databases';
+import { parseRules } from '@app/common/rules';
 import { writeSnapshot } from './snapshot-writer';
 
 const DATE = '2024-01-05';
@@ -169,6 +170,36 @@ describe('an inheritance child left out', () => {
       await db.drop();
     }
   }, 30_000);
+});
+
+describe('a partitioned table with a foreign partition (postgres_fdw)', () => {
+  it("dumps its local partitions only, as pg_dump does: the remote server's rows are not production's snapshot", async () => {
+    const remote = await createDatabase('catalog_remote', `CREATE TABLE public.events_remote (id int, email text); INSERT INTO public.events_remote VALUES (1, 'remote@example.com');`);
+    const db = await createDumpSource(
+      'catalog_fdw',
+      `CREATE EXTENSION postgres_fdw;
+       CREATE SERVER remote FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '5432', dbname '${remote.name}');
+       CREATE USER MAPPING FOR CURRENT_USER SERVER remote OPTIONS (user '${decodeURIComponent(new URL(remote.url).username) || 'root'}');
+       CREATE TABLE public.events (id int, email text) PARTITION BY RANGE (id);
+       CREATE FOREIGN TABLE public.events_old PARTITION OF public.events FOR VALUES FROM (0) TO (100) SERVER remote OPTIONS (table_name 'events_remote');
+       CREATE TABLE public.events_new PARTITION OF public.events FOR VALUES FROM (100) TO (200);
+       INSERT INTO public.events_new VALUES (100, 'local@example.com');`,
+    );
+    try {
+      expect(await db.query('SELECT count(*)::int AS n FROM public.events')).toEqual([{ n: 2 }]);
+      const plain = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [] });
+      expect(plain.manifest.tables.map((t) => [t.name, t.rows])).toEqual([['public.events', 1]]);
+      const csv = readFileSync(join(plain.location, plain.manifest.tables[0].file), 'utf8');
+      expect(csv).toBe('id,email\n100,local@example.com\n');
+      // Through the rules' masking too.
+      const rules = parseRules('strict: true\ntables:\n  public.events: { id: keep, email: redact }\n', 'rules.yaml');
+      const masked = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [], rules });
+      expect(readFileSync(join(masked.location, masked.manifest.tables[0].file), 'utf8')).toBe('id,email\n100,xxxxx@xxxxxxx.xxx\n');
+    } finally {
+      await db.drop();
+      await remote.drop();
+    }
+  });
 });
 
 describe('a source that is itself an environment of a pipeline', () => {

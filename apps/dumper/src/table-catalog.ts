@@ -12,9 +12,44 @@ export interface SourceTable {
   bytes: number;
   /** Row-level security would filter this table for the dump's role (row_security_active). */
   filteredByPolicy: boolean;
+  /**
+   * A partitioned table with foreign partitions (postgres_fdw and the like): its local leaf
+   * partitions, read one by one, and every column by name (their column order may differ). As
+   * pg_dump, the dump leaves foreign data out: read through the parent, it would come from another
+   * server, outside the dump's snapshot. Absent when every partition is local.
+   */
+  localPartitions?: { leaves: TableRef[]; columns: string[]; foreign: TableRef[] };
 }
 
 type TableRef = { schema: string; name: string };
+
+function localPartitionsOf(
+  oid: number,
+  leaves: { root: number; schema: string; name: string; foreign: boolean }[],
+  columns: { oid: number; name: string }[],
+): Pick<SourceTable, 'localPartitions'> {
+  const own = leaves.filter((leaf) => leaf.root === oid);
+  if (!own.some((leaf) => leaf.foreign)) return {};
+  const ref = ({ schema, name }: TableRef) => ({ schema, name });
+  return {
+    localPartitions: {
+      leaves: own.filter((leaf) => !leaf.foreign).map(ref),
+      foreign: own.filter((leaf) => leaf.foreign).map(ref),
+      columns: columns.filter((c) => c.oid === oid).map((c) => c.name),
+    },
+  };
+}
+
+/**
+ * What a query reads a partitioned table with foreign partitions through: its local leaves, each
+ * ONLY, every column by name, aliased as the table (`SELECT ... FROM <this>`).
+ */
+export function localPartitionsSql(table: TableRef & Required<Pick<SourceTable, 'localPartitions'>>): string {
+  const { leaves, columns } = table.localPartitions;
+  const list = columns.map(quoteIdent).join(', ');
+  const reads = leaves.length ? leaves.map((leaf) => `SELECT ${list} FROM ONLY ${quoteQualified(leaf)}`) : [`SELECT ${list} FROM ONLY ${quoteQualified(table)}`];
+  return `(${reads.join(' UNION ALL ')}) AS ${quoteIdent(table.name)}`;
+}
 
 const sameTable = (a: TableRef, b: TableRef) => a.schema === b.schema && a.name === b.name;
 
@@ -94,6 +129,18 @@ export class TableCatalog {
          FROM pg_class c WHERE c.oid = ANY($1::oid[])`,
       [selected.map((row) => row.oid)],
     );
+    const { rows: leaves } = await this.session.query<{ root: number; schema: string; name: string; foreign: boolean }>(
+      `SELECT root.oid::int AS root, n.nspname AS schema, c.relname AS name, c.relkind = 'f' AS foreign
+         FROM unnest($1::oid[]) root(oid), pg_partition_tree(root.oid) tree
+         JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE tree.isleaf
+        ORDER BY n.nspname, c.relname`,
+      [selected.filter((row) => row.relkind === 'p').map((row) => row.oid)],
+    );
+    const { rows: allColumns } = await this.session.query<{ oid: number; name: string }>(
+      `SELECT attrelid::int AS oid, attname AS name FROM pg_attribute WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped ORDER BY attrelid, attnum`,
+      [[...new Set(leaves.filter((leaf) => leaf.foreign).map((leaf) => leaf.root))]],
+    );
     const { rows: columns } = await this.session.query<{ oid: number; name: string }>(
       `SELECT attrelid::int AS oid, attname AS name
          FROM pg_attribute
@@ -109,6 +156,7 @@ export class TableCatalog {
       bytes: Number(sizes.find((size) => size.oid === row.oid)?.bytes ?? 0),
       columns: columns.filter((c) => c.oid === row.oid).map((c) => c.name),
       filteredByPolicy: row.filtered,
+      ...localPartitionsOf(row.oid, leaves, allColumns),
     }));
   }
 

@@ -18,6 +18,7 @@ import { MIN_KEY_LENGTH, type MaskingKey, prepareMaskingKey } from './masking-ke
 import { loadKeyIntoSession, maskedColumnSql, maskedSelectSql } from './masking-sql';
 import { jsonbPathsThroughArrays } from './jsonb-arrays';
 import { isRulesTextError, planSubset, type SubsetPlan, subsetWhere } from './subset-plan';
+import { localPartitionsSql, type SourceTable } from '../table-catalog';
 
 /**
  * DUMP_RULES applied to one dump, inside its snapshot: the checked plan, the masked SELECT of
@@ -78,12 +79,15 @@ export class DumpRules {
    * masked column left unmasked) and a second time in the child's own file. A partitioned table
    * holds no rows of its own and is read whole.
    */
-  selectSql(table: TableName & { partitioned: boolean }): string {
+  selectSql(table: TableName & Pick<SourceTable, 'partitioned'> & Partial<Pick<SourceTable, 'localPartitions'>>): string {
     const plan = this.plans.get(tableKey(table));
     if (!plan) throw new Error(`no rules plan for ${tableKey(table)}`);
     const kept = this.subset.get(tableKey(table));
     const where = kept ? ` WHERE ${subsetWhere(table, kept)}` : '';
-    return maskedSelectSql(plan.columns, `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`, where);
+    const from = table.localPartitions
+      ? localPartitionsSql({ ...table, localPartitions: table.localPartitions })
+      : `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`;
+    return maskedSelectSql(plan.columns, from, where);
   }
 }
 

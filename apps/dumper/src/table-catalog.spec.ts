@@ -124,25 +124,32 @@ describe('row-level security', () => {
   });
 });
 
+/**
+ * A dump of `db` while another session holds `lockSql` for 8 s (as a migration in production may at
+ * any moment), with how long it took; the source is dropped afterwards.
+ */
+async function dumpBehindLock(db: DumpSource, lockSql: string, selection: Pick<Parameters<typeof writeSnapshot>[0], 'tables' | 'excludeTables'>) {
+  const blocker = new Client({ connectionString: db.url });
+  await blocker.connect();
+  try {
+    await blocker.query(`BEGIN; ${lockSql}`);
+    const release = setTimeout(() => void blocker.query('ROLLBACK'), 8_000);
+    const started = Date.now();
+    const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, ...selection });
+    clearTimeout(release);
+    return { took: Date.now() - started, manifest };
+  } finally {
+    await blocker.end();
+    await db.drop();
+  }
+}
+
 describe('tables TABLES and EXCLUDE_TABLES leave out', () => {
   it('are not waited for: a lock held on one does not hold up the dump of the others', async () => {
     const db = await createDumpSource('catalog_unselected', `CREATE TABLE public.keepme (id int); INSERT INTO public.keepme SELECT generate_series(1, 1000); CREATE TABLE public.busy_log (line text);`);
-    const blocker = new Client({ connectionString: db.url });
-    await blocker.connect();
-    try {
-      // A migration holding an unrelated table, as production may at any moment.
-      await blocker.query('BEGIN; LOCK TABLE public.busy_log IN ACCESS EXCLUSIVE MODE');
-      const release = setTimeout(() => void blocker.query('ROLLBACK'), 8_000);
-      const started = Date.now();
-      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [{ schema: 'public', name: 'keepme' }], excludeTables: [] });
-      const took = Date.now() - started;
-      clearTimeout(release);
-      expect(took).toBeLessThan(5_000);
-      expect(manifest.tables.map((t) => [t.name, t.rows])).toEqual([['public.keepme', 1000]]);
-    } finally {
-      await blocker.end();
-      await db.drop();
-    }
+    const { took, manifest } = await dumpBehindLock(db, 'LOCK TABLE public.busy_log IN ACCESS EXCLUSIVE MODE', { tables: [{ schema: 'public', name: 'keepme' }], excludeTables: [] });
+    expect(took).toBeLessThan(5_000);
+    expect(manifest.tables.map((t) => [t.name, t.rows])).toEqual([['public.keepme', 1000]]);
   }, 30_000);
 });
 
@@ -153,22 +160,10 @@ describe('an inheritance child left out', () => {
       `CREATE TABLE public.parent (id int); INSERT INTO public.parent VALUES (1), (2);
        CREATE TABLE public.child (extra text) INHERITS (public.parent); INSERT INTO public.child VALUES (3, 'personal');`,
     );
-    const blocker = new Client({ connectionString: db.url });
-    await blocker.connect();
-    try {
-      await blocker.query('BEGIN; LOCK TABLE public.child IN ACCESS EXCLUSIVE MODE');
-      const release = setTimeout(() => void blocker.query('ROLLBACK'), 8_000);
-      const started = Date.now();
-      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [{ schema: 'public', name: 'child' }] });
-      const took = Date.now() - started;
-      clearTimeout(release);
-      expect(took).toBeLessThan(5_000);
-      // The parent's own rows only, as pg_dump's COPY of it has them.
-      expect(manifest.tables.map((t) => [t.name, t.rows])).toEqual([['public.parent', 2]]);
-    } finally {
-      await blocker.end();
-      await db.drop();
-    }
+    const { took, manifest } = await dumpBehindLock(db, 'LOCK TABLE public.child IN ACCESS EXCLUSIVE MODE', { tables: [], excludeTables: [{ schema: 'public', name: 'child' }] });
+    expect(took).toBeLessThan(5_000);
+    // The parent's own rows only, as pg_dump's COPY of it has them.
+    expect(manifest.tables.map((t) => [t.name, t.rows])).toEqual([['public.parent', 2]]);
   }, 30_000);
 });
 

@@ -658,6 +658,34 @@ describe('a NOT VALID check an inheritance child has both of its own and from it
   });
 });
 
+describe('a partitioned table whose partition in the environment is a foreign table (postgres_fdw)', () => {
+  it("loads the local partitions and leaves the other server's table alone (TRUNCATE would empty it there)", async () => {
+    const remote = await createDatabase('fdw_remote', `CREATE TABLE public.events_remote (id int, email text); INSERT INTO public.events_remote VALUES (1, 'kept@remote.example');`);
+    const remoteName = new URL(remote).pathname.slice(1);
+    const SQL = 'CREATE TABLE public.events (id int, email text) PARTITION BY RANGE (id);';
+    const source = await createDatabase(
+      'fdw_source',
+      `${SQL} CREATE TABLE public.events_old PARTITION OF public.events FOR VALUES FROM (0) TO (100);
+       CREATE TABLE public.events_new PARTITION OF public.events FOR VALUES FROM (100) TO (200);
+       INSERT INTO public.events VALUES (150, 'from@production.example');`,
+    );
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase(
+      'fdw_target',
+      `CREATE EXTENSION postgres_fdw;
+       CREATE SERVER remote FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '5432', dbname '${remoteName}');
+       CREATE USER MAPPING FOR CURRENT_USER SERVER remote OPTIONS (user '${decodeURIComponent(new URL(remote).username) || 'root'}');
+       ${SQL} CREATE FOREIGN TABLE public.events_old PARTITION OF public.events FOR VALUES FROM (0) TO (100) SERVER remote OPTIONS (table_name 'events_remote');
+       CREATE TABLE public.events_new PARTITION OF public.events FOR VALUES FROM (100) TO (200);
+       INSERT INTO public.events_new VALUES (101, 'stale@environment.example');`,
+    );
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+    expect(await query(remote, 'SELECT * FROM public.events_remote')).toEqual([{ id: 1, email: 'kept@remote.example' }]);
+    expect(await query(target, 'SELECT * FROM ONLY public.events_new')).toEqual([{ id: 150, email: 'from@production.example' }]);
+  });
+});
+
 describe('an invalid index in the target (a failed CREATE INDEX CONCURRENTLY)', () => {
   it('stays as it was, invalid, instead of being built again (and enforced, or failing the load)', async () => {
     const target = await createTarget("INSERT INTO public.customers (name) VALUES ('one'), ('two');");

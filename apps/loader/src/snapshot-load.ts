@@ -174,7 +174,8 @@ async function loadTables(
   await dropNotValidChecks(client, checks);
   // ONLY: inheritance children that are not in the snapshot keep their rows (partitions are loaded
   // through their parent, so a partitioned table is truncated whole).
-  await client.query(`TRUNCATE ${targets.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')}`);
+  const truncated = await truncateTargets(client, targets);
+  if (truncated.length) await client.query(`TRUNCATE ${truncated.join(', ')}`);
   phases.mark('prepare');
 
   const totalBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);
@@ -216,6 +217,29 @@ async function lockAgainstChanges(client: PoolClient, targets: TargetTable[]): P
   if (!targets.length) return;
   const ordered = [...targets].sort((a, b) => a.oid - b.oid);
   await client.query(`LOCK TABLE ${ordered.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
+}
+
+/**
+ * What the TRUNCATE names: ordinary tables ONLY (inheritance children that are not in the snapshot
+ * keep their rows), a partitioned table whole, unless some of its partitions are foreign tables:
+ * TRUNCATE would empty their tables on the other server (postgres_fdw truncates remotely), which
+ * no snapshot fills (the dump leaves foreign data out). Then its local leaves, each ONLY.
+ */
+async function truncateTargets(client: PoolClient, targets: TargetTable[]): Promise<string[]> {
+  const partitioned = targets.filter((t) => t.partitioned).map((t) => t.oid);
+  const { rows: leaves } = await client.query<{ root: number; name: string; foreign: boolean }>(
+    `SELECT root.oid::int AS root, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, c.relkind = 'f' AS foreign
+       FROM unnest($1::oid[]) root(oid), pg_partition_tree(root.oid) tree
+       JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE tree.isleaf ORDER BY 2`,
+    [partitioned],
+  );
+  return targets.flatMap((t) => {
+    if (!t.partitioned) return [`ONLY ${qualified(t)}`];
+    const own = leaves.filter((leaf) => leaf.root === t.oid);
+    if (!own.some((leaf) => leaf.foreign)) return [qualified(t)];
+    return own.filter((leaf) => !leaf.foreign).map((leaf) => `ONLY ${leaf.name}`);
+  });
 }
 
 function qualified(target: TargetTable): string {

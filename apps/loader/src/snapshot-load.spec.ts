@@ -7,7 +7,7 @@ import { ADMIN_URL, databaseUrl } from '../../../test/support/databases';
 import { type SnapshotReadyPayload } from '@app/common/contract';
 import { ChecksumMismatchError } from '@app/common/streams';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
-import { SnapshotFileError } from './snapshot-files';
+import { directorySource, SnapshotFileError } from './snapshot-files';
 import { TargetDatabase } from './database/target-database';
 import { loadSnapshot, type LoadRequest, type LoadResult } from './snapshot-load';
 import { DanglingReferenceError, TargetSchemaError } from './target-schema';
@@ -683,6 +683,32 @@ describe('a partitioned table whose partition in the environment is a foreign ta
     expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
     expect(await query(remote, 'SELECT * FROM public.events_remote')).toEqual([{ id: 1, email: 'kept@remote.example' }]);
     expect(await query(target, 'SELECT * FROM ONLY public.events_new')).toEqual([{ id: 150, email: 'from@production.example' }]);
+  });
+});
+
+describe('a snapshot of many tables', () => {
+  it('reads their headers with at most 8 downloads open at once, not one per table', async () => {
+    const SQL = Array.from({ length: 30 }, (_, i) => `CREATE TABLE public.t${i} (id int); INSERT INTO public.t${i} VALUES (${i});`).join('\n');
+    const source = await createDatabase('many_source', SQL);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('many_target', SQL.replaceAll(/INSERT INTO [^;]+;/g, ''));
+    const files = directorySource(written.location);
+    let open = 0;
+    let mostOpen = 0;
+    const counted = {
+      ...files,
+      open: async (name: string) => {
+        const stream = await files.open(name);
+        mostOpen = Math.max(mostOpen, ++open);
+        stream.once('close', () => open--);
+        return stream;
+      },
+    };
+
+    expect(await loadInto(target, { snapshot: payloadOf(written), source: counted, environment: ENVIRONMENT, attempt: 1 })).toMatchObject({ kind: 'loaded' });
+    expect(mostOpen).toBeLessThanOrEqual(8);
+    expect(mostOpen).toBeGreaterThan(1);
+    expect(await query(target, 'SELECT count(*)::int AS n FROM public.t29')).toEqual([{ n: 1 }]);
   });
 });
 

@@ -60,6 +60,33 @@ export interface LoadRequest extends LoadHooks {
 }
 
 /**
+ * Downloads opened at once to read the tables' headers: a snapshot of 300 tables must not open 300
+ * S3 requests or Object Store consumers together (the SDK keeps 50 sockets; each consumer is state
+ * on the broker).
+ */
+const HEADER_READS_AT_ONCE = 8;
+
+/** `work` over `items`, at most `limit` at a time, the results in order; after a failure no new item starts. */
+async function mapAtMost<T, R>(limit: number, items: readonly T[], work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const index = next++;
+      try {
+        results[index] = await work(items[index]);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/**
  * Loads one snapshot into the target in ONE transaction: truncate, COPY every table, set the
  * sequences, record the ledger row, commit. Any error rolls everything back: the environment shows
  * the whole new snapshot or its previous data, never a mix.
@@ -71,7 +98,15 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
   const manifest = await readManifest(source, request.snapshot);
   await checkFileSizes(source, manifest);
   const open = (table: ManifestTable) => openTableData(source, manifest, table, request.stallMs);
-  const headers = await Promise.all(manifest.tables.map(async (table) => readCsvHeader(await open(table), table.file)));
+  const headers = await mapAtMost(HEADER_READS_AT_ONCE, manifest.tables, async (table) => {
+    const data = await open(table);
+    try {
+      return await readCsvHeader(data, table.file);
+    } finally {
+      // Closed before the next one opens: the bound is on downloads, not on header reads.
+      if (!data.closed) await new Promise((resolve) => data.once('close', resolve).destroy());
+    }
+  });
   manifest.tables.forEach((table, index) => {
     if (headers[index].join('\u0000') !== table.columns.join('\u0000')) {
       throw new SnapshotFileError(`CSV header of ${table.file} does not match the manifest's columns for ${table.name}`);

@@ -48,7 +48,8 @@ const matches = (edge: Edge, child: string, parent: string) =>
  * dump's snapshot. A table with a condition keeps its matching rows; every row a kept row
  * references is kept too (declared foreign keys, composite ones and self-references, and
  * `relations`); a table that references a restricted one keeps only the rows whose references are
- * all kept. Iterated to the least fixpoint; tables outside all this keep every row.
+ * all kept (its references to itself may point at rows kept in the same pass: see
+ * withinSelfReferences). Iterated until nothing changes; tables outside all this keep every row.
  */
 export async function planSubset(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, dumped: TableName[]): Promise<SubsetPlan> {
   const plan: SubsetPlan = new Map();
@@ -97,13 +98,16 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
       // Rows of a table without its own condition: kept when no row they reference is left out.
       if (!conditioned(table)) {
         const outgoing = edges.filter((e) => same(e.from, table) && restricted.some((t) => same(t, e.to)));
+        const references = outgoing.filter((edge) => !same(edge.to, table));
         const params: string[][] = [];
-        const clauses = outgoing.map((edge) => {
+        const clauses = references.map((edge) => {
           params.push(keptOf(edge.to));
           return `NOT EXISTS (SELECT 1 FROM ONLY ${quoteQualified(edge.to)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($${params.length}::tid[])))`;
         });
         const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ONLY ${quoteQualified(table)} t WHERE ${clauses.join(' AND ') || 'true'}`, params);
-        if (add(table, rows.map((r) => r.ctid))) changed = true;
+        const selfReferences = outgoing.filter((edge) => same(edge.to, table));
+        const candidates = await withinSelfReferences(client, table, selfReferences, keptOf(table), rows.map((r) => r.ctid));
+        if (add(table, candidates)) changed = true;
       }
       // Rows referenced by kept rows are kept: the closure that keeps every foreign key whole.
       for (const edge of edges.filter((e) => same(e.to, table))) {
@@ -118,6 +122,31 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
   }
   for (const [key, set] of kept) plan.set(key, [...set]);
   return plan;
+}
+
+/**
+ * The largest part of `candidates` whose references to its own table (a manager, a parent row) all
+ * point at rows kept already or inside that part: candidates whose referenced row is neither go,
+ * then the candidates that referenced those, and so on. A root that references itself, and rows
+ * that reference each other, stay: grown from the kept rows one level per pass, they never started,
+ * and a deep chain took one pass per level. Removal takes one pass per level of a broken chain only.
+ */
+async function withinSelfReferences(client: ClientBase, table: TableName, selfReferences: Edge[], kept: string[], candidates: string[]): Promise<string[]> {
+  if (!selfReferences.length || !candidates.length) return candidates;
+  const already = new Set(kept);
+  const fresh = new Set(candidates.filter((ctid) => !already.has(ctid)));
+  const dangling = selfReferences
+    .map((edge) => `EXISTS (SELECT 1 FROM ONLY ${quoteQualified(table)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($2::tid[])))`)
+    .join(' OR ');
+  while (fresh.size) {
+    const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ONLY ${quoteQualified(table)} t WHERE t.ctid = ANY($1::tid[]) AND (${dangling})`, [
+      [...fresh],
+      [...kept, ...fresh],
+    ]);
+    if (!rows.length) break;
+    for (const row of rows) fresh.delete(row.ctid);
+  }
+  return [...fresh];
 }
 
 /** The WHERE clause that reads only a restricted table's kept rows (a TID scan); ctid qualified, as the query joins LATERALs. */

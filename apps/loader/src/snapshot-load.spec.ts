@@ -658,6 +658,34 @@ describe('a NOT VALID check an inheritance child has both of its own and from it
   });
 });
 
+describe('an app transaction that reads a table, then writes it, while a load starts', () => {
+  it('finishes, and so does the load: no deadlock (the load takes its exclusive locks at once, never upgrades)', async () => {
+    const SQL = 'CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text);';
+    const source = await createDatabase('readwrite_source', `${SQL} INSERT INTO public.a VALUES (1, 'prod'); INSERT INTO public.b VALUES (1, 'prod');`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('readwrite_target', `${SQL} INSERT INTO public.a VALUES (1, 'env');`);
+    const app = new Client({ connectionString: target, application_name: 'app' });
+    await app.connect();
+    try {
+      await app.query('BEGIN');
+      await app.query('SELECT * FROM public.a');
+      const loading = load(target, written);
+      const waiting = async () =>
+        (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
+      for (let tries = 0; !(await waiting()); tries++) {
+        if (tries > 100) throw new Error('the load never waited for the app');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await app.query("UPDATE public.a SET v = 'app' WHERE id = 1");
+      await app.query('COMMIT');
+      expect(await loading).toMatchObject({ kind: 'loaded' });
+    } finally {
+      await app.end();
+    }
+    expect(await query(target, 'SELECT * FROM public.a')).toEqual([{ id: 1, v: 'prod' }]);
+  });
+});
+
 describe('a partitioned table whose partition in the environment is a foreign table (postgres_fdw)', () => {
   it("loads the local partitions and leaves the other server's table alone (TRUNCATE would empty it there)", async () => {
     const remote = await createDatabase('fdw_remote', `CREATE TABLE public.events_remote (id int, email text); INSERT INTO public.events_remote VALUES (1, 'kept@remote.example');`);

@@ -242,16 +242,18 @@ async function loadTables(
 }
 
 /**
- * SHARE ROW EXCLUSIVE on every snapshot table, in one statement, in a fixed order (by oid, so two
- * loads or a load and a migration meet them in the same order): it blocks DDL and writes, which
- * the load would replay over or truncate, while the environment stays readable until the TRUNCATE.
- * Ordinary tables ONLY, as they are truncated (their inheritance children are not the load's);
- * a partitioned table with its partitions, which are loaded through it.
+ * ACCESS EXCLUSIVE on every snapshot table, in one statement, in a fixed order (by oid, so two
+ * loads or a load and a migration meet them in the same order): the lock the load's DDL and
+ * TRUNCATE take anyway, taken before the catalog they replay is read. A weaker lock first (to keep
+ * the tables readable a little longer) would be upgraded later, and an app transaction that read
+ * a table and then writes it would deadlock with the load. Ordinary tables ONLY, as they are
+ * truncated (their inheritance children are not the load's); a partitioned table with its
+ * partitions, which are loaded through it.
  */
 async function lockAgainstChanges(client: PoolClient, targets: TargetTable[]): Promise<void> {
   if (!targets.length) return;
   const ordered = [...targets].sort((a, b) => a.oid - b.oid);
-  await client.query(`LOCK TABLE ${ordered.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')} IN SHARE ROW EXCLUSIVE MODE`);
+  await client.query(`LOCK TABLE ${ordered.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')} IN ACCESS EXCLUSIVE MODE`);
 }
 
 /**

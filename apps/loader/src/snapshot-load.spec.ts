@@ -977,7 +977,12 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
       CREATE MATERIALIZED VIEW public.count_of_counts AS SELECT (SELECT n FROM public.customer_count) + (SELECT n FROM public.noted_count) AS n;
       CREATE MATERIALIZED VIEW public.never_populated AS SELECT count(*) AS n FROM public.customers WITH NO DATA;
       CREATE FUNCTION public.customers_total() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM public.customers';
-      CREATE MATERIALIZED VIEW public.counted_by_function AS SELECT public.customers_total() AS n;`);
+      CREATE MATERIALIZED VIEW public.counted_by_function AS SELECT public.customers_total() AS n;
+      -- An extension's function reads no snapshot table: a view over the environment's own table that calls one stays as it is.
+      CREATE EXTENSION citext;
+      CREATE TABLE public.env_notes (body text);
+      CREATE MATERIALIZED VIEW public.env_note_count AS SELECT count(*) FILTER (WHERE strpos(body::citext, 'W'::citext) > 0) AS n FROM public.env_notes;
+      INSERT INTO public.env_notes VALUES ('written after the view');`);
     expect(await query(target, 'SELECT n::int FROM public.count_of_counts')).toEqual([{ n: 3 }]);
     expect(await query(target, 'SELECT n::int FROM public.counted_by_function')).toEqual([{ n: 2 }]);
 
@@ -989,6 +994,7 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await query(target, 'SELECT n::int FROM public.count_of_counts')).toEqual([{ n: 6 }]);
     // One that reads them through a function (which no dependency records) is refreshed too, as pg_restore refreshes every one.
     expect(await query(target, 'SELECT n::int FROM public.counted_by_function')).toEqual([{ n: 4 }]);
+    expect(await query(target, 'SELECT n::int FROM public.env_note_count')).toEqual([{ n: 0 }]);
     expect(await query(target, "SELECT relispopulated FROM pg_class WHERE relname = 'never_populated'")).toEqual([{ relispopulated: false }]);
   });
 

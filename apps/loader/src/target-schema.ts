@@ -276,8 +276,9 @@ export class TargetCatalog {
   /**
    * Populated materialized views that read the snapshot tables, directly or through views and other
    * materialized views, in an order that refreshes every one after those it reads. Those that call
-   * a function of the database's own (not pg_catalog's) count too: a function's body is not a
-   * recorded dependency, and it may read the tables (pg_restore refreshes every one).
+   * a function written in the database (not pg_catalog's, not an extension's, not C) count too, if
+   * the loader's role owns them (REFRESH needs it): a function's body is not a recorded
+   * dependency, and it may read the tables (pg_restore refreshes every one).
    */
   async dependentMaterializedViews(tableOids: number[]): Promise<string[]> {
     const { rows } = await this.db.query<{ name: string }>(
@@ -286,9 +287,12 @@ export class TargetCatalog {
          UNION ALL
          SELECT rw.ev_class, 1
            FROM pg_rewrite rw
+           JOIN pg_class mv ON mv.oid = rw.ev_class AND pg_has_role(mv.relowner, 'USAGE')
            JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
            JOIN pg_proc p ON p.oid = d.refobjid JOIN pg_namespace pn ON pn.oid = p.pronamespace
-          WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')
+           JOIN pg_language l ON l.oid = p.prolang
+          WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema') AND l.lanname NOT IN ('c', 'internal')
+            AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')
          UNION ALL
          SELECT rw.ev_class, readers.depth + 1
            FROM readers

@@ -580,6 +580,26 @@ describe("a domain's NOT VALID check as the only one (no table's check dropped a
   });
 });
 
+describe('a NOT VALID check a child has of its own and from a parent the snapshot leaves out', () => {
+  it('stays in place (it cannot be dropped while the parent keeps its copy), and rows that keep it load', async () => {
+    const SQL = `
+      CREATE TABLE public.p (id int PRIMARY KEY, v int);
+      CREATE TABLE public.c () INHERITS (public.p);
+      ALTER TABLE public.c ADD CONSTRAINT pos CHECK (v > 0) NOT VALID;
+      ALTER TABLE public.p ADD CONSTRAINT pos CHECK (v > 0) NOT VALID;`;
+    const source = await createDatabase('parentout_source', `${SQL} INSERT INTO public.c VALUES (2, 5);`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [{ schema: 'public', name: 'c' }], excludeTables: [] });
+    const target = await createDatabase('parentout_target', SQL);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+    expect(await query(target, 'SELECT * FROM public.c')).toEqual([{ id: 2, v: 5 }]);
+    expect(await query(target, "SELECT conrelid::regclass::text AS owner, conislocal, coninhcount, convalidated FROM pg_constraint WHERE conname = 'pos' ORDER BY 1")).toEqual([
+      { owner: 'c', conislocal: true, coninhcount: 1, convalidated: false },
+      { owner: 'p', conislocal: true, coninhcount: 0, convalidated: false },
+    ]);
+  });
+});
+
 describe('a migration committed in the environment while a load waits for a table', () => {
   it('is kept: the load locks its tables before it reads what it will replay (indexes, triggers)', async () => {
     const SQL = `

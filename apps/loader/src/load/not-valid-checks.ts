@@ -25,7 +25,7 @@ export interface NotValidCheck {
  * a child's own comes back before its parent's merges into it.
  */
 export async function notValidChecks(db: Queryable, tableOids: number[]): Promise<NotValidCheck[]> {
-  const { rows } = await db.query<NotValidCheck>(
+  const { rows } = await db.query<NotValidCheck & { parents: string[] }>(
     `WITH RECURSIVE rels AS (
        SELECT r.oid AS relid FROM unnest($1::oid[]) r(oid) UNION SELECT tree.relid FROM unnest($1::oid[]) r(oid), pg_partition_tree(r.oid) tree
      ), types(oid) AS (
@@ -40,23 +40,39 @@ export async function notValidChecks(db: Queryable, tableOids: number[]): Promis
        UNION ALL
        SELECT ancestry.relid, i.inhparent, ancestry.depth + 1 FROM ancestry JOIN pg_inherits i ON i.inhrelid = ancestry.ancestor
      )
-     SELECT kind, owner, name, definition, comment FROM (
+     SELECT kind, owner, name, definition, comment, parents FROM (
        SELECT 'TABLE' AS kind, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS owner, con.conname AS name,
               pg_get_constraintdef(con.oid) AS definition, obj_description(con.oid, 'pg_constraint') AS comment,
-              (SELECT max(depth) FROM ancestry WHERE ancestry.relid = con.conrelid) AS depth
+              (SELECT max(depth) FROM ancestry WHERE ancestry.relid = con.conrelid) AS depth,
+              -- The direct parents holding the check it also inherits (quoted table names).
+              array(SELECT quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)
+                      FROM pg_inherits i JOIN pg_constraint parent ON parent.conrelid = i.inhparent AND parent.conname = con.conname AND parent.contype = 'c'
+                      JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+                     WHERE i.inhrelid = con.conrelid)::text[] AS parents
          FROM pg_constraint con JOIN rels ON rels.relid = con.conrelid
          JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE con.contype = 'c' AND NOT con.convalidated AND con.conislocal
        UNION ALL
        SELECT 'DOMAIN', quote_ident(n.nspname) || '.' || quote_ident(t.typname), con.conname,
-              pg_get_constraintdef(con.oid), obj_description(con.oid, 'pg_constraint'), 0
+              pg_get_constraintdef(con.oid), obj_description(con.oid, 'pg_constraint'), 0, '{}'::text[]
          FROM pg_constraint con JOIN pg_type t ON t.oid = con.contypid JOIN pg_namespace n ON n.oid = t.typnamespace
         WHERE con.contypid IN (SELECT oid FROM types) AND NOT con.convalidated
      ) checks
      ORDER BY kind, depth, owner, name`,
     [tableOids],
   );
-  return rows;
+  // A check a child has of its own and also inherits can only be dropped once every parent's copy
+  // is (PostgreSQL refuses to drop an inherited one): where a parent's is not dropped too (the
+  // parent is not loaded, or its check is valid), the child's stays, as before.
+  const key = (owner: string, name: string) => `${owner}\u0000${name}`;
+  let checks = rows;
+  for (let removed = true; removed; ) {
+    const kept = new Set(checks.map((check) => key(check.owner, check.name)));
+    const next = checks.filter((check) => check.parents.every((parent) => kept.has(key(parent, check.name))));
+    removed = next.length < checks.length;
+    checks = next;
+  }
+  return checks.map(({ kind, owner, name, definition, comment }) => ({ kind, owner, name, definition, comment }));
 }
 
 export async function dropNotValidChecks(client: PoolClient, checks: NotValidCheck[]): Promise<void> {

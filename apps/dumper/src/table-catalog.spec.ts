@@ -153,6 +153,26 @@ describe('tables TABLES and EXCLUDE_TABLES leave out', () => {
   }, 30_000);
 });
 
+describe('EXCLUDE_TABLES naming relations the dump never takes', () => {
+  it('accepts a view, a materialized view and an extension\'s table, which are no typo', async () => {
+    const db = await createDumpSource(
+      'catalog_exclude_kinds',
+      `CREATE TABLE public.keepme (id int); INSERT INTO public.keepme VALUES (1);
+       CREATE VIEW public.keep_view AS SELECT * FROM public.keepme;
+       CREATE MATERIALIZED VIEW public.keep_report AS SELECT count(*) FROM public.keepme;
+       CREATE TABLE public.extension_owned (id int); ALTER EXTENSION plpgsql ADD TABLE public.extension_owned;`,
+    );
+    try {
+      const excludeTables = ['keep_view', 'keep_report', 'extension_owned'].map((name) => ({ schema: 'public', name }));
+      const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables });
+      expect(manifest.tables.map((t) => t.name)).toEqual(['public.keepme']);
+    } finally {
+      await db.query('ALTER EXTENSION plpgsql DROP TABLE public.extension_owned').catch(() => undefined);
+      await db.drop();
+    }
+  });
+});
+
 describe('an inheritance child left out', () => {
   it('is not locked through its parent: a lock held on the child does not hold up the dump, and the dump holds nothing on it', async () => {
     const db = await createDumpSource(

@@ -107,8 +107,14 @@ export class TableCatalog {
     const unmatched = exclude.filter((unwanted) => !rows.some((row) => sameTable(row, unwanted)));
     if (unmatched.length) {
       const partitions = unmatched.filter((unwanted) => candidates.some((row) => row.partition && sameTable(row, unwanted)));
-      const unknown = unmatched.filter((unwanted) => !partitions.includes(unwanted));
-      throw new Error(
+      // A relation the dump would not take anyway (a view, a foreign table, an extension's table) is no mistake.
+      const { rows: existing } = await this.session.query<{ schema: string; name: string }>(
+        `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+        [unmatched.map((t) => t.schema), unmatched.map((t) => t.name)],
+      );
+      const unknown = unmatched.filter((unwanted) => !partitions.includes(unwanted) && !existing.some((row) => sameTable(row, unwanted)));
+      if (unknown.length || partitions.length) throw new Error(
         [
           unknown.length ? `EXCLUDE_TABLES names table(s) not found in the source (names are case-sensitive): ${unknown.map(formatQualifiedName).join(', ')}` : '',
           partitions.length ? `EXCLUDE_TABLES names partition(s), which travel with their partitioned table and cannot be left out alone: ${partitions.map(formatQualifiedName).join(', ')}` : '',

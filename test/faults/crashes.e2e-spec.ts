@@ -196,6 +196,7 @@ describe('a stop during the last delivery the consumer allows', () => {
     expect(pipeline.events.of('snapshot.failed')[0]).toMatchObject({
       date: '2024-03-01',
       code: 'stopped-on-last-delivery',
+      attempts: 1,
       error: expect.stringContaining('delivery 10, the last the consumer allows (max_deliver 10)'),
     });
     expect(await consumerBacklog(pipeline.namespace.stream, 'dumper')).toMatchObject({ pending: 0, unacked: 0 });
@@ -222,6 +223,7 @@ describe('a stop during the last delivery the consumer allows', () => {
     expect(pipeline.events.of('snapshot.load.failed')[0]).toMatchObject({
       environment: 'qa',
       code: 'stopped-on-last-delivery',
+      attempts: 1,
       error: expect.stringContaining('delivery 10, the last the consumer allows (max_deliver 10)'),
     });
     expect(await consumerBacklog(pipeline.namespace.stream, 'loader-qa')).toMatchObject({ pending: 0, unacked: 0 });

@@ -148,6 +148,11 @@ describe('run ledger fold', () => {
       expect(fold([started(1), startedAgain(1, 2), retryingAgain(1, 2), startedAgain(2, 2), loadFailed(2)]).loads.dev).toMatchObject({ state: 'failed', attempts: 3 });
     });
 
+    it('counts each delivery once when the last one fails (its report gives its own attempt: 1)', () => {
+      const deliveries = Array.from({ length: 10 }, (_, i) => startedAgain(1, i + 1));
+      expect(fold([...deliveries, loadFailed(1)]).loads.dev).toMatchObject({ state: 'failed', attempts: 10 });
+    });
+
     it('does the same for a dump', () => {
       const dump = (subject: string, attempt: number, delivery?: number): Event => [subject, { date: '2024-01-05', attempt, ...(delivery ? { delivery } : {}), startedAt: '2024-01-05T00:00:01.000Z', error: 'x' }];
       const run = fold([dump('snapshot.dump.started', 1), dump('snapshot.dump.retrying', 1), dump('snapshot.dump.started', 1, 2)]);

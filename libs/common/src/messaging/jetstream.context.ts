@@ -1,5 +1,6 @@
 import { BaseRpcContext } from '@nestjs/microservices';
 import type { JsMsg } from '@nats-io/jetstream';
+import { isTransientError, RetriesExhaustedError } from '../resilience/retry';
 
 /** What a handler can ask about the message it is processing (second @EventPattern handler argument). */
 export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal, number]> {
@@ -28,10 +29,16 @@ export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal
   }
 
   /**
-   * The failure to report when the app stops during the last delivery: handed back, the message
-   * would be dropped by the broker without anyone saying so. `what` is the work, e.g. `load of X`.
+   * What to report when the work of the last delivery ends in `error`: nobody else will, as the
+   * broker drops the message after it. If the app is stopping and `error` is the stop's own doing
+   * (a wait cut short, a transient error whose retry the stop cancelled), a StoppedOnLastDeliveryError
+   * saying so; any other error (the work failed for a reason of its own) as it is. `what` names the
+   * work, e.g. `load of X`.
    */
-  stoppedOnLastDelivery(what: string): StoppedOnLastDeliveryError {
+  lastDeliveryFailure(error: unknown, what: string): unknown {
+    const cause = error instanceof RetriesExhaustedError ? error.lastError : error;
+    const interrupted = (cause as { name?: unknown } | null)?.name === 'AbortError' || isTransientError(cause);
+    if (!this.getShutdownSignal().aborted || !interrupted) return error;
     return new StoppedOnLastDeliveryError(
       `the ${what} was interrupted: the app stopped during delivery ${this.getDeliveryCount()}, the last the consumer allows (max_deliver ${this.args[3]}), so it will not be delivered again`,
     );

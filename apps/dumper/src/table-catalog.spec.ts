@@ -189,27 +189,28 @@ describe('an inheritance child left out', () => {
 
 describe('a partitioned table with a foreign partition (postgres_fdw)', () => {
   it("dumps its local partitions only, as pg_dump does: the remote server's rows are not production's snapshot", async () => {
-    const remote = await createDatabase('catalog_remote', `CREATE TABLE public.events_remote (id int, email text); INSERT INTO public.events_remote VALUES (1, 'remote@example.com');`);
+    // The remote row's doc is a bare string, which a jsonb rule over it would refuse: it must never be read.
+    const remote = await createDatabase('catalog_remote', `CREATE TABLE public.events_remote (id int, email text, doc jsonb); INSERT INTO public.events_remote VALUES (1, 'remote@example.com', '"remote"');`);
     const db = await createDumpSource(
       'catalog_fdw',
       `CREATE EXTENSION postgres_fdw;
        CREATE SERVER remote FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '5432', dbname '${remote.name}');
        CREATE USER MAPPING FOR CURRENT_USER SERVER remote OPTIONS (user '${decodeURIComponent(new URL(remote.url).username) || 'root'}');
-       CREATE TABLE public.events (id int, email text) PARTITION BY RANGE (id);
+       CREATE TABLE public.events (id int, email text, doc jsonb) PARTITION BY RANGE (id);
        CREATE FOREIGN TABLE public.events_old PARTITION OF public.events FOR VALUES FROM (0) TO (100) SERVER remote OPTIONS (table_name 'events_remote');
        CREATE TABLE public.events_new PARTITION OF public.events FOR VALUES FROM (100) TO (200);
-       INSERT INTO public.events_new VALUES (100, 'local@example.com');`,
+       INSERT INTO public.events_new VALUES (100, 'local@example.com', '{"note": "ok"}');`,
     );
     try {
       expect(await db.query('SELECT count(*)::int AS n FROM public.events')).toEqual([{ n: 2 }]);
       const plain = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [] });
       expect(plain.manifest.tables.map((t) => [t.name, t.rows])).toEqual([['public.events', 1]]);
       const csv = readFileSync(join(plain.location, plain.manifest.tables[0].file), 'utf8');
-      expect(csv).toBe('id,email\n100,local@example.com\n');
-      // Through the rules' masking too.
-      const rules = parseRules('strict: true\ntables:\n  public.events: { id: keep, email: redact }\n', 'rules.yaml');
+      expect(csv).toBe('id,email,doc\n100,local@example.com,"{""note"": ""ok""}"\n');
+      // Through the rules' masking and their checks too.
+      const rules = parseRules('strict: true\ntables:\n  public.events: { id: keep, email: redact, doc: { jsonb: { note: redact } } }\n', 'rules.yaml');
       const masked = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [], rules });
-      expect(readFileSync(join(masked.location, masked.manifest.tables[0].file), 'utf8')).toBe('id,email\n100,xxxxx@xxxxxxx.xxx\n');
+      expect(readFileSync(join(masked.location, masked.manifest.tables[0].file), 'utf8')).toBe('id,email,doc\n100,xxxxx@xxxxxxx.xxx,"{""note"": ""xx""}"\n');
     } finally {
       await db.drop();
       await remote.drop();

@@ -37,7 +37,7 @@ export class DumpRules {
    * Refuses the dump (RulesError naming every schema.table.column at fault) before anything is
    * written when the rules do not fit the source, or a keyed strategy has no usable MASKING_KEY.
    */
-  static async prepare(client: ClientBase, rules: RulesFile, maskingKey: string | undefined, dumped: TableName[]): Promise<DumpRules> {
+  static async prepare(client: ClientBase, rules: RulesFile, maskingKey: string | undefined, dumped: (TableName & Partial<Pick<SourceTable, 'localPartitions'>>)[]): Promise<DumpRules> {
     const catalog = await readRulesCatalog(client);
     const plan = planRules(rules, catalog, dumped);
     const problems = [...plan.problems];
@@ -47,7 +47,12 @@ export class DumpRules {
     } else if (plan.keyed && maskingKey!.length < MIN_KEY_LENGTH) {
       problems.push(`MASKING_KEY must be at least ${MIN_KEY_LENGTH} characters long`);
     }
-    if (!problems.length) problems.push(...(await jsonbPathsThroughArrays(client, plan.tables)));
+    // What the COPY will read, no more: a partitioned table's foreign partitions are left out.
+    const readFrom = (table: TableName & { partitioned: boolean }) => {
+      const localPartitions = dumped.find((t) => tableKey(t) === tableKey(table))?.localPartitions;
+      return localPartitions ? localPartitionsSql({ ...table, localPartitions }) : `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`;
+    };
+    if (!problems.length) problems.push(...(await jsonbPathsThroughArrays(client, plan.tables, readFrom)));
     if (problems.length) throw new RulesError(rules.file, problems);
 
     const expressions = await expressionProblems(client, plan.tables);

@@ -1,5 +1,5 @@
 import type { ClientBase } from 'pg';
-import { quoteIdent, quoteQualified } from '@app/common/database';
+import { quoteIdent } from '@app/common/database';
 import { columnKey, type TablePlan } from '@app/common/rules';
 import { quoteLiteral } from './masking-sql';
 
@@ -18,7 +18,8 @@ function namedFromStart(indexes: Set<number>): number {
 }
 
 /**
- * The jsonb paths that miss values in some row of the snapshot, where the masking would leave them as
+ * The jsonb paths that miss values in some row of the snapshot (each table read `readFrom`, as its
+ * COPY will read it), where the masking would leave them as
  * they are, in silence: such a path is refused (the dump fails, naming column and path) rather than
  * leak. `#>` finds nothing where a path
  * - names a key and meets an array (`addresses.street` over `{"addresses": [...]}`),
@@ -27,10 +28,10 @@ function namedFromStart(indexes: Set<number>): number {
  * - names array elements by index and the array has more of them than the column's paths name
  *   (`addresses.0.street` alone, and a row with two addresses): the others go out.
  */
-export async function jsonbPathsThroughArrays(client: ClientBase, plans: TablePlan[]): Promise<string[]> {
+export async function jsonbPathsThroughArrays(client: ClientBase, plans: TablePlan[], readFrom: (table: TablePlan['table']) => string): Promise<string[]> {
   const problems: string[] = [];
   for (const { table, columns } of plans) {
-    const from = `${table.partitioned ? '' : 'ONLY '}${quoteQualified(table)}`;
+    const from = readFrom(table);
     const anyRow = async (condition: string) => (await client.query(`SELECT 1 FROM ${from} WHERE ${condition} LIMIT 1`)).rows.length > 0;
     for (const { column, strategy } of columns) {
       if (strategy.kind !== 'jsonb') continue;

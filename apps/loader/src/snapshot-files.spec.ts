@@ -481,11 +481,13 @@ describe('openTableData', () => {
     held.unpipe(slowCopy);
     held.destroy();
 
-    // A store that sends nothing while the consumer waits for data: a stall.
+    // A store that sends nothing while the consumer waits for data: a stall, read by pipe or by iterating (the header check).
     const silent = await openTableData(fromStore(new ReadableStream({ read() {} })), manifest, table, 200);
     const stalled = new Promise<unknown>((resolve) => silent.once('error', resolve));
     silent.resume();
     await expect(stalled).resolves.toMatchObject({ code: 'ETIMEDOUT', message: 'reading 0001_items.csv from the snapshot store stalled for 0.2 s' });
+    const silentHeader = await openTableData(fromStore(new ReadableStream({ read() {} })), manifest, table, 200);
+    await expect(readCsvHeader(silentHeader, table.file)).rejects.toMatchObject({ code: 'ETIMEDOUT' });
   });
 
   it('reads the headers of 60 gzip tables from S3 load after load (the SDK keeps 50 sockets)', async () => {

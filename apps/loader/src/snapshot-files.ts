@@ -62,11 +62,12 @@ function closesUpstream(last: Readable, ...upstream: Readable[]): Readable {
 /**
  * Fails a download that delivers nothing for `ms` while its reader waits for data. Time the reader
  * holds back is not the store's: COPY applying backpressure (a trigger waiting on a lock, an index
- * being maintained) leaves data buffered here, or the stream paused, and the wait starts again.
+ * being maintained) leaves data buffered here, and the wait starts again. With nothing buffered
+ * the reader is waiting, whether it reads by pipe or by iterating (which leaves the stream paused).
  */
 function watchForStalls(source: Readable, ms: number, file: string): Readable {
   const stall = () => {
-    if (watched.readableLength > 0 || watched.readableFlowing !== true) {
+    if (watched.readableLength > 0) {
       timer.refresh();
       return;
     }

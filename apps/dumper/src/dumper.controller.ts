@@ -23,9 +23,10 @@ export class DumperController {
       // Unexpected (e.g. the outcome could not be published), or the app is stopping: redelivered,
       // unless this was the last try. Then nobody else would say it failed: report it now.
       if (!context.isLastDelivery()) throw error;
-      const failure = this.dumper.describe(context.lastDeliveryFailure(error, `dump of ${date}`));
-      // Attempts of this delivery (1: its own retries did not finish); the run history adds the earlier deliveries'.
-      await this.dumper.reportFailure(date, trigger, failure, 1);
+      const last = context.lastDeliveryFailure(error, `dump of ${date}`);
+      const failure = this.dumper.describe(last.error);
+      // Attempts of this delivery; the run history adds the earlier deliveries'.
+      await this.dumper.reportFailure(date, trigger, failure, last.attempts);
       throw new TerminateMessage(`dump of ${date} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`dump of ${date} failed: ${outcome.error}`);

@@ -31,8 +31,9 @@ export class LoaderController {
       // Unexpected (e.g. the outcome could not be published), or the app is stopping: redelivered,
       // unless this was the last try. Then nobody else would say it failed: report it now.
       if (error instanceof InvalidMessageError || !context.isLastDelivery()) throw error;
-      // Attempts of this delivery (1: its own retries did not finish); the run history adds the earlier deliveries'.
-      const failure = await this.loader.reportFailure(snapshot, context.lastDeliveryFailure(error, `load of ${snapshot.snapshotId}`), 1, origin);
+      // Attempts of this delivery; the run history adds the earlier deliveries'.
+      const last = context.lastDeliveryFailure(error, `load of ${snapshot.snapshotId}`);
+      const failure = await this.loader.reportFailure(snapshot, last.error, last.attempts, origin);
       throw new TerminateMessage(`load of ${snapshot.snapshotId} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`load of ${snapshot.snapshotId} failed: ${outcome.error}`);

@@ -1,4 +1,5 @@
 import type { JsMsg } from '@nats-io/jetstream';
+import { describeFailure } from '../observability/failure';
 import { RetriesExhaustedError } from '../resilience/retry';
 import { JetStreamContext, StoppedOnLastDeliveryError } from './jetstream.context';
 
@@ -17,7 +18,8 @@ describe('JetStreamContext.lastDeliveryFailure', () => {
 
   it('says the work was interrupted when the stop cut it short (a wait, a retry the stop cancelled)', () => {
     for (const error of [aborted, lockWait, new RetriesExhaustedError(1, lockWait)]) {
-      const failure = lastDelivery(true).lastDeliveryFailure(error, 'load of 20240105-aaaaaaaa');
+      const { error: failure, attempts } = lastDelivery(true).lastDeliveryFailure(error, 'load of 20240105-aaaaaaaa');
+      expect(attempts).toBe(1);
       expect(failure).toBeInstanceOf(StoppedOnLastDeliveryError);
       expect(failure).toMatchObject({
         code: 'stopped-on-last-delivery',
@@ -26,9 +28,16 @@ describe('JetStreamContext.lastDeliveryFailure', () => {
     }
   });
 
-  it('keeps an error of the work itself, stopping or not, and any error when not stopping', () => {
-    expect(lastDelivery(true).lastDeliveryFailure(duplicate, 'load of x')).toBe(duplicate);
-    expect(lastDelivery(true).lastDeliveryFailure(new RetriesExhaustedError(3, duplicate), 'load of x')).toBeInstanceOf(RetriesExhaustedError);
-    expect(lastDelivery(false).lastDeliveryFailure(lockWait, 'load of x')).toBe(lockWait);
+  it('keeps an error of the work itself, stopping or not, and any error when not stopping: the cause, not its wrapper', () => {
+    expect(lastDelivery(true).lastDeliveryFailure(duplicate, 'load of x')).toEqual({ error: duplicate, attempts: 1 });
+    // Unwrapped, so its SQLSTATE (and what describeFailure withholds for it) reaches the failure event.
+    expect(lastDelivery(true).lastDeliveryFailure(new RetriesExhaustedError(3, duplicate), 'load of x')).toEqual({ error: duplicate, attempts: 3 });
+    expect(lastDelivery(false).lastDeliveryFailure(lockWait, 'load of x')).toEqual({ error: lockWait, attempts: 1 });
+  });
+
+  it('lets describeFailure withhold the row value of a data error wrapped by the retries', () => {
+    const dataError = Object.assign(new Error('invalid input syntax for type integer: "4111-1111-1111-1111"'), { code: '22P02' });
+    const { error } = lastDelivery(true).lastDeliveryFailure(new RetriesExhaustedError(1, dataError), 'load of x');
+    expect(describeFailure(error, { detail: false })).toEqual({ error: 'invalid input syntax for type integer: (value withheld; ERROR_DETAIL=true shows it)', code: '22P02' });
   });
 });

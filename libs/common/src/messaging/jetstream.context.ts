@@ -29,19 +29,23 @@ export class JetStreamContext extends BaseRpcContext<[JsMsg, string, AbortSignal
   }
 
   /**
-   * What to report when the work of the last delivery ends in `error`: nobody else will, as the
+   * What to report (and the delivery's attempts) when the work of the last delivery ends in `error`: nobody else will, as the
    * broker drops the message after it. If the app is stopping and `error` is the stop's own doing
    * (a wait cut short, a transient error whose retry the stop cancelled), a StoppedOnLastDeliveryError
    * saying so; any other error (the work failed for a reason of its own) as it is. `what` names the
    * work, e.g. `load of X`.
    */
-  lastDeliveryFailure(error: unknown, what: string): unknown {
-    const cause = error instanceof RetriesExhaustedError ? error.lastError : error;
+  lastDeliveryFailure(error: unknown, what: string): { error: unknown; attempts: number } {
+    // The cause itself, never its wrapper: its SQLSTATE and CONTEXT decide what a failure event may say.
+    const [cause, attempts] = error instanceof RetriesExhaustedError ? [error.lastError, error.attempts] : [error, 1];
     const interrupted = (cause as { name?: unknown } | null)?.name === 'AbortError' || isTransientError(cause);
-    if (!this.getShutdownSignal().aborted || !interrupted) return error;
-    return new StoppedOnLastDeliveryError(
-      `the ${what} was interrupted: the app stopped during delivery ${this.getDeliveryCount()}, the last the consumer allows (max_deliver ${this.args[3]}), so it will not be delivered again`,
-    );
+    if (!this.getShutdownSignal().aborted || !interrupted) return { error: cause, attempts };
+    return {
+      error: new StoppedOnLastDeliveryError(
+        `the ${what} was interrupted: the app stopped during delivery ${this.getDeliveryCount()}, the last the consumer allows (max_deliver ${this.args[3]}), so it will not be delivered again`,
+      ),
+      attempts,
+    };
   }
 
   /** 1 for the first delivery, more when the broker redelivers (crash, nak, lost ack). */

@@ -998,6 +998,9 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
       CREATE MATERIALIZED VIEW public.never_populated AS SELECT count(*) AS n FROM public.customers WITH NO DATA;
       CREATE FUNCTION public.customers_total() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM public.customers';
       CREATE MATERIALIZED VIEW public.counted_by_function AS SELECT public.customers_total() AS n;
+      -- Reads another view through a function, and sorts before it: refreshed after it all the same.
+      CREATE FUNCTION public.counts_total() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT n FROM public.count_of_counts';
+      CREATE MATERIALIZED VIEW public.a_report AS SELECT public.counts_total() AS n;
       -- An extension's function reads no snapshot table: a view over the environment's own table that calls one stays as it is.
       CREATE EXTENSION citext;
       CREATE TABLE public.env_notes (body text);
@@ -1015,6 +1018,7 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     // One that reads them through a function (which no dependency records) is refreshed too, as pg_restore refreshes every one.
     expect(await query(target, 'SELECT n::int FROM public.counted_by_function')).toEqual([{ n: 4 }]);
     expect(await query(target, 'SELECT n::int FROM public.env_note_count')).toEqual([{ n: 0 }]);
+    expect(await query(target, 'SELECT n::int FROM public.a_report')).toEqual([{ n: 6 }]);
     expect(await query(target, "SELECT relispopulated FROM pg_class WHERE relname = 'never_populated'")).toEqual([{ relispopulated: false }]);
   });
 

@@ -285,7 +285,8 @@ export class TargetCatalog {
       `WITH RECURSIVE readers(oid, depth) AS (
          SELECT tree.relid, 0 FROM (SELECT r.oid AS relid FROM unnest($1::oid[]) r(oid) UNION SELECT tree.relid FROM unnest($1::oid[]) r(oid), pg_partition_tree(r.oid) tree) tree
          UNION ALL
-         SELECT rw.ev_class, 1
+         -- After every view found through dependencies (depth 64 at most): the function may read those.
+         SELECT rw.ev_class, 65
            FROM pg_rewrite rw
            JOIN pg_class mv ON mv.oid = rw.ev_class AND pg_has_role(mv.relowner, 'USAGE')
            JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
@@ -298,7 +299,7 @@ export class TargetCatalog {
            FROM readers
            JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = readers.oid AND d.classid = 'pg_rewrite'::regclass
            JOIN pg_rewrite rw ON rw.oid = d.objid
-          WHERE rw.ev_class <> readers.oid AND readers.depth < 64
+          WHERE rw.ev_class <> readers.oid AND readers.depth < 128
        )
        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
          FROM readers JOIN pg_class c ON c.oid = readers.oid JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -211,6 +211,9 @@ describe('a partitioned table with a foreign partition (postgres_fdw)', () => {
       const rules = parseRules('strict: true\ntables:\n  public.events: { id: keep, email: redact, doc: { jsonb: { note: redact } } }\n', 'rules.yaml');
       const masked = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [], rules });
       expect(readFileSync(join(masked.location, masked.manifest.tables[0].file), 'utf8')).toBe('id,email,doc\n100,xxxxx@xxxxxxx.xxx,"{""note"": ""xx""}"\n');
+      // An expression that names the table, which the COPY's read of the local partitions cannot resolve, is refused by the check before anything is written.
+      const qualified = parseRules('strict: true\ntables:\n  public.events: { id: keep, email: { sql: "upper(public.events.email)" }, doc: null }\n', 'rules.yaml');
+      await expect(writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [], rules: qualified })).rejects.toMatchObject({ name: 'RulesError' });
     } finally {
       await db.drop();
       await remote.drop();

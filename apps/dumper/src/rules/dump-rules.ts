@@ -55,7 +55,7 @@ export class DumpRules {
     if (!problems.length) problems.push(...(await jsonbPathsThroughArrays(client, plan.tables, readFrom)));
     if (problems.length) throw new RulesError(rules.file, problems);
 
-    const expressions = await expressionProblems(client, plan.tables);
+    const expressions = await expressionProblems(client, plan.tables, readFrom);
     if (expressions.length) throw new RulesError(rules.file, expressions);
     const subset = await planSubset(client, rules, catalog, dumped);
     const key = plan.keyed ? prepareMaskingKey(maskingKey!) : undefined;
@@ -102,13 +102,14 @@ export class DumpRules {
  * naming the rules file and the column, not found by the COPY. Each in a savepoint: the dump's
  * snapshot transaction goes on.
  */
-async function expressionProblems(client: ClientBase, tables: TablePlan[]): Promise<string[]> {
+async function expressionProblems(client: ClientBase, tables: TablePlan[], readFrom: (table: TablePlan['table']) => string): Promise<string[]> {
   const problems: string[] = [];
   for (const { table, columns } of tables) {
     for (const column of columns.filter((c) => c.strategy.kind === 'sql' || c.strategy.kind === 'constant')) {
       await client.query('SAVEPOINT db_fanout_rules_check');
       try {
-        await client.query(`EXPLAIN (COSTS OFF) SELECT ${maskedColumnSql(column)} FROM ONLY ${quoteQualified(table)}`);
+        // FROM what the COPY reads: a partitioned table with foreign partitions is a subquery there.
+        await client.query(`EXPLAIN (COSTS OFF) SELECT ${maskedColumnSql(column)} FROM ${readFrom(table)}`);
       } catch (error) {
         // EXPLAIN reads no row: a data exception (22) here comes from the rules' own constants.
         if (!isRulesTextError(error) && !(error as { code?: string }).code?.startsWith('22')) throw error;

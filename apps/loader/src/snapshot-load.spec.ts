@@ -678,6 +678,41 @@ describe('a NOT VALID check an inheritance child has both of its own and from it
   });
 });
 
+describe('a table swapped in the environment while a load waits for another', () => {
+  it('is loaded as the new table, with its own triggers silent, the old one left as it is', async () => {
+    const SQL = 'CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text);';
+    const source = await createDatabase('swap_source', `${SQL} INSERT INTO public.a VALUES (1, 'prod'); INSERT INTO public.b VALUES (1, 'prod');`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('swap_target', `${SQL} INSERT INTO public.b VALUES (7, 'old');`);
+    const app = new Client({ connectionString: target, application_name: 'app' });
+    await app.connect();
+    try {
+      await app.query("BEGIN; INSERT INTO public.a VALUES (2, 'pending')");
+      const loading = load(target, written);
+      const waiting = async () =>
+        (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
+      for (let tries = 0; !(await waiting()); tries++) {
+        if (tries > 100) throw new Error('the load never waited for the app');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // The swap: b renamed aside, a new b with a trigger of its own.
+      await query(
+        target,
+        `ALTER TABLE public.b RENAME TO b_old; CREATE TABLE public.b (id int PRIMARY KEY, v text); CREATE TABLE public.b_audit (id int);
+         CREATE FUNCTION public.audit_b() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.b_audit VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER b_audit AFTER INSERT ON public.b FOR EACH ROW EXECUTE FUNCTION public.audit_b();`,
+      );
+      await app.query('ROLLBACK');
+      expect(await loading).toMatchObject({ kind: 'loaded' });
+    } finally {
+      await app.end();
+    }
+    expect(await query(target, 'SELECT * FROM public.b')).toEqual([{ id: 1, v: 'prod' }]);
+    expect(await query(target, 'SELECT * FROM public.b_audit')).toEqual([]);
+    expect(await query(target, 'SELECT * FROM public.b_old')).toEqual([{ id: 7, v: 'old' }]);
+  });
+});
+
 describe('an app transaction that reads a table, then writes it, while a load starts', () => {
   it('finishes, and so does the load: no deadlock (the load takes its exclusive locks at once, never upgrades)', async () => {
     const SQL = 'CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text);';

@@ -186,11 +186,14 @@ async function loadTables(
   triggerMode: LoadTriggers,
 ): Promise<{ rows: number; drift?: LoadDrift }> {
   const { client, catalog } = load;
-  const { targets, drift } = await resolveWithDrift(client, manifest.tables, hooks.schemaDrift ?? 'fail');
-  if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
+  const mode = hooks.schemaDrift ?? 'fail';
   // Before the catalog is read: what is read below (indexes, keys, triggers, checks) is replayed at
   // the end, so a migration committed between the read and the load's own DDL would be undone.
-  await lockAgainstChanges(client, targets);
+  await lockAgainstChanges(client, (await resolveWithDrift(client, manifest.tables, mode)).targets);
+  // Resolved again under the lock, which took the tables by name: a table swapped while the load
+  // waited (renamed aside, a new one created) is the new one, its own triggers and indexes included.
+  const { targets, drift } = await resolveWithDrift(client, manifest.tables, mode);
+  if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
   const oids = targets.map((t) => t.oid);
   const sequences = await catalog.resolveSequences(sequencesToSet(manifest.sequences, drift));
   // Before anything is truncated: rows outside the snapshot that would lose what they reference.

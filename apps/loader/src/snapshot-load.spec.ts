@@ -766,6 +766,14 @@ describe('a partitioned table whose partition in the environment is a foreign ta
     expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
     expect(await query(remote, 'SELECT * FROM public.events_remote')).toEqual([{ id: 1, email: 'kept@remote.example' }]);
     expect(await query(target, 'SELECT * FROM ONLY public.events_new')).toEqual([{ id: 150, email: 'from@production.example' }]);
+
+    // A production row that falls in the foreign partition's range here: the load refuses to send it
+    // to the other server (where every load would add it again) and changes nothing, there either.
+    await query(source, "INSERT INTO public.events VALUES (50, 'old@production.example')");
+    const again = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    await expect(load(target, again)).rejects.toThrow('1 of the 2 rows of public.events belong to foreign partitions of it in this environment');
+    expect(await query(remote, 'SELECT * FROM public.events_remote')).toEqual([{ id: 1, email: 'kept@remote.example' }]);
+    expect(await query(target, 'SELECT * FROM ONLY public.events_new')).toEqual([{ id: 150, email: 'from@production.example' }]);
   });
 });
 

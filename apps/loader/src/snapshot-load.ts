@@ -212,7 +212,7 @@ async function loadTables(
   await dropNotValidChecks(client, checks);
   // ONLY: inheritance children that are not in the snapshot keep their rows (partitions are loaded
   // through their parent, so a partitioned table is truncated whole).
-  const truncated = await truncateTargets(client, targets);
+  const { truncated, localLeaves } = await truncateTargets(client, targets);
   if (truncated.length) await client.query(`TRUNCATE ${truncated.join(', ')}`);
   phases.mark('prepare');
 
@@ -223,6 +223,8 @@ async function loadTables(
   try {
     for (const target of targets) {
       const copied = await copyTable(client, await open(target.manifest), target, progress);
+      const leaves = localLeaves.get(target.oid);
+      if (leaves) await refuseRowsSentAway(client, target, leaves, copied);
       progress.addRows(copied);
       rows += copied;
     }
@@ -265,7 +267,7 @@ async function lockAgainstChanges(client: PoolClient, targets: TargetTable[]): P
  * TRUNCATE would empty their tables on the other server (postgres_fdw truncates remotely), which
  * no snapshot fills (the dump leaves foreign data out). Then its local leaves, each ONLY.
  */
-async function truncateTargets(client: PoolClient, targets: TargetTable[]): Promise<string[]> {
+async function truncateTargets(client: PoolClient, targets: TargetTable[]): Promise<{ truncated: string[]; localLeaves: Map<number, string[]> }> {
   const partitioned = targets.filter((t) => t.partitioned).map((t) => t.oid);
   const { rows: leaves } = await client.query<{ root: number; name: string; foreign: boolean }>(
     `SELECT root.oid::int AS root, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, c.relkind = 'f' AS foreign
@@ -274,12 +276,32 @@ async function truncateTargets(client: PoolClient, targets: TargetTable[]): Prom
       WHERE tree.isleaf ORDER BY 2`,
     [partitioned],
   );
-  return targets.flatMap((t) => {
+  const localLeaves = new Map<number, string[]>();
+  const truncated = targets.flatMap((t) => {
     if (!t.partitioned) return [`ONLY ${qualified(t)}`];
     const own = leaves.filter((leaf) => leaf.root === t.oid);
     if (!own.some((leaf) => leaf.foreign)) return [qualified(t)];
-    return own.filter((leaf) => !leaf.foreign).map((leaf) => `ONLY ${leaf.name}`);
+    localLeaves.set(t.oid, own.filter((leaf) => !leaf.foreign).map((leaf) => leaf.name));
+    return localLeaves.get(t.oid)!.map((name) => `ONLY ${name}`);
   });
+  return { truncated, localLeaves };
+}
+
+/**
+ * A partitioned table with foreign partitions: every copied row must have landed in a local one.
+ * A row routed to a foreign partition (the environment's layout differs from production's) would
+ * be written on the other server, and added there again by every load, as nothing there is
+ * truncated: the load fails instead, and its rollback takes back what postgres_fdw sent.
+ */
+async function refuseRowsSentAway(client: PoolClient, target: TargetTable, leaves: string[], copied: number): Promise<void> {
+  const counts = leaves.map((leaf) => `(SELECT count(*) FROM ONLY ${leaf})`).join(' + ') || '0';
+  const { rows } = await client.query<{ local: string }>(`SELECT (${counts})::text AS local`);
+  const away = copied - Number(rows[0].local);
+  if (away > 0) {
+    throw new TargetSchemaError(
+      `${away} of the ${copied} rows of ${target.manifest.name} belong to foreign partitions of it in this environment; the load does not write to another server: make those partitions local, or leave the table out`,
+    );
+  }
 }
 
 function qualified(target: TargetTable): string {

@@ -600,6 +600,32 @@ describe('a NOT VALID check a child has of its own and from a parent the snapsho
   });
 });
 
+/**
+ * Loads `written` into `target` while an app's transaction (`appSql` after BEGIN) holds a table:
+ * once the load waits for the app's lock, `meanwhile` runs (given the app's session), then the app
+ * ends its transaction with `end`. Resolves with the load's result.
+ */
+async function loadWhileAppHolds(target: string, written: WrittenSnapshot, appSql: string, end: 'COMMIT' | 'ROLLBACK', meanwhile: (app: Client) => Promise<unknown>): Promise<LoadResult> {
+  const app = new Client({ connectionString: target, application_name: 'app' });
+  await app.connect();
+  try {
+    await app.query('BEGIN');
+    await app.query(appSql);
+    const loading = load(target, written);
+    const waiting = async () =>
+      (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
+    for (let tries = 0; !(await waiting()); tries++) {
+      if (tries > 100) throw new Error('the load never waited for the app');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await meanwhile(app);
+    await app.query(end);
+    return await loading;
+  } finally {
+    await app.end();
+  }
+}
+
 describe('a migration committed in the environment while a load waits for a table', () => {
   it('is kept: the load locks its tables before it reads what it will replay (indexes, triggers)', async () => {
     const SQL = `
@@ -613,25 +639,11 @@ describe('a migration committed in the environment while a load waits for a tabl
     const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
     const target = await createDatabase('migration_target', SQL);
 
-    // The app, mid-transaction on a: the load waits for it.
-    const app = new Client({ connectionString: target, application_name: 'app' });
-    await app.connect();
-    try {
-      await app.query("BEGIN; INSERT INTO public.a VALUES (2, 'pending')");
-      const loading = load(target, written);
-      const waiting = async () =>
-        (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
-      for (let tries = 0; !(await waiting()); tries++) {
-        if (tries > 100) throw new Error('the load never waited for the app');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      // Meanwhile a migration on b: its index now on lower(v), its trigger off.
-      await query(target, 'DROP INDEX public.b_v; CREATE INDEX b_v ON public.b (lower(v)); ALTER TABLE public.b DISABLE TRIGGER b_trg;');
-      await app.query('ROLLBACK');
-      expect(await loading).toMatchObject({ kind: 'loaded' });
-    } finally {
-      await app.end();
-    }
+    // The app, mid-transaction on a, holds the load up; meanwhile a migration on b: its index now on lower(v), its trigger off.
+    const loaded = await loadWhileAppHolds(target, written, "INSERT INTO public.a VALUES (2, 'pending')", 'ROLLBACK', () =>
+      query(target, 'DROP INDEX public.b_v; CREATE INDEX b_v ON public.b (lower(v)); ALTER TABLE public.b DISABLE TRIGGER b_trg;'),
+    );
+    expect(loaded).toMatchObject({ kind: 'loaded' });
 
     expect(await query(target, "SELECT pg_get_indexdef('public.b_v'::regclass) AS def")).toEqual([{ def: 'CREATE INDEX b_v ON public.b USING btree (lower(v))' }]);
     expect(await query(target, "SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1")).toEqual([
@@ -684,29 +696,11 @@ describe('a table swapped in the environment while a load waits for another', ()
     const source = await createDatabase('swap_source', `${SQL} INSERT INTO public.a VALUES (1, 'prod'); INSERT INTO public.b VALUES (1, 'prod');`);
     const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
     const target = await createDatabase('swap_target', `${SQL} INSERT INTO public.b VALUES (7, 'old');`);
-    const app = new Client({ connectionString: target, application_name: 'app' });
-    await app.connect();
-    try {
-      await app.query("BEGIN; INSERT INTO public.a VALUES (2, 'pending')");
-      const loading = load(target, written);
-      const waiting = async () =>
-        (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
-      for (let tries = 0; !(await waiting()); tries++) {
-        if (tries > 100) throw new Error('the load never waited for the app');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      // The swap: b renamed aside, a new b with a trigger of its own.
-      await query(
-        target,
-        `ALTER TABLE public.b RENAME TO b_old; CREATE TABLE public.b (id int PRIMARY KEY, v text); CREATE TABLE public.b_audit (id int);
-         CREATE FUNCTION public.audit_b() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.b_audit VALUES (NEW.id); RETURN NEW; END $$;
-         CREATE TRIGGER b_audit AFTER INSERT ON public.b FOR EACH ROW EXECUTE FUNCTION public.audit_b();`,
-      );
-      await app.query('ROLLBACK');
-      expect(await loading).toMatchObject({ kind: 'loaded' });
-    } finally {
-      await app.end();
-    }
+    // The swap, while the app holds the load up: b renamed aside, a new b with a trigger of its own.
+    const swap = `ALTER TABLE public.b RENAME TO b_old; CREATE TABLE public.b (id int PRIMARY KEY, v text); CREATE TABLE public.b_audit (id int);
+      CREATE FUNCTION public.audit_b() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.b_audit VALUES (NEW.id); RETURN NEW; END $$;
+      CREATE TRIGGER b_audit AFTER INSERT ON public.b FOR EACH ROW EXECUTE FUNCTION public.audit_b();`;
+    expect(await loadWhileAppHolds(target, written, "INSERT INTO public.a VALUES (2, 'pending')", 'ROLLBACK', () => query(target, swap))).toMatchObject({ kind: 'loaded' });
     expect(await query(target, 'SELECT * FROM public.b')).toEqual([{ id: 1, v: 'prod' }]);
     expect(await query(target, 'SELECT * FROM public.b_audit')).toEqual([]);
     expect(await query(target, 'SELECT * FROM public.b_old')).toEqual([{ id: 7, v: 'old' }]);
@@ -719,24 +713,8 @@ describe('an app transaction that reads a table, then writes it, while a load st
     const source = await createDatabase('readwrite_source', `${SQL} INSERT INTO public.a VALUES (1, 'prod'); INSERT INTO public.b VALUES (1, 'prod');`);
     const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
     const target = await createDatabase('readwrite_target', `${SQL} INSERT INTO public.a VALUES (1, 'env');`);
-    const app = new Client({ connectionString: target, application_name: 'app' });
-    await app.connect();
-    try {
-      await app.query('BEGIN');
-      await app.query('SELECT * FROM public.a');
-      const loading = load(target, written);
-      const waiting = async () =>
-        (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
-      for (let tries = 0; !(await waiting()); tries++) {
-        if (tries > 100) throw new Error('the load never waited for the app');
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      await app.query("UPDATE public.a SET v = 'app' WHERE id = 1");
-      await app.query('COMMIT');
-      expect(await loading).toMatchObject({ kind: 'loaded' });
-    } finally {
-      await app.end();
-    }
+    const loaded = await loadWhileAppHolds(target, written, 'SELECT * FROM public.a', 'COMMIT', (app) => app.query("UPDATE public.a SET v = 'app' WHERE id = 1"));
+    expect(loaded).toMatchObject({ kind: 'loaded' });
     expect(await query(target, 'SELECT * FROM public.a')).toEqual([{ id: 1, v: 'prod' }]);
   });
 });

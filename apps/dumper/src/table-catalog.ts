@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
 import { LEDGER_SCHEMA, type ManifestSequence } from '@app/common/contract';
-import { formatQualifiedName, quoteIdent, quoteQualified } from '@app/common/database';
+import { formatQualifiedName, type PartitionLeaf, partitionLeaves, quoteIdent, quoteQualified } from '@app/common/database';
 
 export interface SourceTable {
   oid: number;
@@ -25,7 +25,7 @@ type TableRef = { schema: string; name: string };
 
 function localPartitionsOf(
   oid: number,
-  leaves: { root: number; schema: string; name: string; foreign: boolean }[],
+  leaves: PartitionLeaf[],
   columns: { oid: number; name: string }[],
 ): Pick<SourceTable, 'localPartitions'> {
   const own = leaves.filter((leaf) => leaf.root === oid);
@@ -135,13 +135,9 @@ export class TableCatalog {
          FROM pg_class c WHERE c.oid = ANY($1::oid[])`,
       [selected.map((row) => row.oid)],
     );
-    const { rows: leaves } = await this.session.query<{ root: number; schema: string; name: string; foreign: boolean }>(
-      `SELECT root.oid::int AS root, n.nspname AS schema, c.relname AS name, c.relkind = 'f' AS foreign
-         FROM unnest($1::oid[]) root(oid), pg_partition_tree(root.oid) tree
-         JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE tree.isleaf
-        ORDER BY n.nspname, c.relname`,
-      [selected.filter((row) => row.relkind === 'p').map((row) => row.oid)],
+    const leaves = await partitionLeaves(
+      this.session,
+      selected.filter((row) => row.relkind === 'p').map((row) => row.oid),
     );
     const { rows: allColumns } = await this.session.query<{ oid: number; name: string }>(
       `SELECT attrelid::int AS oid, attname AS name FROM pg_attribute WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped ORDER BY attrelid, attnum`,

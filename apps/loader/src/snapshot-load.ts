@@ -3,7 +3,7 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { type LoadTriggers } from '@app/common/config';
 import { type LoadDrift, type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, snapshotInstant } from '@app/common/contract';
-import { isSameDatabase, quoteIdent, quoteQualified } from '@app/common/database';
+import { isSameDatabase, partitionLeaves, quoteIdent, quoteQualified } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { DigestStream } from '@app/common/streams';
 import type { TargetDatabase } from './database/target-database';
@@ -268,20 +268,16 @@ async function lockAgainstChanges(client: PoolClient, targets: TargetTable[]): P
  * no snapshot fills (the dump leaves foreign data out). Then its local leaves, each ONLY.
  */
 async function truncateTargets(client: PoolClient, targets: TargetTable[]): Promise<{ truncated: string[]; localLeaves: Map<number, string[]> }> {
-  const partitioned = targets.filter((t) => t.partitioned).map((t) => t.oid);
-  const { rows: leaves } = await client.query<{ root: number; name: string; foreign: boolean }>(
-    `SELECT root.oid::int AS root, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, c.relkind = 'f' AS foreign
-       FROM unnest($1::oid[]) root(oid), pg_partition_tree(root.oid) tree
-       JOIN pg_class c ON c.oid = tree.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE tree.isleaf ORDER BY 2`,
-    [partitioned],
+  const leaves = await partitionLeaves(
+    client,
+    targets.filter((t) => t.partitioned).map((t) => t.oid),
   );
   const localLeaves = new Map<number, string[]>();
   const truncated = targets.flatMap((t) => {
     if (!t.partitioned) return [`ONLY ${qualified(t)}`];
     const own = leaves.filter((leaf) => leaf.root === t.oid);
     if (!own.some((leaf) => leaf.foreign)) return [qualified(t)];
-    localLeaves.set(t.oid, own.filter((leaf) => !leaf.foreign).map((leaf) => leaf.name));
+    localLeaves.set(t.oid, own.filter((leaf) => !leaf.foreign).map((leaf) => quoteQualified(leaf)));
     return localLeaves.get(t.oid)!.map((name) => `ONLY ${name}`);
   });
   return { truncated, localLeaves };

@@ -2,3 +2,4 @@ export * from './database-readiness';
 export * from './postgres-pool';
 export * from './server-identity';
 export * from './sql';
+export * from './partition-leaves';

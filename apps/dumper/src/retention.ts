@@ -114,8 +114,7 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
   for (const leftover of listed.filter((s) => !s.complete)) {
     if (now - leftover.modifiedAt.getTime() > retentionMs) {
       await store.remove(leftover.snapshotId);
-      const name = snapshotDirName(leftover.snapshotId);
-      result.removed.push(store.kind === 'fs' ? `.tmp-${name}` : `${name} (no manifest)`);
+      result.removed.push(leftover.storedAs ?? `${snapshotDirName(leftover.snapshotId)} (no manifest)`);
     }
   }
   result.leftovers.push(...(await store.purgeInterrupted(new Date(now - retentionMs))));

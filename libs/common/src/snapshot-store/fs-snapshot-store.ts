@@ -96,12 +96,20 @@ export class FsSnapshotStore implements SnapshotStore {
     const snapshots: StoredSnapshot[] = [];
     for (const entry of await readdir(this.root, { withFileTypes: true })) {
       if (!entry.isDirectory()) continue;
-      const complete = !entry.name.startsWith(TMP_PREFIX);
-      const snapshotId = snapshotIdOf(complete ? entry.name : entry.name.slice(TMP_PREFIX.length));
+      const named = !entry.name.startsWith(TMP_PREFIX);
+      const snapshotId = snapshotIdOf(named ? entry.name : entry.name.slice(TMP_PREFIX.length));
       if (!snapshotId) continue;
-      // A snapshot directory without its manifest was not written by a dump: never taken for one.
-      const modifiedAt = complete ? (await stat(join(this.root, entry.name, MANIFEST_OBJECT)).catch(() => undefined))?.mtime : await this.lastWrite(join(this.root, entry.name));
-      if (modifiedAt) snapshots.push({ snapshotId, complete, modifiedAt });
+      const dir = join(this.root, entry.name);
+      const manifestWritten = named ? (await stat(join(dir, MANIFEST_OBJECT)).catch(() => undefined))?.mtime : undefined;
+      if (manifestWritten) {
+        snapshots.push({ snapshotId, complete: true, modifiedAt: manifestWritten });
+        continue;
+      }
+      // A `.tmp-` directory is an upload (running or interrupted). A snapshot's own directory without
+      // its manifest is what an older version's interrupted remove() left: never taken for a
+      // snapshot, and cleaned up like an interrupted upload.
+      const modifiedAt = await this.lastWrite(dir);
+      if (modifiedAt) snapshots.push({ snapshotId, complete: false, modifiedAt, storedAs: named ? `${entry.name} (no manifest)` : entry.name });
     }
     return snapshots;
   }
@@ -123,9 +131,19 @@ export class FsSnapshotStore implements SnapshotStore {
     return Promise.resolve([]);
   }
 
+  /**
+   * Renamed out of the way first, as S3 and the Object Store drop the manifest first: a removal
+   * killed part-way leaves a `.tmp-` directory, which no loader takes for a snapshot and the next
+   * retention run removes, never a directory of the snapshot's name with files missing.
+   */
   async remove(snapshotId: string): Promise<void> {
     const name = snapshotName(snapshotId);
-    await rm(join(this.root, name), { recursive: true, force: true });
-    await rm(join(this.root, `${TMP_PREFIX}${name}`), { recursive: true, force: true });
+    const aside = join(this.root, `${TMP_PREFIX}${name}`);
+    await rm(aside, { recursive: true, force: true });
+    await rename(join(this.root, name), aside).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+    await fsyncPath(this.root);
+    await rm(aside, { recursive: true, force: true });
   }
 }

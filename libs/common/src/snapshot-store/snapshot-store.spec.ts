@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -172,6 +173,50 @@ describe('nats snapshot store: the Object Store digest and orphan chunks', () =>
     expect(await store.purgeInterrupted(new Date(Date.now() + 1_000))).toEqual([]);
     const source = await store.open(store.locationOf(ID));
     expect((await source.storedSize('0001_t.csv'))).toBeGreaterThan(0);
+  });
+});
+
+describe('fs snapshot store: a removal that stops part-way', () => {
+  const root = mkdtempSync(join(tmpdir(), 'fs-remove-'));
+  const store = new FsSnapshotStore(root);
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  /** Makes rm fail on a file: immutable for root (who ignores modes), in a read-only directory for anyone else. Undone wherever the directory went. */
+  function undeletable(dir: string, file: string): (movedTo: string) => void {
+    if (process.getuid?.() === 0) {
+      execFileSync('chattr', ['+i', join(dir, file)]);
+      return (movedTo) => execFileSync('chattr', ['-i', join(movedTo, file)]);
+    }
+    chmodSync(dir, 0o500);
+    return (movedTo) => chmodSync(movedTo, 0o700);
+  }
+
+  it('leaves nothing a loader could take for the snapshot, and the next removal finishes it', async () => {
+    const upload = await store.begin(ID);
+    for (const object of ['0001_public.a.csv', '0002_public.b.csv', '0003_public.c.csv']) await upload.put(object, Readable.from(['1\n']));
+    await upload.commit(Buffer.from(`{"snapshotId":"${ID}"}`));
+    const release = undeletable(upload.location, '0002_public.b.csv');
+    const outcome = await store.remove(ID).then(
+      () => 'removed',
+      () => 'failed',
+    );
+    release(existsSync(upload.location) ? upload.location : join(root, `.tmp-prod_snapshot_${ID}`));
+    expect(outcome).toBe('failed');
+    await expect(store.open(upload.location)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: false, storedAs: `.tmp-prod_snapshot_${ID}` })]);
+
+    await store.remove(ID);
+    expect(readdirSync(root)).toEqual([]);
+  });
+
+  it("lists a snapshot's directory without its manifest (an older version's interrupted removal) as a leftover, never as a snapshot", async () => {
+    const dir = join(root, `prod_snapshot_${OTHER_ID}`);
+    mkdirSync(dir);
+    writeFileSync(join(dir, '0001_public.a.csv'), '1\n');
+    expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: OTHER_ID, complete: false, storedAs: `prod_snapshot_${OTHER_ID} (no manifest)` })]);
+    await store.remove(OTHER_ID);
+    expect(existsSync(dir)).toBe(false);
+    expect(readdirSync(root)).toEqual([]);
   });
 });
 

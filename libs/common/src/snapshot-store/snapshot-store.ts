@@ -32,6 +32,8 @@ export interface StoredSnapshot {
   complete: boolean;
   /** When it was last written (for retention of incomplete leftovers). */
   modifiedAt: Date;
+  /** How retention's log names an incomplete one it removes, where the store keeps it under another name. */
+  storedAs?: string;
 }
 
 /** Where snapshots live: a directory, a JetStream Object Store bucket, or an S3 bucket. */

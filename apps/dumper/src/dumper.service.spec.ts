@@ -13,6 +13,8 @@ import { createDatabase, type TestDatabase } from '../../../test/support/databas
 import { NATS_URL, specNatsConfig } from '../../../test/support/nats';
 import { DumperService } from './dumper.service';
 import { announceOnce } from './earlier-announcement';
+import { applyRetention } from './retention';
+import { announcementBucket } from './snapshot-records';
 import { SourceDatabase } from './source-database';
 
 /** What a dump failure says in events: PostgreSQL's own errors, from a real server. */
@@ -78,6 +80,7 @@ describe('DumperService.dump and retention', () => {
   });
   afterAll(async () => {
     await (await jetstreamManager(nc)).streams.delete(nats.stream).catch(() => undefined);
+    await (await jetstreamManager(nc)).streams.delete(`KV_${announcementBucket(nats)}`).catch(() => undefined);
     await nc?.close();
     await source?.end();
     await db?.drop();
@@ -276,6 +279,40 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
       expect(await outcomeOf(store, '2024-03-07', 12)).toEqual({ announced: [ids[0]], stored: [ids[0]] });
     } finally {
       for (const replica of replicas) await replica.beforeApplicationShutdown();
+    }
+  });
+
+  it('records a snapshot whose announcement is refused for good, and retention removes it once it expires', async () => {
+    const own = mkdtempSync(join(tmpdir(), 'db-fanout-dumper-refused-'));
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: own }), nats };
+    const store = new FsSnapshotStore(own);
+    const publisher = new EventPublisher(nc, nats);
+    // NATS refuses every snapshot.ready of this dump (after the publisher's own retries): the trigger is delivered again.
+    const refusing = {
+      publish: (subject: Subject, ...rest: Parameters<EventPublisher['publish']> extends [unknown, ...infer R] ? R : never) =>
+        subject === SUBJECTS.snapshotReady ? Promise.reject(new Error('TimeoutError: timeout')) : publisher.publish(subject, ...rest),
+    } as unknown as EventPublisher;
+    const refused = new DumperService(config, refusing, new MetricsService(), nc, source, store);
+    const working = new DumperService(config, publisher, new MetricsService(), nc, source, store);
+    try {
+      await expect(refused.dump('2024-03-10', { seq: 15, delivery: 1 })).rejects.toThrow('timeout');
+      const [unannounced] = (await outcomeOf(store, '2024-03-10', 15)).stored;
+      expect(unannounced).toBeDefined();
+      // The redelivery dumps the date again and announces a new snapshot.
+      const again = await working.dump('2024-03-10', { seq: 15, delivery: 2 });
+      if (again.status !== 'ready') throw new Error(`the dump failed: ${again.error}`);
+      expect(again.snapshot.snapshotId).not.toBe(unannounced);
+      await working.beforeApplicationShutdown();
+
+      // Past SNAPSHOT_RETENTION, with no loader left to take anything: the unannounced one goes, the newest stays.
+      const result = await applyRetention(nc, nats, store, 7 * 86_400_000, Date.now() + 8 * 86_400_000);
+      expect(result.removed).toEqual([`prod_snapshot_${unannounced} (never announced)`]);
+      expect(result.notAnnounced).toEqual([]);
+      expect((await store.list()).map((s) => s.snapshotId)).toEqual([again.snapshot.snapshotId]);
+    } finally {
+      await refused.beforeApplicationShutdown();
+      await working.beforeApplicationShutdown();
+      rmSync(own, { recursive: true, force: true });
     }
   });
 });

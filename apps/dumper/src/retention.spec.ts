@@ -12,7 +12,8 @@ import { ensureStream } from '@app/common/messaging';
 import { OwnNatsServer } from '../../../test/support/nats-server';
 import { FsSnapshotStore, NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
 import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../test/support/s3-server';
-import { announcementBucket, applyRetention } from './retention';
+import { applyRetention } from './retention';
+import { announcementBucket, recordWritten } from './snapshot-records';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 const DAY = 86_400_000;
@@ -198,6 +199,22 @@ describe('applyRetention (real NATS)', () => {
     const theirs = await new Kvm(nc).create(announcementBucket(other));
     cleanups.push(async () => (await jetstreamManager(nc)).streams.delete(`KV_${announcementBucket(other)}`).catch(() => undefined));
     expect(await theirs.get('20240102-aaaaaaaa')).toBeNull();
+  });
+
+  it("removes an expired snapshot its dumper wrote but never announced; one whose announcement did reach the stream waits for the loaders", async () => {
+    snapshot('20240101-aaaaaaaa', 10); // its publish was refused for good
+    snapshot('20240102-bbbbbbbb', 9); // its publish was stored (the ack lost), qa has not loaded it
+    snapshot('20240103-cccccccc', 1);
+    for (const id of ['20240101-aaaaaaaa', '20240102-bbbbbbbb', '20240103-cccccccc']) await recordWritten(nc, nats, id);
+    await publishReady('20240102-bbbbbbbb');
+    await publishReady('20240103-cccccccc');
+    await addLoader('qa');
+
+    const result = await applyRetention(nc, nats, new FsSnapshotStore(dir), 7 * DAY);
+    expect(result).toEqual({ removed: ['prod_snapshot_20240101-aaaaaaaa (never announced)'], keptInUse: ['prod_snapshot_20240102-bbbbbbbb'], notAnnounced: [], leftovers: [] });
+    expect(listing()).toEqual(['prod_snapshot_20240102-bbbbbbbb', 'prod_snapshot_20240103-cccccccc']);
+    // Its record is purged with it.
+    expect((await (await new Kvm(nc).open(announcementBucket(nats))).get('20240101-aaaaaaaa'))?.operation).toBe('PURGE');
   });
 
   it('removes nothing when the broker does not answer', async () => {

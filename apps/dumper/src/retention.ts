@@ -1,39 +1,20 @@
 import { basename } from 'node:path';
 import { type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
-import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { type NatsConfig } from '@app/common/config';
 import { SNAPSHOT_ID_PATTERN, snapshotDirName, SUBJECTS } from '@app/common/contract';
 import { announcedSnapshots, pendingReloads } from '@app/common/messaging';
 import type { SnapshotStore } from '@app/common/snapshot-store';
+import { openSnapshotRecords, type SnapshotRecord } from './snapshot-records';
 
 export interface RetentionResult {
   removed: string[];
   /** Old enough, but some environment's loader has not acked its announcement, or a reload of it, yet. */
   keptInUse: string[];
-  /** Old enough, but never announced on this stream (another pipeline's, or written by hand): never touched. */
+  /** Old enough, but not this stream's (another pipeline's, or written by hand): never touched. */
   notAnnounced: string[];
   /** What interrupted uploads left below the level of objects and retention removed: one line per kind, counts only. */
   leftovers: string[];
-}
-
-/** What the bucket remembers of one announcement: its stream sequence, which loaders ack past. */
-interface AnnouncementRecord {
-  seq: number;
-}
-
-/**
- * `<NATS_STREAM>_SNAPSHOTS`: the snapshots this stream announced, by id. The stream forgets an
- * announcement after NATS_STREAM_MAX_AGE, which is about when a snapshot expires (both 7 days by
- * default); this record is how retention still knows the snapshot was ours, and where it stood.
- */
-export function announcementBucket(nats: NatsConfig): string {
-  return `${nats.stream}_SNAPSHOTS`;
-}
-
-async function openBucket(nc: NatsConnection, nats: NatsConfig): Promise<KV> {
-  const kvm = new Kvm(nc);
-  return kvm.create(announcementBucket(nats), { history: 1, replicas: nats.streamReplicas }).catch(() => kvm.open(announcementBucket(nats)));
 }
 
 /**
@@ -76,9 +57,11 @@ async function completeSnapshots(store: SnapshotStore, ids: string[]): Promise<S
 /**
  * SNAPSHOT_RETENTION, after each dump. A snapshot directory is removed only when all of these hold:
  * it is older than the retention and not the newest; this stream announced it (its snapshot.ready
- * is in the stream, or was recorded in `<NATS_STREAM>_SNAPSHOTS` while it was); and every
- * environment's loader consumer has acked past that announcement, and no `db-fanout reload` of it
- * waits for or is being loaded by a loader (its reload consumer has not acked it). The announcements are read to
+ * is in the stream, or was recorded in `<NATS_STREAM>_SNAPSHOTS` while it was) and every
+ * environment's loader consumer has acked past that announcement, or this stream's dumper wrote it
+ * and never announced it (recorded before the publish, which was refused or never made); and no
+ * `db-fanout reload` of it waits for or is being loaded by a loader (its reload consumer has not
+ * acked it). The announcements are read to
  * the end (the consumer reports nothing pending) and any broker error throws before anything is
  * removed. The leftovers of interrupted uploads (a dump killed before its manifest: its objects,
  * and what the store keeps of an object it never finished) go once nothing has been written to them
@@ -94,20 +77,20 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
   );
 
   // Everything the broker has to say, before any removal: a failure here throws with nothing removed.
-  const kv = await openBucket(nc, nats);
+  const kv = await openSnapshotRecords(nc, nats);
   const onDisk = new Set(snapshots.map((s) => s.id));
   for (const { seq, body } of await announcedSnapshots(nc, nats)) {
     const id = body.snapshotId;
     if (typeof id !== 'string' || !SNAPSHOT_ID_PATTERN.test(id) || !onDisk.has(id)) continue;
     if (typeof body.location === 'string' && basename(body.location) !== snapshotDirName(id)) continue;
-    await kv.put(id, JSON.stringify({ seq } satisfies AnnouncementRecord));
+    await kv.put(id, JSON.stringify({ seq } satisfies SnapshotRecord));
   }
   const floor = await loadersAckedUpTo(await jetstreamManager(nc), nats);
   const reloading = await pendingReloads(nc, nats);
-  const announced = new Map<string, number>();
+  const records = new Map<string, SnapshotRecord>();
   for (const snapshot of snapshots) {
     const entry = await kv.get(snapshot.id);
-    if (entry?.value.length) announced.set(snapshot.id, entry.json<AnnouncementRecord>().seq);
+    if (entry?.value.length) records.set(snapshot.id, entry.json<SnapshotRecord>());
   }
 
   // Leftovers of interrupted uploads: idle for the retention, so no dumper is still writing them.
@@ -119,17 +102,19 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
   }
   result.leftovers.push(...(await store.purgeInterrupted(new Date(now - retentionMs))));
   for (const snapshot of snapshots.slice(1).filter((s) => now - s.created > retentionMs)) {
-    const seq = announced.get(snapshot.id);
-    if (seq === undefined) {
+    const record = records.get(snapshot.id);
+    if (!record) {
       result.notAnnounced.push(snapshot.name);
-    } else if (seq > floor || reloading.has(snapshot.id) || (await pendingReloads(nc, nats)).has(snapshot.id)) {
+    } else if ((record.seq !== undefined && record.seq > floor) || reloading.has(snapshot.id) || (await pendingReloads(nc, nats)).has(snapshot.id)) {
       // Read again just before the removal: a `db-fanout reload` published while this run removed
       // other (large) snapshots would otherwise lose its snapshot.
       result.keptInUse.push(snapshot.name);
     } else {
+      // No seq: our dumper wrote it and its announcement never reached the stream (this run read
+      // them all), so no loader was ever told of it.
       await store.remove(snapshot.id);
       await kv.purge(snapshot.id);
-      result.removed.push(snapshot.name);
+      result.removed.push(record.seq === undefined ? `${snapshot.name} (never announced)` : snapshot.name);
     }
   }
   return result;

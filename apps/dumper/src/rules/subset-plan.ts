@@ -48,8 +48,8 @@ const matches = (edge: Edge, child: string, parent: string) =>
  * dump's snapshot. A table with a condition keeps its matching rows; every row a kept row
  * references is kept too (declared foreign keys, composite ones and self-references, and
  * `relations`); a table that references a restricted one keeps only the rows whose references are
- * all kept (its references to itself may point at rows kept in the same pass: see
- * withinSelfReferences). Iterated until nothing changes; tables outside all this keep every row.
+ * all kept (its references to itself, or around a cycle of tables, may point at rows kept in the
+ * same pass: see withinCycle). Iterated until nothing changes; tables outside all this keep every row.
  */
 export async function planSubset(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, dumped: TableName[]): Promise<SubsetPlan> {
   const plan: SubsetPlan = new Map();
@@ -91,25 +91,32 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
     add(table, rows.map((r) => r.ctid));
   }
   const conditioned = (t: TableName) => rules.subset.some((s) => same(s.table, t));
+  const cycles = referenceCycles(
+    restricted.filter((t) => !conditioned(t)),
+    edges,
+  );
 
   for (let changed = true; changed; ) {
     changed = false;
-    for (const table of restricted) {
-      // Rows of a table without its own condition: kept when no row they reference is left out.
-      if (!conditioned(table)) {
-        const outgoing = edges.filter((e) => same(e.from, table) && restricted.some((t) => same(t, e.to)));
-        const references = outgoing.filter((edge) => !same(edge.to, table));
+    // Rows of tables without a condition of their own: kept when no row they reference is left out.
+    for (const cycle of cycles) {
+      const candidates = new Map<string, string[]>();
+      for (const table of cycle) {
+        const references = edges.filter((e) => same(e.from, table) && restricted.some((t) => same(t, e.to)) && !cycle.some((t) => same(t, e.to)));
         const params: string[][] = [];
         const clauses = references.map((edge) => {
           params.push(keptOf(edge.to));
           return `NOT EXISTS (SELECT 1 FROM ONLY ${quoteQualified(edge.to)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($${params.length}::tid[])))`;
         });
         const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ONLY ${quoteQualified(table)} t WHERE ${clauses.join(' AND ') || 'true'}`, params);
-        const selfReferences = outgoing.filter((edge) => same(edge.to, table));
-        const candidates = await withinSelfReferences(client, table, selfReferences, keptOf(table), rows.map((r) => r.ctid));
-        if (add(table, candidates)) changed = true;
+        candidates.set(tableKey(table), rows.map((r) => r.ctid));
       }
-      // Rows referenced by kept rows are kept: the closure that keeps every foreign key whole.
+      const within = edges.filter((e) => cycle.some((t) => same(t, e.from)) && cycle.some((t) => same(t, e.to)));
+      const stay = await withinCycle(client, cycle, within, keptOf, candidates);
+      for (const table of cycle) if (add(table, stay.get(tableKey(table))!)) changed = true;
+    }
+    // Rows referenced by kept rows are kept: the closure that keeps every foreign key whole.
+    for (const table of restricted) {
       for (const edge of edges.filter((e) => same(e.to, table))) {
         if (!kept.has(tableKey(edge.from))) continue;
         const { rows } = await client.query<{ ctid: string }>(
@@ -125,28 +132,69 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
 }
 
 /**
- * The largest part of `candidates` whose references to its own table (a manager, a parent row) all
- * point at rows kept already or inside that part: candidates whose referenced row is neither go,
- * then the candidates that referenced those, and so on. A root that references itself, and rows
- * that reference each other, stay: grown from the kept rows one level per pass, they never started,
- * and a deep chain took one pass per level. Removal takes one pass per level of a broken chain only.
+ * The tables grouped by the references among them: tables that reach each other through references
+ * (a table that references itself; a user's default address and the address's user) form one
+ * group, decided together by withinCycle; every other table is a group of its own.
  */
-async function withinSelfReferences(client: ClientBase, table: TableName, selfReferences: Edge[], kept: string[], candidates: string[]): Promise<string[]> {
-  if (!selfReferences.length || !candidates.length) return candidates;
-  const already = new Set(kept);
-  const fresh = new Set(candidates.filter((ctid) => !already.has(ctid)));
-  const dangling = selfReferences
-    .map((edge) => `EXISTS (SELECT 1 FROM ONLY ${quoteQualified(table)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($2::tid[])))`)
-    .join(' OR ');
-  while (fresh.size) {
-    const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ONLY ${quoteQualified(table)} t WHERE t.ctid = ANY($1::tid[]) AND (${dangling})`, [
-      [...fresh],
-      [...kept, ...fresh],
-    ]);
-    if (!rows.length) break;
-    for (const row of rows) fresh.delete(row.ctid);
+function referenceCycles(tables: TableName[], edges: Edge[]): TableName[][] {
+  const reaches = new Map(tables.map((t) => [tableKey(t), new Set<string>()]));
+  for (const edge of edges) reaches.get(tableKey(edge.from))?.add(tableKey(edge.to));
+  // Transitive closure: a handful of tables, so the plain way.
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const targets of reaches.values()) {
+      for (const target of [...targets]) {
+        for (const next of reaches.get(target) ?? []) {
+          if (!targets.has(next)) {
+            targets.add(next);
+            grew = true;
+          }
+        }
+      }
+    }
   }
-  return [...fresh];
+  const groups: TableName[][] = [];
+  for (const table of tables) {
+    const key = tableKey(table);
+    const group = groups.find(([first]) => reaches.get(key)!.has(tableKey(first)) && reaches.get(tableKey(first))!.has(key));
+    if (group) group.push(table);
+    else groups.push([table]);
+  }
+  return groups;
+}
+
+/**
+ * The largest part of the candidates whose references within the group (a manager, a parent row,
+ * the other table of a cycle) all point at rows kept already or inside that part: candidates whose
+ * referenced row is neither go, then the candidates that referenced those, and so on. A root that
+ * references itself, and rows that reference each other, stay: grown from the kept rows one level
+ * per pass, they never started, and a deep chain took one pass per level. Removal takes one pass per
+ * level of a broken chain only.
+ */
+async function withinCycle(client: ClientBase, group: TableName[], within: Edge[], keptOf: (t: TableName) => string[], candidates: Map<string, string[]>): Promise<Map<string, string[]>> {
+  const fresh = new Map<string, Set<string>>();
+  for (const table of group) {
+    const already = new Set(keptOf(table));
+    fresh.set(tableKey(table), new Set(candidates.get(tableKey(table))!.filter((ctid) => !already.has(ctid))));
+  }
+  const staying = (t: TableName) => [...keptOf(t), ...fresh.get(tableKey(t))!];
+  for (let removed = within.length > 0; removed; ) {
+    removed = false;
+    for (const table of group) {
+      const own = fresh.get(tableKey(table))!;
+      const outgoing = within.filter((e) => same(e.from, table));
+      if (!own.size || !outgoing.length) continue;
+      const params: string[][] = [[...own]];
+      const dangling = outgoing.map((edge) => {
+        params.push(staying(edge.to));
+        return `EXISTS (SELECT 1 FROM ONLY ${quoteQualified(edge.to)} p WHERE ${matches(edge, 't', 'p')} AND NOT (p.ctid = ANY($${params.length}::tid[])))`;
+      });
+      const { rows } = await client.query<{ ctid: string }>(`SELECT t.ctid::text AS ctid FROM ONLY ${quoteQualified(table)} t WHERE t.ctid = ANY($1::tid[]) AND (${dangling.join(' OR ')})`, params);
+      for (const row of rows) own.delete(row.ctid);
+      if (rows.length) removed = true;
+    }
+  }
+  return new Map(group.map((t) => [tableKey(t), [...fresh.get(tableKey(t))!]]));
 }
 
 /** The WHERE clause that reads only a restricted table's kept rows (a TID scan); ctid qualified, as the query joins LATERALs. */

@@ -284,4 +284,22 @@ describe('the status page on GET /', () => {
     expect(await page.evaluate(() => (window as unknown as { injected?: number }).injected)).toBeUndefined();
     expect(browserErrors).toEqual([]);
   }, 30_000);
+
+  it('marks a load a `db-fanout reload` asked for, and one whose message came again after its loader died', async () => {
+    const publish = (subject: string, body: object) => plainPublish(`${pipeline.namespace.prefix}${subject}`, JSON.stringify(body), undefined, pipeline.namespace.url);
+    const snapshotId = '20240605-0badc0de';
+    await publish('snapshot.loaded', { snapshotId, environment: 'dev', rows: 1, durationMs: 1, attempts: 1, reloadSequence: 57 });
+    await publish('snapshot.load.started', { snapshotId, environment: 'qa', attempt: 1, delivery: 2, startedAt: new Date().toISOString() });
+
+    const reloaded = envCell('2024-06-05', 'dev');
+    await reloaded.and(page.locator('[data-state="success"]')).waitFor({ timeout: 15_000 });
+    expect(await reloaded.locator('.meta').textContent()).toBe('reload #57');
+    expect(await reloaded.getAttribute('title')).toContain('reload: #57 (asked for by db-fanout reload)');
+    const again = envCell('2024-06-05', 'qa');
+    await again.and(page.locator('[data-state="running"]')).waitFor({ timeout: 15_000 });
+    expect(await again.locator('.meta').textContent()).toMatch(/\u2026 \u00b7 delivery 2$/);
+    await again.click();
+    expect(await page.locator('#details .facts').textContent()).toContain('delivery: 2 (the message came again after its worker stopped)');
+    expect(browserErrors).toEqual([]);
+  }, 30_000);
 });

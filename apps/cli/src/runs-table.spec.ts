@@ -25,6 +25,18 @@ describe('the runs table (db-fanout status, runs)', () => {
     expect(formatRunsTable([])).toBe('no runs yet');
   });
 
+  it('marks a load that a `db-fanout reload` asked for, and a message that came again after its worker died', () => {
+    const marked: RunRecord = {
+      ...run,
+      loads: {
+        dev: { state: 'success', attempts: 1, startedAt: '2024-06-01T00:00:02.000Z', endedAt: '2024-06-01T00:00:02.400Z', reloadSequence: 57 },
+        qa: { state: 'running', attempts: 3, delivery: 2, triesBefore: 2 },
+        staging: { state: 'failed', attempts: 2, delivery: 2, triesBefore: 1, reloadSequence: 58 },
+      },
+    };
+    expect(formatRunsTable([marked]).split('\n')[1]).toBe('2024-06-01  success 1.5s  success 0.4s (reload #57)  running (3 tries, delivery 2)  failed (2 tries, delivery 2, reload #58)');
+  });
+
   it('shows control characters of a stored name as ?, so a forged environment cannot drive the terminal', () => {
     const forged: RunRecord = { ...run, loads: { '\u001b[2J\u001b]0;owned\u0007': { state: 'running', attempts: 1 } } };
     const text = formatRunsTable([forged]);

@@ -12,11 +12,23 @@ function driftSummary(drift: LoadDrift | undefined): string {
   return counts.length ? `, drift: ${counts.join(', ')}` : '';
 }
 
+/**
+ * How the step got where it is, when it is not a plain first try: its tries, a message that came
+ * again after its worker died (`delivery 2`), a `db-fanout reload` (`reload #<request sequence>`).
+ */
+function notes(step: StepRecord): string {
+  const said = [
+    ...(step.attempts > 1 ? [`${step.attempts} tries`] : []),
+    ...(step.delivery !== undefined && step.delivery > 1 ? [`delivery ${step.delivery}`] : []),
+    ...(step.reloadSequence ? [`reload #${step.reloadSequence}`] : []),
+  ];
+  return said.length ? ` (${said.join(', ')})` : '';
+}
+
 function cell(step: StepRecord | undefined): string {
   if (!step) return '-';
   const seconds = step.startedAt && step.endedAt ? ` ${((Date.parse(step.endedAt) - Date.parse(step.startedAt)) / 1000).toFixed(1)}s` : '';
-  const attempts = step.attempts > 1 ? ` (${step.attempts} tries)` : '';
-  return `${step.state}${seconds}${attempts}${driftSummary(step.drift)}`;
+  return `${step.state}${seconds}${notes(step)}${driftSummary(step.drift)}`;
 }
 
 /** Runs as the CLI prints them: dates down, the dump and each environment across (Airflow's grid). */

@@ -60,17 +60,29 @@
   function label(state) {
     return String(state).replace(/_/g, ' ');
   }
+  // A message that came again after its worker died: the delivery of the try shown.
+  function redelivered(step) {
+    return typeof step.delivery === 'number' && step.delivery > 1;
+  }
+  // A load a `db-fanout reload` asked for: the request's stream sequence.
+  function reloadOf(step) {
+    return typeof step.reloadSequence === 'number' && step.reloadSequence > 0 ? step.reloadSequence : 0;
+  }
   function meta(step) {
     var parts = [];
     var ms = elapsed(step);
     if (ms !== undefined) parts.push(duration(ms) + (step.state === 'running' ? '\u2026' : ''));
     if (step.attempts > 1) parts.push(step.attempts + ' tries');
+    if (redelivered(step)) parts.push('delivery ' + step.delivery);
+    if (reloadOf(step)) parts.push('reload #' + reloadOf(step));
     return parts.join(' \u00b7 ');
   }
   // The facts of one step, for its title (hover) and the details line (click).
   function facts(date, env, step) {
     var out = [date + ' \u00b7 ' + (env === null ? 'dump' : env) + ' \u00b7 ' + String(step.state)];
     if (step.attempts) out.push('attempts: ' + step.attempts);
+    if (redelivered(step)) out.push('delivery: ' + step.delivery + ' (the message came again after its worker stopped)');
+    if (reloadOf(step)) out.push('reload: #' + reloadOf(step) + ' (asked for by db-fanout reload)');
     if (step.startedAt) out.push('started: ' + time(step.startedAt));
     if (step.endedAt && finished(step)) out.push('ended: ' + time(step.endedAt));
     var ms = elapsed(step);

@@ -183,6 +183,11 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     const rules = request.rules ? await DumpRules.prepare(leader, request.rules, request.maskingKey, tables) : undefined;
     await rules?.prepareSession(leader);
     const sequences = await new TableCatalog(leader).readSequences(tables);
+    // The whole database (no TABLES): every sequence, as pg_dump of a database sets them all.
+    const standalone = request.tables.length === 0 ? await new TableCatalog(leader).readStandaloneSequences() : undefined;
+    if (standalone?.unreadable.length) {
+      request.log?.(`left out sequence(s) the dump's role may not read (GRANT SELECT on them to set them in the environments): ${standalone.unreadable.join(', ')}`);
+    }
     const files = new Map(tables.map((table, index) => [table, fileNameFor(index, table, compression)]));
     // Nothing is written before the checks above pass; from here on a failure aborts the upload.
     upload = await store.begin(snapshotId);
@@ -259,6 +264,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       takenAt,
       tables: manifestTables,
       sequences,
+      ...(standalone ? { standaloneSequences: standalone.sequences } : {}),
       ...(compression === 'gzip' ? { compression } : {}),
       ...(rules ? { rules: rules.manifest } : {}),
     };

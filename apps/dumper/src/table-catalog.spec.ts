@@ -9,6 +9,7 @@ const DATE = '2024-01-05';
 
 describe('sequences in the manifest', () => {
   let db: DumpSource;
+  const reader = uniqueName('dump_seq_reader');
 
   beforeAll(async () => {
     // The shapes pg_dump output and real schemas have: a sequence no column owns but a default
@@ -34,11 +35,22 @@ describe('sequences in the manifest', () => {
       CREATE TABLE public.events_old PARTITION OF public.events FOR VALUES FROM ('2000-01-01') TO ('2024-01-01');
       ALTER TABLE public.events_old ALTER COLUMN id SET DEFAULT nextval('public.archive_no');
       INSERT INTO public.events_old (at) VALUES ('2020-01-01');
+      CREATE SEQUENCE "Ledger"."ticket no" START 7000;
+      SELECT setval('"Ledger"."ticket no"', 7012);
+      CREATE ROLE ${reader} LOGIN;
+      GRANT USAGE ON SCHEMA "Ledger" TO ${reader};
+      GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${reader};
+      GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO ${reader};
+      GRANT SELECT ON "Ledger"."Entry Numbers" TO ${reader};
       `,
     );
   });
   afterAll(async () => {
     await db?.drop();
+    await createDatabase('seq_reader_cleanup').then(async (scratch) => {
+      await scratch.query(`DROP ROLE IF EXISTS ${reader}`);
+      await scratch.drop();
+    });
   });
 
   it('names every sequence the rows draw from, owned or only called by a default, with its value read in the dump', async () => {
@@ -52,6 +64,26 @@ describe('sequences in the manifest', () => {
     ]);
     const onDisk = JSON.parse(readFileSync(join(db.dir, `prod_snapshot_${manifest.snapshotId}`, 'manifest.json'), 'utf8')) as typeof manifest;
     expect(onDisk.sequences).toEqual(manifest.sequences);
+  });
+
+  it('names, in a dump of the whole database, every sequence no column uses (a trigger\'s, the application\'s), as pg_dump sets them all', async () => {
+    const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [] });
+    expect(manifest.standaloneSequences).toEqual([
+      { sequence: '"Ledger"."ticket no"', lastValue: '7012', isCalled: true },
+      { sequence: 'public.unused_seq', lastValue: '1', isCalled: false },
+    ]);
+    const named = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [{ schema: 'public', name: 'invoices' }], excludeTables: [] });
+    expect(named.manifest.standaloneSequences).toBeUndefined();
+  });
+
+  it("leaves out, and names in the log, a sequence no column uses that the dump's role may not read", async () => {
+    const url = new URL(db.url);
+    url.username = reader;
+    url.password = '';
+    const log: string[] = [];
+    const { manifest } = await writeSnapshot({ date: DATE, sourceDatabaseUrl: url.toString(), snapshotDir: db.dir, tables: [], excludeTables: [], log: (line) => log.push(line) });
+    expect(manifest.standaloneSequences).toEqual([{ sequence: 'public.unused_seq', lastValue: '1', isCalled: false }]);
+    expect(log).toContain(`left out sequence(s) the dump's role may not read (GRANT SELECT on them to set them in the environments): "Ledger"."ticket no"`);
   });
 
   it('leaves out a shared sequence only when no dumped table uses it', async () => {

@@ -1,5 +1,5 @@
 import type { ClientBase } from 'pg';
-import { LEDGER_SCHEMA, type ManifestSequence } from '@app/common/contract';
+import { LEDGER_SCHEMA, type ManifestSequence, type ManifestStandaloneSequence } from '@app/common/contract';
 import { formatQualifiedName, type PartitionLeaf, partitionLeaves, quoteIdent, quoteQualified } from '@app/common/database';
 
 export interface SourceTable {
@@ -188,6 +188,40 @@ export class TableCatalog {
   async takeSnapshot(): Promise<{ takenAt: string; role: string }> {
     const { rows } = await this.session.query<{ taken_at: Date; role: string }>('SELECT clock_timestamp() AS taken_at, current_user AS role');
     return { takenAt: rows[0].taken_at.toISOString(), role: rows[0].role };
+  }
+
+  /**
+   * Every sequence of the database that no column owns (serial, identity) and no column default
+   * calls, outside extensions and the ledger: the application's own, or one a trigger calls, where
+   * PostgreSQL records no dependency. Read like the others, right after the snapshot. One the dump's
+   * role may not read is left out, and named in `unreadable`.
+   */
+  async readStandaloneSequences(): Promise<{ sequences: ManifestStandaloneSequence[]; unreadable: string[] }> {
+    const { rows } = await this.session.query<{ schema: string; name: string; readable: boolean }>(
+      `SELECT n.nspname AS schema, c.relname AS name, has_sequence_privilege(c.oid, 'SELECT') AS readable
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'S'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEDGER_SCHEMA}')
+          AND n.nspname NOT LIKE 'pg\\_toast%'
+          AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
+        ORDER BY n.nspname, c.relname`,
+    );
+    const sequences: ManifestStandaloneSequence[] = [];
+    const unreadable: string[] = [];
+    for (const row of rows) {
+      const name = formatQualifiedName(row);
+      if (!row.readable) {
+        unreadable.push(name);
+        continue;
+      }
+      const { rows: values } = await this.session.query<{ last_value: string; is_called: boolean }>(
+        `SELECT last_value::text AS last_value, is_called FROM ${quoteIdent(row.schema)}.${quoteIdent(row.name)}`,
+      );
+      sequences.push({ sequence: name, lastValue: values[0].last_value, isCalled: values[0].is_called });
+    }
+    return { sequences, unreadable };
   }
 
   /**

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidMessageError, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
 import { isTransientError } from '@app/common/resilience';
 import { decompressor, type SnapshotSource, storeLabel, storeMismatch } from '@app/common/snapshot-store';
+import { parseQualifiedName } from '@app/common/database';
 
 const READ_BUFFER = 1 << 20;
 
@@ -216,10 +217,29 @@ export async function readManifest(dir: string | (SnapshotSource & { label: stri
     if (!same) throw new SnapshotFileError(`${path} does not match the message for table ${table.name}`);
   });
   manifest.sequences = Array.isArray(manifest.sequences) ? manifest.sequences : [];
+  if (manifest.standaloneSequences !== undefined) {
+    const entries: unknown = manifest.standaloneSequences;
+    const wellFormed = (entry: unknown) => {
+      const { sequence, lastValue, isCalled } = (entry ?? {}) as Record<string, unknown>;
+      return typeof sequence === 'string' && parsesAsQualifiedName(sequence) && typeof lastValue === 'string' && /^-?[0-9]{1,19}$/.test(lastValue) && typeof isCalled === 'boolean';
+    };
+    if (!Array.isArray(entries) || !entries.every(wellFormed)) {
+      throw new SnapshotFileError(`${path} has a standaloneSequences entry that is not {sequence: "schema.name", lastValue: "<integer>", isCalled: true|false}`);
+    }
+  }
   if (manifest.compression !== undefined && manifest.compression !== 'gzip') {
     throw new SnapshotFileError(`${path} names a compression this loader does not know: ${JSON.stringify(manifest.compression)}`);
   }
   return manifest;
+}
+
+function parsesAsQualifiedName(text: string): boolean {
+  try {
+    parseQualifiedName(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Cheap checks before the database is touched: every file exists and has the size the manifest gives (as stored). */

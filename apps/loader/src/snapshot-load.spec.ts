@@ -993,6 +993,54 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await contentsOf(target)).toEqual(before);
   });
 
+  /** A copy of the snapshot whose manifest lists these sequences no column uses. */
+  async function snapshotWithStandaloneSequences(standaloneSequences: unknown): Promise<WrittenSnapshot> {
+    const written = await dumpSource();
+    const path = join(written.location, 'manifest.json');
+    const manifest = { ...(JSON.parse(readFileSync(path, 'utf8')) as WrittenSnapshot['manifest']), standaloneSequences } as WrittenSnapshot['manifest'];
+    writeFileSync(path, JSON.stringify(manifest));
+    return { ...written, manifest };
+  }
+
+  it("sets a sequence no column uses (a trigger numbers tickets with it) to production's value", async () => {
+    const target = await createTarget(`
+      CREATE SEQUENCE "Sales"."ticket no";
+      CREATE TABLE public.tickets (no bigint, customer int);
+      CREATE FUNCTION public.number_ticket() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.tickets VALUES (nextval('"Sales"."ticket no"'), NEW.id); RETURN NEW; END $$;
+      CREATE TRIGGER customers_ticket AFTER INSERT ON public.customers FOR EACH ROW EXECUTE FUNCTION public.number_ticket();`);
+    const written = await snapshotWithStandaloneSequences([{ sequence: '"Sales"."ticket no"', lastValue: '7012', isCalled: true }]);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+
+    expect(await sequencesOf(target)).toContain('"Sales"."ticket no" 7012 true');
+    await query(target, "INSERT INTO public.customers (name) VALUES ('new')");
+    expect(await query(target, 'SELECT no::int FROM public.tickets')).toEqual([{ no: 7013 }]);
+  });
+
+  it('fails naming a sequence no column uses that the target lacks, and changes nothing; SCHEMA_DRIFT=common-columns leaves it unset and says so', async () => {
+    const target = await createTarget();
+    const before = await contentsOf(target);
+    const written = await snapshotWithStandaloneSequences([{ sequence: 'public.invoice_no', lastValue: '41', isCalled: true }]);
+    await expect(load(target, written)).rejects.toThrow('sequence(s) of production that no column uses do not exist in the target: public.invoice_no');
+    expect(await contentsOf(target)).toEqual(before);
+
+    const log: string[] = [];
+    const loaded = await loadInto(target, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1, schemaDrift: 'common-columns', log: (line) => log.push(line) });
+    expect(loaded).toMatchObject({ kind: 'loaded' });
+    expect(log).toContain('schema drift (SCHEMA_DRIFT=common-columns): sequence(s) not in the target, left unset: public.invoice_no');
+  });
+
+  it('refuses a manifest whose standaloneSequences entry is malformed before touching the target', async () => {
+    const target = await createTarget();
+    const before = await contentsOf(target);
+    for (const entries of [{}, [{ sequence: 'invoice_no', lastValue: '41', isCalled: true }], [{ sequence: 'public.invoice_no', lastValue: '41; DROP TABLE x', isCalled: true }]]) {
+      const written = await snapshotWithStandaloneSequences(entries);
+      await expect(load(target, written)).rejects.toThrow(/has a standaloneSequences entry that is not/);
+    }
+    expect(await contentsOf(target)).toEqual(before);
+  });
+
   it('leaves every sequence as it was when the load fails after the sequences were set', async () => {
     // Refreshing this view fails with production's data (4 customers): after the sequences were set.
     const target = await createTarget(`

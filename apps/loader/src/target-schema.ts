@@ -1,4 +1,4 @@
-import { type ManifestSequence, type ManifestTable } from '@app/common/contract';
+import { type ManifestSequence, type ManifestStandaloneSequence, type ManifestTable } from '@app/common/contract';
 import { parseQualifiedName, quoteIdent, quoteQualified } from '@app/common/database';
 import type { Queryable } from './database/queryable';
 
@@ -308,6 +308,26 @@ export class TargetCatalog {
       [tableOids],
     );
     return rows.map((r) => r.name);
+  }
+
+  /**
+   * Production's standalone sequences (no column owns or calls them: the application's, a
+   * trigger's), found in the target by their name. Those the target lacks are returned apart: the
+   * caller fails the load on them, or under SCHEMA_DRIFT=common-columns leaves them unset.
+   */
+  async resolveStandaloneSequences(sequences: ManifestStandaloneSequence[]): Promise<{ resolved: TargetSequence[]; missing: string[] }> {
+    const resolved: TargetSequence[] = [];
+    const missing: string[] = [];
+    for (const sequence of sequences) {
+      const { rows } = await this.db.query<{ name: string }>(
+        `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = to_regclass($1) AND c.relkind = 'S'`,
+        [quoteQualified(parseQualifiedName(sequence.sequence))],
+      );
+      if (rows[0]) resolved.push({ name: rows[0].name, lastValue: sequence.lastValue, isCalled: sequence.isCalled });
+      else missing.push(sequence.sequence);
+    }
+    return { resolved, missing };
   }
 
   /**

@@ -51,6 +51,18 @@ export interface ManifestSequence {
   isCalled: boolean;
 }
 
+/**
+ * A sequence no column owns and no column default calls: the application or a trigger calls it
+ * (`NEW.number := nextval('invoice_no')`), where PostgreSQL records no dependency. Listed only by a
+ * dump of the whole database (no TABLES), as `pg_dump` of the whole database sets every sequence.
+ */
+export interface ManifestStandaloneSequence {
+  /** `schema.name`, quoted where needed. */
+  sequence: string;
+  lastValue: string;
+  isCalled: boolean;
+}
+
 export interface SnapshotManifest {
   formatVersion: 1;
   snapshotId: string;
@@ -62,6 +74,8 @@ export interface SnapshotManifest {
   takenAt?: string;
   tables: ManifestTable[];
   sequences: ManifestSequence[];
+  /** Absent in manifests written before it existed, and when the dump named its TABLES. */
+  standaloneSequences?: ManifestStandaloneSequence[];
   /** How every table's object is compressed; absent means none. Loaders read what this says. */
   compression?: 'gzip';
   /** Present when the dump applied DUMP_RULES (masking, subsetting). */

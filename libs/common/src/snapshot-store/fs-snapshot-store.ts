@@ -20,6 +20,24 @@ async function fsyncPath(path: string): Promise<void> {
 }
 
 /**
+ * When a snapshot directory's manifest was written; `missing` only when it does not exist. A
+ * directory this process may not read (another pipeline's, sharing SNAPSHOT_DIR under another user)
+ * is `unreadable`: never judged, never touched. Any other error (EIO, ESTALE on NFS) throws, so
+ * retention removes nothing on a guess: a complete snapshot taken for a leftover would be deleted
+ * without looking at who still needs it.
+ */
+async function manifestState(path: string): Promise<Date | 'missing' | 'unreadable'> {
+  try {
+    return (await stat(path)).mtime;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'missing';
+    if (code === 'EACCES' || code === 'EPERM') return 'unreadable';
+    throw error;
+  }
+}
+
+/**
  * Snapshots as directories under SNAPSHOT_DIR: written as `.tmp-prod_snapshot_<id>/`, fsynced, then
  * renamed into place, so a directory named `prod_snapshot_<id>` is always complete.
  */
@@ -100,9 +118,10 @@ export class FsSnapshotStore implements SnapshotStore {
       const snapshotId = snapshotIdOf(named ? entry.name : entry.name.slice(TMP_PREFIX.length));
       if (!snapshotId) continue;
       const dir = join(this.root, entry.name);
-      const manifestWritten = named ? (await stat(join(dir, MANIFEST_OBJECT)).catch(() => undefined))?.mtime : undefined;
-      if (manifestWritten) {
-        snapshots.push({ snapshotId, complete: true, modifiedAt: manifestWritten });
+      const manifest = named ? await manifestState(join(dir, MANIFEST_OBJECT)) : 'missing';
+      if (manifest === 'unreadable') continue;
+      if (manifest !== 'missing') {
+        snapshots.push({ snapshotId, complete: true, modifiedAt: manifest });
         continue;
       }
       // A `.tmp-` directory is an upload (running or interrupted). A snapshot's own directory without

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -217,6 +217,16 @@ describe('fs snapshot store: a removal that stops part-way', () => {
     await store.remove(OTHER_ID);
     expect(existsSync(dir)).toBe(false);
     expect(readdirSync(root)).toEqual([]);
+  });
+
+  it('fails the listing when a manifest cannot be looked at (an I/O error, not its absence): a complete snapshot is never taken for a leftover', async () => {
+    const dir = join(root, `prod_snapshot_${OTHER_ID}`);
+    mkdirSync(dir);
+    writeFileSync(join(dir, '0001_public.a.csv'), '1\n');
+    symlinkSync('manifest.json', join(dir, 'manifest.json')); // stat fails with ELOOP
+    await expect(store.list()).rejects.toMatchObject({ code: 'ELOOP' });
+    expect(existsSync(join(dir, '0001_public.a.csv'))).toBe(true);
+    rmSync(dir, { recursive: true });
   });
 });
 

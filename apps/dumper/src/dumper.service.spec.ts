@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadDumperConfig } from '@app/common/config';
 import { type SnapshotReadyPayload, type Subject, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
@@ -313,6 +314,30 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
       await refused.beforeApplicationShutdown();
       await working.beforeApplicationShutdown();
       rmSync(own, { recursive: true, force: true });
+    }
+  });
+
+  it('records its snapshot as its own before the manifest makes it one: a dumper killed before the announcement leaves it known', async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    const recordedAtCommit: (string | undefined)[] = [];
+    const store = new (class extends FsSnapshotStore {
+      override async begin(snapshotId: string) {
+        const upload = await super.begin(snapshotId);
+        const commit = upload.commit;
+        upload.commit = async (manifest) => {
+          const entry = await (await new Kvm(nc).open(announcementBucket(nats))).get(snapshotId).catch(() => null);
+          recordedAtCommit.push(entry?.operation === 'PUT' ? entry.string() : undefined);
+          return commit(manifest);
+        };
+        return upload;
+      }
+    })(dir);
+    const service = new DumperService(config, new EventPublisher(nc, nats), new MetricsService(), nc, source, store);
+    try {
+      expect(await service.dump('2024-03-11', { seq: 16, delivery: 1 })).toMatchObject({ status: 'ready' });
+      expect(recordedAtCommit).toEqual(['{}']);
+    } finally {
+      await service.beforeApplicationShutdown();
     }
   });
 });

@@ -11,6 +11,7 @@ import type { SnapshotStore } from '@app/common/snapshot-store';
 import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
 import { announceOnce, snapshotAnnouncedFor } from './earlier-announcement';
 import { applyRetention } from './retention';
+import { recordWritten } from './snapshot-records';
 import { writeSnapshot } from './snapshot-writer';
 import { SourceDatabase } from './source-database';
 
@@ -55,10 +56,11 @@ export class DumperService implements BeforeApplicationShutdown {
   /** SNAPSHOT_RETENTION after each dump; a failure here is logged, the new snapshot is announced anyway. */
   private async removeExpiredSnapshots(): Promise<void> {
     try {
-      const { removed, keptInUse, leftovers } = await applyRetention(this.connection, this.config.nats, this.store, this.config.snapshotRetentionMs);
+      const { removed, keptInUse, leftovers, notAnnounced } = await applyRetention(this.connection, this.config.nats, this.store, this.config.snapshotRetentionMs);
       if (removed.length) this.logger.log(`retention removed ${removed.join(', ')}`);
       if (leftovers.length) this.logger.log(`retention, leftovers of interrupted uploads: ${leftovers.join('; ')}`);
       if (keptInUse.length) this.logger.log(`retention kept ${keptInUse.join(', ')}: an environment has not loaded it yet`);
+      if (notAnnounced.length) this.logger.log(`retention left alone ${notAnnounced.join(', ')}: not written nor announced by this stream (another pipeline's, or put there by hand)`);
     } catch (error) {
       this.logger.warn(`retention failed: ${errorMessage(error)}`);
     }
@@ -116,6 +118,11 @@ export class DumperService implements BeforeApplicationShutdown {
             rules: this.config.rulesFile ? loadRulesFile(this.config.rulesFile) : undefined,
             maskingKey: this.config.maskingKey,
             log: (line) => this.logger.log(line),
+            // Best effort: unrecorded, a snapshot never announced stays in the store (retention leaves it alone).
+            beforeCommit: (snapshotId) =>
+              recordWritten(this.connection, this.config.nats, snapshotId).catch((error: unknown) =>
+                this.logger.warn(`could not record snapshot ${snapshotId} as written: ${errorMessage(error)}`),
+              ),
           });
         },
         (attempt, error, delayMs) => {

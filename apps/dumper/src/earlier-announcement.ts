@@ -5,7 +5,7 @@ import { errorMessage } from '@app/common/observability';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { TriggerRef } from './dump-event-ids';
-import { forgetSnapshot, recordWritten } from './snapshot-records';
+import { forgetSnapshot } from './snapshot-records';
 
 /** How often one announcement reads the stream again after other dates' announcements outran it. */
 const ANNOUNCE_ROUNDS = 10;
@@ -48,11 +48,10 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
     store.remove(snapshot.snapshotId).then(
       async () => {
         log(`removed snapshot ${snapshot.snapshotId}, never announced: ${why}`);
-        if (recorded) await forgetSnapshot(connection, nats, snapshot.snapshotId).catch(() => undefined);
+        await forgetSnapshot(connection, nats, snapshot.snapshotId).catch(() => undefined);
       },
       (error: unknown) => log(`could not remove snapshot ${snapshot.snapshotId}, never announced (${why}): ${errorMessage(error)}`),
     );
-  let recorded = false;
   for (let round = 1; ; round++) {
     let announcements: Announcements;
     try {
@@ -71,16 +70,6 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
       log(`trigger #${trigger.seq} was answered while this delivery dumped: snapshot ${answer.snapshotId} is announced`);
       await removeOwn(`trigger #${trigger.seq} is answered by ${answer.snapshotId}`);
       return answer;
-    }
-    if (!recorded) {
-      // Best effort: unrecorded, a snapshot whose publish fails for good stays in the store (as before).
-      recorded = await recordWritten(connection, nats, snapshot.snapshotId).then(
-        () => true,
-        (error: unknown) => {
-          log(`could not record snapshot ${snapshot.snapshotId} as written: ${errorMessage(error)}`);
-          return false;
-        },
-      );
     }
     try {
       await events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger.seq) }, announcements.lastSeq);

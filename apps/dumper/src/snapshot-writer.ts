@@ -34,6 +34,12 @@ export interface SnapshotRequest {
   /** MASKING_KEY, for keyed strategies; never logged, never in the manifest (its id is). */
   maskingKey?: string;
   log?: (line: string) => void;
+  /**
+   * Called with the snapshot's id once every table is written, just before the manifest makes it a
+   * snapshot: the dumper records it as its own there, so a snapshot it dies before announcing is
+   * still known as its own (see snapshot-records.ts).
+   */
+  beforeCommit?: (snapshotId: string) => Promise<void>;
 }
 
 export interface WrittenSnapshot {
@@ -268,6 +274,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       ...(compression === 'gzip' ? { compression } : {}),
       ...(rules ? { rules: rules.manifest } : {}),
     };
+    await request.beforeCommit?.(snapshotId);
     // The manifest last: only a complete snapshot is ever taken for one.
     await upload.commit(Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
     phases.mark('manifest');

@@ -71,7 +71,10 @@ function fileNameFor(index: number, table: SourceTable, compression: SnapshotCom
 export function copySourceSql(table: SourceTable): string {
   const columns = table.columns.map(quoteIdent).join(', ');
   if (table.localPartitions) return `(SELECT ${columns} FROM ${localPartitionsSql({ ...table, localPartitions: table.localPartitions })})`;
-  return table.partitioned ? `(SELECT ${columns} FROM ${quoteQualified(table)})` : `${quoteQualified(table)} (${columns})`;
+  if (table.partitioned) return `(SELECT ${columns} FROM ${quoteQualified(table)})`;
+  // A table without columns (all dropped, or only generated ones): COPY cannot name an empty list,
+  // and a query writes what `COPY t` would: an empty header line, then an empty line per row.
+  return columns ? `${quoteQualified(table)} (${columns})` : `(SELECT FROM ONLY ${quoteQualified(table)})`;
 }
 
 /**

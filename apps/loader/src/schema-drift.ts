@@ -73,10 +73,15 @@ export function sequencesToSet(sequences: ManifestSequence[], drift: LoadDrift |
   return sequences.filter((s) => !skipped.has(s.table) && !leftOut.has(`${s.table}.${quoteIdent(s.column)}`));
 }
 
+/** ` (a, b)`, or nothing for no columns: PostgreSQL refuses an empty list `()` in COPY and INSERT. */
+const columnList = (columns: string[]) => (columns.length ? ` (${columns.join(', ')})` : '');
+
 /**
  * COPY of a file whose columns the target only partly has: into a temporary table holding every
  * snapshot column as text (the checksum is still verified on the file as it is), then the common
  * columns inserted, cast to the target's types. Returns the COPY statement and the INSERT to run after.
+ * Also a file of no columns at all (a table whose columns were all dropped): its rows get the
+ * target's defaults, as a COPY that could name no column would give them.
  */
 export function stagedCopySql(target: DriftTarget): { copy: string; create: string; insert: string } {
   const staging = quoteIdent(`db_fanout_drift_${target.oid}`);
@@ -85,11 +90,11 @@ export function stagedCopySql(target: DriftTarget): { copy: string; create: stri
   const table = quoteQualified({ schema: target.manifest.schema, name: target.manifest.table });
   return {
     create: `CREATE TEMP TABLE ${staging} (${all.map((c) => `${c} text`).join(', ')}) ON COMMIT DROP`,
-    copy: `COPY ${staging} (${all.join(', ')}) FROM STDIN (FORMAT csv, HEADER)`,
+    copy: `COPY ${staging}${columnList(all)} FROM STDIN (FORMAT csv, HEADER)`,
     // Every value goes through the target column's input function, as COPY would have done, and
     // its modifier (a length, a precision) applies on assignment, so a value too long for the
     // column fails the load as COPY's would (an explicit cast to varchar(5) would cut it short);
     // production's value goes into a GENERATED ALWAYS identity column, as COPY puts it there too.
-    insert: `INSERT INTO ${table} (${common.join(', ')}) OVERRIDING SYSTEM VALUE SELECT ${target.columns.map((c) => `CAST(${quoteIdent(c)} AS ${target.types[c]})`).join(', ')} FROM ${staging}`,
+    insert: `INSERT INTO ${table}${columnList(common)} OVERRIDING SYSTEM VALUE SELECT ${target.columns.map((c) => `CAST(${quoteIdent(c)} AS ${target.types[c]})`).join(', ')} FROM ${staging}`,
   };
 }

@@ -212,8 +212,7 @@ export async function readManifest(dir: string | (SnapshotSource & { label: stri
       typeof entry.schema === 'string' &&
       typeof entry.table === 'string' &&
       Array.isArray(entry.columns) &&
-      entry.columns.length > 0 &&
-      entry.columns.every((c) => typeof c === 'string');
+      entry.columns.every((c) => typeof c === 'string' && c.length > 0);
     if (!same) throw new SnapshotFileError(`${path} does not match the message for table ${table.name}`);
   });
   manifest.sequences = Array.isArray(manifest.sequences) ? manifest.sequences : [];
@@ -269,7 +268,8 @@ export async function readCsvHeader(path: string | Readable, label = typeof path
     const parsed = parseCsvRecord(text);
     if (parsed) {
       stream.destroy();
-      return parsed;
+      // An empty first line: a table without columns (PostgreSQL names no column '').
+      return parsed.length === 1 && parsed[0] === '' ? [] : parsed;
     }
   }
   const parsed = parseCsvRecord(`${text}\n`);

@@ -755,6 +755,33 @@ describe('a partitioned table whose partition in the environment is a foreign ta
   });
 });
 
+describe('tables without columns (all dropped, or only generated ones)', () => {
+  it('are dumped and loaded with their rows: one row per row, the target\'s defaults where the environment has columns', async () => {
+    const SQL = `
+      CREATE TABLE public.markers ();
+      INSERT INTO public.markers DEFAULT VALUES; INSERT INTO public.markers DEFAULT VALUES;
+      CREATE TABLE public.legacy (x int, total int GENERATED ALWAYS AS (1) STORED);
+      INSERT INTO public.legacy (x) SELECT generate_series(1, 3);
+      ALTER TABLE public.legacy DROP COLUMN x;`;
+    const source = await createDatabase('nocols_source', SQL);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    expect(written.manifest.tables.map((t) => [t.name, t.columns, t.rows])).toEqual([
+      ['public.legacy', [], 3],
+      ['public.markers', [], 2],
+    ]);
+    // The environment: markers as production has it, legacy still with a column production dropped.
+    const target = await createDatabase(
+      'nocols_target',
+      `CREATE TABLE public.markers (); INSERT INTO public.markers DEFAULT VALUES;
+       CREATE TABLE public.legacy (note text DEFAULT 'from the environment', total int GENERATED ALWAYS AS (1) STORED);`,
+    );
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+    expect(await query(target, 'SELECT count(*)::int AS n FROM public.markers')).toEqual([{ n: 2 }]);
+    expect(await query(target, 'SELECT note, total FROM public.legacy')).toEqual(Array.from({ length: 3 }, () => ({ note: 'from the environment', total: 1 })));
+  });
+});
+
 describe('a snapshot of many tables', () => {
   it('reads their headers with at most 8 downloads open at once, not one per table', async () => {
     const SQL = Array.from({ length: 30 }, (_, i) => `CREATE TABLE public.t${i} (id int); INSERT INTO public.t${i} VALUES (${i});`).join('\n');

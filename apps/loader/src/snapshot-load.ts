@@ -317,7 +317,7 @@ async function copyTable(client: PoolClient, data: Readable, target: DriftTarget
   // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
   const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
   // SCHEMA_DRIFT=common-columns with columns the target lacks: through a staging table that drops them.
-  const staged = target.leftOut.length ? stagedCopySql(target) : undefined;
+  const staged = target.leftOut.length || target.columns.length === 0 ? stagedCopySql(target) : undefined;
   if (staged) await client.query(staged.create);
   const copy = client.query(copyFrom(staged?.copy ?? `COPY ${qualified(target)} (${target.columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
   await pipeline(

@@ -360,6 +360,28 @@ describe('loadSnapshot', () => {
     expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
   });
 
+  it('fails with ChecksumMismatchError, not a dangling reference, when a file a table outside the snapshot references was altered', async () => {
+    const altered = await dumpSource();
+    const customers = altered.manifest.tables.find((t) => t.name === 'public.customers')!;
+    const path = join(altered.location, customers.file);
+    const lines = readFileSync(path, 'utf8').split('\n');
+    // Customer 1 becomes customer 7 (same size): the review below would find its customer gone.
+    const row = lines.findIndex((line) => line.startsWith('1,'));
+    lines[row] = `7${lines[row].slice(1)}`;
+    writeFileSync(path, lines.join('\n'));
+    expect(statSync(path).size).toBe(customers.bytes);
+    const target = await createTarget(`
+      CREATE TABLE public.reviews (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES public.customers (id), body text);
+      INSERT INTO public.reviews VALUES (1, 1, 'kept');`);
+    const before = await contentsOf(target);
+
+    const error = await load(target, altered).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(ChecksumMismatchError);
+    expect((error as Error).message).toContain(customers.file);
+    expect(await contentsOf(target)).toEqual(before);
+  });
+
   it('fails with TargetSchemaError naming the table and column when a target column is missing, and leaves the target untouched', async () => {
     const target = await createTarget(`ALTER TABLE public.customers DROP COLUMN note;`);
     const before = await contentsOf(target);

@@ -4,6 +4,7 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { ManifestTable } from '@app/common/contract';
 import { quoteIdent, quoteQualified } from '@app/common/database';
+import { DigestStream } from '@app/common/streams';
 import { DanglingReferenceError, type ForeignKeyFromOutside } from '../target-schema';
 
 /**
@@ -32,7 +33,9 @@ export async function checkReferencesFromOutside(client: PoolClient, open: (tabl
       for (const column of table.columns.filter((c) => !have.has(c))) await client.query(`ALTER TABLE ${keys} ADD COLUMN ${quoteIdent(column)} text`);
       await dropDomains(client, keys);
       const copy = client.query(copyFrom(`COPY ${keys} (${table.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`));
-      await pipeline(await open(table), copy);
+      // Checked as the load's own COPY checks it: an altered file is a checksum mismatch, never taken
+      // for production's keys (a key changed in it would show as a reference that dangles).
+      await pipeline(await open(table), new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }), copy);
     }
     const notNull = fk.columns.map((c) => `r.${quoteIdent(c)} IS NOT NULL`).join(' AND ');
     const matches = fk.columns.map((c, i) => `k.${quoteIdent(fk.referencedColumns[i])} = r.${quoteIdent(c)}`).join(' AND ');

@@ -4,15 +4,15 @@ import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, type ManifestTable, type SnapshotManifest } from '@app/common/contract';
-import { formatQualifiedName, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
+import { formatQualifiedName, localPartitionsSql, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
 import { PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { COMPRESSED_SUFFIX, compressor, FsSnapshotStore, type SnapshotCompression, type SnapshotStore, type SnapshotUpload } from '@app/common/snapshot-store';
 import type { RulesFile } from '@app/common/rules';
 import { CoalescingStream, DigestStream } from '@app/common/streams';
 import { DumpSessions } from './dump-sessions';
-import { DumpRules } from './rules/dump-rules';
+import { DumpRules } from '@app/common/rules/dump';
 import { type DumpSessionSource, SourceDatabase } from './source-database';
-import { localPartitionsSql, RowSecurityError, type SourceTable, TableCatalog } from './table-catalog';
+import { RowSecurityError, type SourceTable, TableCatalog } from './table-catalog';
 
 export interface SnapshotRequest {
   date: string;

@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
 import { LEDGER_SCHEMA, type ManifestSequence, type ManifestStandaloneSequence } from '@app/common/contract';
-import { formatQualifiedName, type PartitionLeaf, partitionLeaves, quoteIdent, quoteQualified } from '@app/common/database';
+import { formatQualifiedName, type LocalPartitions, type PartitionLeaf, partitionLeaves, quoteIdent, quoteQualified } from '@app/common/database';
 
 export interface SourceTable {
   oid: number;
@@ -12,13 +12,8 @@ export interface SourceTable {
   bytes: number;
   /** Row-level security would filter this table for the dump's role (row_security_active). */
   filteredByPolicy: boolean;
-  /**
-   * A partitioned table with foreign partitions (postgres_fdw and the like): its local leaf
-   * partitions, read one by one, and every column by name (their column order may differ). As
-   * pg_dump, the dump leaves foreign data out: read through the parent, it would come from another
-   * server, outside the dump's snapshot. Absent when every partition is local.
-   */
-  localPartitions?: { leaves: TableRef[]; columns: string[]; foreign: TableRef[] };
+  /** Its local leaf partitions, when some are foreign (see LocalPartitions); absent when every partition is local. */
+  localPartitions?: LocalPartitions;
 }
 
 type TableRef = { schema: string; name: string };
@@ -38,17 +33,6 @@ function localPartitionsOf(
       columns: columns.filter((c) => c.oid === oid).map((c) => c.name),
     },
   };
-}
-
-/**
- * What a query reads a partitioned table with foreign partitions through: its local leaves, each
- * ONLY, every column by name, aliased as the table (`SELECT ... FROM <this>`).
- */
-export function localPartitionsSql(table: TableRef & Required<Pick<SourceTable, 'localPartitions'>>): string {
-  const { leaves, columns } = table.localPartitions;
-  const list = columns.map(quoteIdent).join(', ');
-  const reads = leaves.length ? leaves.map((leaf) => `SELECT ${list} FROM ONLY ${quoteQualified(leaf)}`) : [`SELECT ${list} FROM ONLY ${quoteQualified(table)}`];
-  return `(${reads.join(' UNION ALL ')}) AS ${quoteIdent(table.name)}`;
 }
 
 const sameTable = (a: TableRef, b: TableRef) => a.schema === b.schema && a.name === b.name;

@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
-import { quoteIdent } from '@app/common/database';
-import { type ColumnPlan, type ConstantValue, type LeafStrategy, type Strategy, usesKey } from '@app/common/rules';
+import { quoteIdent } from '../../database';
+import { type ColumnPlan, type ConstantValue, type LeafStrategy, type Strategy, usesKey } from '..';
 import type { MaskingKey } from './masking-key';
 
 /**

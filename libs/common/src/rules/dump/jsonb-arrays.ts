@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
-import { quoteIdent } from '@app/common/database';
-import { columnKey, type TablePlan } from '@app/common/rules';
+import { quoteIdent } from '../../database';
+import { columnKey, type TablePlan } from '..';
 import { quoteLiteral } from './masking-sql';
 
 const INDEX = /^-?\d+$/;

@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
-import { quoteIdent, quoteQualified } from '@app/common/database';
-import { RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '@app/common/rules';
+import { quoteIdent, quoteQualified } from '../../database';
+import { RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
 import { quoteLiteral } from './masking-sql';
 
 /** A reference between two dumped tables: a declared foreign key (possibly composite) or a `relations` entry. */

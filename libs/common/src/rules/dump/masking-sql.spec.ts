@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { Client } from 'pg';
-import { type CatalogColumn, type ColumnPlan, NAME_MAX_LENGTH, type Strategy } from '@app/common/rules';
-import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
+import { type CatalogColumn, type ColumnPlan, NAME_MAX_LENGTH, type Strategy } from '..';
+import { createDatabase, type TestDatabase } from '../../../../../test/support/databases';
 import { prepareMaskingKey } from './masking-key';
 import { loadKeyIntoSession, LONGEST_FAKE_NAME, maskedColumnSql } from './masking-sql';
 

@@ -2,9 +2,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseRules } from '@app/common/rules';
-import { createDatabase, createDumpSource, type DumpSource, type TestDatabase } from '../../../../test/support/databases';
-import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL, MASKING_SEED_SQL } from '../../../../test/support/masking-fixture';
-import { writeSnapshot } from '../snapshot-writer';
+import { createDatabase, createDumpSource, type DumpSource, type TestDatabase } from '../../../test/support/databases';
+import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL, MASKING_SEED_SQL } from '../../../test/support/masking-fixture';
+import { writeSnapshot } from './snapshot-writer';
 
 describe('subset inside the dump', () => {
   let db: TestDatabase;

@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
-import type { ManifestRules, ManifestTable } from '@app/common/contract';
-import { quoteQualified } from '@app/common/database';
+import type { ManifestRules, ManifestTable } from '../../contract';
+import { quoteQualified } from '../../database';
 import {
   columnKey,
   describeStrategy,
@@ -13,12 +13,12 @@ import {
   tableKey,
   type TablePlan,
   usesKey,
-} from '@app/common/rules';
+} from '..';
 import { MIN_KEY_LENGTH, type MaskingKey, prepareMaskingKey } from './masking-key';
 import { loadKeyIntoSession, maskedColumnSql, maskedSelectSql } from './masking-sql';
 import { jsonbPathsThroughArrays } from './jsonb-arrays';
 import { isRulesTextError, planSubset, type SubsetPlan, subsetWhere } from './subset-plan';
-import { localPartitionsSql, type SourceTable } from '../table-catalog';
+import { type LocalPartitions, localPartitionsSql } from '../../database';
 
 /**
  * DUMP_RULES applied to one dump, inside its snapshot: the checked plan, the masked SELECT of
@@ -37,7 +37,7 @@ export class DumpRules {
    * Refuses the dump (RulesError naming every schema.table.column at fault) before anything is
    * written when the rules do not fit the source, or a keyed strategy has no usable MASKING_KEY.
    */
-  static async prepare(client: ClientBase, rules: RulesFile, maskingKey: string | undefined, dumped: (TableName & Partial<Pick<SourceTable, 'localPartitions'>>)[]): Promise<DumpRules> {
+  static async prepare(client: ClientBase, rules: RulesFile, maskingKey: string | undefined, dumped: (TableName & { localPartitions?: LocalPartitions })[]): Promise<DumpRules> {
     const catalog = await readRulesCatalog(client);
     const plan = planRules(rules, catalog, dumped);
     const problems = [...plan.problems];
@@ -84,7 +84,7 @@ export class DumpRules {
    * masked column left unmasked) and a second time in the child's own file. A partitioned table
    * holds no rows of its own and is read whole.
    */
-  selectSql(table: TableName & Pick<SourceTable, 'partitioned'> & Partial<Pick<SourceTable, 'localPartitions'>>): string {
+  selectSql(table: TableName & { partitioned: boolean; localPartitions?: LocalPartitions }): string {
     const plan = this.plans.get(tableKey(table));
     if (!plan) throw new Error(`no rules plan for ${tableKey(table)}`);
     const kept = this.subset.get(tableKey(table));

@@ -7,6 +7,7 @@ import { runCli as cli } from './support/cli';
 
 /** `db-fanout rules init` and `rules check` against a real source, without NATS. */
 describe('db-fanout rules', () => {
+  const KEY = 'rules cli spec key 0123456789';
   let source: TestDatabase;
   const dir = mkdtempSync(join(tmpdir(), 'db-fanout-rules-cli-'));
 
@@ -36,17 +37,40 @@ describe('db-fanout rules', () => {
     expect((await cli(['rules', 'init', '--source', source.url, '--out', out])).code).toBe(2);
   });
 
-  it('check passes decided rules (DUMP_RULES by default), then names a new production column', async () => {
+  it('check passes decided rules (DUMP_RULES and MASKING_KEY as the dumper has them), then names a new production column', async () => {
     const rules = join(dir, 'decided.yaml');
     writeFileSync(rules, MASKING_RULES_YAML);
-    const ok = await cli(['rules', 'check', '--source', source.url], { DUMP_RULES: rules });
+    const ok = await cli(['rules', 'check', '--source', source.url], { DUMP_RULES: rules, MASKING_KEY: KEY });
     expect(ok).toMatchObject({ code: 0, stderr: '' });
     expect(ok.stdout).toContain('nothing to refuse (5 tables, 11 masked columns, strict)');
 
     await source.query('ALTER TABLE public.shipments ADD COLUMN recipient text');
-    const refused = await cli(['rules', 'check', '--source', source.url, '--rules', rules]);
+    const refused = await cli(['rules', 'check', '--source', source.url, '--rules', rules], { MASKING_KEY: KEY });
     expect(refused.code).toBe(1);
     expect(refused.stdout).toContain('public.shipments.recipient: no rule (strict mode needs one for every dumped column)');
+    await source.query('ALTER TABLE public.shipments DROP COLUMN recipient');
+  });
+
+  it('check refuses what the dump refuses beyond the plan: a keyed strategy without MASKING_KEY, sql that does not run, a subset condition that does not run', async () => {
+    const rules = join(dir, 'decided.yaml');
+    writeFileSync(rules, MASKING_RULES_YAML);
+    const withoutKey = await cli(['rules', 'check', '--source', source.url, '--rules', rules]);
+    expect(withoutKey.code).toBe(1);
+    expect(withoutKey.stdout).toContain('MASKING_KEY is required: keyed strategies');
+    const shortKey = await cli(['rules', 'check', '--source', source.url, '--rules', rules], { MASKING_KEY: 'short' });
+    expect(shortKey.stdout).toContain('MASKING_KEY must be at least 16 characters long');
+
+    const badSql = join(dir, 'bad-sql.yaml');
+    writeFileSync(badSql, MASKING_RULES_YAML.replace('score: { sql: "round(score, -1)" }', 'score: { sql: "no_such_function(score)" }'));
+    const sql = await cli(['rules', 'check', '--source', source.url, '--rules', badSql], { MASKING_KEY: KEY });
+    expect(sql.code).toBe(1);
+    expect(sql.stdout).toMatch(/public\.customers\.score: sql does not run: function no_such_function\(.*\) does not exist/);
+
+    const badSubset = join(dir, 'bad-subset.yaml');
+    writeFileSync(badSubset, `${MASKING_RULES_YAML}subset:\n  public.customers: "no_such_column > 1"\n`);
+    const subset = await cli(['rules', 'check', '--source', source.url, '--rules', badSubset], { MASKING_KEY: KEY });
+    expect(subset.code).toBe(1);
+    expect(subset.stdout).toContain('public.customers: subset where does not run: column "no_such_column" does not exist');
   });
 
   it('is wrong usage (exit 2) without a source or an action', async () => {

@@ -2,31 +2,58 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { Client } from 'pg';
 import { errorMessage } from '@app/common/observability';
-import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, suggestRules } from '@app/common/rules';
+import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, type RulesFile, suggestRules } from '@app/common/rules';
+import { DumpRules } from '@app/common/rules/dump';
 
 export const RULES_USAGE = `  rules init --source URL [--out FILE]   write a starting rules file from the source's catalog (stdout without --out)
-  rules check --source URL [--rules FILE] what the dump would refuse with these rules (default: DUMP_RULES); exit 1 if anything`;
+  rules check --source URL [--rules FILE] what the dump would refuse with these rules (default: DUMP_RULES; MASKING_KEY read as the dumper does); exit 1 if anything`;
 
 export interface RulesCommandOptions {
   source?: string;
   out?: string;
   rules?: string;
+  /** MASKING_KEY, as the dumper would have it: keyed strategies are refused without it. */
+  maskingKey?: string;
   write: (line: string) => void;
 }
 
 /** Thrown for wrong usage of `rules`: exit code 2. */
 export class RulesUsageError extends Error {}
 
-async function readCatalog(source: string): Promise<RulesCatalog> {
+/** `work` in one read-only snapshot of the source, as the dump reads it. */
+async function inSourceSnapshot<T>(source: string, work: (client: Client) => Promise<T>): Promise<T> {
   const client = new Client({ connectionString: source, application_name: 'db-fanout-cli' });
   client.on('error', () => undefined);
   await client.connect();
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    return await readRulesCatalog(client);
+    return await work(client);
   } finally {
     await client.end();
   }
+}
+
+const readCatalog = (source: string): Promise<RulesCatalog> => inSourceSnapshot(source, readRulesCatalog);
+
+/**
+ * What the dump would refuse, found by the dump's own checks (DumpRules.prepare): the plan (a
+ * column without a rule, a rule naming nothing), a keyed strategy without a usable MASKING_KEY,
+ * `sql` and `constant` expressions that do not run, jsonb paths over arrays, subset conditions that
+ * do not run. Every table of the source is taken as dumped.
+ */
+async function dumpRefusals(source: string, rules: RulesFile, maskingKey: string | undefined): Promise<{ problems: string[]; tables: number; masked: number }> {
+  return inSourceSnapshot(source, async (client) => {
+    const catalog = await readRulesCatalog(client);
+    const plan = planRules(rules, catalog, catalog.tables);
+    const masked = plan.tables.reduce((n, t) => n + t.columns.filter((c) => c.strategy.kind !== 'keep').length, 0);
+    try {
+      await DumpRules.prepare(client, rules, maskingKey, catalog.tables);
+      return { problems: [], tables: plan.tables.length, masked };
+    } catch (error) {
+      if (error instanceof RulesError) return { problems: error.problems, tables: plan.tables.length, masked };
+      throw error;
+    }
+  });
 }
 
 /** `db-fanout rules init|check`: talks only to the source database, never to NATS. Returns the exit code. */
@@ -54,15 +81,13 @@ export async function runRulesCommand(action: string | undefined, options: Rules
   if (!path) throw new RulesUsageError('rules check needs --rules FILE or DUMP_RULES');
   try {
     const rules = loadRulesFile(path);
-    const catalog = await readCatalog(options.source);
-    const plan = planRules(rules, catalog, catalog.tables);
-    if (plan.problems.length === 0) {
-      const masked = plan.tables.reduce((n, t) => n + t.columns.filter((c) => c.strategy.kind !== 'keep').length, 0);
-      options.write(`${path}: nothing to refuse (${plan.tables.length} tables, ${masked} masked columns${rules.strict ? ', strict' : ''})`);
+    const { problems, tables, masked } = await dumpRefusals(options.source, rules, options.maskingKey);
+    if (problems.length === 0) {
+      options.write(`${path}: nothing to refuse (${tables} tables, ${masked} masked columns${rules.strict ? ', strict' : ''})`);
       return 0;
     }
     options.write(`${path}: a dump would be refused:`);
-    for (const problem of plan.problems) options.write(`  ${problem}`);
+    for (const problem of problems) options.write(`  ${problem}`);
     return 1;
   } catch (error) {
     if (!(error instanceof RulesError)) throw error;
@@ -88,7 +113,7 @@ export async function rulesMain(argv: string[], write: (line: string) => void, w
     command.parse(rest, { from: 'user' });
     if (command.args.length) throw new RulesUsageError(`unexpected argument ${JSON.stringify(command.args[0])}`);
     const options = command.opts<{ source?: string; out?: string; rules?: string }>();
-    return await runRulesCommand(action, { ...options, rules: options.rules ?? process.env.DUMP_RULES, write });
+    return await runRulesCommand(action, { ...options, rules: options.rules ?? process.env.DUMP_RULES, maskingKey: process.env.MASKING_KEY, write });
   } catch (error) {
     if (error instanceof CommanderError && (error.code === 'commander.helpDisplayed' || error.code === 'commander.help')) {
       write(RULES_USAGE);

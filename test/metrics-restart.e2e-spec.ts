@@ -9,7 +9,7 @@ import { until } from './support/pipeline';
  * A restarted loader reports the data its environment holds from the target's ledger, and no
  * process exports a timestamp gauge it never set (0 reads as 1970 and trips staleness alerts).
  */
-describe('metrics of a restarted loader', () => {
+describe('metrics of a restarted loader, and of a replica that takes no message', () => {
   let namespace: NatsNamespace;
   let target: TestDatabase;
   let loader: RunningApp | undefined;
@@ -48,5 +48,17 @@ describe('metrics of a restarted loader', () => {
     // The dumper's and the scheduler's timestamps are theirs: a loader never exports them as 0.
     expect(metrics).not.toMatch(/^db_fanout_last_snapshot_created_timestamp_seconds /m);
     expect(metrics).not.toMatch(/^db_fanout_last_trigger_published_timestamp_seconds /m);
+
+    // Another replica of the loader (they share the environment's consumer) loads newer data: this
+    // one, which took no message, reports it too, read from the ledger at the scrape.
+    await target.query(
+      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, environment, rows, duration_ms, attempts, loaded_at, snapshot_created_at, snapshot_taken_at)
+       VALUES ('prod_snapshot_20240106_new', '2024-01-06', 'dev', 10, 1000, 1, now(), now() - interval '10 minutes', now() - interval '10 minutes')`,
+    );
+    const after = await (await fetch(`${base}/metrics`)).text();
+    const now = (name: string) => Number(new RegExp(`^${name}\\{environment="dev"\\} ([0-9.e+-]+)$`, 'm').exec(after)?.[1]);
+    expect(now('db_fanout_snapshot_age_seconds')).toBeGreaterThan(600 - 5);
+    expect(now('db_fanout_snapshot_age_seconds')).toBeLessThan(600 + 120);
+    expect(Math.abs(now('db_fanout_last_load_success_timestamp_seconds') - Date.now() / 1000)).toBeLessThan(120);
   }, 60_000);
 });

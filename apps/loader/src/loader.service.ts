@@ -58,17 +58,23 @@ export class LoaderService implements OnApplicationBootstrap {
 
   /**
    * db_fanout_snapshot_age_seconds and db_fanout_last_load_success_timestamp_seconds from the
-   * target's ledger: a restarted loader otherwise had neither until its next load, and a staleness
-   * alert on an environment whose loads kept failing after a restart never fired. A target that is
-   * down now leaves them to the next load.
+   * target's ledger, at startup and before every scrape: a restarted loader otherwise had neither
+   * until its next load, and a replica that takes no message (replicas of an environment share its
+   * consumer) kept its startup values while another replica loaded every day, so a staleness alert
+   * fired on a healthy environment. A target that is down leaves them as they were.
    */
   async onApplicationBootstrap(): Promise<void> {
     try {
-      const latest = await this.database.latestLoad();
-      if (latest) this.metrics.recordLoadedSnapshot(this.config.environment, latest.takenAt, latest.loadedAtMs);
+      await this.recordLatestLoad();
     } catch (error) {
       this.logger.warn(`could not read the ledger for the metrics of the last load (the next load sets them): ${errorMessage(error)}`);
     }
+    this.metrics.onScrape(() => this.recordLatestLoad());
+  }
+
+  private async recordLatestLoad(): Promise<void> {
+    const latest = await this.database.latestLoad();
+    if (latest) this.metrics.recordLoadedSnapshot(this.config.environment, latest.takenAt, latest.loadedAtMs);
   }
 
   /**

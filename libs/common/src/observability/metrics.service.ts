@@ -1,7 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, type Metric, Registry } from 'prom-client';
 
 const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
+/** The longest a scrape waits for the refreshes registered with onScrape. */
+const SCRAPE_REFRESH_MS = 2_000;
 
 /**
  * The pipeline's Prometheus metrics, one registry per process (served on GET /metrics). Every app
@@ -71,7 +74,20 @@ export class MetricsService {
 
   private readonly registeredLate = new Set<Metric>();
 
+  private readonly beforeScrape: (() => Promise<void>)[] = [];
+
+  /**
+   * `refresh` runs before every scrape: gauges that describe something shared by several processes
+   * (an environment's data, which any replica of its loader may have loaded) are read from where it
+   * is kept, not from what this process did. A refresh that fails or takes longer than
+   * SCRAPE_REFRESH_MS leaves the values as they were; the scrape is never held longer.
+   */
+  onScrape(refresh: () => Promise<void>): void {
+    this.beforeScrape.push(refresh);
+  }
+
   async text(): Promise<string> {
+    await Promise.all(this.beforeScrape.map((refresh) => Promise.race([refresh().catch(() => undefined), sleep(SCRAPE_REFRESH_MS, undefined, { ref: false })])));
     return this.registry.metrics();
   }
 }

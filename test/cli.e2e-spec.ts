@@ -60,12 +60,32 @@ describe('the db-fanout CLI', () => {
       expect((await cli(['runs', '--since', '2024-07-02', '--json'], env)).stdout.trim()).toBe('[]');
     });
 
-    it('backfill: triggers each day of the range, oldest first', async () => {
+    it('backfill: triggers each day of the range, oldest first; the same backfill again says it queued nothing new', async () => {
       const result = await cli(['backfill', '--from', '2024-07-02', '--to', '2024-07-04'], env);
       expect(result.code).toBe(0);
       expect(result.stdout).toContain('backfill of 3 day(s) queued');
+      const again = await cli(['backfill', '--from', '2024-07-02', '--to', '2024-07-04'], env);
+      expect(again.code).toBe(0);
+      expect(again.stdout).toContain("2024-07-03 already queued by a backfill within the stream's duplicate window: not queued again");
+      expect(again.stdout).toContain('backfill of 0 day(s) queued, 3 already queued');
       await pipeline.events.waitFor('three more snapshots', (c) => c.of('snapshot.ready').length === 4);
       expect(pipeline.events.of('snapshot.ready').map((e) => e.date)).toEqual(['2024-07-01', '2024-07-02', '2024-07-03', '2024-07-04']);
+    });
+
+    it('trigger and backfill refuse a date before START_DATE (the dumper would drop it), and name a stream or prefix that stores nothing', async () => {
+      const early = await cli(['trigger', '--date', '2023-05-01'], env);
+      expect(early).toMatchObject({ code: 2, stderr: expect.stringContaining('date 2023-05-01 is before START_DATE 2024-01-01: the dumper would refuse it') });
+      const backfill = await cli(['backfill', '--from', '2023-12-30', '--to', '2024-01-01'], env);
+      expect(backfill).toMatchObject({ code: 2, stderr: expect.stringContaining('--from 2023-12-30 is before START_DATE 2024-01-01') });
+      expect(backfill.stdout).not.toContain('triggered');
+      const lateStart = await cli(['trigger', '--date', '2024-06-01'], { ...env, START_DATE: '2024-06-02' });
+      expect(lateStart.code).toBe(2);
+
+      const otherStream = await cli(['trigger', '--date', '2024-07-06'], { ...env, NATS_STREAM: 'NO_SUCH_STREAM' });
+      expect(otherStream).toMatchObject({ code: 1, stderr: expect.stringContaining(`not in NATS_STREAM NO_SUCH_STREAM: set NATS_STREAM as the apps have it`) });
+      expect(otherStream.stderr).toContain(`is stored in stream ${env.NATS_STREAM}`);
+      const typo = await cli(['trigger', '--date', '2024-07-06'], { ...env, NATS_SUBJECT_PREFIX: 'typo_no_stream.' });
+      expect(typo).toMatchObject({ code: 1, stderr: expect.stringContaining('no stream stores typo_no_stream.replication.trigger: check NATS_SUBJECT_PREFIX and NATS_STREAM') });
     });
 
     it('reload: loads one environment again without dumping, the latest snapshot or a given one', async () => {

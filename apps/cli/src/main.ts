@@ -22,9 +22,31 @@ function dateOption(options: Options, name: string): string | undefined {
   return value;
 }
 
-async function publishTrigger(nc: NatsConnection, config: CliConfig, date: string, msgID?: string): Promise<number> {
-  const ack = await jetstream(nc).publish(`${config.nats.subjectPrefix}${SUBJECTS.trigger}`, JSON.stringify({ date }), msgID ? { msgID } : undefined);
-  return ack.seq;
+/** The dumper refuses a trigger before START_DATE: refused here, before anything is published. */
+function requireFromStartDate(config: CliConfig, date: string, what: string): void {
+  if (date < config.startDate) throw new UsageError(`${what} ${date} is before START_DATE ${config.startDate}: the dumper would refuse it`);
+}
+
+/**
+ * Publishes a trigger; `duplicate` when the stream already had one under the same message id
+ * (a backfill of that date within the stream's duplicate window): nothing new is queued then.
+ * Fails when no stream, or another stream than NATS_STREAM, stored it: `status` and `runs` read
+ * NATS_STREAM, and a wrong NATS_SUBJECT_PREFIX reaches no stream at all.
+ */
+async function publishTrigger(nc: NatsConnection, config: CliConfig, date: string, msgID?: string): Promise<{ seq: number; duplicate: boolean }> {
+  const subject = `${config.nats.subjectPrefix}${SUBJECTS.trigger}`;
+  // Asked before publishing, so a wrong setting queues nothing.
+  const storedIn = await (await jetstreamManager(nc)).streams.find(subject).catch((error: unknown) => {
+    if (/no stream matches subject/i.test(errorMessage(error))) return undefined;
+    throw error;
+  });
+  if (!storedIn) throw new Error(`no stream stores ${subject}: check NATS_SUBJECT_PREFIX and NATS_STREAM (the apps create the stream when they first start)`);
+  if (storedIn !== config.nats.stream) throw new Error(`${subject} is stored in stream ${storedIn}, not in NATS_STREAM ${config.nats.stream}: set NATS_STREAM as the apps have it`);
+  const ack = await jetstream(nc).publish(subject, JSON.stringify({ date }), msgID ? { msgID } : undefined);
+  if (ack.stream !== config.nats.stream) {
+    throw new Error(`the trigger was stored in stream ${ack.stream} (message ${ack.seq}), not in NATS_STREAM ${config.nats.stream}: set NATS_STREAM as the apps have it`);
+  }
+  return { seq: ack.seq, duplicate: ack.duplicate };
 }
 
 /** The run history, straight from the scheduler's KV bucket over NATS (the CLI makes no HTTP calls). */
@@ -59,7 +81,8 @@ async function findSnapshot(nc: NatsConnection, config: CliConfig, snapshotId?: 
 
 const trigger: Work = async (nc, config, options) => {
   const date = dateOption(options, 'date') ?? dateInTimeZone(new Date(), config.timeZone);
-  const seq = await publishTrigger(nc, config, date);
+  requireFromStartDate(config, date, 'date');
+  const { seq } = await publishTrigger(nc, config, date);
   out(`triggered replication for ${date} (stream ${config.nats.stream}, message ${seq})`);
 };
 
@@ -78,15 +101,22 @@ function backfillRange(options: Options): [string, string] {
 
 const backfill: Work = async (nc, config, options) => {
   const [from, to] = backfillRange(options);
-  let count = 0;
+  requireFromStartDate(config, from, '--from');
+  let queued = 0;
+  let already = 0;
   for (let day = new Date(`${from}T00:00:00Z`); day.toISOString().slice(0, 10) <= to; day.setUTCDate(day.getUTCDate() + 1)) {
     const date = day.toISOString().slice(0, 10);
     // One id per day: running the same backfill twice within the duplicate window dumps once.
-    await publishTrigger(nc, config, date, `backfill:${date}`);
-    out(`triggered ${date}`);
-    count += 1;
+    const { duplicate } = await publishTrigger(nc, config, date, `backfill:${date}`);
+    if (duplicate) {
+      out(`${date} already queued by a backfill within the stream's duplicate window: not queued again`);
+      already += 1;
+    } else {
+      out(`triggered ${date}`);
+      queued += 1;
+    }
   }
-  out(`backfill of ${count} day(s) queued; the dumper takes them oldest first`);
+  out(`backfill of ${queued} day(s) queued${already ? `, ${already} already queued` : ''}; the dumper takes them oldest first`);
 };
 
 const runs: Work = async (nc, config, options) => {

@@ -382,6 +382,8 @@ export const loadSchedulerConfig: (source?: Env) => SchedulerConfig = envLoader(
 export interface CliConfig {
   nats: NatsConfig;
   timeZone: string;
+  /** START_DATE, as the dumper has it: a trigger of an earlier date would be refused there. */
+  startDate: string;
   /** Read for the CLI's HTTP calls to the scheduler; it makes none today (the history is read over NATS). */
   httpToken?: string;
 }
@@ -390,8 +392,9 @@ const cliSchema = z
   .object({
     ...natsVariables,
     SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
+    START_DATE: date(DEFAULTS.START_DATE),
     HTTP_TOKEN: optionalText(),
   })
-  .transform((v): CliConfig => ({ nats: natsConfig(v), timeZone: v.SCHEDULE_TIMEZONE, httpToken: v.HTTP_TOKEN }));
+  .transform((v): CliConfig => ({ nats: natsConfig(v), timeZone: v.SCHEDULE_TIMEZONE, startDate: v.START_DATE, httpToken: v.HTTP_TOKEN }));
 
 export const loadCliConfig: (source?: Env) => CliConfig = envLoader(cliSchema);

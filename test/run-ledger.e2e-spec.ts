@@ -83,4 +83,18 @@ describe('the run ledger behind GET /api/runs', () => {
     expect(all.map((r) => r.date)).toEqual(['2024-06-02', '2024-06-01']);
     expect(Object.keys(all[1].loads).sort()).toEqual(['dev', 'qa', 'staging']);
   });
+
+  it('ignores announcements and events no app would take (the fold is never stuck on one), and dates that are no calendar date', async () => {
+    const publish = (subject: string, body: unknown) => plainPublish(`${pipeline.namespace.prefix}${subject}`, JSON.stringify(body), undefined, pipeline.namespace.url);
+    await publish('snapshot.failed', { date: '2024-06-05', error: 'boom', attempts: 3 });
+    // Every loader rejects these: the failed dump must not turn into a success.
+    await publish('snapshot.ready', { snapshotId: 'not-a-snapshot', date: '2024-06-05' });
+    await publish('snapshot.ready', { snapshotId: '20240605-0badc0de', date: '2024-06-05', location: '/x/prod_snapshot_20240605-0badc0de', createdAt: '2024-06-05T00:00:00Z', tables: [null] });
+    await publish('snapshot.failed', { date: '2024-13-45', error: 'boom', attempts: 1 });
+    // An event after them is folded: nothing before it holds the fold back.
+    await publish('snapshot.failed', { date: '2024-06-06', error: 'later', attempts: 1 });
+    await until('the later event to be folded', async () => (await runOf('2024-06-06'))?.dump.state === 'failed', 15_000);
+    expect((await runOf('2024-06-05'))?.dump).toMatchObject({ state: 'failed', error: 'boom' });
+    expect((await runs()).map((r) => r.date)).not.toContain('2024-13-45');
+  });
 });

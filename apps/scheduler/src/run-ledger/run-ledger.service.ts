@@ -4,13 +4,22 @@ import { type KV, Kvm } from '@nats-io/kv';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
-import { dateInTimeZone, parseTriggerPayload } from '@app/common/contract';
+import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, parseTriggerPayload, SUBJECTS } from '@app/common/contract';
 import { ACK, kvKeys, nak, NATS_CONNECTION, PullConsumer } from '@app/common/messaging';
 import { errorMessage, ReadinessService } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 import { applyEvent, newRun, type RunRecord, runDateOf } from './run-record';
 
 const CONSUMER = 'run-ledger';
+
+function isValid(check: () => unknown): boolean {
+  try {
+    check();
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * The run history Airflow users expect, built from the events the apps already publish and kept in
@@ -131,15 +140,28 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
     } catch {
       return; // not JSON: the consuming app rejected it; it is no run
     }
-    if (typeof body !== 'object' || body === null) return;
-    const date = subject === 'replication.trigger' ? this.triggerDate(body, message.time) : runDateOf(subject, body);
-    if (!date || !/^\d{4}-\d{2}-\d{2}$/.test(date)) return;
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
+    // An announcement every loader would reject (parseSnapshotReadyPayload) is no dump that succeeded.
+    if (subject === SUBJECTS.snapshotReady && !isValid(() => parseSnapshotReadyPayload(body))) {
+      this.logger.warn(`ignored ${message.subject} #${message.seq}: not a valid snapshot.ready, which every loader rejects too`);
+      return;
+    }
+    const date = subject === SUBJECTS.trigger ? this.triggerDate(body, message.time) : runDateOf(subject, body);
+    if (!date || !isCalendarDate(date)) return;
     const kv = this.kv!;
     // Compare-and-set: a second scheduler folding the same event stream never loses an update.
     for (;;) {
       const entry = await kv.get(date);
       const current = entry?.value.length ? entry.json<RunRecord>() : newRun(date);
-      const next = applyEvent(current, subject, body, message.time.toISOString());
+      let next: RunRecord;
+      try {
+        next = applyEvent(current, subject, body, message.time.toISOString());
+      } catch (error) {
+        // A message whose shape the fold cannot take: redelivered, it would fail the same way for
+        // ever and hold back every later event (and catch-up, which waits for the fold).
+        this.logger.warn(`ignored ${message.subject} #${message.seq}: ${errorMessage(error)}`);
+        return;
+      }
       try {
         if (entry?.value.length) await kv.update(date, JSON.stringify(next), entry.revision);
         else await kv.create(date, JSON.stringify(next));

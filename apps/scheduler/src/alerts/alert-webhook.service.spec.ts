@@ -119,6 +119,8 @@ describe('alertBody and webhookRequest', () => {
     const request = webhookRequest('https://alert%40ops:p%3Ass@hooks.example.com/x');
     expect(request.url).toBe('https://hooks.example.com/x');
     expect(request.headers.Authorization).toBe(`Basic ${Buffer.from('alert@ops:p:ss').toString('base64')}`);
+    // A generated password with a bare %: taken as written, not a URIError that loses every alert.
+    expect(webhookRequest('https://alerts:pa%ss@hooks.example.com/x').headers.Authorization).toBe(`Basic ${Buffer.from('alerts:pa%ss').toString('base64')}`);
   });
 });
 

@@ -36,6 +36,19 @@ export function alertBody(subject: string, payload: Record<string, unknown>, at:
 }
 
 /**
+ * A user name or password as written in the URL, percent-decoded; one with a `%` that starts no
+ * escape (a generated password `pa%ss`) is taken as written. Decoding it threw for every alert, and
+ * every alert was lost.
+ */
+function decodedOrAsIs(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
+/**
  * `fetch` refuses a URL carrying credentials, so `https://user:pass@host/hook` becomes the URL
  * without them plus a Basic Authorization header.
  */
@@ -43,7 +56,7 @@ export function webhookRequest(url: string): { url: string; headers: Record<stri
   const parsed = new URL(url);
   const headers: Record<string, string> = { 'Content-Type': 'application/json' };
   if (parsed.username || parsed.password) {
-    const credentials = `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`;
+    const credentials = `${decodedOrAsIs(parsed.username)}:${decodedOrAsIs(parsed.password)}`;
     headers.Authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
     parsed.username = '';
     parsed.password = '';

@@ -176,6 +176,24 @@ describe('run ledger fold', () => {
       expect(fold([...first, reloadStart, asReload(loadFailed(1), 42), asReload(started(1), 43), asReload(loaded(1), 43)]).loads.dev).toMatchObject({ state: 'success', reloadSequence: 43, error: undefined });
     });
 
+    it("of an earlier run's snapshot of the date (the re-run's dump failed) shows on the row, and its old request's late events do not", () => {
+      const rerunFailed = fold([
+        ready(S1, '2024-01-05T00:00:02.000Z'),
+        started(1),
+        loaded(1),
+        ['replication.trigger', { date: '2024-01-05' }],
+        ['snapshot.failed', { date: '2024-01-05', error: 'boom', attempts: 3 }],
+      ]);
+      expect(rerunFailed.loads).toEqual({});
+      const reloaded = fold([asReload(load('snapshot.load.started', { attempt: 1, startedAt: '2024-01-06T09:00:00.000Z' }), 57), asReload(loadFailed(1), 57)], rerunFailed);
+      expect(reloaded.loads.dev).toMatchObject({ state: 'failed', snapshotId: S1, reloadSequence: 57, startedAt: '2024-01-06T09:00:00.000Z' });
+      // Reload #58 of another snapshot, then a late event of #57: the row keeps #58.
+      const later = fold([asReload(started(1, S2), 58), asReload(loaded(1), 57)], reloaded);
+      expect(later.loads.dev).toMatchObject({ state: 'running', snapshotId: S2, reloadSequence: 58 });
+      // The earlier snapshot's own (not reload) late events still stay out.
+      expect(fold([loaded(1)], rerunFailed).loads).toEqual({});
+    });
+
     it('that loads a snapshot whose load had failed shows success with its own start, not the failed load\'s', () => {
       const reloadStart = asReload(load('snapshot.load.started', { attempt: 1, startedAt: '2024-01-06T09:00:00.000Z' }), 42);
       expect(fold([started(1), retrying(1), started(2), loadFailed(2), reloadStart, asReload(loaded(1), 42)]).loads.dev).toMatchObject({

@@ -225,18 +225,20 @@ function loadEvent(run: RunRecord, subject: string, body: Body, at: string): Run
   const snapshotId = str(body.snapshotId);
   // Only names a loader can have (LOADER_ENV): anyone on the stream can publish, and a name made of
   // terminal escapes would reach every `db-fanout status`, or stand as a column that never ends.
-  if (!environment || !LOADER_ENV_NAME.test(environment) || !snapshotId || run.earlierSnapshots?.includes(snapshotId)) return run;
-  const known = run.loads[environment];
-  let step: StepRecord = known ?? { state: 'queued', attempts: 0, snapshotId };
-  if (known && known.snapshotId !== snapshotId) {
-    // The run's own snapshot wins over one it does not know (yet); any other is replaced.
-    if (known.snapshotId === run.dump.snapshotId) return run;
-    step = { state: 'queued', attempts: 0, snapshotId };
-  }
   // A `db-fanout reload` is a new try of the step, asked for by hand: it starts afresh (its own
   // times, attempts and outcome: a reload that fails shows failed, one that loads a failed snapshot
-  // success). The events of the load or reload before it no longer change the step.
+  // success). The events of the load or reload before it no longer change the step. It may load an
+  // earlier run's snapshot of the date (the latest announced, after the re-run's dump failed).
   const reload = num(body.reloadSequence) ?? 0;
+  if (!environment || !LOADER_ENV_NAME.test(environment) || !snapshotId || (!reload && run.earlierSnapshots?.includes(snapshotId))) return run;
+  const known = run.loads[environment];
+  if (known && reload < (known.reloadSequence ?? 0)) return run; // a late event of an older request
+  let step: StepRecord = known ?? { state: 'queued', attempts: 0, snapshotId };
+  if (known && known.snapshotId !== snapshotId) {
+    // The run's own snapshot wins over one it does not know (yet), unless a reload asks for it; any other is replaced.
+    if (!reload && known.snapshotId === run.dump.snapshotId) return run;
+    step = { state: 'queued', attempts: 0, snapshotId };
+  }
   if (reload > (step.reloadSequence ?? 0)) step = { state: 'queued', attempts: 0, snapshotId, reloadSequence: reload };
   else if (reload < (step.reloadSequence ?? 0)) return run;
   const next = { ...run, loads: { ...run.loads } };

@@ -196,6 +196,7 @@ describe('each bad value is one ConfigError, on one line, naming the variable', 
     ['scheduler', 'HTTP_PORT', '-1'],
     ['scheduler', 'SCHEDULE', 'every day'],
     ['scheduler', 'SCHEDULE', '61 * * * *'],
+    ['scheduler', 'SCHEDULE', '0 0 30 2 *'],
     ['scheduler', 'SCHEDULE_TIMEZONE', 'Mars/Olympus_Mons'],
     ['scheduler', 'START_DATE', '2024-02-30'],
     ['scheduler', 'START_DATE', '01/05/2024'],
@@ -213,6 +214,8 @@ describe('each bad value is one ConfigError, on one line, naming the variable', 
     ['dumper', 'RETRIES', '101'],
     ['dumper', 'RETRIES', 'two'],
     ['dumper', 'RETRIES', '1.5'],
+    ['dumper', 'RETRY_DELAY', '30d'],
+    ['loader', 'RETRY_MAX_DELAY', '25d'],
     ['dumper', 'RETRY_DELAY', '5'],
     ['dumper', 'RETRY_DELAY', '5 minutes'],
     ['dumper', 'RETRY_BACKOFF', 'linear'],
@@ -239,6 +242,12 @@ describe('each bad value is one ConfigError, on one line, naming the variable', 
     expect(error.problems[0].startsWith(`${variable} `)).toBe(true);
     expect(error.message).toBe(`Invalid configuration: ${error.problems[0]}`);
     expect(error.message).not.toContain('\n');
+  });
+
+  it('refuses a SCHEDULE that never fires and a retry wait no timer can make, saying so', () => {
+    expect(configErrorOf(apps.scheduler, { SCHEDULE: '0 0 30 2 *' }).problems).toEqual(['SCHEDULE never fires (got "0 0 30 2 *": no such date in the next 8 years)']);
+    expect(configErrorOf(apps.dumper, { RETRY_DELAY: '30d' }).problems).toEqual(['RETRY_DELAY must be at most 24d, the longest wait a timer makes (got 30d)']);
+    expect(loadDumperConfig({ SOURCE_DATABASE_URL: 'postgres://h/db', RETRY_DELAY: '24d' }).retry.delayMs).toBe(24 * 86_400_000);
   });
 
   it('says what is wrong with LOAD_MAINTENANCE_WORK_MEM: the unit, or PostgreSQL\'s bounds', () => {

@@ -1,7 +1,7 @@
 import { CronTime } from 'cron';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { z } from 'zod';
-import { accessToken, boolean, date, duration, integer, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, readableFile, tables, text, timeZone, url, urlList } from './env-fields';
+import { accessToken, boolean, date, duration, integer, LONGEST_WAIT, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, readableFile, tables, text, timeZone, url, urlList } from './env-fields';
 import { envLoader } from './env-reader';
 
 type Env = Record<string, string | undefined>;
@@ -197,9 +197,9 @@ const logVariables = {
 
 const retryVariables = {
   RETRIES: integer(DEFAULTS.RETRIES, 0, 100),
-  RETRY_DELAY: duration(DEFAULTS.RETRY_DELAY),
+  RETRY_DELAY: duration(DEFAULTS.RETRY_DELAY, 0, LONGEST_WAIT),
   RETRY_BACKOFF: matching(/^(fixed|exponential)$/, 'fixed or exponential', DEFAULTS.RETRY_BACKOFF).transform((backoff) => backoff as RetryConfig['backoff']),
-  RETRY_MAX_DELAY: duration(DEFAULTS.RETRY_MAX_DELAY),
+  RETRY_MAX_DELAY: duration(DEFAULTS.RETRY_MAX_DELAY, 0, LONGEST_WAIT),
 };
 type RetryVariables = z.output<z.ZodObject<typeof retryVariables>>;
 
@@ -342,11 +342,19 @@ export const loadLoaderConfig: (source?: Env) => LoaderConfig = envLoader(loader
 
 /** A cron expression or preset that the `cron` package (which fires the ticks) accepts. */
 const schedule = text(DEFAULTS.SCHEDULE).transform((value, ctx) => {
+  let cron: CronTime;
   try {
-    new CronTime(value);
-    return value;
+    cron = new CronTime(value);
   } catch (error) {
     ctx.addIssue({ code: 'custom', message: `is not a cron expression or preset such as @daily (got ${JSON.stringify(value)}): ${(error as Error).message}` });
+    return z.NEVER;
+  }
+  try {
+    // A valid expression for a day that never comes (30 February) would crash the scheduler later.
+    cron.getNextDateFrom(new Date());
+    return value;
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `never fires (got ${JSON.stringify(value)}: no such date in the next 8 years)` });
     return z.NEVER;
   }
 });

@@ -128,7 +128,7 @@ export const boolean = (fallback: boolean) =>
   });
 
 /** In milliseconds, from `500ms`, `30s`, `5m`, `2h`, `7d` (see parseDuration). */
-export const duration = (fallback: string, minMs = 0) =>
+export const duration = (fallback: string, minMs = 0, max?: { ms: number; why: string }) =>
   field((value = fallback, report) => {
     let ms: number;
     try {
@@ -136,8 +136,12 @@ export const duration = (fallback: string, minMs = 0) =>
     } catch (error) {
       return report((error as Error).message.replace(/^"/, 'value "'));
     }
-    return ms < minMs ? report(`must be at least ${minMs}ms (got ${value})`) : ms;
+    if (ms < minMs) return report(`must be at least ${minMs}ms (got ${value})`);
+    return max && ms > max.ms ? report(`must be at most ${max.why} (got ${value})`) : ms;
   });
+
+/** The longest wait Node's timers make (2^31-1 ms): a longer one fires at once, so 24 days. */
+export const LONGEST_WAIT = { ms: 24 * 86_400_000, why: '24d, the longest wait a timer makes' };
 
 /** PostgreSQL's memory units (case as PostgreSQL spells them), in kB. */
 const MEMORY_UNITS_KB: Record<string, number> = { kB: 1, MB: 1024, GB: 1024 ** 2, TB: 1024 ** 3 };

@@ -1,4 +1,8 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { RunningApp } from './support/apps';
+import { natsNamespace } from './support/nats';
 
 /** A missing or invalid value stops the app at boot with one line naming the variable. */
 describe('configuration errors at boot', () => {
@@ -40,4 +44,21 @@ describe('configuration errors at boot', () => {
     expect(code).toBe(1);
     expect(lines.join('\n')).toContain('dumper failed to start: cannot connect to NATS at nats://127.0.0.1:1');
   });
+
+  it('stops a dumper or an fs loader whose SNAPSHOT_DIR is missing or a file, naming it, instead of failing every dump or load later', async () => {
+    const namespace = natsNamespace('snapdir');
+    const file = join(tmpdir(), `db-fanout-not-a-dir-${process.pid}`);
+    writeFileSync(file, 'x');
+    try {
+      const dumper = await boot('dumper', { ...namespace.env, SOURCE_DATABASE_URL: 'postgres://h/db', SNAPSHOT_DIR: '/nonexistent/db-fanout-snapshots' });
+      expect(dumper.code).toBe(1);
+      expect(dumper.lines.join('\n')).toContain('SNAPSHOT_DIR /nonexistent/db-fanout-snapshots does not exist: the dumper writes its snapshots there');
+      const loader = await boot('loader', { ...namespace.env, TARGET_DATABASE_URL: 'postgres://h/db', LOADER_ENV: 'dev', SNAPSHOT_DIR: file });
+      expect(loader.code).toBe(1);
+      expect(loader.lines.join('\n')).toContain(`SNAPSHOT_DIR ${file} is not a directory: the loader reads the snapshots there`);
+    } finally {
+      rmSync(file, { force: true });
+      await namespace.cleanup();
+    }
+  }, 60_000);
 });

@@ -16,7 +16,7 @@ import { describeFailure, errorMessage, MetricsService, withLogContext } from '@
 import { isTransientError, RetriesExhaustedError, withRetry } from '@app/common/resilience';
 import { TargetDatabase } from './database/target-database';
 import { LOADER_CONFIG } from './loader.constants';
-import { openSnapshotStore, type SnapshotSource, type SnapshotStore, SnapshotLocationError, SnapshotStoreMismatchError } from '@app/common/snapshot-store';
+import { checkSnapshotDir, openSnapshotStore, type SnapshotSource, type SnapshotStore, SnapshotLocationError, SnapshotStoreMismatchError } from '@app/common/snapshot-store';
 import { NATS_CONNECTION } from '@app/common/messaging';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -64,6 +64,7 @@ export class LoaderService implements OnApplicationBootstrap {
    * fired on a healthy environment. A target that is down leaves them as they were.
    */
   async onApplicationBootstrap(): Promise<void> {
+    if (this.config.snapshotStore.kind === 'fs') await checkSnapshotDir(this.config.snapshotDir, 'read');
     try {
       await this.recordLatestLoad();
     } catch (error) {

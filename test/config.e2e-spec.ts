@@ -61,4 +61,15 @@ describe('configuration errors at boot', () => {
       await namespace.cleanup();
     }
   }, 60_000);
+
+  it('names HTTP_HOST and HTTP_PORT when /health cannot be served there', async () => {
+    const namespace = natsNamespace('httphost');
+    try {
+      const { code, lines } = await boot('scheduler', { ...namespace.env, HTTP_HOST: 'not-a-host.invalid' });
+      expect(code).toBe(1);
+      expect(lines.join('\n')).toMatch(/scheduler failed to start: cannot serve \/health on HTTP_HOST not-a-host\.invalid HTTP_PORT \d+: .*ENOTFOUND/);
+    } finally {
+      await namespace.cleanup();
+    }
+  }, 60_000);
 });

@@ -43,7 +43,10 @@ export async function runApp<C extends { http: HttpConfig; logFormat: LogFormat 
     app.useGlobalGuards(new HttpTokenGuard(config.http));
     attachJetStream(app);
     await app.startAllMicroservices();
-    await app.listen(config.http.port, config.http.host);
+    await app.listen(config.http.port, config.http.host).catch((error: unknown) => {
+      // EADDRINUSE, ENOTFOUND: named by the variables that chose them.
+      throw new Error(`cannot serve /health on HTTP_HOST ${config.http.host} HTTP_PORT ${config.http.port}: ${errorMessage(error)}`, { cause: error });
+    });
     logger.log(`${definition.name} ready; /health on ${config.http.host}:${config.http.port}`);
     exitCleanlyOn(['SIGTERM', 'SIGINT'], () => app.close(), logger);
   } catch (error) {

@@ -1,3 +1,4 @@
+import type { RunningApp } from './support/apps';
 import { streamEvents } from './support/stream-events';
 import { PipelineHarness, until } from './support/pipeline';
 import { runCli as cli } from './support/cli';
@@ -29,11 +30,12 @@ describe('the db-fanout CLI', () => {
   describe('against a running pipeline', () => {
     let pipeline: PipelineHarness;
     let env: Record<string, string>;
+    let scheduler: RunningApp;
 
     beforeAll(async () => {
       pipeline = await PipelineHarness.create('cli', { environments: ['dev'] });
       env = pipeline.namespace.env;
-      await pipeline.fleet.start('scheduler', { ...pipeline.commonEnv, SCHEDULE: '0 0 1 1 *' });
+      scheduler = await pipeline.fleet.start('scheduler', { ...pipeline.commonEnv, SCHEDULE: '0 0 1 1 *' });
       await pipeline.startDumper();
       await pipeline.startLoader('dev');
     });
@@ -124,6 +126,20 @@ describe('the db-fanout CLI', () => {
       expect(typo).toMatchObject({ code: 1, stderr: expect.stringContaining(`no loader of deb has started on stream ${pipeline.namespace.stream} (no consumer loader-deb-reload)`) });
       expect(typo.stderr).toMatch(/environments with loaders: [a-z0-9, -]*dev/);
       expect((await streamEvents(pipeline.namespace.url, pipeline.namespace.stream, pipeline.namespace.prefix)).length).toBe(before);
+    });
+
+    it('status and runs say so when the history is behind the stream (the scheduler is down)', async () => {
+      await until('the history to catch up', async () => (await cli(['status'], env)).stderr === '');
+      await scheduler.stop();
+      expect(await cli(['trigger', '--date', '2024-07-08'], env)).toMatchObject({ code: 0 });
+      await pipeline.events.waitFor('the dump of 2024-07-08', () => pipeline.readyFor('2024-07-08') !== undefined);
+      const status = await cli(['status'], env);
+      expect(status.code).toBe(0);
+      expect(status.stdout).not.toContain('2024-07-08');
+      expect(status.stderr).toMatch(/the run history is \d+ event\(s\) behind the stream: is the scheduler running\?/);
+      const json = await cli(['runs', '--json'], env);
+      expect(() => JSON.parse(json.stdout) as unknown).not.toThrow();
+      expect(json.stderr).toContain('behind the stream');
     });
   });
 });

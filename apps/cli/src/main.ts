@@ -119,14 +119,32 @@ const backfill: Work = async (nc, config, options) => {
   out(`backfill of ${queued} day(s) queued${already ? `, ${already} already queued` : ''}; the dumper takes them oldest first`);
 };
 
+/**
+ * The history is what the scheduler's `run-ledger` consumer has folded so far: with the scheduler
+ * down (or behind), runs that happened are missing or still `running`. Said on stderr, so `--json`
+ * stays parseable and the exit code stays 0 (what is shown is true as far as it goes).
+ */
+async function warnIfBehind(nc: NatsConnection, config: CliConfig): Promise<void> {
+  const info = await (await jetstreamManager(nc)).consumers.info(config.nats.stream, 'run-ledger').catch((error: unknown) => {
+    if (isConsumerNotFound(error)) return undefined;
+    throw error;
+  });
+  const warn = (line: string): void => void process.stderr.write(`db-fanout: ${line}\n`);
+  if (!info) return warn(`no scheduler keeps a run history on stream ${config.nats.stream} (no consumer run-ledger): is the scheduler running?`);
+  const behind = info.num_pending + info.num_ack_pending;
+  if (behind > 0) warn(`the run history is ${behind} event(s) behind the stream: is the scheduler running?`);
+}
+
 const runs: Work = async (nc, config, options) => {
   const since = dateOption(options, 'since');
   const list = (await readRuns(nc, config)).filter((run) => !since || run.date >= since);
   out(options.json ? JSON.stringify(list, null, 2) : formatRunsTable(list));
+  await warnIfBehind(nc, config);
 };
 
 const status: Work = async (nc, config) => {
   out(formatRunsTable((await readRuns(nc, config)).slice(0, 10)));
+  await warnIfBehind(nc, config);
 };
 
 function reloadEnvironment(options: Options): string {

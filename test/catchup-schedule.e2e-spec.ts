@@ -87,3 +87,28 @@ describe('catching up a weekly schedule', () => {
     await pipeline.events.waitFor('dev to load every Monday', () => pipeline.loadedIn('dev').length === mondays.length, 30_000);
   });
 });
+
+/** A run of a date in the future (a typo: 2062 for 2026) is not the last success catch-up starts after. */
+describe('catching up after a run of a future date', () => {
+  let pipeline: PipelineHarness;
+  const today = DateTime.now().setZone('UTC').startOf('day');
+  const days = [1, 0].map((ago) => today.minus({ days: ago }).toISODate()!);
+  const future = today.plus({ years: 36 }).toISODate()!;
+
+  beforeAll(async () => {
+    pipeline = await PipelineHarness.create('catchupfuture', { environments: ['dev'] });
+    await pipeline.startDumper();
+    await pipeline.startLoader('dev');
+  });
+  afterAll(() => pipeline?.cleanup());
+
+  it('still triggers the missed days', async () => {
+    await pipeline.trigger(future);
+    await pipeline.events.waitFor('the future-dated run to load', () => pipeline.loadedIn('dev').length === 1, 30_000);
+    const scheduler = await pipeline.fleet.start('scheduler', { ...pipeline.commonEnv, SCHEDULE: '@daily', SCHEDULE_TIMEZONE: 'UTC', START_DATE: days[0], CATCHUP: 'true' });
+    await until('catch-up to finish', () => scheduler.output.includes('catch-up done'), 60_000);
+    expect(scheduler.output).toContain('(last successful run: none)');
+    const triggers = (await streamEvents(pipeline.namespace.url, pipeline.namespace.stream, pipeline.namespace.prefix)).filter((e) => e.subject === 'replication.trigger');
+    expect(triggers.map((e) => e.data.date)).toEqual([future, ...days]);
+  }, 90_000);
+});

@@ -3,7 +3,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
-import { SUBJECTS } from '@app/common/contract';
+import { dateInTimeZone, SUBJECTS } from '@app/common/contract';
 import { EventPublisher, NATS_CONNECTION } from '@app/common/messaging';
 import { errorMessage, MetricsService } from '@app/common/observability';
 import { missedTickDates, runIsOver } from './catch-up';
@@ -33,7 +33,7 @@ export class CatchUpService {
 
   async run(signal: AbortSignal, pollMs = 1_000): Promise<void> {
     try {
-      const lastSuccess = await this.ledger.lastSuccessfulDate();
+      const lastSuccess = await this.ledger.lastSuccessfulDate(dateInTimeZone(new Date(), this.config.timeZone));
       const dates = await missedTickDates({ schedule: this.config.schedule, timeZone: this.config.timeZone, startDate: this.config.startDate, lastSuccess });
       if (!dates.length) return;
       this.logger.log(`catching up ${dates.length} missed date(s) of ${this.config.schedule}: ${dates[0]} to ${dates[dates.length - 1]} (last successful run: ${lastSuccess ?? 'none'})`);

@@ -41,6 +41,12 @@ describe('missedTickDates', () => {
     expect(await missedTickDates({ ...base, schedule: '* * * * * *', startDate: '2024-03-01', now: new Date('2024-03-04T00:00:00.500Z') })).toEqual(['2024-03-01', '2024-03-02', '2024-03-03', '2024-03-04']);
   });
 
+  it('gives each date once across clock changes, where cron alone gives a date twice or not at all', async () => {
+    // Nuuk, 2024-03-30: 23:00 is skipped (clocks go to 00:00 of the 31st); that tick is still the 30th's.
+    expect(await missedTickDates({ schedule: '0 23 * * *', timeZone: 'America/Nuuk', startDate: '2024-03-28', now: new Date('2024-04-01T12:00:00Z') })).toEqual(['2024-03-28', '2024-03-29', '2024-03-30', '2024-03-31']);
+    expect(await missedTickDates({ schedule: '0 1 * * *', timeZone: 'Atlantic/Azores', startDate: '2024-10-26', now: new Date('2024-10-28T12:00:00Z') })).toEqual(['2024-10-26', '2024-10-27', '2024-10-28']);
+  });
+
   it('labels a tick with its date in SCHEDULE_TIMEZONE', async () => {
     // 23:30 in Los Angeles is the next day in UTC; the date is Los Angeles'.
     expect(await missedTickDates({ schedule: '30 23 * * *', timeZone: 'America/Los_Angeles', startDate: '2024-03-01', now: new Date('2024-03-03T09:00:00Z') })).toEqual(['2024-03-01', '2024-03-02']);

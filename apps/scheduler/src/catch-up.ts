@@ -1,8 +1,8 @@
 import { CronTime } from 'cron';
 import { DateTime } from 'luxon';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { dateInTimeZone } from '@app/common/contract';
 import { isFinished, type RunRecord } from './run-ledger/run-record';
+import { nextFireTime, tickDate } from './schedule-ticks';
 
 /**
  * The dates a scheduler that was down should still run (Airflow's catchup): the dates of SCHEDULE's
@@ -22,11 +22,14 @@ export async function missedTickDates(options: { schedule: string; timeZone: str
   let after = from.startOf('day').minus({ milliseconds: 1 });
   for (let step = 1; ; step++) {
     if (step % 20 === 0) await yieldToEventLoop();
-    const tick = cron.getNextDateFrom(after.toJSDate(), timeZone);
-    if (tick.toMillis() > now.getTime()) return dates;
-    const date = dateInTimeZone(tick.toJSDate(), timeZone);
+    // The scheduler's own ticks: each wall-clock time once, across clock changes (schedule-ticks).
+    const tick = nextFireTime(cron, timeZone, after.toJSDate());
+    if (tick.getTime() > now.getTime()) return dates;
+    const date = tickDate(cron, timeZone, tick);
     if (dates[dates.length - 1] !== date) dates.push(date);
-    after = DateTime.fromISO(date, { zone: timeZone }).plus({ days: 1 }).startOf('day').minus({ milliseconds: 1 });
+    // Never before the tick itself: a tick clocks skipped fires when the gap ends, which may be the next day's start.
+    const nextDay = DateTime.fromISO(date, { zone: timeZone }).plus({ days: 1 }).startOf('day').minus({ milliseconds: 1 });
+    after = nextDay.toMillis() > tick.getTime() ? nextDay : DateTime.fromJSDate(tick, { zone: timeZone });
   }
 }
 

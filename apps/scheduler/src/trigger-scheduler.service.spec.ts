@@ -11,6 +11,7 @@ import { streamSubjects } from '@app/common/contract';
 import { MetricsService, ReadinessService } from '@app/common/observability';
 import { TcpProxy } from '../../../test/support/tcp-proxy';
 import { SchedulerModule } from './scheduler.module';
+import { nextFireTime, tickDate } from './schedule-ticks';
 import { dueTick, scheduledTrigger, TriggerScheduler } from './trigger-scheduler.service';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -78,6 +79,36 @@ describe('dueTick', () => {
     // A tick at 01:00, before the change, and one at 01:00 every day of the year are left as they are.
     const early = new CronTime('0 1 * * *', 'America/New_York');
     expect(dueTick(early, 'America/New_York', at('2024-11-02T05:00:00Z'), at('2024-11-02T05:00:00.300Z')).next).toEqual(at('2024-11-03T05:00:00Z'));
+  });
+
+  /** Every fire time of `schedule` in `timeZone` between two instants, as the scheduler walks them. */
+  const ticks = (schedule: string, timeZone: string, from: string, to: string): string[] => {
+    const cron = new CronTime(schedule, timeZone);
+    const fired: string[] = [];
+    for (let next = nextFireTime(cron, timeZone, at(from)); next < at(to); next = nextFireTime(cron, timeZone, next)) fired.push(next.toISOString());
+    return fired;
+  };
+  /** The dates those fire times trigger: one run per day, each day once. */
+  const dates = (schedule: string, timeZone: string, from: string, to: string): string[] =>
+    ticks(schedule, timeZone, from, to).map((fired) => tickDate(new CronTime(schedule, timeZone), timeZone, at(fired)));
+
+  it('fires once a day where clocks change at midnight or by half an hour (cron alone fires twice, or skips a day)', () => {
+    // Azores, 2024-10-27: 01:00 (UTC+0) becomes 00:00 (UTC-1); the day's one 01:00 is at 02:00Z.
+    expect(ticks('0 1 * * *', 'Atlantic/Azores', '2024-10-25T12:00:00Z', '2024-10-28T12:00:00Z')).toEqual(['2024-10-26T01:00:00.000Z', '2024-10-27T02:00:00.000Z', '2024-10-28T02:00:00.000Z']);
+    // Nuuk, 2024-03-30: at 23:00 (-02) clocks go to 00:00 (-01) of the 31st: the 30th's 23:00 fires
+    // when the gap ends (01:00Z) and is the 30th's run; the 31st's is at its own 23:00.
+    expect(ticks('0 23 * * *', 'America/Nuuk', '2024-03-28T12:00:00Z', '2024-04-01T12:00:00Z')).toEqual(['2024-03-29T01:00:00.000Z', '2024-03-30T01:00:00.000Z', '2024-03-31T01:00:00.000Z', '2024-04-01T00:00:00.000Z']);
+    expect(dates('0 23 * * *', 'America/Nuuk', '2024-03-28T12:00:00Z', '2024-04-01T12:00:00Z')).toEqual(['2024-03-28', '2024-03-29', '2024-03-30', '2024-03-31']);
+    expect(dates('0 0 * * *', 'America/Nuuk', '2024-03-29T12:00:00Z', '2024-04-01T12:00:00Z')).toEqual(['2024-03-30', '2024-03-31', '2024-04-01']);
+    expect(dates('0 1 * * *', 'Atlantic/Azores', '2024-10-25T12:00:00Z', '2024-10-28T12:00:00Z')).toEqual(['2024-10-26', '2024-10-27', '2024-10-28']);
+    // Lord Howe, 2024-10-06: 02:00 (+10:30) becomes 02:30 (+11): a 02:00 tick fires when the gap ends.
+    expect(ticks('0 2 * * *', 'Australia/Lord_Howe', '2024-10-04T12:00:00Z', '2024-10-07T12:00:00Z')).toEqual(['2024-10-04T15:30:00.000Z', '2024-10-05T15:30:00.000Z', '2024-10-06T15:00:00.000Z']);
+    // Havana, 2024-11-03: 01:00 (-04) becomes 00:00 (-05): one 00:30.
+    expect(ticks('30 0 * * *', 'America/Havana', '2024-11-02T12:00:00Z', '2024-11-04T12:00:00Z')).toEqual(['2024-11-03T04:30:00.000Z', '2024-11-04T05:30:00.000Z']);
+  });
+
+  it('fires each wall-clock time of an hourly schedule once through the hour clocks go back', () => {
+    expect(ticks('30 * * * *', 'America/New_York', '2024-11-03T04:00:00Z', '2024-11-03T08:00:00Z')).toEqual(['2024-11-03T04:30:00.000Z', '2024-11-03T05:30:00.000Z', '2024-11-03T07:30:00.000Z']);
   });
 });
 

@@ -11,37 +11,20 @@ import { dateInTimeZone, SUBJECTS, type TriggerPayload } from '@app/common/contr
 import { NATS_CONNECTION } from '@app/common/messaging';
 import { errorMessage, MetricsService, ReadinessService } from '@app/common/observability';
 import { CatchUpService } from './catch-up.service';
+import { nextFireTime, tickDate } from './schedule-ticks';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
 import { lastStoredTick, triggerStored } from './stored-trigger';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
-export function scheduledTrigger(fireTime: Date, config: Pick<SchedulerConfig, 'timeZone' | 'startDate'>): { payload: TriggerPayload; msgID: string } | undefined {
-  const date = dateInTimeZone(fireTime, config.timeZone);
+export function scheduledTrigger(
+  fireTime: Date,
+  config: Pick<SchedulerConfig, 'timeZone' | 'startDate'>,
+  date = dateInTimeZone(fireTime, config.timeZone),
+): { payload: TriggerPayload; msgID: string } | undefined {
   if (date < config.startDate) return undefined;
   // One id per scheduled fire time: every scheduler running publishes the same id for the same
   // tick, and the stream keeps one. A schedule firing several times a day gets one per tick.
   return { payload: { date }, msgID: `scheduled:${fireTime.toISOString()}` };
-}
-
-/** Whether the wall-clock time of `fireTime` in `timeZone` is one the schedule names. */
-function onSchedule(cronTime: CronTime, timeZone: string, fireTime: Date): boolean {
-  const wall = DateTime.fromJSDate(fireTime, { zone: timeZone });
-  const asUtc = DateTime.fromObject({ year: wall.year, month: wall.month, day: wall.day, hour: wall.hour, minute: wall.minute, second: wall.second }, { zone: 'UTC' });
-  return cronTime.getNextDateFrom(asUtc.minus({ milliseconds: 1 }).toJSDate(), 'UTC').toMillis() === asUtc.toMillis();
-}
-
-/**
- * The schedule's next fire time after `from`. cron (4.4) gives one too many on the day clocks go
- * back: for `0 2 * * *` in New York on 2024-11-03 both 01:00 EST and 02:00 EST, two dumps on one
- * date where Airflow runs one. That extra is off the schedule's wall clock after the clocks went
- * back that day, and is skipped; the 03:00 that stands in for a 02:00 the spring-forward day does
- * not have is off it too, but after clocks went forward, and is kept (as cron and Airflow fire it).
- */
-export function nextFireTime(cronTime: CronTime, timeZone: string, from: Date): Date {
-  const next = cronTime.getNextDateFrom(from, timeZone);
-  const clocksWentBack = next.setZone(timeZone).offset < next.setZone(timeZone).startOf('day').offset;
-  if (clocksWentBack && !onSchedule(cronTime, timeZone, next.toJSDate())) return nextFireTime(cronTime, timeZone, next.toJSDate());
-  return next.toJSDate();
 }
 
 /**
@@ -176,7 +159,8 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
    */
   async fire(fireTime: Date): Promise<'published' | 'skipped' | 'failed'> {
     this.pending?.abort(new TickOverError(`the next tick (${fireTime.toISOString()}) has come`));
-    const trigger = scheduledTrigger(fireTime, this.config);
+    // The date of the wall-clock tick: a tick clocks skipped fires when the gap ends, maybe the next day.
+    const trigger = scheduledTrigger(fireTime, this.config, this.job ? tickDate(this.job.cronTime, this.config.timeZone, fireTime) : undefined);
     if (!trigger) {
       this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
       this.metrics.triggers.inc({ result: 'skipped' });

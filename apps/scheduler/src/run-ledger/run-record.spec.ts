@@ -281,6 +281,19 @@ describe('run ledger fold', () => {
       expect(loadedAgain.loads.dev).toMatchObject({ state: 'success', snapshotId: S2, startedAt: '2024-01-05T09:00:03.000Z', endedAt: at(9) });
     });
 
+    it('shows its own trigger time when its trigger came while the earlier run was still dumping', () => {
+      const atTime = (iso: string) => (run: RunRecord, [subject, body]: Event) => applyEvent(run, subject, body, iso);
+      let run = newRun('2024-01-05');
+      run = atTime('2024-01-05T00:00:00.000Z')(run, ['replication.trigger', { date: '2024-01-05' }]);
+      run = atTime('2024-01-05T00:00:01.000Z')(run, ['snapshot.dump.started', { date: '2024-01-05', attempt: 1, startedAt: '2024-01-05T00:00:01.000Z' }]);
+      run = atTime('2024-01-05T00:05:00.000Z')(run, ['replication.trigger', { date: '2024-01-05' }]); // a second trigger, by hand
+      expect(run.triggeredAt).toBe('2024-01-05T00:00:00.000Z');
+      run = atTime('2024-01-05T00:10:00.000Z')(run, ready(S1, '2024-01-05T00:10:00.000Z'));
+      run = atTime('2024-01-05T00:10:01.000Z')(run, ['snapshot.dump.started', { date: '2024-01-05', attempt: 1, startedAt: '2024-01-05T00:10:01.000Z' }]);
+      expect(run).toMatchObject({ triggeredAt: '2024-01-05T00:05:00.000Z', dump: { state: 'running', startedAt: '2024-01-05T00:10:01.000Z' }, earlierSnapshots: [S1] });
+      expect(run.nextTriggerAt).toBeUndefined();
+    });
+
     it('ignores the earlier snapshot\'s late events', () => {
       const run = fold([...firstRun, ...secondRun, started(1, S2), started(1), loaded(1), ready(S1, '2024-01-05T00:00:02.000Z')]);
       expect(run.dump.snapshotId).toBe(S2);

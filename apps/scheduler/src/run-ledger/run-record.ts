@@ -119,6 +119,7 @@ export function applyEvent(run: RunRecord, subject: string, body: Body, at: stri
   switch (subject) {
     case SUBJECTS.trigger:
       if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(at) > Date.parse(next.dump.endedAt)) return { ...startAgain(next), triggeredAt: at };
+      if (next.triggeredAt && Date.parse(at) > Date.parse(next.triggeredAt)) next.nextTriggerAt ??= at;
       next.triggeredAt ??= at;
       return next;
     case SUBJECTS.dumpStarted:
@@ -163,7 +164,7 @@ function dumpStarted(run: RunRecord, attempt: number, delivery: number, startedA
   // A dump that starts after this run's dump ended is the next run of the date (e.g. a redelivered
   // trigger); an earlier start is a late announcement of this run's own dump.
   if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(startedAt) > Date.parse(next.dump.endedAt)) {
-    next = { ...startAgain(next), triggeredAt: next.triggeredAt };
+    next = { ...startAgain(next), triggeredAt: next.nextTriggerAt ?? next.triggeredAt };
   }
   // On a re-run, a dump started before the run's trigger is an earlier run's, announced late.
   if (next.earlierSnapshots && next.triggeredAt && Date.parse(startedAt) < Date.parse(next.triggeredAt)) return next;
@@ -192,12 +193,12 @@ function snapshotReady(run: RunRecord, body: Body, at: string): RunRecord {
     if (takenAt && run.dump.takenAt && Date.parse(takenAt) < Date.parse(run.dump.takenAt)) {
       return { ...run, earlierSnapshots: [...(run.earlierSnapshots ?? []), snapshotId] };
     }
-    next = { ...startAgain(run), triggeredAt: run.triggeredAt };
+    next = { ...startAgain(run), triggeredAt: run.nextTriggerAt ?? run.triggeredAt };
     next.loads = Object.fromEntries(Object.entries(run.loads).filter(([, step]) => step.snapshotId === snapshotId));
   } else if (!current && run.dump.state === 'failed' && createdAt && run.dump.endedAt) {
     // A snapshot made before this run's dump failed is an earlier run's; one made after, the next run's.
     if (Date.parse(createdAt) <= Date.parse(run.dump.endedAt)) return { ...run, earlierSnapshots: [...(run.earlierSnapshots ?? []), snapshotId] };
-    next = { ...startAgain(run), triggeredAt: run.triggeredAt };
+    next = { ...startAgain(run), triggeredAt: run.nextTriggerAt ?? run.triggeredAt };
     next.loads = Object.fromEntries(Object.entries(run.loads).filter(([, step]) => step.snapshotId === snapshotId));
   }
   const tables = Array.isArray(body.tables) ? (body.tables as Body[]) : [];

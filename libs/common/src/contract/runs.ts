@@ -43,6 +43,8 @@ export interface StepRecord {
 export interface RunRecord {
   date: string;
   triggeredAt?: string;
+  /** A trigger of the date that came while this run was still going: the next run starts from it (its own trigger time). */
+  nextTriggerAt?: string;
   dump: StepRecord;
   loads: Record<string, StepRecord>;
   /** On a re-run of the date: the earlier runs' snapshots, whose late events no longer change this run. */

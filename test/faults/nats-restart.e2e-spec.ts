@@ -3,7 +3,8 @@ import { DEMO_TABLES } from '../support/fixtures';
 import { OwnNatsServer } from '../support/nats-server';
 import { loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/pipeline';
 import { ofSubject, type StoredEvent, streamEvents } from '../support/stream-events';
-import type { RunningApp } from '../support/apps';
+import { RunningApp } from '../support/apps';
+import { natsNamespace } from '../support/nats';
 
 /** The broker restarts (idle, and in the middle of a load): every app reconnects by itself. */
 describe('a NATS server restart', () => {
@@ -74,4 +75,25 @@ describe('a NATS server restart', () => {
       for (const table of DEMO_TABLES) expect(await tableContent(pipeline.targets[env], table)).toEqual(await tableContent(pipeline.source, table));
     }
   });
+});
+
+/** SIGTERM while NATS is gone: the app exits instead of waiting for a drain that cannot happen. */
+describe('a stop while NATS is down', () => {
+  it('exits cleanly within the drain timeout, not after the orchestrator\'s SIGKILL', async () => {
+    const nats = await OwnNatsServer.start();
+    const namespace = natsNamespace('stopdown', nats.url);
+    let scheduler: RunningApp | undefined;
+    try {
+      scheduler = await RunningApp.start('scheduler', { ...namespace.env, SCHEDULE: '0 0 1 1 *' });
+      await until('the scheduler to be healthy', async () => (await scheduler!.health()) === 200, 20_000);
+      await nats.stop();
+      const started = Date.now();
+      expect(await scheduler.stop(40_000)).toBe(0);
+      expect(Date.now() - started).toBeLessThan(25_000);
+      expect(scheduler.output).toContain('drain failed, closing');
+    } finally {
+      await scheduler?.kill();
+      await nats.destroy();
+    }
+  }, 90_000);
 });

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DynamicModule, Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -20,6 +21,9 @@ async function connectAndEnsureStream(config: NatsConfig, clientName: string): P
   return connection;
 }
 
+/** The longest a shutdown waits for the drain (pending publishes flushed) before closing. */
+const DRAIN_TIMEOUT_MS = 10_000;
+
 /** Drains the connection last, after the transport has finished its in-flight messages. */
 @Injectable()
 class NatsConnectionCloser implements OnApplicationShutdown {
@@ -29,7 +33,19 @@ class NatsConnectionCloser implements OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     if (this.connection.isClosed()) return;
-    await this.connection.drain().catch((error: unknown) => this.logger.warn(`drain failed: ${String(error)}`));
+    // A drain that fails (NATS unreachable) or does not end leaves a connection that reconnects for
+    // ever: waiting on closed() then never returned, and the app never exited. It is closed instead.
+    const drained = await Promise.race([
+      this.connection.drain().then(
+        () => true,
+        (error: unknown) => {
+          this.logger.warn(`drain failed, closing: ${String(error)}`);
+          return false;
+        },
+      ),
+      sleep(DRAIN_TIMEOUT_MS, false, { ref: false }),
+    ]);
+    if (!drained) await this.connection.close().catch(() => undefined);
     await this.connection.closed();
   }
 }

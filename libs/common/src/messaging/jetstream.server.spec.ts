@@ -7,13 +7,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { attachJetStream } from '../bootstrap/run-app';
 import { NATS_URL, specNatsConfig } from '../../../../test/support/nats';
 import { InvalidMessageError } from '../contract/invalid-message.error';
+import { RetriesExhaustedError } from '../resilience/retry';
 import { SUBJECTS } from '../contract/subjects';
 import { ObservabilityModule } from '../observability/observability.module';
 import { ReadinessService } from '../observability/readiness.service';
 import { JetStreamContext } from './jetstream.context';
 import { JetStreamModule } from './jetstream.module';
 
-type Body = { id: string; mode: 'ok' | 'invalid' | 'fail-once' | 'slow' };
+type Body = { id: string; mode: 'ok' | 'invalid' | 'fail-once' | 'slow' | 'quote-value' };
 
 /** Records what the transport hands to an ordinary @EventPattern handler. */
 @Controller()
@@ -26,6 +27,10 @@ class ProbeController {
     ProbeController.calls.push({ id: body.id, delivery: context.getDeliveryCount() });
     if (body.mode === 'invalid') throw new InvalidMessageError(`probe ${body.id} is invalid`);
     if (body.mode === 'fail-once' && context.getDeliveryCount() === 1) throw new Error('transient probe failure');
+    // What a load stopped mid-COPY rethrows for redelivery: PostgreSQL's error quotes the row value.
+    if (body.mode === 'quote-value' && context.getDeliveryCount() === 1) {
+      throw new RetriesExhaustedError(1, Object.assign(new Error('invalid input syntax for type integer: "4111 1111 1111 1111"'), { code: '22P02', where: 'COPY t, line 2, column v: "4111 1111 1111 1111"' }));
+    }
     if (body.mode === 'slow') await sleep(3_500); // 3.5x the ack wait
     ProbeController.finished.push(body.id);
   }
@@ -33,6 +38,10 @@ class ProbeController {
 
 describe('JetStreamServer (real NATS)', () => {
   const config = specNatsConfig('js');
+  /** Every line the app logs, Nest's own exception handler's included. */
+  const logged: string[] = [];
+  const keep = (...parts: unknown[]) => void logged.push(parts.map((part) => (part instanceof Error ? `${part.message}\n${part.stack}` : typeof part === 'string' ? part : JSON.stringify(part))).join(' '));
+  const captured = { log: keep, error: keep, warn: keep, debug: keep, verbose: keep, fatal: keep };
   const durable = 'probe';
   let app: INestApplication;
   let nc: NatsConnection;
@@ -59,7 +68,7 @@ describe('JetStreamServer (real NATS)', () => {
       imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver: 5 }] })],
       controllers: [ProbeController],
     }).compile();
-    app = moduleRef.createNestApplication({ logger: false });
+    app = moduleRef.createNestApplication({ logger: captured });
     attachJetStream(app);
     await app.startAllMicroservices();
     await app.init();
@@ -110,6 +119,13 @@ describe('JetStreamServer (real NATS)', () => {
     ]);
     await sleep(1_500);
     expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
+  });
+
+  it('hands an unexpected error back for redelivery without logging the row value it quotes', async () => {
+    await publish({ id: 'quote-1', mode: 'quote-value' });
+    await until('the redelivery', () => ProbeController.finished.includes('quote-1'));
+    expect(logged.some((line) => line.includes('will be redelivered: invalid input syntax for type integer'))).toBe(true);
+    expect(logged.filter((line) => line.includes('4111'))).toEqual([]);
   });
 
   it('keeps a message that outlasts the ack wait: working() heartbeats prevent a redelivery', async () => {

@@ -9,7 +9,7 @@ import { withLogContext } from '../observability/log-context';
 import { errorMessage } from '../observability/redact';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamContext } from './jetstream.context';
-import { isTerminateDisposition } from './message-disposition';
+import { isRedeliverDisposition, isTerminateDisposition } from './message-disposition';
 import { ACK, type ConsumerSettings, type Disposition, nak, PullConsumer, TERM } from './pull-consumer';
 import { type ConsumerBinding, ensureConsumer } from './stream-setup';
 
@@ -107,7 +107,7 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
         this.logger.warn(`rejected ${where}: ${error.reason}`);
         return TERM;
       }
-      this.logger.error(`handler failed for ${where}, will be redelivered: ${describeError(error)}`);
+      this.logger.error(`handler failed for ${where}, will be redelivered: ${isRedeliverDisposition(error) ? error.reason : describeError(error)}`);
       return nak(Math.min(MAX_REDELIVERY_DELAY_MS, settings.ackWaitMs));
     }
   }

@@ -17,6 +17,16 @@ export class TerminateMessage extends RpcException {
   }
 }
 
+/** Anything else a handler threw: the message is handed back, the reason described without row values. */
+export interface RedeliverDisposition {
+  disposition: 'redeliver';
+  reason: string;
+}
+
+export function isRedeliverDisposition(value: unknown): value is RedeliverDisposition {
+  return typeof value === 'object' && value !== null && (value as { disposition?: unknown }).disposition === 'redeliver';
+}
+
 export function isTerminateDisposition(value: unknown): value is TerminateDisposition {
   return typeof value === 'object' && value !== null && (value as { disposition?: unknown }).disposition === 'terminate';
 }

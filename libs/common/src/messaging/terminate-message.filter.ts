@@ -1,18 +1,23 @@
 import { Catch, type RpcExceptionFilter } from '@nestjs/common';
 import { type Observable, throwError } from 'rxjs';
 import { InvalidMessageError } from '../contract/invalid-message.error';
-import { type TerminateDisposition, TerminateMessage } from './message-disposition';
+import { describeFailure } from '../observability/failure';
+import { RetriesExhaustedError } from '../resilience/retry';
+import { type RedeliverDisposition, type TerminateDisposition, TerminateMessage } from './message-disposition';
 
 /**
- * Hands "this message can never succeed" to the transport, which terminates it: a TerminateMessage
- * as it is, and an InvalidMessageError thrown anywhere in a handler. Without it Nest logs each one
- * as an unhandled error and the transport would redeliver a bad message.
+ * Every error a handler throws, turned into what the transport does with the message. "This message
+ * can never succeed" (a TerminateMessage as it is, an InvalidMessageError thrown anywhere in a
+ * handler) terminates it. Anything else hands it back for redelivery, described as failure events
+ * describe errors, values withheld: Nest's own filter logged the error whole, and a COPY error
+ * quotes the row value it choked on (a load stopped by SIGTERM rethrows its error for redelivery).
  */
-@Catch(TerminateMessage, InvalidMessageError)
-export class TerminateMessageFilter implements RpcExceptionFilter<TerminateMessage | InvalidMessageError> {
-  catch(exception: TerminateMessage | InvalidMessageError): Observable<never> {
-    const disposition: TerminateDisposition =
-      exception instanceof TerminateMessage ? (exception.getError() as TerminateDisposition) : { disposition: 'terminate', reason: exception.message };
-    return throwError(() => disposition);
+@Catch()
+export class TerminateMessageFilter implements RpcExceptionFilter<unknown> {
+  catch(exception: unknown): Observable<never> {
+    if (exception instanceof TerminateMessage) return throwError(() => exception.getError() as TerminateDisposition);
+    if (exception instanceof InvalidMessageError) return throwError(() => ({ disposition: 'terminate', reason: exception.message }) satisfies TerminateDisposition);
+    const cause = exception instanceof RetriesExhaustedError ? exception.lastError : exception;
+    return throwError(() => ({ disposition: 'redeliver', reason: describeFailure(cause, { detail: false }).error }) satisfies RedeliverDisposition);
   }
 }

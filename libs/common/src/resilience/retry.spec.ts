@@ -65,6 +65,23 @@ describe('isTransientError', () => {
     expect(isTransientError(new errors.ClosedConnectionError())).toBe(false);
   });
 
+  it('treats the no-responders errors nats.js v3 really throws (wrapped in RequestError, JetStreamNotEnabled) as transient, from a real server', async () => {
+    const { connect } = await import('@nats-io/transport-node');
+    const { jetstream } = await import('@nats-io/jetstream');
+    const nc = await connect({ servers: process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222' });
+    try {
+      const nobody = `spec_retry_nobody_${process.pid}`;
+      const request = await nc.request(nobody, 'x', { timeout: 2_000 }).catch((error: unknown) => error);
+      expect((request as Error).name).toBe('RequestError');
+      expect(isTransientError(request)).toBe(true);
+      const publish = await jetstream(nc).publish(`${nobody}.in_no_stream`, 'x').catch((error: unknown) => error);
+      expect((publish as Error).name).toBe('JetStreamNotEnabled');
+      expect(isTransientError(publish)).toBe(true);
+    } finally {
+      await nc.close();
+    }
+  });
+
   it('treats JetStream "temporarily unavailable" (a stream without a leader yet) as transient, other JetStream API errors not', () => {
     // Built as nats.js builds them from the server's answer (the 3-node cluster e2e saw this one
     // fail a dump for good when it was not retried).

@@ -33,7 +33,10 @@ export function isTransientError(error: unknown): boolean {
   if (error instanceof Error && TRANSIENT_ERROR_NAMES.has(error.name)) return true;
   if (error instanceof Error && error.name === 'JetStreamApiError' && typeof code === 'number' && TRANSIENT_JETSTREAM_CODES.has(code)) return true;
   if (error instanceof AggregateError) return error.errors.some(isTransientError);
-  return typeof message === 'string' && TRANSIENT_MESSAGES.some((pattern) => pattern.test(message));
+  if (typeof message === 'string' && TRANSIENT_MESSAGES.some((pattern) => pattern.test(message))) return true;
+  // nats.js v3 wraps what went wrong: a request nobody answered is a RequestError whose cause is the
+  // NoRespondersError, and a JetStream call gets JetStreamNotEnabled around that.
+  return error instanceof Error && error.cause !== undefined && error.cause !== error && isTransientError(error.cause);
 }
 
 export interface RetryPolicy {

@@ -28,6 +28,21 @@ describe('the ledger migration', () => {
     }
   });
 
+  it('is made again by the next load when it was dropped while the loader ran (the environment restored or rebuilt)', async () => {
+    const target = new TargetDatabase(db.url);
+    try {
+      await (await target.begin()).commit();
+      await db.query('DROP SCHEMA db_fanout CASCADE');
+      expect(await target.loadedEntry('20240101-00000000')).toBeUndefined();
+      expect(await target.latestLoad()).toBeUndefined();
+      await (await target.begin()).commit();
+      expect(await columns()).toEqual(expect.arrayContaining(['snapshot_id', 'announced_at']));
+      expect(await target.loadedEntry('20240101-00000000')).toBeUndefined();
+    } finally {
+      await target.close();
+    }
+  });
+
   it('at startup, upgrades an existing ledger but creates none: a target is first written by a load that checked it is not the source', async () => {
     const fresh = new TargetDatabase(db.url);
     try {

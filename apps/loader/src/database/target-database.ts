@@ -56,7 +56,11 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
    * load (metrics at startup, a redelivery's early check) use it: no ledger means no load yet.
    */
   private async existingLedger(): Promise<boolean> {
-    if (!this.migrated && !(await this.ledger.exists())) return false;
+    if (!(await this.ledger.exists())) {
+      // Dropped since it was made (the environment restored, or rebuilt): made again by the next load.
+      this.migrated = undefined;
+      return false;
+    }
     await this.ensureLedger();
     return true;
   }
@@ -76,6 +80,9 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
    * ledger if missing, so call it only after `identity()` has been checked.
    */
   async begin(): Promise<TargetLoad> {
+    // Checked at every load, not once per process: after the environment was restored or rebuilt
+    // without db_fanout, every load failed on the missing table (42P01, permanent) until a restart.
+    if (this.migrated && !(await this.ledger.exists())) this.migrated = undefined;
     await this.ensureLedger();
     const client = await this.pool.connect();
     try {

@@ -28,6 +28,20 @@ describe('the ledger migration', () => {
     }
   });
 
+  it('records when the load finished its work, not when its transaction began (the metric of the last load reads it)', async () => {
+    const target = new TargetDatabase(db.url);
+    try {
+      const load = await target.begin();
+      const began = Date.now();
+      await load.client.query('SELECT pg_sleep(1.5)'); // the COPYs
+      await load.ledger.record({ snapshotId: '20240101-00000000', date: '2024-01-01', createdAt: '2024-01-01T00:00:00Z', takenAt: '2024-01-01T00:00:00Z', environment: 'dev', rows: 1, durationMs: 1500, attempts: 1 });
+      await load.commit();
+      expect((await target.latestLoad())!.loadedAtMs).toBeGreaterThanOrEqual(began + 1_400);
+    } finally {
+      await target.close();
+    }
+  });
+
   it('is made again by the next load when it was dropped while the loader ran (the environment restored or rebuilt)', async () => {
     const target = new TargetDatabase(db.url);
     try {

@@ -190,8 +190,10 @@ export class LedgerRepository {
 
   async record(entry: LedgerRecord): Promise<void> {
     await this.db.query(
-      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, snapshot_taken_at, environment, rows, duration_ms, attempts, drift, reload_seq)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      // loaded_at: when the load finished its work (recorded last, just before COMMIT), not when its
+      // transaction began (now()), which is before the wait for the lock and every COPY.
+      `INSERT INTO ${LEDGER_TABLE} (snapshot_id, snapshot_date, snapshot_created_at, snapshot_taken_at, environment, rows, duration_ms, attempts, drift, reload_seq, loaded_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, clock_timestamp())`,
       [
         entry.snapshotId,
         entry.date,

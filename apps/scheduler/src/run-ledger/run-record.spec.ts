@@ -194,6 +194,16 @@ describe('run ledger fold', () => {
       expect(fold([loaded(1)], rerunFailed).loads).toEqual({});
     });
 
+    it("of an earlier run's snapshot while the re-run dumps gives way to the re-run's own load", () => {
+      const rerunning = fold([ready(S1, '2024-01-05T00:00:02.000Z'), started(1), loaded(1), ['replication.trigger', { date: '2024-01-05' }], ['snapshot.dump.started', { date: '2024-01-05', attempt: 1, startedAt: '2024-01-06T08:00:00.000Z' }]]);
+      const reloadedOld = fold([asReload(started(1), 57), asReload(loaded(1), 57)], rerunning);
+      expect(reloadedOld.loads.dev).toMatchObject({ state: 'success', snapshotId: S1, reloadSequence: 57 });
+      const own = fold([ready(S2, '2024-01-06T09:00:00.000Z'), started(1, S2), loaded(1, S2)], reloadedOld);
+      expect(own.dump.snapshotId).toBe(S2);
+      expect(own.loads.dev).toMatchObject({ state: 'success', snapshotId: S2 });
+      expect(own.loads.dev.reloadSequence).toBeUndefined();
+    });
+
     it('that loads a snapshot whose load had failed shows success with its own start, not the failed load\'s', () => {
       const reloadStart = asReload(load('snapshot.load.started', { attempt: 1, startedAt: '2024-01-06T09:00:00.000Z' }), 42);
       expect(fold([started(1), retrying(1), started(2), loadFailed(2), reloadStart, asReload(loaded(1), 42)]).loads.dev).toMatchObject({

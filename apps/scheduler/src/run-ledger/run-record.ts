@@ -233,11 +233,13 @@ function loadEvent(run: RunRecord, subject: string, body: Body, at: string): Run
   const reload = num(body.reloadSequence) ?? 0;
   if (!environment || !LOADER_ENV_NAME.test(environment) || !snapshotId || (!reload && run.earlierSnapshots?.includes(snapshotId))) return run;
   const known = run.loads[environment];
-  if (known && reload < (known.reloadSequence ?? 0)) return run; // a late event of an older request
   let step: StepRecord = known ?? { state: 'queued', attempts: 0, snapshotId };
   if (known && known.snapshotId !== snapshotId) {
-    // The run's own snapshot wins over one it does not know (yet), unless a reload asks for it; any other is replaced.
+    // The run's own snapshot wins over one it does not know (yet), unless a reload asks for it; a
+    // late event of an older reload never undoes a newer one; any other is replaced (the run's own
+    // load replaces a reload of an earlier run's snapshot).
     if (!reload && known.snapshotId === run.dump.snapshotId) return run;
+    if (reload && reload < (known.reloadSequence ?? 0)) return run;
     step = { state: 'queued', attempts: 0, snapshotId };
   }
   if (reload > (step.reloadSequence ?? 0)) step = { state: 'queued', attempts: 0, snapshotId, reloadSequence: reload };

@@ -75,9 +75,9 @@ describe('the db-fanout CLI', () => {
     });
 
     it('trigger and backfill refuse a date before START_DATE (the dumper would drop it), and name a stream or prefix that stores nothing', async () => {
-      const early = await cli(['trigger', '--date', '2023-05-01'], env);
+      const early = await cli(['trigger', '--date', '2023-05-01'], { ...env, START_DATE: '2024-01-01' });
       expect(early).toMatchObject({ code: 2, stderr: expect.stringContaining('date 2023-05-01 is before START_DATE 2024-01-01: the dumper would refuse it') });
-      const backfill = await cli(['backfill', '--from', '2023-12-30', '--to', '2024-01-01'], env);
+      const backfill = await cli(['backfill', '--from', '2023-12-30', '--to', '2024-01-01'], { ...env, START_DATE: '2024-01-01' });
       expect(backfill).toMatchObject({ code: 2, stderr: expect.stringContaining('--from 2023-12-30 is before START_DATE 2024-01-01') });
       expect(backfill.stdout).not.toContain('triggered');
       const lateStart = await cli(['trigger', '--date', '2024-06-01'], { ...env, START_DATE: '2024-06-02' });

@@ -22,9 +22,9 @@ function dateOption(options: Options, name: string): string | undefined {
   return value;
 }
 
-/** The dumper refuses a trigger before START_DATE: refused here, before anything is published. */
+/** The dumper refuses a trigger before START_DATE: with START_DATE set for the CLI too, refused here, before anything is published. */
 function requireFromStartDate(config: CliConfig, date: string, what: string): void {
-  if (date < config.startDate) throw new UsageError(`${what} ${date} is before START_DATE ${config.startDate}: the dumper would refuse it`);
+  if (config.startDate && date < config.startDate) throw new UsageError(`${what} ${date} is before START_DATE ${config.startDate}: the dumper would refuse it`);
 }
 
 /**

@@ -193,7 +193,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     await rules?.prepareSession(leader);
     const sequences = await new TableCatalog(leader).readSequences(tables);
     // The whole database (no TABLES): every sequence, as pg_dump of a database sets them all.
-    const standalone = request.tables.length === 0 ? await new TableCatalog(leader).readStandaloneSequences() : undefined;
+    const standalone = request.tables.length === 0 ? await new TableCatalog(leader).readStandaloneSequences(tables) : undefined;
     if (standalone?.unreadable.length) {
       request.log?.(`left out sequence(s) the dump's role may not read (GRANT SELECT on them to set them in the environments): ${standalone.unreadable.join(', ')}`);
     }

@@ -35,11 +35,12 @@ describe('sequences in the manifest', () => {
       CREATE TABLE public.events_old PARTITION OF public.events FOR VALUES FROM ('2000-01-01') TO ('2024-01-01');
       ALTER TABLE public.events_old ALTER COLUMN id SET DEFAULT nextval('public.archive_no');
       INSERT INTO public.events_old (at) VALUES ('2020-01-01');
+      CREATE TABLE "Ledger".postings (id int);
       CREATE SEQUENCE "Ledger"."ticket no" START 7000;
       SELECT setval('"Ledger"."ticket no"', 7012);
       CREATE ROLE ${reader} LOGIN;
       GRANT USAGE ON SCHEMA "Ledger" TO ${reader};
-      GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${reader};
+      GRANT SELECT ON ALL TABLES IN SCHEMA public, "Ledger" TO ${reader};
       GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO ${reader};
       GRANT SELECT ON "Ledger"."Entry Numbers" TO ${reader};
       `,
@@ -74,6 +75,9 @@ describe('sequences in the manifest', () => {
     ]);
     const named = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [{ schema: 'public', name: 'invoices' }], excludeTables: [] });
     expect(named.manifest.standaloneSequences).toBeUndefined();
+    // A schema EXCLUDE_TABLES empties keeps its sequences too: the environments may not have it.
+    const withoutLedger = await writeSnapshot({ date: DATE, sourceDatabaseUrl: db.url, snapshotDir: db.dir, tables: [], excludeTables: [{ schema: 'Ledger', name: 'postings' }] });
+    expect(withoutLedger.manifest.standaloneSequences).toEqual([{ sequence: 'public.unused_seq', lastValue: '1', isCalled: false }]);
   });
 
   it("leaves out, and names in the log, a sequence no column uses that the dump's role may not read", async () => {

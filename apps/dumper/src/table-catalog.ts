@@ -175,22 +175,24 @@ export class TableCatalog {
   }
 
   /**
-   * Every sequence of the database that no column owns (serial, identity) and no column default
-   * calls, outside extensions and the ledger: the application's own, or one a trigger calls, where
-   * PostgreSQL records no dependency. Read like the others, right after the snapshot. One the dump's
+   * Every sequence that no column owns (serial, identity) and no column default calls, in the
+   * schemas of the dumped tables, outside extensions and the ledger: the application's own, or one a
+   * trigger calls, where PostgreSQL records no dependency (a schema EXCLUDE_TABLES empties is left out). Read like the others, right after the snapshot. One the dump's
    * role may not read is left out, and named in `unreadable`.
    */
-  async readStandaloneSequences(): Promise<{ sequences: ManifestStandaloneSequence[]; unreadable: string[] }> {
+  async readStandaloneSequences(tables: SourceTable[]): Promise<{ sequences: ManifestStandaloneSequence[]; unreadable: string[] }> {
     const { rows } = await this.session.query<{ schema: string; name: string; readable: boolean }>(
       `SELECT n.nspname AS schema, c.relname AS name, has_sequence_privilege(c.oid, 'SELECT') AS readable
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'S'
+          AND n.nspname = ANY($1::text[])
           AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEDGER_SCHEMA}')
           AND n.nspname NOT LIKE 'pg\\_toast%'
           AND n.nspname NOT LIKE 'pg\\_temp\\_%'
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
         ORDER BY n.nspname, c.relname`,
+      [[...new Set(tables.map((table) => table.schema))]],
     );
     const sequences: ManifestStandaloneSequence[] = [];
     const unreadable: string[] = [];

@@ -1067,17 +1067,14 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await query(target, 'SELECT no::int FROM public.tickets')).toEqual([{ no: 7013 }]);
   });
 
-  it('fails naming a sequence no column uses that the target lacks, and changes nothing; SCHEMA_DRIFT=common-columns leaves it unset and says so', async () => {
+  it('leaves a sequence no column uses that the target lacks unset, says so, and loads', async () => {
     const target = await createTarget();
-    const before = await contentsOf(target);
     const written = await snapshotWithStandaloneSequences([{ sequence: 'public.invoice_no', lastValue: '41', isCalled: true }]);
-    await expect(load(target, written)).rejects.toThrow('sequence(s) of production that no column uses do not exist in the target: public.invoice_no');
-    expect(await contentsOf(target)).toEqual(before);
-
     const log: string[] = [];
-    const loaded = await loadInto(target, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1, schemaDrift: 'common-columns', log: (line) => log.push(line) });
+    const loaded = await loadInto(target, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1, log: (line) => log.push(line) });
     expect(loaded).toMatchObject({ kind: 'loaded' });
-    expect(log).toContain('schema drift (SCHEMA_DRIFT=common-columns): sequence(s) not in the target, left unset: public.invoice_no');
+    expect(log).toContain('sequence(s) of production that no column uses are not in the target, left unset: public.invoice_no');
+    expect(await contentsOf(target)).toEqual(await contentsOf(sourceUrl));
   });
 
   it('refuses a manifest whose standaloneSequences entry is malformed before touching the target', async () => {

@@ -497,7 +497,9 @@ describe('the CLI configuration', () => {
     expect(variablesReadBy(loadCliConfig)).toEqual(
       ['ACK_WAIT', 'HTTP_TOKEN', 'NATS_CREDS', 'NATS_PASSWORD', 'NATS_STREAM', 'NATS_STREAM_MAX_AGE', 'NATS_STREAM_REPLICAS', 'NATS_SUBJECT_PREFIX', 'NATS_TLS_CA', 'NATS_TLS_CERT', 'NATS_TLS_KEY', 'NATS_TOKEN', 'NATS_URL', 'NATS_USER', 'SCHEDULE_TIMEZONE', 'START_DATE'],
     );
-    expect(loadCliConfig({}).startDate).toBe('2024-01-01');
+    // Unset: the CLI cannot know the dumper's, and checks nothing.
+    expect(loadCliConfig({}).startDate).toBeUndefined();
+    expect(loadCliConfig({ START_DATE: '2020-01-01' }).startDate).toBe('2020-01-01');
     expect(configErrorOf(loadCliConfig, { NATS_URL: 'http://x', SCHEDULE_TIMEZONE: 'Nowhere', START_DATE: '2024-13-01' }).problems.map((p) => p.split(' ')[0])).toEqual(['NATS_URL', 'SCHEDULE_TIMEZONE', 'START_DATE']);
   });
 });

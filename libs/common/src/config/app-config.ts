@@ -1,7 +1,7 @@
 import { CronTime } from 'cron';
 import { parse as parseConnectionString } from 'pg-connection-string';
 import { z } from 'zod';
-import { accessToken, boolean, date, duration, integer, LONGEST_WAIT, list, matching, memorySize, memorySizeKb, optionalText, optionalUrl, readableFile, tables, text, timeZone, url, urlList } from './env-fields';
+import { accessToken, boolean, date, duration, integer, LONGEST_WAIT, list, optionalDate, matching, memorySize, memorySizeKb, optionalText, optionalUrl, readableFile, tables, text, timeZone, url, urlList } from './env-fields';
 import { envLoader } from './env-reader';
 
 type Env = Record<string, string | undefined>;
@@ -390,8 +390,8 @@ export const loadSchedulerConfig: (source?: Env) => SchedulerConfig = envLoader(
 export interface CliConfig {
   nats: NatsConfig;
   timeZone: string;
-  /** START_DATE, as the dumper has it: a trigger of an earlier date would be refused there. */
-  startDate: string;
+  /** START_DATE, when set for the CLI (as the dumper has it): a trigger of an earlier date would be refused there. */
+  startDate?: string;
   /** Read for the CLI's HTTP calls to the scheduler; it makes none today (the history is read over NATS). */
   httpToken?: string;
 }
@@ -400,7 +400,8 @@ const cliSchema = z
   .object({
     ...natsVariables,
     SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
-    START_DATE: date(DEFAULTS.START_DATE),
+    // No default here: the CLI cannot know the dumper's START_DATE unless it is given the same one.
+    START_DATE: optionalDate(),
     HTTP_TOKEN: optionalText(),
   })
   .transform((v): CliConfig => ({ nats: natsConfig(v), timeZone: v.SCHEDULE_TIMEZONE, startDate: v.START_DATE, httpToken: v.HTTP_TOKEN }));

@@ -172,6 +172,13 @@ function formatKb(kb: number): string {
 export const date = (fallback: string) =>
   field((value = fallback, report) => (isCalendarDate(value) ? value : report(`must be a date YYYY-MM-DD (got ${JSON.stringify(value)})`)));
 
+/** A date YYYY-MM-DD, or undefined when unset (blank counts as unset). */
+export const optionalDate = () =>
+  field((value, report) => {
+    if (value === undefined || value.trim() === '') return undefined;
+    return isCalendarDate(value) ? value : report(`must be a date YYYY-MM-DD (got ${JSON.stringify(value)})`);
+  });
+
 export const timeZone = (fallback: string) =>
   field((value = fallback, report) => (isValidTimeZone(value) ? value : report(`is not a known time zone (got ${JSON.stringify(value)})`)));
 

@@ -1,5 +1,5 @@
 import { type DynamicModule, type INestApplication, Logger, type LoggerService } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import { HttpAdapterHost, NestFactory } from '@nestjs/core';
 import type { MicroserviceOptions } from '@nestjs/microservices';
 import type { HttpConfig, LogFormat } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
@@ -18,7 +18,7 @@ export interface AppDefinition<C extends { http: HttpConfig; logFormat: LogForma
 
 /** Makes the app's @EventPattern handlers consume from JetStream (JetStreamModule must be imported). */
 export function attachJetStream(app: INestApplication): void {
-  app.useGlobalFilters(new TerminateMessageFilter());
+  app.useGlobalFilters(new TerminateMessageFilter(app.get(HttpAdapterHost).httpAdapter));
   app.connectMicroservice<MicroserviceOptions>({ strategy: app.get(JetStreamServer) }, { inheritAppConfig: true });
 }
 

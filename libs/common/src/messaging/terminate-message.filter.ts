@@ -1,4 +1,5 @@
-import { Catch, type RpcExceptionFilter } from '@nestjs/common';
+import { type ArgumentsHost, Catch } from '@nestjs/common';
+import { BaseExceptionFilter } from '@nestjs/core';
 import { type Observable, throwError } from 'rxjs';
 import { InvalidMessageError } from '../contract/invalid-message.error';
 import { describeFailure } from '../observability/failure';
@@ -13,8 +14,10 @@ import { type RedeliverDisposition, type TerminateDisposition, TerminateMessage 
  * quotes the row value it choked on (a load stopped by SIGTERM rethrows its error for redelivery).
  */
 @Catch()
-export class TerminateMessageFilter implements RpcExceptionFilter<unknown> {
-  catch(exception: unknown): Observable<never> {
+export class TerminateMessageFilter extends BaseExceptionFilter {
+  /** HTTP routes keep Nest's own handling (BaseExceptionFilter, given the app's HTTP adapter). */
+  override catch(exception: unknown, host: ArgumentsHost): Observable<never> | void {
+    if (host.getType() !== 'rpc') return super.catch(exception, host);
     if (exception instanceof TerminateMessage) return throwError(() => exception.getError() as TerminateDisposition);
     if (exception instanceof InvalidMessageError) return throwError(() => ({ disposition: 'terminate', reason: exception.message }) satisfies TerminateDisposition);
     const cause = exception instanceof RetriesExhaustedError ? exception.lastError : exception;

@@ -1,11 +1,9 @@
-import { jetstream } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { TargetDatabase } from '../../apps/loader/src/database/target-database';
 import { LEDGER_TABLE } from '../../apps/loader/src/ledger';
-import { consumerBacklog } from '../support/consumers';
+import { consumerBacklog, useUpDeliveries } from '../support/consumers';
 import { contentAndSequences, tableContent } from '../support/databases';
 import { DEMO_TABLES } from '../support/fixtures';
 import { appSessions, loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/pipeline';
@@ -151,25 +149,6 @@ describe('a stop during the last delivery the consumer allows', () => {
     await pipeline?.cleanup();
   });
 
-  /** Takes the pending message of `durable` nine times and hands it back: its next delivery is the 10th, the last. */
-  async function useUpDeliveries(durable: string): Promise<void> {
-    const nc = await connect({ servers: pipeline.namespace.url });
-    try {
-      const consumer = await jetstream(nc).consumers.get(pipeline.namespace.stream, durable);
-      for (let delivery = 1; delivery <= 9; delivery++) {
-        const message = await consumer.next({ expires: 5_000 });
-        if (!message) throw new Error(`${durable}: delivery ${delivery} did not come`);
-        expect(message.info.deliveryCount).toBe(delivery);
-        message.nak();
-        // Sent before the next pull (and before closing): a nak still in the client's buffer is lost,
-        // and the broker would wait out the ack wait instead.
-        await nc.flush();
-      }
-    } finally {
-      await nc.close();
-    }
-  }
-
   /** A session holding `lockSql` open in a transaction until the test file ends. */
   async function hold(url: string, lockSql: string): Promise<void> {
     const client = new Client({ connectionString: url });
@@ -182,7 +161,7 @@ describe('a stop during the last delivery the consumer allows', () => {
     // The consumer exists (the dumper made it) before the trigger is published; nothing is dumped yet.
     await (await pipeline.startDumper({}, 'dumper-first')).stop();
     await pipeline.trigger('2024-03-01');
-    await useUpDeliveries('dumper');
+    await useUpDeliveries(pipeline.namespace, 'dumper');
     // The dump waits for a table production holds exclusively; its session is then ended by an
     // administrator (a transient error), and the dumper waits a minute to retry.
     await hold(pipeline.source.url, 'LOCK TABLE customers IN ACCESS EXCLUSIVE MODE');
@@ -208,7 +187,7 @@ describe('a stop during the last delivery the consumer allows', () => {
     await pipeline.startDumper({}, 'dumper-second');
     await pipeline.trigger('2024-03-02');
     await pipeline.events.waitFor('the snapshot', (c) => c.of('snapshot.ready').length === 1);
-    await useUpDeliveries('loader-qa');
+    await useUpDeliveries(pipeline.namespace, 'loader-qa');
     const before = await contentAndSequences(pipeline.targets.qa, DEMO_TABLES);
     // Another load (as far as this loader can tell) holds the ledger.
     const ledger = new TargetDatabase(pipeline.targets.qa.url);

@@ -5,6 +5,10 @@ import { loaderSessions, PipelineHarness, slowLoadSql, until } from '../support/
 import { ofSubject, type StoredEvent, streamEvents } from '../support/stream-events';
 import { RunningApp } from '../support/apps';
 import { natsNamespace } from '../support/nats';
+import { consumerBacklog, useUpDeliveries } from '../support/consumers';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { streamSubjects, SUBJECTS } from '../../libs/common/src/contract';
 
 /** The broker restarts (idle, and in the middle of a load): every app reconnects by itself. */
 describe('a NATS server restart', () => {
@@ -96,4 +100,65 @@ describe('a stop while NATS is down', () => {
       await nats.destroy();
     }
   }, 90_000);
+});
+
+/**
+ * A message's last delivery (max_deliver 10) loads and commits, but the stream refuses its
+ * snapshot.loaded past the publish's retries (about a minute; here the stream stops taking the
+ * subject, as a broker that is out would). The environment holds the snapshot, so the loader
+ * announces it from the ledger; it is never reported failed (an alert and a failed run for an
+ * environment that is fine).
+ */
+describe('snapshot.loaded refused past the publish retries on the last delivery', () => {
+  let pipeline: PipelineHarness;
+
+  beforeAll(async () => {
+    pipeline = await PipelineHarness.create('lastannounce', { environments: ['qa'], targetSql: { qa: slowLoadSql('products', 2) } });
+  });
+  afterAll(() => pipeline?.cleanup());
+  const stored = () => streamEvents(pipeline.namespace.url, pipeline.namespace.stream, pipeline.namespace.prefix);
+
+  /** Makes the stream take every subject it takes now except `subject`, or all of them again. */
+  async function refuse(subject: string | undefined): Promise<void> {
+    const nc = await connect({ servers: pipeline.namespace.url });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const { config } = await jsm.streams.info(pipeline.namespace.stream);
+      const prefix = pipeline.namespace.prefix;
+      const subjects = subject
+        ? [`${prefix}${SUBJECTS.trigger}`, ...Object.values(SUBJECTS).filter((s) => s.startsWith('snapshot.') && s !== subject).map((s) => `${prefix}${s}`)]
+        : streamSubjects(prefix);
+      await jsm.streams.update(pipeline.namespace.stream, { ...config, subjects });
+    } finally {
+      await nc.close();
+    }
+  }
+
+  it('announces the committed load from the ledger instead of reporting it failed', async () => {
+    // The loader's consumer exists before the snapshot is announced; nothing is loaded yet.
+    await (await pipeline.startLoader('qa', {}, 'loader-first')).stop();
+    await pipeline.startDumper();
+    await pipeline.trigger('2024-03-01');
+    await pipeline.events.waitFor('the snapshot', (c) => c.of('snapshot.ready').length === 1);
+    const snapshotId = pipeline.events.of('snapshot.ready')[0].snapshotId;
+    await useUpDeliveries(pipeline.namespace, 'loader-qa');
+    // Nothing else listens on the subject, so a refused publish fails at once (no responders) rather
+    // than after its timeout: the publish's retries take about 45 s instead of 80.
+    await pipeline.events.stop();
+    const loader = await pipeline.startLoader('qa');
+    await until('the qa load to be inside its COPY', async () => (await loaderSessions(pipeline.targets.qa)).some((s) => s.wait_event === 'PgSleep'));
+    await refuse(SUBJECTS.snapshotLoaded);
+    await until('the load to be committed and its announcement given up', () => loader.output.includes('publishing snapshot.loaded failed (attempt 7 of 7)') || loader.output.includes('announcing it'), 120_000);
+    await refuse(undefined);
+
+    // What the stream stored (a core subscription also sees the publishes it refused).
+    let events: StoredEvent[] = [];
+    await until('qa loaded', async () => ofSubject((events = await stored()), 'snapshot.loaded').length === 1);
+    expect(ofSubject(events, 'snapshot.loaded')[0]).toMatchObject({ environment: 'qa', snapshotId });
+    expect(loader.output).toContain('already loaded (ledger), announcing it');
+    expect(ofSubject(events, 'snapshot.load.failed')).toEqual([]);
+    expect(await pipeline.targets.qa.query('SELECT snapshot_id, announced_at IS NOT NULL AS announced FROM db_fanout.loaded_snapshots')).toEqual([{ snapshot_id: snapshotId, announced: true }]);
+    for (const table of DEMO_TABLES) expect(await tableContent(pipeline.targets.qa, table)).toEqual(await tableContent(pipeline.source, table));
+    await until('the message to be settled', async () => (await consumerBacklog(pipeline.namespace.stream, 'loader-qa')).unacked === 0);
+  }, 180_000);
 });

@@ -93,7 +93,9 @@ export class EventCollector {
     }
   }
 
+  /** Idempotent: a test may stop listening before the harness's cleanup does. */
   async stop(): Promise<void> {
+    if (this.nc.isClosed()) return;
     this.sub.unsubscribe();
     await this.nc.close();
   }

@@ -2,6 +2,7 @@ import { Controller } from '@nestjs/common';
 import { Ctx, EventPattern, Payload } from '@nestjs/microservices';
 import { InvalidMessageError, parseSnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
 import { JetStreamContext, TerminateMessage } from '@app/common/messaging';
+import { errorMessage } from '@app/common/observability';
 import { type LoadOutcome, LoaderService } from './loader.service';
 
 @Controller()
@@ -31,6 +32,15 @@ export class LoaderController {
       // Unexpected (e.g. the outcome could not be published), or the app is stopping: redelivered,
       // unless this was the last try. Then nobody else would say it failed: report it now.
       if (error instanceof InvalidMessageError || !context.isLastDelivery()) throw error;
+      // The load may have committed with only its announcement lost (the broker was out past the
+      // publish's retries): the ledger says so, and it is announced, never reported failed.
+      let committed: LoadOutcome | undefined;
+      try {
+        committed = await this.loader.announceCommitted(snapshot, origin);
+      } catch (announceError) {
+        throw new TerminateMessage(`${snapshot.snapshotId} is loaded (ledger), but snapshot.loaded could not be published on the last delivery: ${errorMessage(announceError)}`);
+      }
+      if (committed) return;
       // Attempts of this delivery; the run history adds the earlier deliveries'.
       const last = context.lastDeliveryFailure(error, `load of ${snapshot.snapshotId}`);
       const failure = await this.loader.reportFailure(snapshot, last.error, last.attempts, origin);

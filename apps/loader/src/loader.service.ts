@@ -22,6 +22,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { directorySource, resolveSnapshotDir, SNAPSHOT_VISIBILITY, SnapshotNotFoundError, STALL_TIMEOUT_MS, waitForSnapshot } from './snapshot-files';
 import { type LoadResult, loadSnapshot } from './snapshot-load';
+import type { LedgerEntry } from './ledger';
 
 export type LoadOutcome =
   | { status: 'loaded'; event: SnapshotLoadedPayload }
@@ -131,10 +132,8 @@ export class LoaderService implements OnApplicationBootstrap {
       // A redelivery of what the environment holds (or of a reload request already done) is settled
       // from the ledger before the snapshot is opened: a store or volume unreachable at that moment
       // must not turn it into a failed load and an alert. Unreadable ledger: the load path decides.
-      const entry = await this.database.loadedEntry(snapshot.snapshotId).catch(() => undefined);
-      if (entry && (!force || (origin.reloadSequence !== undefined && entry.reloadSeq === origin.reloadSequence))) {
-        return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key, origin);
-      }
+      const entry = await this.committedLoad(snapshot, origin);
+      if (entry) return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key, origin);
       const { result, attempts } = await withRetry(
         this.config.retry,
         async (attempt) =>
@@ -181,6 +180,32 @@ export class LoaderService implements OnApplicationBootstrap {
       const failure = await this.reportFailure(snapshot, cause, attempts, origin);
       return { status: 'failed', error: failure.error, attempts };
     }
+  }
+
+  /**
+   * The ledger's entry when this request's load has committed: the snapshot's load, or for a reload
+   * the load of this very reload message. An unreadable ledger counts as no entry.
+   */
+  private async committedLoad(snapshot: SnapshotReadyPayload, origin: LoadRequestOrigin): Promise<LedgerEntry | undefined> {
+    const entry = await this.database.loadedEntry(snapshot.snapshotId).catch(() => undefined);
+    if (!entry) return undefined;
+    return !origin.force || (origin.reloadSequence !== undefined && entry.reloadSeq === origin.reloadSequence) ? entry : undefined;
+  }
+
+  /**
+   * On a message's last delivery, before its failure is reported: a load that committed but whose
+   * snapshot.loaded could not be published (the broker was out past the publish's retries) is
+   * announced from the ledger instead of being reported failed. Undefined when the ledger does not
+   * have it; rejects when the announcement fails again.
+   */
+  async announceCommitted(snapshot: SnapshotReadyPayload, origin: LoadRequestOrigin): Promise<LoadOutcome | undefined> {
+    const environment = this.config.environment;
+    return withLogContext({ snapshotId: snapshot.snapshotId, environment }, async () => {
+      const entry = await this.committedLoad(snapshot, origin);
+      if (!entry) return undefined;
+      const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
+      return this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, eventKey(snapshot, environment, origin), origin);
+    });
   }
 
   /** The outcome of a load attempt that ended without an error: announced, and returned to the consumer. */

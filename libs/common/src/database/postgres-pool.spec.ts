@@ -11,6 +11,8 @@ describe('createPostgresPool', () => {
     await db.query(`ALTER DATABASE "${db.name}" SET IntervalStyle = 'sql_standard'`);
     await db.query(`ALTER DATABASE "${db.name}" SET extra_float_digits = -3`);
     await db.query(`ALTER DATABASE "${db.name}" SET statement_timeout = '1ms'`);
+    await db.query(`ALTER DATABASE "${db.name}" SET array_nulls = off`);
+    await db.query(`ALTER DATABASE "${db.name}" SET xmloption = document`);
   });
   afterAll(() => db.drop());
 
@@ -34,6 +36,19 @@ describe('createPostgresPool', () => {
         d: '2024-03-01',
         i: '1 day 02:00:00',
       });
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('reads arrays with NULL elements and xml content fragments as a dump wrote them, whatever the database defaults to', async () => {
+    const pool = createPostgresPool(db.url, { applicationName: 'db-fanout-spec', lockTimeoutMs: 1000 });
+    try {
+      await pool.query('CREATE TABLE arrays_and_xml (tags text[], ids int[], doc xml)');
+      // What COPY FROM reads of a CSV line with these values (the text form of each type).
+      await pool.query(`INSERT INTO arrays_and_xml VALUES ('{x,NULL}', '{1,NULL}', 'abc<a/>')`);
+      const { rows } = await pool.query('SELECT tags[2] IS NULL AS tag_null, ids[2] IS NULL AS id_null, doc::text AS doc FROM arrays_and_xml');
+      expect(rows).toEqual([{ tag_null: true, id_null: true, doc: 'abc<a/>' }]);
     } finally {
       await pool.end();
     }

@@ -13,6 +13,11 @@ export const PINNED_SESSION_SETTINGS: Readonly<Record<string, string>> = {
   extra_float_digits: '3',
   standard_conforming_strings: 'on',
   client_encoding: 'UTF8',
+  // A database with array_nulls off reads the CSV's {x,NULL} as the string 'NULL' (or fails an
+  // int[] column); one with xmloption document refuses xml content fragments that production holds.
+  // pg_dump pins both for its restore.
+  array_nulls: 'on',
+  xmloption: 'content',
   statement_timeout: '0',
   idle_in_transaction_session_timeout: '0',
   // A database that defaults to REPEATABLE READ would let a load's checks after a lock wait read

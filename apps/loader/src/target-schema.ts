@@ -331,41 +331,79 @@ export class TargetCatalog {
   }
 
   /**
-   * The target's sequence for each of production's: the one the loaded column draws from in the
-   * target (owned by it, or called by its default), so the next insert continues after production's
-   * rows even where the environment names it otherwise (a table renamed in production keeps its
-   * old sequence name; one built from a schema file has the new); else, where the column draws from
-   * none (a partition's own default, a sequence of app code), the sequence of production's name.
-   * Every sequence must be found, or the load fails naming those missing.
+   * The target's sequence for each of production's (see `targetSequenceOf`). Every sequence must be
+   * found, or the load fails naming those missing. Two of production's that land on one target
+   * sequence (a serial migrated to identity keeps its old sequence, owned by the same column, and
+   * the environment has only one of them) fail the load too, naming both: the manifest does not say
+   * which of the two the column draws from in production, and the wrong one's value makes the next
+   * insert collide with a loaded row (or, set last, silently overwrote the other's).
    */
   async resolveSequences(sequences: ManifestSequence[]): Promise<TargetSequence[]> {
     const problems: string[] = [];
-    const resolved = new Map<string, TargetSequence>();
+    const claimed = new Map<string, ManifestSequence>();
     for (const sequence of sequences) {
-      const table = quoteQualified({ schema: sequence.schema, name: sequence.tableName });
-      const { rows } = await this.db.query<{ name: string | null }>(
-        `SELECT coalesce(
-                  pg_get_serial_sequence($1, $2),
-                  (SELECT quote_ident(n.nspname) || '.' || quote_ident(s.relname)
-                     FROM pg_attribute a
-                     JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-                     JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
-                     JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
-                     JOIN pg_namespace n ON n.oid = s.relnamespace
-                    WHERE a.attrelid = $1::regclass AND a.attname = $2
-                    ORDER BY s.oid LIMIT 1),
-                  (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE c.oid = to_regclass($3) AND c.relkind = 'S')) AS name`,
-        [table, sequence.column, sequence.sequence ? quoteQualified(parseQualifiedName(sequence.sequence)) : null],
-      );
-    const name = rows[0]?.name;
-      if (!name) {
-        problems.push(sequence.sequence ? `sequence ${sequence.sequence} does not exist in the target` : `column ${sequence.table}.${quoteIdent(sequence.column)} owns no sequence in the target`);
-        continue;
-      }
-      resolved.set(name, { name, lastValue: sequence.lastValue, isCalled: sequence.isCalled });
+      const name = await this.targetSequenceOf(sequence);
+      const other = name ? claimed.get(name) : undefined;
+      if (!name) problems.push(sequence.sequence ? `sequence ${sequence.sequence} does not exist in the target` : `column ${columnOf(sequence)} owns no sequence in the target`);
+      else if (other) problems.push(sharedSequenceProblem(name, other, sequence));
+      else claimed.set(name, sequence);
     }
     if (problems.length) throw new TargetSchemaError(problems.join('; '));
-    return [...resolved.values()];
+    return [...claimed].map(([name, { lastValue, isCalled }]) => ({ name, lastValue, isCalled }));
   }
+
+  /**
+   * Production's sequence in the target, quoted, or null. First the sequence of production's name
+   * where it is tied to the loaded column there (owned by it, or called by its default, in the table
+   * or one of its partitions): a column can have two (a serial migrated to identity still owns its
+   * old sequence; a partition attached with its own), and each is production's own. Else the one
+   * the column draws from in the target (a table renamed in production keeps its old sequence name;
+   * one built from a schema file has the new). Else, where the column draws from none (a sequence
+   * of app code), the sequence of production's name.
+   */
+  private async targetSequenceOf(sequence: ManifestSequence): Promise<string | null> {
+    const table = quoteQualified({ schema: sequence.schema, name: sequence.tableName });
+    const { rows } = await this.db.query<{ name: string | null }>(
+      `WITH tree(relid) AS (
+         SELECT to_regclass($1::text) UNION SELECT relid FROM pg_partition_tree(to_regclass($1::text))
+       ), columns AS (
+         SELECT a.attrelid, a.attnum FROM pg_attribute a JOIN tree ON tree.relid = a.attrelid WHERE a.attname = $2::text AND NOT a.attisdropped
+       ), tied(oid) AS (
+         SELECT d.objid FROM pg_depend d JOIN columns c ON c.attrelid = d.refobjid AND c.attnum = d.refobjsubid
+          WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+         UNION
+         SELECT d.refobjid FROM pg_attrdef ad JOIN columns c ON c.attrelid = ad.adrelid AND c.attnum = ad.adnum
+           JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+       ), named AS (
+         SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = to_regclass($3::text) AND c.relkind = 'S'
+       )
+       SELECT coalesce(
+                (SELECT name FROM named WHERE oid IN (SELECT oid FROM tied)),
+                pg_get_serial_sequence($1::text, $2::text),
+                (SELECT quote_ident(n.nspname) || '.' || quote_ident(s.relname)
+                   FROM pg_attribute a
+                   JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                   JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+                   JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+                   JOIN pg_namespace n ON n.oid = s.relnamespace
+                  WHERE a.attrelid = to_regclass($1::text) AND a.attname = $2::text
+                  ORDER BY s.oid LIMIT 1),
+                (SELECT name FROM named)) AS name`,
+      [table, sequence.column, sequence.sequence ? quoteQualified(parseQualifiedName(sequence.sequence)) : null],
+    );
+    return rows[0]?.name ?? null;
+  }
+}
+
+function columnOf(sequence: ManifestSequence): string {
+  return `${sequence.table}.${quoteIdent(sequence.column)}`;
+}
+
+function sharedSequenceProblem(target: string, first: ManifestSequence, second: ManifestSequence): string {
+  const names = [first, second].map((s) => s.sequence ?? `the sequence of ${columnOf(s)}`);
+  return (
+    `production's sequences ${names[0]} and ${names[1]} (column ${columnOf(second)}) both resolve to the target's ${target}, ` +
+    `which cannot take both values; give the environment production's sequences, each tied to its column as in production`
+  );
 }

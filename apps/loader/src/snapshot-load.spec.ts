@@ -653,6 +653,29 @@ describe('a column tied to two sequences in production', () => {
   });
 });
 
+describe("a domain's NOT VALID check on a value inside a column's type", () => {
+  it("loads the rows that break it: a composite's attribute, a range's subtype and a multirange's, as pg_restore does", async () => {
+    const SQL = `
+      CREATE DOMAIN public.pos AS int;
+      CREATE TYPE public.pair AS (a public.pos, b int);
+      CREATE TYPE public.nested AS (inner_pair public.pair);
+      CREATE TYPE public.posrange AS RANGE (subtype = public.pos);
+      CREATE TABLE public.t (id int PRIMARY KEY, p public.pair, n public.nested[], r public.posrange, m public.posmultirange);`;
+    const NOT_VALID = 'ALTER DOMAIN public.pos ADD CONSTRAINT pos_check CHECK (VALUE > 0) NOT VALID;';
+    const source = await createDatabase('deepdomain_source', `${SQL}
+      INSERT INTO public.t VALUES (1, ROW(-1, 2), NULL, NULL, NULL), (2, NULL, ARRAY[ROW(ROW(-2, 0))]::public.nested[], NULL, NULL),
+        (3, NULL, NULL, public.posrange(-3, 5), NULL), (4, NULL, NULL, NULL, public.posmultirange(public.posrange(-9, -2))); ${NOT_VALID}`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase('deepdomain_target', `${SQL} ${NOT_VALID}`);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+
+    expect(await contentOf(target, 'public.t')).toEqual(await contentOf(source, 'public.t'));
+    expect(await query(target, "SELECT convalidated FROM pg_constraint WHERE conname = 'pos_check'")).toEqual([{ convalidated: false }]);
+    await expect(query(target, 'INSERT INTO public.t (id, p) VALUES (9, ROW(-1, 0))')).rejects.toMatchObject({ code: '23514' });
+  });
+});
+
 describe('a NOT VALID check a child has of its own and from a parent the snapshot leaves out', () => {
   it('stays in place (it cannot be dropped while the parent keeps its copy), and rows that keep it load', async () => {
     const SQL = `

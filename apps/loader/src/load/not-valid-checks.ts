@@ -5,7 +5,7 @@ import { sqlLiteral } from './sql-literal';
 
 /** A CHECK constraint production added NOT VALID: old rows may break it, so COPY must not check it. */
 export interface NotValidCheck {
-  /** On a table (or partition), or on a domain a loaded column uses (directly, as a base, or as an array's element). */
+  /** On a table (or partition), or on a domain a loaded column uses (directly, as a base, an array's element, a composite's attribute or a range's subtype). */
   kind: 'TABLE' | 'DOMAIN';
   /** The table or domain, quoted. */
   owner: string;
@@ -19,8 +19,9 @@ export interface NotValidCheck {
  * The NOT VALID CHECK constraints a load's COPY would enforce: those of the snapshot tables and
  * their partitions that are defined there (`conislocal`: dropping a parent's drops the copies its
  * children only inherit, but one a child also has of its own stays, and must be dropped too), and
- * those of the domains their columns use. pg_dump writes such constraints after the data, so
- * pg_restore loads rows that break them; a load does the same (drop, COPY, add back NOT VALID).
+ * those of the domains their columns use, however deep (an array's element, a composite's
+ * attribute, a range's subtype). pg_dump writes such constraints after the data, so pg_restore
+ * loads rows that break them; a load does the same (drop, COPY, add back NOT VALID).
  * Ordered parents first (by inheritance depth), as they must be dropped; restored in reverse, so
  * a child's own comes back before its parent's merges into it.
  */
@@ -31,9 +32,17 @@ export async function notValidChecks(db: Queryable, tableOids: number[]): Promis
      ), types(oid) AS (
        SELECT a.atttypid FROM pg_attribute a JOIN rels ON rels.relid = a.attrelid WHERE a.attnum > 0 AND NOT a.attisdropped
        UNION
-       SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
+       -- What a value of the type holds, each checked as it is written: a domain's base type, an
+       -- array's element, a composite's attributes, a range's subtype, a multirange's range.
+       SELECT inner_type.oid
          FROM types JOIN pg_type t ON t.oid = types.oid
-        WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)
+         CROSS JOIN LATERAL (
+           SELECT t.typbasetype WHERE t.typtype = 'd'
+           UNION ALL SELECT t.typelem WHERE t.typcategory = 'A' AND t.typelem <> 0
+           UNION ALL SELECT a.atttypid FROM pg_attribute a WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+           UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid
+           UNION ALL SELECT r.rngtypid FROM pg_range r WHERE r.rngmultitypid = t.oid
+         ) inner_type(oid)
      ), ancestry(relid, ancestor, depth) AS (
        -- Every table's ancestors, up the inheritance tree: its depth is the longest way up.
        SELECT relid, relid, 0 FROM rels

@@ -676,6 +676,44 @@ describe("a domain's NOT VALID check on a value inside a column's type", () => {
   });
 });
 
+describe('a table outside the snapshot referencing a generated column (never in the file)', () => {
+  // The key it references is computed from a domain-typed column, as COPY computes it in the table.
+  const SQL = `
+    CREATE DOMAIN public.posint AS int;
+    CREATE TABLE public.a (x public.posint PRIMARY KEY, code text GENERATED ALWAYS AS ('A' || x) STORED UNIQUE);`;
+  const OUTSIDE = 'CREATE TABLE public.b (code text REFERENCES public.a (code));';
+
+  async function snapshotAndTarget(role: string, referenced: string): Promise<{ source: string; written: WrittenSnapshot; target: string }> {
+    const source = await createDatabase(`${role}_source`, `${SQL} INSERT INTO public.a VALUES (1), (2);`);
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+    const target = await createDatabase(`${role}_target`, `${SQL} INSERT INTO public.a VALUES (1), (7); ${OUTSIDE} INSERT INTO public.b VALUES ('${referenced}');`);
+    return { source, written, target };
+  }
+
+  it('loads when every referenced key is in the snapshot, keeping the rows and the key', async () => {
+    const { source, written, target } = await snapshotAndTarget('genref', 'A1');
+    const keysBefore = await foreignKeys(target);
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+
+    expect(await contentOf(target, 'public.a')).toEqual(await contentOf(source, 'public.a'));
+    expect(await contentOf(target, 'public.b')).toEqual(['(A1)']);
+    expect(await foreignKeys(target)).toEqual(keysBefore);
+  });
+
+  it('fails naming the foreign key when a referenced key is not in the snapshot, and changes nothing', async () => {
+    const { written, target } = await snapshotAndTarget('gendangling', 'A7');
+    const before = await contentsOf(target, ['public.a', 'public.b']);
+
+    const error = await load(target, written).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(DanglingReferenceError);
+    expect((error as Error).message).toMatch(/table public\.b \(not in the snapshot\).*"b_code_fkey"/);
+    expect((error as DanglingReferenceError).detail).toBe("Key (code)=(A7) is not present in the snapshot's public.a.");
+    expect(await contentsOf(target, ['public.a', 'public.b'])).toEqual(before);
+  });
+});
+
 describe('a NOT VALID check a child has of its own and from a parent the snapshot leaves out', () => {
   it('stays in place (it cannot be dropped while the parent keeps its copy), and rows that keep it load', async () => {
     const SQL = `

@@ -23,14 +23,18 @@ export async function checkReferencesFromOutside(client: PoolClient, open: (tabl
       copies.set(referenced.oid, keys);
       const table = referenced.manifest;
       await client.query(`CREATE TEMPORARY TABLE ${keys} (LIKE ${quoteQualified({ schema: table.schema, name: table.table })}) ON COMMIT DROP`);
-      // The file's columns exactly. SCHEMA_DRIFT=common-columns: a column the environment dropped
-      // comes as text (it holds no key), and one the environment added goes (LIKE copies its NOT
-      // NULL, which the file, lacking it, would break).
+      // The file's columns exactly (the referenced generated ones are added below). SCHEMA_DRIFT=
+      // common-columns: a column the environment dropped comes as text (it holds no key), and one the
+      // environment added goes (LIKE copies its NOT NULL, which the file, lacking it, would break).
       const { rows: present } = await client.query<{ name: string }>('SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped', [keys]);
       const have = new Set(present.map((column) => column.name));
       const inFile = new Set(table.columns);
       for (const column of [...have].filter((c) => !inFile.has(c))) await client.query(`ALTER TABLE ${keys} DROP COLUMN ${quoteIdent(column)}`);
       for (const column of table.columns.filter((c) => !have.has(c))) await client.query(`ALTER TABLE ${keys} ADD COLUMN ${quoteIdent(column)} text`);
+      await dropDomains(client, keys);
+      await addGeneratedKeys(client, keys, referenced.oid, referencedColumnsOf(foreignKeys, referenced.oid).filter((c) => !inFile.has(c)));
+      // Again for a generated key of a domain: it could only be added once the columns it is
+      // computed from had their types changed (PostgreSQL refuses that under a generated column).
       await dropDomains(client, keys);
       const copy = client.query(copyFrom(`COPY ${keys} (${table.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`));
       // Checked as the load's own COPY checks it: an altered file is a checksum mismatch, never taken
@@ -55,6 +59,32 @@ export async function checkReferencesFromOutside(client: PoolClient, open: (tabl
     }
   }
   for (const keys of copies.values()) await client.query(`DROP TABLE ${keys}`);
+}
+
+/** Every column of the table that a foreign key from outside references. */
+function referencedColumnsOf(foreignKeys: ForeignKeyFromOutside[], oid: number): string[] {
+  return [...new Set(foreignKeys.filter((fk) => fk.referenced.oid === oid).flatMap((fk) => fk.referencedColumns))];
+}
+
+/**
+ * The referenced generated columns, computed in the keys table as the table computes them: the
+ * file never has them (COPY computes them from the other columns), and LIKE copies them as plain
+ * columns, dropped with the rest the file lacks. Only referenced ones: the keys are what is compared.
+ */
+async function addGeneratedKeys(client: PoolClient, keys: string, table: number, columns: string[]): Promise<void> {
+  const { rows } = await client.query<{ name: string; type: string; expression: string }>(
+    `SELECT a.attname AS name, pg_get_expr(ad.adbin, ad.adrelid) AS expression,
+            format_type(a.atttypid, a.atttypmod) ||
+              CASE WHEN a.attcollation <> t.typcollation THEN ' COLLATE ' || quote_ident(cn.nspname) || '.' || quote_ident(co.collname) ELSE '' END AS type
+       FROM pg_attribute a JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum JOIN pg_type t ON t.oid = a.atttypid
+       LEFT JOIN pg_collation co ON co.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+      WHERE a.attrelid = $1 AND a.attgenerated = 's' AND a.attname = ANY($2::text[]) AND NOT a.attisdropped
+      ORDER BY a.attnum`,
+    [table, columns],
+  );
+  for (const { name, type, expression } of rows) {
+    await client.query(`ALTER TABLE ${keys} ADD COLUMN ${quoteIdent(name)} ${type} GENERATED ALWAYS AS (${expression}) STORED`);
+  }
 }
 
 /**

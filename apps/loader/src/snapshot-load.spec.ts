@@ -824,12 +824,20 @@ describe('a NOT VALID check an inheritance child has both of its own and from it
   });
 });
 
+/**
+ * Production with tables a and b (one row each, v 'prod'), dumped, and an environment with the same
+ * two tables holding `targetRows` (SQL run after they are made).
+ */
+async function twoTableSnapshot(label: string, targetRows: string): Promise<{ written: WrittenSnapshot; target: string }> {
+  const SQL = 'CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text);';
+  const source = await createDatabase(`${label}_source`, `${SQL} INSERT INTO public.a VALUES (1, 'prod'); INSERT INTO public.b VALUES (1, 'prod');`);
+  const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
+  return { written, target: await createDatabase(`${label}_target`, `${SQL} ${targetRows}`) };
+}
+
 describe('a table swapped in the environment while a load waits for another', () => {
   it('is loaded as the new table, with its own triggers silent, the old one left as it is', async () => {
-    const SQL = 'CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text);';
-    const source = await createDatabase('swap_source', `${SQL} INSERT INTO public.a VALUES (1, 'prod'); INSERT INTO public.b VALUES (1, 'prod');`);
-    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
-    const target = await createDatabase('swap_target', `${SQL} INSERT INTO public.b VALUES (7, 'old');`);
+    const { written, target } = await twoTableSnapshot('swap', "INSERT INTO public.b VALUES (7, 'old');");
     // The swap, while the app holds the load up: b renamed aside, a new b with a trigger of its own.
     const swap = `ALTER TABLE public.b RENAME TO b_old; CREATE TABLE public.b (id int PRIMARY KEY, v text); CREATE TABLE public.b_audit (id int);
       CREATE FUNCTION public.audit_b() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.b_audit VALUES (NEW.id); RETURN NEW; END $$;
@@ -843,10 +851,7 @@ describe('a table swapped in the environment while a load waits for another', ()
 
 describe('an app transaction that reads a table, then writes it, while a load starts', () => {
   it('finishes, and so does the load: no deadlock (the load takes its exclusive locks at once, never upgrades)', async () => {
-    const SQL = 'CREATE TABLE public.a (id int PRIMARY KEY, v text); CREATE TABLE public.b (id int PRIMARY KEY, v text);';
-    const source = await createDatabase('readwrite_source', `${SQL} INSERT INTO public.a VALUES (1, 'prod'); INSERT INTO public.b VALUES (1, 'prod');`);
-    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [] });
-    const target = await createDatabase('readwrite_target', `${SQL} INSERT INTO public.a VALUES (1, 'env');`);
+    const { written, target } = await twoTableSnapshot('readwrite', "INSERT INTO public.a VALUES (1, 'env');");
     const loaded = await loadWhileAppHolds(target, written, 'SELECT * FROM public.a', 'COMMIT', (app) => app.query("UPDATE public.a SET v = 'app' WHERE id = 1"));
     expect(loaded).toMatchObject({ kind: 'loaded' });
     expect(await query(target, 'SELECT * FROM public.a')).toEqual([{ id: 1, v: 'prod' }]);
@@ -1094,15 +1099,22 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await seenBy(100 * 1024)).toEqual(['100MB']);
   });
 
-  /** A copy of the snapshot whose manifest lists sequences by name (as the dumper now writes them), plus `extra`. */
-  async function snapshotWithNamedSequences(extra: object[]): Promise<WrittenSnapshot> {
+  /** A fresh dump of the source whose manifest `edit` rewrites (as an older or newer dumper would write it). */
+  async function snapshotWithManifest(edit: (manifest: WrittenSnapshot['manifest']) => WrittenSnapshot['manifest']): Promise<WrittenSnapshot> {
     const written = await dumpSource();
     const path = join(written.location, 'manifest.json');
-    const manifest = JSON.parse(readFileSync(path, 'utf8')) as WrittenSnapshot['manifest'];
-    const named = { 'public.customers': 'public.customers_id_seq', '"Sales"."Order Items"': '"Sales"."Order Items_id_seq"' } as Record<string, string>;
-    manifest.sequences = [...manifest.sequences.map((s) => ({ ...s, sequence: named[s.table] })), ...extra] as WrittenSnapshot['manifest']['sequences'];
+    const manifest = edit(JSON.parse(readFileSync(path, 'utf8')) as WrittenSnapshot['manifest']);
     writeFileSync(path, JSON.stringify(manifest));
     return { ...written, manifest };
+  }
+
+  /** A copy of the snapshot whose manifest lists sequences by name (as the dumper now writes them), plus `extra`. */
+  function snapshotWithNamedSequences(extra: object[]): Promise<WrittenSnapshot> {
+    const named = { 'public.customers': 'public.customers_id_seq', '"Sales"."Order Items"': '"Sales"."Order Items_id_seq"' } as Record<string, string>;
+    return snapshotWithManifest((manifest) => ({
+      ...manifest,
+      sequences: [...manifest.sequences.map((s) => ({ ...s, sequence: named[s.table] })), ...extra] as WrittenSnapshot['manifest']['sequences'],
+    }));
   }
 
   it('sets sequences by their own name, also one that a default calls but no column owns', async () => {
@@ -1155,12 +1167,8 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
   });
 
   /** A copy of the snapshot whose manifest lists these sequences no column uses. */
-  async function snapshotWithStandaloneSequences(standaloneSequences: unknown): Promise<WrittenSnapshot> {
-    const written = await dumpSource();
-    const path = join(written.location, 'manifest.json');
-    const manifest = { ...(JSON.parse(readFileSync(path, 'utf8')) as WrittenSnapshot['manifest']), standaloneSequences } as WrittenSnapshot['manifest'];
-    writeFileSync(path, JSON.stringify(manifest));
-    return { ...written, manifest };
+  function snapshotWithStandaloneSequences(standaloneSequences: unknown): Promise<WrittenSnapshot> {
+    return snapshotWithManifest((manifest) => ({ ...manifest, standaloneSequences }) as WrittenSnapshot['manifest']);
   }
 
   it("sets a sequence no column uses (a trigger numbers tickets with it) to production's value", async () => {

@@ -47,6 +47,15 @@ const LAST_NAMES = [
 export const LONGEST_FAKE_NAME = Math.max(...FIRST_NAMES.map((n) => n.length)) + 1 + Math.max(...LAST_NAMES.map((n) => n.length));
 const textArray = (values: string[]) => `ARRAY[${values.map(quoteLiteral).join(',')}]`;
 
+/**
+ * What `redact` leaves: ASCII whitespace (tab to carriage return, space) and ASCII punctuation, as
+ * code point ranges. Not [:space:]/[:punct:]: those follow the database's locale, and under one such
+ * as C.UTF-8 superscript and circled digits and fractions ('¹²³', '①', '½') count as punctuation and
+ * went out as they were. chr() rather than a backslash escape, which standard_conforming_strings
+ * would change.
+ */
+const REDACT_KEPT = "'[^ !-/:-@[-`{-~' || chr(9) || '-' || chr(13) || ']'";
+
 /** A masked text from a text expression `v` (NULL in, NULL out), for the keyed and redacting strategies. */
 function maskText(kind: 'email' | 'name' | 'phone' | 'hash' | 'redact', v: string): string {
   switch (kind) {
@@ -63,8 +72,8 @@ function maskText(kind: 'email' | 'name' | 'phone' | 'hash' | 'redact', v: strin
       // Maria") or digits of another script (full-width, Arabic-Indic) would go out as they are.
       return `(SELECT string_agg(CASE WHEN db_fanout_s.db_fanout_c ~ '^[-+(). /]$' THEN db_fanout_s.db_fanout_c ELSE chr(48 + get_byte(db_fanout_m.db_fanout_h, ((db_fanout_s.db_fanout_i - 1) % 32)::int) % 10) END, '' ORDER BY db_fanout_s.db_fanout_i) FROM (SELECT ${hmac('phone', utf8(v))} AS db_fanout_h) db_fanout_m, regexp_split_to_table(${v}, '') WITH ORDINALITY AS db_fanout_s(db_fanout_c, db_fanout_i))`;
     case 'redact':
-      // Same length; whitespace and punctuation kept, every other character (any script) becomes x.
-      return `regexp_replace(${v}, '[^[:space:][:punct:]]', 'x', 'g')`;
+      // Same length; ASCII whitespace and punctuation kept, every other character (any script) becomes x.
+      return `regexp_replace(${v}, ${REDACT_KEPT}, 'x', 'g')`;
   }
 }
 

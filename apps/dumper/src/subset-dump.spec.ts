@@ -150,8 +150,8 @@ describe('jsonb paths that meet an array', () => {
       await expect(dump(rules)).rejects.toMatchObject({
         name: 'RulesError',
         problems: [
-          'public.profiles.doc: jsonb path addresses.0.street meets a string where it names a key in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
-          'public.profiles.doc: jsonb path email meets a string where it names a key in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
+          'public.profiles.doc: jsonb path addresses.0.street meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
+          'public.profiles.doc: jsonb path email meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
         ],
       });
     } finally {
@@ -164,6 +164,35 @@ describe('jsonb paths that meet an array', () => {
     const csv = readFileSync(join(location, manifest.tables.find((t) => t.table === 'profiles')!.file), 'utf8');
     expect(csv).not.toContain('Secret');
     expect(csv).toContain('x xxxxxx xx');
+  });
+});
+
+describe('jsonb paths with an index segment over rows that hold no array there', () => {
+  const SQL = `
+    CREATE TABLE public.people (id int PRIMARY KEY, doc jsonb);
+    INSERT INTO public.people VALUES
+      (1, '{"phones": ["555-0101"], "2024": {"email": "one@example.org"}}'),
+      (2, '{"phones": null, "2024": null}'),
+      (3, '{"phones": {"0": "555-0103"}, "2024": {"email": "three@example.org"}}'),
+      (4, '{}');`;
+  const source = sourceFor('rules_jsonb_index', SQL);
+  const dump = () => dumpWith(source(), 'strict: true\ntables:\n  public.people: { id: keep, doc: { jsonb: { phones.0: redact, 2024.email: email } } }\n', 'jsonb index spec key 01');
+
+  it('masks the member of that key in an object, leaves null alone, and refuses a string naming table, column and path', async () => {
+    const { manifest, location } = await dump();
+    const csv = readFileSync(join(location, manifest.tables.find((t) => t.table === 'people')!.file), 'utf8');
+    expect(csv).not.toMatch(/555-01|one@|three@/);
+    expect(csv).toContain('xxx-xxxx');
+
+    await source().query(`INSERT INTO public.people VALUES (5, '{"phones": "555-0105"}')`);
+    try {
+      await expect(dump()).rejects.toMatchObject({
+        name: 'RulesError',
+        problems: ['public.people.doc: jsonb path phones.0 meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)'],
+      });
+    } finally {
+      await source().query('DELETE FROM public.people WHERE id = 5');
+    }
   });
 });
 

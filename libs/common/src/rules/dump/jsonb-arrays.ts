@@ -27,6 +27,9 @@ function namedFromStart(indexes: Set<number>): number {
  *   text where the rules expect an object): the whole string goes out,
  * - names array elements by index and the array has more of them than the column's paths name
  *   (`addresses.0.street` alone, and a row with two addresses): the others go out.
+ * An index segment that meets an object names its member of that key (`#>` and `jsonb_set` read
+ * `2024` in `{"2024": {...}}` as a key), which the masking reaches; one that meets a string is
+ * refused like a key that does.
  */
 export async function jsonbPathsThroughArrays(client: ClientBase, plans: TablePlan[], readFrom: (table: TablePlan['table']) => string): Promise<string[]> {
   const problems: string[] = [];
@@ -54,15 +57,18 @@ export async function jsonbPathsThroughArrays(client: ClientBase, plans: TablePl
           problems.push(`${where(path)} meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name every element (a.0.b, a.1.b, ...)`);
           continue;
         }
-        if (keys.length && (await anyRow(keys.map(({ depth }) => `${typeAt(depth)} = 'string'`).join(' OR ')))) {
-          problems.push(`${where(path)} meets a string where it names a key in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)`);
+        // Every segment, index ones too: `phones.0` over `{"phones": "555-0100"}` finds nothing either.
+        if (await anyRow(path.map((_, depth) => `${typeAt(depth)} = 'string'`).join(' OR '))) {
+          problems.push(`${where(path)} meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)`);
           continue;
         }
         for (const [depth, segment] of path.entries()) {
           if (!INDEX.test(segment)) continue;
           const count = namedFromStart(named.get(key(path, depth)) ?? new Set());
           const array = valueAt(document, path, depth);
-          if (await anyRow(`jsonb_typeof(${array}) = 'array' AND jsonb_array_length(${array}) > ${count}`)) {
+          // CASE, not AND: PostgreSQL may evaluate jsonb_array_length first, which fails on an object,
+          // a scalar or a JSON null at this segment (an object's member of that key is masked).
+          if (await anyRow(`CASE WHEN jsonb_typeof(${array}) = 'array' THEN jsonb_array_length(${array}) > ${count} ELSE false END`)) {
             const namedText = count ? `elements 0 to ${count - 1}` : 'no element counted from 0';
             problems.push(`${where(path)}: some rows' array holds more elements than the rules name (${namedText}), and the others would go out unmasked; mask the whole column (null, or sql)`);
             break;

@@ -12,6 +12,7 @@ export interface CatalogColumn {
   category: string;
   /** The characters a `varchar(n)` / `char(n)` column holds (on it or on one of its domains), else null. */
   maxLength: number | null;
+  /** NOT NULL on the column or on one of its domains (a domain's NOT NULL refuses a NULL just the same). */
   notNull: boolean;
   /** The column's collation, qualified and quoted (`pg_catalog."C"`); null for a type without one. */
   collation: string | null;
@@ -64,21 +65,22 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
     SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS table, c.relkind, a.attname AS column,
            format_type(a.atttypid, a.atttypmod) AS type, bt.typname AS base_type, bt.typcategory AS category,
            CASE WHEN bt.typname IN ('varchar', 'bpchar') AND base.typmod >= 4 THEN base.typmod - 4 END AS max_length,
-           a.attnotnull AS not_null, a.attgenerated <> '' AS generated,
+           a.attnotnull OR base.domain_not_null AS not_null, a.attgenerated <> '' AS generated,
            (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
               FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) AS collation
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
       -- Domains: follow typbasetype to the type underneath (a domain over a domain has the middle
-      -- one there), keeping the first length modifier met on the way in: the column's, else a domain's.
+      -- one there), keeping the first length modifier met on the way in: the column's, else a domain's,
+      -- and whether any domain on the way is NOT NULL.
       LEFT JOIN LATERAL (
-        WITH RECURSIVE chain(oid, typmod, depth) AS (
-          SELECT a.atttypid, a.atttypmod, 0
+        WITH RECURSIVE chain(oid, typmod, domain_not_null, depth) AS (
+          SELECT a.atttypid, a.atttypmod, false, 0
           UNION ALL
-          SELECT d.typbasetype, CASE WHEN chain.typmod >= 0 THEN chain.typmod ELSE d.typtypmod END, chain.depth + 1
+          SELECT d.typbasetype, CASE WHEN chain.typmod >= 0 THEN chain.typmod ELSE d.typtypmod END, chain.domain_not_null OR d.typnotnull, chain.depth + 1
             FROM chain JOIN pg_type d ON d.oid = chain.oid AND d.typtype = 'd')
-        SELECT oid, typmod FROM chain ORDER BY depth DESC LIMIT 1) base ON a.attnum IS NOT NULL
+        SELECT oid, typmod, domain_not_null FROM chain ORDER BY depth DESC LIMIT 1) base ON a.attnum IS NOT NULL
       LEFT JOIN pg_type bt ON bt.oid = base.oid
      WHERE ${USER_TABLES}
      ORDER BY n.nspname, c.relname, a.attnum`);

@@ -32,7 +32,10 @@ beforeAll(async () => {
       // Two ends of a key of different lengths: a keyed value cut at one end only.
       'CREATE TABLE public.accounts (token varchar(40) PRIMARY KEY, owner varchar(12) UNIQUE);' +
       'CREATE TABLE public.sessions (token text REFERENCES public.accounts (token), owner text REFERENCES public.accounts (owner));' +
-      'CREATE TABLE public.logins (token varchar(40) REFERENCES public.accounts (token));',
+      'CREATE TABLE public.logins (token varchar(40) REFERENCES public.accounts (token));' +
+      // NOT NULL on a domain, and on a domain under another.
+      'CREATE DOMAIN required_text AS text NOT NULL; CREATE DOMAIN required_note AS required_text;' +
+      'CREATE TABLE public.notes (body required_text, memo required_note, plain text);',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -98,6 +101,11 @@ describe('rules checked against the source catalog', () => {
       'public.customers.tier: marked review; decide its strategy',
       'public.customers.score: email needs a text column (text, varchar, char, citext), not numeric',
     ]);
+  });
+
+  it('refuses null on a column whose domain, or a domain under it, is NOT NULL', () => {
+    const rules = 'strict: true\ntables:\n  public.notes: { body: null, memo: null, plain: null }\n';
+    expect(plan(rules, [{ schema: 'public', name: 'notes' }]).problems).toEqual(['public.notes.body: null on a NOT NULL column', 'public.notes.memo: null on a NOT NULL column']);
   });
 
   it('looks through domains over domains, and refuses email and hash where the column cannot hold them', () => {

@@ -1,6 +1,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { Client } from 'pg';
+import { loadRulesConfig } from '@app/common/config';
 import { errorMessage } from '@app/common/observability';
 import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, type RulesFile, suggestRules } from '@app/common/rules';
 import { DumpRules } from '@app/common/rules/dump';
@@ -113,7 +114,9 @@ export async function rulesMain(argv: string[], write: (line: string) => void, w
     command.parse(rest, { from: 'user' });
     if (command.args.length) throw new RulesUsageError(`unexpected argument ${JSON.stringify(command.args[0])}`);
     const options = command.opts<{ source?: string; out?: string; rules?: string }>();
-    return await runRulesCommand(action, { ...options, rules: options.rules ?? process.env.DUMP_RULES, maskingKey: process.env.MASKING_KEY, write });
+    // The dumper's own reading of DUMP_RULES and MASKING_KEY: the check must judge the key it would use.
+    const { rulesFile, maskingKey } = loadRulesConfig();
+    return await runRulesCommand(action, { ...options, rules: options.rules ?? rulesFile, maskingKey, write });
   } catch (error) {
     if (error instanceof CommanderError && (error.code === 'commander.helpDisplayed' || error.code === 'commander.help')) {
       write(RULES_USAGE);

@@ -259,6 +259,24 @@ function hostOf(url: string): string | undefined {
   return (parseConnectionString(url).host ?? '').replace(/^\[(.*)\]$/, '$1').toLowerCase();
 }
 
+/**
+ * DUMP_RULES and MASKING_KEY, read alike by the dumper and by `db-fanout rules check`, so the check
+ * judges the key the dumper would use (trimmed: a key with a trailing newline from a secret file is
+ * the key without it, and a blank one is no key).
+ */
+const rulesVariables = {
+  DUMP_RULES: optionalText(),
+  MASKING_KEY: optionalText(),
+};
+type RulesVariables = z.output<z.ZodObject<typeof rulesVariables>>;
+
+export type RulesConfig = Pick<DumperConfig, 'rulesFile' | 'maskingKey'>;
+
+const rulesConfig = (v: RulesVariables): RulesConfig => ({ rulesFile: v.DUMP_RULES, maskingKey: v.MASKING_KEY });
+
+/** The dumper's DUMP_RULES and MASKING_KEY alone, for `db-fanout rules check`. */
+export const loadRulesConfig: (source?: Env) => RulesConfig = envLoader(z.object(rulesVariables).transform(rulesConfig));
+
 const dumperSchema = z
   .object({
     ...workerVariables(DEFAULT_HTTP_PORTS.dumper),
@@ -273,8 +291,7 @@ const dumperSchema = z
     START_DATE: date(DEFAULTS.START_DATE),
     SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
     ERROR_DETAIL: boolean(false),
-    DUMP_RULES: optionalText(),
-    MASKING_KEY: optionalText(),
+    ...rulesVariables,
   })
   .transform(
     (v): DumperConfig => ({
@@ -290,8 +307,7 @@ const dumperSchema = z
       startDate: v.START_DATE,
       timeZone: v.SCHEDULE_TIMEZONE,
       errorDetail: v.ERROR_DETAIL,
-      rulesFile: v.DUMP_RULES,
-      maskingKey: v.MASKING_KEY,
+      ...rulesConfig(v),
     }),
   );
 

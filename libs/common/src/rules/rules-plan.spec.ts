@@ -35,7 +35,10 @@ beforeAll(async () => {
       'CREATE TABLE public.logins (token varchar(40) REFERENCES public.accounts (token));' +
       // NOT NULL on a domain, and on a domain under another.
       'CREATE DOMAIN required_text AS text NOT NULL; CREATE DOMAIN required_note AS required_text;' +
-      'CREATE TABLE public.notes (body required_text, memo required_note, plain text);',
+      'CREATE TABLE public.notes (body required_text, memo required_note, plain text);' +
+      // Relations between a uuid or bytea key and its text form.
+      'CREATE TABLE public.devices (id uuid PRIMARY KEY, serial bytea UNIQUE);' +
+      'CREATE TABLE public.device_logs (device_id text, serial_hex varchar(80), same_id uuid, same_serial bytea);',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -137,6 +140,24 @@ tables:
       'public.accounts.owner: name can give two rows the same value, and the column is under a primary key or UNIQUE',
       'public.sessions.owner (text) references public.accounts.owner (character varying(12)) through sessions_owner_fkey: name would be cut to different lengths at the two ends, and the masked keys would no longer join; give both columns the same length',
       'public.sessions.token (text) references public.accounts.token (character varying(40)) through sessions_token_fkey: hash would be cut to different lengths at the two ends, and the masked keys would no longer join; give both columns the same length',
+    ]);
+  });
+
+  it('refuses hash on a relation whose two ends are of different base types (uuid or bytea and text), naming both', () => {
+    const tables = ['devices', 'device_logs'].map((name) => ({ schema: 'public', name }));
+    const rules = `strict: true
+tables:
+  public.devices: { id: hash, serial: hash }
+  public.device_logs: { device_id: hash, serial_hex: hash, same_id: hash, same_serial: hash }
+relations:
+  - { from: public.device_logs.device_id, to: public.devices.id }
+  - { from: public.device_logs.serial_hex, to: public.devices.serial }
+  - { from: public.device_logs.same_id, to: public.devices.id }
+  - { from: public.device_logs.same_serial, to: public.devices.serial }
+`;
+    expect(plan(rules, tables).problems).toEqual([
+      'public.device_logs.device_id (text) references public.devices.id (uuid) through relations: hash masks text and uuid differently, and the masked keys would no longer join; give both columns the same type',
+      'public.device_logs.serial_hex (character varying(80)) references public.devices.serial (bytea) through relations: hash masks text and bytea differently, and the masked keys would no longer join; give both columns the same type',
     ]);
   });
 

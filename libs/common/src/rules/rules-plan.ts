@@ -60,6 +60,8 @@ export const NAME_MAX_LENGTH = 16;
 const WRITES_UP_TO: Partial<Record<Strategy['kind'], number>> = { hash: 64, name: NAME_MAX_LENGTH };
 
 const isText = (c: CatalogColumn) => TEXT_TYPES.has(c.baseType);
+/** How `hash` masks a column (masking-sql.ts): a uuid, 32 bytes, or hex text; the three never compare equal. */
+const hashForm = (c: CatalogColumn): string => (['uuid', 'bytea'].includes(c.baseType) ? c.baseType : isText(c) ? 'text' : c.baseType);
 /** The strategy (or one of its json paths) needs MASKING_KEY. */
 export const usesKey = (s: Strategy | LeafStrategy): boolean =>
   (KEYED_STRATEGIES as readonly string[]).includes(s.kind) || (s.kind === 'jsonb' && s.paths.some((p) => usesKey(p.strategy)));
@@ -189,8 +191,15 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
       );
       continue;
     }
-    const longest = WRITES_UP_TO[from.kind];
     const [fromColumn, toColumn] = [columnOf(reference.from), columnOf(reference.to)];
+    // A relation may join a uuid to its text form, or bytea to text; hashed, the two ends differ.
+    if (from.kind === 'hash' && fromColumn && toColumn && hashForm(fromColumn) !== hashForm(toColumn)) {
+      problems.push(
+        `${columnKey(reference.from)} (${fromColumn.type}) references ${columnKey(reference.to)} (${toColumn.type}) through ${reference.via}: hash masks ${hashForm(fromColumn)} and ${hashForm(toColumn)} differently, and the masked keys would no longer join; give both columns the same type`,
+      );
+      continue;
+    }
+    const longest = WRITES_UP_TO[from.kind];
     if (longest !== undefined && fromColumn && toColumn) {
       const cut = (c: CatalogColumn) => Math.min(longest, c.maxLength ?? Number.POSITIVE_INFINITY);
       if (isText(fromColumn) && isText(toColumn) && cut(fromColumn) !== cut(toColumn)) {

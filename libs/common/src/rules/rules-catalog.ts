@@ -23,8 +23,10 @@ export interface CatalogColumn {
 export interface CatalogTable extends TableName {
   partitioned: boolean;
   columns: CatalogColumn[];
-  /** Primary key, unique constraints and unique indexes, as column lists. */
+  /** Primary key, unique constraints and unique indexes (a partition's own ones too), as column lists. */
   uniqueKeys: string[][];
+  /** Those of uniqueKeys where NULLs are equal (UNIQUE NULLS NOT DISTINCT, PostgreSQL 15): two NULLs collide. */
+  nullsNotDistinctKeys: string[][];
 }
 
 export interface CatalogForeignKey {
@@ -88,7 +90,7 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
   for (const row of columns) {
     let table = byOid.get(row.oid);
     if (!table) {
-      table = { schema: row.schema, name: row.table, partitioned: row.relkind === 'p', columns: [], uniqueKeys: [] };
+      table = { schema: row.schema, name: row.table, partitioned: row.relkind === 'p', columns: [], uniqueKeys: [], nullsNotDistinctKeys: [] };
       byOid.set(row.oid, table);
     }
     if (row.column === null) continue;
@@ -106,20 +108,29 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
 
   // A unique index's columns: its key columns, and those its expressions and predicate read
   // (`lower(username)`: indkey holds 0 for an expression; the index depends on the columns it reads).
-  const { rows: unique } = await client.query<{ oid: number; columns: string[] }>(`
-    SELECT i.indrelid::int AS oid,
+  // One on a single partition counts for its partitioned table (the dump reads the partition through
+  // it; a partition's columns have its parent's names); one attached to a parent's index is the
+  // parent's, read there. indnullsnotdistinct through to_jsonb: the column is new in PostgreSQL 15.
+  const { rows: unique } = await client.query<{ oid: number; columns: string[]; nulls_not_distinct: boolean }>(`
+    SELECT coalesce(pg_partition_root(i.indrelid), i.indrelid)::int AS oid,
            array(SELECT a.attname FROM pg_attribute a
                   WHERE a.attrelid = i.indrelid AND a.attnum > 0
                     AND (a.attnum = ANY(i.indkey)
                          OR a.attnum IN (SELECT d.refobjsubid FROM pg_depend d
                                           WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
                                             AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid))
-                  ORDER BY a.attnum)::text[] AS columns
+                  ORDER BY a.attnum)::text[] AS columns,
+           coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false) AS nulls_not_distinct
       FROM pg_index i
-     WHERE i.indisunique AND i.indrelid = ANY($1::oid[])`,
+     WHERE i.indisunique AND coalesce(pg_partition_root(i.indrelid), i.indrelid) = ANY($1::oid[])
+       AND NOT EXISTS (SELECT 1 FROM pg_inherits inh WHERE inh.inhrelid = i.indexrelid)`,
     [[...byOid.keys()]],
   );
-  for (const row of unique) byOid.get(row.oid)?.uniqueKeys.push(row.columns);
+  for (const row of unique) {
+    const table = byOid.get(row.oid);
+    table?.uniqueKeys.push(row.columns);
+    if (row.nulls_not_distinct) table?.nullsNotDistinctKeys.push(row.columns);
+  }
 
   // Constraints declared on a partitioned table are inherited by its partitions: read them on the
   // parent only (conparentid = 0). One declared on a single partition, or pointing at one, counts

@@ -38,7 +38,12 @@ beforeAll(async () => {
       'CREATE TABLE public.notes (body required_text, memo required_note, plain text);' +
       // Relations between a uuid or bytea key and its text form.
       'CREATE TABLE public.devices (id uuid PRIMARY KEY, serial bytea UNIQUE);' +
-      'CREATE TABLE public.device_logs (device_id text, serial_hex varchar(80), same_id uuid, same_serial bytea);',
+      'CREATE TABLE public.device_logs (device_id text, serial_hex varchar(80), same_id uuid, same_serial bytea);' +
+      // A unique index on one partition only, and NULLS NOT DISTINCT (PostgreSQL 15).
+      'CREATE TABLE public.events (id int, code text, at date) PARTITION BY RANGE (at);' +
+      "CREATE TABLE public.events_2024 PARTITION OF public.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');" +
+      'CREATE UNIQUE INDEX events_2024_code_key ON public.events_2024 (code);' +
+      'CREATE TABLE public.badges (holder text UNIQUE NULLS NOT DISTINCT, spare text UNIQUE);',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -84,6 +89,18 @@ describe('rules checked against the source catalog', () => {
       'public.customers.email: name can give two rows the same value, and the column is under a primary key or UNIQUE',
       'public.customers.api_token: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
       'public.customers.referred_by (keep) references public.customers.id (constant) through customers_referred_by_fkey: both need the same strategy so masked keys still join',
+    ]);
+  });
+
+  it("refuses a strategy that repeats values on a column a partition's own unique index holds, and null under NULLS NOT DISTINCT", () => {
+    const rules = `strict: true
+tables:
+  public.events: { id: keep, code: redact, at: keep }
+  public.badges: { holder: null, spare: null }
+`;
+    expect(plan(rules, ['events', 'badges'].map((name) => ({ schema: 'public', name }))).problems).toEqual([
+      'public.events.code: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.badges.holder: null gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT',
     ]);
   });
 

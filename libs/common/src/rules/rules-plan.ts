@@ -97,6 +97,15 @@ export function typeProblem(strategy: Strategy, column: CatalogColumn): string |
   }
 }
 
+/** Why `strategy` would break a unique key over `column` (two rows the same value), or undefined. */
+export function uniqueProblem(strategy: Strategy, table: CatalogTable, column: CatalogColumn): string | undefined {
+  const under = (keys: string[][]) => keys.some((key) => key.includes(column.name));
+  if (NOT_UNIQUE.has(strategy.kind) && under(table.uniqueKeys)) return `${strategy.kind} can give two rows the same value, and the column is under a primary key or UNIQUE`;
+  // NULLs are distinct under a plain UNIQUE, so null is safe there; not under NULLS NOT DISTINCT.
+  if (strategy.kind === 'null' && under(table.nullsNotDistinctKeys)) return 'null gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT';
+  return undefined;
+}
+
 /**
  * Checks rules against the source's catalog for the tables being dumped and settles each dumped
  * column's strategy. Problems are collected, not thrown, so one refusal names every column at once.
@@ -169,9 +178,8 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
       }
       const mismatch = typeProblem(strategy, column);
       if (mismatch) problems.push(`${columnKey(name)}: ${mismatch}`);
-      if (NOT_UNIQUE.has(strategy.kind) && table.uniqueKeys.some((key) => key.includes(column.name))) {
-        problems.push(`${columnKey(name)}: ${strategy.kind} can give two rows the same value, and the column is under a primary key or UNIQUE`);
-      }
+      const repeats = uniqueProblem(strategy, table, column);
+      if (repeats) problems.push(`${columnKey(name)}: ${repeats}`);
       columns.push({ column, strategy, foldCase: folds.has(columnKey(name)) });
     }
     tables.push({ table, columns });

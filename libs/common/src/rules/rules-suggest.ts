@@ -1,7 +1,7 @@
 import { stringify } from 'yaml';
 import type { CatalogColumn, CatalogTable, RulesCatalog } from './rules-catalog';
 import { formatDottedName } from './dotted-name';
-import { typeProblem } from './rules-plan';
+import { typeProblem, uniqueProblem } from './rules-plan';
 import type { WordStrategy } from './rules-file';
 
 /** Name patterns of columns that usually hold personal data, and the strategy to start from. */
@@ -30,7 +30,7 @@ export function suggestStrategy(table: CatalogTable, column: CatalogColumn): unk
     return typeProblem({ kind: pick as WordStrategy }, column) ? 'review' : pick;
   }
   if (['json', 'jsonb'].includes(column.baseType)) return 'review';
-  if (['inet', 'cidr', 'macaddr', 'macaddr8'].includes(column.baseType)) return column.notNull ? 'review' : null;
+  if (['inet', 'cidr', 'macaddr', 'macaddr8'].includes(column.baseType)) return column.notNull || uniqueProblem({ kind: 'null' }, table, column) ? 'review' : null;
   if (KEEP_CATEGORIES.has(column.category)) return 'keep';
   if (isKey(table, column) && ['uuid', 'int2', 'int4', 'int8'].includes(column.baseType)) return 'keep';
   return 'review';

@@ -80,4 +80,21 @@ extra: 1
     expect(problemsOf('tables: [unclosed')[0]).toMatch(/^not valid YAML or JSON/);
     expect(problemsOf('tables:\n  public.a: { id: keep }\n  public.a: { id: keep }\n')[0]).toMatch(/^not valid YAML or JSON/);
   });
+
+  it('refuses one table written twice in different spellings, in subset and tables, naming both spellings', () => {
+    // YAML sees two keys: both subset conditions would apply (OR'ed), and one tables entry would win.
+    const text = [
+      'tables:',
+      '  public.customers: { id: keep }',
+      '  \'"public"."customers"\': { id: null }',
+      'subset:',
+      '  public.customers: "id > 10"',
+      '  \'"public".customers\': "true"',
+      '',
+    ].join('\n');
+    expect(problemsOf(text)).toEqual([
+      'tables: public.customers and "public"."customers" name the same table public.customers; write it once',
+      'subset: public.customers and "public".customers name the same table public.customers; write it once',
+    ]);
+  });
 });

@@ -145,8 +145,9 @@ function parseTableName(text: string, where: string, problems: string[]): TableN
 
 /**
  * The entries of a section that maps schema.table to something (`tables`, `subset`), each with its
- * parsed table name. A section that is not a mapping, or a key that is not schema.table, is a
- * problem and yields nothing. Lazy, so problems keep the order of the file.
+ * parsed table name. A section that is not a mapping, a key that is not schema.table, or a table
+ * written twice in different spellings (`public.customers` and `"public".customers`: YAML sees two
+ * keys, and both would apply) is a problem and yields nothing. Lazy, so problems keep the order of the file.
  */
 function* tableEntries(raw: unknown, section: string, notAMapping: string, problems: string[]): Generator<[TableName, unknown]> {
   const entries = raw ?? {};
@@ -154,9 +155,17 @@ function* tableEntries(raw: unknown, section: string, notAMapping: string, probl
     problems.push(notAMapping);
     return;
   }
+  const spellings = new Map<string, string>();
   for (const [tableText, value] of Object.entries(entries)) {
     const table = parseTableName(tableText, section, problems);
-    if (table) yield [table, value];
+    if (!table) continue;
+    const first = spellings.get(tableKey(table));
+    if (first !== undefined) {
+      problems.push(`${section}: ${first} and ${tableText} name the same table ${tableKey(table)}; write it once`);
+      continue;
+    }
+    spellings.set(tableKey(table), tableText);
+    yield [table, value];
   }
 }
 
@@ -178,10 +187,6 @@ export function parseRules(text: string, file: string): RulesFile {
 
   const tables: TableRules[] = [];
   for (const [table, rawColumns] of tableEntries(document.tables, 'tables', 'tables must map schema.table to { column: strategy }', problems)) {
-    if (tables.some((t) => tableKey(t.table) === tableKey(table))) {
-      problems.push(`tables: ${tableKey(table)} appears twice`);
-      continue;
-    }
     const columns = new Map<string, Strategy>();
     if (!isRecord(rawColumns)) {
       problems.push(`${tableKey(table)}: must map columns to strategies`);

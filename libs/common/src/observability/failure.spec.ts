@@ -1,4 +1,7 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Client } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { ADMIN_URL } from '../../../../test/support/databases';
 import { describeFailure } from './failure';
 
@@ -42,6 +45,27 @@ describe('describeFailure', () => {
         error: `character with byte sequence ${WITHHELD} in encoding UTF8 has no equivalent in encoding LATIN1`,
         code: '22P05',
       });
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('names the table, line and column of a COPY error (an environment column narrower than production), never the value', async () => {
+    const client = new Client({ connectionString: ADMIN_URL });
+    await client.connect();
+    try {
+      await client.query('CREATE TEMP TABLE "Narrow codes" (id int, "Sku code" varchar(3))');
+      const copyOf = async (csv: string) => {
+        const error = await pipeline(Readable.from([csv]), client.query(copyFrom('COPY "Narrow codes" FROM STDIN (FORMAT csv)'))).then(() => undefined, (e: unknown) => e);
+        expect(error).toBeInstanceOf(Error);
+        return describeFailure(error, { detail: false });
+      };
+      const tooLong = await copyOf('1,ABC\n2,SECRET-4111\n');
+      expect(tooLong).toEqual({ error: 'value too long for type character varying(3) (COPY Narrow codes, line 2, column Sku code)', code: '22001' });
+      const badInt = await copyOf('4111x,ABC\n');
+      expect(badInt).toEqual({ error: `invalid input syntax for type integer: ${WITHHELD} (COPY Narrow codes, line 1, column id)`, code: '22P02' });
+      const extra = await copyOf('1,ABC,SECRET-4111\n');
+      expect(extra.error).toBe('extra data after last expected column (COPY Narrow codes, line 1)');
     } finally {
       await client.end();
     }

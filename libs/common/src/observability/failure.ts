@@ -54,7 +54,22 @@ export function describeFailure(error: unknown, options: { detail: boolean }): F
     message = `the database's own code raised an error (message withheld, as it may quote row values; ERROR_DETAIL=true shows it)${routine ? `: ${routine}` : ''}`;
   }
   if (options.detail && typeof dbError.detail === 'string' && dbError.detail) message = `${message} (DETAIL: ${dbError.detail})`;
+  const copyLocation = copyLocationOf(where);
+  if (copyLocation) message = `${message} (${copyLocation})`;
   return { error: errorMessage(message), ...(code ? { code } : {}) };
+}
+
+// COPY FROM's CONTEXT names the table, the line and the column, then quotes the value:
+// `COPY products, line 3, column sku: "ABCDE"`. Without it an error such as `value too long for
+// type character varying(3)` names nothing to fix; the value itself stays out.
+const COPY_CONTEXT = /^COPY (.+?), line (\d+)(?:, column (.+?))?(?:: [\s\S]*)?$/m;
+
+/** `COPY products, line 3, column sku` of a COPY error's CONTEXT, without the value. */
+function copyLocationOf(where: string): string | undefined {
+  const match = COPY_CONTEXT.exec(where);
+  if (!match) return undefined;
+  const [, table, line, column] = match;
+  return `COPY ${table}, line ${line}${column ? `, column ${column}` : ''}`;
 }
 
 function codeOf(error: unknown): string | undefined {

@@ -1,11 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import type { SnapshotReadyPayload } from '@app/common/contract';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
 import { TargetDatabase } from './database/target-database';
 import { loadSnapshot } from './snapshot-load';
+import { directorySource } from './snapshot-files';
 import { TargetSchemaError } from './target-schema';
 
 const SOURCE_SQL = `
@@ -51,6 +53,26 @@ describe('SCHEMA_DRIFT', () => {
   afterAll(async () => {
     await Promise.all([source, ...targets].filter(Boolean).map((db) => db.drop()));
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('leaves no file open when the load fails before a COPY takes it (the staging table refused)', async () => {
+    const env = await target(`${DRIFTED_SQL}
+      CREATE FUNCTION public.no_staging() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN IF current_query() LIKE '%db_fanout_drift_%' THEN RAISE EXCEPTION 'no staging tables here'; END IF; END $$;
+      CREATE EVENT TRIGGER no_staging ON ddl_command_start WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION public.no_staging();`);
+    // The snapshot's own files, each stream they open kept: an S3 download or an Object Store
+    // consumer left open is the same leak as a file.
+    const files = directorySource(snapshot.location);
+    const opened: Readable[] = [];
+    const source = { ...files, label: snapshot.location, open: async (file: string) => opened[opened.push(await files.open(file)) - 1] };
+    const database = new TargetDatabase(env.url);
+    try {
+      await expect(loadSnapshot(database, { snapshot: payload(), source, environment: 'spec', attempt: 1, schemaDrift: 'common-columns' })).rejects.toThrow('no staging tables here');
+    } finally {
+      await database.close();
+    }
+    expect(opened.length).toBeGreaterThan(0);
+    expect(opened.filter((stream) => !stream.destroyed)).toEqual([]);
   });
 
   it('fail (the default) names what differs and changes nothing', async () => {

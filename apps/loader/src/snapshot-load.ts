@@ -227,7 +227,7 @@ async function loadTables(
   let rows = 0;
   try {
     for (const target of targets) {
-      const copied = await copyTable(client, await open(target.manifest), target, progress);
+      const copied = await copyTable(client, () => open(target.manifest), target, progress);
       const leaves = localLeaves.get(target.oid);
       if (leaves) await refuseRowsSentAway(client, target, leaves, copied);
       progress.addRows(copied);
@@ -309,14 +309,19 @@ function qualified(target: TargetTable): string {
   return quoteQualified({ schema: target.manifest.schema, name: target.manifest.table });
 }
 
-/** Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY. */
-async function copyTable(client: PoolClient, data: Readable, target: DriftTarget, progress: ProgressMeter): Promise<number> {
+/**
+ * Streams one file into COPY FROM, verifying its checksum on the way; a mismatch aborts the COPY.
+ * The file is opened only once the COPY is about to take it: a statement failing before (the
+ * staging table's) must not leave a download open (an S3 socket, an Object Store consumer).
+ */
+async function copyTable(client: PoolClient, openData: () => Promise<Readable>, target: DriftTarget, progress: ProgressMeter): Promise<number> {
   const table = target.manifest;
   // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
   const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
   // SCHEMA_DRIFT=common-columns with columns the target lacks: through a staging table that drops them.
   const staged = target.leftOut.length || target.columns.length === 0 ? stagedCopySql(target) : undefined;
   if (staged) await client.query(staged.create);
+  const data = await openData();
   const copy = client.query(copyFrom(staged?.copy ?? `COPY ${qualified(target)} (${target.columns.map(quoteIdent).join(', ')}) FROM STDIN (${options})`));
   await pipeline(
     data,

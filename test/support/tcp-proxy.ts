@@ -1,9 +1,9 @@
 import { createServer, type Server, type Socket, connect } from 'node:net';
 
 /**
- * A TCP hop between an app and PostgreSQL that a test can cut and restore: `down()` refuses new
- * connections and drops open ones (what a database host going away looks like), `up()` listens again
- * on the same port.
+ * A TCP hop between an app and a server (PostgreSQL, S3) that a test can cut and restore: `down()`
+ * refuses new connections and drops open ones (what a host going away looks like), `up()` listens
+ * again on the same port; `freeze()` keeps connections up but passes nothing.
  */
 export class TcpProxy {
   private server?: Server;
@@ -20,15 +20,47 @@ export class TcpProxy {
     return proxy;
   }
 
+  private frozen = false;
+  private readonly pairs = new Set<[Socket, Socket]>();
+
+  /**
+   * A peer that stops answering without closing anything (a hung server, a dropped route): open
+   * connections and new ones stay up, and no byte passes either way until `thaw()`.
+   */
+  freeze(): void {
+    this.frozen = true;
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+  }
+
+  thaw(): void {
+    this.frozen = false;
+    for (const [client, upstream] of this.pairs) client.pipe(upstream).pipe(client);
+  }
+
   async up(): Promise<void> {
     const server = createServer((client) => {
       const upstream = connect(this.target.port, this.target.host);
-      for (const socket of [client, upstream]) {
+      const pair: [Socket, Socket] = [client, upstream];
+      this.pairs.add(pair);
+      for (const socket of pair) {
         this.sockets.add(socket);
-        socket.on('close', () => this.sockets.delete(socket));
+        socket.on('close', () => {
+          this.sockets.delete(socket);
+          this.pairs.delete(pair);
+        });
         socket.on('error', () => socket.destroy());
       }
-      client.pipe(upstream).pipe(client);
+      if (this.frozen) {
+        client.pause();
+        upstream.pause();
+      } else {
+        client.pipe(upstream).pipe(client);
+      }
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
     });

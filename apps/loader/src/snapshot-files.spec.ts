@@ -6,6 +6,8 @@ import { Readable as ReadableStream, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { S3SnapshotStore, type SnapshotSource } from '@app/common/snapshot-store';
 import { OwnS3Server, S3_TEST_CREDENTIALS } from '../../../test/support/s3-server';
+import { TcpProxy } from '../../../test/support/tcp-proxy';
+import { isTransientError } from '@app/common/resilience';
 import type { ManifestTable } from '@app/common/contract';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import { InvalidMessageError, MANIFEST_FILE, type SnapshotManifest, type SnapshotReadyPayload } from '@app/common/contract';
@@ -489,6 +491,51 @@ describe('openTableData', () => {
     const silentHeader = await openTableData(fromStore(new ReadableStream({ read() {} })), manifest, table, 200);
     await expect(readCsvHeader(silentHeader, table.file)).rejects.toMatchObject({ code: 'ETIMEDOUT' });
   });
+
+  it('fails, transient, when S3 stops answering: opening a table within the stall bound, any request within the request timeout', async () => {
+    const server = await new OwnS3Server().start();
+    Object.assign(process.env, S3_TEST_CREDENTIALS);
+    const direct = new S3SnapshotStore({ bucket: 'hung', endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true });
+    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: Number(new URL(server.endpoint).port) });
+    const hung = new S3SnapshotStore({ bucket: 'hung', endpoint: `http://127.0.0.1:${proxy.port}`, region: 'us-east-1', forcePathStyle: true, requestTimeoutMs: 1_500 });
+    try {
+      await server.createBucket('hung');
+      const upload = await direct.begin(SNAPSHOT_ID);
+      const table = { file: '0001_items.csv', name: 'public.items' } as ManifestTable;
+      await upload.put(table.file, ReadableStream.from([csv]));
+      await upload.commit(Buffer.from(`{"snapshotId":"${SNAPSHOT_ID}"}`));
+      const source = await hung.open(hung.locationOf(SNAPSHOT_ID));
+
+      // The server keeps every connection and answers nothing (a hung proxy, a dropped route).
+      proxy.freeze();
+      // Bounded here, so that a request that waits for ever fails this test instead of hanging it.
+      const failureOf = async (work: Promise<unknown>) => {
+        const started = Date.now();
+        let timer: NodeJS.Timeout | undefined;
+        const waited = new Promise((resolve) => (timer = setTimeout(() => resolve('still waiting after 25 s'), 25_000)));
+        const error = await Promise.race([work.then(() => 'succeeded', (e: unknown) => e), waited]);
+        clearTimeout(timer);
+        return { error, seconds: (Date.now() - started) / 1000 };
+      };
+      const opening = await failureOf(openTableData(source, { compression: 'none' } as unknown as SnapshotManifest, table, 1_000));
+      expect(opening.error).toMatchObject({ code: 'ETIMEDOUT', message: 'opening 0001_items.csv in the snapshot store took over 1 s' });
+      expect(opening.seconds).toBeLessThan(5);
+      // Every request of the store gives up on its own (the SDK tries 3 times): a manifest lookup, an upload.
+      const lookup = await failureOf(hung.open(hung.locationOf(SNAPSHOT_ID)));
+      expect(isTransientError(lookup.error)).toBe(true);
+      expect(lookup.seconds).toBeLessThan(20);
+      const put = await failureOf((await hung.begin('20240302-00000000')).put('0001_items.csv', ReadableStream.from([csv])));
+      expect(isTransientError(put.error)).toBe(true);
+      expect(put.seconds).toBeLessThan(20);
+    } finally {
+      // Dropping the connections ends whatever still waits on them.
+      proxy.thaw();
+      await proxy.down();
+      direct.destroy();
+      hung.destroy();
+      await server.stop();
+    }
+  }, 120_000);
 
   it('reads the headers of 60 gzip tables from S3 load after load (the SDK keeps 50 sockets)', async () => {
     const server = await new OwnS3Server().start();

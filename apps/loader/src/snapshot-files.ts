@@ -36,7 +36,7 @@ export const STALL_TIMEOUT_MS = 60_000;
  * store) cut with ETIMEDOUT, a transient error, when it stalls.
  */
 export async function openTableData(source: SnapshotSource, manifest: SnapshotManifest, table: ManifestTable, stallMs?: number): Promise<Readable> {
-  let stream = await source.open(table.file);
+  let stream = await (stallMs ? openWithin(source, table.file, stallMs) : source.open(table.file));
   if (stallMs) stream = watchForStalls(stream, stallMs, table.file);
   const gunzip = decompressor(manifest.compression ?? 'none');
   if (!gunzip) return stream;
@@ -58,6 +58,26 @@ function closesUpstream(last: Readable, ...upstream: Readable[]): Readable {
     for (const stream of upstream) if (!stream.destroyed) stream.destroy();
   });
   return last;
+}
+
+/**
+ * Opening a download is waiting for the store too (an S3 GetObject whose response never begins):
+ * it fails after `ms` like a stalled one, and a download that opens after all is closed at once.
+ */
+async function openWithin(source: SnapshotSource, file: string, ms: number): Promise<Readable> {
+  const opening = source.open(file);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`opening ${file} in the snapshot store took over ${ms / 1000} s`), { code: 'ETIMEDOUT' })), ms);
+  });
+  try {
+    return await Promise.race([opening, timedOut]);
+  } catch (error) {
+    void opening.then((late) => late.destroy(), () => undefined);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

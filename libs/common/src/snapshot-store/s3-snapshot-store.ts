@@ -23,7 +23,20 @@ export interface S3SnapshotStoreOptions {
   endpoint?: string;
   region?: string;
   forcePathStyle?: boolean;
+  /** How long a request may wait for its response (see S3_REQUEST_TIMEOUT_MS); tests shorten it. */
+  requestTimeoutMs?: number;
 }
+
+/**
+ * The SDK waits for ever by default: an S3 endpoint that stops answering (a hung proxy, a dropped
+ * route) held a dump with its locks on production, or a load with its ACCESS EXCLUSIVE locks on
+ * the environment, without end. Each request now fails (ETIMEDOUT, transient: the SDK and then the
+ * dump's or load's retries take it) when its response has not begun within this: for an upload
+ * part, sending 8 MiB and the answer, so at least about 70 KB/s. A response's body is watched by
+ * the loader's stall timer instead (STALL_TIMEOUT_MS), which tells a slow COPY from a dead store.
+ */
+export const S3_REQUEST_TIMEOUT_MS = 120_000;
+const S3_CONNECT_TIMEOUT_MS = 10_000;
 
 /** Multipart parts in flight per object: memory stays at about partSize x queueSize whatever the size. */
 const PART_SIZE = 8 * 1024 * 1024;
@@ -63,6 +76,7 @@ export class S3SnapshotStore implements SnapshotStore {
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       ...(options.region ? { region: options.region } : {}),
       ...(options.forcePathStyle ? { forcePathStyle: true } : {}),
+      requestHandler: { connectionTimeout: S3_CONNECT_TIMEOUT_MS, requestTimeout: options.requestTimeoutMs ?? S3_REQUEST_TIMEOUT_MS, throwOnRequestTimeout: true },
     };
     this.client = new this.sdk.s3.S3Client(config);
   }

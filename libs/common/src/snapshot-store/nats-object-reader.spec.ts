@@ -51,6 +51,29 @@ describe('readObjectChunks (an Object Store object through an ordered pull consu
     expect(Buffer.concat(received).equals(body)).toBe(true);
   }, 30_000);
 
+  it('leaves no consumer on the server once a read ends, or is stopped part-way', async () => {
+    const jsm = await jetstreamManager(nc);
+    const consumers = async () => {
+      const names: string[] = [];
+      for await (const consumer of jsm.consumers.list(`OBJ_${bucket}`)) names.push(consumer.name);
+      return names;
+    };
+    const body = randomBytes(20 * 128 * 1024);
+    await objects.putBlob({ name: 'left-behind' }, body);
+    expect((await read('left-behind')).equals(body)).toBe(true);
+    // A header check: one chunk read, then the stream destroyed.
+    const info = (await objects.info('left-behind'))!;
+    const partial = readObjectChunks(jetstream(nc), `OBJ_${bucket}`, `$O.${bucket}.C.${info.nuid}`, info);
+    for await (const chunk of partial) {
+      expect(chunk).toHaveLength(128 * 1024);
+      break;
+    }
+    // Deleted without being awaited by the reader: give the requests a moment.
+    const deadline = Date.now() + 5_000;
+    while ((await consumers()).length && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await consumers()).toEqual([]);
+  });
+
   it('fails the stream when the bytes are not the ones the store recorded', async () => {
     await objects.putBlob({ name: 'other' }, Buffer.from('what was stored'));
     const failure = read('other', `SHA-256=${Buffer.alloc(32).toString('base64url')}=`);

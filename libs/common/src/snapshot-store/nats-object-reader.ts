@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { type Consumer, DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import type { ObjectInfo } from '@nats-io/obj';
 import { isTransientError } from '../resilience/retry';
 
@@ -62,8 +62,19 @@ export function readObjectChunks(
 ): Readable {
   if (info.size === 0) return Readable.from([]);
   const expected = Buffer.from(info.digest.replace(/^SHA-256=/i, ''), 'base64');
-  let current: ConsumerMessages | undefined;
-  const close = () => void current?.close().catch(() => undefined);
+  let current: { consumer: Consumer; messages: ConsumerMessages } | undefined;
+  // close() stops only the client's side: the server kept each read's ordered consumer for its
+  // inactive threshold (5 minutes), one per table, header read and resume: thousands a day on a
+  // busy bucket, counted against an account's consumer limit. Deleted as soon as it is done with.
+  const close = () => {
+    const done = current;
+    current = undefined;
+    if (!done) return;
+    // Not after close(): its promise settles only once the iterator is drained, which a reader
+    // that stopped early never does.
+    void done.messages.close().catch(() => undefined);
+    void done.consumer.delete().catch(() => undefined);
+  };
 
   async function* chunks(): AsyncGenerator<Uint8Array> {
     const hash = createHash('sha256');
@@ -78,7 +89,7 @@ export function readObjectChunks(
       try {
         const resume = lastSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastSeq + 1 } : {};
         const consumer = await js.consumers.get(stream, { filter_subjects: chunkSubject, ...resume });
-        current = await consumer.consume({ max_messages: CHUNKS_IN_FLIGHT, expires: timings.pullExpiresMs });
+        current = { consumer, messages: await consumer.consume({ max_messages: CHUNKS_IN_FLIGHT, expires: timings.pullExpiresMs }) };
       } catch (error) {
         // A create sent to a node that just died times out, or the stream has no leader yet: ask
         // again (the new consumer lands elsewhere).
@@ -86,7 +97,7 @@ export function readObjectChunks(
         await sleep(500);
         continue;
       }
-      const iterator = current[Symbol.asyncIterator]();
+      const iterator = current.messages[Symbol.asyncIterator]();
       try {
         for (;;) {
           const next = await nextWithin(iterator, timings.idleMs);

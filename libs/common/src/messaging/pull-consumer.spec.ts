@@ -151,6 +151,23 @@ describe('PullConsumer (real NATS)', () => {
     await until('a message after the re-creation', () => of('after').length === 1, 15_000);
   });
 
+  it('on stop returns at once while a pull waits, without waiting for the pull to expire (or a broker that is gone)', async () => {
+    start(() => Promise.resolve(ACK), 20_000);
+    await publish('first');
+    await until('the first message', () => of('first').length === 1);
+    await sleep(500); // the next pull is out, waiting up to 20 s for a message
+    const stopped = Date.now();
+    stop.abort();
+    await running;
+    expect(Date.now() - stopped).toBeLessThan(2_000);
+    // A message the abandoned pull still receives is handed back, not lost: the next reader gets it.
+    await publish('after-stop');
+    await sleep(300);
+    expect(of('after-stop')).toEqual([]);
+    start(() => Promise.resolve(ACK), 1_000);
+    await until('the next reader to get it', () => of('after-stop').length === 1);
+  });
+
   it('on stop lets the in-flight handler finish, settles its message, then returns', async () => {
     let finished = false;
     start(async () => {

@@ -62,6 +62,49 @@ export interface PullConsumerOptions {
 }
 
 const DEFAULT_EXPIRES_MS = 5_000;
+/** How long past its expiry a pull may go without delivering or failing before it is given up. */
+const PULL_GRACE_MS = 10_000;
+const STOPPED = Symbol('stopped');
+
+/**
+ * A pull, waited for only until the app stops or `ms` pass. nats.js's next() can miss the end of a
+ * connection that closed as the pull went out (no "server shutdown" status, no missed-heartbeat
+ * error) and never settle: the loop waited on it for ever, so a SIGTERM with the broker gone never
+ * finished (seen on a busy machine), and a consumer that met it otherwise stopped pulling for good.
+ * Given up, it fails like a broker error (the loop sets the consumer up again); a message it still
+ * delivers later is handed back at once.
+ */
+function pullWithin(pull: Promise<JsMsg | null>, ms: number, signal: AbortSignal, label: string, logger: Logger): Promise<JsMsg | null | typeof STOPPED> {
+  return new Promise((resolve, reject) => {
+    const abandon = () => void pull.then((late) => late && settle(late, nak(), logger), () => undefined);
+    const finish = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onAbort = () => {
+      finish();
+      abandon();
+      resolve(STOPPED);
+    };
+    const timer = setTimeout(() => {
+      finish();
+      abandon();
+      reject(Object.assign(new Error(`a pull from ${label} neither delivered nor failed within ${ms / 1000} s`), { code: 'ETIMEDOUT' }));
+    }, ms);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    pull.then(
+      (message) => {
+        finish();
+        resolve(message);
+      },
+      (error: unknown) => {
+        finish();
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+}
 /** Redelivery delay after a handler threw: soon, but not a hot loop. */
 const MAX_NAK_DELAY_MS = 5_000;
 
@@ -97,7 +140,10 @@ export class PullConsumer {
       let settings: ConsumerSettings;
       try {
         ({ settings } = await this.attach());
-        message = await this.consumer!.next({ expires: this.options.expiresMs ?? DEFAULT_EXPIRES_MS });
+        const expires = this.options.expiresMs ?? DEFAULT_EXPIRES_MS;
+        const pulled = await pullWithin(this.consumer!.next({ expires }), expires + PULL_GRACE_MS, signal, this.label, this.options.logger);
+        if (pulled === STOPPED) break;
+        message = pulled;
       } catch (error) {
         if (signal.aborted) break;
         this.failed(error);

@@ -43,7 +43,9 @@ beforeAll(async () => {
       'CREATE TABLE public.events (id int, code text, at date) PARTITION BY RANGE (at);' +
       "CREATE TABLE public.events_2024 PARTITION OF public.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');" +
       'CREATE UNIQUE INDEX events_2024_code_key ON public.events_2024 (code);' +
-      'CREATE TABLE public.badges (holder text UNIQUE NULLS NOT DISTINCT, spare text UNIQUE);',
+      'CREATE TABLE public.badges (holder text UNIQUE NULLS NOT DISTINCT, spare text UNIQUE);' +
+      // A case-sensitive unique key that a citext column is declared to join.
+      'CREATE TABLE public.members (username text UNIQUE, nickname text); CREATE TABLE public.member_logins (username citext, nickname citext);',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -175,6 +177,22 @@ relations:
     expect(plan(rules, tables).problems).toEqual([
       'public.device_logs.device_id (text) references public.devices.id (uuid) through relations: hash masks text and uuid differently, and the masked keys would no longer join; give both columns the same type',
       'public.device_logs.serial_hex (character varying(80)) references public.devices.serial (bytea) through relations: hash masks text and bytea differently, and the masked keys would no longer join; give both columns the same type',
+    ]);
+  });
+
+  it('refuses a keyed strategy that folds case on a case-sensitive unique column joined to a citext one', () => {
+    const tables = ['members', 'member_logins'].map((name) => ({ schema: 'public', name }));
+    const rules = `strict: true
+tables:
+  public.members: { username: hash, nickname: hash }
+  public.member_logins: { username: hash, nickname: hash }
+relations:
+  - { from: public.member_logins.username, to: public.members.username }
+  - { from: public.member_logins.nickname, to: public.members.nickname }
+`;
+    // 'Bob' and 'bob' are two members; lower-cased, one hash for both, and the UNIQUE fails in the environment.
+    expect(plan(rules, tables).problems).toEqual([
+      'public.members.username: hash masks it on its lower-cased value (it is joined to a citext column), but it is under a case-sensitive primary key or UNIQUE, so two rows differing only in case would get the same value; make it citext too, or leave out the relation if the two are not joined case-insensitively',
     ]);
   });
 

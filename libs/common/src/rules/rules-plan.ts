@@ -180,7 +180,15 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
       if (mismatch) problems.push(`${columnKey(name)}: ${mismatch}`);
       const repeats = uniqueProblem(strategy, table, column);
       if (repeats) problems.push(`${columnKey(name)}: ${repeats}`);
-      columns.push({ column, strategy, foldCase: folds.has(columnKey(name)) });
+      const foldCase = folds.has(columnKey(name));
+      // Masked on its lower-cased value (joined to a citext column), but unique case-sensitively:
+      // 'Bob' and 'bob' are two rows here, and would become one masked value twice.
+      if (foldCase && column.baseType !== 'citext' && usesKey(strategy) && table.uniqueKeys.some((key) => key.includes(column.name))) {
+        problems.push(
+          `${columnKey(name)}: ${strategy.kind} masks it on its lower-cased value (it is joined to a citext column), but it is under a case-sensitive primary key or UNIQUE, so two rows differing only in case would get the same value; make it citext too, or leave out the relation if the two are not joined case-insensitively`,
+        );
+      }
+      columns.push({ column, strategy, foldCase });
     }
     tables.push({ table, columns });
   }

@@ -18,6 +18,8 @@ export interface CatalogColumn {
   collation: string | null;
   /** Generated columns are not dumped: the environment computes them from the (masked) row. */
   generated: boolean;
+  /** False under a nondeterministic collation (ICU, case- or accent-insensitive): unequal values may compare equal. */
+  deterministic: boolean;
 }
 
 export interface CatalogTable extends TableName {
@@ -63,13 +65,15 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
     not_null: boolean | null;
     collation: string | null;
     generated: boolean | null;
+    deterministic: boolean | null;
   }>(`
     SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS table, c.relkind, a.attname AS column,
            format_type(a.atttypid, a.atttypmod) AS type, bt.typname AS base_type, bt.typcategory AS category,
            CASE WHEN bt.typname IN ('varchar', 'bpchar') AND base.typmod >= 4 THEN base.typmod - 4 END AS max_length,
            a.attnotnull OR base.domain_not_null AS not_null, a.attgenerated <> '' AS generated,
            (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
-              FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) AS collation
+              FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) AS collation,
+           coalesce((SELECT co.collisdeterministic FROM pg_collation co WHERE co.oid = a.attcollation), true) AS deterministic
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -103,6 +107,7 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
       notNull: row.not_null!,
       collation: row.collation,
       generated: row.generated!,
+      deterministic: row.deterministic!,
     });
   }
 

@@ -45,7 +45,11 @@ beforeAll(async () => {
       'CREATE UNIQUE INDEX events_2024_code_key ON public.events_2024 (code);' +
       'CREATE TABLE public.badges (holder text UNIQUE NULLS NOT DISTINCT, spare text UNIQUE);' +
       // A case-sensitive unique key that a citext column is declared to join.
-      'CREATE TABLE public.members (username text UNIQUE, nickname text); CREATE TABLE public.member_logins (username citext, nickname citext);',
+      'CREATE TABLE public.members (username text UNIQUE, nickname text); CREATE TABLE public.member_logins (username citext, nickname citext);' +
+      // A key under a case-insensitive ICU collation: 'Alice.Smith' and 'alice.smith' join.
+      "CREATE COLLATION case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false);" +
+      'CREATE TABLE public.ci_users (login text COLLATE case_insensitive PRIMARY KEY, handle text UNIQUE);' +
+      'CREATE TABLE public.ci_posts (author text COLLATE case_insensitive REFERENCES public.ci_users (login), handle text REFERENCES public.ci_users (handle));',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -194,6 +198,19 @@ relations:
     expect(plan(rules, tables).problems).toEqual([
       'public.members.username: hash masks it on its lower-cased value (it is joined to a citext column), but it is under a case-sensitive primary key or UNIQUE, so two rows differing only in case would get the same value; make it citext too, or leave out the relation if the two are not joined case-insensitively',
     ]);
+  });
+
+  it('refuses a keyed strategy on a reference compared under a nondeterministic collation', () => {
+    const tables = ['ci_users', 'ci_posts'].map((name) => ({ schema: 'public', name }));
+    const rules = (strategy: string) => `strict: true
+tables:
+  public.ci_users: { login: ${strategy}, handle: hash }
+  public.ci_posts: { author: ${strategy}, handle: hash }
+`;
+    expect(plan(rules('hash'), tables).problems).toEqual([
+      'public.ci_posts.author references public.ci_users.login through ci_posts_author_fkey under the nondeterministic collation public.case_insensitive: values that join there without being equal (in case or accents) would get masked values that no longer join; use keep or a strategy that does not derive from the value at both ends',
+    ]);
+    expect(plan(rules('keep'), tables).problems).toEqual([]);
   });
 
   it('masks on the lower-cased value for citext and for every column that references one', () => {

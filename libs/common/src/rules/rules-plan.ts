@@ -208,6 +208,14 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
       continue;
     }
     const [fromColumn, toColumn] = [columnOf(reference.from), columnOf(reference.to)];
+    // Under a nondeterministic collation 'Alice' joins 'alice' (or 'é' joins 'e'): keyed, they differ.
+    const insensitive = [fromColumn, toColumn].find((c) => c && !c.deterministic);
+    if (usesKey(from) && insensitive) {
+      problems.push(
+        `${columnKey(reference.from)} references ${columnKey(reference.to)} through ${reference.via} under the nondeterministic collation ${insensitive.collation}: values that join there without being equal (in case or accents) would get masked values that no longer join; use keep or a strategy that does not derive from the value at both ends`,
+      );
+      continue;
+    }
     // A relation may join a uuid to its text form, or bytea to text; hashed, the two ends differ.
     if (from.kind === 'hash' && fromColumn && toColumn && hashForm(fromColumn) !== hashForm(toColumn)) {
       problems.push(

@@ -12,7 +12,7 @@ const INPUTS = ['Alice@Example.org', "o'neil\\x@example.net", 'Zoë Łukasz', '+
 let db: TestDatabase;
 let client: Client;
 
-const column = (type: string, baseType = type, notNull = false): CatalogColumn => ({ name: 'v', type, baseType, category: 'S', maxLength: null, notNull, collation: null, generated: false });
+const column = (type: string, baseType = type, notNull = false): CatalogColumn => ({ name: 'v', type, baseType, category: 'S', maxLength: null, notNull, collation: null, generated: false, deterministic: true });
 const plan = (strategy: Strategy, col = column('text'), foldCase = false): ColumnPlan => ({ column: col, strategy, foldCase });
 
 /** Masks each input with the given key through the same SQL the dumper's COPY uses. */

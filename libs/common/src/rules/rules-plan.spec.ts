@@ -49,7 +49,9 @@ beforeAll(async () => {
       // A key under a case-insensitive ICU collation: 'Alice.Smith' and 'alice.smith' join.
       "CREATE COLLATION case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false);" +
       'CREATE TABLE public.ci_users (login text COLLATE case_insensitive PRIMARY KEY, handle text UNIQUE);' +
-      'CREATE TABLE public.ci_posts (author text COLLATE case_insensitive REFERENCES public.ci_users (login), handle text REFERENCES public.ci_users (handle));',
+      'CREATE TABLE public.ci_posts (author text COLLATE case_insensitive REFERENCES public.ci_users (login), handle text REFERENCES public.ci_users (handle));' +
+      // A unique phone number (hash suggested) that another table references (phone suggested).
+      'CREATE TABLE public.phones (phone text UNIQUE); CREATE TABLE public.sms_log (phone text REFERENCES public.phones (phone), sent_at date);',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -216,6 +218,15 @@ tables:
   it('masks on the lower-cased value for citext and for every column that references one', () => {
     const folded = plan(MASKING_RULES_YAML).tables.flatMap((t) => t.columns.filter((c) => c.foldCase).map((c) => `${t.table.name}.${c.column.name}`));
     expect(folded.sort()).toEqual(['audit_log.actor_email', 'customers.email', 'orders.customer_email']);
+  });
+
+  it('rules init leaves both ends of a foreign key to review where it would suggest two strategies', () => {
+    const rules = parseRules(suggestRules(catalog), 'init.yaml');
+    const columnsOf = (name: string) => Object.fromEntries(rules.tables.find((t) => t.table.name === name)!.columns);
+    expect(columnsOf('phones')).toEqual({ phone: { kind: 'review' } });
+    expect(columnsOf('sms_log')).toEqual({ phone: { kind: 'review' }, sent_at: { kind: 'keep' } });
+    const tables = ['phones', 'sms_log'].map((name) => ({ schema: 'public', name }));
+    expect(planRules(rules, catalog, tables).problems).toEqual(['public.phones.phone: marked review; decide its strategy', 'public.sms_log.phone: marked review; decide its strategy']);
   });
 
   it('rules init suggests strategies that the check accepts once review columns are decided', () => {

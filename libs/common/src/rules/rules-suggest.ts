@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import { stringify } from 'yaml';
 import type { CatalogColumn, CatalogTable, RulesCatalog } from './rules-catalog';
 import { formatDottedName } from './dotted-name';
@@ -47,6 +48,7 @@ export function suggestRules(catalog: RulesCatalog): string {
     for (const column of table.columns) if (!column.generated) columns[column.name] = suggestStrategy(table, column);
     tables[formatDottedName([table.schema, table.name])] = columns;
   }
+  reviewMismatchedKeys(catalog, tables);
   const header = [
     '# db-fanout masking rules (DUMP_RULES). Written by `db-fanout rules init`: check every suggestion.',
     '# keep | email | name | phone | redact | null | hash | { constant: v } | { sql: "expr" } | { jsonb: { path: strategy } }',
@@ -54,4 +56,27 @@ export function suggestRules(catalog: RulesCatalog): string {
     '',
   ].join('\n');
   return `${header}${stringify({ strict: true, tables, relations: [], subset: {} }, { nullStr: 'null' })}`;
+}
+
+/**
+ * Both ends of a foreign key need the same strategy, or the masked keys no longer join and the check
+ * refuses them (a unique `phone` suggested `hash`, a column referencing it `phone`): where the
+ * suggestions for the two ends differ, both are left to a person (`review`).
+ */
+function reviewMismatchedKeys(catalog: RulesCatalog, tables: Record<string, Record<string, unknown>>): void {
+  const key = (table: { schema: string; name: string }) => formatDottedName([table.schema, table.name]);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const fk of catalog.foreignKeys) {
+      fk.fromColumns.forEach((fromColumn, i) => {
+        const [from, to] = [tables[key(fk.from)], tables[key(fk.to)]];
+        const toColumn = fk.toColumns[i];
+        if (!from || !to || !(fromColumn in from) || !(toColumn in to)) return;
+        if (isDeepStrictEqual(from[fromColumn], to[toColumn])) return;
+        from[fromColumn] = 'review';
+        to[toColumn] = 'review';
+        changed = true;
+      });
+    }
+  }
 }

@@ -75,6 +75,14 @@ describe('SCHEMA_DRIFT', () => {
     expect(opened.filter((stream) => !stream.destroyed)).toEqual([]);
   });
 
+  it('fail (the default) names a column the environment generates as generated, not as missing', async () => {
+    const env = await target(`CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, legacy_code text GENERATED ALWAYS AS ('L-' || id) STORED, note text);
+      CREATE TABLE public.only_in_prod (id serial PRIMARY KEY);`);
+    const error = await load(env, 'fail').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TargetSchemaError);
+    expect((error as Error).message).toBe('column(s) public.people."legacy_code" generated in the target, where production stores their values');
+  });
+
   it('fail (the default) names what differs and changes nothing', async () => {
     const env = await target(`${DRIFTED_SQL} INSERT INTO public.people VALUES (9, 'stale', NULL);`);
     const error = await load(env, 'fail').catch((e: unknown) => e);

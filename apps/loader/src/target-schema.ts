@@ -60,12 +60,15 @@ async function resolveTargetTables(client: Queryable, tables: ManifestTable[]): 
       `SELECT attname AS name, attgenerated <> '' AS generated FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`,
       [oid],
     );
+    const generated = new Set(columns.filter((c) => c.generated).map((c) => c.name));
     const insertable = new Set(columns.filter((c) => !c.generated).map((c) => c.name));
-    const missing = table.columns.filter((c) => !insertable.has(c));
-    if (missing.length) {
-      problems.push(`column(s) ${missing.map((c) => `${table.name}.${quoteIdent(c)}`).join(', ')} missing in the target`);
-      continue;
-    }
+    const named = (names: string[]) => names.map((c) => `${table.name}.${quoteIdent(c)}`).join(', ');
+    // A column the environment computes (GENERATED) is there, but takes no value: said so, not "missing".
+    const computed = table.columns.filter((c) => generated.has(c));
+    const missing = table.columns.filter((c) => !insertable.has(c) && !generated.has(c));
+    if (missing.length) problems.push(`column(s) ${named(missing)} missing in the target`);
+    if (computed.length) problems.push(`column(s) ${named(computed)} generated in the target, where production stores their values`);
+    if (missing.length || computed.length) continue;
     resolved.push({ oid, partitioned: found.partitioned, manifest: table });
   }
   if (problems.length) throw new TargetSchemaError(problems.join('; '));

@@ -43,6 +43,8 @@ export interface CatalogForeignKey {
 export interface RulesCatalog {
   tables: CatalogTable[];
   foreignKeys: CatalogForeignKey[];
+  /** Partitions, by their partitioned table (not in `tables`: the dump reads them through it). */
+  partitions: { table: TableName; root: TableName }[];
 }
 
 const USER_TABLES = `
@@ -153,6 +155,12 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
      ORDER BY con.conname`,
     [[...byOid.keys()]],
   );
+  const { rows: partitions } = await client.query<{ schema: string; name: string; root: number }>(`
+    SELECT n.nspname AS schema, c.relname AS name, pg_partition_root(c.oid)::int AS root
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relispartition AND pg_partition_root(c.oid) = ANY($1::oid[])`,
+    [[...byOid.keys()]],
+  );
   const tableOf = (oid: number): TableName => {
     const { schema, name } = byOid.get(oid)!;
     return { schema, name };
@@ -166,5 +174,6 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
       to: tableOf(fk.to_oid),
       toColumns: fk.to_columns,
     })),
+    partitions: partitions.map((p) => ({ table: { schema: p.schema, name: p.name }, root: tableOf(p.root) })),
   };
 }

@@ -215,6 +215,19 @@ tables:
     expect(plan(rules('keep'), tables).problems).toEqual([]);
   });
 
+  it('names a partition in the rules as the partition of its table, not as a table that does not exist', () => {
+    const rules = `strict: false
+tables:
+  public.events_2024: { code: hash }
+subset:
+  public.events_2024: "true"
+`;
+    expect(plan(rules, [{ schema: 'public', name: 'events' }]).problems).toEqual([
+      'public.events_2024: the rules name a partition of public.events; the dump reads it through public.events, so name that table instead',
+      'public.events_2024: subset names a partition of public.events; the dump reads it through public.events, so name that table instead',
+    ]);
+  });
+
   it('masks on the lower-cased value for citext and for every column that references one', () => {
     const folded = plan(MASKING_RULES_YAML).tables.flatMap((t) => t.columns.filter((c) => c.foldCase).map((c) => `${t.table.name}.${c.column.name}`));
     expect(folded.sort()).toEqual(['audit_log.actor_email', 'customers.email', 'orders.customer_email']);

@@ -116,10 +116,17 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
   const isDumped = (t: TableName) => dumped.some((d) => d.schema === t.schema && d.name === t.name);
   const ruleOf = (c: ColumnName) => rules.tables.find((t) => tableKey(t.table) === tableKey(c))?.columns.get(c.column);
 
+  // A partition is read through its partitioned table, whose rules (and names) it takes.
+  const notATable = (table: TableName, what: string) => {
+    const partition = catalog.partitions.find((p) => p.table.schema === table.schema && p.table.name === table.name);
+    return partition
+      ? `${tableKey(table)}: ${what} a partition of ${tableKey(partition.root)}; the dump reads it through ${tableKey(partition.root)}, so name that table instead`
+      : `${tableKey(table)}: ${what} a table that does not exist`;
+  };
   for (const { table, columns } of rules.tables) {
     const found = find(table);
     if (!found) {
-      problems.push(`${tableKey(table)}: the rules name a table that does not exist`);
+      problems.push(notATable(table, 'the rules name'));
       continue;
     }
     for (const column of columns.keys()) {
@@ -133,7 +140,7 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
   }
   for (const { table } of rules.subset) {
     const found = find(table);
-    if (!found) problems.push(`${tableKey(table)}: subset names a table that does not exist`);
+    if (!found) problems.push(notATable(table, 'subset names'));
     else if (found.partitioned) problems.push(`${tableKey(table)}: subset of a partitioned table is not supported`);
   }
 

@@ -15,6 +15,22 @@ function problemsOf(text: string): string[] {
 }
 
 describe('rules file', () => {
+  it('refuses a constant YAML would read as other digits (leading zeros, hex), naming its line', () => {
+    const text = `tables:
+  public.customers:
+    zip: { constant: 01234 }
+    code: { constant: 0x1F }
+    quoted: { constant: '01234' }
+    plain: { constant: 1234 }
+    profile: { jsonb: { account: { constant: -007 } } }
+`;
+    expect(problemsOf(text)).toEqual([
+      "line 3: constant 01234 is read by YAML as the number 1234; write it in quotes ('01234') to keep it as written",
+      "line 4: constant 0x1F is read by YAML as the number 31; write it in quotes ('0x1F') to keep it as written",
+      "line 7: constant -007 is read by YAML as the number -7; write it in quotes ('-007') to keep it as written",
+    ]);
+  });
+
   it('reads every strategy of the documented format', () => {
     const rules = parseRules(MASKING_RULES_YAML, FILE);
     expect(rules.strict).toBe(true);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { isScalar, LineCounter, parse as parseYaml, parseDocument, visit } from 'yaml';
 import { formatDottedName, splitDottedName } from './dotted-name';
 
 /** Strategies that need MASKING_KEY: the same key and input give the same output everywhere. */
@@ -169,6 +169,26 @@ function* tableEntries(raw: unknown, section: string, notAMapping: string, probl
   }
 }
 
+/**
+ * Constants YAML reads as other digits than the file shows: `01234` is the number 1234 (a zip code
+ * or an account number loses its zeros), `0x1F` is 31. Each is named with its line, to be quoted.
+ */
+function constantsNotAsWritten(text: string): string[] {
+  const lines = new LineCounter();
+  const found: string[] = [];
+  visit(parseDocument(text, { lineCounter: lines }), {
+    Pair(_key, pair) {
+      const { key, value } = pair;
+      if (!isScalar(key) || key.value !== 'constant' || !isScalar(value) || typeof value.value !== 'number') return;
+      const written = value.source ?? '';
+      if (!/^[-+]?0(\d|[xXoObB])/.test(written)) return;
+      const { line } = lines.linePos(value.range?.[0] ?? 0);
+      found.push(`line ${line}: constant ${written} is read by YAML as the number ${value.value}; write it in quotes ('${written}') to keep it as written`);
+    },
+  });
+  return found;
+}
+
 /** Parses and validates a rules file's text (YAML, of which JSON is a subset). */
 export function parseRules(text: string, file: string): RulesFile {
   const problems: string[] = [];
@@ -178,6 +198,7 @@ export function parseRules(text: string, file: string): RulesFile {
   } catch (error) {
     throw new RulesError(file, [`not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`]);
   }
+  problems.push(...constantsNotAsWritten(text));
   if (!isRecord(document)) throw new RulesError(file, ['must be a mapping with tables (and optionally strict, relations, subset)']);
   for (const key of Object.keys(document)) {
     if (!['strict', 'tables', 'relations', 'subset'].includes(key)) problems.push(`unknown top-level key ${JSON.stringify(key)} (expected strict, tables, relations, subset)`);

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
+import { type LockWatch, watchProductionLockWaits } from './lock-watch';
 import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, type ManifestTable, type SnapshotManifest } from '@app/common/contract';
 import { formatQualifiedName, localPartitionsSql, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
@@ -182,6 +183,8 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   const ownSource = request.source ? undefined : new SourceDatabase(requireUrl(request.sourceDatabaseUrl), request.jobs);
   const sessions = new DumpSessions(request.source ?? ownSource!);
   const phases = new PhaseTimer();
+  let watch: LockWatch | undefined;
+  let blockedProduction: Error | undefined;
   try {
     const leader = await sessions.open();
     const source = await serverIdentity(leader);
@@ -214,6 +217,13 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
         workers.push(worker);
       }
     }
+    // The dump holds its locks until it commits: production waiting for one ends the attempt.
+    // (Started once the workers are open, the watch's session is the last the dump opens.)
+    const pids = await Promise.all(workers.map((worker) => backendPid(worker)));
+    watch = watchProductionLockWaits(request.source ?? ownSource!, pids, (error) => {
+      blockedProduction = error;
+      sessions.abort(error);
+    });
 
     phases.mark('connect');
     const totalBytes = tables.reduce((sum, t) => sum + t.bytes, 0);
@@ -252,6 +262,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       progress.stop();
     }
     phases.mark('copy');
+    await watch.stop();
     for (const worker of workers) await worker.query('COMMIT');
     sessions.release();
 
@@ -287,10 +298,16 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     sessions.abort(error instanceof Error ? error : new Error(String(error)));
     // The original error is what matters (a cleanup failure must not turn a transient error permanent).
     await upload?.abort();
-    throw error;
+    // The sessions ended because production waited: that, not their "connection terminated", is why.
+    throw blockedProduction ?? error;
   } finally {
+    await watch?.stop();
     await ownSource?.end();
   }
+}
+
+async function backendPid(session: PoolClient): Promise<number> {
+  return (await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
 }
 
 function requireUrl(url: string | undefined): string {

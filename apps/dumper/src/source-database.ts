@@ -22,13 +22,16 @@ export interface DumpSessionSource {
 export class SourceDatabase implements DumpSessionSource, OnApplicationShutdown {
   private readonly pool: Pool;
 
-  /** `jobs`: DUMP_JOBS sessions at once, plus one spare (a retry may connect before the pool dropped a broken one). */
+  /**
+   * `jobs`: DUMP_JOBS sessions at once, one that watches production's lock waits during a dump
+   * (lock-watch.ts), and one spare (a retry may connect before the pool dropped a broken one).
+   */
   constructor(url: string, jobs = 1) {
     this.pool = createPostgresPool(url, {
       applicationName: 'db-fanout-dumper',
       lockTimeoutMs: DUMP_LOCK_TIMEOUT_MS,
       settings: { row_security: 'off' },
-      max: jobs + 1,
+      max: jobs + 2,
     });
   }
 

@@ -1,0 +1,84 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client } from 'pg';
+import { FsSnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
+import { createDatabase, type TestDatabase } from '../../../test/support/databases';
+import { writeSnapshot } from './snapshot-writer';
+
+/**
+ * A DDL in production while the dump still holds its locks, on a table the dump has read already
+ * or (with one connection) not yet: the attempt ends within about a second and the DDL goes
+ * through, instead of waiting (with every query queued behind it) for the rest of the dump.
+ */
+describe('a dump while production runs DDL', () => {
+  let source: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-lockwatch-'));
+
+  /** The fs store, with the big table's upload held back `holdMs` (a slow store): the dump lasts that long. */
+  const slowStore = (holdMs: number): SnapshotStore => {
+    const inner = new FsSnapshotStore(dir);
+    return Object.assign(Object.create(inner) as SnapshotStore, {
+      begin: async (snapshotId: string) => {
+        const upload = await inner.begin(snapshotId);
+        return {
+          ...upload,
+          put: async (name: string, body: Readable) => {
+            if (name.includes('big')) await sleep(holdMs);
+            return upload.put(name, body);
+          },
+        };
+      },
+    });
+  };
+
+  beforeAll(async () => {
+    source = await createDatabase(
+      'lockwatch',
+      `CREATE TABLE public.big (id int PRIMARY KEY, pad text); INSERT INTO public.big SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
+       CREATE TABLE public.small (id int PRIMARY KEY); INSERT INTO public.small VALUES (1); ANALYZE;`,
+    );
+  });
+  afterAll(async () => {
+    await source?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each([
+    { jobs: 1, what: 'one connection: a table not read yet' },
+    { jobs: 2, what: 'two connections: a table a worker has read already' },
+  ])('ends the attempt and lets an ALTER TABLE through ($what)', async ({ jobs }) => {
+    const started = Date.now();
+    const dumping = writeSnapshot({ date: '2024-03-01', sourceDatabaseUrl: source.url, snapshotDir: dir, store: slowStore(8_000), tables: [], excludeTables: [], jobs }).then(
+      () => ({ error: undefined, at: Date.now() - started }),
+      (error: unknown) => ({ error, at: Date.now() - started }),
+    );
+    await sleep(1_500);
+    const production = new Client({ connectionString: source.url });
+    await production.connect();
+    try {
+      const ddlIssued = Date.now() - started;
+      await production.query(`ALTER TABLE public.small ADD COLUMN added_${jobs} int`);
+      const ddlDone = Date.now() - started;
+      const dump = await dumping;
+      expect(dump.error).toMatchObject({
+        code: '55P03',
+        message: 'a session in production waits for a lock this dump holds on public.small (DDL or TRUNCATE): this attempt ends and lets it through',
+      });
+      // Within about the watch's second, where it used to wait for the 8 s upload to end.
+      expect(ddlDone - ddlIssued).toBeLessThan(4_000);
+      expect(dump.at).toBeLessThan(6_000);
+      // Nothing of the ended attempt is left for a loader to take.
+      expect(readdirSync(dir).filter((name) => name.startsWith('prod_snapshot_'))).toEqual([]);
+    } finally {
+      await production.end();
+    }
+  }, 30_000);
+
+  it('leaves a dump that nobody waits for alone', async () => {
+    const written = await writeSnapshot({ date: '2024-03-02', sourceDatabaseUrl: source.url, snapshotDir: dir, store: slowStore(1_500), tables: [], excludeTables: [], jobs: 2 });
+    expect(written.manifest.tables.map((t) => t.name)).toEqual(['public.big', 'public.small']);
+  });
+});

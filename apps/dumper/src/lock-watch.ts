@@ -1,0 +1,77 @@
+import type { PoolClient } from 'pg';
+import type { DumpSessionSource } from './source-database';
+
+/** How often production's lock waits are looked at while a dump holds its locks. */
+export const LOCK_WATCH_INTERVAL_MS = 1_000;
+
+export interface LockWatch {
+  /** Stops watching and hands the watch's session back. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Ends a dump attempt as soon as a session in production waits for a table lock the dump holds
+ * (DDL, TRUNCATE, LOCK TABLE). The dump keeps its ACCESS SHARE locks until its transaction ends, as
+ * pg_dump does: without this, an ALTER TABLE on a table already dumped (or on any table, with one
+ * connection) waited for the rest of the dump, and every query on that table queued behind it.
+ * Workers catch such a wait on the table they are about to read (NOWAIT); this catches it on every
+ * table, once a second. `onBlocked` gets a 55P03 error naming the tables (transient: the attempt is
+ * retried after RETRY_DELAY, by when the DDL is through). Only waits for relation locks count: a
+ * CREATE INDEX CONCURRENTLY waiting for the dump's snapshot to end blocks no query.
+ *
+ * Best effort: a watch that cannot connect or query stops watching; the dump goes on as before.
+ */
+export function watchProductionLockWaits(source: DumpSessionSource, pids: number[], onBlocked: (error: Error) => void, intervalMs = LOCK_WATCH_INTERVAL_MS): LockWatch {
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  let session: PoolClient | undefined;
+
+  const loop = (async () => {
+    try {
+      session = await source.connect();
+      while (!stopped) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, intervalMs);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        if (stopped) break;
+        const { rows } = await session.query<{ relation: string }>(
+          // Only ungranted relation locks reach pg_blocking_pids (OFFSET 0 keeps the filter first):
+          // it takes the lock manager's locks, so it runs for the few sessions that wait, if any.
+          `SELECT DISTINCT format('%I.%I', n.nspname, c.relname) AS relation
+             FROM (SELECT pid, relation FROM pg_locks WHERE NOT granted AND locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) OFFSET 0) w
+             JOIN pg_class c ON c.oid = w.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE pg_blocking_pids(w.pid) && $1::int[]
+            ORDER BY 1`,
+          [pids],
+        );
+        if (rows.length) {
+          const tables = rows.map((row) => row.relation).join(', ');
+          onBlocked(
+            Object.assign(
+              new Error(`a session in production waits for a lock this dump holds on ${tables} (DDL or TRUNCATE): this attempt ends and lets it through`),
+              { code: '55P03' },
+            ),
+          );
+          break;
+        }
+      }
+      session?.release();
+    } catch (error) {
+      // Watching is a courtesy to production; the dump itself does not depend on it. A session
+      // that failed is not handed back to the pool for another use.
+      session?.release(error instanceof Error ? error : true);
+    }
+  })();
+
+  return {
+    stop: async () => {
+      stopped = true;
+      wake?.();
+      await loop;
+    },
+  };
+}

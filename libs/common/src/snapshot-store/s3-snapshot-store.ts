@@ -77,6 +77,10 @@ export class S3SnapshotStore implements SnapshotStore {
       ...(options.region ? { region: options.region } : {}),
       ...(options.forcePathStyle ? { forcePathStyle: true } : {}),
       requestHandler: { connectionTimeout: S3_CONNECT_TIMEOUT_MS, requestTimeout: options.requestTimeoutMs ?? S3_REQUEST_TIMEOUT_MS, throwOnRequestTimeout: true },
+      // The SDK sends `Expect: 100-continue` with every body of 2 MiB and more (each 8 MiB part)
+      // and, with a request timeout set, waits that long for the 100 that a proxy or an
+      // S3-compatible server may never send: every part then timed out. The body goes at once.
+      expectContinueHeader: false,
     };
     this.client = new this.sdk.s3.S3Client(config);
   }

@@ -1,6 +1,6 @@
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { createServer, request as httpRequest, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -274,6 +274,44 @@ describe('s3 snapshot store: an S3 server that refuses to delete', () => {
     await expect(store.remove(ID)).rejects.toThrow(`S3 refused to delete 1 of 1 object(s) in bucket ${bucket}, the first prod_snapshot_${ID}/manifest.json: AccessDenied (Access Denied)`);
     expect(await store.list()).toEqual([expect.objectContaining({ snapshotId: ID, complete: true })]);
   }, 30_000);
+});
+
+describe('s3 snapshot store: an endpoint that never answers Expect: 100-continue (a proxy, an S3-compatible server)', () => {
+  it('uploads a multipart part (2 MiB and more) at once, well within the request timeout', async () => {
+    const server = await new OwnS3Server().start();
+    const bucket = `spec-${randomBytes(4).toString('hex')}`;
+    await server.createBucket(bucket);
+    Object.assign(process.env, S3_TEST_CREDENTIALS);
+    // Node answers 100 Continue by itself unless 'checkContinue' is handled: this one never does,
+    // and forwards the request (without the header) once its body arrives.
+    const upstream = new URL(server.endpoint);
+    const forward = (req: IncomingMessage, res: ServerResponse) => {
+      const headers = { ...req.headers };
+      delete headers.expect;
+      req.pipe(httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers }, (upstreamRes) => {
+        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
+        upstreamRes.pipe(res);
+      }));
+    };
+    const silent = createServer(forward).on('checkContinue', forward);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const store = new S3SnapshotStore({ bucket, endpoint: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, region: 'us-east-1', forcePathStyle: true, requestTimeoutMs: 5_000 });
+    try {
+      const started = Date.now();
+      const upload = await store.begin(ID);
+      const body = randomBytes(9 * 1024 * 1024);
+      await upload.put('0001_big.csv', Readable.from([body]));
+      await upload.commit(Buffer.from(`{"snapshotId":"${ID}"}`));
+      // Waiting for a 100 Continue that never comes took the whole request timeout, every try.
+      expect(Date.now() - started).toBeLessThan(5_000);
+      const read = await (await store.open(store.locationOf(ID))).open('0001_big.csv');
+      expect(Buffer.concat(await read.toArray()).equals(body)).toBe(true);
+    } finally {
+      store.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+      await server.stop();
+    }
+  }, 60_000);
 });
 
 describe('a location of another store or bucket', () => {

@@ -1,8 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { PoolClient } from 'pg';
 import type { DumpSessionSource } from './source-database';
 
 /** How often production's lock waits are looked at while a dump holds its locks. */
 export const LOCK_WATCH_INTERVAL_MS = 1_000;
+/** How long stop() waits for a query of the watch's that is under way. */
+const STOP_WAIT_MS = 5_000;
 
 export interface LockWatch {
   /** Stops watching and hands the watch's session back. */
@@ -25,6 +28,13 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
   let stopped = false;
   let wake: (() => void) | undefined;
   let session: PoolClient | undefined;
+  let released = false;
+  // Once: by the loop when it ends, or by stop() when a query of the watch's does not end in time.
+  const release = (error?: Error) => {
+    if (released || !session) return;
+    released = true;
+    session.release(error);
+  };
 
   const loop = (async () => {
     try {
@@ -48,7 +58,8 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
             ORDER BY 1`,
           [pids],
         );
-        if (rows.length) {
+        // A dump that finished copying while this ran is not thrown away for it.
+        if (rows.length && !stopped) {
           const tables = rows.map((row) => row.relation).join(', ');
           onBlocked(
             Object.assign(
@@ -59,11 +70,11 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
           break;
         }
       }
-      session?.release();
+      release();
     } catch (error) {
       // Watching is a courtesy to production; the dump itself does not depend on it. A session
       // that failed is not handed back to the pool for another use.
-      session?.release(error instanceof Error ? error : true);
+      release(error instanceof Error ? error : new Error(String(error)));
     }
   })();
 
@@ -71,7 +82,9 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
     stop: async () => {
       stopped = true;
       wake?.();
-      await loop;
+      // A query stuck on a dead connection must not hold the dump's end: its session is dropped.
+      const ended = await Promise.race([loop.then(() => true), sleep(STOP_WAIT_MS, false)]);
+      if (!ended) release(new Error('the lock watch was stopped while its query had not returned'));
     },
   };
 }

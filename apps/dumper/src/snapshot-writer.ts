@@ -295,6 +295,8 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     request.log?.(`${snapshotId} phases: ${phases.toString()}`);
     return { manifest, location: upload.location };
   } catch (error) {
+    // Stopped first: a wait production starts while this attempt cleans up is no reason it failed.
+    await watch?.stop();
     sessions.abort(error instanceof Error ? error : new Error(String(error)));
     // The original error is what matters (a cleanup failure must not turn a transient error permanent).
     await upload?.abort();

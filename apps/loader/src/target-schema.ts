@@ -337,9 +337,11 @@ export class TargetCatalog {
    * The target's sequence for each of production's (see `targetSequenceOf`). Every sequence must be
    * found, or the load fails naming those missing. Two of production's that land on one target
    * sequence (a serial migrated to identity keeps its old sequence, owned by the same column, and
-   * the environment has only one of them) fail the load too, naming both: the manifest does not say
-   * which of the two the column draws from in production, and the wrong one's value makes the next
-   * insert collide with a loaded row (or, set last, silently overwrote the other's).
+   * the environment has only one of them; a partition's own serial the environment lacks): the
+   * manifest does not say which of the two the column draws from in production, so the target's
+   * takes the one further along. Whichever production used, the next insert continues after every
+   * loaded row it numbered (the one listed last, which used to win, could be the old serial's 1,
+   * and the next insert collided).
    */
   async resolveSequences(sequences: ManifestSequence[]): Promise<TargetSequence[]> {
     const problems: string[] = [];
@@ -348,8 +350,7 @@ export class TargetCatalog {
       const name = await this.targetSequenceOf(sequence);
       const other = name ? claimed.get(name) : undefined;
       if (!name) problems.push(sequence.sequence ? `sequence ${sequence.sequence} does not exist in the target` : `column ${columnOf(sequence)} owns no sequence in the target`);
-      else if (other) problems.push(sharedSequenceProblem(name, other, sequence));
-      else claimed.set(name, sequence);
+      else if (!other || nextValueOf(sequence) > nextValueOf(other)) claimed.set(name, sequence);
     }
     if (problems.length) throw new TargetSchemaError(problems.join('; '));
     return [...claimed].map(([name, { lastValue, isCalled }]) => ({ name, lastValue, isCalled }));
@@ -403,10 +404,7 @@ function columnOf(sequence: ManifestSequence): string {
   return `${sequence.table}.${quoteIdent(sequence.column)}`;
 }
 
-function sharedSequenceProblem(target: string, first: ManifestSequence, second: ManifestSequence): string {
-  const names = [first, second].map((s) => s.sequence ?? `the sequence of ${columnOf(s)}`);
-  return (
-    `production's sequences ${names[0]} and ${names[1]} (column ${columnOf(second)}) both resolve to the target's ${target}, ` +
-    `which cannot take both values; give the environment production's sequences, each tied to its column as in production`
-  );
+/** The value a sequence hands out next (its increment taken as positive, as serial and identity default to). */
+function nextValueOf(sequence: ManifestSequence): bigint {
+  return BigInt(sequence.lastValue) + (sequence.isCalled ? 1n : 0n);
 }

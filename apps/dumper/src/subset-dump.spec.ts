@@ -150,8 +150,8 @@ describe('jsonb paths that meet an array', () => {
       await expect(dump(rules)).rejects.toMatchObject({
         name: 'RulesError',
         problems: [
-          'public.profiles.doc: jsonb path addresses.0.street meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
-          'public.profiles.doc: jsonb path email meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)',
+          'public.profiles.doc: jsonb path addresses.0.street meets a string or a number where it names a key or an element in some rows, and the whole value would go out unmasked; mask the whole column (null, or sql)',
+          'public.profiles.doc: jsonb path email meets a string or a number where it names a key or an element in some rows, and the whole value would go out unmasked; mask the whole column (null, or sql)',
         ],
       });
     } finally {
@@ -178,20 +178,28 @@ describe('jsonb paths with an index segment over rows that hold no array there',
   const source = sourceFor('rules_jsonb_index', SQL);
   const dump = () => dumpWith(source(), 'strict: true\ntables:\n  public.people: { id: keep, doc: { jsonb: { phones.0: redact, 2024.email: email } } }\n', 'jsonb index spec key 01');
 
-  it('masks the member of that key in an object, leaves null alone, and refuses a string naming table, column and path', async () => {
+  it('masks the member of that key in an object, leaves null alone, and refuses a string or a number naming table, column and path', async () => {
     const { manifest, location } = await dump();
     const csv = readFileSync(join(location, manifest.tables.find((t) => t.table === 'people')!.file), 'utf8');
     expect(csv).not.toMatch(/555-01|one@|three@/);
     expect(csv).toContain('xxx-xxxx');
 
+    const refused = {
+      name: 'RulesError',
+      problems: ['public.people.doc: jsonb path phones.0 meets a string or a number where it names a key or an element in some rows, and the whole value would go out unmasked; mask the whole column (null, or sql)'],
+    };
     await source().query(`INSERT INTO public.people VALUES (5, '{"phones": "555-0105"}')`);
     try {
-      await expect(dump()).rejects.toMatchObject({
-        name: 'RulesError',
-        problems: ['public.people.doc: jsonb path phones.0 meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)'],
-      });
+      await expect(dump()).rejects.toMatchObject(refused);
     } finally {
       await source().query('DELETE FROM public.people WHERE id = 5');
+    }
+    // A phone number stored as a number: it would go out as it is just the same.
+    await source().query(`INSERT INTO public.people VALUES (6, '{"phones": 5550106}')`);
+    try {
+      await expect(dump()).rejects.toMatchObject(refused);
+    } finally {
+      await source().query('DELETE FROM public.people WHERE id = 6');
     }
   });
 });

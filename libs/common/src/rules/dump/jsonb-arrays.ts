@@ -23,13 +23,13 @@ function namedFromStart(indexes: Set<number>): number {
  * they are, in silence: such a path is refused (the dump fails, naming column and path) rather than
  * leak. `#>` finds nothing where a path
  * - names a key and meets an array (`addresses.street` over `{"addresses": [...]}`),
- * - names a key and meets a string (a document that is a bare `"bob@example.org"`, or a key holding
- *   text where the rules expect an object): the whole string goes out,
+ * - names a key and meets a string or a number (a document that is a bare `"bob@example.org"`, or
+ *   a key holding text or a number where the rules expect an object): the whole value goes out,
  * - names array elements by index and the array has more of them than the column's paths name
  *   (`addresses.0.street` alone, and a row with two addresses): the others go out.
  * An index segment that meets an object names its member of that key (`#>` and `jsonb_set` read
- * `2024` in `{"2024": {...}}` as a key), which the masking reaches; one that meets a string is
- * refused like a key that does.
+ * `2024` in `{"2024": {...}}` as a key), which the masking reaches; one that meets a string or a
+ * number is refused like a key that does.
  */
 export async function jsonbPathsThroughArrays(client: ClientBase, plans: TablePlan[], readFrom: (table: TablePlan['table']) => string): Promise<string[]> {
   const problems: string[] = [];
@@ -57,9 +57,10 @@ export async function jsonbPathsThroughArrays(client: ClientBase, plans: TablePl
           problems.push(`${where(path)} meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name every element (a.0.b, a.1.b, ...)`);
           continue;
         }
-        // Every segment, index ones too: `phones.0` over `{"phones": "555-0100"}` finds nothing either.
-        if (await anyRow(path.map((_, depth) => `${typeAt(depth)} = 'string'`).join(' OR '))) {
-          problems.push(`${where(path)} meets a string where it names a key or an element in some rows, and the whole string would go out unmasked; mask the whole column (null, or sql)`);
+        // Every segment, index ones too: `phones.0` over `{"phones": "555-0100"}` finds nothing
+        // either, nor over `{"phones": 5550100}` (a number can be the phone number itself).
+        if (await anyRow(path.map((_, depth) => `${typeAt(depth)} IN ('string', 'number')`).join(' OR '))) {
+          problems.push(`${where(path)} meets a string or a number where it names a key or an element in some rows, and the whole value would go out unmasked; mask the whole column (null, or sql)`);
           continue;
         }
         for (const [depth, segment] of path.entries()) {

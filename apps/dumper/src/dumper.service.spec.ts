@@ -7,7 +7,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadDumperConfig } from '@app/common/config';
 import { type SnapshotReadyPayload, type Subject, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
-import { announcedSnapshots, ensureStream, EventPublisher } from '@app/common/messaging';
+import { announcedSnapshots, ensureStream, EventPublisher, kvKeys } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
 import { FsSnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
@@ -172,6 +172,35 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
         [other.status === 'ready' ? other.snapshot.snapshotId : '', 8],
       ]);
       expect(new Set((await store.list()).map((s) => s.snapshotId)).size).toBe(2);
+    } finally {
+      await service.beforeApplicationShutdown();
+    }
+  });
+
+  it('leaves no record of a snapshot whose manifest could not be written', async () => {
+    const config = { ...loadDumperConfig({ SOURCE_DATABASE_URL: db.url, SNAPSHOT_DIR: dir }), nats };
+    // A real directory store whose manifest write fails (a full disk, a refused PUT): the snapshot is removed.
+    const store = new (class extends FsSnapshotStore {
+      override async begin(snapshotId: string) {
+        const upload = await super.begin(snapshotId);
+        return { ...upload, commit: () => Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })) };
+      }
+    })(dir);
+    const service = new DumperService(config, new EventPublisher(nc, nats), new MetricsService(), nc, source, store);
+    const kv = await new Kvm(nc).create(announcementBucket(nats), { history: 1 });
+    // Records with a value (a purged key keeps only its purge marker, which retention reads as none).
+    const records = async () => {
+      const live: string[] = [];
+      for (const key of await kvKeys(nc, announcementBucket(nats))) if ((await kv.get(key))?.value.length) live.push(key);
+      return live;
+    };
+    const before = await records();
+    try {
+      const outcome = await service.dump('2024-03-05', { seq: 20, delivery: 1 });
+      expect(outcome.status).toBe('failed');
+      expect((await store.list()).filter((s) => s.snapshotId.startsWith('20240305'))).toEqual([]);
+      // Retention never lists it, so a record left here would stay for good.
+      expect(await records()).toEqual(before);
     } finally {
       await service.beforeApplicationShutdown();
     }

@@ -11,7 +11,7 @@ import type { SnapshotStore } from '@app/common/snapshot-store';
 import { DUMPER_CONFIG, SNAPSHOT_STORE } from './dumper.constants';
 import { announceOnce, snapshotAnnouncedFor } from './earlier-announcement';
 import { applyRetention } from './retention';
-import { recordWritten } from './snapshot-records';
+import { forgetSnapshot, recordWritten } from './snapshot-records';
 import { writeSnapshot } from './snapshot-writer';
 import { SourceDatabase } from './source-database';
 
@@ -123,6 +123,8 @@ export class DumperService implements BeforeApplicationShutdown {
               recordWritten(this.connection, this.config.nats, snapshotId).catch((error: unknown) =>
                 this.logger.warn(`could not record snapshot ${snapshotId} as written: ${errorMessage(error)}`),
               ),
+            // Its manifest failed and the snapshot is gone: no record of it stays behind.
+            afterAbort: (snapshotId) => forgetSnapshot(this.connection, this.config.nats, snapshotId),
           });
         },
         (attempt, error, delayMs) => {

@@ -41,6 +41,8 @@ export interface SnapshotRequest {
    * still known as its own (see snapshot-records.ts).
    */
   beforeCommit?: (snapshotId: string) => Promise<void>;
+  /** Called, after `beforeCommit`, when the manifest could not be written and the snapshot was removed. */
+  afterAbort?: (snapshotId: string) => Promise<void>;
 }
 
 export interface WrittenSnapshot {
@@ -185,6 +187,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   const phases = new PhaseTimer();
   let watch: LockWatch | undefined;
   let blockedProduction: Error | undefined;
+  let committing = false;
   try {
     const leader = await sessions.open();
     const source = await serverIdentity(leader);
@@ -289,6 +292,7 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       ...(rules ? { rules: rules.manifest } : {}),
     };
     await request.beforeCommit?.(snapshotId);
+    committing = true;
     // The manifest last: only a complete snapshot is ever taken for one.
     await upload.commit(Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
     phases.mark('manifest');
@@ -300,6 +304,8 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     sessions.abort(error instanceof Error ? error : new Error(String(error)));
     // The original error is what matters (a cleanup failure must not turn a transient error permanent).
     await upload?.abort();
+    // What beforeCommit recorded of the snapshot goes with it.
+    if (committing) await request.afterAbort?.(snapshotId).catch(() => undefined);
     // The sessions ended because production waited: that, not their "connection terminated", is why.
     throw blockedProduction ?? error;
   } finally {

@@ -53,13 +53,16 @@ describe('readObjectChunks (an Object Store object through an ordered pull consu
 
   it('leaves no consumer on the server once a read ends, or is stopped part-way', async () => {
     const jsm = await jetstreamManager(nc);
-    const consumers = async () => {
-      const names: string[] = [];
-      for await (const consumer of jsm.consumers.list(`OBJ_${bucket}`)) names.push(consumer.name);
-      return names;
-    };
     const body = randomBytes(20 * 128 * 1024);
     await objects.putBlob({ name: 'left-behind' }, body);
+    // This object's readers only: the test above deletes consumers mid-read, and nats.js may still
+    // be making a replacement of its own for that read (see the note in nats-object-reader.ts).
+    const chunks = `$O.${bucket}.C.${(await objects.info('left-behind'))!.nuid}`;
+    const consumers = async () => {
+      const names: string[] = [];
+      for await (const consumer of jsm.consumers.list(`OBJ_${bucket}`)) if (consumer.config.filter_subject === chunks) names.push(consumer.name);
+      return names;
+    };
     expect((await read('left-behind')).equals(body)).toBe(true);
     // A header check: one chunk read, then the stream destroyed.
     const info = (await objects.info('left-behind'))!;

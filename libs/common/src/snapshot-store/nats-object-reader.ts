@@ -66,6 +66,8 @@ export function readObjectChunks(
   // close() stops only the client's side: the server kept each read's ordered consumer for its
   // inactive threshold (5 minutes), one per table, header read and resume: thousands a day on a
   // busy bucket, counted against an account's consumer limit. Deleted as soon as it is done with.
+  // (When a consumer vanished mid-read, nats.js may still be making a replacement of its own as
+  // this one is given up; that one is left to the threshold.)
   const close = () => {
     const done = current;
     current = undefined;

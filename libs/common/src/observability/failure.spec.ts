@@ -45,6 +45,13 @@ describe('describeFailure', () => {
         error: `character with byte sequence ${WITHHELD} in encoding UTF8 has no equivalent in encoding LATIN1`,
         code: '22P05',
       });
+      // Input functions that report a row's value as a syntax error (42601) or an internal one (XX000).
+      await client.query("CREATE TEMP TABLE secrets (v text); INSERT INTO secrets VALUES ('alice smith')");
+      expect(await failureOf('SELECT v::tsquery FROM secrets')).toEqual({ error: `syntax error in tsquery: ${WITHHELD}`, code: '42601' });
+      expect(await failureOf("SELECT (v || ':')::tsvector FROM secrets")).toEqual({ error: `syntax error in tsvector: ${WITHHELD}`, code: '42601' });
+      expect(await failureOf("SELECT ('$ ' || v)::jsonpath FROM secrets")).toEqual({ error: `syntax error at or near ${WITHHELD} of jsonpath input`, code: '42601' });
+      // A syntax error in the statement's own text (a rules file's `sql:`) names where it is.
+      expect(await failureOf('SELECT v AS alice smith FROM secrets')).toEqual({ error: 'syntax error at or near "smith"', code: '42601' });
     } finally {
       await client.end();
     }

@@ -13,6 +13,8 @@ interface DatabaseErrorLike {
   detail?: unknown;
   /** PostgreSQL's CONTEXT: `PL/pgSQL function check_email() line 3 at RAISE`. */
   where?: unknown;
+  /** Where in the statement's text the error is: set for the statement's own syntax, not for a row's value. */
+  position?: unknown;
 }
 
 // Messages the database's own code writes (RAISE in a trigger, a CHECK's or a domain's function, a
@@ -32,6 +34,19 @@ const BYTE_SEQUENCE = /0x[0-9a-f]{2}(?: 0x[0-9a-f]{2})*/gi;
 const ENCODING_NAME = /encoding "([A-Z0-9_]+)"/g;
 const WITHHELD = '(value withheld; ERROR_DETAIL=true shows it)';
 
+// Input functions outside class 22 quote the value too: the text-search types and jsonpath report it
+// as a syntax error (42601, `syntax error in tsquery: "alice smith"`), extensions as an internal
+// one (XX000, hstore's `Syntax error near "c" at position 5`). Read from a row, such an error has no
+// position in the statement; a syntax error in a statement's own text (a rules file's `sql:`) has
+// one, and quotes that text, which stays.
+const INPUT_SYNTAX_CODES = new Set(['42601', 'XX000']);
+
+/** Whether the error's message may quote a value read from a row. */
+function quotesInput(code: string | undefined, position: unknown): boolean {
+  if (!code) return false;
+  return code.startsWith('22') || (INPUT_SYNTAX_CODES.has(code) && (position === undefined || position === null || position === ''));
+}
+
 function withholdValues(message: string): string {
   return message.replace(ENCODING_NAME, 'encoding $1').replace(BYTE_SEQUENCE, WITHHELD).replace(QUOTED_VALUE, WITHHELD);
 }
@@ -46,7 +61,7 @@ export function describeFailure(error: unknown, options: { detail: boolean }): F
   if (!(error instanceof Error)) return { error: errorMessage(error), ...(code ? { code } : {}) };
   const dbError = error as Error & DatabaseErrorLike;
   let message = dbError.message;
-  if (!options.detail && code?.startsWith('22')) message = withholdValues(message);
+  if (!options.detail && quotesInput(code, dbError.position)) message = withholdValues(message);
   const where = typeof dbError.where === 'string' ? dbError.where : '';
   if (!options.detail && ((code && ROUTINE_CLASSES.test(code)) || RAISED.test(where))) {
     // Which routine raised it: the CONTEXT's innermost line names functions, never values.

@@ -73,6 +73,35 @@ describe('db-fanout rules', () => {
     expect(subset.stdout).toContain('public.customers: subset where does not run: column "no_such_column" does not exist');
   });
 
+  it("check withholds the production value a row's error quotes (a CI log is a log), unless ERROR_DETAIL=true", async () => {
+    await source.query("INSERT INTO public.customers (id, email, full_name, ssn, created_at) VALUES (90, 'alice@example.org', 'Alice Wonderlander', '123-45-6789', '2024-02-01')");
+    try {
+      await checkWithholds();
+    } finally {
+      await source.query('DELETE FROM public.customers WHERE id = 90');
+    }
+  });
+
+  async function checkWithholds(): Promise<void> {
+    const castSsn = join(dir, 'cast-ssn.yaml');
+    writeFileSync(castSsn, `${MASKING_RULES_YAML}subset:\n  public.customers: "ssn::int > 5"\n`);
+    const cast = await cli(['rules', 'check', '--source', source.url, '--rules', castSsn], { MASKING_KEY: KEY });
+    expect(cast.code).toBe(1);
+    expect(cast.stderr).toContain('db-fanout rules: invalid input syntax for type integer: (value withheld; ERROR_DETAIL=true shows it)');
+    expect(`${cast.stdout}${cast.stderr}`).not.toContain('123-45-6789');
+
+    // A type whose input calls a bad value a syntax error (42601) is a row's error too, not the rules' text.
+    const castName = join(dir, 'cast-name.yaml');
+    writeFileSync(castName, `${MASKING_RULES_YAML}subset:\n  public.customers: "to_tsvector('x') @@ full_name::tsquery"\n`);
+    const tsquery = await cli(['rules', 'check', '--source', source.url, '--rules', castName], { MASKING_KEY: KEY });
+    expect(tsquery.code).toBe(1);
+    expect(tsquery.stderr).toContain('db-fanout rules: syntax error in tsquery: (value withheld; ERROR_DETAIL=true shows it)');
+    expect(`${tsquery.stdout}${tsquery.stderr}`).not.toContain('Wonderlander');
+
+    const shown = await cli(['rules', 'check', '--source', source.url, '--rules', castSsn], { MASKING_KEY: KEY, ERROR_DETAIL: 'true' });
+    expect(shown.stderr).toContain('invalid input syntax for type integer: "123-45-6789"');
+  }
+
   it('is wrong usage (exit 2) without a source or an action', async () => {
     expect((await cli(['rules', 'check'])).code).toBe(2);
     expect((await cli(['rules', 'frobnicate', '--source', source.url])).code).toBe(2);

@@ -2,7 +2,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { Client } from 'pg';
 import { loadRulesConfig } from '@app/common/config';
-import { errorMessage } from '@app/common/observability';
+import { describeFailure, errorMessage } from '@app/common/observability';
 import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, type RulesFile, suggestRules } from '@app/common/rules';
 import { DumpRules } from '@app/common/rules/dump';
 
@@ -110,19 +110,22 @@ export async function rulesMain(argv: string[], write: (line: string) => void, w
     .option('--source <URL>')
     .option('--out <FILE>')
     .option('--rules <FILE>');
+  // A check run in CI prints to its log: a row value in production's error stays out, as in the dumper's events.
+  let detail = false;
   try {
     command.parse(rest, { from: 'user' });
     if (command.args.length) throw new RulesUsageError(`unexpected argument ${JSON.stringify(command.args[0])}`);
     const options = command.opts<{ source?: string; out?: string; rules?: string }>();
     // The dumper's own reading of DUMP_RULES and MASKING_KEY: the check must judge the key it would use.
-    const { rulesFile, maskingKey } = loadRulesConfig();
+    const { rulesFile, maskingKey, errorDetail } = loadRulesConfig();
+    detail = errorDetail;
     return await runRulesCommand(action, { ...options, rules: options.rules ?? rulesFile, maskingKey, write });
   } catch (error) {
     if (error instanceof CommanderError && (error.code === 'commander.helpDisplayed' || error.code === 'commander.help')) {
       write(RULES_USAGE);
       return 0;
     }
-    writeError(`db-fanout rules: ${errorMessage(error)}`);
+    writeError(`db-fanout rules: ${describeFailure(error, { detail }).error}`);
     return error instanceof CommanderError || error instanceof RulesUsageError ? 2 : 1;
   }
 }

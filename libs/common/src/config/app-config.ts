@@ -260,21 +260,23 @@ function hostOf(url: string): string | undefined {
 }
 
 /**
- * DUMP_RULES and MASKING_KEY, read alike by the dumper and by `db-fanout rules check`, so the check
- * judges the key the dumper would use (trimmed: a key with a trailing newline from a secret file is
- * the key without it, and a blank one is no key).
+ * DUMP_RULES, MASKING_KEY and ERROR_DETAIL, read alike by the dumper and by `db-fanout rules check`,
+ * so the check judges the key the dumper would use (trimmed: a key with a trailing newline from a
+ * secret file is the key without it, and a blank one is no key) and shows production's values in
+ * its errors only where the dumper would.
  */
 const rulesVariables = {
   DUMP_RULES: optionalText(),
   MASKING_KEY: optionalText(),
+  ERROR_DETAIL: boolean(false),
 };
 type RulesVariables = z.output<z.ZodObject<typeof rulesVariables>>;
 
-export type RulesConfig = Pick<DumperConfig, 'rulesFile' | 'maskingKey'>;
+export type RulesConfig = Pick<DumperConfig, 'rulesFile' | 'maskingKey' | 'errorDetail'>;
 
-const rulesConfig = (v: RulesVariables): RulesConfig => ({ rulesFile: v.DUMP_RULES, maskingKey: v.MASKING_KEY });
+const rulesConfig = (v: RulesVariables): RulesConfig => ({ rulesFile: v.DUMP_RULES, maskingKey: v.MASKING_KEY, errorDetail: v.ERROR_DETAIL });
 
-/** The dumper's DUMP_RULES and MASKING_KEY alone, for `db-fanout rules check`. */
+/** The dumper's DUMP_RULES, MASKING_KEY and ERROR_DETAIL alone, for `db-fanout rules check`. */
 export const loadRulesConfig: (source?: Env) => RulesConfig = envLoader(z.object(rulesVariables).transform(rulesConfig));
 
 const dumperSchema = z
@@ -290,7 +292,6 @@ const dumperSchema = z
     SNAPSHOT_RETENTION: duration(DEFAULTS.SNAPSHOT_RETENTION, 60_000),
     START_DATE: date(DEFAULTS.START_DATE),
     SCHEDULE_TIMEZONE: timeZone(DEFAULTS.SCHEDULE_TIMEZONE),
-    ERROR_DETAIL: boolean(false),
     ...rulesVariables,
   })
   .transform(
@@ -306,7 +307,6 @@ const dumperSchema = z
       snapshotRetentionMs: v.SNAPSHOT_RETENTION,
       startDate: v.START_DATE,
       timeZone: v.SCHEDULE_TIMEZONE,
-      errorDetail: v.ERROR_DETAIL,
       ...rulesConfig(v),
     }),
   );

@@ -41,9 +41,11 @@ const WITHHELD = '(value withheld; ERROR_DETAIL=true shows it)';
 // one, and quotes that text, which stays.
 const INPUT_SYNTAX_CODES = new Set(['42601', 'XX000']);
 
-/** Whether the error's message may quote a value read from a row. */
-function quotesInput(code: string | undefined, position: unknown): boolean {
+/** Whether a database error's message may quote a value read from a row (by its SQLSTATE and position). */
+export function quotesRowValue(error: unknown): boolean {
+  const code = codeOf(error);
   if (!code) return false;
+  const position = (error as DatabaseErrorLike).position;
   return code.startsWith('22') || (INPUT_SYNTAX_CODES.has(code) && (position === undefined || position === null || position === ''));
 }
 
@@ -61,7 +63,7 @@ export function describeFailure(error: unknown, options: { detail: boolean }): F
   if (!(error instanceof Error)) return { error: errorMessage(error), ...(code ? { code } : {}) };
   const dbError = error as Error & DatabaseErrorLike;
   let message = dbError.message;
-  if (!options.detail && quotesInput(code, dbError.position)) message = withholdValues(message);
+  if (!options.detail && quotesRowValue(error)) message = withholdValues(message);
   const where = typeof dbError.where === 'string' ? dbError.where : '';
   if (!options.detail && ((code && ROUTINE_CLASSES.test(code)) || RAISED.test(where))) {
     // Which routine raised it: the CONTEXT's innermost line names functions, never values.

@@ -1,5 +1,6 @@
 import type { ClientBase } from 'pg';
 import { quoteIdent, quoteQualified } from '../../database';
+import { quotesRowValue } from '../../observability/failure';
 import { RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
 import { quoteLiteral } from './masking-sql';
 
@@ -205,9 +206,11 @@ export function subsetWhere(table: TableName, ctids: string[]): string {
 
 /**
  * An error in the text the rules wrote (SQLSTATE class 42: syntax, an unknown column or function, a
- * type mismatch): its message names what the rules wrote, never a row's value.
+ * type mismatch): its message names what the rules wrote. Not a row's value that a type's input
+ * calls a syntax error (`syntax error in tsquery: "..."`, no position in the statement): that one
+ * goes on as the data error it is, its value withheld.
  */
 export function isRulesTextError(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && code.startsWith('42');
+  return typeof code === 'string' && code.startsWith('42') && !quotesRowValue(error);
 }

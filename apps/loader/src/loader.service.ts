@@ -126,7 +126,7 @@ export class LoaderService implements OnApplicationBootstrap {
     const environment = this.config.environment;
     const force = origin.force === true;
     const key = eventKey(snapshot, environment, origin);
-    const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
+    const label = loadLabel(snapshot.snapshotId, environment);
     this.logger.log(`${force ? 'reloading' : 'loading'} ${label}`);
     try {
       // A redelivery of what the environment holds (or of a reload request already done) is settled
@@ -203,7 +203,7 @@ export class LoaderService implements OnApplicationBootstrap {
     return withLogContext({ snapshotId: snapshot.snapshotId, environment }, async () => {
       const entry = await this.committedLoad(snapshot, origin);
       if (!entry) return undefined;
-      const label = `snapshot ${snapshot.snapshotId} into ${environment}`;
+      const label = loadLabel(snapshot.snapshotId, environment);
       return this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, eventKey(snapshot, environment, origin), origin);
     });
   }
@@ -276,7 +276,7 @@ export class LoaderService implements OnApplicationBootstrap {
     const environment = this.config.environment;
     const failure = this.describe(error);
     this.metrics.loads.inc({ environment, result: 'failed' });
-    this.logger.error(`loading snapshot ${snapshot.snapshotId} into ${environment} failed after ${attempts} attempt(s): ${failure.error}`);
+    this.logger.error(`loading ${loadLabel(snapshot.snapshotId, environment)} failed after ${attempts} attempt(s): ${failure.error}`);
     const event: SnapshotLoadFailedPayload = {
       snapshotId: snapshot.snapshotId,
       environment,
@@ -325,6 +325,11 @@ export class LoaderService implements OnApplicationBootstrap {
       .markAnnounced(event.snapshotId)
       .catch((error: unknown) => this.logger.warn(`could not mark ${event.snapshotId} as announced: ${errorMessage(error)}`));
   }
+}
+
+/** How the logs name a load: `snapshot <id> into <environment>`. */
+function loadLabel(snapshotId: string, environment: string): string {
+  return `snapshot ${snapshotId} into ${environment}`;
 }
 
 /**

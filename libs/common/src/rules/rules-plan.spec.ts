@@ -8,7 +8,11 @@ import { suggestRules } from './rules-suggest';
 
 let db: TestDatabase;
 let catalog: RulesCatalog;
-const ALL = ['customers', 'orders', 'order_lines', 'shipments', 'audit_log'].map((name) => ({ schema: 'public', name }));
+/** The tables of these names in schema public, as the list of dumped tables that plan checks against. */
+function publicTables(...names: string[]): { schema: string; name: string }[] {
+  return names.map((name) => ({ schema: 'public', name }));
+}
+const ALL = publicTables('customers', 'orders', 'order_lines', 'shipments', 'audit_log');
 
 const plan = (yaml: string, dumped = ALL) => planRules(parseRules(yaml, 'rules.yaml'), catalog, dumped);
 /** The fixture's rules with one line replaced. */
@@ -106,7 +110,7 @@ tables:
   public.events: { id: keep, code: redact, at: keep }
   public.badges: { holder: null, spare: null }
 `;
-    expect(plan(rules, ['events', 'badges'].map((name) => ({ schema: 'public', name }))).problems).toEqual([
+    expect(plan(rules, publicTables('events', 'badges')).problems).toEqual([
       'public.events.code: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
       'public.badges.holder: null gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT',
     ]);
@@ -153,7 +157,7 @@ tables:
   });
 
   it('refuses hash and name where the two ends of a reference would cut the value to different lengths', () => {
-    const tables = ['accounts', 'sessions', 'logins'].map((name) => ({ schema: 'public', name }));
+    const tables = publicTables('accounts', 'sessions', 'logins');
     const rules = `strict: true
 tables:
   public.accounts: { token: hash, owner: name }
@@ -169,7 +173,7 @@ tables:
   });
 
   it('refuses hash on a relation whose two ends are of different base types (uuid or bytea and text), naming both', () => {
-    const tables = ['devices', 'device_logs'].map((name) => ({ schema: 'public', name }));
+    const tables = publicTables('devices', 'device_logs');
     const rules = `strict: true
 tables:
   public.devices: { id: hash, serial: hash }
@@ -187,7 +191,7 @@ relations:
   });
 
   it('refuses a keyed strategy that folds case on a case-sensitive unique column joined to a citext one', () => {
-    const tables = ['members', 'member_logins'].map((name) => ({ schema: 'public', name }));
+    const tables = publicTables('members', 'member_logins');
     const rules = `strict: true
 tables:
   public.members: { username: hash, nickname: hash }
@@ -203,7 +207,7 @@ relations:
   });
 
   it('refuses a keyed strategy on a reference compared under a nondeterministic collation', () => {
-    const tables = ['ci_users', 'ci_posts'].map((name) => ({ schema: 'public', name }));
+    const tables = publicTables('ci_users', 'ci_posts');
     const rules = (strategy: string) => `strict: true
 tables:
   public.ci_users: { login: ${strategy}, handle: hash }
@@ -238,7 +242,7 @@ subset:
     const columnsOf = (name: string) => Object.fromEntries(rules.tables.find((t) => t.table.name === name)!.columns);
     expect(columnsOf('phones')).toEqual({ phone: { kind: 'review' } });
     expect(columnsOf('sms_log')).toEqual({ phone: { kind: 'review' }, sent_at: { kind: 'keep' } });
-    const tables = ['phones', 'sms_log'].map((name) => ({ schema: 'public', name }));
+    const tables = publicTables('phones', 'sms_log');
     expect(planRules(rules, catalog, tables).problems).toEqual(['public.phones.phone: marked review; decide its strategy', 'public.sms_log.phone: marked review; decide its strategy']);
   });
 

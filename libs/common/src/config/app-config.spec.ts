@@ -244,10 +244,13 @@ describe('each bad value is one ConfigError, on one line, naming the variable', 
     expect(error.message).not.toContain('\n');
   });
 
-  it('refuses a SCHEDULE that never fires and a retry wait no timer can make, saying so', () => {
+  it('refuses a SCHEDULE that never fires, and a retry or ack wait no timer can make, saying so', () => {
     expect(configErrorOf(apps.scheduler, { SCHEDULE: '0 0 30 2 *' }).problems).toEqual(['SCHEDULE never fires (got "0 0 30 2 *": no such date in the next 8 years)']);
     expect(configErrorOf(apps.dumper, { RETRY_DELAY: '30d' }).problems).toEqual(['RETRY_DELAY must be at most 24d, the longest wait a timer makes (got 30d)']);
     expect(loadDumperConfig({ SOURCE_DATABASE_URL: 'postgres://h/db', RETRY_DELAY: '24d' }).retry.delayMs).toBe(24 * 86_400_000);
+    // A longer ack wait overflowed the progress timer (a third of it), which then fired every millisecond.
+    expect(configErrorOf(apps.scheduler, { ACK_WAIT: '100d' }).problems).toEqual(['ACK_WAIT must be at most 24d, the longest wait a timer makes (got 100d)']);
+    expect(apps.loader({ ACK_WAIT: '24d' }).nats.ackWaitMs).toBe(24 * 86_400_000);
   });
 
   it('says what is wrong with LOAD_MAINTENANCE_WORK_MEM: the unit, or PostgreSQL\'s bounds', () => {

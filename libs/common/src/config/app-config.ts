@@ -156,7 +156,8 @@ const natsVariables = {
   NATS_PASSWORD: optionalText(),
   NATS_TOKEN: optionalText(),
   NATS_CREDS: readableFile(),
-  ACK_WAIT: duration(DEFAULTS.ACK_WAIT, 1_000),
+  // Handlers send progress every third of it: a timer, so at most the longest wait a timer makes.
+  ACK_WAIT: duration(DEFAULTS.ACK_WAIT, 1_000, LONGEST_WAIT),
   NATS_STREAM_MAX_AGE: duration(DEFAULTS.NATS_STREAM_MAX_AGE, 60_000),
   NATS_STREAM_REPLICAS: integer(1, 1, 5),
 };

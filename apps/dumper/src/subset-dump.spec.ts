@@ -316,3 +316,39 @@ describe('sql, constant and subset expressions the source cannot run', () => {
     expect(readdirSync(source().dir)).toEqual([]);
   });
 });
+
+describe('a relations entry between columns of different kinds (text holding ids to an integer key)', () => {
+  const SQL = `
+    CREATE TABLE public.people (id int PRIMARY KEY, name text);
+    CREATE TABLE public.events (id int PRIMARY KEY, person_ref text);
+    INSERT INTO public.people VALUES (1, 'kept'), (2, 'left out');
+    INSERT INTO public.events VALUES (10, '1'), (11, '2'), (12, NULL);`;
+  const RULES = `
+strict: false
+tables: {}
+relations:
+  - { from: public.events.person_ref, to: public.people.id }
+subset:
+  public.people: "id = 1"
+`;
+  const source = sourceFor('rules_relation_cast', SQL);
+
+  it('follows the entry where every value converts', async () => {
+    const { manifest } = await dumpWith(source(), RULES);
+    expect(Object.fromEntries(manifest.tables.map((t) => [t.table, t.rows]))).toEqual({ people: 1, events: 2 });
+  });
+
+  it('is refused naming the entry, never the value, where one does not', async () => {
+    await source().query("INSERT INTO public.events VALUES (13, 'x-bob-ssn-123')");
+    try {
+      const error = await dumpWith(source(), RULES).then(() => undefined, (e: unknown) => e as Error);
+      expect(error).toMatchObject({ name: 'RulesError' });
+      expect(error!.message).toContain(
+        'public.events.person_ref: relations entry to public.people.id does not run: a value does not convert to integer (invalid input syntax for type integer: (value withheld; ERROR_DETAIL=true shows it))',
+      );
+      expect(error!.message).not.toContain('x-bob');
+    } finally {
+      await source().query('DELETE FROM public.events WHERE id = 13');
+    }
+  });
+});

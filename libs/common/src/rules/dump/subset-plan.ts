@@ -1,7 +1,7 @@
 import type { ClientBase } from 'pg';
 import { quoteIdent, quoteQualified } from '../../database';
-import { quotesRowValue } from '../../observability/failure';
-import { RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
+import { describeFailure, quotesRowValue } from '../../observability/failure';
+import { type ColumnName, columnKey, RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
 import { quoteLiteral } from './masking-sql';
 
 /** A reference between two dumped tables: a declared foreign key (possibly composite) or a `relations` entry. */
@@ -70,6 +70,8 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
   if (partitioned.length) {
     throw new RulesError(rules.file, partitioned.map((t) => `${tableKey(t)}: subset reaches a partitioned table, which is not supported`));
   }
+  const unconvertible = await unconvertibleRelations(client, rules, catalog, dumped);
+  if (unconvertible.length) throw new RulesError(rules.file, unconvertible);
 
   // Every table read below is an ordinary one (partitioned ones are refused above), read ONLY: a
   // ctid names a row within one table, and an inheritance parent read whole would return its
@@ -130,6 +132,34 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
   }
   for (const [key, set] of kept) plan.set(key, [...set]);
   return plan;
+}
+
+/**
+ * A `relations` entry between columns of different kinds (text holding ids to an integer key, text
+ * to uuid) is followed by casting every referencing value to the referenced column's type. A value
+ * that does not convert would fail the dump with a data error naming neither the rules file nor the
+ * entry; each such entry is tried first, in a savepoint (the dump's transaction goes on), so the
+ * refusal names it. Columns of one kind (text to citext, int to bigint) are not read for this.
+ */
+async function unconvertibleRelations(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, dumped: TableName[]): Promise<string[]> {
+  const columnOf = (c: ColumnName) => catalog.tables.find((t) => same(t, c))?.columns.find((col) => col.name === c.column);
+  const problems: string[] = [];
+  for (const { from, to } of rules.relations) {
+    const [fromColumn, toColumn] = [columnOf(from), columnOf(to)];
+    if (!fromColumn || !toColumn || fromColumn.category === toColumn.category || !dumped.some((d) => same(d, from)) || !dumped.some((d) => same(d, to))) continue;
+    await client.query('SAVEPOINT db_fanout_relation_check');
+    try {
+      await client.query(`SELECT count(CAST(${quoteIdent(from.column)} AS ${toColumn.type})) FROM ONLY ${quoteQualified(from)}`);
+    } catch (error) {
+      if (!quotesRowValue(error)) throw error;
+      // The value stays out whatever ERROR_DETAIL says: the entry is what to fix.
+      problems.push(`${columnKey(from)}: relations entry to ${columnKey(to)} does not run: a value does not convert to ${toColumn.type} (${describeFailure(error, { detail: false }).error})`);
+    } finally {
+      await client.query('ROLLBACK TO SAVEPOINT db_fanout_relation_check');
+      await client.query('RELEASE SAVEPOINT db_fanout_relation_check');
+    }
+  }
+  return problems;
 }
 
 /**

@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable as ReadableStream, Writable } from 'node:stream';
@@ -321,6 +322,85 @@ describe('checkFileSizes', () => {
     expect((error as Error).message).toContain(TABLES[0].file);
     expect((error as Error).message).toContain(`is ${Buffer.byteLength(grown)} bytes`);
     expect((error as Error).message).toContain(`says ${Buffer.byteLength(TABLES[0].content)}`);
+  });
+});
+
+describe('directorySource and symbolic links', () => {
+  /** Moves `file` of `dir` into the directory outside SNAPSHOT_DIR and links it back: same bytes, same size. */
+  function linkOut(dir: string, file: string): string {
+    const away = join(mkdtempSync(join(outside, 'linked-')), 'data.csv');
+    renameSync(join(dir, file), away);
+    symlinkSync(away, join(dir, file));
+    return away;
+  }
+
+  it('refuses a table file that is a symbolic link out of the snapshot directory, naming the file and not its content', async () => {
+    const dir = freshDir('link-table');
+    const { manifest } = writeFixture(dir);
+    linkOut(dir, TABLES[0].file);
+    const source = directorySource(dir);
+
+    const sizes = await checkFileSizes(dir, manifest).catch((e: unknown) => e);
+    expect(sizes).toBeInstanceOf(SnapshotFileError);
+    expect((sizes as Error).message).toContain(TABLES[0].file);
+    expect((sizes as Error).message).toContain('outside the snapshot directory');
+    const opened = await source.open(TABLES[0].file).then((stream) => (stream.destroy(), 'opened'), (e: unknown) => e);
+    expect(opened).toBeInstanceOf(SnapshotFileError);
+    expect((opened as Error).message).toContain(TABLES[0].file);
+    expect((opened as Error).message).not.toContain('Ada');
+    // The other file is read as before.
+    expect(await readCsvHeader(await source.open(TABLES[1].file), TABLES[1].file)).toEqual(TABLES[1].columns);
+  });
+
+  it('refuses a manifest.json that is a symbolic link out of the snapshot directory', async () => {
+    const dir = freshDir('link-manifest');
+    const { payload } = writeFixture(dir);
+    linkOut(dir, MANIFEST_FILE);
+    const error = await readManifest(dir, payload).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect((error as Error).message).toContain(MANIFEST_FILE);
+    expect((error as Error).message).toContain('outside the snapshot directory');
+  });
+
+  it('refuses a link to a file of another snapshot directory', async () => {
+    const other = freshDir('link-other');
+    writeFixture(other);
+    const dir = freshDir('link-sibling');
+    const { manifest } = writeFixture(dir);
+    unlinkSync(join(dir, TABLES[0].file));
+    symlinkSync(join(other, TABLES[0].file), join(dir, TABLES[0].file));
+    await expect(checkFileSizes(dir, manifest)).rejects.toThrow(SnapshotFileError);
+    const opened = await directorySource(dir)
+      .open(TABLES[0].file)
+      .then((stream) => (stream.destroy(), 'opened'), (e: unknown) => e);
+    expect((opened as Error).message).toMatch(/outside the snapshot directory/);
+  });
+
+  it('reads a snapshot directory reached through a symbolic link, and a link that stays inside the snapshot directory', async () => {
+    const dir = freshDir('link-inside');
+    const { manifest, payload } = writeFixture(dir);
+    renameSync(join(dir, TABLES[0].file), join(dir, 'kept.csv'));
+    symlinkSync('kept.csv', join(dir, TABLES[0].file));
+    const through = join(root, `through-${Date.now()}`);
+    symlinkSync(dir, through);
+    await expect(readManifest(through, payload)).resolves.toEqual(manifest);
+    await expect(checkFileSizes(through, manifest)).resolves.toBeUndefined();
+    const chunks: Buffer[] = [];
+    for await (const chunk of await directorySource(through).open(TABLES[0].file)) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe(readFileSync(join(dir, 'kept.csv'), 'utf8'));
+  });
+
+  it('refuses a FIFO standing where a table file should be, without waiting for a writer', async () => {
+    const dir = freshDir('fifo');
+    writeFixture(dir);
+    unlinkSync(join(dir, TABLES[0].file));
+    execFileSync('mkfifo', [join(dir, TABLES[0].file)]);
+    // Opened for reading, a FIFO waits for a writer for ever (a thread of the pool with it).
+    const opened = await directorySource(dir)
+      .open(TABLES[0].file)
+      .then((stream) => (stream.destroy(), 'opened'), (e: unknown) => e);
+    expect(opened).toBeInstanceOf(SnapshotFileError);
+    expect((opened as Error).message).toBe(`snapshot file ${TABLES[0].file} in ${dir} is not a regular file`);
   });
 });
 

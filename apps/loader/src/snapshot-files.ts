@@ -1,5 +1,5 @@
-import { createReadStream } from 'node:fs';
-import { readFile, realpath, stat } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import { type FileHandle, open, realpath, stat } from 'node:fs/promises';
 import { PassThrough, type Readable, Transform } from 'node:stream';
 import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -11,21 +11,72 @@ import { parseQualifiedName } from '@app/common/database';
 
 const READ_BUFFER = 1 << 20;
 
-/** A snapshot directory under SNAPSHOT_DIR, read as a snapshot source (the `fs` store). */
+/**
+ * A snapshot directory under SNAPSHOT_DIR, read as a snapshot source (the `fs` store). Only regular
+ * files inside the directory are read (see `openInside`): a table file or manifest.json that is a
+ * symbolic link out of it fails the load, naming the file.
+ */
 export function directorySource(dir: string): SnapshotSource & { label: string } {
   return {
     label: dir,
     manifest: async () => {
-      const info = await stat(join(dir, MANIFEST_FILE));
-      if (info.size > MAX_MANIFEST_BYTES) throw new SnapshotFileError(`${join(dir, MANIFEST_FILE)} is larger than ${MAX_MANIFEST_BYTES} bytes`);
-      return readFile(join(dir, MANIFEST_FILE));
+      const { handle, size } = await openInside(dir, MANIFEST_FILE, join(dir, MANIFEST_FILE));
+      try {
+        if (size > MAX_MANIFEST_BYTES) throw new SnapshotFileError(`${join(dir, MANIFEST_FILE)} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+        return await handle.readFile();
+      } finally {
+        await handle.close();
+      }
     },
     storedSize: async (file) => {
-      const info = await stat(join(dir, file)).catch(() => undefined);
+      const real = await fileInside(dir, file, `snapshot file ${file} in ${dir}`).catch((error: unknown) => {
+        if (error instanceof SnapshotFileError) throw error;
+        return undefined;
+      });
+      const info = real === undefined ? undefined : await stat(real).catch(() => undefined);
       return info?.isFile() ? info.size : undefined;
     },
-    open: (file) => Promise.resolve(createReadStream(join(dir, file), { highWaterMark: READ_BUFFER })),
+    open: async (file) => {
+      const { handle } = await openInside(dir, file, `snapshot file ${file} in ${dir}`);
+      return handle.createReadStream({ highWaterMark: READ_BUFFER });
+    },
   };
+}
+
+/**
+ * The real path of `file` of a snapshot directory, refused (SnapshotFileError naming `label`) when a
+ * symbolic link leads it outside the directory: SNAPSHOT_DIR is checked once for the directory
+ * (resolveSnapshotDir), and a link planted in a snapshot would otherwise have the loader read any
+ * file this process may read into a target. The dumper writes only regular files; a link between
+ * files of the same snapshot is harmless and still read. A missing file rejects as realpath does (ENOENT).
+ */
+async function fileInside(dir: string, file: string, label: string): Promise<string> {
+  const root = await realpath(dir);
+  const real = await realpath(join(root, file));
+  if (!isInside(root, real)) throw new SnapshotFileError(`${label} leads outside the snapshot directory (a symbolic link): only regular files inside it are read`);
+  return real;
+}
+
+/**
+ * Opens `file` of a snapshot directory for reading: inside it once links are resolved, and a
+ * regular file. Opened without following a link (one swapped in after the check is refused, ELOOP)
+ * and without waiting (a FIFO would block the open until a writer came), then checked on the open
+ * descriptor itself.
+ */
+async function openInside(dir: string, file: string, label: string): Promise<{ handle: FileHandle; size: number }> {
+  const real = await fileInside(dir, file, label);
+  const handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ELOOP') throw new SnapshotFileError(`${label} leads outside the snapshot directory (a symbolic link): only regular files inside it are read`);
+    throw error;
+  });
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new SnapshotFileError(`${label} is not a regular file`);
+    return { handle, size: info.size };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
 }
 
 /** A download that delivers nothing for this long is cut and retried (a stalled stream after a broker failover). */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
@@ -434,6 +434,27 @@ describe('loadSnapshot', () => {
     expect(error).toBeInstanceOf(SnapshotFileError);
     expect((error as Error).message).toMatch(/does not exist/);
     expect(await contentsOf(target)).toEqual(before);
+  });
+
+  it('fails with SnapshotFileError naming the file when a table file is a symbolic link out of the snapshot directory, and leaves the target untouched', async () => {
+    // A consistent snapshot whose customers file was moved out of SNAPSHOT_DIR and linked back:
+    // same bytes, same digest, so only the link itself can refuse it.
+    const linked = await dumpSource();
+    const customers = linked.manifest.tables.find((t) => t.name === 'public.customers')!;
+    const outside = mkdtempSync(join(root, 'outside-'));
+    renameSync(join(linked.location, customers.file), join(outside, 'data.csv'));
+    symlinkSync(join(outside, 'data.csv'), join(linked.location, customers.file));
+    const target = await createTarget();
+    const before = await contentsOf(target);
+
+    const error = await load(target, linked).catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(SnapshotFileError);
+    expect((error as Error).message).toContain(customers.file);
+    expect((error as Error).message).toContain('outside the snapshot directory');
+    expect((error as Error).message).not.toContain('Ada');
+    expect(await contentsOf(target)).toEqual(before);
+    expect(await ledgerRows(target)).toEqual([]);
   });
 
   it('sets the target sequences so the next insert continues after the source', async () => {

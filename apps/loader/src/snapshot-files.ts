@@ -242,6 +242,9 @@ export class SnapshotNotFoundError extends SnapshotFileError {
   }
 }
 
+/** A sequence's value in a manifest: a bigint, as text. */
+const SEQUENCE_VALUE = /^-?[0-9]{1,19}$/;
+
 /** Reads manifest.json and checks that it describes exactly the snapshot the message announced. */
 export async function readManifest(dir: string | (SnapshotSource & { label: string }), announced: SnapshotReadyPayload): Promise<SnapshotManifest> {
   const source = typeof dir === 'string' ? directorySource(dir) : dir;
@@ -287,11 +290,15 @@ export async function readManifest(dir: string | (SnapshotSource & { label: stri
     if (!same) throw new SnapshotFileError(`${path} does not match the message for table ${table.name}`);
   });
   manifest.sequences = Array.isArray(manifest.sequences) ? manifest.sequences : [];
+  manifest.sequences.forEach((entry: unknown, index) => {
+    const problem = sequenceEntryProblem(entry);
+    if (problem) throw new SnapshotFileError(`${path} is not a manifest this loader can use: sequences[${index}]${problem}`);
+  });
   if (manifest.standaloneSequences !== undefined) {
     const entries: unknown = manifest.standaloneSequences;
     const wellFormed = (entry: unknown) => {
       const { sequence, lastValue, isCalled } = (entry ?? {}) as Record<string, unknown>;
-      return typeof sequence === 'string' && parsesAsQualifiedName(sequence) && typeof lastValue === 'string' && /^-?[0-9]{1,19}$/.test(lastValue) && typeof isCalled === 'boolean';
+      return typeof sequence === 'string' && parsesAsQualifiedName(sequence) && typeof lastValue === 'string' && SEQUENCE_VALUE.test(lastValue) && typeof isCalled === 'boolean';
     };
     if (!Array.isArray(entries) || !entries.every(wellFormed)) {
       throw new SnapshotFileError(`${path} has a standaloneSequences entry that is not {sequence: "schema.name", lastValue: "<integer>", isCalled: true|false}`);
@@ -301,6 +308,27 @@ export async function readManifest(dir: string | (SnapshotSource & { label: stri
     throw new SnapshotFileError(`${path} names a compression this loader does not know: ${JSON.stringify(manifest.compression)}`);
   }
   return manifest;
+}
+
+/**
+ * What is wrong with one entry of the manifest's `sequences` (as the dumper writes them: see
+ * TableCatalog.readSequences), or undefined: checked field by field before the load touches the
+ * target, as a hand-edited or truncated entry otherwise failed mid-load with a TypeError naming
+ * nothing. `sequence` is absent in manifests written before it existed.
+ */
+function sequenceEntryProblem(entry: unknown): string | undefined {
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return ' must be an object';
+  const fields = entry as Record<string, unknown>;
+  if (fields.sequence !== undefined && (typeof fields.sequence !== 'string' || !parsesAsQualifiedName(fields.sequence))) {
+    return '.sequence must be a qualified name ("schema.name") when present';
+  }
+  if (typeof fields.table !== 'string' || !parsesAsQualifiedName(fields.table)) return '.table must be a qualified name ("schema.table")';
+  for (const field of ['schema', 'tableName', 'column']) {
+    if (typeof fields[field] !== 'string' || fields[field] === '') return `.${field} must be a non-empty string`;
+  }
+  if (typeof fields.lastValue !== 'string' || !SEQUENCE_VALUE.test(fields.lastValue)) return '.lastValue must be an integer in a string ("42")';
+  if (typeof fields.isCalled !== 'boolean') return '.isCalled must be true or false';
+  return undefined;
 }
 
 function parsesAsQualifiedName(text: string): boolean {

@@ -1227,6 +1227,31 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await contentsOf(target)).toEqual(before);
   });
 
+  it('refuses a manifest whose sequences entry is malformed, naming manifest.json and the entry, before touching the target', async () => {
+    const target = await createTarget();
+    const before = await contentsOf(target);
+    const good = { sequence: 'public.member_numbers', table: 'public.members', schema: 'public', tableName: 'members', column: 'id', lastValue: '42', isCalled: true };
+    const malformed: [object | null, RegExp][] = [
+      // What a hand-edited or truncated manifest looked like: a TypeError in the middle of the load before.
+      [{ sequence: 'public.customers_id_seq', table: 'public.customers' }, /sequences\[2\]\.schema must be a non-empty string/],
+      [{ ...good, column: '' }, /sequences\[2\]\.column must be a non-empty string/],
+      [{ ...good, lastValue: 42 }, /sequences\[2\]\.lastValue must be an integer in a string/],
+      [{ ...good, lastValue: '41; DROP TABLE x' }, /sequences\[2\]\.lastValue must be an integer in a string/],
+      [{ ...good, isCalled: 'true' }, /sequences\[2\]\.isCalled must be true or false/],
+      [{ ...good, sequence: 'not a "name' }, /sequences\[2\]\.sequence must be a qualified name/],
+      [null, /sequences\[2\] must be an object/],
+    ];
+    for (const [entry, message] of malformed) {
+      const written = await snapshotWithManifest((manifest) => ({ ...manifest, sequences: [...manifest.sequences, entry] as WrittenSnapshot['manifest']['sequences'] }));
+      const error = await load(target, written).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(SnapshotFileError);
+      expect((error as Error).message).toContain(join(written.location, 'manifest.json'));
+      expect((error as Error).message).toMatch(message);
+    }
+    expect(await contentsOf(target)).toEqual(before);
+    expect(await ledgerRows(target)).toEqual([]);
+  });
+
   it('leaves every sequence as it was when the load fails after the sequences were set', async () => {
     // Refreshing this view fails with production's data (4 customers): after the sequences were set.
     const target = await createTarget(`

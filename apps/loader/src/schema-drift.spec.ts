@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { SnapshotReadyPayload } from '@app/common/contract';
+import { describeFailure } from '@app/common/observability';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
 import { TargetDatabase } from './database/target-database';
@@ -135,6 +136,31 @@ describe('SCHEMA_DRIFT', () => {
       { name: 'Ada', note: 'it\'s "quoted", \\ too' },
       { name: 'Zoë', note: null },
     ]);
+  });
+
+  it('common-columns names the table and column of a value that fails its column, as a COPY error does, keeping the SQLSTATE and never the value', async () => {
+    // The environment lacks legacy_code, so the file goes through the staging table; name is narrower there.
+    const narrow = await target(`${DRIFTED_SQL.replace('name text', 'name varchar(2)')} INSERT INTO public.people (id, name) VALUES (9, 'st');`);
+    const tooLong = await load(narrow, 'common-columns').catch((e: unknown) => e);
+    expect(tooLong).toMatchObject({ code: '22001' });
+    // What snapshot.load.failed, the alert and the run history carry.
+    expect(describeFailure(tooLong, { detail: false })).toEqual({ error: 'value too long for type character varying(2) (table public.people, column name)', code: '22001' });
+    expect(await narrow.query('SELECT id, name FROM public.people')).toEqual([{ id: 9, name: 'st' }]);
+
+    // A value the column's type refuses is quoted in PostgreSQL's message: withheld unless ERROR_DETAIL=true.
+    const typed = await target(`${DRIFTED_SQL.replace('note text', 'note int')} INSERT INTO public.people (id, name) VALUES (9, 'stale');`);
+    const refused = await load(typed, 'common-columns').catch((e: unknown) => e);
+    expect(describeFailure(refused, { detail: false })).toEqual({
+      error: 'invalid input syntax for type integer: (value withheld; ERROR_DETAIL=true shows it) (table public.people, column note)',
+      code: '22P02',
+    });
+    expect(describeFailure(refused, { detail: true }).error).toBe('invalid input syntax for type integer: "it\'s "quoted", \\ too" (table public.people, column note)');
+    expect(await typed.query('SELECT id, name FROM public.people')).toEqual([{ id: 9, name: 'stale' }]);
+
+    // A table's own CHECK is no column's values: the table is named, no column.
+    const checked = await target(`${DRIFTED_SQL.replace('note text', 'note text, CHECK (id > 1)')}`);
+    const broken = await load(checked, 'common-columns').catch((e: unknown) => e);
+    expect(describeFailure(broken, { detail: false })).toEqual({ error: 'new row for relation "people" violates check constraint "people_id_check" (table public.people)', code: '23514' });
   });
 
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {

@@ -1,5 +1,6 @@
 import type { LoadDrift, ManifestSequence, ManifestTable } from '@app/common/contract';
-import { quoteIdent, quoteQualified } from '@app/common/database';
+import { formatIdent, quoteIdent, quoteQualified } from '@app/common/database';
+import { locateFailure } from '@app/common/observability';
 import type { Queryable } from './database/queryable';
 import { findTargetTable, TargetCatalog, TargetSchemaError, type TargetTable } from './target-schema';
 
@@ -76,6 +77,14 @@ export function sequencesToSet(sequences: ManifestSequence[], drift: LoadDrift |
 /** ` (a, b)`, or nothing for no columns: PostgreSQL refuses an empty list `()` in COPY and INSERT. */
 const columnList = (columns: string[]) => (columns.length ? ` (${columns.join(', ')})` : '');
 
+export interface StagedCopy {
+  /** The temporary table, quoted. */
+  staging: string;
+  create: string;
+  copy: string;
+  insert: string;
+}
+
 /**
  * COPY of a file whose columns the target only partly has: into a temporary table holding every
  * snapshot column as text (the checksum is still verified on the file as it is), then the common
@@ -83,12 +92,13 @@ const columnList = (columns: string[]) => (columns.length ? ` (${columns.join(',
  * Also a file of no columns at all (a table whose columns were all dropped): its rows get the
  * target's defaults, as a COPY that could name no column would give them.
  */
-export function stagedCopySql(target: DriftTarget): { copy: string; create: string; insert: string } {
+export function stagedCopySql(target: DriftTarget): StagedCopy {
   const staging = quoteIdent(`db_fanout_drift_${target.oid}`);
   const all = target.manifest.columns.map(quoteIdent);
   const common = target.columns.map(quoteIdent);
   const table = quoteQualified({ schema: target.manifest.schema, name: target.manifest.table });
   return {
+    staging,
     create: `CREATE TEMP TABLE ${staging} (${all.map((c) => `${c} text`).join(', ')}) ON COMMIT DROP`,
     copy: `COPY ${staging}${columnList(all)} FROM STDIN (FORMAT csv, HEADER)`,
     // Every value goes through the target column's input function, as COPY would have done, and
@@ -97,4 +107,61 @@ export function stagedCopySql(target: DriftTarget): { copy: string; create: stri
     // production's value goes into a GENERATED ALWAYS identity column, as COPY puts it there too.
     insert: `INSERT INTO ${table}${columnList(common)} OVERRIDING SYSTEM VALUE SELECT ${target.columns.map((c) => `CAST(${quoteIdent(c)} AS ${target.types[c]})`).join(', ')} FROM ${staging}`,
   };
+}
+
+/**
+ * The staged INSERT of `stagedCopySql`. PostgreSQL names no table or column for a value that fails
+ * there (a COPY's CONTEXT names both): a failure is marked with the table and, where the values of
+ * one column fail alone with the same SQLSTATE, that column (see `failingColumn`). The error thrown
+ * is PostgreSQL's own (its SQLSTATE, its message, its DETAIL), and the caller rolls the load's
+ * transaction back as for any failure.
+ */
+export async function insertStaged(client: Queryable, target: DriftTarget, staged: StagedCopy): Promise<void> {
+  await client.query('SAVEPOINT db_fanout_drift_insert');
+  try {
+    await client.query(staged.insert);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    // Data exceptions (class 22) and a domain's NOT NULL or CHECK (class 23) can be one column's values.
+    const column = typeof code === 'string' && /^2[23]/.test(code) ? await failingColumn(client, target, staged, code).catch(() => undefined) : undefined;
+    throw locateFailure(error, `table ${target.manifest.name}${column === undefined ? '' : `, column ${formatIdent(column)}`}`);
+  }
+  await client.query('RELEASE SAVEPOINT db_fanout_drift_insert');
+}
+
+/**
+ * The column whose staged values fail with `code`, looked for only after the INSERT failed: the
+ * columns are cast into a throwaway table of their exact types (a length, a precision applies on
+ * assignment there as in the INSERT), all of them first (none failing: the failure was no column's
+ * values, a table's CHECK), then halving the candidates, the first half first: 1 + log2(columns)
+ * scans of the staging table while the load holds its locks, not one per column. Each probe runs in
+ * a savepoint, rolled back.
+ */
+async function failingColumn(client: Queryable, target: DriftTarget, staged: StagedCopy, code: string): Promise<string | undefined> {
+  await client.query('ROLLBACK TO SAVEPOINT db_fanout_drift_insert');
+  const { rows } = await client.query<{ name: string; type: string }>(
+    `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`,
+    [target.oid],
+  );
+  const exactTypes = new Map(rows.map((r) => [r.name, r.type]));
+  let candidates = target.columns.filter((c) => exactTypes.has(c));
+  const fails = async (columns: string[]): Promise<boolean> => {
+    await client.query('SAVEPOINT db_fanout_drift_probe');
+    try {
+      await client.query(`CREATE TEMP TABLE db_fanout_drift_probe (${columns.map((c, i) => `v${i} ${exactTypes.get(c)}`).join(', ')}) ON COMMIT DROP`);
+      await client.query(`INSERT INTO db_fanout_drift_probe SELECT ${columns.map((c) => `CAST(${quoteIdent(c)} AS ${target.types[c]})`).join(', ')} FROM ${staged.staging}`);
+      return false;
+    } catch (error) {
+      return (error as { code?: unknown }).code === code;
+    } finally {
+      await client.query('ROLLBACK TO SAVEPOINT db_fanout_drift_probe');
+    }
+  };
+  if (candidates.length === 0 || !(await fails(candidates))) return undefined;
+  while (candidates.length > 1) {
+    const first = candidates.slice(0, Math.ceil(candidates.length / 2));
+    // Each column's values are cast on their own: when the first half does not fail, the second does.
+    candidates = (await fails(first)) ? first : candidates.slice(first.length);
+  }
+  return candidates[0];
 }

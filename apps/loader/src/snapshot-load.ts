@@ -18,7 +18,7 @@ import { checkReferencesFromOutside } from './load/references';
 import { applyLoadSettings } from './load/session-settings';
 import { setSequences } from './load/sequences';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
-import { type DriftTarget, resolveWithDrift, type SchemaDriftMode, sequencesToSet, stagedCopySql } from './schema-drift';
+import { type DriftTarget, insertStaged, resolveWithDrift, type SchemaDriftMode, sequencesToSet, stagedCopySql } from './schema-drift';
 import { type TargetTable, TargetSchemaError } from './target-schema';
 
 
@@ -331,7 +331,7 @@ async function copyTable(client: PoolClient, openData: () => Promise<Readable>, 
   if (copy.rowCount !== table.rows) {
     throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
   }
-  if (staged) await client.query(staged.insert);
+  if (staged) await insertStaged(client, target, staged);
   return copy.rowCount;
 }
 

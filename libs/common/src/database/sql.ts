@@ -51,7 +51,11 @@ export function parseQualifiedName(text: string): { schema: string; name: string
   return { schema: parts[0], name: parts[1] };
 }
 
+/** A name as PostgreSQL prints it: bare where it may be, else quoted (`sku`, `"Sku code"`). */
+export function formatIdent(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
+}
+
 export function formatQualifiedName(table: { schema: string; name: string }): string {
-  const part = (s: string) => (/^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replaceAll('"', '""')}"`);
-  return `${part(table.schema)}.${part(table.name)}`;
+  return `${formatIdent(table.schema)}.${formatIdent(table.name)}`;
 }

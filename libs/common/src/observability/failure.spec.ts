@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { ADMIN_URL } from '../../../../test/support/databases';
-import { describeFailure } from './failure';
+import { describeFailure, locateFailure } from './failure';
 
 const WITHHELD = '(value withheld; ERROR_DETAIL=true shows it)';
 
@@ -76,6 +76,18 @@ describe('describeFailure', () => {
     } finally {
       await client.end();
     }
+  });
+
+  it('appends the location our own code gave an error (names with quotes of their own), after the value was withheld', () => {
+    const located = () => locateFailure(pgError('invalid input syntax for type integer: "4111 "x""', '22P02'), 'table "Sales"."Order Items", column "qty, total"');
+    expect(describeFailure(located(), { detail: false })).toEqual({
+      error: `invalid input syntax for type integer: ${WITHHELD} (table "Sales"."Order Items", column "qty, total")`,
+      code: '22P02',
+    });
+    expect(describeFailure(located(), { detail: true }).error).toBe('invalid input syntax for type integer: "4111 "x"" (table "Sales"."Order Items", column "qty, total")');
+    // The error is left as it was: its message, its code, its own properties.
+    expect(located()).toMatchObject({ message: 'invalid input syntax for type integer: "4111 "x""', code: '22P02' });
+    expect(Object.keys(located()).sort()).toEqual(['code', 'detail']);
   });
 
   it('withholds the whole message the database\'s own code raised (RAISE, whatever its SQLSTATE), naming the routine', async () => {

@@ -71,8 +71,8 @@ export function describeFailure(error: unknown, options: { detail: boolean }): F
     message = `the database's own code raised an error (message withheld, as it may quote row values; ERROR_DETAIL=true shows it)${routine ? `: ${routine}` : ''}`;
   }
   if (options.detail && typeof dbError.detail === 'string' && dbError.detail) message = `${message} (DETAIL: ${dbError.detail})`;
-  const copyLocation = copyLocationOf(where);
-  if (copyLocation) message = `${message} (${copyLocation})`;
+  const location = copyLocationOf(where) ?? ownLocationOf(error);
+  if (location) message = `${message} (${location})`;
   return { error: errorMessage(message), ...(code ? { code } : {}) };
 }
 
@@ -87,6 +87,25 @@ function copyLocationOf(where: string): string | undefined {
   if (!match) return undefined;
   const [, table, line, column] = match;
   return `COPY ${table}, line ${line}${column ? `, column ${column}` : ''}`;
+}
+
+const LOCATION = Symbol('db-fanout failure location');
+
+/**
+ * Marks an error with where it happened, in our own words (`table public.people, column name`),
+ * for a statement whose errors PostgreSQL gives no location to, as a COPY's CONTEXT does (an
+ * `INSERT ... SELECT` whose cast fails names no table or column). Described, it is appended as a
+ * COPY's location is, after the values were withheld: it must hold names only, never a value.
+ * The error itself (its class, SQLSTATE, message, DETAIL) is left as it is.
+ */
+export function locateFailure<E>(error: E, location: string): E {
+  if (typeof error === 'object' && error !== null) Object.defineProperty(error, LOCATION, { value: location, configurable: true });
+  return error;
+}
+
+function ownLocationOf(error: Error): string | undefined {
+  const location = (error as Error & { [LOCATION]?: unknown })[LOCATION];
+  return typeof location === 'string' && location ? location : undefined;
 }
 
 function codeOf(error: unknown): string | undefined {

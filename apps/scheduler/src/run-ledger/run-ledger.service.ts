@@ -8,7 +8,7 @@ import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, parseTrigger
 import { ACK, kvKeys, nak, NATS_CONNECTION, PullConsumer } from '@app/common/messaging';
 import { errorMessage, ReadinessService } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
-import { applyEvent, newRun, type RunRecord, runDateOf } from './run-record';
+import { applyEvent, newRun, type RunRecord, runDateOf, triggerSeqOf } from './run-record';
 
 const CONSUMER = 'run-ledger';
 
@@ -159,7 +159,7 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
       const current = entry?.value.length ? entry.json<RunRecord>() : newRun(date);
       let next: RunRecord;
       try {
-        next = applyEvent(current, subject, body, message.time.toISOString());
+        next = applyEvent(current, subject, body, message.time.toISOString(), triggerSeqOf(subject, message.seq, message.headers?.get('Nats-Msg-Id')));
       } catch (error) {
         // A message whose shape the fold cannot take: redelivered, it would fail the same way for
         // ever and hold back every later event (and catch-up, which waits for the fold).

@@ -1,4 +1,4 @@
-import { applyEvent, dateOfSnapshot, isFinished, newRun, type RunRecord, runDateOf } from './run-record';
+import { applyEvent, dateOfSnapshot, isFinished, newRun, type RunRecord, runDateOf, triggerSeqOf } from './run-record';
 
 type Event = [string, Record<string, unknown>];
 
@@ -332,6 +332,59 @@ describe('run ledger fold', () => {
       expect(run.dump).toMatchObject({ state: 'running', attempts: 1, startedAt: '2024-01-05T09:00:01.000Z' });
       expect(run.dump.endedAt).toBeUndefined();
       expect(run.earlierSnapshots).toEqual([S1]);
+    });
+
+    describe("told by the trigger a dump start names (its message id), not by the dumper's clock", () => {
+      /** An event as the ledger folds it: stored by the broker at `storedAt`, of the trigger at stream sequence `triggerSeq`. */
+      const stored = (run: RunRecord, [subject, body]: Event, storedAt: string, triggerSeq?: number) => applyEvent(run, subject, body, storedAt, triggerSeq);
+      const dumpStart = (startedAt: string, attempt = 1, delivery = 1): Event => ['snapshot.dump.started', { date: '2024-01-05', attempt, delivery, startedAt }];
+      const trigger: Event = ['replication.trigger', { date: '2024-01-05' }];
+      /** The first run (trigger #3) dumped S1 and ended at 00:00:02; the re-run's trigger (#17) was stored at 09:00:00.000. */
+      const retriggered = () => {
+        let run = stored(newRun('2024-01-05'), trigger, '2024-01-05T00:00:00.000Z', 3);
+        run = stored(run, dumpStart('2024-01-05T00:00:01.000Z'), '2024-01-05T00:00:01.001Z', 3);
+        run = stored(run, ready(S1, '2024-01-05T00:00:02.000Z'), '2024-01-05T00:00:02.001Z');
+        return stored(run, trigger, '2024-01-05T09:00:00.000Z', 17);
+      };
+
+      it("shows the re-run's dump running, with its start, when the dumper's clock is 20 ms behind the broker's", () => {
+        const rerun = retriggered();
+        expect(rerun).toMatchObject({ triggeredAt: '2024-01-05T09:00:00.000Z', dump: { state: 'queued' }, earlierSnapshots: [S1] });
+        // The dumper took trigger #17 at once; its clock says 08:59:59.980.
+        const running = stored(rerun, dumpStart('2024-01-05T08:59:59.980Z'), '2024-01-05T09:00:00.004Z', 17);
+        expect(running.dump).toEqual({ state: 'running', attempts: 1, startedAt: '2024-01-05T08:59:59.980Z' });
+        const done = stored(running, ready(S2, '2024-01-05T09:00:01.980Z'), '2024-01-05T09:00:02.000Z');
+        expect(done).toMatchObject({ triggeredAt: '2024-01-05T09:00:00.000Z', triggerSeq: 17, dump: { state: 'success', snapshotId: S2, startedAt: '2024-01-05T08:59:59.980Z', endedAt: '2024-01-05T09:00:01.980Z' } });
+      });
+
+      it("ignores an earlier trigger's late start (#3 delivered again) though its clock puts it after the re-run's trigger", () => {
+        const late = stored(retriggered(), dumpStart('2024-01-05T09:00:00.500Z', 1, 2), '2024-01-05T09:00:00.501Z', 3);
+        expect(late.dump).toEqual({ state: 'queued', attempts: 0 });
+        const own = stored(late, dumpStart('2024-01-05T09:00:01.000Z'), '2024-01-05T09:00:01.001Z', 17);
+        expect(own.dump).toEqual({ state: 'running', attempts: 1, startedAt: '2024-01-05T09:00:01.000Z' });
+        // Late again, after the re-run's own start: nothing of it reaches the row.
+        expect(stored(own, dumpStart('2024-01-05T09:00:00.500Z', 2, 2), '2024-01-05T09:00:02.000Z', 3)).toEqual(own);
+      });
+
+      it("starts the next run with a later trigger's dump once this run's dump finished, whatever that dumper's clock says", () => {
+        // Trigger #17 came while #3's dump was going; a dumper whose clock is behind starts it "before" #3's dump ended.
+        let run = stored(newRun('2024-01-05'), trigger, '2024-01-05T00:00:00.000Z', 3);
+        run = stored(run, dumpStart('2024-01-05T00:00:01.000Z'), '2024-01-05T00:00:01.001Z', 3);
+        run = stored(run, trigger, '2024-01-05T00:00:01.500Z', 17);
+        expect(run).toMatchObject({ triggeredAt: '2024-01-05T00:00:00.000Z', triggerSeq: 3, nextTriggerAt: '2024-01-05T00:00:01.500Z', nextTriggerSeq: 17 });
+        run = stored(run, ready(S1, '2024-01-05T00:00:02.000Z'), '2024-01-05T00:00:02.001Z');
+        run = stored(run, dumpStart('2024-01-05T00:00:01.900Z'), '2024-01-05T00:00:02.002Z', 17);
+        expect(run).toEqual({ date: '2024-01-05', triggeredAt: '2024-01-05T00:00:01.500Z', triggerSeq: 17, dump: { state: 'running', attempts: 1, startedAt: '2024-01-05T00:00:01.900Z' }, loads: {}, earlierSnapshots: [S1] });
+      });
+
+      it('reads the trigger from the message id the dumper gives snapshot.dump.started (none for other events, or without one)', () => {
+        expect(triggerSeqOf('replication.trigger', 17, '')).toBe(17);
+        expect(triggerSeqOf('snapshot.dump.started', 40, 'dump-started:2024-01-05:17:2:3')).toBe(17);
+        for (const id of [undefined, '', 'manual-1', 'dump-started:2024-01-05:x:1:1', 'dump-started:2024-01-05:0:1:1', 'dump-started:2024-01-05:17:1']) {
+          expect(triggerSeqOf('snapshot.dump.started', 40, id)).toBeUndefined();
+        }
+        expect(triggerSeqOf('snapshot.ready', 40, 'dump-started:2024-01-05:17:1:1')).toBeUndefined();
+      });
     });
 
     it('after a failed dump, the next snapshot of the date is the new run', () => {

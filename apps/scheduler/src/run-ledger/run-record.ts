@@ -40,6 +40,21 @@ export function runDateOf(subject: string, body: Body): string | undefined {
   return str(body.date);
 }
 
+/** `dump-started:<date>:<trigger seq>:<delivery>:<attempt>` (the dumper's dumpEventIds.started). */
+const DUMP_STARTED_ID = /^dump-started:[^:]+:(\d+):\d+:\d+$/;
+
+/**
+ * Which trigger an event stored at stream sequence `seq` under message id `msgId` is of, where it
+ * says: a trigger's own sequence; for a `snapshot.dump.started`, the sequence of the trigger its
+ * dump works for, in its message id (undefined without one, e.g. an event published by hand).
+ */
+export function triggerSeqOf(subject: string, seq: number, msgId: string | undefined): number | undefined {
+  if (subject === SUBJECTS.trigger) return seq;
+  if (subject !== SUBJECTS.dumpStarted) return undefined;
+  const triggerSeq = Number(DUMP_STARTED_ID.exec(msgId ?? '')?.[1]);
+  return Number.isSafeInteger(triggerSeq) && triggerSeq > 0 ? triggerSeq : undefined;
+}
+
 export function isFinished(state: StepState | undefined): boolean {
   return state !== undefined && FINISHED_STATES.includes(state);
 }
@@ -112,18 +127,24 @@ const earlier = (a: string | undefined, b: string | undefined) => (a && b ? (Dat
  * A date can run more than once (a trigger after its run finished, a redelivered trigger): the new
  * run starts with its trigger or its dump's start, and from then on the events of the earlier
  * snapshot (listed in `earlierSnapshots`) no longer change the row, so it shows the new run's own
- * times. `at` is when the broker stored the event.
+ * times. `at` is when the broker stored the event. `triggerSeq` is which trigger the event is of,
+ * when known: for a trigger, its own stream sequence; for a `snapshot.dump.started`, the sequence of
+ * the trigger its dump works for (in its message id). Where the run's trigger is known too, it tells
+ * a dump start of this run from an earlier or the next run's exactly, whatever the clocks say.
  */
-export function applyEvent(run: RunRecord, subject: string, body: Body, at: string): RunRecord {
+export function applyEvent(run: RunRecord, subject: string, body: Body, at: string, triggerSeq?: number): RunRecord {
   const next: RunRecord = { ...run, dump: { ...run.dump }, loads: { ...run.loads } };
   switch (subject) {
     case SUBJECTS.trigger:
-      if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(at) > Date.parse(next.dump.endedAt)) return { ...startAgain(next), triggeredAt: at };
-      if (next.triggeredAt && Date.parse(at) > Date.parse(next.triggeredAt)) next.nextTriggerAt ??= at;
-      next.triggeredAt ??= at;
+      if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(at) > Date.parse(next.dump.endedAt)) return { ...startAgain(next), ...trigger(at, triggerSeq) };
+      if (next.triggeredAt && Date.parse(at) > Date.parse(next.triggeredAt) && !next.nextTriggerAt) {
+        next.nextTriggerAt = at;
+        if (triggerSeq !== undefined) next.nextTriggerSeq = triggerSeq;
+      }
+      if (!next.triggeredAt) Object.assign(next, trigger(at, triggerSeq));
       return next;
     case SUBJECTS.dumpStarted:
-      return dumpStarted(next, num(body.attempt) ?? 1, deliveryOf(body), str(body.startedAt) ?? at);
+      return dumpStarted(next, num(body.attempt) ?? 1, deliveryOf(body), str(body.startedAt) ?? at, triggerSeq);
     case SUBJECTS.dumpRetrying: {
       const attempt = num(body.attempt) ?? 1;
       const delivery = deliveryOf(body);
@@ -145,6 +166,16 @@ export function applyEvent(run: RunRecord, subject: string, body: Body, at: stri
   }
 }
 
+/** A run's trigger: when the broker stored it, and its stream sequence when known. */
+function trigger(triggeredAt: string | undefined, triggerSeq: number | undefined): Pick<RunRecord, 'triggeredAt' | 'triggerSeq'> {
+  return triggerSeq === undefined ? { triggeredAt } : { triggeredAt, triggerSeq };
+}
+
+/** The trigger the next run of the date starts from: the one waiting in `nextTriggerAt`, else the run's own (a redelivered trigger). */
+function nextRunTrigger(run: RunRecord): Pick<RunRecord, 'triggeredAt' | 'triggerSeq'> {
+  return run.nextTriggerAt ? trigger(run.nextTriggerAt, run.nextTriggerSeq) : trigger(run.triggeredAt, run.triggerSeq);
+}
+
 /** A new run of the same date: the earlier snapshot's events stay out of it. */
 function startAgain(run: RunRecord): RunRecord {
   const previous = run.dump.snapshotId;
@@ -159,15 +190,27 @@ function deliveryOf(body: Body): number {
   return delivery !== undefined && Number.isSafeInteger(delivery) && delivery >= 1 ? delivery : 1;
 }
 
-function dumpStarted(run: RunRecord, attempt: number, delivery: number, startedAt: string): RunRecord {
+function dumpStarted(run: RunRecord, attempt: number, delivery: number, startedAt: string, triggerSeq: number | undefined): RunRecord {
   let next = run;
-  // A dump that starts after this run's dump ended is the next run of the date (e.g. a redelivered
-  // trigger); an earlier start is a late announcement of this run's own dump.
-  if (isFinished(next.dump.state) && next.dump.endedAt && Date.parse(startedAt) > Date.parse(next.dump.endedAt)) {
-    next = { ...startAgain(next), triggeredAt: next.nextTriggerAt ?? next.triggeredAt };
+  // Which trigger the dump works for, when the event and the run both say: exact, whatever the clocks
+  // (startedAt is the dumper's, triggeredAt the broker's). An earlier trigger's is an earlier run's,
+  // announced late; a later trigger's, once this run's dump finished, is the next run.
+  const seqs = triggerSeq !== undefined && next.triggerSeq !== undefined;
+  if (seqs && triggerSeq < next.triggerSeq!) return next;
+  const laterTrigger = seqs && triggerSeq > next.triggerSeq!;
+  // By the times (the same trigger, redelivered, or either side does not say): a dump that starts
+  // after this run's dump ended is the next run of the date; an earlier start is a late announcement
+  // of this run's own dump.
+  const startsAfterEnd = next.dump.endedAt !== undefined && Date.parse(startedAt) > Date.parse(next.dump.endedAt);
+  if (isFinished(next.dump.state) && (laterTrigger || startsAfterEnd)) {
+    const from = nextRunTrigger(next);
+    next = { ...startAgain(next), ...trigger(from.triggeredAt, triggerSeq ?? from.triggerSeq) };
   }
-  // On a re-run, a dump started before the run's trigger is an earlier run's, announced late.
-  if (next.earlierSnapshots && next.triggeredAt && Date.parse(startedAt) < Date.parse(next.triggeredAt)) return next;
+  // On a re-run, a dump started before the run's trigger is an earlier run's, announced late; unless
+  // it names the run's own trigger (or a later one): then it is this run's, and the dumper's clock is
+  // behind the broker's.
+  const ownTrigger = triggerSeq !== undefined && next.triggerSeq !== undefined && triggerSeq >= next.triggerSeq;
+  if (!ownTrigger && next.earlierSnapshots && next.triggeredAt && Date.parse(startedAt) < Date.parse(next.triggeredAt)) return next;
   const dump = next.dump;
   const firstStart = attempt === 1 ? earlier(dump.startedAt, startedAt) : (dump.startedAt ?? startedAt);
   if (advance(dump, 'running', attempt, delivery)) {
@@ -193,12 +236,12 @@ function snapshotReady(run: RunRecord, body: Body, at: string): RunRecord {
     if (takenAt && run.dump.takenAt && Date.parse(takenAt) < Date.parse(run.dump.takenAt)) {
       return { ...run, earlierSnapshots: [...(run.earlierSnapshots ?? []), snapshotId] };
     }
-    next = { ...startAgain(run), triggeredAt: run.nextTriggerAt ?? run.triggeredAt };
+    next = { ...startAgain(run), ...nextRunTrigger(run) };
     next.loads = Object.fromEntries(Object.entries(run.loads).filter(([, step]) => step.snapshotId === snapshotId));
   } else if (!current && run.dump.state === 'failed' && createdAt && run.dump.endedAt) {
     // A snapshot made before this run's dump failed is an earlier run's; one made after, the next run's.
     if (Date.parse(createdAt) <= Date.parse(run.dump.endedAt)) return { ...run, earlierSnapshots: [...(run.earlierSnapshots ?? []), snapshotId] };
-    next = { ...startAgain(run), triggeredAt: run.nextTriggerAt ?? run.triggeredAt };
+    next = { ...startAgain(run), ...nextRunTrigger(run) };
     next.loads = Object.fromEntries(Object.entries(run.loads).filter(([, step]) => step.snapshotId === snapshotId));
   }
   const tables = Array.isArray(body.tables) ? (body.tables as Body[]) : [];

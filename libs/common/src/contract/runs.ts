@@ -43,8 +43,16 @@ export interface StepRecord {
 export interface RunRecord {
   date: string;
   triggeredAt?: string;
+  /**
+   * The stream sequence of this run's trigger (absent in records of older releases). A
+   * `snapshot.dump.started` names its trigger's in its message id: the ledger tells this run's dump
+   * start from an earlier run's, late, by it rather than by the clocks of dumper and broker.
+   */
+  triggerSeq?: number;
   /** A trigger of the date that came while this run was still going: the next run starts from it (its own trigger time). */
   nextTriggerAt?: string;
+  /** With `nextTriggerAt`: that trigger's stream sequence. */
+  nextTriggerSeq?: number;
   dump: StepRecord;
   loads: Record<string, StepRecord>;
   /** On a re-run of the date: the earlier runs' snapshots, whose late events no longer change this run. */

@@ -1,11 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { AppFleet } from './support/apps';
+import { AppFleet, type RunningApp } from './support/apps';
 import { createDatabase, type TestDatabase } from './support/databases';
 import { EventCollector, NATS_URL, natsNamespace, plainPublish } from './support/nats';
+import { until } from './support/pipeline';
 
 /** Every trigger stored in the stream, with its message id. */
 async function storedTriggers(stream: string, prefix: string): Promise<{ id: string; date: string }[]> {
@@ -68,6 +69,57 @@ describe('the scheduler', () => {
       const fireTime = trigger.id.slice('scheduled:'.length);
       expect({ id: trigger.id, date: trigger.date }).toEqual({ id: trigger.id, date: dateIn(zone, new Date(fireTime)) });
     }
+  });
+
+  it('two schedulers: each stored tick is logged and counted published by one of them; the other says it was stored already', async () => {
+    const namespace = newNamespace('schedcount');
+    // Every 2 s: the odd seconds between ticks leave time to read both schedulers and the stream while nothing changes.
+    const env = { ...namespace.env, SCHEDULE: '*/2 * * * * *', SCHEDULE_TIMEZONE: 'UTC' };
+    const [a, b] = await Promise.all([fleet.start('scheduler', env, 'scheduler-count-a'), fleet.start('scheduler', env, 'scheduler-count-b')]);
+    const nc = await connect({ servers: NATS_URL });
+    const storedCount = async () => (await (await jetstreamManager(nc)).streams.info(namespace.stream)).state.messages;
+    const counted = async (app: RunningApp, result: string): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${app.port}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`db_fanout_triggers_total{result="${result}"} `));
+      return line ? Number(line.split(' ').pop()) : 0;
+    };
+    /** The next odd second: a tick fired 1 s before, and the next comes 1 s after. */
+    const betweenTicks = () => new Promise((resolve) => setTimeout(resolve, (3_000 - (Date.now() % 2_000)) % 2_000));
+    let seen: { stored: number; published: number[]; alreadyStored: number[] } | undefined;
+    let stoppedAt = Infinity;
+    try {
+      await until('several ticks stored', async () => (await storedCount().catch(() => 0)) >= 4, 30_000);
+      // The stream and both schedulers' counts, read between two ticks, unchanged while read.
+      for (const deadline = Date.now() + 20_000; !seen && Date.now() < deadline; ) {
+        await betweenTicks();
+        const before = JSON.stringify([await counted(a, 'published'), await counted(b, 'published'), await counted(a, 'already_stored'), await counted(b, 'already_stored')]);
+        const stored = await storedCount();
+        const published = [await counted(a, 'published'), await counted(b, 'published')];
+        const alreadyStored = [await counted(a, 'already_stored'), await counted(b, 'already_stored')];
+        if (JSON.stringify([...published, ...alreadyStored]) === before && (await storedCount()) === stored) seen = { stored, published, alreadyStored };
+      }
+      await betweenTicks();
+      stoppedAt = Date.now();
+      await Promise.all([a.stop(), b.stop()]);
+    } finally {
+      await nc.close();
+    }
+    expect(seen).toBeDefined();
+    const { stored, published, alreadyStored } = seen!;
+    // One trigger per tick in the stream, and one publish of it counted across the two schedulers.
+    expect(published[0] + published[1]).toBe(stored);
+    // The other scheduler's copy of a tick (both were up for all but the first ticks) counts as stored already.
+    expect(alreadyStored[0] + alreadyStored[1]).toBeGreaterThanOrEqual(1);
+    expect(alreadyStored[0] + alreadyStored[1]).toBeLessThanOrEqual(stored);
+
+    // The logs say the same: every stored tick (up to the stop) is `triggered replication for` in exactly one of them.
+    const beforeStop = (id: string) => Date.parse(id.slice('scheduled:'.length)) < stoppedAt;
+    const triggers = await storedTriggers(namespace.stream, namespace.prefix);
+    expect(new Set(triggers.map((t) => t.id)).size).toBe(triggers.length);
+    const triggeredLines = [a, b].flatMap((app) => app.lines.map((l) => /triggered replication for \S+ \((scheduled:[^)]+)\)/.exec(l.text)?.[1]).filter((id) => id !== undefined));
+    expect(triggeredLines.filter(beforeStop).sort()).toEqual(triggers.map((t) => t.id).filter(beforeStop).sort());
+    expect(triggers.filter((t) => beforeStop(t.id)).length).toBeGreaterThanOrEqual(stored);
+    expect(a.output + b.output).toMatch(/the trigger for \d{4}-\d\d-\d\d \(scheduled:[^)]+\) was stored already \(another scheduler's/);
   });
 
   it('publishes no trigger for a date before START_DATE', async () => {

@@ -155,7 +155,8 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
 
   /**
    * Publishes the trigger of the tick at `fireTime`, retrying until it is stored, or until the next
-   * tick fires (or the app stops). Resolves with what became of it.
+   * tick fires (or the app stops). Resolves with what became of it: `published` once the stream
+   * holds it, whoever stored it (the metric tells this scheduler's publishes from the others).
    */
   async fire(fireTime: Date): Promise<'published' | 'skipped' | 'failed'> {
     this.pending?.abort(new TickOverError(`the next tick (${fireTime.toISOString()}) has come`));
@@ -176,25 +177,25 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
         if ((attempt > 1 || Date.now() - fireTime.getTime() > ON_TIME_MS) && (await this.storedAlready(trigger.msgID, fireTime, tick.signal))) {
           if (tick.signal.aborted) break;
           this.logger.log(`the trigger for ${date} (${trigger.msgID}) is in the stream already (another scheduler's, or an earlier attempt whose answer was lost): not publishing it again`);
-          this.metrics.triggers.inc({ result: 'published' });
-          this.recordPublished(fireTime);
-          if (this.pending === tick) this.pending = undefined;
-          return 'published';
+          return this.stored(fireTime, tick, 'already_stored');
         }
         if (tick.signal.aborted) break;
         // The same message id on every attempt: within the stream's duplicate window an attempt whose
         // ack was lost but which was stored is not stored twice; after it, the look-up above is what keeps it once.
         const publish = this.js.publish(subject, JSON.stringify(trigger.payload), { msgID: trigger.msgID, timeout: PUBLISH_TIMEOUT_MS });
         // The next tick ends this one at once, even with a publish still waiting for its answer.
-        if ((await Promise.race([publish.then(() => 'stored' as const), abortion(tick.signal)])) === 'aborted') {
+        const ack = await Promise.race([publish, abortion(tick.signal)]);
+        if (ack === 'aborted') {
           publish.catch(() => undefined);
           break;
         }
+        if (ack.duplicate) {
+          // Within the duplicate window the stream keeps the first copy of an id and drops this one.
+          this.logger.log(`the trigger for ${date} (${trigger.msgID}) was stored already (another scheduler's, or an earlier attempt's whose answer was lost): the stream kept that one`);
+          return this.stored(fireTime, tick, 'already_stored');
+        }
         this.logger.log(`triggered replication for ${date} (${trigger.msgID})${attempt > 1 ? ` on attempt ${attempt}` : ''}`);
-        this.metrics.triggers.inc({ result: 'published' });
-        this.recordPublished(fireTime);
-        if (this.pending === tick) this.pending = undefined;
-        return 'published';
+        return this.stored(fireTime, tick, 'published');
       } catch (error) {
         lastError = error;
         if (tick.signal.aborted) break;
@@ -212,6 +213,18 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     );
     this.metrics.triggers.inc({ result: 'failed' });
     return 'failed';
+  }
+
+  /**
+   * The stream holds the tick's trigger: `published` by this publish, or `already_stored` (another
+   * scheduler's, or an earlier attempt of this one whose answer was lost), so that with several
+   * schedulers the ticks count once as published across them.
+   */
+  private stored(fireTime: Date, tick: AbortController, result: 'published' | 'already_stored'): 'published' {
+    this.metrics.triggers.inc({ result });
+    this.recordPublished(fireTime);
+    if (this.pending === tick) this.pending = undefined;
+    return 'published';
   }
 
   /** triggerStored, given up (as not stored) when the next tick comes first. */

@@ -39,7 +39,7 @@ export class MetricsService {
     },
   });
 
-  readonly triggers = new Counter({ name: 'db_fanout_triggers_total', help: 'Scheduled triggers, by result (published, skipped, failed).', labelNames: ['result'], registers: [this.registry] });
+  readonly triggers = new Counter({ name: 'db_fanout_triggers_total', help: 'Scheduled triggers, by result (published, already_stored, skipped, failed).', labelNames: ['result'], registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'db_fanout_process_' });

@@ -98,4 +98,44 @@ describe('scheduled ticks while NATS is down', () => {
     const accounted = new Set([...stored, ...givenUp]);
     for (let t = from; t <= to; t += 1_000) expect({ tick: new Date(t).toISOString(), accounted: accounted.has(new Date(t).toISOString()) }).toEqual({ tick: new Date(t).toISOString(), accounted: true });
   });
+
+  it('every second, the scheduler paused (SIGSTOP) across ticks: only the latest runs, each tick missed is named in an error and counted failed', async () => {
+    const namespace = newNamespace('tickpause');
+    const scheduler = await fleet.start('scheduler', { ...namespace.env, SCHEDULE: '* * * * * *', SCHEDULE_TIMEZONE: 'UTC' }, 'scheduler-paused');
+    await until('ticks published', async () => ((await lastPublished(scheduler)) ?? 0) > 0, 15_000);
+    process.kill(scheduler.pid, 'SIGSTOP');
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 3_500));
+    } finally {
+      process.kill(scheduler.pid, 'SIGCONT');
+    }
+    const resumedAt = Date.now();
+    await until('ticks published again after the pause', async () => ((await lastPublished(scheduler)) ?? 0) * 1000 > resumedAt + 1_000, 15_000);
+    const missedLines = () => scheduler.lines.filter((l) => l.text.includes('gave up on the trigger') && l.text.includes('the scheduler was not running at its time')).map((l) => tickOf(l.text)!);
+    const givenUpLines = () => scheduler.lines.filter((l) => l.text.includes('gave up on the trigger')).map((l) => tickOf(l.text)!);
+    const failedMetric = async () => (await metric(scheduler, /^db_fanout_triggers_total\{result="failed"\} /)) ?? 0;
+    // Read while nothing changes (a log line reaches the test a moment after the metric counts it).
+    await until('the log and the metric to agree', async () => {
+      const before = await failedMetric();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return before === givenUpLines().length && (await failedMetric()) === before;
+    }, 10_000);
+    await scheduler.stop();
+
+    // About three ticks fell in the pause: the latest ran when the scheduler woke, each one before it is named.
+    const missed = missedLines();
+    expect(missed.length).toBeGreaterThanOrEqual(2);
+    expect(missed.every((tick) => tick !== undefined)).toBe(true);
+    expect(scheduler.output).toMatch(
+      /gave up on the trigger for \d{4}-\d\d-\d\d \(scheduled:[^)]+\): the scheduler was not running at its time .*the next tick \([^)]+\) has come; .*db-fanout trigger --date \d{4}-\d\d-\d\d/,
+    );
+    const stored = (await storedTickIds(namespace)).map((id) => id.slice('scheduled:'.length));
+    expect(missed.filter((tick) => stored.includes(tick))).toEqual([]); // no catch-up: a missed tick is not published
+    // Every tick from the first published to the last is accounted for: stored, or named as given up.
+    const givenUp = givenUpLines();
+    const ticks = [...stored, ...givenUp].map((tick) => Date.parse(tick));
+    const [from, to] = [Math.min(...ticks), Math.max(...ticks)];
+    const accounted = new Set([...stored, ...givenUp]);
+    for (let t = from; t <= to; t += 1_000) expect({ tick: new Date(t).toISOString(), accounted: accounted.has(new Date(t).toISOString()) }).toEqual({ tick: new Date(t).toISOString(), accounted: true });
+  });
 });

@@ -45,15 +45,29 @@ describe('dueTick', () => {
   const at = (iso: string) => new Date(iso);
 
   it('is the fire time that has come, and gives the one after it', () => {
-    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:01Z'), at('2024-01-05T00:00:01.004Z'))).toEqual({ due: at('2024-01-05T00:00:01Z'), next: at('2024-01-05T00:00:02Z') });
+    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:01Z'), at('2024-01-05T00:00:01.004Z'))).toEqual({ due: at('2024-01-05T00:00:01Z'), next: at('2024-01-05T00:00:02Z'), skipped: [] });
   });
 
   it('is none when cron calls again for a tick already fired (the next one is still to come)', () => {
-    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:02Z'), at('2024-01-05T00:00:01.006Z'))).toEqual({ due: undefined, next: at('2024-01-05T00:00:02Z') });
+    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:02Z'), at('2024-01-05T00:00:01.006Z'))).toEqual({ due: undefined, next: at('2024-01-05T00:00:02Z'), skipped: [] });
   });
 
   it('collapses ticks missed while the process was busy into the latest one, as cron does', () => {
-    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:02Z'), at('2024-01-05T00:00:04.700Z'))).toEqual({ due: at('2024-01-05T00:00:04Z'), next: at('2024-01-05T00:00:05Z') });
+    expect(dueTick(everySecond, 'UTC', at('2024-01-05T00:00:02Z'), at('2024-01-05T00:00:04.700Z'))).toEqual({
+      due: at('2024-01-05T00:00:04Z'),
+      next: at('2024-01-05T00:00:05Z'),
+      skipped: [at('2024-01-05T00:00:02Z'), at('2024-01-05T00:00:03Z')],
+    });
+  });
+
+  it('names every fire time it skips (the process paused, its clock stepped), in order, on the schedule in SCHEDULE_TIMEZONE', () => {
+    // Paused from before 02:00 on 2024-03-08 until 02:00:05 on the 12th (New York, across the day clocks go forward).
+    const daily = new CronTime('0 2 * * *', 'America/New_York');
+    expect(dueTick(daily, 'America/New_York', at('2024-03-08T07:00:00Z'), at('2024-03-12T06:00:05Z'))).toEqual({
+      due: at('2024-03-12T06:00:00Z'),
+      next: at('2024-03-13T06:00:00Z'),
+      skipped: [at('2024-03-08T07:00:00Z'), at('2024-03-09T07:00:00Z'), at('2024-03-10T07:00:00Z'), at('2024-03-11T06:00:00Z')],
+    });
   });
 
   it('follows the schedule in SCHEDULE_TIMEZONE (a daily tick at 02:00 in New York)', () => {
@@ -62,6 +76,7 @@ describe('dueTick', () => {
       due: at('2024-03-09T07:00:00Z'),
       // 02:00 on March 10 does not exist in New York (clocks go forward): cron fires at 03:00 EDT.
       next: at('2024-03-10T07:00:00Z'),
+      skipped: [],
     });
     // A tick at 02:30 that does not exist fires when the hour after the gap begins, 03:00, as the README says.
     const halfPast = new CronTime('30 2 * * *', 'America/New_York');
@@ -72,7 +87,7 @@ describe('dueTick', () => {
     const newYork = new CronTime('0 2 * * *', 'America/New_York');
     // 2024-11-03: 02:00 EDT becomes 01:00 EST; 02:00 EST (07:00Z) is the day's one 02:00.
     expect(dueTick(newYork, 'America/New_York', at('2024-11-02T06:00:00Z'), at('2024-11-02T06:00:00.300Z')).next).toEqual(at('2024-11-03T07:00:00Z'));
-    expect(dueTick(newYork, 'America/New_York', at('2024-11-03T07:00:00Z'), at('2024-11-03T07:00:00.300Z'))).toEqual({ due: at('2024-11-03T07:00:00Z'), next: at('2024-11-04T07:00:00Z') });
+    expect(dueTick(newYork, 'America/New_York', at('2024-11-03T07:00:00Z'), at('2024-11-03T07:00:00.300Z'))).toEqual({ due: at('2024-11-03T07:00:00Z'), next: at('2024-11-04T07:00:00Z'), skipped: [] });
     const paris = new CronTime('0 3 * * *', 'Europe/Paris');
     // 2024-10-27: 03:00 CEST becomes 02:00 CET; 03:00 CET (02:00Z) is the day's one 03:00.
     expect(dueTick(paris, 'Europe/Paris', at('2024-10-26T01:00:00Z'), at('2024-10-26T01:00:00.300Z')).next).toEqual(at('2024-10-27T02:00:00Z'));

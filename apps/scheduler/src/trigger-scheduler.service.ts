@@ -28,18 +28,22 @@ export function scheduledTrigger(
 }
 
 /**
- * The tick due at `now`: the latest fire time of the schedule from `nextFire` up to `now` (ticks
- * missed meanwhile collapse into it, as cron's own do), and the fire time after it; no tick when
- * `nextFire` is still to come. `now` is read from cron's own clock (luxon's), which decided to call.
+ * The tick due at `now`: the latest fire time of the schedule from `nextFire` up to `now`, and the
+ * fire time after it; no tick when `nextFire` is still to come. The fire times before it that were
+ * missed meanwhile (the process paused or busy, its clock stepped) are `skipped`: only the latest
+ * runs, as cron's own ticks collapse, and the caller names each one given up. `now` is read from
+ * cron's own clock (luxon's), which decided to call.
  */
-export function dueTick(cronTime: CronTime, timeZone: string, nextFire: Date, now: Date): { due?: Date; next: Date } {
+export function dueTick(cronTime: CronTime, timeZone: string, nextFire: Date, now: Date): { due?: Date; next: Date; skipped: Date[] } {
   let due: Date | undefined;
   let next = nextFire;
+  const skipped: Date[] = [];
   while (next.getTime() <= now.getTime()) {
+    if (due) skipped.push(due);
     due = next;
     next = nextFireTime(cronTime, timeZone, due);
   }
-  return { due, next };
+  return { due, next, skipped };
 }
 
 /** Waits between publish attempts of one tick: 1 s, 2 s, 4 s... at most 30 s. */
@@ -146,11 +150,33 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
    */
   private async onTick(): Promise<void> {
     if (!this.job || !this.nextFire) return;
-    const { due, next } = dueTick(this.job.cronTime, this.config.timeZone, this.nextFire, DateTime.now().toJSDate());
+    const { due, next, skipped } = dueTick(this.job.cronTime, this.config.timeZone, this.nextFire, DateTime.now().toJSDate());
     this.nextFire = next;
     if (!due) return; // the second call for a tick already fired
+    for (const fireTime of skipped) this.missed(fireTime, due);
     this.reportSchedule();
     await this.fire(due);
+  }
+
+  /**
+   * A tick whose time passed while the scheduler did not run (the process paused or stopped, its
+   * clock stepped): only the latest tick due runs (no catch-up), and each one before it is given up
+   * as a tick whose trigger was not stored when the next came is, loudly.
+   */
+  private missed(fireTime: Date, due: Date): void {
+    const trigger = scheduledTrigger(fireTime, this.config, this.job ? tickDate(this.job.cronTime, this.config.timeZone, fireTime) : undefined);
+    if (!trigger) {
+      this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
+      this.metrics.triggers.inc({ result: 'skipped' });
+      return;
+    }
+    const { date } = trigger.payload;
+    this.logger.error(
+      `gave up on the trigger for ${date} (${trigger.msgID}): the scheduler was not running at its time (paused, stopped, or its clock stepped), ` +
+        `and the next tick (${due.toISOString()}) has come; unless another scheduler stored it, this tick's run happens only when ` +
+        `triggered by hand (db-fanout trigger --date ${date}) or by catch-up (CATCHUP=true)`,
+    );
+    this.metrics.triggers.inc({ result: 'failed' });
   }
 
   /**

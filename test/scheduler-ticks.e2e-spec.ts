@@ -99,6 +99,30 @@ describe('scheduled ticks while NATS is down', () => {
     for (let t = from; t <= to; t += 1_000) expect({ tick: new Date(t).toISOString(), accounted: accounted.has(new Date(t).toISOString()) }).toEqual({ tick: new Date(t).toISOString(), accounted: true });
   });
 
+  it('every second, one of two schedulers paused (SIGSTOP) across ticks: the ticks the other stored meanwhile are not given up', async () => {
+    const namespace = newNamespace('tickpausepair');
+    const env = { ...namespace.env, SCHEDULE: '* * * * * *', SCHEDULE_TIMEZONE: 'UTC' };
+    const [paused, awake] = [await fleet.start('scheduler', env, 'scheduler-pair-paused'), await fleet.start('scheduler', env, 'scheduler-pair-awake')];
+    await until('ticks published', async () => ((await lastPublished(paused)) ?? 0) > 0 && ((await lastPublished(awake)) ?? 0) > 0, 15_000);
+    process.kill(paused.pid, 'SIGSTOP');
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 3_500));
+    } finally {
+      process.kill(paused.pid, 'SIGCONT');
+    }
+    const missedStored = () => paused.lines.filter((l) => l.text.includes('missed while this scheduler was not running, is in the stream already')).map((l) => tickOf(l.text)!);
+    await until('the paused scheduler to account for the ticks it missed', () => missedStored().length >= 2, 15_000);
+    const metricOf = async (result: string) => (await metric(paused, new RegExp(`^db_fanout_triggers_total\\{result="${result}"\\} `))) ?? 0;
+    await until('its metric to count them', async () => (await metricOf('already_stored')) >= missedStored().length, 10_000);
+    const failed = await metricOf('failed');
+    await Promise.all([paused.stop(), awake.stop()]);
+
+    const stored = await storedTickIds(namespace);
+    for (const tick of missedStored()) expect(stored).toContain(`scheduled:${tick}`);
+    expect(paused.output).not.toContain('the scheduler was not running at its time');
+    expect(failed).toBe(0);
+  });
+
   it('every second, the scheduler paused (SIGSTOP) across ticks: only the latest runs, each tick missed is named in an error and counted failed', async () => {
     const namespace = newNamespace('tickpause');
     const scheduler = await fleet.start('scheduler', { ...namespace.env, SCHEDULE: '* * * * * *', SCHEDULE_TIMEZONE: 'UTC' }, 'scheduler-paused');

@@ -23,6 +23,21 @@ export async function triggerStored(connection: NatsConnection, config: Pick<Sch
   return stored;
 }
 
+/**
+ * The message ids of the triggers the stream holds since shortly before `since`: one read for many
+ * ticks (those a paused scheduler missed, which another scheduler may have stored). Throws when the
+ * stream cannot be read.
+ */
+export async function storedTriggerIds(connection: NatsConnection, config: Pick<SchedulerConfig, 'nats'>, since: Date, timeoutMs = 10_000): Promise<Set<string>> {
+  const ids = new Set<string>();
+  const startTime = new Date(since.getTime() - CLOCK_SKEW_MS);
+  await readSubject(connection, config.nats, { filterSubject: `${config.nats.subjectPrefix}${SUBJECTS.trigger}`, startTime }, timeoutMs, (message) => {
+    const id = message.headers?.get('Nats-Msg-Id');
+    if (id) ids.add(id);
+  });
+  return ids;
+}
+
 const SCHEDULED_ID = /^scheduled:(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)$/;
 
 /**

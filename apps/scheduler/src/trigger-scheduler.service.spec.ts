@@ -165,6 +165,37 @@ describe('TriggerScheduler (real NATS)', () => {
     }
   });
 
+  it('gives up, loudly, only the missed ticks no other scheduler stored; a long pause names the latest ten and sums up the rest', async () => {
+    // A stream of its own: the triggers stored here must not be the next test's "last tick".
+    const own = loadSchedulerConfig({ NATS_URL, NATS_STREAM: `SPEC_MISSED_${id}`, NATS_SUBJECT_PREFIX: `spec_missed_${id}.`, SCHEDULE: '0 0 1 1 *' });
+    await ensureStream(await jetstreamManager(nc), own.nats);
+    // 14 hourly ticks missed on 2024-03-01; another scheduler stored two of them meanwhile.
+    const missed = Array.from({ length: 14 }, (_, hour) => new Date(Date.UTC(2024, 2, 1, hour)));
+    for (const fireTime of [missed[3], missed[13]]) {
+      await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-03-01' }), { msgID: `scheduled:${fireTime.toISOString()}` });
+    }
+    const lines: string[] = [];
+    const collect = (message: unknown) => void lines.push(String(message));
+    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
+    moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
+    const app = moduleRef.createNestApplication();
+    await app.init();
+    try {
+      await app.get(TriggerScheduler).reportMissed(missed, new Date(Date.UTC(2024, 2, 1, 14)));
+      const counted = await app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_triggers_total');
+      expect(counted).toContain('db_fanout_triggers_total{result="already_stored"} 2');
+      expect(counted).toContain('db_fanout_triggers_total{result="failed"} 12');
+      expect(lines.filter((l) => l.includes('is in the stream already (another scheduler'))).toHaveLength(2);
+      const named = lines.filter((l) => l.startsWith('gave up on the trigger for 2024-03-01'));
+      // The latest ten of the twelve lost, by name; the two before them in one line.
+      expect(named.map((l) => /\(scheduled:([^)]+)\)/.exec(l)?.[1])).toEqual([2, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((h) => missed[h].toISOString()));
+      expect(lines.filter((l) => l.startsWith('gave up on 2 triggers from 2024-03-01T00:00:00.000Z to 2024-03-01T01:00:00.000Z'))).toHaveLength(1);
+    } finally {
+      await app.close();
+      await (await jetstreamManager(nc)).streams.delete(own.nats.stream).catch(() => undefined);
+    }
+  });
+
   it('knows the last tick an earlier run stored when it starts again: /health and the metric do not say never', async () => {
     // An earlier run stored the ticks of 2024-01-05 and 2024-01-06; a trigger by hand has no tick.
     await ensureStream(await jetstreamManager(nc), config.nats);

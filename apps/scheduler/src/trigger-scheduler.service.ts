@@ -13,7 +13,7 @@ import { errorMessage, MetricsService, ReadinessService } from '@app/common/obse
 import { CatchUpService } from './catch-up.service';
 import { nextFireTime, tickDate } from './schedule-ticks';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
-import { lastStoredTick, triggerStored } from './stored-trigger';
+import { lastStoredTick, storedTriggerIds, triggerStored } from './stored-trigger';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
 export function scheduledTrigger(
@@ -64,6 +64,8 @@ class TickOverError extends Error {}
 
 /** How long one publish may wait for the stream's ack. */
 const PUBLISH_TIMEOUT_MS = 5_000;
+/** Ticks missed in one pause that are named one line each (the latest); earlier ones are summed up in one line. */
+const MISSED_TICKS_NAMED = 10;
 
 /**
  * A first attempt this soon after its fire time needs no look-up: the stream's duplicate window
@@ -153,30 +155,56 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     const { due, next, skipped } = dueTick(this.job.cronTime, this.config.timeZone, this.nextFire, DateTime.now().toJSDate());
     this.nextFire = next;
     if (!due) return; // the second call for a tick already fired
-    for (const fireTime of skipped) this.missed(fireTime, due);
     this.reportSchedule();
+    // Beside the due tick's publish, which must not wait for the look-up.
+    const reported = skipped.length ? this.reportMissed(skipped, due) : Promise.resolve();
     await this.fire(due);
+    await reported;
   }
 
   /**
-   * A tick whose time passed while the scheduler did not run (the process paused or stopped, its
-   * clock stepped): only the latest tick due runs (no catch-up), and each one before it is given up
-   * as a tick whose trigger was not stored when the next came is, loudly.
+   * Ticks whose time passed while the scheduler did not run (the process paused or stopped, its
+   * clock stepped): only the latest tick due runs (no catch-up). Each one before it that the stream
+   * does not hold (another scheduler may have stored it meanwhile: one read for them all) is given
+   * up loudly, as a tick whose trigger was not stored when the next came is; one the stream holds is
+   * counted `already_stored`. A long pause on a fast schedule names its latest MISSED_TICKS_NAMED
+   * ticks and sums up the rest in one line.
    */
-  private missed(fireTime: Date, due: Date): void {
-    const trigger = scheduledTrigger(fireTime, this.config, this.job ? tickDate(this.job.cronTime, this.config.timeZone, fireTime) : undefined);
-    if (!trigger) {
+  async reportMissed(skipped: Date[], due: Date): Promise<void> {
+    const ticks = skipped.map((fireTime) => ({ fireTime, trigger: scheduledTrigger(fireTime, this.config, this.job ? tickDate(this.job.cronTime, this.config.timeZone, fireTime) : undefined) }));
+    for (const { fireTime } of ticks.filter((t) => !t.trigger)) {
       this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
       this.metrics.triggers.inc({ result: 'skipped' });
-      return;
     }
-    const { date } = trigger.payload;
-    this.logger.error(
-      `gave up on the trigger for ${date} (${trigger.msgID}): the scheduler was not running at its time (paused, stopped, or its clock stepped), ` +
-        `and the next tick (${due.toISOString()}) has come; unless another scheduler stored it, this tick's run happens only when ` +
-        `triggered by hand (db-fanout trigger --date ${date}) or by catch-up (CATCHUP=true)`,
-    );
-    this.metrics.triggers.inc({ result: 'failed' });
+    const wanted = ticks.filter((t) => t.trigger).map((t) => ({ fireTime: t.fireTime, ...t.trigger! }));
+    if (!wanted.length) return;
+    let stored = new Set<string>();
+    let unread = '';
+    try {
+      stored = await storedTriggerIds(this.connection, this.config, wanted[0].fireTime);
+    } catch (error) {
+      unread = ` (the stream could not be read to look for another scheduler's: ${errorMessage(error)})`;
+    }
+    const lost = wanted.filter((t) => !stored.has(t.msgID));
+    for (const t of wanted.filter((t) => stored.has(t.msgID))) {
+      this.logger.log(`the trigger for ${t.payload.date} (${t.msgID}), missed while this scheduler was not running, is in the stream already (another scheduler's)`);
+      this.metrics.triggers.inc({ result: 'already_stored' });
+    }
+    const unnamed = lost.slice(0, Math.max(0, lost.length - MISSED_TICKS_NAMED));
+    if (unnamed.length) {
+      this.logger.error(
+        `gave up on ${unnamed.length} triggers from ${unnamed[0].fireTime.toISOString()} to ${unnamed[unnamed.length - 1].fireTime.toISOString()}: the scheduler was not running at their times${unread}; ` +
+          `the latest ${MISSED_TICKS_NAMED} are named below`,
+      );
+    }
+    for (const { payload, msgID } of lost.slice(unnamed.length)) {
+      this.logger.error(
+        `gave up on the trigger for ${payload.date} (${msgID}): the scheduler was not running at its time (paused, stopped, or its clock stepped), ` +
+          `and the next tick (${due.toISOString()}) has come${unread}; this tick's run happens only when ` +
+          `triggered by hand (db-fanout trigger --date ${payload.date}) or by catch-up (CATCHUP=true)`,
+      );
+    }
+    for (let i = 0; i < lost.length; i++) this.metrics.triggers.inc({ result: 'failed' });
   }
 
   /**

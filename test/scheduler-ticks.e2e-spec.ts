@@ -33,6 +33,22 @@ describe('scheduled ticks while NATS is down', () => {
   };
   const lastPublished = (app: RunningApp) => metric(app, /^db_fanout_last_trigger_published_timestamp_seconds /);
   const tickOf = (line: string) => /\(scheduled:([^),]+)/.exec(line)?.[1];
+  /** Waits until the failed count and the given-up log lines agree, read while nothing changes (a line reaches the test a moment after the metric counts it). */
+  const logAndMetricAgree = (app: RunningApp, givenUpCount: () => number) => {
+    const failedMetric = async () => (await metric(app, /^db_fanout_triggers_total\{result="failed"\} /)) ?? 0;
+    return until('the log and the metric to agree', async () => {
+      const before = await failedMetric();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return before === givenUpCount() && (await failedMetric()) === before;
+    }, 10_000);
+  };
+  /** Every per-second tick from the first stored or given up to the last is one or the other. */
+  const expectEverySecondAccounted = (stored: string[], givenUp: string[]) => {
+    const ticks = [...stored, ...givenUp].map((tick) => Date.parse(tick));
+    const [from, to] = [Math.min(...ticks), Math.max(...ticks)];
+    const accounted = new Set([...stored, ...givenUp]);
+    for (let t = from; t <= to; t += 1_000) expect({ tick: new Date(t).toISOString(), accounted: accounted.has(new Date(t).toISOString()) }).toEqual({ tick: new Date(t).toISOString(), accounted: true });
+  };
 
   // Every 20 s: a tick is retried only until the next one comes (by design, see the other test), so
   // NATS must be back, with JetStream ready, within the period. With 10 s that left about 4 s after
@@ -78,13 +94,7 @@ describe('scheduled ticks while NATS is down', () => {
     await until('ticks published again after NATS came back', async () => ((await lastPublished(scheduler)) ?? 0) * 1000 > downAt + 4_000, 20_000);
     // The log and the metric agree on how many ticks were given up because the next one came.
     const givenUpLines = () => scheduler.lines.filter((l) => l.text.includes('gave up on the trigger') && l.text.includes('the next tick')).map((l) => tickOf(l.text)!);
-    const failedMetric = () => metric(scheduler, /^db_fanout_triggers_total\{result="failed"\} /);
-    // Read while nothing changes (a log line reaches the test a moment after the metric counts it).
-    await until('the log and the metric to agree', async () => {
-      const before = await failedMetric();
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      return before === givenUpLines().length && (await failedMetric()) === before;
-    }, 10_000);
+    await logAndMetricAgree(scheduler, () => givenUpLines().length);
     await scheduler.stop();
     const givenUp = givenUpLines();
     expect(givenUp.length).toBeGreaterThanOrEqual(2);
@@ -93,10 +103,7 @@ describe('scheduled ticks while NATS is down', () => {
 
     // Every tick from the first published to the last is accounted for: stored, or named as given up.
     const stored = (await storedTickIds(namespace)).map((id) => id.slice('scheduled:'.length));
-    const ticks = [...stored, ...givenUp].map((tick) => Date.parse(tick));
-    const [from, to] = [Math.min(...ticks), Math.max(...ticks)];
-    const accounted = new Set([...stored, ...givenUp]);
-    for (let t = from; t <= to; t += 1_000) expect({ tick: new Date(t).toISOString(), accounted: accounted.has(new Date(t).toISOString()) }).toEqual({ tick: new Date(t).toISOString(), accounted: true });
+    expectEverySecondAccounted(stored, givenUp);
   });
 
   it('every second, one of two schedulers paused (SIGSTOP) across ticks: the ticks the other stored meanwhile are not given up', async () => {
@@ -137,13 +144,7 @@ describe('scheduled ticks while NATS is down', () => {
     await until('ticks published again after the pause', async () => ((await lastPublished(scheduler)) ?? 0) * 1000 > resumedAt + 1_000, 15_000);
     const missedLines = () => scheduler.lines.filter((l) => l.text.includes('gave up on the trigger') && l.text.includes('the scheduler was not running at its time')).map((l) => tickOf(l.text)!);
     const givenUpLines = () => scheduler.lines.filter((l) => l.text.includes('gave up on the trigger')).map((l) => tickOf(l.text)!);
-    const failedMetric = async () => (await metric(scheduler, /^db_fanout_triggers_total\{result="failed"\} /)) ?? 0;
-    // Read while nothing changes (a log line reaches the test a moment after the metric counts it).
-    await until('the log and the metric to agree', async () => {
-      const before = await failedMetric();
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      return before === givenUpLines().length && (await failedMetric()) === before;
-    }, 10_000);
+    await logAndMetricAgree(scheduler, () => givenUpLines().length);
     await scheduler.stop();
 
     // About three ticks fell in the pause: the latest ran when the scheduler woke, each one before it is named.
@@ -157,9 +158,6 @@ describe('scheduled ticks while NATS is down', () => {
     expect(missed.filter((tick) => stored.includes(tick))).toEqual([]); // no catch-up: a missed tick is not published
     // Every tick from the first published to the last is accounted for: stored, or named as given up.
     const givenUp = givenUpLines();
-    const ticks = [...stored, ...givenUp].map((tick) => Date.parse(tick));
-    const [from, to] = [Math.min(...ticks), Math.max(...ticks)];
-    const accounted = new Set([...stored, ...givenUp]);
-    for (let t = from; t <= to; t += 1_000) expect({ tick: new Date(t).toISOString(), accounted: accounted.has(new Date(t).toISOString()) }).toEqual({ tick: new Date(t).toISOString(), accounted: true });
+    expectEverySecondAccounted(stored, givenUp);
   });
 });

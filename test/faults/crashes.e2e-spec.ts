@@ -134,6 +134,53 @@ describe('processes killed in the middle of their work', () => {
 });
 
 /**
+ * An app's transaction holds a table of the snapshot (a report, a session left idle in transaction):
+ * the load waits for its ACCESS EXCLUSIVE lock. One LOCK under the session's 60 s lock_timeout kept
+ * a SIGTERM waiting for up to a minute, past docker's grace period.
+ */
+describe("a loader stopped while its load waits for a table an app holds", () => {
+  let pipeline: PipelineHarness;
+  let app: Client | undefined;
+
+  beforeAll(async () => {
+    pipeline = await PipelineHarness.create('tablelock', { environments: ['qa'] });
+  });
+  afterAll(async () => {
+    await app?.end().catch(() => undefined);
+    await pipeline?.cleanup();
+  });
+
+  it('exits 0 within seconds, the environment unchanged; the snapshot is handed back and loads once after a restart', async () => {
+    const qa = pipeline.targets.qa;
+    await pipeline.startDumper();
+    await pipeline.trigger('2024-04-01');
+    await pipeline.events.waitFor('the snapshot', (c) => c.of('snapshot.ready').length === 1);
+    const before = await contentAndSequences(qa, DEMO_TABLES);
+    app = new Client({ connectionString: qa.url, application_name: 'report' });
+    await app.connect();
+    await app.query('BEGIN; SELECT count(*) FROM customers');
+
+    const loader = await pipeline.startLoader('qa');
+    await until('the load to wait for its tables', async () =>
+      (await loaderSessions(qa)).some((session) => session.wait_event === 'relation' && session.query.includes('IN ACCESS EXCLUSIVE MODE')),
+    );
+    await sleep(1_500);
+    const stoppedAt = Date.now();
+    // Bounded past the old minute, so that a stop that waits it out fails on its duration, not on a SIGKILL.
+    expect(await loader.stop(90_000)).toBe(0);
+    expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+    expect(await contentAndSequences(qa, DEMO_TABLES)).toEqual(before);
+    expect(pipeline.events.of('snapshot.load.failed')).toEqual([]);
+    expect(pipeline.loadedIn('qa')).toEqual([]);
+
+    await app.query('ROLLBACK');
+    await pipeline.startLoader('qa', {}, 'loader-qa-restarted');
+    await pipeline.events.waitFor('qa loaded after the restart', () => pipeline.loadedIn('qa').length === 1, 60_000);
+    for (const table of DEMO_TABLES) expect(await tableContent(qa, table)).toEqual(await tableContent(pipeline.source, table));
+  }, 180_000);
+});
+
+/**
  * A message's last delivery (max_deliver 10) ended by a stop: handed back, the broker would drop it
  * and nobody would say that the snapshot never reached the environment, or the day was never dumped.
  */

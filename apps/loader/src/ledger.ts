@@ -1,4 +1,5 @@
 import { LEDGER_SCHEMA, type LoadDrift } from '@app/common/contract';
+import { lockInSlices } from './database/lock-wait';
 import type { Queryable } from './database/queryable';
 
 /**
@@ -35,12 +36,6 @@ export interface LedgerRecord extends Omit<LedgerEntry, 'announced'> {
  * (42710, `type "loaded_snapshots" already exists`: the table's row type; seen once in CI).
  */
 const DUPLICATE_OBJECT_CODES = new Set(['23505', '42P06', '42P07', '42701', '42710']);
-
-/** The longest the ledger's lock is waited for at a time before looking whether the app is stopping. */
-const WAIT_SLICE_MS = 1_000;
-
-/** SQLSTATE of a lock wait that outlasted lock_timeout. */
-const LOCK_NOT_AVAILABLE = '55P03';
 
 /** Columns added after the first release, with their types: ledgers created before get them at startup. */
 const ADDED_COLUMNS: ReadonlyArray<[string, string]> = [
@@ -126,36 +121,19 @@ export class LedgerRepository {
    * the lock (`onWait`) and waits again, until `signal` (the app stopping) ends the wait.
    */
   async lock({ onWait, signal }: { onWait?: (holders: string) => void; signal?: AbortSignal } = {}): Promise<void> {
-    // Waited in slices of at most a second, so that a stopping app leaves the wait at once (with
-    // the session's 60 s a SIGTERM took up to a minute, past docker's grace period); who holds the
-    // lock is still reported once per lock_timeout.
-    const { rows } = await this.db.query<{ ms: number }>("SELECT setting::int AS ms FROM pg_settings WHERE name = 'lock_timeout'");
-    const sessionMs = rows[0].ms;
-    const sliceMs = Math.min(sessionMs || WAIT_SLICE_MS, WAIT_SLICE_MS);
-    const reportEveryMs = sessionMs || 60_000;
-    let waitedMs = 0;
+    // Waited in slices of at most a second (lockInSlices), so that a stopping app leaves the wait at
+    // once; who holds the lock is still reported once per lock_timeout.
     let reportedMs = 0;
-    for (;;) {
-      await this.db.query('SAVEPOINT db_fanout_ledger_lock');
-      try {
-        await this.db.query("SELECT set_config('lock_timeout', $1, true)", [`${sliceMs}ms`]);
-        await this.db.query(`LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`);
-        // The rest of the load keeps the session's own lock_timeout.
-        await this.db.query("SELECT set_config('lock_timeout', $1, true)", [`${sessionMs}ms`]);
-        await this.db.query('RELEASE SAVEPOINT db_fanout_ledger_lock');
-        return;
-      } catch (error) {
-        if ((error as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw error;
-        // Also undoes the slice's lock_timeout.
-        await this.db.query('ROLLBACK TO SAVEPOINT db_fanout_ledger_lock');
-        if (signal?.aborted) throw error;
-        waitedMs += sliceMs;
-        if (waitedMs - reportedMs >= reportEveryMs) {
-          reportedMs = waitedMs;
-          onWait?.(await this.lockHolders());
-        }
-      }
-    }
+    await lockInSlices(this.db, `LOCK TABLE ${LEDGER_TABLE} IN SHARE ROW EXCLUSIVE MODE`, {
+      savepoint: 'db_fanout_ledger_lock',
+      signal,
+      bound: 'none',
+      onSlice: async ({ waitedMs, sessionMs }) => {
+        if (waitedMs - reportedMs < (sessionMs || 60_000)) return;
+        reportedMs = waitedMs;
+        onWait?.(await this.lockHolders());
+      },
+    });
   }
 
   /** The sessions holding or queued for the ledger's lock ahead of this one: pid, application, state, since when. */

@@ -110,9 +110,9 @@ function payloadOf(written: WrittenSnapshot): SnapshotReadyPayload {
   };
 }
 
-/** One load through the loader's database layer (its own pool, closed afterwards). */
-async function loadInto(targetUrl: string, request: LoadRequest): Promise<LoadResult> {
-  const database = new TargetDatabase(targetUrl);
+/** One load through the loader's database layer (its own pool, closed afterwards; `lockTimeoutMs` its sessions' lock_timeout). */
+async function loadInto(targetUrl: string, request: LoadRequest, options: { lockTimeoutMs?: number } = {}): Promise<LoadResult> {
+  const database = new TargetDatabase(targetUrl, options);
   try {
     return await loadSnapshot(database, request);
   } finally {
@@ -881,6 +881,120 @@ describe('an app transaction that reads a table, then writes it, while a load st
     const loaded = await loadWhileAppHolds(target, written, 'SELECT * FROM public.a', 'COMMIT', (app) => app.query("UPDATE public.a SET v = 'app' WHERE id = 1"));
     expect(loaded).toMatchObject({ kind: 'loaded' });
     expect(await query(target, 'SELECT * FROM public.a')).toEqual([{ id: 1, v: 'prod' }]);
+  });
+});
+
+/**
+ * A target whose public.customers an app session (`app`, application_name `app`) holds in an open
+ * transaction that read it, as a report or an idle-in-transaction session would: the load's ACCESS
+ * EXCLUSIVE lock waits for it. `work` gets the app's pid, the target, and `release` (the app rolls
+ * back), which also runs after it.
+ */
+async function withCustomersHeld(work: (held: { target: string; appPid: number; release: () => Promise<void> }) => Promise<void>): Promise<void> {
+  const target = await createTarget();
+  const app = new Client({ connectionString: target, application_name: 'app' });
+  await app.connect();
+  let released: Promise<unknown> | undefined;
+  const release = async () => {
+    released ??= app.query('ROLLBACK').catch(() => undefined);
+    await released;
+  };
+  try {
+    // The query's text must never reach an error or a log line: it may quote production's values.
+    await app.query("BEGIN; SELECT count(*) FROM public.customers WHERE note IS DISTINCT FROM 'query-text-marker'");
+    const [{ pid }] = (await app.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
+    await work({ target, appPid: pid, release });
+  } finally {
+    await release();
+    await app.end();
+  }
+}
+
+/** Resolves once a loader session of `target` waits for a lock (its LOCK TABLE on the snapshot's tables). */
+async function loaderWaitsForLock(target: string): Promise<void> {
+  const waiting = async () =>
+    (await query<{ n: string }>(target, "SELECT count(*)::text AS n FROM pg_stat_activity WHERE application_name = 'db-fanout-loader' AND wait_event_type = 'Lock'"))[0].n === '1';
+  for (let tries = 0; !(await waiting()); tries++) {
+    if (tries > 400) throw new Error('the load never waited for the app');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** What a promise settled with, or `still waiting` after `ms`: a wait that is not cut short fails the test fast. */
+function settledWithin<T>(promise: Promise<T>, ms: number): Promise<{ value: T } | { error: unknown } | 'still waiting'> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    ),
+    new Promise<'still waiting'>((resolve) => (timer = setTimeout(() => resolve('still waiting'), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+describe("a load waiting for its tables' locks while another session holds one", () => {
+  it('gives up within about a second of the app stopping (the load rolls back, the target unchanged)', async () => {
+    await withCustomersHeld(async ({ target, release }) => {
+      const before = await contentsOf(target);
+      const stopping = new AbortController();
+      const loading = loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, signal: stopping.signal });
+      try {
+        await loaderWaitsForLock(target);
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        const stoppedAt = Date.now();
+        stopping.abort();
+        // Under the session's 60 s lock_timeout a single LOCK ended only after a minute.
+        const outcome = await settledWithin(loading, 10_000);
+        expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+        expect(outcome).toMatchObject({ error: { code: '55P03' } });
+        expect((outcome as { error: Error }).error.message).toMatch(/stopping.*public\.customers/);
+        // Nothing of the load is left: no loader session waits or holds a lock on the target.
+        expect(await query(target, "SELECT pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'db-fanout-loader'")).toEqual([]);
+      } finally {
+        // A load that was not cut short is let through before the target is looked at.
+        await release();
+        await loading.catch(() => undefined);
+      }
+      expect(await contentsOf(target)).toEqual(before);
+      expect(await ledgerRows(target)).toEqual([]);
+    });
+  });
+
+  it("fails after the session's lock_timeout with 55P03 (retried), naming the table and the session holding it, never its query", async () => {
+    await withCustomersHeld(async ({ target, appPid }) => {
+      const before = await contentsOf(target);
+      const started = Date.now();
+      const error = await loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1 }, { lockTimeoutMs: 1_500 }).then(
+        () => undefined,
+        (e: unknown) => e as Error & { code?: string },
+      );
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(error).toMatchObject({ code: '55P03' });
+      expect(error?.message).toMatch(new RegExp(`public\\.customers: pid ${appPid} \\(app, user \\w+, idle in transaction since [^)]+\\) holds public\\.customers$`));
+      expect(error?.message).not.toContain('query-text-marker');
+      expect(await contentsOf(target)).toEqual(before);
+    });
+  });
+
+  it('says once, after a while, which tables it waits for and who holds them, then loads when they are free', async () => {
+    await withCustomersHeld(async ({ target, appPid, release }) => {
+      const lines: string[] = [];
+      const loading = loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, log: (line) => lines.push(line) });
+      try {
+        for (let tries = 0; !lines.some((line) => line.startsWith('waiting ')); tries++) {
+          if (tries > 300) throw new Error(`nothing said about the wait: ${JSON.stringify(lines)}`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        const said = lines.filter((line) => line.startsWith('waiting '));
+        expect(said).toEqual([expect.stringMatching(new RegExp(`^waiting \\d+\\.\\d s for ACCESS EXCLUSIVE locks on public\\.customers: pid ${appPid} \\(app, .*holds public\\.customers; giving up after lock_timeout \\(60\\.0 s\\) on the load$`))]);
+        await release();
+        expect(await loading).toMatchObject({ kind: 'loaded' });
+        expect(lines.filter((line) => line.startsWith('waiting '))).toHaveLength(1);
+      } finally {
+        await release();
+        await loading.catch(() => undefined);
+      }
+    });
   });
 });
 

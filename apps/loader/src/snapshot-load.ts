@@ -17,6 +17,7 @@ import { dropNotValidChecks, notValidChecks, restoreNotValidChecks } from './loa
 import { checkReferencesFromOutside } from './load/references';
 import { applyLoadSettings } from './load/session-settings';
 import { setSequences } from './load/sequences';
+import { lockAgainstChanges } from './load/table-locks';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
 import { type DriftTarget, insertStaged, resolveWithDrift, type SchemaDriftMode, sequencesToSet, stagedCopySql } from './schema-drift';
 import { type TargetTable, TargetSchemaError } from './target-schema';
@@ -33,7 +34,10 @@ export interface LoadHooks {
   log?: (line: string) => void;
   /** Called once the ledger says there is work (not loaded yet, nothing newer), before the load starts. */
   onWork?: () => Promise<void>;
-  /** The app stopping: a load waiting for another one's lock gives up (and is delivered again later). */
+  /**
+   * The app stopping: a load waiting for another one's lock, or for its tables' locks, gives up
+   * within about a second (and is delivered again later).
+   */
   signal?: AbortSignal;
 }
 
@@ -189,7 +193,8 @@ async function loadTables(
   const mode = hooks.schemaDrift ?? 'fail';
   // Before the catalog is read: what is read below (indexes, keys, triggers, checks) is replayed at
   // the end, so a migration committed between the read and the load's own DDL would be undone.
-  await lockAgainstChanges(client, (await resolveWithDrift(client, manifest.tables, mode)).targets);
+  // Waited for in slices: a stopping app ends the wait within about a second.
+  await lockAgainstChanges(client, (await resolveWithDrift(client, manifest.tables, mode)).targets, { signal: hooks.signal, log: hooks.log });
   // Resolved again under the lock, which took the tables by name: a table swapped while the load
   // waited (renamed aside, a new one created) is the new one, its own triggers and indexes included.
   const { targets, drift } = await resolveWithDrift(client, manifest.tables, mode);
@@ -249,21 +254,6 @@ async function loadTables(
   if (materializedViews.length) phases.mark('views');
   await restoreUserTriggers(client, triggers);
   return { rows, drift };
-}
-
-/**
- * ACCESS EXCLUSIVE on every snapshot table, in one statement, in a fixed order (by oid, so two
- * loads or a load and a migration meet them in the same order): the lock the load's DDL and
- * TRUNCATE take anyway, taken before the catalog they replay is read. A weaker lock first (to keep
- * the tables readable a little longer) would be upgraded later, and an app transaction that read
- * a table and then writes it would deadlock with the load. Ordinary tables ONLY, as they are
- * truncated (their inheritance children are not the load's); a partitioned table with its
- * partitions, which are loaded through it.
- */
-async function lockAgainstChanges(client: PoolClient, targets: TargetTable[]): Promise<void> {
-  if (!targets.length) return;
-  const ordered = [...targets].sort((a, b) => a.oid - b.oid);
-  await client.query(`LOCK TABLE ${ordered.map((t) => (t.partitioned ? '' : 'ONLY ') + qualified(t)).join(', ')} IN ACCESS EXCLUSIVE MODE`);
 }
 
 /**

@@ -5,7 +5,10 @@ import { errorMessage } from '@app/common/observability';
 import { type LedgerEntry, LedgerRepository } from '../ledger';
 import { TargetLoad } from '../load/target-load';
 
-/** Every target session gives up waiting for a lock after this long (lock_not_available, retried). */
+/**
+ * Every target session gives up waiting for a lock after this long (lock_not_available, retried); a
+ * load's waits for the ledger's lock (unbounded) and its tables' locks (bounded by it) are sliced.
+ */
 export const TARGET_LOCK_TIMEOUT_MS = 60_000;
 
 /**
@@ -20,8 +23,9 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
   private readonly ledger: LedgerRepository;
   private migrated?: Promise<void>;
 
-  constructor(url: string) {
-    this.pool = createPostgresPool(url, { applicationName: 'db-fanout-loader', lockTimeoutMs: TARGET_LOCK_TIMEOUT_MS, max: 4 });
+  /** `lockTimeoutMs`: TARGET_LOCK_TIMEOUT_MS unless given (tests shorten it). */
+  constructor(url: string, { lockTimeoutMs = TARGET_LOCK_TIMEOUT_MS }: { lockTimeoutMs?: number } = {}) {
+    this.pool = createPostgresPool(url, { applicationName: 'db-fanout-loader', lockTimeoutMs, max: 4 });
     this.ledger = new LedgerRepository(this.pool);
   }
 

@@ -26,7 +26,7 @@ export class DumperController {
       const last = context.lastDeliveryFailure(error, `dump of ${date}`);
       const failure = this.dumper.describe(last.error);
       // Attempts of this delivery; the run history adds the earlier deliveries'.
-      await this.dumper.reportFailure(date, trigger, failure, last.attempts);
+      await this.dumper.reportFailure(date, trigger, failure, last.attempts, context.getShutdownSignal());
       throw new TerminateMessage(`dump of ${date} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`dump of ${date} failed: ${outcome.error}`);

@@ -7,11 +7,12 @@ import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { loadDumperConfig } from '@app/common/config';
 import { type SnapshotReadyPayload, type Subject, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
-import { announcedSnapshots, ensureStream, EventPublisher, kvKeys } from '@app/common/messaging';
+import { announcedSnapshots, BrokerCallStoppedError, ensureStream, EventPublisher, kvKeys, type PublishOptions } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
 import { FsSnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { NATS_URL, specNatsConfig } from '../../../test/support/nats';
+import { OwnNatsServer } from '../../../test/support/nats-server';
 import { DumperService } from './dumper.service';
 import { announceOnce } from './earlier-announcement';
 import { applyRetention } from './retention';
@@ -221,13 +222,13 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
     const publisher = new EventPublisher(nc, nats);
     const rivals: SnapshotReadyPayload[] = [];
     const events = {
-      publish: async (subject: Subject, payload: object, msgID?: string, headers?: Record<string, string>, expectLast?: number) => {
+      publish: async (subject: Subject, payload: object, msgID?: string, options?: PublishOptions) => {
         if (subject === SUBJECTS.snapshotReady && rivals.length === 0) {
           const { snapshot, trigger } = rival(payload as SnapshotReadyPayload);
           rivals.push(snapshot);
-          await publisher.publish(subject, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger) });
+          await publisher.publish(subject, snapshot, `ready:${snapshot.snapshotId}`, { headers: { [TRIGGER_SEQ_HEADER]: String(trigger) } });
         }
-        return publisher.publish(subject, payload, msgID, headers, expectLast);
+        return publisher.publish(subject, payload, msgID, options);
       },
     };
     return { events: events as unknown as EventPublisher, rivals };
@@ -289,7 +290,7 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
       const own = dumped.snapshot;
       // A publish of ours whose ack was lost, and after it another delivery's answer of trigger #14.
       const rival = { ...own, snapshotId: '20240309-0000cafe', location: join(dir, 'prod_snapshot_20240309-0000cafe') };
-      await events.publish(SUBJECTS.snapshotReady, rival, `ready:${rival.snapshotId}`, { [TRIGGER_SEQ_HEADER]: '14' });
+      await events.publish(SUBJECTS.snapshotReady, rival, `ready:${rival.snapshotId}`, { headers: { [TRIGGER_SEQ_HEADER]: '14' } });
       const answer = await announceOnce(own, { seq: 14, delivery: 1 }, { connection: nc, nats, events, store, log: () => undefined });
       expect(answer).toBe(own);
       expect(await outcomeOf(store, '2024-03-09', 14)).toEqual({ announced: [own.snapshotId, rival.snapshotId], stored: [own.snapshotId] });
@@ -368,5 +369,47 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
     } finally {
       await service.beforeApplicationShutdown();
     }
+  });
+});
+
+/**
+ * A stop while the announcement of a snapshot just written cannot reach the broker: given up at
+ * once, not after the retries' 45 s; the trigger is handed back and dumps the date again, and the
+ * snapshot is kept (removing it and its record would wait on the broker as long again).
+ */
+describe('announceOnce, the app stopping while NATS is down', () => {
+  let server: OwnNatsServer;
+  let nc: NatsConnection;
+  const nats = specNatsConfig('dumper_stop_down');
+
+  beforeAll(async () => {
+    server = await OwnNatsServer.start();
+    nc = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    await ensureStream(await jetstreamManager(nc), { ...nats, servers: [server.url] });
+    await server.stop();
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await server?.destroy();
+  });
+
+  it('gives up at once, keeps the snapshot, and says so', async () => {
+    const snapshot = { snapshotId: '20240312-0000d00d', date: '2024-03-12' } as SnapshotReadyPayload;
+    const removed: string[] = [];
+    const store = { kind: 'fs', remove: (id: string) => Promise.resolve(void removed.push(id)) } as unknown as FsSnapshotStore;
+    const logged: string[] = [];
+    const stop = new AbortController();
+    const announcing = announceOnce(snapshot, { seq: 17, delivery: 1 }, { connection: nc, nats, events: new EventPublisher(nc, nats), store, log: (line) => logged.push(line), signal: stop.signal }).then(
+      () => 'announced',
+      (error: unknown) => error,
+    );
+    await sleep(1_000);
+    const stoppedAt = Date.now();
+    stop.abort();
+    const failure = await announcing;
+    expect(Date.now() - stoppedAt).toBeLessThan(1_000);
+    expect(failure).toBeInstanceOf(BrokerCallStoppedError);
+    expect(removed).toEqual([]);
+    expect(logged).toContainEqual(expect.stringMatching(/^kept snapshot 20240312-0000d00d, not announced: reading the announcements given up: the app is stopping/));
   });
 });

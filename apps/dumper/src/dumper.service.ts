@@ -40,12 +40,15 @@ export class DumperService implements BeforeApplicationShutdown {
     return describeFailure(error, { detail: this.config.errorDetail });
   }
 
-  /** Publishes snapshot.failed once per trigger: the dump of `date` gave up. */
-  async reportFailure(date: string, trigger: TriggerRef, failure: Failure, attempts: number): Promise<void> {
+  /**
+   * Publishes snapshot.failed once per trigger: the dump of `date` gave up. `signal`: see
+   * EventPublisher.publish (begun after a stop, the report gets one try).
+   */
+  async reportFailure(date: string, trigger: TriggerRef, failure: Failure, attempts: number, signal?: AbortSignal): Promise<void> {
     this.metrics.dumps.inc({ result: 'failed' });
     this.logger.error(`dump of ${date} failed after ${attempts} attempt(s)${failure.code ? ` (${failure.code})` : ''}: ${failure.error}`);
     const event: SnapshotFailedPayload = { date, error: failure.error, ...(failure.code ? { code: failure.code } : {}), attempts };
-    await this.events.publish(SUBJECTS.snapshotFailed, event, dumpEventIds.failed(date, trigger));
+    await this.events.publish(SUBJECTS.snapshotFailed, event, dumpEventIds.failed(date, trigger), { signal });
   }
 
   /** A retention run still going finishes before the broker connection is closed. */
@@ -67,10 +70,10 @@ export class DumperService implements BeforeApplicationShutdown {
   }
 
   /** snapshot.dump.started, best effort: history and dashboards, never a reason to fail a dump. */
-  private async announceStart(date: string, trigger: TriggerRef, attempt: number): Promise<void> {
+  private async announceStart(date: string, trigger: TriggerRef, attempt: number, signal?: AbortSignal): Promise<void> {
     const event: DumpStartedPayload = { date, attempt, delivery: trigger.delivery, startedAt: new Date().toISOString() };
     await this.events
-      .publish(SUBJECTS.dumpStarted, event, dumpEventIds.started(date, trigger, attempt))
+      .publish(SUBJECTS.dumpStarted, event, dumpEventIds.started(date, trigger, attempt), { signal })
       .catch((error: unknown) => this.logger.warn(`could not announce the start of the dump of ${date}: ${errorMessage(error)}`));
   }
 
@@ -104,7 +107,7 @@ export class DumperService implements BeforeApplicationShutdown {
       const { result, attempts } = await withRetry(
         this.config.retry,
         async (attempt) => {
-          await this.announceStart(date, trigger, attempt);
+          await this.announceStart(date, trigger, attempt, signal);
           return writeSnapshot({
             date,
             source: this.source,
@@ -131,7 +134,7 @@ export class DumperService implements BeforeApplicationShutdown {
           this.metrics.dumpRetries.inc();
           const failure = this.describe(error);
           void this.events
-            .publish(SUBJECTS.dumpRetrying, { date, attempt, delivery: trigger.delivery, ...failure, retryInMs: delayMs }, dumpEventIds.retrying(date, trigger, attempt))
+            .publish(SUBJECTS.dumpRetrying, { date, attempt, delivery: trigger.delivery, ...failure, retryInMs: delayMs }, dumpEventIds.retrying(date, trigger, attempt), { signal })
             .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
           this.logger.warn(`dump of ${date} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${failure.error}`);
         },
@@ -146,7 +149,7 @@ export class DumperService implements BeforeApplicationShutdown {
         takenAt: manifest.takenAt,
         tables: manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
       };
-      const answer = await announceOnce(snapshot, trigger, { connection: this.connection, nats: this.config.nats, events: this.events, store: this.store, log: (line) => this.logger.log(line) });
+      const answer = await announceOnce(snapshot, trigger, { connection: this.connection, nats: this.config.nats, events: this.events, store: this.store, log: (line) => this.logger.log(line), signal });
       if (answer !== snapshot) return { status: 'ready', snapshot: answer };
       const rows = snapshot.tables.reduce((sum, t) => sum + t.rows, 0);
       this.metrics.dumps.inc({ result: 'success' });
@@ -163,7 +166,7 @@ export class DumperService implements BeforeApplicationShutdown {
     } catch (error) {
       if (!(error instanceof RetriesExhaustedError) || signal?.aborted) throw error;
       const failure = this.describe(error.lastError);
-      await this.reportFailure(date, trigger, failure, error.attempts);
+      await this.reportFailure(date, trigger, failure, error.attempts, signal);
       return { status: 'failed', error: failure.error, attempts: error.attempts };
     }
   }

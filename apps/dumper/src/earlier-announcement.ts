@@ -1,6 +1,6 @@
 import type { NatsConfig } from '@app/common/config';
 import { InvalidMessageError, parseSnapshotReadyPayload, type SnapshotReadyPayload, SUBJECTS, TRIGGER_SEQ_HEADER } from '@app/common/contract';
-import { type AnnouncedSnapshot, type Announcements, type EventPublisher, isOutrunPublish, readAnnouncements, withBrokerRetry } from '@app/common/messaging';
+import { type AnnouncedSnapshot, type Announcements, BrokerCallStoppedError, type EventPublisher, isOutrunPublish, readAnnouncements, withBrokerRetry } from '@app/common/messaging';
 import { errorMessage } from '@app/common/observability';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -9,6 +9,8 @@ import { forgetSnapshot } from './snapshot-records';
 
 /** How often one announcement reads the stream again after other dates' announcements outran it. */
 const ANNOUNCE_ROUNDS = 10;
+/** The longest one read of the announcements may take (within the broker retries' budget). */
+const READ_TIMEOUT_MS = 30_000;
 
 /**
  * The snapshot an earlier delivery of this trigger announced, if one did. A trigger comes again
@@ -29,6 +31,8 @@ export interface AnnounceOnce {
   events: EventPublisher;
   store: SnapshotStore;
   log: (line: string) => void;
+  /** The app's stop signal: ends the read's and the publish's retries (withBrokerRetry). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -40,10 +44,11 @@ export interface AnnounceOnce {
  * stream since (JetStream's expected last subject sequence): whichever delivery publishes second
  * sees the first's answer, removes its own snapshot (never announced, so retention would never
  * touch it) and returns the first one. Another date's announcement in between only makes it read
- * again. Throws when the stream cannot be read or written (after retries): the trigger is then
- * delivered again.
+ * again. Throws when the stream cannot be read or written (after retries), or the app stops
+ * (`signal`) while it retries: the trigger is then delivered again and dumps the date anew; a
+ * snapshot kept then (not announced) is removed by retention once it expires.
  */
-export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: TriggerRef, { connection, nats, events, store, log }: AnnounceOnce): Promise<SnapshotReadyPayload> {
+export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: TriggerRef, { connection, nats, events, store, log, signal }: AnnounceOnce): Promise<SnapshotReadyPayload> {
   const removeOwn = (why: string) =>
     store.remove(snapshot.snapshotId).then(
       async () => {
@@ -55,11 +60,14 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
   for (let round = 1; ; round++) {
     let announcements: Announcements;
     try {
-      announcements = await withBrokerRetry(connection, 'reading the announcements', () => readAnnouncements(connection, nats), log);
+      announcements = await withBrokerRetry(connection, 'reading the announcements', (timeoutMs) => readAnnouncements(connection, nats, Math.min(READ_TIMEOUT_MS, timeoutMs)), log, { signal });
     } catch (error) {
       // Before the first publish nothing of ours can be in the stream: the redelivery dumps again.
       // After a refused one it might be (an earlier try of that publish stored, its ack lost), so it stays.
-      if (round === 1) await removeOwn('the announcements could not be read');
+      // So it does on a stop: removing it (and its record, in NATS) could hold the stop for as
+      // long again as the broker is out; recorded as written, retention removes it once it expires.
+      if (error instanceof BrokerCallStoppedError) log(`kept snapshot ${snapshot.snapshotId}, not announced: ${error.message}`);
+      else if (round === 1) await removeOwn('the announcements could not be read');
       throw error;
     }
     // Our own snapshot, when a publish whose ack was lost did reach the stream: announced, so it
@@ -72,7 +80,11 @@ export async function announceOnce(snapshot: SnapshotReadyPayload, trigger: Trig
       return answer;
     }
     try {
-      await events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, { [TRIGGER_SEQ_HEADER]: String(trigger.seq) }, announcements.lastSeq);
+      await events.publish(SUBJECTS.snapshotReady, snapshot, `ready:${snapshot.snapshotId}`, {
+        headers: { [TRIGGER_SEQ_HEADER]: String(trigger.seq) },
+        expectLastSubjectSequence: announcements.lastSeq,
+        signal,
+      });
       return snapshot;
     } catch (error) {
       // Any other failure may hide a publish that was stored (its ack lost): the snapshot stays.

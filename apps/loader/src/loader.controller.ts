@@ -36,14 +36,14 @@ export class LoaderController {
       // publish's retries): the ledger says so, and it is announced, never reported failed.
       let committed: LoadOutcome | undefined;
       try {
-        committed = await this.loader.announceCommitted(snapshot, origin);
+        committed = await this.loader.announceCommitted(snapshot, origin, context.getShutdownSignal());
       } catch (announceError) {
         throw new TerminateMessage(`${snapshot.snapshotId} is loaded (ledger), but snapshot.loaded could not be published on the last delivery: ${errorMessage(announceError)}`);
       }
       if (committed) return;
       // Attempts of this delivery; the run history adds the earlier deliveries'.
       const last = context.lastDeliveryFailure(error, `load of ${snapshot.snapshotId}`);
-      const failure = await this.loader.reportFailure(snapshot, last.error, last.attempts, origin);
+      const failure = await this.loader.reportFailure(snapshot, last.error, last.attempts, origin, context.getShutdownSignal());
       throw new TerminateMessage(`load of ${snapshot.snapshotId} failed on the last delivery: ${failure.error}`);
     }
     if (outcome.status === 'failed') throw new TerminateMessage(`load of ${snapshot.snapshotId} failed: ${outcome.error}`);

@@ -133,7 +133,7 @@ export class LoaderService implements OnApplicationBootstrap {
       // from the ledger before the snapshot is opened: a store or volume unreachable at that moment
       // must not turn it into a failed load and an alert. Unreadable ledger: the load path decides.
       const entry = await this.committedLoad(snapshot, origin);
-      if (entry) return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key, origin);
+      if (entry) return await this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, key, origin, signal);
       const { result, attempts } = await withRetry(
         this.config.retry,
         async (attempt) =>
@@ -153,7 +153,7 @@ export class LoaderService implements OnApplicationBootstrap {
             schemaDrift: this.config.schemaDrift,
             maintenanceWorkMemKb: this.config.loadMaintenanceWorkMemKb,
             // Only once the ledger says there is work: a skipped attempt never shows as started.
-            onWork: () => this.announceStart(snapshot, attempt, key, origin),
+            onWork: () => this.announceStart(snapshot, attempt, key, origin, signal),
             signal,
             log: (line) => this.logger.log(`${line} into ${environment}`),
           }),
@@ -163,13 +163,13 @@ export class LoaderService implements OnApplicationBootstrap {
           const delivery = origin.delivery ?? 1;
           const retrying = { snapshotId: snapshot.snapshotId, environment, attempt, delivery, error: described, retryInMs: delayMs, ...requestFields(origin) };
           void this.events
-            .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${key}:${delivery}:${attempt}`)
+            .publish(SUBJECTS.loadRetrying, retrying, `load-retrying:${key}:${delivery}:${attempt}`, { signal })
             .catch((publishError: unknown) => this.logger.warn(`could not announce the retry: ${errorMessage(publishError)}`));
           this.logger.warn(`loading ${label} failed on attempt ${attempt}, retrying in ${formatDuration(delayMs)}: ${described}`);
         },
         signal,
       );
-      return await this.settle(result, attempts, snapshot, label, key, origin);
+      return await this.settle(result, attempts, snapshot, label, key, origin, signal);
     } catch (thrown) {
       // A bad message stays one whichever attempt found it: terminated, never reported as a failed load.
       const error = thrown instanceof RetriesExhaustedError && thrown.lastError instanceof InvalidMessageError ? thrown.lastError : thrown;
@@ -177,7 +177,7 @@ export class LoaderService implements OnApplicationBootstrap {
       if (!(error instanceof RetriesExhaustedError) && !isSnapshotDirError(error)) throw error;
       const attempts = error instanceof RetriesExhaustedError ? error.attempts : 1;
       const cause = error instanceof RetriesExhaustedError ? error.lastError : error;
-      const failure = await this.reportFailure(snapshot, cause, attempts, origin);
+      const failure = await this.reportFailure(snapshot, cause, attempts, origin, signal);
       return { status: 'failed', error: failure.error, attempts };
     }
   }
@@ -196,33 +196,38 @@ export class LoaderService implements OnApplicationBootstrap {
    * On a message's last delivery, before its failure is reported: a load that committed but whose
    * snapshot.loaded could not be published (the broker was out past the publish's retries) is
    * announced from the ledger instead of being reported failed. Undefined when the ledger does not
-   * have it; rejects when the announcement fails again.
+   * have it; rejects when the announcement fails again. `signal`: see EventPublisher.publish (begun
+   * after a stop, the announcement gets one try).
    */
-  async announceCommitted(snapshot: SnapshotReadyPayload, origin: LoadRequestOrigin): Promise<LoadOutcome | undefined> {
+  async announceCommitted(snapshot: SnapshotReadyPayload, origin: LoadRequestOrigin, signal?: AbortSignal): Promise<LoadOutcome | undefined> {
     const environment = this.config.environment;
     return withLogContext({ snapshotId: snapshot.snapshotId, environment }, async () => {
       const entry = await this.committedLoad(snapshot, origin);
       if (!entry) return undefined;
       const label = loadLabel(snapshot.snapshotId, environment);
-      return this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, eventKey(snapshot, environment, origin), origin);
+      return this.settle({ kind: 'already-loaded', entry }, 1, snapshot, label, eventKey(snapshot, environment, origin), origin, signal);
     });
   }
 
-  /** The outcome of a load attempt that ended without an error: announced, and returned to the consumer. */
-  private async settle(result: LoadResult, attempts: number, snapshot: SnapshotReadyPayload, label: string, key: string, origin: LoadRequestOrigin): Promise<LoadOutcome> {
+  /**
+   * The outcome of a load attempt that ended without an error: announced, and returned to the
+   * consumer. A stop (`signal`) ends the announcement's retries: it rejects, the message is handed
+   * back, and the redelivery announces the load from the ledger.
+   */
+  private async settle(result: LoadResult, attempts: number, snapshot: SnapshotReadyPayload, label: string, key: string, origin: LoadRequestOrigin, signal?: AbortSignal): Promise<LoadOutcome> {
     const environment = this.config.environment;
     const request = requestFields(origin);
     switch (result.kind) {
       case 'superseded': {
         this.logger.warn(`skipped ${label}: the environment already holds ${result.by}, dumped later`);
         this.metrics.loads.inc({ environment, result: 'superseded' });
-        return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'superseded', by: result.by, ...request }, key);
+        return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'superseded', by: result.by, ...request }, key, signal);
       }
       case 'already-loaded': {
         const { entry } = result;
         if (entry.announced) {
           this.logger.log(`${label}: already loaded and announced (ledger)`);
-          return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded', ...request }, key);
+          return this.skip({ snapshotId: snapshot.snapshotId, environment, reason: 'already-loaded', ...request }, key, signal);
         }
         this.logger.log(`${label}: already loaded (ledger), announcing it`);
         // The drift the load recorded in the ledger: the late announcement says what it left out too.
@@ -235,7 +240,7 @@ export class LoaderService implements OnApplicationBootstrap {
           ...(entry.drift ? { drift: entry.drift } : {}),
           ...request,
         };
-        await this.announce(event, key);
+        await this.announce(event, key, signal);
         // The process that committed it died before announcing, so before its ANALYZE too.
         await this.analyzeLoaded(snapshot, entry.drift, label);
         return { status: 'loaded', event };
@@ -252,7 +257,7 @@ export class LoaderService implements OnApplicationBootstrap {
         };
         this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
         this.recordSuccess(snapshot, event);
-        await this.announce(event, key);
+        await this.announce(event, key, signal);
         await this.analyzeLoaded(snapshot, result.drift, label);
         return { status: 'loaded', event };
       }
@@ -271,8 +276,9 @@ export class LoaderService implements OnApplicationBootstrap {
   /**
    * Publishes snapshot.load.failed (with a message id, so a redelivered report is not doubled). The
    * error is described for events: its SQLSTATE or our code, and no row values unless ERROR_DETAIL.
+   * `signal`: see EventPublisher.publish (begun after a stop, the report gets one try).
    */
-  async reportFailure(snapshot: SnapshotReadyPayload, error: unknown, attempts: number, origin: LoadRequestOrigin = {}): Promise<SnapshotLoadFailedPayload> {
+  async reportFailure(snapshot: SnapshotReadyPayload, error: unknown, attempts: number, origin: LoadRequestOrigin = {}, signal?: AbortSignal): Promise<SnapshotLoadFailedPayload> {
     const environment = this.config.environment;
     const failure = this.describe(error);
     this.metrics.loads.inc({ environment, result: 'failed' });
@@ -285,7 +291,7 @@ export class LoaderService implements OnApplicationBootstrap {
       attempts,
       ...requestFields(origin),
     };
-    await this.events.publish(SUBJECTS.snapshotLoadFailed, event, `load-failed:${eventKey(snapshot, environment, origin)}`);
+    await this.events.publish(SUBJECTS.snapshotLoadFailed, event, `load-failed:${eventKey(snapshot, environment, origin)}`, { signal });
     return event;
   }
 
@@ -293,8 +299,8 @@ export class LoaderService implements OnApplicationBootstrap {
     return describeFailure(error, { detail: this.config.errorDetail });
   }
 
-  private async skip(event: LoadSkippedPayload, key: string): Promise<LoadOutcome> {
-    await this.events.publish(SUBJECTS.loadSkipped, event, `load-skipped:${key}`);
+  private async skip(event: LoadSkippedPayload, key: string, signal?: AbortSignal): Promise<LoadOutcome> {
+    await this.events.publish(SUBJECTS.loadSkipped, event, `load-skipped:${key}`, { signal });
     return { status: 'skipped', event };
   }
 
@@ -308,18 +314,18 @@ export class LoaderService implements OnApplicationBootstrap {
   }
 
   /** snapshot.load.started, best effort: history and dashboards, never a reason to fail a load. */
-  private async announceStart(snapshot: SnapshotReadyPayload, attempt: number, key: string, origin: LoadRequestOrigin): Promise<void> {
+  private async announceStart(snapshot: SnapshotReadyPayload, attempt: number, key: string, origin: LoadRequestOrigin, signal?: AbortSignal): Promise<void> {
     const environment = this.config.environment;
     const delivery = origin.delivery ?? 1;
     const event: LoadStartedPayload = { snapshotId: snapshot.snapshotId, environment, attempt, delivery, startedAt: new Date().toISOString(), ...requestFields(origin) };
     // Per delivery too: a redelivery's attempt 1 is a start of its own, not a duplicate to drop.
     await this.events
-      .publish(SUBJECTS.loadStarted, event, `load-started:${key}:${delivery}:${attempt}`)
+      .publish(SUBJECTS.loadStarted, event, `load-started:${key}:${delivery}:${attempt}`, { signal })
       .catch((error: unknown) => this.logger.warn(`could not announce the start of loading ${snapshot.snapshotId}: ${errorMessage(error)}`));
   }
 
-  private async announce(event: SnapshotLoadedPayload, key: string): Promise<void> {
-    await this.events.publish(SUBJECTS.snapshotLoaded, event, `loaded:${key}`);
+  private async announce(event: SnapshotLoadedPayload, key: string, signal?: AbortSignal): Promise<void> {
+    await this.events.publish(SUBJECTS.snapshotLoaded, event, `loaded:${key}`, { signal });
     // Only spares a redelivery from announcing again; the message id already dedupes that event.
     await this.database
       .markAnnounced(event.snapshotId)

@@ -145,3 +145,75 @@ describe('JetStreamServer (real NATS)', () => {
     expect(await consumerState()).toEqual({ unacked: 0, pending: 0 });
   });
 });
+
+/** A handler that fails every delivery, its failure report too (the broker out), as the loader's could on a last delivery. */
+@Controller()
+class FailingReportController {
+  static deliveries: { id: string; delivery: number; last: boolean }[] = [];
+
+  @EventPattern<string>(SUBJECTS.snapshotReady)
+  handle(@Payload() body: { id: string }, @Ctx() context: JetStreamContext): Promise<void> {
+    FailingReportController.deliveries.push({ id: body.id, delivery: context.getDeliveryCount(), last: context.isLastDelivery() });
+    if (!context.isLastDelivery()) return Promise.reject(new Error('target database unreachable'));
+    return Promise.reject(new Error('publishing snapshot.load.failed failed: timeout'));
+  }
+}
+
+/**
+ * The last delivery (max_deliver 2 here) whose handler fails, its failure report included: the
+ * broker will not deliver it again, so it must not be logged as "will be redelivered" and naked
+ * (the broker then dropped it silently after the nak's delay); it is terminated, the log saying so.
+ */
+describe('JetStreamServer, a handler failing on the last delivery (real NATS)', () => {
+  // An ack wait longer than the nak's delay (5 s at most): a nak would keep the message pending that long.
+  const config = specNatsConfig('js_last', 20_000);
+  const logged: string[] = [];
+  // The message only (Nest adds the context after it).
+  const keep = (message: unknown) => void logged.push(String(message));
+  const durable = 'last';
+  let app: INestApplication;
+  let nc: NatsConnection;
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    const moduleRef = await Test.createTestingModule({
+      imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver: 2 }] })],
+      controllers: [FailingReportController],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: { log: keep, error: keep, warn: keep, debug: keep, verbose: keep, fatal: keep } });
+    attachJetStream(app);
+    await app.startAllMicroservices();
+    await app.init();
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await (await jetstreamManager(nc)).streams.delete(config.stream).catch(() => undefined);
+    await nc.close();
+  });
+
+  it('logs that the message is dropped with no outcome published, and terminates it at once', async () => {
+    const { seq } = await jetstream(nc).publish(`${config.subjectPrefix}${SUBJECTS.snapshotReady}`, JSON.stringify({ id: 'last-1' }));
+    const deadline = Date.now() + 20_000;
+    const lastLine = () => logged.find((line) => line.includes(`#${seq} `) && line.includes('delivery 2'));
+    while (!lastLine() && Date.now() < deadline) await sleep(50);
+    const handled = Date.now();
+    expect(FailingReportController.deliveries).toEqual([
+      { id: 'last-1', delivery: 1, last: false },
+      { id: 'last-1', delivery: 2, last: true },
+    ]);
+    expect(lastLine()).toBe(
+      `dropped snapshot.ready #${seq} (consumer ${durable}) after its last delivery 2/2 with no outcome published: the handler failed: publishing snapshot.load.failed failed: timeout`,
+    );
+    // The first delivery's failure is redelivered, and said so.
+    expect(logged).toContainEqual(`handler failed for snapshot.ready #${seq} (delivery 1, consumer ${durable}), will be redelivered: target database unreachable`);
+    // Terminated: settled right away, not after the nak's delay (a message past max_deliver is then dropped).
+    const state = async () => {
+      const info = await (await jetstreamManager(nc)).consumers.info(config.stream, durable);
+      return { unacked: info.num_ack_pending, pending: info.num_pending };
+    };
+    while (JSON.stringify(await state()) !== JSON.stringify({ unacked: 0, pending: 0 }) && Date.now() - handled < 1_500) await sleep(50);
+    expect(await state()).toEqual({ unacked: 0, pending: 0 });
+    expect(Date.now() - handled).toBeLessThan(1_500);
+  });
+});

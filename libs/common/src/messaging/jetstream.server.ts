@@ -10,7 +10,7 @@ import { errorMessage } from '../observability/redact';
 import { JETSTREAM_BINDINGS, NATS_CONFIG, NATS_CONNECTION } from './jetstream.constants';
 import { JetStreamContext } from './jetstream.context';
 import { isRedeliverDisposition, isTerminateDisposition } from './message-disposition';
-import { ACK, type ConsumerSettings, type Disposition, nak, PullConsumer, TERM } from './pull-consumer';
+import { ACK, type ConsumerSettings, type Disposition, isLastDeliveryOf, nak, PullConsumer, TERM } from './pull-consumer';
 import { type ConsumerBinding, ensureConsumer } from './stream-setup';
 
 const PULL_EXPIRES_MS = 5_000;
@@ -20,7 +20,8 @@ const MAX_REDELIVERY_DELAY_MS = 5_000;
  * A Nest transport over JetStream pull consumers, so handlers stay plain @EventPattern methods while
  * delivery is at-least-once: a message is acked only after its handler's work has completed, kept
  * alive with `working()` while it runs, naked on unexpected errors, and terminated when the handler
- * says it can never succeed. The pulling itself is {@link PullConsumer}'s.
+ * says it can never succeed, or when it fails on the message's last delivery (the broker would drop
+ * it anyway: the log says so, not that it will be redelivered). The pulling itself is {@link PullConsumer}'s.
  */
 @Injectable()
 export class JetStreamServer extends Server implements CustomTransportStrategy, BeforeApplicationShutdown {
@@ -107,7 +108,16 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
         this.logger.warn(`rejected ${where}: ${error.reason}`);
         return TERM;
       }
-      this.logger.error(`handler failed for ${where}, will be redelivered: ${isRedeliverDisposition(error) ? error.reason : describeError(error)}`);
+      const reason = isRedeliverDisposition(error) ? error.reason : describeError(error);
+      if (isLastDeliveryOf(message, settings)) {
+        // Handed back, it would not come again: the broker drops a message past max_deliver, after the
+        // nak's delay, with an advisory only. Said as it is, and terminated (nothing left to wait for).
+        this.logger.error(
+          `dropped ${binding.pattern} #${message.seq} (consumer ${binding.durable}) after its last delivery ${message.info.deliveryCount}/${settings.maxDeliver} with no outcome published: the handler failed: ${reason}`,
+        );
+        return TERM;
+      }
+      this.logger.error(`handler failed for ${where}, will be redelivered: ${reason}`);
       return nak(Math.min(MAX_REDELIVERY_DELAY_MS, settings.ackWaitMs));
     }
   }

@@ -1,7 +1,7 @@
 import type { ClientBase } from 'pg';
 import { quoteIdent, quoteQualified } from '../../database';
 import { describeFailure, quotesRowValue } from '../../observability/failure';
-import { type ColumnName, columnKey, RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
+import { columnKey, RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
 import { quoteLiteral } from './masking-sql';
 
 /** A reference between two dumped tables: a declared foreign key (possibly composite) or a `relations` entry. */
@@ -24,9 +24,12 @@ export type SubsetPlan = Map<string, string[]>;
 
 const same = (a: TableName, b: TableName) => a.schema === b.schema && a.name === b.name;
 
+/** A column of the catalog, by its table and name. */
+const columnIn = (catalog: RulesCatalog, table: TableName, column: string) => catalog.tables.find((c) => same(c, table))?.columns.find((c) => c.name === column);
+
 function edgesBetween(catalog: RulesCatalog, rules: RulesFile, dumped: TableName[]): Edge[] {
   const isDumped = (t: TableName) => dumped.some((d) => same(d, t));
-  const columnOf = (t: TableName, column: string) => catalog.tables.find((c) => same(c, t))!.columns.find((c) => c.name === column)!;
+  const columnOf = (t: TableName, column: string) => columnIn(catalog, t, column)!;
   const edges = [
     ...catalog.foreignKeys.map((fk) => ({ from: fk.from, fromColumns: fk.fromColumns, to: fk.to, toColumns: fk.toColumns })),
     ...rules.relations.map((r) => ({ from: r.from, fromColumns: [r.from.column], to: r.to, toColumns: [r.to.column] })),
@@ -70,7 +73,7 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
   if (partitioned.length) {
     throw new RulesError(rules.file, partitioned.map((t) => `${tableKey(t)}: subset reaches a partitioned table, which is not supported`));
   }
-  const unconvertible = await unconvertibleRelations(client, rules, catalog, dumped);
+  const unconvertible = await unconvertibleRelations(client, rules, catalog, restricted);
   if (unconvertible.length) throw new RulesError(rules.file, unconvertible);
 
   // Every table read below is an ordinary one (partitioned ones are refused above), read ONLY: a
@@ -135,18 +138,20 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
 }
 
 /**
- * A `relations` entry between columns of different kinds (text holding ids to an integer key, text
- * to uuid) is followed by casting every referencing value to the referenced column's type. A value
- * that does not convert would fail the dump with a data error naming neither the rules file nor the
- * entry; each such entry is tried first, in a savepoint (the dump's transaction goes on), so the
- * refusal names it. Columns of one kind (text to citext, int to bigint) are not read for this.
+ * A `relations` entry into a restricted table (the only ones the subset follows), between columns
+ * of different kinds (text holding ids to an integer key, text to uuid), is followed by casting
+ * every referencing value to the referenced column's type. A value that does not convert would fail
+ * the dump with a data error naming neither the rules file nor the entry; each such entry is tried
+ * first, in a savepoint (the dump's transaction goes on), so the refusal names it. Columns of one
+ * kind (text to citext, int to bigint), and entries into tables that keep every row, are not read.
  */
-async function unconvertibleRelations(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, dumped: TableName[]): Promise<string[]> {
-  const columnOf = (c: ColumnName) => catalog.tables.find((t) => same(t, c))?.columns.find((col) => col.name === c.column);
+async function unconvertibleRelations(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, restricted: TableName[]): Promise<string[]> {
   const problems: string[] = [];
   for (const { from, to } of rules.relations) {
-    const [fromColumn, toColumn] = [columnOf(from), columnOf(to)];
-    if (!fromColumn || !toColumn || fromColumn.category === toColumn.category || !dumped.some((d) => same(d, from)) || !dumped.some((d) => same(d, to))) continue;
+    // Followed only into a restricted table, from a dumped one (then restricted too: see planSubset).
+    if (!restricted.some((t) => same(t, to)) || !restricted.some((t) => same(t, from))) continue;
+    const [fromColumn, toColumn] = [columnIn(catalog, from, from.column), columnIn(catalog, to, to.column)];
+    if (!fromColumn || !toColumn || fromColumn.category === toColumn.category) continue;
     await client.query('SAVEPOINT db_fanout_relation_check');
     try {
       await client.query(`SELECT count(CAST(${quoteIdent(from.column)} AS ${toColumn.type})) FROM ONLY ${quoteQualified(from)}`);

@@ -15,12 +15,7 @@ const CLOCK_SKEW_MS = 10 * 60_000;
  * cannot be read: the caller then retries rather than publish on a guess.
  */
 export async function triggerStored(connection: NatsConnection, config: Pick<SchedulerConfig, 'nats'>, msgID: string, fireTime: Date, timeoutMs = 10_000): Promise<boolean> {
-  let stored = false;
-  const startTime = new Date(fireTime.getTime() - CLOCK_SKEW_MS);
-  await readSubject(connection, config.nats, { filterSubject: `${config.nats.subjectPrefix}${SUBJECTS.trigger}`, startTime }, timeoutMs, (message) => {
-    if (message.headers?.get('Nats-Msg-Id') === msgID) stored = true;
-  });
-  return stored;
+  return (await storedTriggerIds(connection, config, fireTime, timeoutMs)).has(msgID);
 }
 
 /**

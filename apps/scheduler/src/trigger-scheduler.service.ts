@@ -171,12 +171,10 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
    * ticks and sums up the rest in one line.
    */
   async reportMissed(skipped: Date[], due: Date): Promise<void> {
-    const ticks = skipped.map((fireTime) => ({ fireTime, trigger: scheduledTrigger(fireTime, this.config, this.job ? tickDate(this.job.cronTime, this.config.timeZone, fireTime) : undefined) }));
-    for (const { fireTime } of ticks.filter((t) => !t.trigger)) {
-      this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
-      this.metrics.triggers.inc({ result: 'skipped' });
-    }
-    const wanted = ticks.filter((t) => t.trigger).map((t) => ({ fireTime: t.fireTime, ...t.trigger! }));
+    const wanted = skipped.flatMap((fireTime) => {
+      const trigger = this.triggerOfTick(fireTime);
+      return trigger ? [{ fireTime, ...trigger }] : [];
+    });
     if (!wanted.length) return;
     let stored = new Set<string>();
     let unread = '';
@@ -208,19 +206,28 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
   }
 
   /**
+   * The trigger of the tick at `fireTime`, for the date of the wall-clock tick (a tick that clocks
+   * skipped fires when the gap ends, maybe the next day); none, logged and counted `skipped`, for a
+   * date before START_DATE.
+   */
+  private triggerOfTick(fireTime: Date): ReturnType<typeof scheduledTrigger> {
+    const trigger = scheduledTrigger(fireTime, this.config, this.job ? tickDate(this.job.cronTime, this.config.timeZone, fireTime) : undefined);
+    if (!trigger) {
+      this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
+      this.metrics.triggers.inc({ result: 'skipped' });
+    }
+    return trigger;
+  }
+
+  /**
    * Publishes the trigger of the tick at `fireTime`, retrying until it is stored, or until the next
    * tick fires (or the app stops). Resolves with what became of it: `published` once the stream
    * holds it, whoever stored it (the metric tells this scheduler's publishes from the others).
    */
   async fire(fireTime: Date): Promise<'published' | 'skipped' | 'failed'> {
     this.pending?.abort(new TickOverError(`the next tick (${fireTime.toISOString()}) has come`));
-    // The date of the wall-clock tick: a tick clocks skipped fires when the gap ends, maybe the next day.
-    const trigger = scheduledTrigger(fireTime, this.config, this.job ? tickDate(this.job.cronTime, this.config.timeZone, fireTime) : undefined);
-    if (!trigger) {
-      this.logger.log(`no trigger for ${fireTime.toISOString()}: before START_DATE ${this.config.startDate}`);
-      this.metrics.triggers.inc({ result: 'skipped' });
-      return 'skipped';
-    }
+    const trigger = this.triggerOfTick(fireTime);
+    if (!trigger) return 'skipped';
     const tick = new AbortController();
     this.pending = tick;
     const subject = `${this.config.nats.subjectPrefix}${SUBJECTS.trigger}`;
@@ -272,7 +279,8 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
   /**
    * The stream holds the tick's trigger: `published` by this publish, or `already_stored` (another
    * scheduler's, or an earlier attempt of this one whose answer was lost), so that with several
-   * schedulers the ticks count once as published across them.
+   * schedulers a tick counts as published at most once across them (not at all when the attempt
+   * that stored it lost its answer).
    */
   private stored(fireTime: Date, tick: AbortController, result: 'published' | 'already_stored'): 'published' {
     this.metrics.triggers.inc({ result });

@@ -17,10 +17,13 @@ const READ_BUFFER = 1 << 20;
  * symbolic link out of it fails the load, naming the file.
  */
 export function directorySource(dir: string): SnapshotSource & { label: string } {
+  // The directory's real path, once per source: each of its files is resolved against it.
+  let root: Promise<string> | undefined;
+  const rootOf = () => (root ??= realpath(dir));
   return {
     label: dir,
     manifest: async () => {
-      const { handle, size } = await openInside(dir, MANIFEST_FILE, join(dir, MANIFEST_FILE));
+      const { handle, size } = await openInside(await rootOf(), MANIFEST_FILE, join(dir, MANIFEST_FILE));
       try {
         if (size > MAX_MANIFEST_BYTES) throw new SnapshotFileError(`${join(dir, MANIFEST_FILE)} is larger than ${MAX_MANIFEST_BYTES} bytes`);
         return await handle.readFile();
@@ -29,29 +32,30 @@ export function directorySource(dir: string): SnapshotSource & { label: string }
       }
     },
     storedSize: async (file) => {
-      const real = await fileInside(dir, file, `snapshot file ${file} in ${dir}`).catch((error: unknown) => {
-        if (error instanceof SnapshotFileError) throw error;
-        return undefined;
-      });
+      const real = await rootOf()
+        .then((r) => fileInside(r, file, `snapshot file ${file} in ${dir}`))
+        .catch((error: unknown) => {
+          if (error instanceof SnapshotFileError) throw error;
+          return undefined;
+        });
       const info = real === undefined ? undefined : await stat(real).catch(() => undefined);
       return info?.isFile() ? info.size : undefined;
     },
     open: async (file) => {
-      const { handle } = await openInside(dir, file, `snapshot file ${file} in ${dir}`);
+      const { handle } = await openInside(await rootOf(), file, `snapshot file ${file} in ${dir}`);
       return handle.createReadStream({ highWaterMark: READ_BUFFER });
     },
   };
 }
 
 /**
- * The real path of `file` of a snapshot directory, refused (SnapshotFileError naming `label`) when a
- * symbolic link leads it outside the directory: SNAPSHOT_DIR is checked once for the directory
+ * The real path of `file` of the snapshot directory whose real path is `root`, refused
+ * (SnapshotFileError naming `label`) when a symbolic link leads it outside the directory: SNAPSHOT_DIR is checked once for the directory
  * (resolveSnapshotDir), and a link planted in a snapshot would otherwise have the loader read any
  * file this process may read into a target. The dumper writes only regular files; a link between
  * files of the same snapshot is harmless and still read. A missing file rejects as realpath does (ENOENT).
  */
-async function fileInside(dir: string, file: string, label: string): Promise<string> {
-  const root = await realpath(dir);
+async function fileInside(root: string, file: string, label: string): Promise<string> {
   const real = await realpath(join(root, file));
   if (!isInside(root, real)) throw new SnapshotFileError(`${label} leads outside the snapshot directory (a symbolic link): only regular files inside it are read`);
   return real;
@@ -63,8 +67,8 @@ async function fileInside(dir: string, file: string, label: string): Promise<str
  * and without waiting (a FIFO would block the open until a writer came), then checked on the open
  * descriptor itself.
  */
-async function openInside(dir: string, file: string, label: string): Promise<{ handle: FileHandle; size: number }> {
-  const real = await fileInside(dir, file, label);
+async function openInside(root: string, file: string, label: string): Promise<{ handle: FileHandle; size: number }> {
+  const real = await fileInside(root, file, label);
   const handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ELOOP') throw new SnapshotFileError(`${label} leads outside the snapshot directory (a symbolic link): only regular files inside it are read`);
     throw error;

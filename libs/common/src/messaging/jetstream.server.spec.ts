@@ -36,12 +36,41 @@ class ProbeController {
   }
 }
 
+type NatsSpecConfig = ReturnType<typeof specNatsConfig>;
+type LoggerMethod = (...parts: unknown[]) => void;
+
+/** A Nest app whose JetStream transport binds `controller` to snapshot.ready under `durable`, every log line handed to `log`. */
+async function startProbeApp(config: NatsSpecConfig, durable: string, maxDeliver: number, controller: new (...args: never[]) => unknown, log: LoggerMethod) {
+  const nc = await connect({ servers: NATS_URL });
+  const moduleRef = await Test.createTestingModule({
+    imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver }] })],
+    controllers: [controller],
+  }).compile();
+  const app = moduleRef.createNestApplication({ logger: { log, error: log, warn: log, debug: log, verbose: log, fatal: log } });
+  attachJetStream(app);
+  await app.startAllMicroservices();
+  await app.init();
+  return { app, nc };
+}
+
+async function stopProbeApp(app: INestApplication | undefined, nc: NatsConnection | undefined, config: NatsSpecConfig): Promise<void> {
+  await app?.close();
+  if (!nc) return;
+  await (await jetstreamManager(nc)).streams.delete(config.stream).catch(() => undefined);
+  await nc.close();
+}
+
+/** The durable's messages delivered but not settled, and those not yet delivered. */
+async function consumerStateOf(nc: NatsConnection, config: NatsSpecConfig, durable: string) {
+  const info = await (await jetstreamManager(nc)).consumers.info(config.stream, durable);
+  return { unacked: info.num_ack_pending, pending: info.num_pending };
+}
+
 describe('JetStreamServer (real NATS)', () => {
   const config = specNatsConfig('js');
   /** Every line the app logs, Nest's own exception handler's included. */
   const logged: string[] = [];
   const keep = (...parts: unknown[]) => void logged.push(parts.map((part) => (part instanceof Error ? `${part.message}\n${part.stack}` : typeof part === 'string' ? part : JSON.stringify(part))).join(' '));
-  const captured = { log: keep, error: keep, warn: keep, debug: keep, verbose: keep, fatal: keep };
   const durable = 'probe';
   let app: INestApplication;
   let nc: NatsConnection;
@@ -49,10 +78,7 @@ describe('JetStreamServer (real NATS)', () => {
   const publish = async (body: Body | string) => {
     await jetstream(nc).publish(`${config.subjectPrefix}${SUBJECTS.snapshotReady}`, typeof body === 'string' ? body : JSON.stringify(body));
   };
-  const consumerState = async () => {
-    const info = await (await jetstreamManager(nc)).consumers.info(config.stream, durable);
-    return { unacked: info.num_ack_pending, pending: info.num_pending };
-  };
+  const consumerState = () => consumerStateOf(nc, config, durable);
   const callsFor = (probe: string) => ProbeController.calls.filter((c) => c.id === probe);
   const until = async (what: string, condition: () => boolean, timeoutMs = 10_000) => {
     const deadline = Date.now() + timeoutMs;
@@ -63,22 +89,10 @@ describe('JetStreamServer (real NATS)', () => {
   };
 
   beforeAll(async () => {
-    nc = await connect({ servers: NATS_URL });
-    const moduleRef = await Test.createTestingModule({
-      imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver: 5 }] })],
-      controllers: [ProbeController],
-    }).compile();
-    app = moduleRef.createNestApplication({ logger: captured });
-    attachJetStream(app);
-    await app.startAllMicroservices();
-    await app.init();
+    ({ app, nc } = await startProbeApp(config, durable, 5, ProbeController, keep));
   });
 
-  afterAll(async () => {
-    await app?.close();
-    await (await jetstreamManager(nc)).streams.delete(config.stream).catch(() => undefined);
-    await nc.close();
-  });
+  afterAll(() => stopProbeApp(app, nc, config));
 
   it('creates the stream and the durable consumer, and reports ready', async () => {
     const info = await (await jetstreamManager(nc)).consumers.info(config.stream, durable);
@@ -175,22 +189,10 @@ describe('JetStreamServer, a handler failing on the last delivery (real NATS)', 
   let nc: NatsConnection;
 
   beforeAll(async () => {
-    nc = await connect({ servers: NATS_URL });
-    const moduleRef = await Test.createTestingModule({
-      imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [{ pattern: SUBJECTS.snapshotReady, durable, startAt: 'all', maxDeliver: 2 }] })],
-      controllers: [FailingReportController],
-    }).compile();
-    app = moduleRef.createNestApplication({ logger: { log: keep, error: keep, warn: keep, debug: keep, verbose: keep, fatal: keep } });
-    attachJetStream(app);
-    await app.startAllMicroservices();
-    await app.init();
+    ({ app, nc } = await startProbeApp(config, durable, 2, FailingReportController, keep));
   });
 
-  afterAll(async () => {
-    await app?.close();
-    await (await jetstreamManager(nc)).streams.delete(config.stream).catch(() => undefined);
-    await nc.close();
-  });
+  afterAll(() => stopProbeApp(app, nc, config));
 
   it('logs that the message is dropped with no outcome published, and terminates it at once', async () => {
     const { seq } = await jetstream(nc).publish(`${config.subjectPrefix}${SUBJECTS.snapshotReady}`, JSON.stringify({ id: 'last-1' }));
@@ -208,10 +210,7 @@ describe('JetStreamServer, a handler failing on the last delivery (real NATS)', 
     // The first delivery's failure is redelivered, and said so.
     expect(logged).toContainEqual(`handler failed for snapshot.ready #${seq} (delivery 1, consumer ${durable}), will be redelivered: target database unreachable`);
     // Terminated: settled right away, not after the nak's delay (a message past max_deliver is then dropped).
-    const state = async () => {
-      const info = await (await jetstreamManager(nc)).consumers.info(config.stream, durable);
-      return { unacked: info.num_ack_pending, pending: info.num_pending };
-    };
+    const state = () => consumerStateOf(nc, config, durable);
     while (JSON.stringify(await state()) !== JSON.stringify({ unacked: 0, pending: 0 }) && Date.now() - handled < 1_500) await sleep(50);
     expect(await state()).toEqual({ unacked: 0, pending: 0 });
     expect(Date.now() - handled).toBeLessThan(1_500);

@@ -43,10 +43,16 @@ export class CatchUpService {
         if (existing) {
           this.logger.log(`catch-up: ${date} already has a run (dump ${existing.dump.state}), not triggered again`);
         } else {
-          // One id per date: two schedulers catching up at once trigger each date once.
-          await this.events.publish(SUBJECTS.trigger, { date }, `catchup:${date}`);
-          this.metrics.triggers.inc({ result: 'published' });
-          this.logger.log(`catch-up: triggered ${date}, waiting for the run to finish`);
+          // One id per date: two schedulers catching up at once trigger each date once, and only the
+          // one whose publish the stream stored counts it `published` (as for scheduled ticks).
+          const ack = await this.events.publish(SUBJECTS.trigger, { date }, `catchup:${date}`);
+          if (ack.duplicate) {
+            this.metrics.triggers.inc({ result: 'already_stored' });
+            this.logger.log(`catch-up: the trigger for ${date} was stored already (another scheduler catching up, or an earlier attempt whose answer was lost): waiting for the run to finish`);
+          } else {
+            this.metrics.triggers.inc({ result: 'published' });
+            this.logger.log(`catch-up: triggered ${date}, waiting for the run to finish`);
+          }
         }
         await this.waitUntilOver(date, signal, pollMs);
       }

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { JetStreamApiCodes, JetStreamApiError, jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, jetstream, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
 import type { Subject } from '../contract/subjects';
@@ -153,8 +153,10 @@ export class EventPublisher {
    * message only if the subject's last message is still that one (0: none); otherwise the publish
    * throws at once, without retrying (see isOutrunPublish). With `signal` (the app's stop signal) a
    * stop ends the retries at once with BrokerCallStoppedError; a handler hands its message back then.
+   * Returns the stream's ack: `duplicate` when the stream held a message with this id already (within
+   * its duplicate window) and dropped this one.
    */
-  async publish(subject: Subject, payload: object, msgID?: string, { headers, expectLastSubjectSequence, signal }: PublishOptions = {}): Promise<void> {
+  async publish(subject: Subject, payload: object, msgID?: string, { headers, expectLastSubjectSequence, signal }: PublishOptions = {}): Promise<PubAck> {
     const body = JSON.stringify(payload);
     let hdrs: ReturnType<typeof natsHeaders> | undefined;
     if (headers) {
@@ -166,7 +168,7 @@ export class EventPublisher {
       ...(hdrs ? { headers: hdrs } : {}),
       ...(expectLastSubjectSequence === undefined ? {} : { expect: { lastSubjectSequence: expectLastSubjectSequence } }),
     };
-    await withBrokerRetry(
+    return withBrokerRetry(
       this.connection,
       `publishing ${subject}`,
       (timeoutMs) => this.js.publish(`${this.config.subjectPrefix}${subject}`, body, { ...options, timeout: Math.min(PUBLISH_TIMEOUT_MS, timeoutMs) }),

@@ -293,7 +293,10 @@ export async function readManifest(dir: string | (SnapshotSource & { label: stri
       entry.columns.every((c) => typeof c === 'string' && c.length > 0);
     if (!same) throw new SnapshotFileError(`${path} does not match the message for table ${table.name}`);
   });
-  manifest.sequences = Array.isArray(manifest.sequences) ? manifest.sequences : [];
+  // Absent: nothing to set. Present but not a list (`{}`, `"..."`): a damaged manifest, where reading it
+  // as empty silently left every sequence of the environment behind production's.
+  if (manifest.sequences === undefined) manifest.sequences = [];
+  if (!Array.isArray(manifest.sequences)) throw new SnapshotFileError(`${path} is not a manifest this loader can use: sequences must be a list`);
   manifest.sequences.forEach((entry: unknown, index) => {
     const problem = sequenceEntryProblem(entry);
     if (problem) throw new SnapshotFileError(`${path} is not a manifest this loader can use: sequences[${index}]${problem}`);

@@ -1355,8 +1355,14 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
       [{ ...good, sequence: 'not a "name' }, /sequences\[2\]\.sequence must be a qualified name/],
       [null, /sequences\[2\] must be an object/],
     ];
-    for (const [entry, message] of malformed) {
-      const written = await snapshotWithManifest((manifest) => ({ ...manifest, sequences: [...manifest.sequences, entry] as WrittenSnapshot['manifest']['sequences'] }));
+    const manifests: [(manifest: WrittenSnapshot['manifest']) => object, RegExp][] = malformed.map(([entry, message]) => [
+      (manifest) => ({ ...manifest, sequences: [...manifest.sequences, entry] }),
+      message,
+    ]);
+    // Not a list at all: read as empty before, which left every sequence of the environment behind production's.
+    manifests.push([(manifest) => ({ ...manifest, sequences: { 0: manifest.sequences[0] } }), /sequences must be a list/]);
+    for (const [edit, message] of manifests) {
+      const written = await snapshotWithManifest((manifest) => edit(manifest) as WrittenSnapshot['manifest']);
       const error = await load(target, written).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(SnapshotFileError);
       expect((error as Error).message).toContain(join(written.location, 'manifest.json'));

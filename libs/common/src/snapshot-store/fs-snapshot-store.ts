@@ -1,9 +1,10 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { countBytes } from './byte-counter';
+import { directorySource } from './snapshot-directory';
 import { assertObjectName, MANIFEST_OBJECT, SNAPSHOT_PREFIX, SnapshotLocationError, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
 
 const TMP_PREFIX = '.tmp-';
@@ -91,21 +92,17 @@ export class FsSnapshotStore implements SnapshotStore {
     const dir = await realpath(join(this.root, name));
     const root = await realpath(this.root);
     if (!dir.startsWith(root + sep)) throw new SnapshotLocationError(`snapshot ${name} resolves to ${dir}, outside SNAPSHOT_DIR ${root}`);
+    // Read as the loader reads it: only regular files inside the directory, never through a link out of it.
+    const files = directorySource(dir);
     return {
-      manifest: () => readFile(join(dir, MANIFEST_OBJECT)),
-      storedSize: async (object) => {
+      manifest: () => files.manifest(),
+      storedSize: (object) => {
         assertObjectName(object);
-        return stat(join(dir, object)).then(
-          (s) => s.size,
-          () => undefined,
-        );
+        return files.storedSize(object);
       },
-      open: async (object): Promise<Readable> => {
+      open: (object): Promise<Readable> => {
         assertObjectName(object);
-        const stream = createReadStream(join(dir, object), { highWaterMark: IO_BUFFER });
-        // Surface a missing file here, not as the first error of a COPY.
-        await new Promise<void>((ready, fail) => stream.once('open', () => ready()).once('error', fail));
-        return stream;
+        return files.open(object);
       },
     };
   }

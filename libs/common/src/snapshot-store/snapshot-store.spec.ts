@@ -176,6 +176,35 @@ describe('nats snapshot store: the Object Store digest and orphan chunks', () =>
   });
 });
 
+describe('fs snapshot store: only the snapshot directory\'s own regular files are read', () => {
+  const root = mkdtempSync(join(tmpdir(), 'fs-links-'));
+  const outside = mkdtempSync(join(tmpdir(), 'fs-links-outside-'));
+  const store = new FsSnapshotStore(root);
+  afterAll(() => {
+    rmSync(root, { recursive: true, force: true });
+    rmSync(outside, { recursive: true, force: true });
+  });
+
+  it('refuses a manifest.json or table file that is a symbolic link out of the snapshot (retention reads the manifest this way)', async () => {
+    const dir = join(root, `prod_snapshot_${ID}`);
+    mkdirSync(dir);
+    // A manifest that would pass for this snapshot's, and a file that is not the snapshot's at all.
+    writeFileSync(join(outside, 'manifest.json'), JSON.stringify({ snapshotId: ID, createdAt: '2024-01-05T00:00:00.000Z' }));
+    writeFileSync(join(outside, 'secret.csv'), 'not,a,snapshot\n');
+    symlinkSync(join(outside, 'manifest.json'), join(dir, 'manifest.json'));
+    symlinkSync(join(outside, 'secret.csv'), join(dir, '0001_public.a.csv'));
+    writeFileSync(join(dir, '0002_public.b.csv'), 'id\n1\n');
+    const source = await store.open(store.locationOf(ID));
+    await expect(source.manifest()).rejects.toThrow(/manifest\.json leads outside the snapshot directory \(a symbolic link\)/);
+    await expect(source.open('0001_public.a.csv')).rejects.toThrow(/0001_public\.a\.csv in .* leads outside the snapshot directory/);
+    await expect(source.storedSize('0001_public.a.csv')).rejects.toThrow(/leads outside the snapshot directory/);
+    // The snapshot's own regular files are read as before.
+    expect(await text(await source.open('0002_public.b.csv'))).toBe('id\n1\n');
+    expect(await source.storedSize('0002_public.b.csv')).toBe(5);
+    expect(await source.storedSize('0003_public.c.csv')).toBeUndefined();
+  });
+});
+
 describe('fs snapshot store: a removal that stops part-way', () => {
   const root = mkdtempSync(join(tmpdir(), 'fs-remove-'));
   const store = new FsSnapshotStore(root);

@@ -1233,6 +1233,24 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await seenBy(100 * 1024)).toEqual(['100MB']);
   });
 
+  it("reads the catalog with JIT off, and loads the data with the environment's own JIT setting", async () => {
+    // PostgreSQL JIT-compiled the load's recursive catalog queries for seconds on every load. Seen
+    // from inside the load's transaction: the TRUNCATE ends the preparation, the COPY is the data.
+    const target = await createTarget(`
+      CREATE TABLE public.seen (at text, jit text);
+      CREATE FUNCTION public.note_jit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO public.seen VALUES (TG_OP, current_setting('jit')); RETURN NULL; END $$;
+      CREATE TRIGGER customers_truncated AFTER TRUNCATE ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.note_jit();
+      CREATE TRIGGER customers_copied AFTER INSERT ON public.customers FOR EACH STATEMENT EXECUTE FUNCTION public.note_jit();
+    `);
+    await query(target, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET jit = on', current_database()); END $$");
+    await loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, triggers: 'fire' });
+    expect(await query<{ at: string; jit: string }>(target, 'SELECT at, jit FROM public.seen')).toEqual([
+      { at: 'TRUNCATE', jit: 'off' },
+      { at: 'INSERT', jit: 'on' },
+    ]);
+  });
+
   /** A fresh dump of the source whose manifest `edit` rewrites (as an older or newer dumper would write it). */
   async function snapshotWithManifest(edit: (manifest: WrittenSnapshot['manifest']) => WrittenSnapshot['manifest']): Promise<WrittenSnapshot> {
     const written = await dumpSource();

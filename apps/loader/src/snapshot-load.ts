@@ -15,7 +15,7 @@ import { checkFileSizes, directorySource, openTableData, readCsvHeader, readMani
 import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForeignKeys } from './load/indexes';
 import { dropNotValidChecks, notValidChecks, restoreNotValidChecks } from './load/not-valid-checks';
 import { checkReferencesFromOutside } from './load/references';
-import { applyLoadSettings } from './load/session-settings';
+import { applyLoadSettings, jitOffUntilData } from './load/session-settings';
 import { setSequences } from './load/sequences';
 import { lockAgainstChanges } from './load/table-locks';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
@@ -191,6 +191,7 @@ async function loadTables(
 ): Promise<{ rows: number; drift?: LoadDrift }> {
   const { client, catalog } = load;
   const mode = hooks.schemaDrift ?? 'fail';
+  const jitForData = await jitOffUntilData(client);
   // Before the catalog is read: what is read below (indexes, keys, triggers, checks) is replayed at
   // the end, so a migration committed between the read and the load's own DDL would be undone.
   // Waited for in slices: a stopping app ends the wait within about a second.
@@ -224,6 +225,7 @@ async function loadTables(
   // through their parent, so a partitioned table is truncated whole).
   const { truncated, localLeaves } = await truncateTargets(client, targets);
   if (truncated.length) await client.query(`TRUNCATE ${truncated.join(', ')}`);
+  await jitForData();
   phases.mark('prepare');
 
   const totalBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);

@@ -204,6 +204,40 @@ describe('jsonb paths with an index segment over rows that hold no array there',
   });
 });
 
+describe('jsonb paths through a key holding a control character', () => {
+  // A tab inside a key: the check must look where the masking writes, under the real key.
+  const SQL = `
+    CREATE TABLE public.docs (id int PRIMARY KEY, profile jsonb);
+    INSERT INTO public.docs VALUES (1, '{"home\\tinfo": {"email": "bob.secret@corp.example"}}');`;
+  const source = sourceFor('rules_jsonb_control', SQL);
+  const dump = () => dumpWith(source(), 'strict: true\ntables:\n  public.docs: { id: keep, profile: { jsonb: { "home\\tinfo.email": email } } }\n', 'jsonb control spec key 01');
+  const refused = (what: string) => ({ name: 'RulesError', problems: [`public.docs.profile: jsonb path home\tinfo.email ${what}`] });
+
+  it('masks the member under that key, and refuses the path where some row holds an array or a string there', async () => {
+    const { manifest, location } = await dump();
+    const csv = readFileSync(join(location, manifest.tables.find((t) => t.table === 'docs')!.file), 'utf8');
+    expect(csv).not.toContain('bob.secret');
+    expect(csv).toMatch(/user_[0-9a-f]{20}@example\.com/);
+
+    await source().query(`INSERT INTO public.docs VALUES (2, '{"home\\tinfo": [{"email": "alice.secret@corp.example"}]}')`);
+    try {
+      await expect(dump()).rejects.toMatchObject(
+        refused('meets an array in some rows, where masking cannot reach the values; mask the whole column (null, or sql) or name every element (a.0.b, a.1.b, ...)'),
+      );
+    } finally {
+      await source().query('DELETE FROM public.docs WHERE id = 2');
+    }
+    await source().query(`INSERT INTO public.docs VALUES (3, '{"home\\tinfo": "carol.secret@corp.example"}')`);
+    try {
+      await expect(dump()).rejects.toMatchObject(
+        refused('meets a string or a number where it names a key or an element in some rows, and the whole value would go out unmasked; mask the whole column (null, or sql)'),
+      );
+    } finally {
+      await source().query('DELETE FROM public.docs WHERE id = 3');
+    }
+  });
+});
+
 describe('a foreign key declared on one partition', () => {
   const SQL = `
     CREATE TABLE public.customers (id int PRIMARY KEY);

@@ -1,13 +1,16 @@
 import type { ClientBase } from 'pg';
 import { quoteIdent } from '../../database';
 import { columnKey, type TablePlan } from '..';
-import { quoteLiteral } from './masking-sql';
+import { textArray } from './masking-sql';
 
 const INDEX = /^-?\d+$/;
 
-/** `doc #> '{a,0}'::text[]`: the value at the first `depth` segments of `path` (the document itself at 0). */
+/**
+ * `doc #> ARRAY['a','0']::text[]`: the value at the first `depth` segments of `path` (the document
+ * itself at 0), the path built as the masking builds it, so the check looks where the masking writes.
+ */
 function valueAt(document: string, path: string[], depth: number): string {
-  return `(${document} #> ${quoteLiteral(`{${path.slice(0, depth).map((p) => JSON.stringify(p)).join(',')}}`)}::text[])`;
+  return `(${document} #> ${textArray(path.slice(0, depth))})`;
 }
 
 /** Elements 0..k-1 are named: the longest run from 0 in `indexes`. */

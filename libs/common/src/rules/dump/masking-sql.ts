@@ -45,7 +45,11 @@ const LAST_NAMES = [
 ];
 /** The longest name the `name` strategy writes (rules-plan's NAME_MAX_LENGTH must agree: masking-sql.spec). */
 export const LONGEST_FAKE_NAME = Math.max(...FIRST_NAMES.map((n) => n.length)) + 1 + Math.max(...LAST_NAMES.map((n) => n.length));
-const textArray = (values: string[]) => `ARRAY[${values.map(quoteLiteral).join(',')}]`;
+/**
+ * A text[] of these values, each a quoted literal: the values reach PostgreSQL as written. Not an
+ * array literal (`'{...}'`) of JSON strings: its parser reads JSON's `\t` for a tab as a plain `t`.
+ */
+export const textArray = (values: string[]): string => `ARRAY[${values.map(quoteLiteral).join(',')}]::text[]`;
 
 /**
  * What `redact` leaves: ASCII whitespace (tab to carriage return, space) and ASCII punctuation, as
@@ -84,7 +88,7 @@ function constantSql(value: ConstantValue): string {
 /** One path of a json value masked; `x` is the (jsonb) document so far. */
 function maskJsonPath(x: string, path: string[], strategy: LeafStrategy): string {
   if (strategy.kind === 'keep') return x;
-  const p = `${textArray(path)}::text[]`;
+  const p = textArray(path);
   let replacement: string;
   if (strategy.kind === 'null') replacement = "'null'::jsonb";
   else if (strategy.kind === 'constant') replacement = strategy.value === null ? "'null'::jsonb" : `to_jsonb(${quoteLiteral(JSON.stringify(strategy.value))}::jsonb)`;

@@ -12,7 +12,10 @@ export interface CatalogColumn {
   category: string;
   /** The characters a `varchar(n)` / `char(n)` column holds (on it or on one of its domains), else null. */
   maxLength: number | null;
-  /** NOT NULL on the column or on one of its domains (a domain's NOT NULL refuses a NULL just the same). */
+  /**
+   * NOT NULL on the column, on one of its domains (a domain's NOT NULL refuses a NULL just the same),
+   * or, for a partitioned table, on the column of that name in any of its partitions.
+   */
   notNull: boolean;
   /** The column's collation, qualified and quoted (`pg_catalog."C"`); null for a type without one. */
   collation: string | null;
@@ -69,10 +72,18 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
     generated: boolean | null;
     deterministic: boolean | null;
   }>(`
+    -- NOT NULL set on a partition alone (ALTER TABLE events_eu ALTER note SET NOT NULL): the load
+    -- writes through the partitioned table, and a NULL routed there fails it. By name: a partition's
+    -- columns have its parent's names, not always its attnums (one attached with another column order).
+    WITH partition_not_null AS (
+      SELECT DISTINCT pg_partition_root(p.oid) AS root, pa.attname
+        FROM pg_class p JOIN pg_attribute pa ON pa.attrelid = p.oid AND pa.attnum > 0 AND NOT pa.attisdropped
+       WHERE p.relispartition AND pa.attnotnull)
     SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS table, c.relkind, a.attname AS column,
            format_type(a.atttypid, a.atttypmod) AS type, bt.typname AS base_type, bt.typcategory AS category,
            CASE WHEN bt.typname IN ('varchar', 'bpchar') AND base.typmod >= 4 THEN base.typmod - 4 END AS max_length,
-           a.attnotnull OR base.domain_not_null AS not_null, a.attgenerated <> '' AS generated,
+           a.attnotnull OR base.domain_not_null
+             OR EXISTS (SELECT 1 FROM partition_not_null pn WHERE pn.root = c.oid AND pn.attname = a.attname) AS not_null, a.attgenerated <> '' AS generated,
            (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
               FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) AS collation,
            coalesce((SELECT co.collisdeterministic FROM pg_collation co WHERE co.oid = a.attcollation), true) AS deterministic

@@ -48,6 +48,12 @@ beforeAll(async () => {
       "CREATE TABLE public.events_2024 PARTITION OF public.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');" +
       'CREATE UNIQUE INDEX events_2024_code_key ON public.events_2024 (code);' +
       'CREATE TABLE public.badges (holder text UNIQUE NULLS NOT DISTINCT, spare text UNIQUE);' +
+      // NOT NULL on one partition only, and on a partition two levels down attached with its own column order.
+      'CREATE TABLE public.calls (id int, region text, note text, memo text, detail text) PARTITION BY LIST (region);' +
+      "CREATE TABLE public.calls_eu PARTITION OF public.calls FOR VALUES IN ('eu'); ALTER TABLE public.calls_eu ALTER COLUMN note SET NOT NULL;" +
+      "CREATE TABLE public.calls_us PARTITION OF public.calls FOR VALUES IN ('us') PARTITION BY LIST (id);" +
+      'CREATE TABLE public.calls_us_1 (memo text NOT NULL, detail text, note text, region text, id int);' +
+      'ALTER TABLE public.calls_us ATTACH PARTITION public.calls_us_1 FOR VALUES IN (1);' +
       // A case-sensitive unique key that a citext column is declared to join.
       'CREATE TABLE public.members (username text UNIQUE, nickname text); CREATE TABLE public.member_logins (username citext, nickname citext);' +
       // A key under a case-insensitive ICU collation: 'Alice.Smith' and 'alice.smith' join.
@@ -138,6 +144,11 @@ tables:
   it('refuses null on a column whose domain, or a domain under it, is NOT NULL', () => {
     const rules = 'strict: true\ntables:\n  public.notes: { body: null, memo: null, plain: null }\n';
     expect(plan(rules, [{ schema: 'public', name: 'notes' }]).problems).toEqual(['public.notes.body: null on a NOT NULL column', 'public.notes.memo: null on a NOT NULL column']);
+  });
+
+  it('refuses null on a column of a partitioned table that is NOT NULL on one of its partitions, at any depth', () => {
+    const rules = 'strict: true\ntables:\n  public.calls: { id: keep, region: keep, note: null, memo: null, detail: null }\n';
+    expect(plan(rules, [{ schema: 'public', name: 'calls' }]).problems).toEqual(['public.calls.note: null on a NOT NULL column', 'public.calls.memo: null on a NOT NULL column']);
   });
 
   it('looks through domains over domains, and refuses email and hash where the column cannot hold them', () => {

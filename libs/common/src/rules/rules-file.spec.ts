@@ -31,6 +31,29 @@ describe('rules file', () => {
     ]);
   });
 
+  it('refuses a number YAML would keep with other digits (past a double, trailing zeros, exponents), naming its line', () => {
+    const text = `tables:
+  public.accounts:
+    account_no: { constant: 12345678901234567890 }
+    code: { constant: 1.50 }
+    rate: { constant: 0.0500 }
+    limit: { constant: 1e3 }
+    exact: { constant: -12.25 }
+    tiny: { constant: 1.5e-7 }
+    profile: { jsonb: { balance: { constant: 10.0 } } }
+`;
+    expect(problemsOf(text)).toEqual([
+      "line 3: constant 12345678901234567890 is read by YAML as the number 12345678901234567000; write it in quotes ('12345678901234567890') to keep it as written",
+      "line 4: constant 1.50 is read by YAML as the number 1.5; write it in quotes ('1.50') to keep it as written",
+      "line 5: constant 0.0500 is read by YAML as the number 0.05; write it in quotes ('0.0500') to keep it as written",
+      "line 6: constant 1e3 is read by YAML as the number 1000; write it in quotes ('1e3') to keep it as written",
+      "line 9: constant 10.0 is read by YAML as the number 10; write it in quotes ('10.0') to keep it as written",
+    ]);
+    expect(problemsOf('{"tables": {"public.accounts": {"rate": {"constant": 0.0500}}}}')).toEqual([
+      "line 1: constant 0.0500 is read by YAML as the number 0.05; write it in quotes ('0.0500') to keep it as written",
+    ]);
+  });
+
   it('reads every strategy of the documented format', () => {
     const rules = parseRules(MASKING_RULES_YAML, FILE);
     expect(rules.strict).toBe(true);

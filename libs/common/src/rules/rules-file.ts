@@ -171,7 +171,9 @@ function* tableEntries(raw: unknown, section: string, notAMapping: string, probl
 
 /**
  * Constants YAML reads as other digits than the file shows: `01234` is the number 1234 (a zip code
- * or an account number loses its zeros), `0x1F` is 31. Each is named with its line, to be quoted.
+ * or an account number loses its zeros), `0x1F` is 31, `12345678901234567890` is past a double's
+ * precision (12345678901234567000), `1.50` is 1.5. Any number whose text, as it will be written
+ * (String), is not its source is named with its line, to be quoted.
  */
 function constantsNotAsWritten(text: string): string[] {
   const lines = new LineCounter();
@@ -181,7 +183,7 @@ function constantsNotAsWritten(text: string): string[] {
       const { key, value } = pair;
       if (!isScalar(key) || key.value !== 'constant' || !isScalar(value) || typeof value.value !== 'number') return;
       const written = value.source ?? '';
-      if (!/^[-+]?0(\d|[xXoObB])/.test(written)) return;
+      if (String(value.value) === written) return;
       const { line } = lines.linePos(value.range?.[0] ?? 0);
       found.push(`line ${line}: constant ${written} is read by YAML as the number ${value.value}; write it in quotes ('${written}') to keep it as written`);
     },

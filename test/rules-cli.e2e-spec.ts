@@ -73,6 +73,36 @@ describe('db-fanout rules', () => {
     expect(subset.stdout).toContain('public.customers: subset where does not run: column "no_such_column" does not exist');
   });
 
+  it('check refuses a jsonb path under a key with a tab that meets an array, null on a column NOT NULL on one partition, a number YAML changes', async () => {
+    await source.query(`
+      CREATE TABLE public.docs (id int PRIMARY KEY, profile jsonb);
+      INSERT INTO public.docs VALUES (1, '{"home\\tinfo": [{"email": "alice.secret@corp.example"}]}');
+      CREATE TABLE public.events (id int, region text, note text) PARTITION BY LIST (region);
+      CREATE TABLE public.events_eu PARTITION OF public.events FOR VALUES IN ('eu');
+      ALTER TABLE public.events_eu ALTER COLUMN note SET NOT NULL;
+      INSERT INTO public.events VALUES (1, 'eu', 'call alice at home');`);
+    try {
+      const rules = join(dir, 'data-and-partitions.yaml');
+      writeFileSync(rules, 'strict: false\ntables:\n  public.docs: { id: keep, profile: { jsonb: { "home\\tinfo.email": email } } }\n  public.events: { note: null }\n');
+      const refused = await cli(['rules', 'check', '--source', source.url, '--rules', rules], { MASKING_KEY: KEY });
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toContain('public.events.note: null on a NOT NULL column');
+      // The plan's refusal comes first; once it is fixed, the path over the array is named.
+      writeFileSync(rules, 'strict: false\ntables:\n  public.docs: { id: keep, profile: { jsonb: { "home\\tinfo.email": email } } }\n  public.events: { note: redact }\n');
+      const path = await cli(['rules', 'check', '--source', source.url, '--rules', rules], { MASKING_KEY: KEY });
+      expect(path.code).toBe(1);
+      expect(path.stdout).toContain('public.docs.profile: jsonb path home\tinfo.email meets an array in some rows');
+      expect(`${refused.stdout}${path.stdout}${path.stderr}`).not.toMatch(/alice/);
+
+      writeFileSync(rules, 'strict: false\ntables:\n  public.events: { note: { constant: 1.50 } }\n');
+      const constant = await cli(['rules', 'check', '--source', source.url, '--rules', rules], { MASKING_KEY: KEY });
+      expect(constant.code).toBe(1);
+      expect(constant.stdout).toContain("line 3: constant 1.50 is read by YAML as the number 1.5; write it in quotes ('1.50') to keep it as written");
+    } finally {
+      await source.query('DROP TABLE public.docs, public.events');
+    }
+  });
+
   it("check withholds the production value a row's error quotes (a CI log is a log), unless ERROR_DETAIL=true", async () => {
     await source.query("INSERT INTO public.customers (id, email, full_name, ssn, created_at) VALUES (90, 'alice@example.org', 'Alice Wonderlander', '123-45-6789', '2024-02-01')");
     try {

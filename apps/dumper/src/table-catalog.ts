@@ -175,10 +175,15 @@ export class TableCatalog {
   }
 
   /**
-   * Every sequence that no column owns (serial, identity) and no column default calls, in the
-   * schemas of the dumped tables, outside extensions and the ledger: the application's own, or one a
-   * trigger calls, where PostgreSQL records no dependency (a schema EXCLUDE_TABLES empties is left out). Read like the others, right after the snapshot. One the dump's
-   * role may not read is left out, and named in `unreadable`.
+   * Every sequence that no table's column owns (serial, identity) and no table's column default
+   * calls, in the schemas of the dumped tables, outside extensions and the ledger: the application's
+   * own, one a trigger calls, where PostgreSQL records no dependency, and one a view's default calls
+   * or a foreign table's column owns (those relations are never dumped, but pg_dump of a database
+   * sets their sequences too, and an insert through the view lands in a dumped table). A table's
+   * sequence goes with the table: a dumped one's is in `readSequences`; one EXCLUDE_TABLES leaves out
+   * (or an extension's) keeps the environment's rows, so it keeps the environment's sequence too.
+   * A schema EXCLUDE_TABLES empties is left out. Read like the others, right after the snapshot. One
+   * the dump's role may not read is left out, and named in `unreadable`.
    */
   async readStandaloneSequences(tables: SourceTable[]): Promise<{ sequences: ManifestStandaloneSequence[]; unreadable: string[] }> {
     const { rows } = await this.session.query<{ schema: string; name: string; readable: boolean }>(
@@ -189,8 +194,17 @@ export class TableCatalog {
           AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${LEDGER_SCHEMA}')
           AND n.nspname NOT LIKE 'pg\\_toast%'
           AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
-          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+          AND NOT EXISTS (
+                SELECT 1 FROM (
+                  SELECT d.refobjid AS rel FROM pg_depend d
+                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                  UNION ALL
+                  SELECT ad.adrelid FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
+                   WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
+                ) tied JOIN pg_class r ON r.oid = tied.rel
+                -- A table or any partition (a foreign partition's travels with its partitioned table); not a view, not a foreign table.
+                WHERE r.relkind IN ('r', 'p') OR r.relispartition)
         ORDER BY n.nspname, c.relname`,
       [[...new Set(tables.map((table) => table.schema))]],
     );

@@ -1057,6 +1057,31 @@ describe('tables without columns (all dropped, or only generated ones)', () => {
   });
 });
 
+describe("a sequence a view's default calls, or a foreign table's column owns", () => {
+  it("is set to production's value, as pg_dump sets it: the next insert through the view continues after production's ids", async () => {
+    const SCHEMA = `
+      CREATE SEQUENCE public.vseq;
+      CREATE TABLE public.base (id int PRIMARY KEY, n text);
+      CREATE VIEW public.v AS SELECT * FROM public.base;
+      ALTER VIEW public.v ALTER COLUMN id SET DEFAULT nextval('public.vseq');
+      CREATE EXTENSION file_fdw;
+      CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
+      CREATE FOREIGN TABLE public.ft (id serial, n text) SERVER files OPTIONS (filename '/dev/null');`;
+    const { written, target } = await dumpedSourceAndTarget(
+      'viewseq',
+      `${SCHEMA}
+       INSERT INTO public.v (n) SELECT 'x' FROM generate_series(1, 5);
+       SELECT nextval('public.ft_id_seq') FROM generate_series(1, 7);`,
+      SCHEMA,
+    );
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded', rows: 5 });
+
+    expect(await sequencesOf(target)).toEqual(['ft_id_seq 7 true', 'vseq 5 true']);
+    expect(await query(target, "INSERT INTO public.v (n) VALUES ('new') RETURNING id")).toEqual([{ id: 6 }]);
+  });
+});
+
 describe('a snapshot of many tables', () => {
   it('reads their headers with at most 8 downloads open at once, not one per table', async () => {
     const SQL = Array.from({ length: 30 }, (_, i) => `CREATE TABLE public.t${i} (id int); INSERT INTO public.t${i} VALUES (${i});`).join('\n');

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import type { LoadTriggers } from '@app/common/config';
 import type { SnapshotReadyPayload } from '@app/common/contract';
 import { describeFailure } from '@app/common/observability';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
@@ -33,10 +34,10 @@ describe('SCHEMA_DRIFT', () => {
     createdAt: snapshot.manifest.createdAt,
     tables: snapshot.manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
   });
-  const load = async (target: TestDatabase, schemaDrift: 'fail' | 'common-columns') => {
+  const load = async (target: TestDatabase, schemaDrift: 'fail' | 'common-columns', triggers?: LoadTriggers) => {
     const database = new TargetDatabase(target.url);
     try {
-      return await loadSnapshot(database, { snapshot: payload(), dir: snapshot.location, environment: 'spec', attempt: 1, schemaDrift });
+      return await loadSnapshot(database, { snapshot: payload(), dir: snapshot.location, environment: 'spec', attempt: 1, schemaDrift, triggers });
     } finally {
       await database.close();
     }
@@ -161,6 +162,52 @@ describe('SCHEMA_DRIFT', () => {
     const checked = await target(`${DRIFTED_SQL.replace('note text', 'note text, CHECK (id > 1)')}`);
     const broken = await load(checked, 'common-columns').catch((e: unknown) => e);
     expect(describeFailure(broken, { detail: false })).toEqual({ error: 'new row for relation "people" violates check constraint "people_id_check" (table public.people)', code: '23514' });
+  });
+
+  it("common-columns puts the rows in the table alone, as COPY does: the environment's INSERT rules neither divert nor copy them, and are back as they were", async () => {
+    // The table lacks legacy_code, so its rows go through the staging table and an INSERT, which rules rewrite.
+    const env = await target(`${DRIFTED_SQL}
+      CREATE TABLE public.people_audit (id int, at timestamptz DEFAULT now());
+      CREATE RULE people_audit AS ON INSERT TO public.people DO ALSO INSERT INTO public.people_audit (id) VALUES (NEW.id);
+      CREATE TABLE public.archive (id int PRIMARY KEY, name text);
+      CREATE RULE people_archive AS ON INSERT TO public.people WHERE NEW.name = 'Zoë' DO INSTEAD INSERT INTO public.archive VALUES (NEW.id, NEW.name);
+      CREATE RULE people_replica AS ON INSERT TO public.people DO ALSO INSERT INTO public.people_audit (id) VALUES (-NEW.id);
+      CREATE RULE people_off AS ON INSERT TO public.people DO INSTEAD NOTHING;
+      ALTER TABLE public.people ENABLE ALWAYS RULE people_archive;
+      ALTER TABLE public.people ENABLE REPLICA RULE people_replica;
+      ALTER TABLE public.people DISABLE RULE people_off;`);
+    const rules = () => env.query(`SELECT rulename, ev_enabled FROM pg_rewrite WHERE ev_class = 'public.people'::regclass ORDER BY rulename`);
+    expect(await rules()).toEqual([
+      { rulename: 'people_archive', ev_enabled: 'A' },
+      { rulename: 'people_audit', ev_enabled: 'O' },
+      { rulename: 'people_off', ev_enabled: 'D' },
+      { rulename: 'people_replica', ev_enabled: 'R' },
+    ]);
+    const before = await rules();
+
+    expect(await load(env, 'common-columns')).toMatchObject({ kind: 'loaded', rows: 2 });
+
+    expect(await env.query('SELECT id, name FROM public.people ORDER BY id')).toEqual([
+      { id: 1, name: 'Ada' },
+      { id: 2, name: 'Zoë' },
+    ]);
+    expect(await env.query('SELECT id FROM public.archive')).toEqual([]);
+    expect(await env.query('SELECT id FROM public.people_audit')).toEqual([]);
+    expect(await rules()).toEqual(before);
+    // The rules work again for the environment's own inserts.
+    await env.query("INSERT INTO public.people (id, name) VALUES (3, 'new')");
+    expect(await env.query('SELECT id FROM public.people_audit')).toEqual([{ id: 3 }]);
+  });
+
+  it('common-columns fails, and changes nothing, when the INSERT from the staging table writes fewer rows than the snapshot has', async () => {
+    // With LOAD_TRIGGERS=fire, a BEFORE trigger returning NULL skips a row (a COPY's row count catches the same).
+    const env = await target(`${DRIFTED_SQL} INSERT INTO public.people (id, name) VALUES (9, 'stale');
+      CREATE FUNCTION public.skip_zoe() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER skip_zoe BEFORE INSERT ON public.people FOR EACH ROW EXECUTE FUNCTION public.skip_zoe();`);
+    const error = await load(env, 'common-columns', 'fire').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TargetSchemaError);
+    expect((error as Error).message).toBe('the INSERT from the staging table wrote 1 of its 2 rows into public.people');
+    expect(await env.query('SELECT id, name FROM public.people')).toEqual([{ id: 9, name: 'stale' }]);
   });
 
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {

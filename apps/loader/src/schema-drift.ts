@@ -2,6 +2,7 @@ import type { LoadDrift, ManifestSequence, ManifestTable } from '@app/common/con
 import { formatIdent, quoteIdent, quoteQualified } from '@app/common/database';
 import { locateFailure } from '@app/common/observability';
 import type { Queryable } from './database/queryable';
+import { disableInsertRules, insertRules, restoreInsertRules } from './load/insert-rules';
 import { findTargetTable, TargetCatalog, TargetSchemaError, type TargetTable } from './target-schema';
 
 /** SCHEMA_DRIFT: `fail` (an error naming what differs, nothing changes) or `common-columns`. */
@@ -110,16 +111,22 @@ export function stagedCopySql(target: DriftTarget): StagedCopy {
 }
 
 /**
- * The staged INSERT of `stagedCopySql`. PostgreSQL names no table or column for a value that fails
- * there (a COPY's CONTEXT names both): a failure is marked with the table and, where the values of
- * one column fail alone with the same SQLSTATE, that column (see `failingColumn`). The error thrown
- * is PostgreSQL's own (its SQLSTATE, its message, its DETAIL), and the caller rolls the load's
- * transaction back as for any failure.
+ * The staged INSERT of `stagedCopySql`, of the `stagedRows` the COPY put in the staging table. It
+ * takes the rows as COPY would: the table's INSERT rules (CREATE RULE), which COPY ignores, are off
+ * for it (see `disableInsertRules`), and it must write every staged row into the table, or the load
+ * fails (a BEFORE trigger firing under LOAD_TRIGGERS=fire may skip one, as it would in a COPY).
+ * PostgreSQL names no table or column for a value that fails there (a COPY's CONTEXT names both): a
+ * failure is marked with the table and, where the values of one column fail alone with the same
+ * SQLSTATE, that column (see `failingColumn`). The error thrown is PostgreSQL's own (its SQLSTATE,
+ * its message, its DETAIL), and the caller rolls the load's transaction back as for any failure.
  */
-export async function insertStaged(client: Queryable, target: DriftTarget, staged: StagedCopy): Promise<void> {
+export async function insertStaged(client: Queryable, target: DriftTarget, staged: StagedCopy, stagedRows: number): Promise<void> {
+  const rules = await insertRules(client, target.oid);
+  await disableInsertRules(client, rules);
   await client.query('SAVEPOINT db_fanout_drift_insert');
+  let inserted: number | null;
   try {
-    await client.query(staged.insert);
+    inserted = (await client.query(staged.insert)).rowCount;
   } catch (error) {
     const code = (error as { code?: unknown }).code;
     // Data exceptions (class 22) and a domain's NOT NULL or CHECK (class 23) can be one column's values.
@@ -127,6 +134,10 @@ export async function insertStaged(client: Queryable, target: DriftTarget, stage
     throw locateFailure(error, `table ${target.manifest.name}${column === undefined ? '' : `, column ${formatIdent(column)}`}`);
   }
   await client.query('RELEASE SAVEPOINT db_fanout_drift_insert');
+  if (inserted !== stagedRows) {
+    throw new TargetSchemaError(`the INSERT from the staging table wrote ${inserted ?? 0} of its ${stagedRows} rows into ${target.manifest.name}`);
+  }
+  await restoreInsertRules(client, rules);
 }
 
 /**

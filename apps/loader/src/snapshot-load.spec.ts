@@ -1055,6 +1055,22 @@ describe('tables without columns (all dropped, or only generated ones)', () => {
     expect(await query(target, 'SELECT count(*)::int AS n FROM public.markers')).toEqual([{ n: 2 }]);
     expect(await query(target, 'SELECT note, total FROM public.legacy')).toEqual(Array.from({ length: 3 }, () => ({ note: 'from the environment', total: 1 })));
   });
+
+  it("are loaded as COPY would load them, whatever INSERT rules the environment has on them (such a table's rows go through an INSERT)", async () => {
+    const { written, target } = await dumpedSourceAndTarget(
+      'nocols_rules',
+      'CREATE TABLE public.markers (); INSERT INTO public.markers DEFAULT VALUES; INSERT INTO public.markers DEFAULT VALUES;',
+      `CREATE TABLE public.markers ();
+       CREATE TABLE public.marker_log (at timestamptz DEFAULT now());
+       CREATE RULE markers_logged AS ON INSERT TO public.markers DO INSTEAD INSERT INTO public.marker_log DEFAULT VALUES;`,
+    );
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded', rows: 2 });
+
+    expect(await query(target, 'SELECT count(*)::int AS n FROM public.markers')).toEqual([{ n: 2 }]);
+    expect(await query(target, 'SELECT count(*)::int AS n FROM public.marker_log')).toEqual([{ n: 0 }]);
+    expect(await query(target, "SELECT ev_enabled FROM pg_rewrite WHERE rulename = 'markers_logged'")).toEqual([{ ev_enabled: 'O' }]);
+  });
 });
 
 describe("a sequence a view's default calls, or a foreign table's column owns", () => {

@@ -310,7 +310,8 @@ async function copyTable(client: PoolClient, openData: () => Promise<Readable>, 
   const table = target.manifest;
   // FREEZE needs the table truncated in this transaction (it was) and is refused for partitioned tables.
   const options = target.partitioned ? 'FORMAT csv, HEADER' : 'FORMAT csv, HEADER, FREEZE';
-  // SCHEMA_DRIFT=common-columns with columns the target lacks: through a staging table that drops them.
+  // SCHEMA_DRIFT=common-columns with columns the target lacks: through a staging table that drops them
+  // (a file of no columns too), then an INSERT that insertStaged makes take the rows as COPY would.
   const staged = target.leftOut.length || target.columns.length === 0 ? stagedCopySql(target) : undefined;
   if (staged) await client.query(staged.create);
   const data = await openData();
@@ -323,7 +324,7 @@ async function copyTable(client: PoolClient, openData: () => Promise<Readable>, 
   if (copy.rowCount !== table.rows) {
     throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
   }
-  if (staged) await insertStaged(client, target, staged);
+  if (staged) await insertStaged(client, target, staged, copy.rowCount);
   return copy.rowCount;
 }
 

@@ -6,6 +6,7 @@ import { Client } from 'pg';
 import { ADMIN_URL, databaseUrl } from '../../../test/support/databases';
 import { type SnapshotReadyPayload } from '@app/common/contract';
 import { ChecksumMismatchError } from '@app/common/streams';
+import { parseRules } from '@app/common/rules';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
 import { directorySource, SnapshotFileError } from './snapshot-files';
 import { TargetDatabase } from './database/target-database';
@@ -741,6 +742,45 @@ describe('a table outside the snapshot referencing a generated column (never in 
     expect((error as Error).message).toMatch(/table public\.b \(not in the snapshot\).*"b_code_fkey"/);
     expect((error as DanglingReferenceError).detail).toBe("Key (code)=(A7) is not present in the snapshot's public.a.");
     expect(await contentsOf(target, ['public.a', 'public.b'])).toEqual(before);
+  });
+});
+
+describe('a masked reference to a generated column (the environment computes it from the masked row)', () => {
+  // The rules check takes no strategy for email_norm: whether lower(email), computed from the masked
+  // email, still equals orders' masked user_email depends on the strategies, and the load tells.
+  const SQL = `
+    CREATE TABLE public.users (id int PRIMARY KEY, email text NOT NULL, email_norm text GENERATED ALWAYS AS (lower(email)) STORED UNIQUE);
+    CREATE TABLE public.orders (id int PRIMARY KEY, user_email text REFERENCES public.users (email_norm));`;
+  const DATA = `
+    INSERT INTO public.users (id, email) VALUES (1, 'Alice.Secret@corp.example');
+    INSERT INTO public.orders VALUES (10, 'alice.secret@corp.example');`;
+
+  async function maskedSnapshotAndTarget(role: string, strategy: string): Promise<{ written: WrittenSnapshot; target: string }> {
+    const source = await createDatabase(`${role}_source`, SQL + DATA);
+    const rules = parseRules(`strict: true\ntables:\n  public.users: { id: keep, email: ${strategy} }\n  public.orders: { id: keep, user_email: ${strategy} }\n`, 'rules.yaml');
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: source, snapshotDir, tables: [], excludeTables: [], rules, maskingKey: 'generated key spec 0123' });
+    const target = await createDatabase(`${role}_target`, SQL);
+    return { written, target };
+  }
+
+  it('loads email at both ends with the foreign key validated, and no production address in the snapshot', async () => {
+    const { written, target } = await maskedSnapshotAndTarget('genmask', 'email');
+    for (const table of written.manifest.tables) expect(readFileSync(join(written.location, table.file), 'utf8').toLowerCase()).not.toContain('secret');
+
+    expect(await load(target, written)).toMatchObject({ kind: 'loaded' });
+
+    // email masks the lower-cased address, so lower(masked email) is orders' masked user_email.
+    expect(await query(target, 'SELECT o.id FROM public.orders o JOIN public.users u ON u.email_norm = o.user_email')).toEqual([{ id: 10 }]);
+    expect(await query(target, "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_user_email_fkey'")).toEqual([{ convalidated: true }]);
+  });
+
+  it('fails at the foreign key, naming it, where the generated value no longer equals the masked reference (hash of two cases)', async () => {
+    const { written, target } = await maskedSnapshotAndTarget('genhash', 'hash');
+
+    const error = await load(target, written).catch((e: unknown) => e);
+
+    expect(error).toMatchObject({ code: '23503', message: expect.stringContaining('orders_user_email_fkey') });
+    expect(await query(target, 'SELECT count(*)::int AS n FROM public.orders')).toEqual([{ n: 0 }]);
   });
 });
 

@@ -61,7 +61,12 @@ beforeAll(async () => {
       'CREATE TABLE public.ci_users (login text COLLATE case_insensitive PRIMARY KEY, handle text UNIQUE);' +
       'CREATE TABLE public.ci_posts (author text COLLATE case_insensitive REFERENCES public.ci_users (login), handle text REFERENCES public.ci_users (handle));' +
       // A unique phone number (hash suggested) that another table references (phone suggested).
-      'CREATE TABLE public.phones (phone text UNIQUE); CREATE TABLE public.sms_log (phone text REFERENCES public.phones (phone), sent_at date);',
+      'CREATE TABLE public.phones (phone text UNIQUE); CREATE TABLE public.sms_log (phone text REFERENCES public.phones (phone), sent_at date);' +
+      // Foreign keys to and from stored generated columns, which the environment computes from the masked row.
+      'CREATE TABLE public.users (id int PRIMARY KEY, email text NOT NULL, email_norm text GENERATED ALWAYS AS (lower(email)) STORED UNIQUE);' +
+      'CREATE TABLE public.user_orders (id int PRIMARY KEY, user_email text REFERENCES public.users (email_norm));' +
+      'CREATE TABLE public.mailboxes (email text UNIQUE);' +
+      'CREATE TABLE public.mail_rules (id int PRIMARY KEY, sender_email text, sender_norm text GENERATED ALWAYS AS (lower(sender_email)) STORED REFERENCES public.mailboxes (email));',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -241,6 +246,26 @@ subset:
       'public.events_2024: the rules name a partition of public.events; the dump reads it through public.events, so name that table instead',
       'public.events_2024: subset names a partition of public.events; the dump reads it through public.events, so name that table instead',
     ]);
+  });
+
+  it('takes no strategy for a generated end of a foreign key, so a personal column at the other end is masked, not forced to keep', () => {
+    const tables = publicTables('users', 'user_orders', 'mailboxes', 'mail_rules');
+    const rules = `strict: true
+tables:
+  public.users: { id: keep, email: email }
+  public.user_orders: { id: keep, user_email: email }
+  public.mailboxes: { email: email }
+  public.mail_rules: { id: keep, sender_email: email }
+`;
+    // user_orders.user_email references users.email_norm (lower(email)); mail_rules.sender_norm
+    // (lower(sender_email)) references mailboxes.email. Read as keep, both ends were refused.
+    expect(plan(rules, tables).problems).toEqual([]);
+    // What rules init suggests for these tables is what the check accepts.
+    const suggested = parseRules(suggestRules(catalog), 'init.yaml');
+    const columnsOf = (name: string) => Object.fromEntries(suggested.tables.find((t) => t.table.name === name)!.columns);
+    expect(columnsOf('users')).toEqual({ id: { kind: 'keep' }, email: { kind: 'email' } });
+    expect(columnsOf('user_orders')).toEqual({ id: { kind: 'keep' }, user_email: { kind: 'email' } });
+    expect(planRules(suggested, catalog, tables).problems).toEqual([]);
   });
 
   it('masks on the lower-cased value for citext and for every column that references one', () => {

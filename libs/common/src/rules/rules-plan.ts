@@ -206,6 +206,13 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
   };
   for (const reference of references) {
     if (!isDumped(reference.from)) continue;
+    // A generated end takes no strategy: the dump leaves it out and the environment computes it from
+    // the masked row, so whether it still equals the other end's masked value depends on its
+    // expression (`lower(email)` does equal a column masked `email`, which masks the lower-cased
+    // address; under `hash` it would not), which no comparison of strategies can tell. Read as keep,
+    // it refused the consistent rules and accepted only keep, the production value, at the other end.
+    // The load re-adds every foreign key, validated: a reference that no longer joins fails there.
+    if (columnOf(reference.from)?.generated || columnOf(reference.to)?.generated) continue;
     const from = strategyOf(reference.from) ?? { kind: 'keep' as const };
     const to = strategyOf(reference.to) ?? { kind: 'keep' as const };
     if (!sameStrategy(from, to)) {

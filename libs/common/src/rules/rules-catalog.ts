@@ -28,7 +28,10 @@ export interface CatalogColumn {
 export interface CatalogTable extends TableName {
   partitioned: boolean;
   columns: CatalogColumn[];
-  /** Primary key, unique constraints and unique indexes (a partition's own ones too), as column lists. */
+  /**
+   * Primary key, unique constraints and unique indexes (a partition's own ones too), as column lists:
+   * the columns they hold or read, a stored generated one with the columns it is computed from.
+   */
   uniqueKeys: string[][];
   /** Those of uniqueKeys where NULLs are equal (UNIQUE NULLS NOT DISTINCT, PostgreSQL 15): two NULLs collide. */
   nullsNotDistinctKeys: string[][];
@@ -126,6 +129,9 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
 
   // A unique index's columns: its key columns, and those its expressions and predicate read
   // (`lower(username)`: indkey holds 0 for an expression; the index depends on the columns it reads).
+  // A stored generated column among them stands for the columns it is computed from (its pg_attrdef
+  // depends on them): the dump leaves it out and the environment computes it from the masked row, so
+  // `redact` on `ssn` repeats values in a UNIQUE `replace(ssn, '-', '')` just as in one on `ssn`.
   // One on a single partition counts for its partitioned table (the dump reads the partition through
   // it; a partition's columns have its parent's names); one attached to a parent's index is the
   // parent's, read there. indnullsnotdistinct through to_jsonb: the column is new in PostgreSQL 15.
@@ -133,13 +139,20 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
     SELECT coalesce(pg_partition_root(i.indrelid), i.indrelid)::int AS oid,
            array(SELECT a.attname FROM pg_attribute a
                   WHERE a.attrelid = i.indrelid AND a.attnum > 0
-                    AND (a.attnum = ANY(i.indkey)
-                         OR a.attnum IN (SELECT d.refobjsubid FROM pg_depend d
-                                          WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
-                                            AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid))
+                    AND (a.attnum = ANY(k.attnums)
+                         OR a.attnum IN (SELECT d.refobjsubid FROM pg_attrdef ad
+                                           JOIN pg_attribute g ON g.attrelid = ad.adrelid AND g.attnum = ad.adnum AND g.attgenerated <> ''
+                                           JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                                                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = ad.adrelid
+                                          WHERE ad.adrelid = i.indrelid AND ad.adnum = ANY(k.attnums)))
                   ORDER BY a.attnum)::text[] AS columns,
            coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false) AS nulls_not_distinct
-      FROM pg_index i
+      FROM pg_index i,
+           LATERAL (SELECT array(SELECT unnest(i.indkey::int2[])::int
+                                 UNION
+                                 SELECT d.refobjsubid FROM pg_depend d
+                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid) AS attnums) k
      WHERE i.indisunique AND coalesce(pg_partition_root(i.indrelid), i.indrelid) = ANY($1::oid[])
        AND NOT EXISTS (SELECT 1 FROM pg_inherits inh WHERE inh.inhrelid = i.indexrelid)`,
     [[...byOid.keys()]],

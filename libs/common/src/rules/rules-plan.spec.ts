@@ -66,7 +66,11 @@ beforeAll(async () => {
       'CREATE TABLE public.users (id int PRIMARY KEY, email text NOT NULL, email_norm text GENERATED ALWAYS AS (lower(email)) STORED UNIQUE);' +
       'CREATE TABLE public.user_orders (id int PRIMARY KEY, user_email text REFERENCES public.users (email_norm));' +
       'CREATE TABLE public.mailboxes (email text UNIQUE);' +
-      'CREATE TABLE public.mail_rules (id int PRIMARY KEY, sender_email text, sender_norm text GENERATED ALWAYS AS (lower(sender_email)) STORED REFERENCES public.mailboxes (email));',
+      'CREATE TABLE public.mail_rules (id int PRIMARY KEY, sender_email text, sender_norm text GENERATED ALWAYS AS (lower(sender_email)) STORED REFERENCES public.mailboxes (email));' +
+      // Unique keys on generated columns: directly, and through an expression index over one.
+      'CREATE TABLE public.people (id int PRIMARY KEY, ssn text, ssn_digits text GENERATED ALWAYS AS (replace(ssn, \'-\', \'\')) STORED UNIQUE,' +
+      ' badge text, badge_upper text GENERATED ALWAYS AS (upper(badge)) STORED, nickname text);' +
+      'CREATE UNIQUE INDEX people_badge_key ON public.people (lower(badge_upper));',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -266,6 +270,20 @@ tables:
     expect(columnsOf('users')).toEqual({ id: { kind: 'keep' }, email: { kind: 'email' } });
     expect(columnsOf('user_orders')).toEqual({ id: { kind: 'keep' }, user_email: { kind: 'email' } });
     expect(planRules(suggested, catalog, tables).problems).toEqual([]);
+  });
+
+  it('refuses a strategy that repeats values on a column a unique generated column is computed from', () => {
+    const rules = (ssn: string, badge: string) => `strict: true\ntables:\n  public.people: { id: keep, ssn: ${ssn}, badge: ${badge}, nickname: redact }\n`;
+    // ssn_digits (UNIQUE) is replace(ssn, '-', ''): '123-45-6789' and '987-65-4321' both become xxxxxxxxx.
+    // badge_upper is read by a unique expression index, lower(badge_upper). nickname is under no key.
+    expect(plan(rules('redact', 'name'), publicTables('people')).problems).toEqual([
+      'public.people.ssn: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.people.badge: name can give two rows the same value, and the column is under a primary key or UNIQUE',
+    ]);
+    expect(plan(rules('hash', 'hash'), publicTables('people')).problems).toEqual([]);
+    // rules init suggests hash, not redact, for the ssn it would have suggested redact for.
+    const suggested = parseRules(suggestRules(catalog), 'init.yaml').tables.find((t) => t.table.name === 'people')!;
+    expect(suggested.columns.get('ssn')).toEqual({ kind: 'hash' });
   });
 
   it('masks on the lower-cased value for citext and for every column that references one', () => {

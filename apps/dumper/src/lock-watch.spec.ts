@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'pg';
+import { parseRules } from '@app/common/rules';
 import { FsSnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot } from './snapshot-writer';
@@ -81,4 +82,78 @@ describe('a dump while production runs DDL', () => {
     const written = await writeSnapshot({ date: '2024-03-02', sourceDatabaseUrl: source.url, snapshotDir: dir, store: slowStore(1_500), tables: [], excludeTables: [], jobs: 2 });
     expect(written.manifest.tables.map((t) => t.name)).toEqual(['public.big', 'public.small']);
   });
+});
+
+/**
+ * With DUMP_RULES the dump holds its locks while the rules are prepared (the subset's closure, the
+ * scans of jsonb arrays: full scans, minutes on a large database) before a single COPY. A DDL then
+ * is seen as soon as at any other time, and the attempt ends before it has written anything.
+ */
+describe('a dump preparing its rules while production runs DDL', () => {
+  let source: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-lockwatch-rules-'));
+  /** 12 rows at half a second each: the subset's scan of public.a takes 6 s, the locks held throughout. */
+  const SLOW_SUBSET = parseRules('strict: false\nsubset:\n  public.a: "pg_sleep(0.5) IS NOT NULL"\n', 'rules.yaml');
+
+  const dumperSessions = () => source.query(`SELECT pid, query FROM pg_stat_activity WHERE application_name = 'db-fanout-dumper' AND datname = current_database()`);
+
+  beforeAll(async () => {
+    source = await createDatabase(
+      'lockwatch_rules',
+      `CREATE TABLE public.a (id int PRIMARY KEY, note text); INSERT INTO public.a SELECT g, 'x' FROM generate_series(1, 12) g;
+       CREATE TABLE public.b (id int PRIMARY KEY, note text); INSERT INTO public.b SELECT g, 'y' FROM generate_series(1, 8) g;`,
+    );
+  });
+  afterAll(async () => {
+    await source?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each([{ jobs: 1 }, { jobs: 2 }])('ends the attempt during the subset scan and lets an ALTER TABLE and the queries queued behind it through (jobs $jobs)', async ({ jobs }) => {
+    const started = Date.now();
+    const dumping = writeSnapshot({ date: '2024-03-03', sourceDatabaseUrl: source.url, snapshotDir: dir, tables: [], excludeTables: [], jobs, rules: SLOW_SUBSET }).then(
+      () => ({ error: undefined, at: Date.now() - started }),
+      (error: unknown) => ({ error, at: Date.now() - started }),
+    );
+    const production = new Client({ connectionString: source.url });
+    const reader = new Client({ connectionString: source.url });
+    await production.connect();
+    await reader.connect();
+    try {
+      // The dump holds its locks and is inside the subset's scan (no COPY has started).
+      const deadline = Date.now() + 5_000;
+      while (!(await dumperSessions()).some((session) => String(session.query).includes('pg_sleep'))) {
+        if (Date.now() > deadline) throw new Error('the dump never reached its subset scan');
+        await sleep(20);
+      }
+      await sleep(300);
+      const ddlIssued = Date.now();
+      const ddl = production.query(`ALTER TABLE public.b ADD COLUMN z_${jobs} int`).then(() => Date.now() - ddlIssued);
+      await sleep(200);
+      const readIssued = Date.now();
+      const read = reader.query('SELECT count(*)::int AS n FROM public.b').then(() => Date.now() - readIssued);
+      const [ddlMs, readMs, dump] = await Promise.all([ddl, read, dumping]);
+      expect(dump.error).toMatchObject({
+        code: '55P03',
+        message: 'a session in production waits for a lock this dump holds on public.b (DDL or TRUNCATE): this attempt ends and lets it through',
+      });
+      // Within about the watch's second, where both waited for the rest of the 6 s scan and the dump.
+      expect({ ddlMs: ddlMs < 2_500, readMs: readMs < 2_500 }).toEqual({ ddlMs: true, readMs: true });
+      expect(dump.at).toBeLessThan(5_000);
+      // Ended before the store was written to: nothing at all is left in it.
+      expect(readdirSync(dir)).toEqual([]);
+      // The dump's sessions are ended on the server too, not left running the scan (they notice
+      // their closed connection only when they next write to it).
+      const gone = Date.now() + 2_000;
+      let left = await dumperSessions();
+      while (left.length && Date.now() < gone) {
+        await sleep(50);
+        left = await dumperSessions();
+      }
+      expect(left).toEqual([]);
+    } finally {
+      await production.end();
+      await reader.end();
+    }
+  }, 30_000);
 });

@@ -8,6 +8,8 @@ export const LOCK_WATCH_INTERVAL_MS = 1_000;
 const STOP_WAIT_MS = 5_000;
 
 export interface LockWatch {
+  /** Watches one more session of the dump's (a worker, as it opens), before it takes any lock. */
+  add(pid: number): void;
   /** Stops watching and hands the watch's session back. */
   stop(): Promise<void>;
 }
@@ -22,9 +24,16 @@ export interface LockWatch {
  * retried after RETRY_DELAY, by when the DDL is through). Only waits for relation locks count: a
  * CREATE INDEX CONCURRENTLY waiting for the dump's snapshot to end blocks no query.
  *
+ * The watch starts before the dump takes its first lock (with the leader's pid; workers are added as
+ * they open), so it covers every moment the dump holds a lock, the rules' preparation included: a
+ * subset's closure or a scan of jsonb arrays holds the locks for minutes on a large table before any
+ * COPY. On a wait it ends the attempt and then terminates the dump's sessions on the server, which
+ * would otherwise go on with a query under way (and its locks) after their connections closed.
+ *
  * Best effort: a watch that cannot connect or query stops watching; the dump goes on as before.
  */
 export function watchProductionLockWaits(source: DumpSessionSource, pids: number[], onBlocked: (error: Error) => void, intervalMs = LOCK_WATCH_INTERVAL_MS): LockWatch {
+  const watched = [...pids];
   let stopped = false;
   let wake: (() => void) | undefined;
   let session: PoolClient | undefined;
@@ -48,15 +57,15 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
           };
         });
         if (stopped) break;
-        const { rows } = await session.query<{ relation: string }>(
+        const { rows } = await session.query<{ relation: string; at: Date }>(
           // Only ungranted relation locks reach pg_blocking_pids (OFFSET 0 keeps the filter first):
           // it takes the lock manager's locks, so it runs for the few sessions that wait, if any.
-          `SELECT DISTINCT format('%I.%I', n.nspname, c.relname) AS relation
+          `SELECT DISTINCT format('%I.%I', n.nspname, c.relname) AS relation, statement_timestamp() AS at
              FROM (SELECT pid, relation FROM pg_locks WHERE NOT granted AND locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) OFFSET 0) w
              JOIN pg_class c ON c.oid = w.relation JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE pg_blocking_pids(w.pid) && $1::int[]
             ORDER BY 1`,
-          [pids],
+          [watched],
         );
         // A dump that finished copying while this ran is not thrown away for it.
         if (rows.length && !stopped) {
@@ -67,6 +76,13 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
               { code: '55P03' },
             ),
           );
+          // Closing the dump's connections (onBlocked) is not enough: a backend inside a long query
+          // (the rules' scans before any COPY) or waiting for a lock notices that its client is gone
+          // only when it next writes to it, and keeps the locks until then. So the watch ends them
+          // (a role may end its own sessions), after the dump has let go of them: never while one of
+          // its connections could still report the termination as an error of its own. Only backends
+          // that started before this check: never a session that took over a pid just freed.
+          await session.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1::int[]) AND backend_start < $2', [watched, rows[0].at]);
           break;
         }
       }
@@ -79,6 +95,9 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
   })();
 
   return {
+    add: (pid: number) => {
+      watched.push(pid);
+    },
     stop: async () => {
       stopped = true;
       wake?.();

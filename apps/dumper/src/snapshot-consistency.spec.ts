@@ -7,8 +7,14 @@ import { writeSnapshot, type WrittenSnapshot } from './snapshot-writer';
 import { type DumpSessionSource, SourceDatabase } from './source-database';
 
 const DATE = '2024-01-05';
+/** The session a dump's first worker opens (see GatedSource). */
+const FIRST_WORKER = 3;
 
-/** The real source, except that the `gatedSession`-th session waits for `gate` before connecting. */
+/**
+ * The real source, except that the `gatedSession`-th session waits for `gate` before connecting. A
+ * dump opens its leader first, then the lock watch's session (before it takes its locks), then
+ * its workers: the first worker is session 3.
+ */
 class GatedSource implements DumpSessionSource {
   readonly copiesBySession: string[][] = [];
   private opened = 0;
@@ -77,13 +83,13 @@ describe('one instant for the whole dump', () => {
 
   it('a write committed after the first session started is seen by no session, though a late one dumps a table', async () => {
     const marker = 999_001;
-    const gated = new GatedSource(source, 2, async () => {
+    const gated = new GatedSource(source, FIRST_WORKER, async () => {
       // The leader has its snapshot (it exports it before opening workers): commit into every table now.
       await db.query(`INSERT INTO public.accounts VALUES (${marker}, 'late'); INSERT INTO public.entries VALUES (${marker}, 'late'); INSERT INTO public.history VALUES (${marker}, 'late')`);
     });
     const written = await dumpWith(gated, 2);
     // The late session really read tables (else this would prove nothing), and nobody saw the write.
-    expect(gated.copiesBySession[1].length).toBeGreaterThan(0);
+    expect(gated.copiesBySession[FIRST_WORKER - 1].length).toBeGreaterThan(0);
     for (const table of ['public.accounts', 'public.entries', 'public.history']) {
       expect({ table, late: csv(written, table).includes(String(marker)) }).toEqual({ table, late: false });
     }
@@ -129,7 +135,7 @@ describe('one instant for the whole dump', () => {
     const workerMayStart = new Promise<void>((resolve) => (releaseWorker = resolve));
     let leaderHasSnapshot!: () => void;
     const snapshotTaken = new Promise<void>((resolve) => (leaderHasSnapshot = resolve));
-    const slow = new GatedSource(source, 2, async () => {
+    const slow = new GatedSource(source, FIRST_WORKER, async () => {
       leaderHasSnapshot();
       await workerMayStart;
     });

@@ -174,8 +174,9 @@ async function lockForWorker(worker: PoolClient, table: SourceTable): Promise<vo
  * published snapshot is never modified afterwards.
  *
  * The dump never makes production wait for long: every session has lock_timeout (from the pool),
- * workers lock each table NOWAIT before its COPY (as pg_dump -j does), and when any session fails
- * all of them are ended at once, which releases every lock the attempt held.
+ * workers lock each table NOWAIT before its COPY (as pg_dump -j does), a watch ends the attempt
+ * when production waits for any lock the dump holds (lock-watch.ts, from before the first lock),
+ * and when any session fails all of them are ended at once, which releases every lock the attempt held.
  */
 export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSnapshot> {
   const snapshotId = newSnapshotId(request.date);
@@ -190,6 +191,14 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   let committing = false;
   try {
     const leader = await sessions.open();
+    // The dump holds its locks until it commits: production waiting for one ends the attempt. The
+    // watch starts before the first lock is taken (the LOCK itself may wait, holding the tables it
+    // has locked already) and covers the whole attempt: the rules' preparation (full scans of
+    // subsets and jsonb arrays) holds the locks as long as the COPYs do. Workers join as they open.
+    watch = watchProductionLockWaits(request.source ?? ownSource!, [await backendPid(leader)], (error) => {
+      blockedProduction = error;
+      sessions.abort(error);
+    });
     const source = await serverIdentity(leader);
     const { tables, takenAt, role } = await openSnapshot(leader, request);
     const blocked = tables.filter((table) => table.filteredByPolicy);
@@ -214,19 +223,13 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
       const { rows } = await leader.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
       for (let i = 1; i < jobs; i++) {
         const worker = await sessions.open();
+        watch.add(await backendPid(worker));
         await worker.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         await worker.query(`SET TRANSACTION SNAPSHOT '${rows[0].id.replaceAll("'", "''")}'`);
         await rules?.prepareSession(worker);
         workers.push(worker);
       }
     }
-    // The dump holds its locks until it commits: production waiting for one ends the attempt.
-    // (Started once the workers are open, the watch's session is the last the dump opens.)
-    const pids = await Promise.all(workers.map((worker) => backendPid(worker)));
-    watch = watchProductionLockWaits(request.source ?? ownSource!, pids, (error) => {
-      blockedProduction = error;
-      sessions.abort(error);
-    });
 
     phases.mark('connect');
     const totalBytes = tables.reduce((sum, t) => sum + t.bytes, 0);

@@ -1521,6 +1521,111 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     expect(await query(target, "SELECT relispopulated FROM pg_class WHERE relname = 'never_populated'")).toEqual([{ relispopulated: false }]);
   });
 
+  describe("the environment's own settings", () => {
+    /** SQL that sets `settings` for the database (new sessions) and for the session running the rest. */
+    const databaseSettings = (settings: Record<string, string>) =>
+      Object.entries(settings)
+        .map(([name, value]) => `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET ${name} = %L', current_database(), '${value}'); END $$; SET ${name} = '${value}';`)
+        .join('\n');
+
+    it('computes generated columns, expression indexes and materialized views under the TimeZone a plain session of the environment has, as production did', async () => {
+      const schema = `
+        ${databaseSettings({ TimeZone: 'America/New_York' })}
+        CREATE TABLE public.events (id int PRIMARY KEY, at timestamptz NOT NULL);
+        CREATE FUNCTION public.local_day(timestamptz) RETURNS date LANGUAGE sql IMMUTABLE AS 'SELECT $1::date';
+        CREATE TABLE public.orders (id int PRIMARY KEY, at timestamptz NOT NULL, day date GENERATED ALWAYS AS (public.local_day(at)) STORED);
+        CREATE INDEX orders_by_local_day ON public.orders (public.local_day(at));
+        CREATE MATERIALIZED VIEW public.daily AS SELECT at::date AS day, count(*) AS n, min(at)::text AS first FROM public.events GROUP BY 1;`;
+      const { source, written, target } = await dumpedSourceAndTarget(
+        'own_timezone',
+        `${schema}
+         INSERT INTO public.events VALUES (1, '2024-01-01 03:00+00'), (2, '2024-01-01 12:00+00');
+         INSERT INTO public.orders VALUES (1, '2024-01-01 03:00+00');
+         REFRESH MATERIALIZED VIEW public.daily;`,
+        `${schema}
+         INSERT INTO public.events VALUES (7, '2023-06-01 12:00+00');
+         REFRESH MATERIALIZED VIEW public.daily;`,
+      );
+
+      expect(await loadInto(target, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1 })).toMatchObject({ kind: 'loaded' });
+
+      // Production's rows: 03:00 UTC is still December 31st in New York (the load computed them under UTC: one row of 2 on 2024-01-01).
+      expect(await contentOf(source, 'public.daily')).toEqual(['(2023-12-31,1,"2023-12-31 22:00:00-05")', '(2024-01-01,1,"2024-01-01 07:00:00-05")']);
+      expect(await contentOf(target, 'public.daily')).toEqual(await contentOf(source, 'public.daily'));
+      expect(await query(target, 'SELECT id, day::text FROM public.orders')).toEqual([{ id: 1, day: '2023-12-31' }]);
+      // The rebuilt expression index holds what the environment's queries compute: found through it.
+      const client = new Client({ connectionString: target });
+      await client.connect();
+      try {
+        await client.query('SET enable_seqscan = off');
+        const plan = (await client.query<{ 'QUERY PLAN': string }>("EXPLAIN SELECT id FROM public.orders WHERE public.local_day(at) = '2023-12-31'")).rows.map((r) => r['QUERY PLAN']).join('\n');
+        expect(plan).toContain('orders_by_local_day');
+        expect((await client.query("SELECT id FROM public.orders WHERE public.local_day(at) = '2023-12-31'")).rows).toEqual([{ id: 1 }]);
+      } finally {
+        await client.end();
+      }
+    });
+
+    it('reads the CSV as the dumper wrote it under unusual DateStyle, IntervalStyle and TimeZone, and computes with them', async () => {
+      // What the COPY reads keeps array_nulls and xmloption pinned: this database would read {x,NULL}'s NULL as a string and refuse a fragment.
+      const settings = { TimeZone: 'Asia/Kolkata', DateStyle: 'SQL, DMY', IntervalStyle: 'sql_standard', extra_float_digits: '0', array_nulls: 'off', xmloption: 'document' };
+      const schema = `
+        ${databaseSettings(settings)}
+        CREATE FUNCTION public.settings_seen(int) RETURNS text LANGUAGE sql IMMUTABLE
+          AS $$SELECT concat_ws(' | ', current_setting('TimeZone'), current_setting('DateStyle'), current_setting('IntervalStyle'), current_setting('extra_float_digits'))$$;
+        CREATE TABLE public.odd_values (
+          id int PRIMARY KEY, d date[], ts timestamptz[], tt timetz, plain timestamp, iv interval[], f float8, tags text[], doc xml,
+          seen text GENERATED ALWAYS AS (public.settings_seen(id)) STORED);
+        CREATE MATERIALIZED VIEW public.odd_text AS SELECT id, d::text AS d, ts::text AS ts, iv::text AS iv, f::text AS f FROM public.odd_values;`;
+      // Rebuilt and re-added from definitions read under the pinned settings, run under these: their constants must read the same.
+      const definitionsSql = `
+        CREATE INDEX odd_recent ON public.odd_values (id) WHERE ts[1] > timestamptz '2020-01-02 03:00:00+00' AND d[1] > date '2000-01-02' AND iv[1] <> interval '-1 days +02:00:00';
+        ALTER TABLE public.odd_values ADD CONSTRAINT odd_checked CHECK (d[1] < date '2000-01-02' AND iv[2] > interval '-1 years -2 mons +3 days') NOT VALID;`;
+      const definitions = (url: string) =>
+        query<{ def: string }>(
+          url,
+          "SELECT pg_get_indexdef('public.odd_recent'::regclass) AS def UNION ALL SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'odd_checked'",
+        );
+      const { source, written, target } = await dumpedSourceAndTarget(
+        'own_odd_settings',
+        `${schema}
+         INSERT INTO public.odd_values (id, d, ts, tt, plain, iv, f, tags, doc) VALUES (1,
+           ARRAY[date '2024-01-02', date '2024-12-11', date '0044-03-15 BC', date '10000-12-31', 'infinity'],
+           ARRAY[timestamptz '2024-01-02 03:04:05.123456+00', timestamptz '0044-03-15 12:00:00+00 BC', timestamptz '1880-01-01 00:00:00+00'],
+           '03:04:05+05:30', '2024-01-02 03:04:05',
+           ARRAY[interval '-1 days +02:00:00', interval '-1 years -2 mons +3 days -04:05:06.789', interval '1 day -02:00:00', interval '-00:00:01', interval '-10 mons', interval '-7 days +01:00:00'],
+           0.1, ARRAY['x', NULL], xmlparse(content 'abc<a/>'));
+         REFRESH MATERIALIZED VIEW public.odd_text;`,
+        `${schema}
+         ${definitionsSql}
+         REFRESH MATERIALIZED VIEW public.odd_text;`,
+      );
+      const before = await definitions(target);
+
+      expect(await loadInto(target, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1 })).toMatchObject({ kind: 'loaded' });
+
+      expect(await contentOf(target, 'public.odd_values')).toEqual(await contentOf(source, 'public.odd_values'));
+      expect(await contentOf(target, 'public.odd_text')).toEqual(await contentOf(source, 'public.odd_text'));
+      const [row] = await query<{ seen: string; tag_null: boolean; doc: string; f: string; d: string }>(
+        target,
+        "SELECT seen, tags[2] IS NULL AS tag_null, doc::text AS doc, f::text AS f, array_to_string(array(SELECT to_char(x, 'YYYY-MM-DD BC') FROM unnest(d) x), ' ') AS d FROM public.odd_values",
+      );
+      expect(row).toEqual({
+        seen: 'Asia/Kolkata | SQL, DMY | sql_standard | 0',
+        tag_null: true,
+        doc: 'abc<a/>',
+        f: '0.1',
+        d: '2024-01-02 AD 2024-12-11 AD 0044-03-15 BC 10000-12-31 AD', // and infinity (to_char gives it no text)
+      });
+      const [view] = await query<{ iv: string; ts: string }>(target, 'SELECT iv, ts FROM public.odd_text');
+      // The refresh printed under the environment's own IntervalStyle and TimeZone.
+      expect(view.iv).toContain('-1-2 +3 -4:05:06.789');
+      expect(view.ts).toContain('08:34:05.123456 IST');
+      expect(await definitions(target)).toEqual(before);
+      expect(before.map((r) => r.def).join('\n')).toContain("'02/01/2020 08:30:00 IST'::timestamp with time zone");
+    });
+  });
+
   describe('rebuilt indexes and constraints', () => {
     const tablespace = `spec_loader_ts_${randomBytes(4).toString('hex')}`;
     let firstDatabase = 0;

@@ -15,7 +15,7 @@ import { checkFileSizes, directorySource, openTableData, readCsvHeader, readMani
 import { dropForeignKeys, dropIndexesWherePossible, rebuildIndexes, restoreForeignKeys } from './load/indexes';
 import { dropNotValidChecks, notValidChecks, restoreNotValidChecks } from './load/not-valid-checks';
 import { checkReferencesFromOutside } from './load/references';
-import { applyLoadSettings, jitOffUntilData } from './load/session-settings';
+import { applyLoadSettings, COMPUTING_SETTINGS, jitOffUntilData, ownSettingsForData } from './load/session-settings';
 import { setSequences } from './load/sequences';
 import { lockAgainstChanges } from './load/table-locks';
 import { disableUserTriggers, restoreUserTriggers } from './load/triggers';
@@ -149,7 +149,8 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       if (newer) return { kind: 'superseded', by: newer };
     }
     await request.onWork?.();
-    const { rows, drift } = await loadTables(load, open, manifest, request, phases, request.triggers ?? 'disable');
+    const ownSettings = await database.ownSettings(COMPUTING_SETTINGS);
+    const { rows, drift } = await loadTables(load, open, manifest, request, phases, request.triggers ?? 'disable', ownSettings);
     const durationMs = Date.now() - started;
     await load.ledger.record({
       snapshotId: manifest.snapshotId,
@@ -188,6 +189,7 @@ async function loadTables(
   hooks: LoadRequest,
   phases: PhaseTimer,
   triggerMode: LoadTriggers,
+  ownSettings: Readonly<Record<string, string>>,
 ): Promise<{ rows: number; drift?: LoadDrift }> {
   const { client, catalog } = load;
   const mode = hooks.schemaDrift ?? 'fail';
@@ -226,6 +228,10 @@ async function loadTables(
   const { truncated, localLeaves } = await truncateTargets(client, targets);
   if (truncated.length) await client.query(`TRUNCATE ${truncated.join(', ')}`);
   await jitForData();
+  // From here on the database computes (generated columns, defaults, checks, triggers, expression
+  // indexes, refreshes): under the environment's own TimeZone and DateStyle, as pg_restore would,
+  // not the pinned UTC of the catalog reads.
+  const pinnedAfterData = await ownSettingsForData(client, ownSettings);
   phases.mark('prepare');
 
   const totalBytes = manifest.tables.reduce((sum, t) => sum + t.bytes, 0);
@@ -254,6 +260,7 @@ async function loadTables(
   // In the transaction, so the environment never shows a view out of step with its tables.
   for (const view of materializedViews) await client.query(`REFRESH MATERIALIZED VIEW ${view}`);
   if (materializedViews.length) phases.mark('views');
+  await pinnedAfterData();
   await restoreUserTriggers(client, triggers);
   return { rows, drift };
 }

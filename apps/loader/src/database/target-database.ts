@@ -1,6 +1,6 @@
 import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { Pool } from 'pg';
-import { createPostgresPool, parseQualifiedName, quoteQualified, serverIdentity, type ServerIdentity } from '@app/common/database';
+import { createPostgresPool, parseQualifiedName, quoteQualified, serverIdentity, type ServerIdentity, unpinnedSessionSettings } from '@app/common/database';
 import { errorMessage } from '@app/common/observability';
 import { type LedgerEntry, LedgerRepository } from '../ledger';
 import { TargetLoad } from '../load/target-load';
@@ -24,7 +24,10 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
   private migrated?: Promise<void>;
 
   /** `lockTimeoutMs`: TARGET_LOCK_TIMEOUT_MS unless given (tests shorten it). */
-  constructor(url: string, { lockTimeoutMs = TARGET_LOCK_TIMEOUT_MS }: { lockTimeoutMs?: number } = {}) {
+  constructor(
+    private readonly url: string,
+    { lockTimeoutMs = TARGET_LOCK_TIMEOUT_MS }: { lockTimeoutMs?: number } = {},
+  ) {
     this.pool = createPostgresPool(url, { applicationName: 'db-fanout-loader', lockTimeoutMs, max: 4 });
     this.ledger = new LedgerRepository(this.pool);
   }
@@ -77,6 +80,11 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
     } finally {
       client.release();
     }
+  }
+
+  /** The environment's own values of `names`, as a plain session of the loader's role has them (see unpinnedSessionSettings). */
+  ownSettings(names: readonly string[]): Promise<Record<string, string>> {
+    return unpinnedSessionSettings(this.url, names, 'db-fanout-loader');
   }
 
   /**

@@ -1,6 +1,7 @@
 import { Client } from 'pg';
+import { startupOptions } from '@app/common/database';
 import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
-import { applyLoadSettings } from './session-settings';
+import { applyLoadSettings, ownSettingsForData } from './session-settings';
 
 /** What a load's own transaction runs with, and that nothing of it outlives the transaction. */
 describe('applyLoadSettings', () => {
@@ -51,5 +52,39 @@ describe('applyLoadSettings', () => {
     const { before, inLoad, after } = await settingsInAndAfterLoad(undefined, 100 * 1024);
     expect(inLoad.maintenance_work_mem).toBe('100MB');
     expect(after).toEqual(before);
+  });
+});
+
+describe('ownSettingsForData', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createDatabase('own_settings');
+  });
+  afterAll(() => db.drop());
+
+  it("sets the environment's own values for the data, gives back the pinned ones, and leaves the session as it was after the transaction", async () => {
+    const pinned = { DateStyle: 'ISO, MDY', IntervalStyle: 'postgres', TimeZone: 'UTC', extra_float_digits: '3' };
+    const client = new Client({ connectionString: db.url, options: startupOptions(pinned) });
+    await client.connect();
+    const show = async () => {
+      const { rows } = await client.query<{ name: string; setting: string }>(
+        "SELECT name, current_setting(name) AS setting FROM unnest(ARRAY['DateStyle', 'IntervalStyle', 'TimeZone', 'extra_float_digits']) AS name",
+      );
+      return Object.fromEntries(rows.map((r) => [r.name, r.setting]));
+    };
+    try {
+      await client.query('BEGIN');
+      const own = { DateStyle: 'SQL, DMY', IntervalStyle: 'sql_standard', TimeZone: 'America/New_York', extra_float_digits: '0' };
+      const pinnedAgain = await ownSettingsForData(client, own);
+      expect(await show()).toEqual(own);
+      await pinnedAgain();
+      expect(await show()).toEqual(pinned);
+      await ownSettingsForData(client, own);
+      await client.query('COMMIT');
+      // SET LOCAL: the pooled session keeps its pinned values for whatever borrows it next.
+      expect(await show()).toEqual(pinned);
+    } finally {
+      await client.end();
+    }
   });
 });

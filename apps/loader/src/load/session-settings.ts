@@ -42,3 +42,37 @@ export async function jitOffUntilData(client: Pick<PoolClient, 'query'>): Promis
     await client.query("SELECT set_config('jit', $1, true)", [own]);
   };
 }
+
+/**
+ * The settings that decide what the database computes and how it prints values: a generated
+ * column, a default, a CHECK or a trigger during the COPY, an expression index's rebuild, a
+ * materialized view's refresh (`at::date`, `min(at)::text`) give other rows under another TimeZone,
+ * DateStyle, IntervalStyle or extra_float_digits. pg_restore computes them under the database's
+ * own settings; the load does too (ownSettingsForData).
+ */
+export const COMPUTING_SETTINGS = ['TimeZone', 'DateStyle', 'IntervalStyle', 'extra_float_digits'] as const;
+
+/**
+ * The environment's own COMPUTING_SETTINGS (`own`: what a plain session of the role has, read by
+ * TargetDatabase.ownSettings) for the data phase, in the load's transaction: the COPY, index builds,
+ * key validation and refreshes. Returns what sets the pinned values back (the ledger's row after).
+ *
+ * The CSV still reads as it was written under any of these: the dumper writes timestamptz and timetz
+ * with their offsets, dates year first (ISO: read year first under every DateStyle, BC and 5-digit
+ * years included), intervals in postgres style (an explicit sign on every field after a negative
+ * one, which sql_standard's leading-sign rule leaves alone), and extra_float_digits changes only
+ * output; snapshot-load.spec's "environment's own settings" test loads such values into a database
+ * set to unusual ones. What does change how the CSV reads stays pinned: array_nulls, xmloption,
+ * client_encoding. The catalog reads and the DDL the load writes from them are made under the
+ * pinned values, and their constants (ISO dates, timestamptz with offsets) read the same here.
+ */
+export async function ownSettingsForData(client: Pick<PoolClient, 'query'>, own: Readonly<Record<string, string>>): Promise<() => Promise<void>> {
+  const names = COMPUTING_SETTINGS.filter((name) => own[name] !== undefined);
+  const { rows } = await client.query<{ name: string; pinned: string }>(
+    'SELECT name, current_setting(name) AS pinned, set_config(name, value, true) FROM unnest($1::text[], $2::text[]) AS s(name, value)',
+    [names, names.map((name) => own[name])],
+  );
+  return async () => {
+    await client.query('SELECT set_config(name, value, true) FROM unnest($1::text[], $2::text[]) AS s(name, value)', [rows.map((r) => r.name), rows.map((r) => r.pinned)]);
+  };
+}

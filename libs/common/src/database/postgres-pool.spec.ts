@@ -1,5 +1,5 @@
 import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
-import { createPostgresPool, startupOptions } from './postgres-pool';
+import { createPostgresPool, startupOptions, unpinnedSessionSettings } from './postgres-pool';
 
 describe('createPostgresPool', () => {
   let db: TestDatabase;
@@ -52,6 +52,26 @@ describe('createPostgresPool', () => {
     } finally {
       await pool.end();
     }
+  });
+
+  it("reads a plain session's own settings: the role's in this database over the database's, the server's otherwise", async () => {
+    const names = ['DateStyle', 'IntervalStyle', 'TimeZone', 'extra_float_digits', 'search_path'];
+    const pool = createPostgresPool(db.url, { applicationName: 'db-fanout-spec', lockTimeoutMs: 1000 });
+    let server: { search_path: string };
+    try {
+      await pool.query(`ALTER ROLE CURRENT_USER IN DATABASE "${db.name}" SET TimeZone = 'Pacific/Chatham'`);
+      [server] = (await pool.query<{ search_path: string }>("SELECT reset_val AS search_path FROM pg_settings WHERE name = 'search_path'")).rows;
+    } finally {
+      await pool.end();
+    }
+    // This database's statement_timeout of 1ms would cancel the read: the one setting that connection pins.
+    expect(await unpinnedSessionSettings(db.url, names, 'db-fanout-spec')).toEqual({
+      DateStyle: 'SQL, DMY',
+      IntervalStyle: 'sql_standard',
+      TimeZone: 'Pacific/Chatham',
+      extra_float_digits: '-3',
+      search_path: server.search_path,
+    });
   });
 
   it('escapes spaces and backslashes for the startup packet', () => {

@@ -1,4 +1,4 @@
-import { Pool, type PoolConfig } from 'pg';
+import { Client, Pool, type PoolConfig } from 'pg';
 
 /**
  * Session settings every db-fanout connection pins, on both sides, so that what a session reads and
@@ -68,4 +68,36 @@ export function createPostgresPool(url: string, options: PostgresPoolOptions): P
   const pool = new Pool(postgresPoolConfig(url, options));
   pool.on('error', () => undefined);
   return pool;
+}
+
+/**
+ * What a plain session of the URL's role in its database has for `names`: ALTER ROLE / ALTER
+ * DATABASE ... SET (role-in-database first), else the server's configuration, as PostgreSQL resolves
+ * it. Read on one short connection without the pinned settings (only statement_timeout off: a
+ * database whose default is a few milliseconds must not fail the read), the one connection
+ * db-fanout opens unpinned, which runs nothing but this read. Not from pg_db_role_setting: its
+ * fallback, the server's own value, is not readable from a pinned session (`reset_val` is the startup
+ * option's; pg_file_settings, the configuration files behind it, is for superusers, and misses
+ * nothing only if no other source applies).
+ */
+export async function unpinnedSessionSettings(url: string, names: readonly string[], applicationName: string): Promise<Record<string, string>> {
+  const client = new Client({
+    connectionString: url,
+    application_name: applicationName,
+    options: startupOptions({ statement_timeout: '0' }),
+    connectionTimeoutMillis: 30_000,
+    // Bounded like the pool's sessions: a half-open connection fails the read instead of hanging the load.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
+    query_timeout: 30_000,
+  });
+  // A connection the server drops between the read and end() must not crash the process.
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ name: string; setting: string }>('SELECT name, current_setting(name) AS setting FROM unnest($1::text[]) AS name', [names]);
+    return Object.fromEntries(rows.map((r) => [r.name, r.setting]));
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }

@@ -50,3 +50,27 @@ describe('db-fanout rules check reads DUMP_RULES and MASKING_KEY as the dumper d
     expect(ok.out.join('\n')).toContain('nothing to refuse');
   });
 });
+
+describe('db-fanout rules check runs conditions in the dumper\'s session settings, not the source role\'s', () => {
+  let source: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-rules-settings-'));
+  const rules = join(dir, 'rules.yaml');
+
+  beforeAll(async () => {
+    source = await createDatabase('rules_settings', 'CREATE TABLE public.events (id int PRIMARY KEY, happened date NOT NULL); INSERT INTO public.events VALUES (1, DATE \'2024-01-20\');');
+    // A source whose own sessions read dates day first: the dumper's pinned session (DateStyle ISO, MDY) does not.
+    await source.query(`ALTER DATABASE "${source.name}" SET DateStyle = 'ISO, DMY'`);
+    writeFileSync(rules, ['strict: false', 'subset:', '  public.events: "happened >= \'13/01/2024\'"', ''].join('\n'));
+  });
+  afterAll(async () => {
+    await source?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a condition the dump would refuse: 13/01/2024 is no date month first', async () => {
+    const result = await check(source.url, { DUMP_RULES: rules });
+    expect(result.code).toBe(1);
+    // Named with its table, as the dump names it; the constant is the rules file's own, not a row's.
+    expect(result.out.join('\n')).toContain('public.events: subset where does not run: date/time field value out of range: "13/01/2024"');
+  });
+});

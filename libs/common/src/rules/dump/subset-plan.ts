@@ -90,7 +90,14 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
 
   for (const { table, where } of rules.subset) {
     if (!kept.has(tableKey(table))) continue;
-    const { rows } = await client.query<{ ctid: string }>(`SELECT ctid::text AS ctid FROM ONLY ${quoteQualified(table)} WHERE (${where})`).catch((error: unknown) => {
+    const select = `SELECT ctid::text AS ctid FROM ONLY ${quoteQualified(table)} WHERE (${where})`;
+    // Planned first (EXPLAIN reads no row): an error here is the condition's own text, a typo or a
+    // constant that is no value of its type ('13/01/2024' as a date, month first), and is named with
+    // its table; the rows' errors come only from the query itself.
+    await client.query(`EXPLAIN (COSTS OFF) ${select}`).catch((error: unknown) => {
+      throw new RulesError(rules.file, [`${tableKey(table)}: subset where does not run: ${(error as Error).message}`]);
+    });
+    const { rows } = await client.query<{ ctid: string }>(select).catch((error: unknown) => {
       // A typo in the condition names the rules file; an error the rows raised goes on as it is (its value withheld).
       throw isRulesTextError(error) ? new RulesError(rules.file, [`${tableKey(table)}: subset where does not run: ${(error as Error).message}`]) : error;
     });

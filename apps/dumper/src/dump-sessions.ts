@@ -27,6 +27,11 @@ export class DumpSessions {
     for (const client of this.held.splice(0)) client.release();
   }
 
+  /** abort() was called: the attempt's sessions are gone (or going). */
+  get isAborted(): boolean {
+    return this.aborted !== undefined;
+  }
+
   /** Destroys the sessions (the pool replaces them): an active query ends with the connection. */
   abort(reason: Error = new Error('dump aborted')): void {
     this.aborted ??= reason;

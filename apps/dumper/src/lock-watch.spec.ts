@@ -3,10 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client } from 'pg';
+import { Client, Pool } from 'pg';
 import { parseRules } from '@app/common/rules';
 import { FsSnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
+import { watchProductionLockWaits } from './lock-watch';
 import { writeSnapshot } from './snapshot-writer';
 
 /**
@@ -156,4 +157,46 @@ describe('a dump preparing its rules while production runs DDL', () => {
       await reader.end();
     }
   }, 30_000);
+});
+
+/**
+ * The watch ends a blocking attempt's sessions on the server too, but only for an attempt it ended
+ * itself: one that had ended already (a worker failed first) let its sessions go before the watch
+ * looked, and a pid freed then may belong to another session by the time it is terminated.
+ */
+describe('the lock watch, once the attempt has ended already', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createDatabase('lockwatch_ended', 'CREATE TABLE public.t (id int);');
+  });
+  afterAll(() => db?.drop());
+
+  it('terminates no session when the dump says it had ended already', async () => {
+    // Stands for a session that took over a pid the ended attempt freed, and holds a lock production waits for.
+    const holder = new Client({ connectionString: db.url });
+    const waiter = new Client({ connectionString: db.url });
+    const pool = new Pool({ connectionString: db.url, max: 1 });
+    await holder.connect();
+    await waiter.connect();
+    holder.on('error', () => undefined);
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE public.t IN ACCESS SHARE MODE');
+      const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      const altering = waiter.query('ALTER TABLE public.t ADD COLUMN x int');
+      let told = 0;
+      const watch = watchProductionLockWaits(pool, [rows[0].pid], () => (told++, false), 100);
+      for (const deadline = Date.now() + 5_000; told === 0 && Date.now() < deadline; ) await sleep(50);
+      await watch.stop();
+      expect(told).toBe(1);
+      // Still there, its transaction intact.
+      expect((await holder.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await holder.query('ROLLBACK');
+      await altering;
+    } finally {
+      await holder.end().catch(() => undefined);
+      await waiter.end();
+      await pool.end();
+    }
+  });
 });

@@ -32,7 +32,7 @@ export interface LockWatch {
  *
  * Best effort: a watch that cannot connect or query stops watching; the dump goes on as before.
  */
-export function watchProductionLockWaits(source: DumpSessionSource, pids: number[], onBlocked: (error: Error) => void, intervalMs = LOCK_WATCH_INTERVAL_MS): LockWatch {
+export function watchProductionLockWaits(source: DumpSessionSource, pids: number[], onBlocked: (error: Error) => boolean, intervalMs = LOCK_WATCH_INTERVAL_MS): LockWatch {
   const watched = [...pids];
   let stopped = false;
   let wake: (() => void) | undefined;
@@ -70,7 +70,7 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
         // A dump that finished copying while this ran is not thrown away for it.
         if (rows.length && !stopped) {
           const tables = rows.map((row) => row.relation).join(', ');
-          onBlocked(
+          const ended = onBlocked(
             Object.assign(
               new Error(`a session in production waits for a lock this dump holds on ${tables} (DDL or TRUNCATE): this attempt ends and lets it through`),
               { code: '55P03' },
@@ -81,8 +81,10 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
           // only when it next writes to it, and keeps the locks until then. So the watch ends them
           // (a role may end its own sessions), after the dump has let go of them: never while one of
           // its connections could still report the termination as an error of its own. Only backends
-          // that started before this check: never a session that took over a pid just freed.
-          await session.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1::int[]) AND backend_start < $2', [watched, rows[0].at]);
+          // that started before this check: never a session that took over a pid just freed. Not at
+          // all when the attempt had ended already (onBlocked says so: a worker failed first): its
+          // sessions went before this check, and a pid freed then may be another session's now.
+          if (ended) await session.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1::int[]) AND backend_start < $2', [watched, rows[0].at]);
           break;
         }
       }

@@ -196,8 +196,11 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     // has locked already) and covers the whole attempt: the rules' preparation (full scans of
     // subsets and jsonb arrays) holds the locks as long as the COPYs do. Workers join as they open.
     watch = watchProductionLockWaits(request.source ?? ownSource!, [await backendPid(leader)], (error) => {
+      // Ended already (a worker failed): nothing of this attempt holds a lock any more.
+      if (sessions.isAborted) return false;
       blockedProduction = error;
       sessions.abort(error);
+      return true;
     });
     const source = await serverIdentity(leader);
     const { tables, takenAt, role } = await openSnapshot(leader, request);

@@ -1136,6 +1136,45 @@ describe("a sequence a view's default calls, or a foreign table's column owns", 
     expect(await sequencesOf(target)).toEqual(['ft_id_seq 7 true', 'vseq 5 true']);
     expect(await query(target, "INSERT INTO public.v (n) VALUES ('new') RETURNING id")).toEqual([{ id: 6 }]);
   });
+
+  it("leaves one the loader's role does not own unset, saying so, and loads the rest (a foreign table's belongs to whoever may use its server)", async () => {
+    const SCHEMA = `
+      CREATE SEQUENCE public.vseq;
+      CREATE TABLE public.base (id int PRIMARY KEY, n text);
+      CREATE VIEW public.v AS SELECT * FROM public.base;
+      ALTER VIEW public.v ALTER COLUMN id SET DEFAULT nextval('public.vseq');
+      CREATE EXTENSION file_fdw;
+      CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
+      CREATE FOREIGN TABLE public.ft (id serial, n text) SERVER files OPTIONS (filename '/dev/null');`;
+    const { written, target } = await dumpedSourceAndTarget(
+      'seqowner',
+      `${SCHEMA}
+       INSERT INTO public.v (n) SELECT 'x' FROM generate_series(1, 5);
+       SELECT nextval('public.ft_id_seq') FROM generate_series(1, 7);`,
+      SCHEMA,
+    );
+    // The loader's role owns the environment's database, tables, view and their sequence; the
+    // foreign table (and its sequence) stays the superuser's, who may use the server.
+    const role = `spec_loader_owner_${randomBytes(4).toString('hex')}`;
+    await query(
+      target,
+      `CREATE ROLE "${role}" LOGIN;
+       DO $$ BEGIN EXECUTE format('ALTER DATABASE %I OWNER TO "${role}"', current_database()); END $$;
+       ALTER TABLE public.base OWNER TO "${role}"; ALTER VIEW public.v OWNER TO "${role}"; ALTER SEQUENCE public.vseq OWNER TO "${role}";`,
+    );
+    const asLoader = new URL(target);
+    asLoader.username = role;
+    try {
+      const lines: string[] = [];
+      const result = await loadInto(asLoader.toString(), { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1, log: (line) => lines.push(line) });
+      expect(result).toMatchObject({ kind: 'loaded', rows: 5 });
+      expect(await sequencesOf(target)).toEqual(['ft_id_seq 1 false', 'vseq 5 true']);
+      expect(lines).toContainEqual("sequence(s) of production that no loaded column uses are not the loader role's own, left unset: public.ft_id_seq");
+    } finally {
+      await query(target, `REASSIGN OWNED BY "${role}" TO CURRENT_USER; DROP OWNED BY "${role}"`);
+      await query(ADMIN_URL, `DROP ROLE "${role}"`);
+    }
+  });
 });
 
 describe('a snapshot of many tables', () => {

@@ -205,9 +205,11 @@ async function loadTables(
   const oids = targets.map((t) => t.oid);
   const sequences = await catalog.resolveSequences(sequencesToSet(manifest.sequences, drift));
   const standalone = await catalog.resolveStandaloneSequences(manifest.standaloneSequences ?? []);
-  // A sequence no loaded column uses is no table's data: one the environment lacks is left unset,
-  // said in the log, and never fails the load (snapshots of earlier releases did not list them).
+  // A sequence no loaded column uses is no table's data: one the environment lacks, or the loader's
+  // role does not own, is left unset, said in the log, and never fails the load (snapshots of
+  // earlier releases did not list them).
   if (standalone.missing.length) hooks.log?.(`sequence(s) of production that no column uses are not in the target, left unset: ${standalone.missing.join(', ')}`);
+  if (standalone.notOwned.length) hooks.log?.(`sequence(s) of production that no loaded column uses are not the loader role's own, left unset: ${standalone.notOwned.join(', ')}`);
   for (const sequence of standalone.resolved) if (!sequences.some((s) => s.name === sequence.name)) sequences.push(sequence);
   // Before anything is truncated: rows outside the snapshot that would lose what they reference.
   await checkReferencesFromOutside(client, open, await catalog.foreignKeysFromOutside(targets));

@@ -314,23 +314,28 @@ export class TargetCatalog {
   }
 
   /**
-   * Production's standalone sequences (no column owns or calls them: the application's, a
-   * trigger's), found in the target by their name. Those the target lacks are returned apart: the
-   * caller fails the load on them, or under SCHEMA_DRIFT=common-columns leaves them unset.
+   * Production's standalone sequences (no dumped table's column owns or calls them: the
+   * application's, a trigger's, a view default's, a foreign table's), found in the target by their
+   * name. Returned apart: those the target lacks, and those the loader's role does not own (setting
+   * one needs its owner: a foreign table's belongs to whoever may use the server, often not the
+   * loader). The caller leaves both unset, saying so: they are no loaded table's data.
    */
-  async resolveStandaloneSequences(sequences: ManifestStandaloneSequence[]): Promise<{ resolved: TargetSequence[]; missing: string[] }> {
+  async resolveStandaloneSequences(sequences: ManifestStandaloneSequence[]): Promise<{ resolved: TargetSequence[]; missing: string[]; notOwned: string[] }> {
     const resolved: TargetSequence[] = [];
     const missing: string[] = [];
+    const notOwned: string[] = [];
     for (const sequence of sequences) {
-      const { rows } = await this.db.query<{ name: string }>(
-        `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      const { rows } = await this.db.query<{ name: string; owned: boolean }>(
+        `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, pg_has_role(c.relowner, 'USAGE') AS owned
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE c.oid = to_regclass($1) AND c.relkind = 'S'`,
         [quoteQualified(parseQualifiedName(sequence.sequence))],
       );
-      if (rows[0]) resolved.push({ name: rows[0].name, lastValue: sequence.lastValue, isCalled: sequence.isCalled });
-      else missing.push(sequence.sequence);
+      if (!rows[0]) missing.push(sequence.sequence);
+      else if (!rows[0].owned) notOwned.push(rows[0].name);
+      else resolved.push({ name: rows[0].name, lastValue: sequence.lastValue, isCalled: sequence.isCalled });
     }
-    return { resolved, missing };
+    return { resolved, missing, notOwned };
   }
 
   /**

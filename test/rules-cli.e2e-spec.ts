@@ -97,7 +97,7 @@ describe('db-fanout rules', () => {
       writeFileSync(rules, 'strict: false\ntables:\n  public.events: { note: { constant: 1.50 } }\n');
       const constant = await cli(['rules', 'check', '--source', source.url, '--rules', rules], { MASKING_KEY: KEY });
       expect(constant.code).toBe(1);
-      expect(constant.stdout).toContain("line 3: constant 1.50 is read by YAML as the number 1.5; write it in quotes ('1.50') to keep it as written");
+      expect(constant.stdout).toContain("line 3: constant 1.50 is read by YAML as the number 1.5; write 1.5 for that number, or '1.50' in quotes to keep the text as written (a JSON string under jsonb)");
     } finally {
       await source.query('DROP TABLE public.docs, public.events');
     }

@@ -25,9 +25,9 @@ describe('rules file', () => {
     profile: { jsonb: { account: { constant: -007 } } }
 `;
     expect(problemsOf(text)).toEqual([
-      "line 3: constant 01234 is read by YAML as the number 1234; write it in quotes ('01234') to keep it as written",
-      "line 4: constant 0x1F is read by YAML as the number 31; write it in quotes ('0x1F') to keep it as written",
-      "line 7: constant -007 is read by YAML as the number -7; write it in quotes ('-007') to keep it as written",
+      "line 3: constant 01234 is read by YAML as the number 1234; write 1234 for that number, or '01234' in quotes to keep the text as written (a JSON string under jsonb)",
+      "line 4: constant 0x1F is read by YAML as the number 31; write 31 for that number, or '0x1F' in quotes to keep the text as written (a JSON string under jsonb)",
+      "line 7: constant -007 is read by YAML as the number -7; write -7 for that number, or '-007' in quotes to keep the text as written (a JSON string under jsonb)",
     ]);
   });
 
@@ -43,14 +43,14 @@ describe('rules file', () => {
     profile: { jsonb: { balance: { constant: 10.0 } } }
 `;
     expect(problemsOf(text)).toEqual([
-      "line 3: constant 12345678901234567890 is read by YAML as the number 12345678901234567000; write it in quotes ('12345678901234567890') to keep it as written",
-      "line 4: constant 1.50 is read by YAML as the number 1.5; write it in quotes ('1.50') to keep it as written",
-      "line 5: constant 0.0500 is read by YAML as the number 0.05; write it in quotes ('0.0500') to keep it as written",
-      "line 6: constant 1e3 is read by YAML as the number 1000; write it in quotes ('1e3') to keep it as written",
-      "line 9: constant 10.0 is read by YAML as the number 10; write it in quotes ('10.0') to keep it as written",
+      "line 3: constant 12345678901234567890 is read by YAML as the number 12345678901234567000; write 12345678901234567000 for that number, or '12345678901234567890' in quotes to keep the text as written (a JSON string under jsonb)",
+      "line 4: constant 1.50 is read by YAML as the number 1.5; write 1.5 for that number, or '1.50' in quotes to keep the text as written (a JSON string under jsonb)",
+      "line 5: constant 0.0500 is read by YAML as the number 0.05; write 0.05 for that number, or '0.0500' in quotes to keep the text as written (a JSON string under jsonb)",
+      "line 6: constant 1e3 is read by YAML as the number 1000; write 1000 for that number, or '1e3' in quotes to keep the text as written (a JSON string under jsonb)",
+      "line 9: constant 10.0 is read by YAML as the number 10; write 10 for that number, or '10.0' in quotes to keep the text as written (a JSON string under jsonb)",
     ]);
     expect(problemsOf('{"tables": {"public.accounts": {"rate": {"constant": 0.0500}}}}')).toEqual([
-      "line 1: constant 0.0500 is read by YAML as the number 0.05; write it in quotes ('0.0500') to keep it as written",
+      "line 1: constant 0.0500 is read by YAML as the number 0.05; write 0.05 for that number, or '0.0500' in quotes to keep the text as written (a JSON string under jsonb)",
     ]);
   });
 

@@ -173,7 +173,8 @@ function* tableEntries(raw: unknown, section: string, notAMapping: string, probl
  * Constants YAML reads as other digits than the file shows: `01234` is the number 1234 (a zip code
  * or an account number loses its zeros), `0x1F` is 31, `12345678901234567890` is past a double's
  * precision (12345678901234567000), `1.50` is 1.5. Any number whose text, as it will be written
- * (String), is not its source is named with its line, to be quoted.
+ * (String), is not its source is named with its line: the number as it will be written, or the text
+ * in quotes.
  */
 function constantsNotAsWritten(text: string): string[] {
   const lines = new LineCounter();
@@ -185,7 +186,8 @@ function constantsNotAsWritten(text: string): string[] {
       const written = value.source ?? '';
       if (String(value.value) === written) return;
       const { line } = lines.linePos(value.range?.[0] ?? 0);
-      found.push(`line ${line}: constant ${written} is read by YAML as the number ${value.value}; write it in quotes ('${written}') to keep it as written`);
+      // Quoted, a constant is text: the column reads it as written, a jsonb leaf becomes a JSON string.
+      found.push(`line ${line}: constant ${written} is read by YAML as the number ${value.value}; write ${value.value} for that number, or '${written}' in quotes to keep the text as written (a JSON string under jsonb)`);
     },
   });
   return found;

@@ -27,9 +27,10 @@ export async function applyLoadSettings(client: Pick<PoolClient, 'query'>, minMa
 }
 
 /**
- * JIT off for the load's catalog reads and preparation, in its transaction; returns what sets the
- * transaction back to the session's own setting for the data (COPY, index builds, foreign key
- * checks, refreshes keep the environment's setting, as pg_restore's would). The recursive catalog
+ * JIT off for the load's catalog reads and preparation (up to the TRUNCATE, the check of references
+ * from outside included), in its transaction; returns what sets the transaction back to the
+ * session's own setting for the data (from the COPY on: index builds, foreign key checks and
+ * refreshes keep the environment's setting, as pg_restore's would). The recursive catalog
  * queries (the NOT VALID checks over every type a column holds, partition trees) are estimated
  * far above jit_above_cost and run in milliseconds: PostgreSQL compiled the checks' query for about
  * 1.7 s on every load, where it ran in 17 ms (EXPLAIN ANALYZE in a pgbench environment), and each

@@ -67,6 +67,18 @@ describe('db-fanout rules check runs conditions in the dumper\'s session setting
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it("withholds a row's value that a function in a condition fails on while it is planned", async () => {
+    // cutoff() is STABLE: planning calls it for estimates, and it fails on a production value.
+    await source.query(`CREATE TABLE public.settings (v text); INSERT INTO public.settings VALUES ('card 4111-1111-1111-1111');
+      CREATE FUNCTION public.cutoff() RETURNS int LANGUAGE sql STABLE AS 'SELECT v::int FROM public.settings'`);
+    const stable = join(dir, 'stable.yaml');
+    writeFileSync(stable, ['strict: false', 'subset:', '  public.events: "id > public.cutoff()"', ''].join('\n'));
+    const result = await check(source.url, { DUMP_RULES: stable });
+    expect(result.code).toBe(1);
+    expect(result.out.join('\n')).not.toContain('4111');
+    expect(result.out.join('\n')).toContain('(value withheld');
+  });
+
   it('refuses a condition the dump would refuse: 13/01/2024 is no date month first', async () => {
     const result = await check(source.url, { DUMP_RULES: rules });
     expect(result.code).toBe(1);

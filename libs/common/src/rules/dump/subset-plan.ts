@@ -91,11 +91,13 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
   for (const { table, where } of rules.subset) {
     if (!kept.has(tableKey(table))) continue;
     const select = `SELECT ctid::text AS ctid FROM ONLY ${quoteQualified(table)} WHERE (${where})`;
-    // Planned first (EXPLAIN reads no row): an error here is the condition's own text, a typo or a
-    // constant that is no value of its type ('13/01/2024' as a date, month first), and is named with
-    // its table; the rows' errors come only from the query itself.
+    // Planned first: a typo, or a constant of the condition's own text that is no value of its type
+    // ('13/01/2024' as a date, month first), is named with its table. Planning runs functions too (a
+    // STABLE one for estimates, an IMMUTABLE one folded), which may read rows: only an error that
+    // points into the statement's text is the condition's own; any other goes on as it is (a data
+    // error's value withheld, a dropped connection still transient).
     await client.query(`EXPLAIN (COSTS OFF) ${select}`).catch((error: unknown) => {
-      throw new RulesError(rules.file, [`${tableKey(table)}: subset where does not run: ${(error as Error).message}`]);
+      throw isRulesTextError(error) || isConstantError(error) ? new RulesError(rules.file, [`${tableKey(table)}: subset where does not run: ${(error as Error).message}`]) : error;
     });
     const { rows } = await client.query<{ ctid: string }>(select).catch((error: unknown) => {
       // A typo in the condition names the rules file; an error the rows raised goes on as it is (its value withheld).
@@ -252,6 +254,12 @@ export function subsetWhere(table: TableName, ctids: string[]): string {
  * calls a syntax error (`syntax error in tsquery: "..."`, no position in the statement): that one
  * goes on as the data error it is, its value withheld.
  */
+/** A data exception (class 22) at a position in the statement: a constant of the rules' own text, not a row's value. */
+export function isConstantError(error: unknown): boolean {
+  const { code, position } = error as { code?: unknown; position?: unknown };
+  return typeof code === 'string' && code.startsWith('22') && position !== undefined && position !== null && position !== '';
+}
+
 export function isRulesTextError(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' && code.startsWith('42') && !quotesRowValue(error);

@@ -1,6 +1,6 @@
 import type { OnApplicationShutdown } from '@nestjs/common';
 import type { Pool, PoolClient } from 'pg';
-import { createPostgresPool } from '@app/common/database';
+import { createPostgresPool, DUMP_SOURCE_SETTINGS } from '@app/common/database';
 
 /**
  * How long a dump session waits for a table lock in production before giving up (SQLSTATE 55P03,
@@ -30,7 +30,7 @@ export class SourceDatabase implements DumpSessionSource, OnApplicationShutdown 
     this.pool = createPostgresPool(url, {
       applicationName: 'db-fanout-dumper',
       lockTimeoutMs: DUMP_LOCK_TIMEOUT_MS,
-      settings: { row_security: 'off' },
+      settings: DUMP_SOURCE_SETTINGS,
       max: jobs + 2,
     });
   }

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
+import { ADMIN_URL, createDatabase, type TestDatabase } from '../../../../test/support/databases';
 import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL } from '../../../../test/support/masking-fixture';
 import { rulesMain } from './rules-command';
 
@@ -84,5 +84,39 @@ describe('db-fanout rules check runs conditions in the dumper\'s session setting
     expect(result.code).toBe(1);
     // Named with its table, as the dump names it; the constant is the rules file's own, not a row's.
     expect(result.out.join('\n')).toContain('public.events: subset where does not run: date/time field value out of range: "13/01/2024"');
+  });
+});
+
+describe('db-fanout rules check reads the source with row security off, as the dumper does', () => {
+  let source: TestDatabase;
+  const role = `rules_rls_${Math.random().toString(16).slice(2, 10)}`;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-rules-rls-'));
+  const rules = join(dir, 'rules.yaml');
+
+  beforeAll(async () => {
+    // The dumper's role owns the table, and a policy it is subject to (FORCE) hides some rows.
+    source = await createDatabase('rules_rls', `CREATE ROLE "${role}" LOGIN;
+      CREATE TABLE public.notes (id int PRIMARY KEY, owner text);
+      INSERT INTO public.notes VALUES (1, 'a'), (2, 'b');
+      ALTER TABLE public.notes OWNER TO "${role}";
+      ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY; ALTER TABLE public.notes FORCE ROW LEVEL SECURITY;
+      CREATE POLICY only_a ON public.notes USING (owner = 'a');`);
+    writeFileSync(rules, ['strict: false', 'subset:', '  public.notes: "id > 0"', ''].join('\n'));
+  });
+  afterAll(async () => {
+    await source?.drop();
+    const { Client } = await import('pg');
+    const admin = new Client({ connectionString: ADMIN_URL });
+    await admin.connect();
+    await admin.query(`DROP ROLE IF EXISTS "${role}"`).finally(() => admin.end());
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("reports what the dump meets: a policy would filter the dumper's reads", async () => {
+    const asRole = new URL(source.url);
+    asRole.username = role;
+    const result = await check(asRole.toString(), { DUMP_RULES: rules });
+    expect(result.code).toBe(1);
+    expect(result.out.join('\n')).toContain('row-level security');
   });
 });

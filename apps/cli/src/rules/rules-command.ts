@@ -2,7 +2,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { Client } from 'pg';
 import { loadRulesConfig } from '@app/common/config';
-import { PINNED_SESSION_SETTINGS, startupOptions } from '@app/common/database';
+import { DUMP_SOURCE_SETTINGS, PINNED_SESSION_SETTINGS, startupOptions } from '@app/common/database';
 import { describeFailure, errorMessage } from '@app/common/observability';
 import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, type RulesFile, suggestRules } from '@app/common/rules';
 import { DumpRules } from '@app/common/rules/dump';
@@ -24,12 +24,12 @@ export class RulesUsageError extends Error {}
 
 /**
  * `work` in one read-only snapshot of the source, as the dump reads it: in the dumper's pinned
- * session settings (TimeZone UTC, DateStyle ISO, ...), under which it runs subset conditions and
- * `sql` expressions. In the role's own, a literal such as '13/01/2024' passed the check on a source
+ * session settings (TimeZone UTC, DateStyle ISO, ..., row security off), under which it runs subset
+ * conditions and `sql` expressions. In the role's own, a literal such as '13/01/2024' passed the check on a source
  * whose DateStyle reads day first and then failed the dump.
  */
 async function inSourceSnapshot<T>(source: string, work: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: source, application_name: 'db-fanout-cli', options: startupOptions(PINNED_SESSION_SETTINGS) });
+  const client = new Client({ connectionString: source, application_name: 'db-fanout-cli', options: startupOptions({ ...PINNED_SESSION_SETTINGS, ...DUMP_SOURCE_SETTINGS }) });
   client.on('error', () => undefined);
   await client.connect();
   try {

@@ -40,6 +40,13 @@ export interface PostgresPoolOptions {
   connectionTimeoutMillis?: number;
 }
 
+/**
+ * What the dumper's sessions add to the pinned settings on the source: row-level security off, so a
+ * role that a policy would filter fails loudly instead of dumping a silent subset (as pg_dump does).
+ * `db-fanout rules check` reads the source the same way.
+ */
+export const DUMP_SOURCE_SETTINGS: Readonly<Record<string, string>> = { row_security: 'off' };
+
 /** `-c name=value` pairs for the startup packet; backslash-escapes what libpq's options parser splits on. */
 export function startupOptions(settings: Record<string, string>): string {
   return Object.entries(settings)

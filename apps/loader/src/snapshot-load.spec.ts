@@ -1605,6 +1605,43 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
       }
     });
 
+    it("checks references from outside against generated keys computed as the load computes them, under the environment's TimeZone", async () => {
+      const schema = `
+        ${databaseSettings({ TimeZone: 'America/New_York' })}
+        CREATE FUNCTION public.local_day(timestamptz) RETURNS date LANGUAGE sql IMMUTABLE AS 'SELECT $1::date';
+        CREATE TABLE public.orders (id int PRIMARY KEY, at timestamptz NOT NULL, day date GENERATED ALWAYS AS (public.local_day(at)) STORED UNIQUE);`;
+      const { written, target } = await dumpedSourceAndTarget(
+        'own_timezone_refs',
+        `${schema} INSERT INTO public.orders VALUES (1, '2024-01-01 03:00+00');`,
+        // Only in the environment: a table outside the snapshot referencing the generated key, with
+        // the day production computes (03:00 UTC is December 31st in New York).
+        `${schema} INSERT INTO public.orders VALUES (1, '2024-01-01 03:00+00');
+         CREATE TABLE public.refs (day date REFERENCES public.orders (day)); INSERT INTO public.refs VALUES ('2023-12-31');`,
+      );
+      expect(await loadInto(target, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1 })).toMatchObject({ kind: 'loaded' });
+      expect(await query(target, 'SELECT day::text FROM public.refs')).toEqual([{ day: '2023-12-31' }]);
+    });
+
+    it('loads a role at its connection limit, computing with the pinned settings and saying so', async () => {
+      const { written, target } = await dumpedSourceAndTarget('own_connlimit', SCHEMA_SQL, SCHEMA_SQL);
+      // A role limited to the one connection the load holds: the read of its own settings is refused (53300).
+      const role = `spec_loader_limit_${randomBytes(4).toString('hex')}`;
+      await query(target, `CREATE ROLE "${role}" LOGIN CONNECTION LIMIT 1; DO $$ BEGIN EXECUTE format('ALTER DATABASE %I OWNER TO "${role}"', current_database()); END $$; REASSIGN OWNED BY CURRENT_USER TO "${role}";`);
+      const asLoader = new URL(target);
+      asLoader.username = role;
+      const database = new TargetDatabase(asLoader.toString());
+      try {
+        const lines: string[] = [];
+        const result = await loadSnapshot(database, { snapshot: payloadOf(written), dir: written.location, environment: ENVIRONMENT, attempt: 1, log: (line) => lines.push(line) });
+        expect(result).toMatchObject({ kind: 'loaded' });
+        expect(lines).toContainEqual(expect.stringMatching(/^could not open a connection to read the environment's own TimeZone, DateStyle, IntervalStyle, extra_float_digits \(too many connections for role "spec_loader_limit_[0-9a-f]+"\): computing with the loader's pinned ones/));
+      } finally {
+        await database.close();
+        await query(target, `REASSIGN OWNED BY "${role}" TO CURRENT_USER; DROP OWNED BY "${role}"`);
+        await query(ADMIN_URL, `DROP ROLE "${role}"`);
+      }
+    });
+
     it('reads the CSV as the dumper wrote it under unusual DateStyle, IntervalStyle and TimeZone, and computes with them', async () => {
       // What the COPY reads keeps array_nulls and xmloption pinned: this database would read {x,NULL}'s NULL as a string and refuse a fragment.
       const settings = { TimeZone: 'Asia/Kolkata', DateStyle: 'SQL, DMY', IntervalStyle: 'sql_standard', extra_float_digits: '0', array_nulls: 'off', xmloption: 'document' };

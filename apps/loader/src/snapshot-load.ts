@@ -149,7 +149,7 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       if (newer) return { kind: 'superseded', by: newer };
     }
     await request.onWork?.();
-    const ownSettings = await database.ownSettings(COMPUTING_SETTINGS);
+    const ownSettings = await database.ownSettings(COMPUTING_SETTINGS, request.log);
     const { rows, drift } = await loadTables(load, open, manifest, request, phases, request.triggers ?? 'disable', ownSettings);
     const durationMs = Date.now() - started;
     await load.ledger.record({
@@ -212,7 +212,7 @@ async function loadTables(
   if (standalone.notOwned.length) hooks.log?.(`sequence(s) of production that no loaded column uses are not the loader role's own, left unset: ${standalone.notOwned.join(', ')}`);
   for (const sequence of standalone.resolved) if (!sequences.some((s) => s.name === sequence.name)) sequences.push(sequence);
   // Before anything is truncated: rows outside the snapshot that would lose what they reference.
-  await checkReferencesFromOutside(client, open, await catalog.foreignKeysFromOutside(targets));
+  await checkReferencesFromOutside(client, open, await catalog.foreignKeysFromOutside(targets), ownSettings);
   const foreignKeys = await catalog.foreignKeysTouching(oids);
   const indexes = await catalog.deferrableIndexes(targets);
   const triggers = triggerMode === 'disable' ? await catalog.userTriggers(oids) : [];

@@ -22,6 +22,8 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
   readonly pool: Pool;
   private readonly ledger: LedgerRepository;
   private migrated?: Promise<void>;
+  /** The environment's own settings as the last load read them (ownSettings). */
+  private lastOwnSettings?: Record<string, string>;
 
   /** `lockTimeoutMs`: TARGET_LOCK_TIMEOUT_MS unless given (tests shorten it). */
   constructor(
@@ -82,9 +84,24 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
-  /** The environment's own values of `names`, as a plain session of the loader's role has them (see unpinnedSessionSettings). */
-  ownSettings(names: readonly string[]): Promise<Record<string, string>> {
-    return unpinnedSessionSettings(this.url, names, 'db-fanout-loader');
+  /**
+   * The environment's own values of `names`, as a plain session of the loader's role has them (see
+   * unpinnedSessionSettings), read on one more connection. At the role's or the server's connection
+   * limit (SQLSTATE class 53: a role limited to the pool's size, a pooler's per-user cap) that
+   * connection is refused: the load then computes with the values an earlier load read, or, before
+   * any, with the pinned ones, and `log` says so; refusing the load would fail it at every retry.
+   */
+  async ownSettings(names: readonly string[], log?: (line: string) => void): Promise<Record<string, string>> {
+    try {
+      this.lastOwnSettings = await unpinnedSessionSettings(this.url, names, 'db-fanout-loader');
+      return this.lastOwnSettings;
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (typeof code !== 'string' || !code.startsWith('53')) throw error;
+      const instead = this.lastOwnSettings ? 'the values an earlier load read' : "the loader's pinned ones (TimeZone UTC, DateStyle ISO)";
+      log?.(`could not open a connection to read the environment's own ${names.join(', ')} (${errorMessage(error)}): computing with ${instead}`);
+      return this.lastOwnSettings ?? {};
+    }
   }
 
   /**

@@ -6,6 +6,7 @@ import type { ManifestTable } from '@app/common/contract';
 import { quoteIdent, quoteQualified } from '@app/common/database';
 import { DigestStream } from '@app/common/streams';
 import { DanglingReferenceError, type ForeignKeyFromOutside } from '../target-schema';
+import { ownSettingsForData } from './session-settings';
 
 /**
  * Tables outside the snapshot keep their rows, so every row they reference must be in the snapshot.
@@ -13,7 +14,12 @@ import { DanglingReferenceError, type ForeignKeyFromOutside } from '../target-sc
  * (its key columns are what matters) and the referencing rows are matched against it. Costs one
  * extra read of those files only, and only for tables something outside the snapshot references.
  */
-export async function checkReferencesFromOutside(client: PoolClient, open: (table: ManifestTable) => Promise<Readable>, foreignKeys: ForeignKeyFromOutside[]): Promise<void> {
+export async function checkReferencesFromOutside(
+  client: PoolClient,
+  open: (table: ManifestTable) => Promise<Readable>,
+  foreignKeys: ForeignKeyFromOutside[],
+  ownSettings: Readonly<Record<string, string>> = {},
+): Promise<void> {
   const copies = new Map<number, string>();
   for (const fk of foreignKeys) {
     const referenced = fk.referenced;
@@ -36,10 +42,15 @@ export async function checkReferencesFromOutside(client: PoolClient, open: (tabl
       // Again for a generated key of a domain: it could only be added once the columns it is
       // computed from had their types changed (PostgreSQL refuses that under a generated column).
       await dropDomains(client, keys);
+      // Generated keys computed as the load's COPY computes them, under the environment's own
+      // TimeZone and DateStyle (ownSettingsForData); set before the COPY, which holds the session
+      // until its input ends. The expressions above were read under the pinned settings.
+      const pinned = await ownSettingsForData(client, ownSettings);
       const copy = client.query(copyFrom(`COPY ${keys} (${table.columns.map(quoteIdent).join(', ')}) FROM STDIN (FORMAT csv, HEADER)`));
       // Checked as the load's own COPY checks it: an altered file is a checksum mismatch, never taken
       // for production's keys (a key changed in it would show as a reference that dangles).
       await pipeline(await open(table), new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }), copy);
+      await pinned();
     }
     const notNull = fk.columns.map((c) => `r.${quoteIdent(c)} IS NOT NULL`).join(' AND ');
     const matches = fk.columns.map((c, i) => `k.${quoteIdent(fk.referencedColumns[i])} = r.${quoteIdent(c)}`).join(' AND ');

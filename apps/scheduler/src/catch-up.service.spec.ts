@@ -5,10 +5,9 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DateTime } from 'luxon';
 import { loadSchedulerConfig } from '@app/common/config';
-import { ensureStream } from '@app/common/messaging';
+import { ensureStream, EventPublisher } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
 import { CatchUpService } from './catch-up.service';
-import { RunLedgerService } from './run-ledger/run-ledger.service';
 import { SchedulerModule } from './scheduler.module';
 
 const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -35,18 +34,13 @@ describe('CatchUpService (real NATS)', () => {
     await app.init();
     const stop = new AbortController();
     try {
-      // Two schedulers catching up at once: both find no run of the date, then the other one's
-      // trigger reaches the stream between this one's look-up and its publish.
-      const ledger = app.get(RunLedgerService);
-      const runs = ledger.runs.bind(ledger);
-      let raced = false;
-      jest.spyOn(ledger, 'runs').mockImplementation(async () => {
-        const found = await runs();
-        if (!raced) {
-          raced = true;
-          await jetstream(nc).publish(`${config.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: yesterday }), { msgID: `catchup:${yesterday}` });
-        }
-        return found;
+      // Two schedulers catching up at once: both found no run of the date, and the other one's
+      // trigger reaches the stream just before this one's publish (the same message id).
+      const events = app.get(EventPublisher);
+      const publish = events.publish.bind(events);
+      jest.spyOn(events, 'publish').mockImplementationOnce(async (...args: Parameters<EventPublisher['publish']>) => {
+        await jetstream(nc).publish(`${config.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: yesterday }), { msgID: `catchup:${yesterday}` });
+        return publish(...args);
       });
       const caughtUp = app.get(CatchUpService).run(stop.signal, 50);
       const deadline = Date.now() + 10_000;

@@ -79,6 +79,26 @@ describe('a dump while production runs DDL', () => {
     }
   }, 30_000);
 
+  it("finishes the dump when a DBA ends the watch's session between two of its looks", async () => {
+    const dumping = writeSnapshot({ date: '2024-03-03', sourceDatabaseUrl: source.url, snapshotDir: dir, store: slowStore(3_000), tables: [], excludeTables: [], jobs: 1 });
+    const admin = new Client({ connectionString: source.url });
+    await admin.connect();
+    try {
+      let ended = 0;
+      for (let tries = 0; !ended && tries < 50; tries++) {
+        await sleep(100);
+        // The watch idles between looks, its last statement the lock query.
+        const { rowCount } = await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'db-fanout-dumper' AND state = 'idle' AND query LIKE '%pg_blocking_pids%'");
+        ended = rowCount ?? 0;
+      }
+      expect(ended).toBe(1);
+      const written = await dumping;
+      expect(written.manifest.tables.map((t) => t.name)).toEqual(['public.big', 'public.small']);
+    } finally {
+      await admin.end();
+    }
+  }, 30_000);
+
   it('leaves a dump that nobody waits for alone', async () => {
     const written = await writeSnapshot({ date: '2024-03-02', sourceDatabaseUrl: source.url, snapshotDir: dir, store: slowStore(1_500), tables: [], excludeTables: [], jobs: 2 });
     expect(written.manifest.tables.map((t) => t.name)).toEqual(['public.big', 'public.small']);

@@ -11,13 +11,10 @@ export class TargetLoad {
   readonly ledger: LedgerRepository;
   readonly catalog: TargetCatalog;
   private finished = false;
-  // While the load holds the client the pool does not listen for its errors: a connection the
-  // server terminates mid-COPY emits 'error' (ECONNRESET) after the query already failed, and an
-  // unheard 'error' event would crash the process instead of letting the load be retried.
-  private readonly ignoreConnectionError = (): void => undefined;
 
+  // `client` comes from createPostgresPool, which hears its 'error' events while the load holds it:
+  // a connection the server terminates mid-COPY fails the load (retried), never the process.
   constructor(readonly client: PoolClient) {
-    client.on('error', this.ignoreConnectionError);
     this.ledger = new LedgerRepository(client);
     this.catalog = new TargetCatalog(client);
   }
@@ -51,8 +48,7 @@ export class TargetLoad {
   private finish(error?: Error): void {
     if (this.finished) return;
     this.finished = true;
-    // A broken connection keeps the listener: it is discarded and may still report its socket's end.
-    if (!error) this.client.removeListener('error', this.ignoreConnectionError);
+    // A broken connection is discarded, not returned to the pool.
     this.client.release(error);
   }
 }

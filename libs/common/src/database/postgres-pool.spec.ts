@@ -1,3 +1,4 @@
+import { Client } from 'pg';
 import { createDatabase, type TestDatabase } from '../../../../test/support/databases';
 import { createPostgresPool, startupOptions, unpinnedSessionSettings } from './postgres-pool';
 
@@ -37,6 +38,26 @@ describe('createPostgresPool', () => {
         i: '1 day 02:00:00',
       });
     } finally {
+      await pool.end();
+    }
+  });
+
+  it('survives the server terminating a checked-out session: the next query on it fails instead of the process', async () => {
+    const pool = createPostgresPool(db.url, { applicationName: 'db-fanout-spec', lockTimeoutMs: 1000 });
+    // The database's own statement_timeout (1ms, above) is not the admin's.
+    const admin = new Client({ connectionString: db.url, options: '-c statement_timeout=0' });
+    await admin.connect();
+    const client = await pool.connect();
+    try {
+      const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      const closed = new Promise((resolve) => client.once('end', resolve));
+      // A DBA ending the session between two of its queries (or a server restart).
+      await admin.query('SELECT pg_terminate_backend($1)', [rows[0].pid]);
+      await closed;
+      await expect(client.query('SELECT 1')).rejects.toThrow(/not queryable|terminated/);
+    } finally {
+      client.release(true);
+      await admin.end();
       await pool.end();
     }
   });

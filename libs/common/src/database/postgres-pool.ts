@@ -68,12 +68,17 @@ export function postgresPoolConfig(url: string, options: PostgresPoolOptions): P
 }
 
 /**
- * The one way db-fanout opens PostgreSQL connections. An idle client that the server or network
- * kills must not crash the process: the pool drops it, and the next query reports the problem.
+ * The one way db-fanout opens PostgreSQL connections. A client that the server or network kills
+ * must not crash the process, idle in the pool or checked out: the pool drops an idle one, and for
+ * a checked-out one the query in flight, or else the next, reports the problem. pg-pool listens for
+ * a client's 'error' only while the client is idle; a checked-out client emits 'error' when its
+ * backend is terminated (a DBA ending the dumper's sessions, a server restart), and an unheard
+ * 'error' event ends the process, with the dump or load in flight, instead of failing the attempt.
  */
 export function createPostgresPool(url: string, options: PostgresPoolOptions): Pool {
   const pool = new Pool(postgresPoolConfig(url, options));
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 

@@ -1114,7 +1114,8 @@ describe('tables without columns (all dropped, or only generated ones)', () => {
 });
 
 describe("a sequence a view's default calls, or a foreign table's column owns", () => {
-  it("is set to production's value, as pg_dump sets it: the next insert through the view continues after production's ids", async () => {
+  /** Production: 5 rows inserted through the view (vseq at 5), the foreign table's sequence at 7. */
+  const dumpedWithViewAndForeignSequences = (name: string) => {
     const SCHEMA = `
       CREATE SEQUENCE public.vseq;
       CREATE TABLE public.base (id int PRIMARY KEY, n text);
@@ -1123,13 +1124,17 @@ describe("a sequence a view's default calls, or a foreign table's column owns", 
       CREATE EXTENSION file_fdw;
       CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
       CREATE FOREIGN TABLE public.ft (id serial, n text) SERVER files OPTIONS (filename '/dev/null');`;
-    const { written, target } = await dumpedSourceAndTarget(
-      'viewseq',
+    return dumpedSourceAndTarget(
+      name,
       `${SCHEMA}
        INSERT INTO public.v (n) SELECT 'x' FROM generate_series(1, 5);
        SELECT nextval('public.ft_id_seq') FROM generate_series(1, 7);`,
       SCHEMA,
     );
+  };
+
+  it("is set to production's value, as pg_dump sets it: the next insert through the view continues after production's ids", async () => {
+    const { written, target } = await dumpedWithViewAndForeignSequences('viewseq');
 
     expect(await load(target, written)).toMatchObject({ kind: 'loaded', rows: 5 });
 
@@ -1138,21 +1143,7 @@ describe("a sequence a view's default calls, or a foreign table's column owns", 
   });
 
   it("leaves one the loader's role does not own unset, saying so, and loads the rest (a foreign table's belongs to whoever may use its server)", async () => {
-    const SCHEMA = `
-      CREATE SEQUENCE public.vseq;
-      CREATE TABLE public.base (id int PRIMARY KEY, n text);
-      CREATE VIEW public.v AS SELECT * FROM public.base;
-      ALTER VIEW public.v ALTER COLUMN id SET DEFAULT nextval('public.vseq');
-      CREATE EXTENSION file_fdw;
-      CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
-      CREATE FOREIGN TABLE public.ft (id serial, n text) SERVER files OPTIONS (filename '/dev/null');`;
-    const { written, target } = await dumpedSourceAndTarget(
-      'seqowner',
-      `${SCHEMA}
-       INSERT INTO public.v (n) SELECT 'x' FROM generate_series(1, 5);
-       SELECT nextval('public.ft_id_seq') FROM generate_series(1, 7);`,
-      SCHEMA,
-    );
+    const { written, target } = await dumpedWithViewAndForeignSequences('seqowner');
     // The loader's role owns the environment's database, tables, view and their sequence; the
     // foreign table (and its sequence) stays the superuser's, who may use the server.
     const role = `spec_loader_owner_${randomBytes(4).toString('hex')}`;

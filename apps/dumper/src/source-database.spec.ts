@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { SourceDatabase } from './source-database';
 
@@ -29,4 +30,23 @@ describe('SourceDatabase', () => {
       client.release();
     }
   });
+
+  it('ends what production still runs for a session the dump dropped, and lets a DDL waiting on its lock through, within seconds', async () => {
+    await db.query('CREATE TABLE public.held (id int)');
+    const client = await source.connect();
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    await client.query('BEGIN');
+    await client.query('LOCK TABLE public.held IN ACCESS SHARE MODE');
+    // A statement that writes nothing to the client for a long time, like a rules scan.
+    const running = client.query('SELECT pg_sleep(20)').catch((error: unknown) => error);
+    await sleep(300);
+    // What DumpSessions.abort does when an attempt ends: the connection is destroyed, client side.
+    client.release(new Error('the attempt ended'));
+    await running;
+    const started = Date.now();
+    // The database has no lock_timeout: this waits for the dropped session's lock, however long.
+    await db.query('ALTER TABLE public.held ADD COLUMN n int');
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await db.query('SELECT pid FROM pg_stat_activity WHERE pid = $1', [rows[0].pid])).toEqual([]);
+  }, 40_000);
 });

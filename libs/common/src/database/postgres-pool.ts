@@ -68,6 +68,18 @@ export function postgresPoolConfig(url: string, options: PostgresPoolOptions): P
 }
 
 /**
+ * Every session checks once a second, while a statement runs, whether db-fanout is still connected
+ * (PostgreSQL 14+, `client_connection_check_interval`; older servers, which lack it, are left as
+ * they are). When db-fanout drops a session mid-statement (a dump attempt ended because a worker or
+ * the store failed, a loader killed during an index build), PostgreSQL otherwise runs the statement
+ * to its end, minutes for a rules scan or a big table's COPY, holding its locks on production or the
+ * environment, and only then finds the client gone. Not in the startup packet: a server before 14
+ * refuses a connection that names a parameter it does not know.
+ */
+const CHECK_CLIENT_CONNECTION_SQL =
+  "SELECT set_config('client_connection_check_interval', '1000', false) WHERE current_setting('server_version_num')::int >= 140000";
+
+/**
  * The one way db-fanout opens PostgreSQL connections. A client that the server or network kills
  * must not crash the process, idle in the pool or checked out: the pool drops an idle one, and for
  * a checked-out one the query in flight, or else the next, reports the problem. pg-pool listens for
@@ -78,7 +90,12 @@ export function postgresPoolConfig(url: string, options: PostgresPoolOptions): P
 export function createPostgresPool(url: string, options: PostgresPoolOptions): Pool {
   const pool = new Pool(postgresPoolConfig(url, options));
   pool.on('error', () => undefined);
-  pool.on('connect', (client) => client.on('error', () => undefined));
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+    // Queued before the caller's first statement (a client runs its queries in order). Best effort:
+    // a server that refuses it keeps its default, and the caller's statements go on.
+    client.query(CHECK_CLIENT_CONNECTION_SQL).catch(() => undefined);
+  });
   return pool;
 }
 

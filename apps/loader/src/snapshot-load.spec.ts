@@ -1326,6 +1326,20 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     ]);
   });
 
+  it("fails, naming the environment's trigger and changing nothing, when a BEFORE trigger skips loaded rows under LOAD_TRIGGERS=fire", async () => {
+    const target = await createTarget(`${TRIGGERS_SQL}
+      CREATE FUNCTION public.skip_some() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.id % 2 = 0 THEN RETURN NULL; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER skip_some BEFORE INSERT ON public.customers FOR EACH ROW EXECUTE FUNCTION public.skip_some();`);
+    const before = await contentsOf(target);
+    const error = await loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, triggers: 'fire' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TargetSchemaError);
+    // customers_shout (upper-cases names) fires too: the message names every trigger that may have.
+    expect((error as Error).message).toBe(
+      "public.customers: COPY wrote 2 of the 4 rows of 0002_public.customers.csv, which matched its digest: a BEFORE INSERT trigger of the environment returned NULL for the others (LOAD_TRIGGERS=fire; firing: public.customers.customers_shout, public.customers.skip_some)",
+    );
+    expect(await contentsOf(target)).toEqual(before);
+  });
+
   it('builds the indexes with LOAD_MAINTENANCE_WORK_MEM as the floor of maintenance_work_mem (1GB unless set)', async () => {
     // What the load's transaction runs with, seen from inside it: an ON TRUNCATE trigger (the
     // truncate follows the load's settings) notes the setting.

@@ -330,11 +330,38 @@ async function copyTable(client: PoolClient, openData: () => Promise<Readable>, 
     new DigestStream({ sha256: table.sha256, bytes: table.bytes, label: `${table.file} (${table.name})` }, (bytes) => progress.add(bytes)),
     copy,
   );
-  if (copy.rowCount !== table.rows) {
-    throw new SnapshotFileError(`${table.file} loaded ${copy.rowCount} rows into ${table.name}, the manifest says ${table.rows}`);
-  }
+  if (copy.rowCount !== table.rows) throw await rowCountError(client, target, copy.rowCount ?? 0, staged !== undefined);
   if (staged) await insertStaged(client, target, staged, copy.rowCount);
   return copy.rowCount;
+}
+
+/**
+ * COPY wrote another number of rows than the manifest lists. The file matched its digest on the
+ * way in, so it holds what the dumper wrote: fewer rows with the environment's own BEFORE INSERT
+ * row triggers firing (LOAD_TRIGGERS=fire; on the table or, routed there, its partitions) means a
+ * trigger skipped them (returned NULL), which is the environment's doing, named as such. Otherwise
+ * the manifest's count disagrees with its own file.
+ */
+async function rowCountError(client: PoolClient, target: DriftTarget, written: number, intoStaging: boolean): Promise<Error> {
+  const table = target.manifest;
+  // A staging table has no triggers: there, any difference is the file's.
+  if (written < table.rows && !intoStaging) {
+    // tgtype: ROW 1, BEFORE 2, INSERT 4. 'O' and 'A' fire in an ordinary session; 'R' and 'D' do not.
+    const { rows } = await client.query<{ name: string }>(
+      `SELECT format('%I.%I.%I', n.nspname, c.relname, t.tgname) AS name
+         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE (t.tgrelid = $1::regclass OR t.tgrelid IN (SELECT relid FROM pg_partition_tree($1::regclass))) AND NOT t.tgisinternal
+          AND t.tgenabled IN ('O', 'A') AND t.tgtype::int & 7 = 7
+        ORDER BY 1`,
+      [target.oid],
+    );
+    if (rows.length) {
+      return new TargetSchemaError(
+        `${table.name}: COPY wrote ${written} of the ${table.rows} rows of ${table.file}, which matched its digest: a BEFORE INSERT trigger of the environment returned NULL for the others (LOAD_TRIGGERS=fire; firing: ${rows.map((r) => r.name).join(', ')})`,
+      );
+    }
+  }
+  return new SnapshotFileError(`${table.file} loaded ${written} rows into ${table.name}, the manifest says ${table.rows}`);
 }
 
 function requireDir(dir: string | undefined): string {

@@ -89,6 +89,14 @@ describe('rules checked against the source catalog', () => {
     expect(result.tables.find((t) => t.table.name === 'audit_log')!.columns.map((c) => c.column.name)).toEqual(['id', 'actor_email', 'action']);
   });
 
+  it('refuses a masking rule on a generated column, which the environment computes from the dumped ones, and accepts keep there', () => {
+    const masked = edited('public.audit_log: { id: keep, actor_email: email, action: keep }', 'public.audit_log: { id: keep, actor_email: email, action: keep, ip: keep, total: redact }');
+    expect(plan(masked).problems).toEqual([
+      'public.audit_log.total: a generated column, which the dump leaves out and the environment computes from the dumped columns, so redact here would mask nothing; give the rules to the columns it is computed from (or write keep)',
+    ]);
+    expect(plan(masked.replace('total: redact', 'total: keep')).problems).toEqual([]);
+  });
+
   it('keeps unruled columns as they are when not strict, and ignores tables that are not dumped', () => {
     const result = plan(edited('strict: true', 'strict: false'), ALL.slice(0, 2));
     expect(result.problems).toEqual([]);

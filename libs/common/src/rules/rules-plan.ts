@@ -197,6 +197,18 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
       }
       columns.push({ column, strategy, foldCase });
     }
+    // The dump leaves a generated column out and the environment computes it from the dumped
+    // columns: a masking rule on it would do nothing (it is as masked as its inputs are). `keep`
+    // says what happens anyway.
+    for (const column of table.columns.filter((c) => c.generated)) {
+      const name = { ...table, column: column.name };
+      const rule = ruleOf(name);
+      if (rule && rule.kind !== 'keep') {
+        problems.push(
+          `${columnKey(name)}: a generated column, which the dump leaves out and the environment computes from the dumped columns, so ${rule.kind} here would mask nothing; give the rules to the columns it is computed from (or write keep)`,
+        );
+      }
+    }
     tables.push({ table, columns });
   }
 

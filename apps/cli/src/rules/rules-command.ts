@@ -2,7 +2,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { Client } from 'pg';
 import { loadRulesConfig } from '@app/common/config';
-import { DUMP_SOURCE_SETTINGS, PINNED_SESSION_SETTINGS, startupOptions } from '@app/common/database';
+import { connectionWithSettings, DUMP_SOURCE_SETTINGS, PINNED_SESSION_SETTINGS } from '@app/common/database';
 import { describeFailure, errorMessage } from '@app/common/observability';
 import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, type RulesFile, suggestRules } from '@app/common/rules';
 import { DumpRules } from '@app/common/rules/dump';
@@ -29,7 +29,7 @@ export class RulesUsageError extends Error {}
  * whose DateStyle reads day first and then failed the dump.
  */
 async function inSourceSnapshot<T>(source: string, work: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ connectionString: source, application_name: 'db-fanout-cli', options: startupOptions({ ...PINNED_SESSION_SETTINGS, ...DUMP_SOURCE_SETTINGS }) });
+  const client = new Client({ ...connectionWithSettings(source, { ...PINNED_SESSION_SETTINGS, ...DUMP_SOURCE_SETTINGS }), application_name: 'db-fanout-cli' });
   client.on('error', () => undefined);
   await client.connect();
   try {

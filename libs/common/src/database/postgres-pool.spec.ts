@@ -42,6 +42,22 @@ describe('createPostgresPool', () => {
     }
   });
 
+  it("keeps a URL's own options beside the pinned settings, which win where both set one", async () => {
+    const url = new URL(db.url);
+    url.searchParams.set('options', '-c search_path=elsewhere,public -c DateStyle=SQL,DMY -c lock_timeout=0');
+    const pool = createPostgresPool(url.toString(), { applicationName: 'db-fanout-spec', lockTimeoutMs: 1234, settings: { row_security: 'off' } });
+    try {
+      const { rows } = await pool.query<Record<string, string>>(
+        "SELECT current_setting('search_path') AS sp, current_setting('DateStyle') AS ds, current_setting('lock_timeout') AS lt, current_setting('row_security') AS rls, current_database() AS db",
+      );
+      expect(rows[0]).toEqual({ sp: 'elsewhere,public', ds: 'ISO, MDY', lt: '1234ms', rls: 'off', db: db.name });
+    } finally {
+      await pool.end();
+    }
+    // A plain session through that URL has its options too.
+    expect(await unpinnedSessionSettings(url.toString(), ['search_path', 'statement_timeout'], 'db-fanout-spec')).toEqual({ search_path: 'elsewhere,public', statement_timeout: '0' });
+  });
+
   it('survives the server terminating a checked-out session: the next query on it fails instead of the process', async () => {
     const pool = createPostgresPool(db.url, { applicationName: 'db-fanout-spec', lockTimeoutMs: 1000 });
     // The database's own statement_timeout (1ms, above) is not the admin's.

@@ -54,11 +54,39 @@ export function startupOptions(settings: Record<string, string>): string {
     .join(' ');
 }
 
+/**
+ * The URL without its `options` parameter, and that parameter's value. node-postgres lets a URL's
+ * parameters override the client's configuration, so `?options=-c search_path=app` would replace
+ * every pinned setting (row_security off, lock_timeout, DateStyle) instead of adding one. The URL's
+ * options go first in the startup packet and the pinned ones after: PostgreSQL applies them in
+ * order, so the user's other settings hold and the pinned ones win.
+ */
+function withoutUrlOptions(url: string): { url: string; options?: string } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url };
+  }
+  const options = parsed.searchParams.get('options');
+  if (options === null) return { url };
+  parsed.searchParams.delete('options');
+  return { url: parsed.toString(), options };
+}
+
+/**
+ * A connection to `url` with `settings` in its startup packet, after the URL's own options (if
+ * any): the later of two settings of one name wins. Every db-fanout connection is made with it.
+ */
+export function connectionWithSettings(url: string, settings: Record<string, string>): { connectionString: string; options: string } {
+  const split = withoutUrlOptions(url);
+  return { connectionString: split.url, options: [split.options, startupOptions(settings)].filter((part) => part).join(' ') };
+}
+
 export function postgresPoolConfig(url: string, options: PostgresPoolOptions): PoolConfig {
   return {
-    connectionString: url,
+    ...connectionWithSettings(url, { ...PINNED_SESSION_SETTINGS, lock_timeout: `${options.lockTimeoutMs}ms`, ...options.settings }),
     application_name: options.applicationName,
-    options: startupOptions({ ...PINNED_SESSION_SETTINGS, lock_timeout: `${options.lockTimeoutMs}ms`, ...options.settings }),
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
     connectionTimeoutMillis: options.connectionTimeoutMillis ?? 30_000,
@@ -111,9 +139,9 @@ export function createPostgresPool(url: string, options: PostgresPoolOptions): P
  */
 export async function unpinnedSessionSettings(url: string, names: readonly string[], applicationName: string): Promise<Record<string, string>> {
   const client = new Client({
-    connectionString: url,
+    // A plain session of the role through this URL: its own options (say, a TimeZone) count.
+    ...connectionWithSettings(url, { statement_timeout: '0' }),
     application_name: applicationName,
-    options: startupOptions({ statement_timeout: '0' }),
     connectionTimeoutMillis: 30_000,
     // Bounded like the pool's sessions: a half-open connection fails the read instead of hanging the load.
     keepAlive: true,

@@ -197,12 +197,16 @@ describe('TriggerScheduler (real NATS)', () => {
   });
 
   it('knows the last tick an earlier run stored when it starts again: /health and the metric do not say never', async () => {
-    // An earlier run stored the ticks of 2024-01-05 and 2024-01-06; a trigger by hand has no tick.
+    // An earlier run stored this year's tick (the schedule's latest: 1 January) and last year's; a
+    // trigger by hand has no tick.
+    const year = new Date().getUTCFullYear();
+    const latest = `${year}-01-01T00:00:00.000Z`;
     await ensureStream(await jetstreamManager(nc), config.nats);
     const trigger = (date: string, msgID: string) => jetstream(nc).publish(`${config.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date }), { msgID });
-    await trigger('2024-01-06', 'scheduled:2024-01-06T00:00:00.000Z');
-    await trigger('2024-01-05', 'scheduled:2024-01-05T00:00:00.000Z');
+    await trigger(`${year}-01-01`, `scheduled:${latest}`);
+    await trigger(`${year - 1}-01-01`, `scheduled:${year - 1}-01-01T00:00:00.000Z`);
     await trigger('2024-02-01', 'by-hand-1');
+    const storedBefore = (await (await jetstreamManager(nc)).streams.info(config.nats.stream)).state.messages;
     const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(config)] }).compile();
     moduleRef.useLogger(false);
     const app = moduleRef.createNestApplication();
@@ -212,12 +216,45 @@ describe('TriggerScheduler (real NATS)', () => {
       const detail = () => readiness.snapshot().schedule?.detail ?? '';
       const deadline = Date.now() + 10_000;
       while (!detail().startsWith('last trigger') && Date.now() < deadline) await sleep(50);
-      expect(detail()).toMatch(/^last trigger published for the tick at 2024-01-06T00:00:00\.000Z; next tick at /);
+      expect(detail()).toMatch(new RegExp(`^last trigger published for the tick at ${latest.replaceAll('.', '\\.')}; next tick at `));
       expect(await app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_last_trigger_published_timestamp_seconds')).toContain(
-        `db_fanout_last_trigger_published_timestamp_seconds ${Date.parse('2024-01-06T00:00:00Z') / 1000}`,
+        `db_fanout_last_trigger_published_timestamp_seconds ${Date.parse(latest) / 1000}`,
       );
+      // No tick passed since the last stored one: nothing runs late.
+      await sleep(500);
+      expect((await (await jetstreamManager(nc)).streams.info(config.nats.stream)).state.messages).toBe(storedBefore);
     } finally {
       await app.close();
+    }
+  });
+
+  it('runs the latest tick missed while it was stopped when it starts again, and gives up the ones before it by name', async () => {
+    const own = loadSchedulerConfig({ NATS_URL, NATS_STREAM: `SPEC_RESTART_${id}`, NATS_SUBJECT_PREFIX: `spec_restart_${id}.`, SCHEDULE: '0 0 * * *', SCHEDULE_TIMEZONE: 'UTC' });
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(jsm, own.nats);
+    // The earlier run stored the tick of two days ago, then was stopped across yesterday's and today's.
+    const day = (daysAgo: number) => new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate() - daysAgo));
+    await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: day(2).toISOString().slice(0, 10) }), { msgID: `scheduled:${day(2).toISOString()}` });
+    const lines: string[] = [];
+    const collect = (message: unknown) => void lines.push(String(message));
+    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
+    moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
+    const app = moduleRef.createNestApplication();
+    await app.init();
+    try {
+      const counted = () => app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_triggers_total');
+      const deadline = Date.now() + 15_000;
+      while (!((await counted()).includes('result="failed"} 1') && (await counted()).includes('result="published"} 1')) && Date.now() < deadline) await sleep(100);
+      expect(await counted()).toContain('db_fanout_triggers_total{result="published"} 1');
+      expect(await counted()).toContain('db_fanout_triggers_total{result="failed"} 1');
+      const last = await jsm.streams.getMessage(own.nats.stream, { last_by_subj: `${own.nats.subjectPrefix}replication.trigger` });
+      expect({ id: last?.header.get('Nats-Msg-Id'), payload: last?.json() }).toEqual({ id: `scheduled:${day(0).toISOString()}`, payload: { date: day(0).toISOString().slice(0, 10) } });
+      expect((await jsm.streams.info(own.nats.stream)).state.messages).toBe(2);
+      expect(lines.filter((l) => l.startsWith(`gave up on the trigger for ${day(1).toISOString().slice(0, 10)} (scheduled:${day(1).toISOString()})`))).toHaveLength(1);
+      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^the tick at ${day(0).toISOString().replaceAll('.', '\\.')} passed while no scheduler was running`)));
+    } finally {
+      await app.close();
+      await jsm.streams.delete(own.nats.stream).catch(() => undefined);
     }
   });
 

@@ -118,22 +118,42 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     });
     this.registry.addCronJob('replication-trigger', this.job);
     // Known before the job starts: start() itself may call onTick (see onTick).
-    this.nextFire = nextFireTime(this.job.cronTime, this.config.timeZone, DateTime.now().toJSDate());
+    const startedAt = DateTime.now().toJSDate();
+    this.nextFire = nextFireTime(this.job.cronTime, this.config.timeZone, startedAt);
     this.job.start();
     this.logger.log(`schedule ${this.config.schedule} (${this.config.timeZone}); next trigger at ${this.nextFire.toISOString()}`);
     this.reportSchedule();
-    void this.recallLastTick();
+    void this.recallLastTick(startedAt, this.nextFire);
     if (this.config.catchup) void this.catchUp.run(this.stopped.signal);
   }
 
-  /** The last tick an earlier run of the scheduler stored, for /health and the metric; best effort. */
-  private async recallLastTick(): Promise<void> {
+  /**
+   * The last tick an earlier run of the scheduler stored, for /health and the metric, and the ticks
+   * after it whose time passed while no scheduler ran (this one stopped across them: a deploy at
+   * midnight, a crash): as after a pause, the latest of them runs now, late, and each one before it
+   * is given up by name (reportMissed). With CATCHUP=true catch-up runs the missed dates instead.
+   * Best effort: a stream that cannot be read leaves it to the next tick.
+   */
+  private async recallLastTick(startedAt: Date, firstScheduled: Date): Promise<void> {
+    let tick: Date | undefined;
     try {
-      const tick = await lastStoredTick(this.connection, this.config);
-      if (tick) this.recordPublished(tick);
+      tick = await lastStoredTick(this.connection, this.config);
     } catch (error) {
-      this.logger.warn(`could not read the last stored trigger (the next tick sets it): ${errorMessage(error)}`);
+      this.logger.warn(`could not read the last stored trigger (the next tick sets it, and no tick missed while the scheduler was stopped runs): ${errorMessage(error)}`);
+      return;
     }
+    if (!tick) return;
+    this.recordPublished(tick);
+    if (this.config.catchup || !this.job) return;
+    const { due, skipped } = dueTick(this.job.cronTime, this.config.timeZone, nextFireTime(this.job.cronTime, this.config.timeZone, tick), startedAt);
+    // Once the schedule's own next tick has fired (the read was slow), an older one must not end its publish.
+    if (!due || this.nextFire !== firstScheduled || this.stopped.signal.aborted) return;
+    this.logger.log(
+      `the tick at ${due.toISOString()} passed while no scheduler was running (the last stored is ${tick.toISOString()}): running it now; only the latest missed tick runs (CATCHUP=true runs every missed date)`,
+    );
+    const reported = skipped.length ? this.reportMissed(skipped, due) : Promise.resolve();
+    await this.fire(due);
+    await reported;
   }
 
   onApplicationShutdown(): void {

@@ -277,6 +277,10 @@ describe('readManifest', () => {
     ['sha256', (m) => (m.tables[1].sha256 = '0'.repeat(64))],
     ['bytes', (m) => (m.tables[1].bytes += 1)],
     ['rows', (m) => (m.tables[1].rows += 1)],
+    // The table a file is loaded into is its schema and table: a manifest naming another one would
+    // truncate and fill that table with these rows, digests and counts all matching.
+    ['schema', (m) => (m.tables[1].schema = 'public')],
+    ['table', (m) => (m.tables[1].table = 'customers')],
   ];
   it.each(disagreements)('fails naming the table when the manifest disagrees with the message on %s', async (_field, edit) => {
     const dir = freshDir('disagree');

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidMessageError, MANIFEST_FILE, type ManifestTable, type SnapshotManifest, type SnapshotReadyPayload, SNAPSHOT_DIR_PREFIX } from '@app/common/contract';
 import { isTransientError } from '@app/common/resilience';
 import { decompressor, directorySource, isInside, SnapshotFileError, type SnapshotSource, storeLabel, storeMismatch } from '@app/common/snapshot-store';
-import { parseQualifiedName } from '@app/common/database';
+import { formatQualifiedName, parseQualifiedName } from '@app/common/database';
 
 const READ_BUFFER = 1 << 20;
 
@@ -205,6 +205,8 @@ export async function readManifest(dir: string | (SnapshotSource & { label: stri
       entry.rows === table.rows &&
       typeof entry.schema === 'string' &&
       typeof entry.table === 'string' &&
+      // The load goes into schema.table: it must be the table the message names.
+      formatQualifiedName({ schema: entry.schema, name: entry.table }) === table.name &&
       Array.isArray(entry.columns) &&
       entry.columns.every((c) => typeof c === 'string' && c.length > 0);
     if (!same) throw new SnapshotFileError(`${path} does not match the message for table ${table.name}`);

@@ -217,6 +217,38 @@ describe('applyRetention (real NATS)', () => {
     expect((await (await new Kvm(nc).open(announcementBucket(nats))).get('20240101-aaaaaaaa'))?.operation).toBe('PURGE');
   });
 
+  it('removes expired snapshots even when a leftover of an interrupted upload cannot be deleted, and says which', async () => {
+    snapshot('20240101-aaaaaaaa', 10); // expired, loaded everywhere
+    snapshot('20240102-bbbbbbbb', 1);
+    // Another pipeline's killed upload in a shared SNAPSHOT_DIR, owned by its user: we may not delete it.
+    const stuck = join(dir, '.tmp-prod_snapshot_20240101-0e0e0e0e');
+    mkdirSync(stuck);
+    writeFileSync(join(stuck, '0001_a.csv'), 'id\n1\n');
+    for (const path of [join(stuck, '0001_a.csv'), stuck]) utimesSync(path, new Date(Date.now() - 9 * DAY), new Date(Date.now() - 9 * DAY));
+    await publishReady('20240101-aaaaaaaa');
+    await publishReady('20240102-bbbbbbbb');
+    await addLoader('dev');
+    await take('dev', 2);
+    // Tests run as root, whom no file mode stops: the store's own remove() refuses that one leftover
+    // as the filesystem does for another user's directory.
+    const store = new (class extends FsSnapshotStore {
+      override async remove(snapshotId: string) {
+        if (snapshotId === '20240101-0e0e0e0e') {
+          throw Object.assign(new Error(`EACCES: permission denied, unlink '${join(stuck, '0001_a.csv')}'`), { code: 'EACCES', errno: -13, syscall: 'unlink' });
+        }
+        return super.remove(snapshotId);
+      }
+    })(dir);
+
+    expect(await applyRetention(nc, nats, store, 7 * DAY)).toEqual({
+      removed: ['prod_snapshot_20240101-aaaaaaaa'],
+      keptInUse: [],
+      notAnnounced: [],
+      leftovers: [`.tmp-prod_snapshot_20240101-0e0e0e0e: not removed (EACCES: permission denied, unlink '${join(stuck, '0001_a.csv')}')`],
+    });
+    expect(listing()).toEqual(['.tmp-prod_snapshot_20240101-0e0e0e0e', 'prod_snapshot_20240102-bbbbbbbb']);
+  });
+
   it('removes nothing when the broker does not answer', async () => {
     const server = await OwnNatsServer.start();
     const own = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });

@@ -4,6 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { type NatsConfig } from '@app/common/config';
 import { SNAPSHOT_ID_PATTERN, snapshotDirName, SUBJECTS } from '@app/common/contract';
 import { announcedSnapshots, pendingReloads } from '@app/common/messaging';
+import { errorMessage } from '@app/common/observability';
 import type { SnapshotStore } from '@app/common/snapshot-store';
 import { openSnapshotRecords, type SnapshotRecord } from './snapshot-records';
 
@@ -13,7 +14,11 @@ export interface RetentionResult {
   keptInUse: string[];
   /** Old enough, but not this stream's (another pipeline's, or written by hand): never touched. */
   notAnnounced: string[];
-  /** What interrupted uploads left below the level of objects and retention removed: one line per kind, counts only. */
+  /**
+   * What interrupted uploads left below the level of objects and retention removed (one line per
+   * kind, counts only), and each leftover it could not remove or check, with why: never a reason
+   * to stop removing expired snapshots.
+   */
   leftovers: string[];
 }
 
@@ -65,8 +70,9 @@ async function completeSnapshots(store: SnapshotStore, ids: string[]): Promise<S
  * the end (the consumer reports nothing pending) and any broker error throws before anything is
  * removed. The leftovers of interrupted uploads (a dump killed before its manifest: its objects,
  * and what the store keeps of an object it never finished) go once nothing has been written to them
- * for as long: an upload still running in another dumper keeps writing. The same rules hold in
- * every snapshot store.
+ * for as long: an upload still running in another dumper keeps writing; one that cannot be
+ * removed is reported in `leftovers` and the expired snapshots go all the same. The same rules
+ * hold in every snapshot store.
  */
 export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store: SnapshotStore, retentionMs: number, now = Date.now()): Promise<RetentionResult> {
   const result: RetentionResult = { removed: [], keptInUse: [], notAnnounced: [], leftovers: [] };
@@ -94,13 +100,25 @@ export async function applyRetention(nc: NatsConnection, nats: NatsConfig, store
   }
 
   // Leftovers of interrupted uploads: idle for the retention, so no dumper is still writing them.
+  // Each on its own: one this process may not delete (a root-owned `.tmp-` dir of another
+  // pipeline in a shared SNAPSHOT_DIR, an object under Object Lock) is reported in `leftovers`
+  // and the run goes on; it used to throw here, and no expired snapshot was ever removed again.
   for (const leftover of listed.filter((s) => !s.complete)) {
     if (now - leftover.modifiedAt.getTime() > retentionMs) {
-      await store.remove(leftover.snapshotId);
-      result.removed.push(leftover.storedAs ?? `${snapshotDirName(leftover.snapshotId)} (no manifest)`);
+      const name = leftover.storedAs ?? `${snapshotDirName(leftover.snapshotId)} (no manifest)`;
+      try {
+        await store.remove(leftover.snapshotId);
+        result.removed.push(name);
+      } catch (error) {
+        result.leftovers.push(`${name}: not removed (${errorMessage(error)})`);
+      }
     }
   }
-  result.leftovers.push(...(await store.purgeInterrupted(new Date(now - retentionMs))));
+  try {
+    result.leftovers.push(...(await store.purgeInterrupted(new Date(now - retentionMs))));
+  } catch (error) {
+    result.leftovers.push(`unfinished uploads not purged (${errorMessage(error)})`);
+  }
   for (const snapshot of snapshots.slice(1).filter((s) => now - s.created > retentionMs)) {
     const record = records.get(snapshot.id);
     if (!record) {

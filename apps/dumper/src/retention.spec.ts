@@ -1,5 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -248,6 +250,60 @@ describe('applyRetention (real NATS)', () => {
     });
     expect(listing()).toEqual(['.tmp-prod_snapshot_20240101-0e0e0e0e', 'prod_snapshot_20240102-bbbbbbbb']);
   });
+
+  it('in S3, removes an expired snapshot when the role may not list multipart uploads (403), and says they were not checked', async () => {
+    const s3 = await new OwnS3Server().start();
+    const bucket = `spec-ret-${randomBytes(4).toString('hex')}`;
+    await s3.createBucket(bucket);
+    Object.assign(process.env, S3_TEST_CREDENTIALS);
+    // What AWS answers a policy without s3:ListBucketMultipartUploads; everything else goes through
+    // to s3rver unchanged (the Host header too, so the signature holds).
+    const target = new URL(s3.endpoint);
+    let denied = 0;
+    const proxy: Server = createServer((req, res) => {
+      if (req.method === 'GET' && new URL(req.url ?? '/', 'http://proxy').searchParams.has('uploads')) {
+        denied += 1;
+        req.resume();
+        res.writeHead(403, { 'content-type': 'application/xml' });
+        res.end('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>spec</RequestId></Error>');
+        return;
+      }
+      const upstream = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const store = new S3SnapshotStore({ bucket, endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, region: 'us-east-1', forcePathStyle: true });
+    try {
+      const write = async (snapshotId: string, createdAt: number, commit = true) => {
+        const upload = await store.begin(snapshotId);
+        await upload.put('0001_a.csv', Readable.from(['id\n1\n']));
+        if (commit) await upload.commit(Buffer.from(JSON.stringify({ snapshotId, createdAt: new Date(createdAt).toISOString() })));
+      };
+      await write('20240101-aaaaaaaa', Date.now() - 10 * DAY); // its dumper's publish was refused: never announced
+      await write('20240102-bbbbbbbb', Date.now()); // the newest
+      await write('20240103-dead0000', Date.now(), false); // a killed dump: no manifest
+      for (const id of ['20240101-aaaaaaaa', '20240102-bbbbbbbb']) await recordWritten(nc, nats, id);
+      await jetstream(nc).publish(`${nats.subjectPrefix}snapshot.ready`, JSON.stringify({ snapshotId: '20240102-bbbbbbbb', location: store.locationOf('20240102-bbbbbbbb') }));
+
+      // Two days on, with a retention of one: the killed dump's objects have been idle long enough.
+      expect(await applyRetention(nc, nats, store, DAY, Date.now() + 2 * DAY)).toEqual({
+        removed: ['prod_snapshot_20240103-dead0000 (no manifest)', 'prod_snapshot_20240101-aaaaaaaa (never announced)'],
+        keptInUse: [],
+        notAnnounced: [],
+        leftovers: ['unfinished multipart uploads not checked: AccessDenied (grant s3:ListBucketMultipartUploads, or use a lifecycle rule that aborts incomplete multipart uploads)'],
+      });
+      expect(denied).toBe(2); // list() with an incomplete snapshot, then purgeInterrupted
+      expect((await store.list()).map((s) => `${s.snapshotId}:${s.complete}`)).toEqual(['20240102-bbbbbbbb:true']);
+    } finally {
+      store.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+      await s3.stop();
+    }
+  }, 30_000);
 
   it('removes nothing when the broker does not answer', async () => {
     const server = await OwnNatsServer.start();

@@ -56,6 +56,31 @@ function isNotImplemented(error: unknown): boolean {
   return name === 'NotImplemented' || status === 501;
 }
 
+/**
+ * 403: the credentials may not do this (AccessDenied: a policy without the action, a deny
+ * statement). Its error name (the S3 error code), for the report.
+ */
+function deniedCode(error: unknown): string | undefined {
+  const name = (error as { name?: string; Code?: string }).name ?? (error as { Code?: string }).Code;
+  const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  if (name === 'AccessDenied' || status === 403) return name && name !== 'Error' ? name : 'AccessDenied';
+  return undefined;
+}
+
+/** ListParts refused (a policy with s3:ListBucketMultipartUploads but not s3:ListMultipartUploadParts). */
+class PartsNotListed extends Error {
+  constructor(readonly code: string) {
+    super(`ListParts: ${code}`);
+  }
+}
+
+/** Unfinished multipart uploads could not be listed: why, for the retention log. */
+interface UploadsNotListed {
+  notListed: string;
+}
+
+const LIFECYCLE_REMEDY = 'or use a lifecycle rule that aborts incomplete multipart uploads';
+
 function isNotFound(error: unknown): boolean {
   const name = (error as { name?: string }).name;
   const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
@@ -173,7 +198,10 @@ export class S3SnapshotStore implements SnapshotStore {
       bySnapshot.set(snapshotId, entry);
     }
     if ([...bySnapshot.values()].some((s) => !s.complete)) {
-      for (const upload of (await this.multipartUploads()) ?? []) {
+      // Not listed (a server without it, a role without s3:ListBucketMultipartUploads): the objects'
+      // own times have to do, and retention says it did not check them.
+      const uploads = await this.multipartUploads();
+      for (const upload of Array.isArray(uploads) ? uploads : []) {
         const entry = bySnapshot.get(upload.snapshotId);
         if (entry && !entry.complete && upload.lastWrite > entry.modifiedAt) entry.modifiedAt = upload.lastWrite;
       }
@@ -181,8 +209,12 @@ export class S3SnapshotStore implements SnapshotStore {
     return [...bySnapshot.values()];
   }
 
-  /** Unfinished multipart uploads under the snapshots' prefix, or undefined when the server cannot list them (s3rver). */
-  private async multipartUploads(): Promise<MultipartUpload[] | undefined> {
+  /**
+   * Unfinished multipart uploads under the snapshots' prefix, or why they could not be listed: a
+   * server that cannot (s3rver: NotImplemented), a role that may not (403 AccessDenied, a common
+   * minimal policy of Get/Put/DeleteObject and ListBucket). Neither stops retention.
+   */
+  private async multipartUploads(): Promise<MultipartUpload[] | UploadsNotListed> {
     const uploads: MultipartUpload[] = [];
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
@@ -191,13 +223,23 @@ export class S3SnapshotStore implements SnapshotStore {
       try {
         page = await this.client.send(new this.sdk.s3.ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: SNAPSHOT_PREFIX, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }));
       } catch (error) {
-        if (isNotImplemented(error)) return undefined;
+        if (isNotImplemented(error)) return { notListed: 'this S3 server does not list them (NotImplemented)' };
+        const denied = deniedCode(error);
+        if (denied) return { notListed: `${denied} (grant s3:ListBucketMultipartUploads, ${LIFECYCLE_REMEDY})` };
         throw error;
       }
       for (const upload of page.Uploads ?? []) {
         const snapshotId = snapshotIdOf((upload.Key ?? '').split('/', 1)[0]);
         if (!snapshotId || !upload.Key || !upload.UploadId) continue;
-        uploads.push({ key: upload.Key, uploadId: upload.UploadId, snapshotId, lastWrite: await this.lastPartWrite(upload.Key, upload.UploadId, upload.Initiated ?? new Date(0)) });
+        let lastWrite: Date;
+        try {
+          lastWrite = await this.lastPartWrite(upload.Key, upload.UploadId, upload.Initiated ?? new Date(0));
+        } catch (error) {
+          // Without its parts' times an upload still running in another dumper cannot be told from a dead one.
+          if (error instanceof PartsNotListed) return { notListed: `${error.code} to ListParts (grant s3:ListMultipartUploadParts, ${LIFECYCLE_REMEDY})` };
+          throw error;
+        }
+        uploads.push({ key: upload.Key, uploadId: upload.UploadId, snapshotId, lastWrite });
       }
       [keyMarker, uploadIdMarker] = page.IsTruncated ? [page.NextKeyMarker, page.NextUploadIdMarker] : [undefined, undefined];
     } while (keyMarker);
@@ -208,7 +250,14 @@ export class S3SnapshotStore implements SnapshotStore {
     let newest = initiated;
     let marker: string | undefined;
     do {
-      const page = await this.client.send(new this.sdk.s3.ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
+      let page;
+      try {
+        page = await this.client.send(new this.sdk.s3.ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
+      } catch (error) {
+        const denied = deniedCode(error);
+        if (denied) throw new PartsNotListed(denied);
+        throw error;
+      }
       for (const part of page.Parts ?? []) if (part.LastModified && part.LastModified > newest) newest = part.LastModified;
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
     } while (marker);
@@ -218,12 +267,12 @@ export class S3SnapshotStore implements SnapshotStore {
   /**
    * Multipart uploads a killed dumper never finished nor aborted (their parts are stored and billed
    * but belong to no object), once no part was written since `idleSince`. A server that cannot list
-   * them is said so in the result; a bucket lifecycle rule (AbortIncompleteMultipartUpload) is the
-   * usual remedy there.
+   * them, or credentials that may not, is said so in the result; a bucket lifecycle rule
+   * (AbortIncompleteMultipartUpload) is the usual remedy there.
    */
   async purgeInterrupted(idleSince: Date): Promise<string[]> {
     const uploads = await this.multipartUploads();
-    if (!uploads) return ['unfinished multipart uploads not checked: this S3 server does not list them (NotImplemented)'];
+    if (!Array.isArray(uploads)) return [`unfinished multipart uploads not checked: ${uploads.notListed}`];
     let aborted = 0;
     for (const upload of uploads.filter((u) => u.lastWrite < idleSince)) {
       await this.client.send(new this.sdk.s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId }));

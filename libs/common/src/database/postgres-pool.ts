@@ -116,14 +116,16 @@ const CHECK_CLIENT_CONNECTION_SQL =
  * 'error' event ends the process, with the dump or load in flight, instead of failing the attempt.
  */
 export function createPostgresPool(url: string, options: PostgresPoolOptions): Pool {
-  const pool = new Pool(postgresPoolConfig(url, options));
-  pool.on('error', () => undefined);
-  pool.on('connect', (client) => {
-    client.on('error', () => undefined);
-    // Queued before the caller's first statement (a client runs its queries in order). Best effort:
-    // a server that refuses it keeps its default, and the caller's statements go on.
-    client.query(CHECK_CLIENT_CONNECTION_SQL).catch(() => undefined);
+  const pool = new Pool({
+    ...postgresPoolConfig(url, options),
+    // pg-pool awaits this before handing a new client out (pg 8.23's pg-pool 3.14 onConnect).
+    onConnect: async (client) => {
+      client.on('error', () => undefined);
+      // Best effort: a server that refuses it keeps its default, and the caller's statements go on.
+      await client.query(CHECK_CLIENT_CONNECTION_SQL).catch(() => undefined);
+    },
   });
+  pool.on('error', () => undefined);
   return pool;
 }
 

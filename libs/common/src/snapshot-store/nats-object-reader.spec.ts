@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { jetstream, jetstreamManager, JetStreamApiError } from '@nats-io/jetstream';
 import { Objm, type ObjectStore } from '@nats-io/obj';
 import { connect, errors, type NatsConnection } from '@nats-io/transport-node';
+import { isTransientError } from '../resilience/retry';
 import { infoWithRetry } from './nats-snapshot-store';
 import { ObjectDigestError, readObjectChunks } from './nats-object-reader';
 
@@ -84,6 +85,54 @@ describe('readObjectChunks (an Object Store object through an ordered pull consu
     // Naming the object: with many tables, which one is corrupt.
     await expect(failure).rejects.toThrow(/^other: received a corrupt object, digests do not match/);
   });
+
+  // Chunks purged by an operator or a stream limit: a bad snapshot (not transient: the load fails at
+  // once), not a store outage waited out for giveUpMs and then retried for minutes.
+  it('fails at once, naming the object, when none of its chunks is left in the stream', async () => {
+    await objects.putBlob({ name: 'purged' }, randomBytes(200_003));
+    const info = (await objects.info('purged'))!;
+    const chunks = `$O.${bucket}.C.${info.nuid}`;
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.purge(`OBJ_${bucket}`, { filter: chunks });
+    const started = Date.now();
+    const failure = readObjectChunks(jetstream(nc), `OBJ_${bucket}`, chunks, info).toArray();
+    await expect(failure).rejects.toThrow(ObjectDigestError);
+    await expect(failure).rejects.toThrow(/^purged: none of its chunks is in the bucket/);
+    expect(isTransientError(await failure.catch((error: unknown) => error))).toBe(false);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    // Its consumer is not left behind either.
+    const deadline = Date.now() + 5_000;
+    const left = async () => {
+      const names: string[] = [];
+      for await (const consumer of jsm.consumers.list(`OBJ_${bucket}`)) if (consumer.config.filter_subject === chunks) names.push(consumer.name);
+      return names;
+    };
+    while ((await left()).length && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await left()).toEqual([]);
+  }, 30_000);
+
+  it('fails without waiting out giveUpMs when the chunks still to read are purged part-way', async () => {
+    await objects.putBlob({ name: 'purged-tail' }, randomBytes(40 * 128 * 1024));
+    const info = (await objects.info('purged-tail'))!;
+    const chunks = `$O.${bucket}.C.${info.nuid}`;
+    const jsm = await jetstreamManager(nc);
+    const timings = { pullExpiresMs: 1_000, idleMs: 1_500, giveUpMs: 20_000 };
+    const started = Date.now();
+    let received = 0;
+    let bytes = 0;
+    const read = async () => {
+      for await (const chunk of readObjectChunks(jetstream(nc), `OBJ_${bucket}`, chunks, info, timings)) {
+        bytes += (chunk as Buffer).length;
+        if (++received === 2) await jsm.streams.purge(`OBJ_${bucket}`, { filter: chunks });
+      }
+    };
+    const failure = read();
+    await expect(failure).rejects.toThrow(ObjectDigestError);
+    await expect(failure).rejects.toThrow(new RegExp(`^purged-tail: its chunks after the ${bytes} bytes read are no longer in the bucket`));
+    expect(bytes).toBeLessThan(info.size);
+    // The chunks already on their way, one idle wait, then the new consumer finds nothing pending.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  }, 30_000);
 });
 
 describe('infoWithRetry', () => {

@@ -43,7 +43,8 @@ async function nextWithin(iterator: AsyncIterator<JsMsg>, ms: number): Promise<I
 
 /**
  * Reads one Object Store object's chunks through ordered pull consumers, checking the object's
- * SHA-256 and size at the end (a mismatch destroys the stream with ObjectDigestError).
+ * SHA-256 and size at the end (a mismatch destroys the stream with ObjectDigestError, and so do
+ * chunks no longer in the stream: found when a consumer is made, not waited for).
  *
  * Why not `ObjectStore.get()`: after `kill -9` of the node that held its consumer (ephemeral, one
  * replica), the nats.js consumer keeps asking that consumer for its state, every request times out,
@@ -88,14 +89,29 @@ export function readObjectChunks(
       if (Date.now() - progressAt > timings.giveUpMs) {
         throw Object.assign(new Error(`no chunk of ${info.name} (${chunkSubject}) arrived for ${timings.giveUpMs / 1000} s (${bytes} of ${info.size} bytes read)`), { code: 'ETIMEDOUT' });
       }
+      let consumer: Consumer | undefined;
       try {
         const resume = lastSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastSeq + 1 } : {};
-        const consumer = await js.consumers.get(stream, { filter_subjects: chunkSubject, ...resume });
+        consumer = await js.consumers.get(stream, { filter_subjects: chunkSubject, ...resume });
+        // A new consumer with nothing pending: the chunks still to read are not in the stream
+        // (purged by hand or by a stream limit). An object's info is written only after all its
+        // chunks are stored, so none is on its way: a missing object, not an outage that waiting
+        // out giveUpMs (then retrying the load) would mend.
+        if ((await consumer.info()).num_pending === 0) {
+          void consumer.delete().catch(() => undefined);
+          throw new ObjectDigestError(
+            lastSeq === 0
+              ? `${info.name}: none of its chunks is in the bucket (${chunkSubject}; ${info.size} bytes recorded)`
+              : `${info.name}: its chunks after the ${bytes} bytes read are no longer in the bucket (${chunkSubject}; ${info.size} bytes recorded)`,
+          );
+        }
         current = { consumer, messages: await consumer.consume({ max_messages: CHUNKS_IN_FLIGHT, expires: timings.pullExpiresMs }) };
       } catch (error) {
         // A create sent to a node that just died times out, or the stream has no leader yet: ask
         // again (the new consumer lands elsewhere).
         if (!isTransientError(error)) throw error;
+        // Made, then its info request timed out: not left to the server's inactivity threshold.
+        if (consumer && !current) void consumer.delete().catch(() => undefined);
         await sleep(500);
         continue;
       }

@@ -41,6 +41,12 @@ async function nextWithin(iterator: AsyncIterator<JsMsg>, ms: number): Promise<I
   }
 }
 
+/** The stream, as its leader has it, holds no message on `subject` after sequence `lastSeq`. */
+async function noChunkAfter(js: JetStreamClient, stream: string, subject: string, lastSeq: number): Promise<boolean> {
+  const last = await (await js.jetstreamManager()).streams.getMessage(stream, { last_by_subj: subject });
+  return !last || last.seq <= lastSeq;
+}
+
 /**
  * Reads one Object Store object's chunks through ordered pull consumers, checking the object's
  * SHA-256 and size at the end (a mismatch destroys the stream with ObjectDigestError, and so do
@@ -93,11 +99,13 @@ export function readObjectChunks(
       try {
         const resume = lastSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: lastSeq + 1 } : {};
         consumer = await js.consumers.get(stream, { filter_subjects: chunkSubject, ...resume });
-        // A new consumer with nothing pending: the chunks still to read are not in the stream
-        // (purged by hand or by a stream limit). An object's info is written only after all its
-        // chunks are stored, so none is on its way: a missing object, not an outage that waiting
-        // out giveUpMs (then retrying the load) would mend.
-        if ((await consumer.info()).num_pending === 0) {
+        // A new consumer with nothing pending, and the stream's leader holding no chunk after the
+        // last one read: the chunks still to read are not in the stream (purged by hand or by a
+        // stream limit). An object's info is written only after all its chunks are stored, so none
+        // is on its way: a missing object, not an outage that waiting out giveUpMs (then retrying
+        // the load) would mend. The leader is asked because a consumer's count is its own
+        // replica's, which may lag just after a failover: then the read goes on as before.
+        if ((await consumer.info()).num_pending === 0 && (await noChunkAfter(js, stream, chunkSubject, lastSeq))) {
           void consumer.delete().catch(() => undefined);
           throw new ObjectDigestError(
             lastSeq === 0

@@ -181,6 +181,61 @@ describe("a loader stopped while its load waits for a table an app holds", () =>
 });
 
 /**
+ * The dumper stopped while its dump waits for a table production holds (the same for a long COPY):
+ * the attempt ends at once, where it ran on to its 60 s lock_timeout (or the whole dump), past the
+ * orchestrator's grace period.
+ */
+describe('the dumper stopped while its dump waits for a table production holds', () => {
+  let pipeline: PipelineHarness;
+  let app: Client | undefined;
+
+  beforeAll(async () => {
+    pipeline = await PipelineHarness.create('dumpstop', { environments: [], env: { ACK_WAIT: '2s' } });
+  });
+  afterAll(async () => {
+    await app?.query('ROLLBACK').catch(() => undefined);
+    await app?.end().catch(() => undefined);
+    await pipeline?.cleanup();
+  });
+
+  it('exits 0 within seconds, leaves no snapshot and no session in production; the trigger is handed back and dumps once after a restart', async () => {
+    const dumper = await pipeline.startDumper();
+    app = new Client({ connectionString: pipeline.source.url, application_name: 'report' });
+    await app.connect();
+    await app.query('BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE');
+    await pipeline.trigger('2024-05-01');
+    await until('the dump to wait for the lock', async () => (await pipeline.source.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'db-fanout-dumper' AND wait_event_type = 'Lock'",
+    ))[0].n > 0);
+    await sleep(1_500);
+    const stoppedAt = Date.now();
+    // Bounded past the old minute, so that a stop that waits it out fails on its duration, not on a SIGKILL.
+    expect(await dumper.stop(90_000)).toBe(0);
+    expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+    expect(dumper.output).toContain('SIGTERM during the dump of 2024-05-01: this attempt ends, the trigger is handed back');
+    expect(dumper.output).not.toContain('lock timeout');
+    // Nothing for a loader, not even a temporary directory; no outcome published.
+    expect(readdirSync(pipeline.snapshotDir)).toEqual([]);
+    expect(pipeline.events.of('snapshot.ready')).toEqual([]);
+    expect(pipeline.events.of('snapshot.failed')).toEqual([]);
+    // The server ended the dump's session (the app still holds its lock): nothing of the dump's holds production.
+    await until('the dump\'s sessions to end', async () => (await appSessions(pipeline.source, 'dumper')).length === 0, 5_000);
+    // Handed back, not acked.
+    const backlog = await consumerBacklog(pipeline.namespace.stream, 'dumper');
+    expect(backlog.pending + backlog.unacked).toBe(1);
+
+    await app.query('ROLLBACK');
+    await pipeline.startDumper({}, 'dumper-restarted');
+    await pipeline.events.waitFor('the handed-back trigger to complete', (c) => c.of('snapshot.ready').length === 1, 60_000);
+    await sleep(2_500); // past ACK_WAIT: a trigger acked twice, or not at all, would show up here
+    expect(pipeline.events.of('snapshot.ready')).toHaveLength(1);
+    expect(pipeline.readyFor('2024-05-01')).toBeDefined();
+    expect(pipeline.events.of('snapshot.failed')).toEqual([]);
+    expect(await consumerBacklog(pipeline.namespace.stream, 'dumper')).toMatchObject({ pending: 0, unacked: 0 });
+  }, 180_000);
+});
+
+/**
  * A message's last delivery (max_deliver 10) ended by a stop: handed back, the broker would drop it
  * and nobody would say that the snapshot never reached the environment, or the day was never dumped.
  */

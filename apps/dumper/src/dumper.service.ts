@@ -128,6 +128,15 @@ export class DumperService implements BeforeApplicationShutdown {
               ),
             // Its manifest failed and the snapshot is gone: no record of it stays behind.
             afterAbort: (snapshotId) => forgetSnapshot(this.connection, this.config.nats, snapshotId),
+            // A stop ends the attempt at once (sessions closed, locks on production released, upload
+            // aborted) rather than letting it run on to the orchestrator's SIGKILL; withRetry sees the
+            // stop and gives up, and the controller hands the trigger back (or, on its last delivery,
+            // reports it: stopped-on-last-delivery).
+            signal,
+            onStop: () =>
+              this.logger.warn(
+                `SIGTERM during the dump of ${date}: this attempt ends, the trigger is handed back (on its last delivery, reported as stopped-on-last-delivery)`,
+              ),
           });
         },
         (attempt, error, delayMs) => {

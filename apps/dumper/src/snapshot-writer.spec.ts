@@ -5,7 +5,7 @@ import { basename, join } from 'node:path';
 import { Client } from 'pg';
 import { ADMIN_URL, databaseUrl } from '../../../test/support/databases';
 import { MANIFEST_FILE, type SnapshotManifest } from '@app/common/contract';
-import { writeSnapshot, type WrittenSnapshot } from './snapshot-writer';
+import { DumpStoppedError, writeSnapshot, type WrittenSnapshot } from './snapshot-writer';
 
 const UNREACHABLE_URL = 'postgresql://root@127.0.0.1:1/x';
 const DATE = '2024-01-05';
@@ -316,6 +316,60 @@ describe('writeSnapshot runs and failures', () => {
     const dir = freshSnapshotDir();
     await expect(dump(dir, { tables: inPublic('customers'), excludeTables: inPublic('customers') })).rejects.toThrow(/no tables selected/);
     expect(readdirSync(dir)).toEqual([]);
+  });
+});
+
+describe('writeSnapshot and the app stopping (its signal)', () => {
+  /** The dump's sessions in the source, and what they wait for. */
+  const dumpSessions = () =>
+    query<{ pid: number; wait_event_type: string | null }>(sourceUrl, "SELECT pid, wait_event_type FROM pg_stat_activity WHERE datname = $1 AND application_name = 'db-fanout-dumper'", [sourceName]);
+
+  it('rejects at once, opening no session and writing nothing, when the app is stopping already', async () => {
+    const dir = freshSnapshotDir();
+    const error = await writeSnapshot({ date: DATE, sourceDatabaseUrl: sourceUrl, snapshotDir: dir, tables: [], excludeTables: [], signal: AbortSignal.abort() }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DumpStoppedError);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('ends within about a second while its LOCK waits for production (not after the 60 s lock_timeout), leaving nothing behind', async () => {
+    const dir = freshSnapshotDir();
+    const app = new Client({ connectionString: sourceUrl, application_name: 'report' });
+    await app.connect();
+    const controller = new AbortController();
+    const stops: string[] = [];
+    let dumping: Promise<unknown> | undefined;
+    try {
+      await app.query('BEGIN; LOCK TABLE public.customers IN ACCESS EXCLUSIVE MODE');
+      dumping = writeSnapshot({ date: DATE, sourceDatabaseUrl: sourceUrl, snapshotDir: dir, tables: [], excludeTables: [], jobs: 2, signal: controller.signal, onStop: () => stops.push('stopped') }).catch((e: unknown) => e);
+      for (let tries = 0; !(await dumpSessions()).some((s) => s.wait_event_type === 'Lock'); tries++) {
+        if (tries > 100) throw new Error('the dump never waited for the lock');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const stoppedAt = Date.now();
+      controller.abort();
+      const error = await dumping;
+      expect(Date.now() - stoppedAt).toBeLessThan(2_000);
+      expect(error).toBeInstanceOf(DumpStoppedError);
+      expect((error as Error).name).toBe('AbortError');
+      expect(stops).toEqual(['stopped']);
+      expect(readdirSync(dir)).toEqual([]);
+      // The server ends the waiting backend itself (client_connection_check_interval): no session of the dump's stays, while the app still holds its lock.
+      for (let tries = 0; (await dumpSessions()).length; tries++) {
+        if (tries > 30) throw new Error(`the dump's sessions outlived it: ${JSON.stringify(await dumpSessions())}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } finally {
+      await app.query('ROLLBACK').catch(() => undefined);
+      await app.end().catch(() => undefined);
+      await dumping;
+    }
+  }, 90_000);
+
+  it('a stop after the dump is written changes nothing', async () => {
+    const controller = new AbortController();
+    const written = await writeSnapshot({ date: DATE, sourceDatabaseUrl: sourceUrl, snapshotDir: freshSnapshotDir(), tables: [], excludeTables: [], signal: controller.signal });
+    controller.abort();
+    expect(existsSync(join(written.location, MANIFEST_FILE))).toBe(true);
   });
 });
 

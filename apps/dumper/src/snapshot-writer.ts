@@ -43,6 +43,24 @@ export interface SnapshotRequest {
   beforeCommit?: (snapshotId: string) => Promise<void>;
   /** Called, after `beforeCommit`, when the manifest could not be written and the snapshot was removed. */
   afterAbort?: (snapshotId: string) => Promise<void>;
+  /**
+   * The app's stop (SIGTERM). Until every table is read and the sessions have committed, an abort
+   * ends the attempt at once, as a failed worker does: its sessions are closed (a COPY or a LOCK
+   * waiting for production is cut off, and the server releases the attempt's locks), the upload is
+   * aborted, and the dump rejects with a DumpStoppedError. Later (the manifest's upload) the
+   * snapshot is completed: it is as good as written.
+   */
+  signal?: AbortSignal;
+  /** Called when `signal` ends the attempt (not when it comes too late to). */
+  onStop?: () => void;
+}
+
+/**
+ * A dump attempt ended by the app's stop. Named `AbortError`, as a wait the stop cuts short is: the
+ * retries stop, and on the message's last delivery it is reported as `stopped-on-last-delivery`.
+ */
+export class DumpStoppedError extends Error {
+  override readonly name = 'AbortError';
 }
 
 export interface WrittenSnapshot {
@@ -177,6 +195,7 @@ async function lockForWorker(worker: PoolClient, table: SourceTable): Promise<vo
  * workers lock each table NOWAIT before its COPY (as pg_dump -j does), a watch ends the attempt
  * when production waits for any lock the dump holds (lock-watch.ts, from before the first lock),
  * and when any session fails all of them are ended at once, which releases every lock the attempt held.
+ * The app's stop (`signal`) ends them the same way: a SIGTERM never waits for a COPY or a LOCK.
  */
 export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSnapshot> {
   const snapshotId = newSnapshotId(request.date);
@@ -189,7 +208,20 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
   let watch: LockWatch | undefined;
   let blockedProduction: Error | undefined;
   let committing = false;
+  let stopped: DumpStoppedError | undefined;
+  // Ends the attempt as a failed worker does (sessions.abort): closing the connections cuts off the
+  // statement in flight, a LOCK waiting for production included, and every session checks its client
+  // once a second on PostgreSQL 14+ (client_connection_check_interval, postgres-pool.ts), so the
+  // server ends it and releases the attempt's locks within about a second, without terminating it.
+  const stop = () => {
+    if (sessions.isAborted) return;
+    stopped = new DumpStoppedError(`the app is stopping: the dump of ${request.date} ends here and nothing of it is kept`);
+    sessions.abort(stopped);
+    request.onStop?.();
+  };
+  request.signal?.addEventListener('abort', stop, { once: true });
   try {
+    if (request.signal?.aborted) throw new DumpStoppedError(`the app is stopping: the dump of ${request.date} did not start`);
     const leader = await sessions.open();
     // The dump holds its locks until it commits: production waiting for one ends the attempt. The
     // watch starts before the first lock is taken (the LOCK itself may wait, holding the tables it
@@ -273,6 +305,9 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     phases.mark('copy');
     await watch.stop();
     for (const worker of workers) await worker.query('COMMIT');
+    // Read and committed: from here a stop lets the manifest complete the snapshot.
+    request.signal?.removeEventListener('abort', stop);
+    if (stopped) throw stopped;
     sessions.release();
 
     const manifestTables: ManifestTable[] = tables.map((table) => ({
@@ -312,9 +347,11 @@ export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSn
     await upload?.abort();
     // What beforeCommit recorded of the snapshot goes with it.
     if (committing) await request.afterAbort?.(snapshotId).catch(() => undefined);
-    // The sessions ended because production waited: that, not their "connection terminated", is why.
-    throw blockedProduction ?? error;
+    // The sessions ended because production waited, or the app stopped: that, not their "connection
+    // terminated", is why.
+    throw blockedProduction ?? stopped ?? error;
   } finally {
+    request.signal?.removeEventListener('abort', stop);
     await watch?.stop();
     await ownSource?.end();
   }

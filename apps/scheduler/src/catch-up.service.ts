@@ -6,7 +6,7 @@ import { type SchedulerConfig } from '@app/common/config';
 import { dateInTimeZone, SUBJECTS } from '@app/common/contract';
 import { EventPublisher, NATS_CONNECTION } from '@app/common/messaging';
 import { errorMessage, MetricsService } from '@app/common/observability';
-import { missedTickDates, runIsOver } from './catch-up';
+import { catchUpDates, isRun, runIsOver } from './catch-up';
 import { RunLedgerService } from './run-ledger/run-ledger.service';
 import type { RunRecord } from './run-ledger/run-record';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
@@ -15,9 +15,10 @@ import { SCHEDULER_CONFIG } from './scheduler.constants';
 const LOADER_CONSUMER_PREFIX = 'loader-';
 
 /**
- * CATCHUP=true: on start, the dates of the ticks missed while no scheduler ran, oldest first, one
- * run at a time (Airflow's max_active_runs=1). A date that already has a run (queued, running or
- * finished) is not triggered again; catch-up waits for it if it is not over yet.
+ * CATCHUP=true: on start, the dates of the ticks missed while no scheduler ran, and the gaps in the
+ * run history since its oldest run (catchUpDates), oldest first, one run at a time (Airflow's
+ * max_active_runs=1). A date that already has a run (queued, running or finished) is not triggered
+ * again; catch-up waits for it if it is not over yet.
  */
 @Injectable()
 export class CatchUpService {
@@ -33,10 +34,16 @@ export class CatchUpService {
 
   async run(signal: AbortSignal, pollMs = 1_000): Promise<void> {
     try {
+      // lastSuccessfulDate waits for the fold to take every stored event: the runs read next are as current.
       const lastSuccess = await this.ledger.lastSuccessfulDate(dateInTimeZone(new Date(), this.config.timeZone));
-      const dates = await missedTickDates({ schedule: this.config.schedule, timeZone: this.config.timeZone, startDate: this.config.startDate, lastSuccess });
-      if (!dates.length) return;
-      this.logger.log(`catching up ${dates.length} missed date(s) of ${this.config.schedule}: ${dates[0]} to ${dates[dates.length - 1]} (last successful run: ${lastSuccess ?? 'none'})`);
+      const { schedule, timeZone, startDate } = this.config;
+      const { dates, gaps } = await catchUpDates({ schedule, timeZone, startDate, lastSuccess, runs: await this.ledger.runs(), environments: await this.loaderConsumers() });
+      if (!dates.length) {
+        this.logger.log(`catch-up: nothing to catch up for ${schedule} (last successful run: ${lastSuccess ?? 'none'})`);
+        return;
+      }
+      const before = gaps ? `; ${gaps} of them before it, gaps in the run history` : '';
+      this.logger.log(`catching up ${dates.length} missed date(s) of ${schedule}: ${dates[0]} to ${dates[dates.length - 1]} (last successful run: ${lastSuccess ?? 'none'}${before})`);
       for (const date of dates) {
         if (signal.aborted) return;
         const existing = await this.runOf(date);
@@ -65,7 +72,7 @@ export class CatchUpService {
   /** The date's run, if it was triggered (load events alone, e.g. of a reload, are no run). */
   private async runOf(date: string): Promise<RunRecord | undefined> {
     const run = (await this.ledger.runs()).find((r) => r.date === date);
-    return run && (run.triggeredAt !== undefined || run.dump.state !== 'queued') ? run : undefined;
+    return isRun(run) ? run : undefined;
   }
 
   private async waitUntilOver(date: string, signal: AbortSignal, pollMs: number): Promise<void> {

@@ -1,4 +1,4 @@
-import { missedTickDates, runIsOver } from './catch-up';
+import { catchUpDates, missedTickDates, runIsOver } from './catch-up';
 import { newRun, type RunRecord } from './run-ledger/run-record';
 
 describe('missedTickDates', () => {
@@ -50,6 +50,53 @@ describe('missedTickDates', () => {
   it('labels a tick with its date in SCHEDULE_TIMEZONE', async () => {
     // 23:30 in Los Angeles is the next day in UTC; the date is Los Angeles'.
     expect(await missedTickDates({ schedule: '30 23 * * *', timeZone: 'America/Los_Angeles', startDate: '2024-03-01', now: new Date('2024-03-03T09:00:00Z') })).toEqual(['2024-03-01', '2024-03-02']);
+  });
+});
+
+describe('catchUpDates', () => {
+  const base = { schedule: '@daily', timeZone: 'UTC', startDate: '2024-01-01', now: new Date('2024-03-10T10:00:00Z'), environments: new Map<string, string>() };
+  const succeeded = (date: string): RunRecord => ({ ...newRun(date), triggeredAt: `${date}T00:00:00.000Z`, dump: { state: 'success', attempts: 1, endedAt: `${date}T00:05:00.000Z` } });
+  const failed = (date: string): RunRecord => ({ ...newRun(date), triggeredAt: `${date}T00:00:00.000Z`, dump: { state: 'failed', attempts: 3 } });
+  const triggered = (date: string): RunRecord => ({ ...newRun(date), triggeredAt: `${date}T00:00:00.000Z` });
+
+  it('is missedTickDates when the history has no gap before the last success', async () => {
+    const runs = ['2024-03-05', '2024-03-06', '2024-03-07'].map(succeeded);
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-07', runs })).toEqual({ dates: ['2024-03-08', '2024-03-09', '2024-03-10'], gaps: 0 });
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs: [...runs, succeeded('2024-03-08'), succeeded('2024-03-09'), succeeded('2024-03-10')] })).toEqual({ dates: [], gaps: 0 });
+    // No success yet: from START_DATE, as before.
+    expect(await catchUpDates({ ...base, startDate: '2024-03-08', runs: [triggered('2024-03-08')] })).toEqual({ dates: ['2024-03-08', '2024-03-09', '2024-03-10'], gaps: 0 });
+  });
+
+  it('adds the dates before the last success, from the oldest run, that have no run or one not over (a restart during catch-up)', async () => {
+    // Catch-up of 03-06..03-10 ran 03-06, had triggered 03-07 when today's run succeeded; then a restart.
+    const runs = [succeeded('2024-03-05'), succeeded('2024-03-06'), triggered('2024-03-07'), succeeded('2024-03-10')];
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs })).toEqual({ dates: ['2024-03-07', '2024-03-08', '2024-03-09'], gaps: 3 });
+    // A failed run is over: not triggered again, not waited on.
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs: [...runs.slice(0, 2), failed('2024-03-07'), runs[3]] })).toEqual({ dates: ['2024-03-08', '2024-03-09'], gaps: 2 });
+    // Gaps and the missed dates after the last success, oldest first.
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-08', runs: [succeeded('2024-03-05'), succeeded('2024-03-08')] })).toEqual({ dates: ['2024-03-06', '2024-03-07', '2024-03-09', '2024-03-10'], gaps: 2 });
+  });
+
+  it('waits on the last successful run too while an environment is still loading it', async () => {
+    const runs = [succeeded('2024-03-08'), succeeded('2024-03-10')];
+    const environments = new Map([['dev', '2024-01-01T00:00:00.000Z']]);
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs, environments })).toEqual({ dates: ['2024-03-08', '2024-03-09', '2024-03-10'], gaps: 3 });
+  });
+
+  it('never goes back before the oldest run (turning CATCHUP on backfills no earlier history) nor before START_DATE', async () => {
+    const runs = [succeeded('2024-03-08'), succeeded('2024-03-10')];
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs })).toEqual({ dates: ['2024-03-09'], gaps: 1 });
+    // A run before START_DATE (a later START_DATE since): the walk starts at START_DATE.
+    expect(await catchUpDates({ ...base, startDate: '2024-03-09', lastSuccess: '2024-03-10', runs: [succeeded('2024-02-01'), succeeded('2024-03-10')] })).toEqual({ dates: ['2024-03-09'], gaps: 1 });
+    // Load events alone (a reload of an old snapshot) are no run: the walk does not start there.
+    const reloadOnly: RunRecord = { ...newRun('2024-02-01'), loads: { dev: { state: 'success', attempts: 1 } } };
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs: [reloadOnly, ...runs] })).toEqual({ dates: ['2024-03-09'], gaps: 1 });
+  });
+
+  it('follows the schedule in the gaps too: a weekly schedule has no gap between its weeks', async () => {
+    // Mondays; 2024-03-04 is one.
+    const weekly = { ...base, schedule: '0 0 * * 1' };
+    expect(await catchUpDates({ ...weekly, lastSuccess: '2024-03-04', runs: [succeeded('2024-02-19'), succeeded('2024-03-04')] })).toEqual({ dates: ['2024-02-26'], gaps: 1 });
   });
 });
 

@@ -33,6 +33,41 @@ export async function missedTickDates(options: { schedule: string; timeZone: str
   }
 }
 
+/** Whether the ledger's record of a date is a run: it was triggered (load events alone, e.g. of a reload, are none). */
+export function isRun(run: RunRecord | undefined): run is RunRecord {
+  return run !== undefined && (run.triggeredAt !== undefined || run.dump.state !== 'queued');
+}
+
+/**
+ * The dates catch-up goes through, oldest first, and how many of them lie before the last success:
+ * - every missed tick date after the last successful run (or from START_DATE without one), as
+ *   missedTickDates gives them, whether or not they have a run (catch-up waits on those);
+ * - the gaps in the recorded history: each tick date of SCHEDULE from the oldest run in the ledger
+ *   (never before START_DATE, and never earlier: turning CATCHUP on does not backfill what ran before
+ *   the first run) through the last success that has no run, or a run that is not over yet (catch-up
+ *   waits on it). A restart during catch-up leaves such gaps once a later date (today's tick, a
+ *   manual trigger) succeeded. A date whose run is over is left out.
+ * `environments`: the loader consumers now (runIsOver).
+ */
+export async function catchUpDates(options: {
+  schedule: string;
+  timeZone: string;
+  startDate: string;
+  lastSuccess?: string;
+  runs: readonly RunRecord[];
+  environments: Map<string, string>;
+  now?: Date;
+}): Promise<{ dates: string[]; gaps: number }> {
+  const { schedule, timeZone, startDate, lastSuccess, now } = options;
+  const after = await missedTickDates({ schedule, timeZone, startDate, lastSuccess, now });
+  const runs = new Map(options.runs.filter((run) => isRun(run)).map((run) => [run.date, run]));
+  const oldest = [...runs.keys()].sort()[0];
+  if (!lastSuccess || !oldest || oldest >= lastSuccess || lastSuccess < startDate) return { dates: after, gaps: 0 };
+  const since = oldest > startDate ? oldest : startDate;
+  const gaps = (await missedTickDates({ schedule, timeZone, startDate: since, now })).filter((date) => date <= lastSuccess && !runIsOver(runs.get(date), options.environments));
+  return { dates: [...gaps, ...after], gaps: gaps.length };
+}
+
 /**
  * Whether catch-up may go on after `run`: its dump failed, or it succeeded and each environment
  * whose loader consumer existed when the snapshot was announced (`environments`: name -> consumer

@@ -15,8 +15,8 @@ import { SCHEDULER_CONFIG } from './scheduler.constants';
 const LOADER_CONSUMER_PREFIX = 'loader-';
 
 /**
- * CATCHUP=true: on start, the dates of the ticks missed while no scheduler ran, and the gaps in the
- * run history since its oldest run (catchUpDates), oldest first, one run at a time (Airflow's
+ * CATCHUP=true: on start, the dates of the ticks missed while no scheduler ran, and the gap just
+ * before the last success (catchUpDates), oldest first, one run at a time (Airflow's
  * max_active_runs=1). A date that already has a run (queued, running or finished) is not triggered
  * again; catch-up waits for it if it is not over yet.
  */
@@ -37,7 +37,7 @@ export class CatchUpService {
       // lastSuccessfulDate waits for the fold to take every stored event: the runs read next are as current.
       const lastSuccess = await this.ledger.lastSuccessfulDate(dateInTimeZone(new Date(), this.config.timeZone));
       const { schedule, timeZone, startDate } = this.config;
-      const { dates, gaps } = await catchUpDates({ schedule, timeZone, startDate, lastSuccess, runs: await this.ledger.runs(), environments: await this.loaderConsumers() });
+      const { dates, gaps } = await catchUpDates({ schedule, timeZone, startDate, lastSuccess, runs: await this.ledger.runs() });
       if (!dates.length) {
         this.logger.log(`catch-up: nothing to catch up for ${schedule} (last successful run: ${lastSuccess ?? 'none'})`);
         return;

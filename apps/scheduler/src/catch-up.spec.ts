@@ -54,7 +54,7 @@ describe('missedTickDates', () => {
 });
 
 describe('catchUpDates', () => {
-  const base = { schedule: '@daily', timeZone: 'UTC', startDate: '2024-01-01', now: new Date('2024-03-10T10:00:00Z'), environments: new Map<string, string>() };
+  const base = { schedule: '@daily', timeZone: 'UTC', startDate: '2024-01-01', now: new Date('2024-03-10T10:00:00Z') };
   const succeeded = (date: string): RunRecord => ({ ...newRun(date), triggeredAt: `${date}T00:00:00.000Z`, dump: { state: 'success', attempts: 1, endedAt: `${date}T00:05:00.000Z` } });
   const failed = (date: string): RunRecord => ({ ...newRun(date), triggeredAt: `${date}T00:00:00.000Z`, dump: { state: 'failed', attempts: 3 } });
   const triggered = (date: string): RunRecord => ({ ...newRun(date), triggeredAt: `${date}T00:00:00.000Z` });
@@ -67,25 +67,28 @@ describe('catchUpDates', () => {
     expect(await catchUpDates({ ...base, startDate: '2024-03-08', runs: [triggered('2024-03-08')] })).toEqual({ dates: ['2024-03-08', '2024-03-09', '2024-03-10'], gaps: 0 });
   });
 
-  it('adds the dates before the last success, from the oldest run, that have no run or one not over (a restart during catch-up)', async () => {
+  it('adds the dates between the success before the last one and the last that have no run at all (a restart during catch-up)', async () => {
     // Catch-up of 03-06..03-10 ran 03-06, had triggered 03-07 when today's run succeeded; then a restart.
     const runs = [succeeded('2024-03-05'), succeeded('2024-03-06'), triggered('2024-03-07'), succeeded('2024-03-10')];
-    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs })).toEqual({ dates: ['2024-03-07', '2024-03-08', '2024-03-09'], gaps: 3 });
-    // A failed run is over: not triggered again, not waited on.
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs })).toEqual({ dates: ['2024-03-08', '2024-03-09'], gaps: 2 });
+    // A failed run is a run too: not triggered again.
     expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs: [...runs.slice(0, 2), failed('2024-03-07'), runs[3]] })).toEqual({ dates: ['2024-03-08', '2024-03-09'], gaps: 2 });
     // Gaps and the missed dates after the last success, oldest first.
     expect(await catchUpDates({ ...base, lastSuccess: '2024-03-08', runs: [succeeded('2024-03-05'), succeeded('2024-03-08')] })).toEqual({ dates: ['2024-03-06', '2024-03-07', '2024-03-09', '2024-03-10'], gaps: 2 });
   });
 
-  it('waits on the last successful run too while an environment is still loading it', async () => {
-    const runs = [succeeded('2024-03-08'), succeeded('2024-03-10')];
-    const environments = new Map([['dev', '2024-01-01T00:00:00.000Z']]);
-    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs, environments })).toEqual({ dates: ['2024-03-08', '2024-03-09', '2024-03-10'], gaps: 3 });
+  it('never waits on a run that has not finished: one that never will (its dumper killed on the last delivery) would hold catch-up at every start', async () => {
+    const stuck: RunRecord = { ...triggered('2024-03-08'), dump: { state: 'running', attempts: 1 } };
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs: [succeeded('2024-03-07'), stuck, succeeded('2024-03-10')] })).toEqual({ dates: ['2024-03-09'], gaps: 1 });
   });
 
-  it('never goes back before the oldest run (turning CATCHUP on backfills no earlier history) nor before START_DATE', async () => {
+  it('never goes back before the success before the last, or without one the oldest run (turning CATCHUP on backfills no earlier history), nor before START_DATE', async () => {
     const runs = [succeeded('2024-03-08'), succeeded('2024-03-10')];
     expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs })).toEqual({ dates: ['2024-03-09'], gaps: 1 });
+    // A run of an old date by hand long ago, succeeded: the walk starts at the success before the last.
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs: [succeeded('2024-01-15'), ...runs] })).toEqual({ dates: ['2024-03-09'], gaps: 1 });
+    // No success before the last: from the oldest run.
+    expect(await catchUpDates({ ...base, lastSuccess: '2024-03-10', runs: [triggered('2024-03-07'), succeeded('2024-03-10')] })).toEqual({ dates: ['2024-03-08', '2024-03-09'], gaps: 2 });
     // A run before START_DATE (a later START_DATE since): the walk starts at START_DATE.
     expect(await catchUpDates({ ...base, startDate: '2024-03-09', lastSuccess: '2024-03-10', runs: [succeeded('2024-02-01'), succeeded('2024-03-10')] })).toEqual({ dates: ['2024-03-09'], gaps: 1 });
     // Load events alone (a reload of an old snapshot) are no run: the walk does not start there.

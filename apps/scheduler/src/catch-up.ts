@@ -42,12 +42,13 @@ export function isRun(run: RunRecord | undefined): run is RunRecord {
  * The dates catch-up goes through, oldest first, and how many of them lie before the last success:
  * - every missed tick date after the last successful run (or from START_DATE without one), as
  *   missedTickDates gives them, whether or not they have a run (catch-up waits on those);
- * - the gaps in the recorded history: each tick date of SCHEDULE from the oldest run in the ledger
- *   (never before START_DATE, and never earlier: turning CATCHUP on does not backfill what ran before
- *   the first run) through the last success that has no run, or a run that is not over yet (catch-up
- *   waits on it). A restart during catch-up leaves such gaps once a later date (today's tick, a
- *   manual trigger) succeeded. A date whose run is over is left out.
- * `environments`: the loader consumers now (runIsOver).
+ * - the gap just before that last success: each tick date of SCHEDULE after the success before it
+ *   (or, with none, from the oldest run in the ledger; never before START_DATE) that has no run at
+ *   all. A restart during catch-up leaves such a gap once a later date (today's tick, a manual
+ *   trigger) succeeded meanwhile. A date with a run, finished or not, is not in it: a run still
+ *   going finishes on its own, and one that never will (its dumper killed on the trigger's last
+ *   delivery) must not hold catch-up at every start; nor does the history further back, where a
+ *   day left out long ago (or a manual run of an old date) would start a backfill nobody asked for.
  */
 export async function catchUpDates(options: {
   schedule: string;
@@ -55,16 +56,21 @@ export async function catchUpDates(options: {
   startDate: string;
   lastSuccess?: string;
   runs: readonly RunRecord[];
-  environments: Map<string, string>;
   now?: Date;
 }): Promise<{ dates: string[]; gaps: number }> {
   const { schedule, timeZone, startDate, lastSuccess, now } = options;
   const after = await missedTickDates({ schedule, timeZone, startDate, lastSuccess, now });
+  if (!lastSuccess || lastSuccess < startDate) return { dates: after, gaps: 0 };
   const runs = new Map(options.runs.filter((run) => isRun(run)).map((run) => [run.date, run]));
-  const oldest = [...runs.keys()].sort()[0];
-  if (!lastSuccess || !oldest || oldest >= lastSuccess || lastSuccess < startDate) return { dates: after, gaps: 0 };
-  const since = oldest > startDate ? oldest : startDate;
-  const gaps = (await missedTickDates({ schedule, timeZone, startDate: since, now })).filter((date) => date <= lastSuccess && !runIsOver(runs.get(date), options.environments));
+  const earlier = [...runs.values()].filter((run) => run.date < lastSuccess);
+  const previousSuccess = earlier.filter((run) => run.dump.state === 'success').map((run) => run.date).sort().pop();
+  const oldest = earlier.map((run) => run.date).sort()[0];
+  if (!previousSuccess && !oldest) return { dates: after, gaps: 0 };
+  // After the previous success (missedTickDates walks from the day after `lastSuccess`), or from the oldest run.
+  const walked = previousSuccess
+    ? await missedTickDates({ schedule, timeZone, startDate, lastSuccess: previousSuccess, now })
+    : await missedTickDates({ schedule, timeZone, startDate: oldest > startDate ? oldest : startDate, now });
+  const gaps = walked.filter((date) => date < lastSuccess && !runs.has(date));
   return { dates: [...gaps, ...after], gaps: gaps.length };
 }
 

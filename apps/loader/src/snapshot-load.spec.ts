@@ -1780,3 +1780,94 @@ describe('loadSnapshot leaves the environment the way pg_restore would', () => {
     });
   });
 });
+
+/**
+ * A target with a table of the environment's own, outside the snapshot, at one end of a foreign key
+ * to a snapshot table (`extraSql`), which an app session (`app`) holds in an open transaction that
+ * read it (`appSql`): the load drops and re-adds that key, and ALTER TABLE ... DROP CONSTRAINT takes
+ * ACCESS EXCLUSIVE on both of its tables. The app's transaction ends after `work`, whatever happens.
+ */
+async function withOutsideTableHeld(extraSql: string, appSql: string, work: (held: { target: string; appPid: number; release: () => Promise<void> }) => Promise<void>): Promise<void> {
+  const target = await createTarget(extraSql);
+  const app = new Client({ connectionString: target, application_name: 'app' });
+  await app.connect();
+  let released: Promise<unknown> | undefined;
+  const release = async () => {
+    released ??= app.query('ROLLBACK').catch(() => undefined);
+    await released;
+  };
+  try {
+    await app.query(`BEGIN; ${appSql}`);
+    const [{ pid }] = (await app.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
+    await work({ target, appPid: pid, release });
+  } finally {
+    await release();
+    await app.end();
+  }
+}
+
+describe('a load while an app holds a table outside the snapshot that references one of its tables', () => {
+  const NOTES = 'CREATE TABLE public.env_notes (id int PRIMARY KEY, customer_id int REFERENCES public.customers (id)); INSERT INTO public.env_notes VALUES (1, NULL);';
+  const READ = 'SELECT count(*) FROM public.env_notes';
+
+  it("fails after the session's lock_timeout with 55P03 naming that table and the session holding it, the environment unchanged", async () => {
+    await withOutsideTableHeld(NOTES, READ, async ({ target, appPid }) => {
+      const before = await contentsOf(target, [...TABLES, 'public.env_notes']);
+      const keys = await foreignKeys(target);
+      const started = Date.now();
+      const error = await loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1 }, { lockTimeoutMs: 1_500 }).then(
+        () => undefined,
+        (e: unknown) => e as Error & { code?: string },
+      );
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(error).toMatchObject({ code: '55P03' });
+      // Was `canceling statement due to lock timeout`, from the DROP CONSTRAINT, naming nothing.
+      expect(error?.message).toMatch(new RegExp(`^waited \\d+\\.\\d s \\(lock_timeout\\) for ACCESS EXCLUSIVE locks on public\\.env_notes: pid ${appPid} \\(app, user \\w+, idle in transaction since [^)]+\\) holds public\\.env_notes$`));
+      expect(await contentsOf(target, [...TABLES, 'public.env_notes'])).toEqual(before);
+      expect(await foreignKeys(target)).toEqual(keys);
+      expect(await ledgerRows(target)).toEqual([]);
+    });
+  });
+
+  it('gives up within about a second of the app stopping (the load rolls back, the environment unchanged)', async () => {
+    await withOutsideTableHeld(NOTES, READ, async ({ target, release }) => {
+      const before = await contentsOf(target, [...TABLES, 'public.env_notes']);
+      const stopping = new AbortController();
+      const loading = loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, signal: stopping.signal });
+      try {
+        await loaderWaitsForLock(target);
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        const stoppedAt = Date.now();
+        stopping.abort();
+        // The DROP CONSTRAINT waited for the session's whole 60 s lock_timeout, a stop or not.
+        const outcome = await settledWithin(loading, 5_000);
+        expect(Date.now() - stoppedAt).toBeLessThan(2_500);
+        expect(outcome).toMatchObject({ error: { code: '55P03' } });
+        expect((outcome as { error: Error }).error.message).toMatch(/^the app is stopping: .*public\.env_notes: pid \d+ \(app, .*holds public\.env_notes$/);
+        expect(await query(target, "SELECT pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'db-fanout-loader'")).toEqual([]);
+      } finally {
+        await release();
+        await loading.catch(() => undefined);
+      }
+      expect(await contentsOf(target, [...TABLES, 'public.env_notes'])).toEqual(before);
+      expect(await ledgerRows(target)).toEqual([]);
+    });
+  });
+});
+
+describe('a load while an app holds a table outside the snapshot that one of its tables references', () => {
+  it("fails after the session's lock_timeout with 55P03 naming that table and the session holding it", async () => {
+    // The environment's own list of regions, which its customers must come from (NULL for all of production's).
+    const REGIONS = 'CREATE TABLE public.env_regions (id int PRIMARY KEY); ALTER TABLE public.customers ADD COLUMN region_id int REFERENCES public.env_regions (id);';
+    await withOutsideTableHeld(REGIONS, 'SELECT count(*) FROM public.env_regions', async ({ target, appPid }) => {
+      const before = await contentsOf(target);
+      const error = await loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1 }, { lockTimeoutMs: 1_500 }).then(
+        () => undefined,
+        (e: unknown) => e as Error & { code?: string },
+      );
+      expect(error).toMatchObject({ code: '55P03' });
+      expect(error?.message).toMatch(new RegExp(`on public\\.env_regions: pid ${appPid} \\(app, .*holds public\\.env_regions$`));
+      expect(await contentsOf(target)).toEqual(before);
+    });
+  });
+});

@@ -196,11 +196,18 @@ async function loadTables(
   const jitForData = await jitOffUntilData(client);
   // Before the catalog is read: what is read below (indexes, keys, triggers, checks) is replayed at
   // the end, so a migration committed between the read and the load's own DDL would be undone.
-  // Waited for in slices: a stopping app ends the wait within about a second.
-  await lockAgainstChanges(client, (await resolveWithDrift(client, manifest.tables, mode)).targets, { signal: hooks.signal, log: hooks.log });
+  // Waited for in slices: a stopping app ends the wait within about a second. With them, the tables
+  // outside the snapshot whose foreign keys to or from it are dropped and re-added below.
+  const lockWait = { signal: hooks.signal, log: hooks.log, startedAt: Date.now() };
+  await lockAgainstChanges(client, (await resolveWithDrift(client, manifest.tables, mode)).targets, lockWait);
   // Resolved again under the lock, which took the tables by name: a table swapped while the load
   // waited (renamed aside, a new one created) is the new one, its own triggers and indexes included.
   const { targets, drift } = await resolveWithDrift(client, manifest.tables, mode);
+  // The new one's keys may lead to tables outside the snapshot the first lock did not take: they are
+  // taken now (what is held already is granted at once), within what is left of the same 60 s. No key
+  // to or from a locked table can be added or dropped any more, so foreignKeysTouching below reads
+  // the keys these locks cover.
+  await lockAgainstChanges(client, targets, lockWait);
   if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
   const oids = targets.map((t) => t.oid);
   const sequences = await catalog.resolveSequences(sequencesToSet(manifest.sequences, drift));

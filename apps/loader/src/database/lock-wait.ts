@@ -17,6 +17,8 @@ export interface SlicedLockWait {
    * is granted or `signal` ends the wait.
    */
   bound: 'session' | 'none';
+  /** When the wait began (Date.now()), for one that goes on from an earlier one: the bound counts from there. */
+  startedAt?: number;
   /** After each slice that timed out, the transaction usable again: how long the wait has lasted. */
   onSlice?: (wait: { waitedMs: number; sessionMs: number }) => Promise<void> | void;
   /**
@@ -43,7 +45,7 @@ export async function sessionLockTimeoutMs(db: Queryable): Promise<number> {
 export async function lockInSlices(db: Queryable, lockSql: string, wait: SlicedLockWait): Promise<void> {
   const sessionMs = await sessionLockTimeoutMs(db);
   const boundMs = wait.bound === 'session' && sessionMs > 0 ? sessionMs : undefined;
-  const started = Date.now();
+  const started = wait.startedAt ?? Date.now();
   for (;;) {
     const waitedMs = Date.now() - started;
     // The last slice only for what is left of the bound, so the whole wait stays within it.

@@ -171,15 +171,18 @@ describe('TriggerScheduler (real NATS)', () => {
     await ensureStream(await jetstreamManager(nc), own.nats);
     // 14 hourly ticks missed on 2024-03-01; another scheduler stored two of them meanwhile.
     const missed = Array.from({ length: 14 }, (_, hour) => new Date(Date.UTC(2024, 2, 1, hour)));
-    for (const fireTime of [missed[3], missed[13]]) {
-      await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-03-01' }), { msgID: `scheduled:${fireTime.toISOString()}` });
-    }
     const lines: string[] = [];
     const collect = (message: unknown) => void lines.push(String(message));
     const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
     moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
     const app = moduleRef.createNestApplication();
     await app.init();
+    // Stored once this scheduler has started: stored before, they would be ticks it missed while
+    // stopped, and it would run the yearly schedule's latest since then at its start.
+    await app.get(TriggerScheduler).whenStarted();
+    for (const fireTime of [missed[3], missed[13]]) {
+      await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-03-01' }), { msgID: `scheduled:${fireTime.toISOString()}` });
+    }
     try {
       await app.get(TriggerScheduler).reportMissed(missed, new Date(Date.UTC(2024, 2, 1, 14)));
       const counted = await app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_triggers_total');
@@ -286,12 +289,15 @@ describe('TriggerScheduler (real NATS)', () => {
       await streamWithShortWindow(late.nats.stream, late.nats.subjectPrefix);
       const fireTime = new Date('2024-01-05T00:00:00Z');
       const msgID = `scheduled:${fireTime.toISOString()}`;
-      await jetstream(nc).publish(`${late.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-01-05' }), { msgID });
-      await sleep(1_500);
       const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(late)] }).compile();
       moduleRef.useLogger(false);
       const app = moduleRef.createNestApplication();
       await app.init();
+      // The other scheduler stores the tick once this one has started (stored before, it would be a
+      // tick this one missed while stopped), and this one fires it only after the window passed.
+      await app.get(TriggerScheduler).whenStarted();
+      await jetstream(nc).publish(`${late.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-01-05' }), { msgID });
+      await sleep(1_500);
       try {
         expect(await app.get(TriggerScheduler).fire(fireTime)).toBe('published');
         expect(await triggersStored(late.nats.stream)).toEqual([msgID]);

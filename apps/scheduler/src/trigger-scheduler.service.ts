@@ -86,6 +86,7 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
   private readonly js: JetStreamClient;
   private job?: CronJob;
   private nextFire?: Date;
+  private recalled: Promise<void> = Promise.resolve();
   /** The tick still being published: the next tick stops it. */
   private pending?: AbortController;
   private readonly stopped = new AbortController();
@@ -123,8 +124,16 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
     this.job.start();
     this.logger.log(`schedule ${this.config.schedule} (${this.config.timeZone}); next trigger at ${this.nextFire.toISOString()}`);
     this.reportSchedule();
-    void this.recallLastTick(startedAt, this.nextFire);
+    this.recalled = this.recallLastTick(startedAt, this.nextFire);
     if (this.config.catchup) void this.catchUp.run(this.stopped.signal);
+  }
+
+  /**
+   * Resolves once the start's look at the stream is over: the last stored tick read and, if a tick
+   * passed while no scheduler ran, that tick's trigger stored or given up (recallLastTick).
+   */
+  whenStarted(): Promise<void> {
+    return this.recalled;
   }
 
   /**

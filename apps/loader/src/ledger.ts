@@ -15,6 +15,8 @@ export interface LedgerEntry {
   rows: number;
   durationMs: number;
   attempts: number;
+  /** When the load committed (`loaded_at`, ISO 8601): what announcing it later says (snapshot.loaded's `loadedAt`). */
+  loadedAt: string;
   announced: boolean;
   /** SCHEMA_DRIFT=common-columns: what the load left out, so that announcing it later still says so. */
   drift?: LoadDrift;
@@ -22,7 +24,7 @@ export interface LedgerEntry {
   reloadSeq?: number;
 }
 
-export interface LedgerRecord extends Omit<LedgerEntry, 'announced'> {
+export interface LedgerRecord extends Omit<LedgerEntry, 'announced' | 'loadedAt'> {
   date: string;
   createdAt: string;
   /** The instant the snapshot's data was taken (snapshotInstant): what "never back in time" compares. */
@@ -148,8 +150,8 @@ export class LedgerRepository {
   }
 
   async find(snapshotId: string): Promise<LedgerEntry | undefined> {
-    const { rows } = await this.db.query<{ rows: string; duration_ms: string; attempts: number; announced: boolean; drift: LoadDrift | null; reload_seq: string | null }>(
-      `SELECT rows, duration_ms, attempts, announced_at IS NOT NULL AS announced, drift, reload_seq FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
+    const { rows } = await this.db.query<{ rows: string; duration_ms: string; attempts: number; loaded_at: Date; announced: boolean; drift: LoadDrift | null; reload_seq: string | null }>(
+      `SELECT rows, duration_ms, attempts, loaded_at, announced_at IS NOT NULL AS announced, drift, reload_seq FROM ${LEDGER_TABLE} WHERE snapshot_id = $1`,
       [snapshotId],
     );
     const row = rows[0];
@@ -159,6 +161,7 @@ export class LedgerRepository {
         rows: Number(row.rows),
         durationMs: Number(row.duration_ms),
         attempts: row.attempts,
+        loadedAt: row.loaded_at.toISOString(),
         announced: row.announced,
         ...(row.drift ? { drift: row.drift } : {}),
         ...(row.reload_seq !== null ? { reloadSeq: Number(row.reload_seq) } : {}),

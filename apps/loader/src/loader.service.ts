@@ -237,6 +237,8 @@ export class LoaderService implements OnApplicationBootstrap {
           rows: entry.rows,
           durationMs: entry.durationMs,
           attempts: entry.attempts,
+          // When it committed, not now: the run history ends the load there, however late this is.
+          loadedAt: entry.loadedAt,
           ...(entry.drift ? { drift: entry.drift } : {}),
           ...request,
         };
@@ -252,6 +254,8 @@ export class LoaderService implements OnApplicationBootstrap {
           rows: result.rows,
           durationMs: result.durationMs,
           attempts,
+          // The commit's time: the announcement may get through much later (the broker out at commit).
+          loadedAt: result.loadedAt,
           ...(result.drift ? { drift: result.drift } : {}),
           ...request,
         };

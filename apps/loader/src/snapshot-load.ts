@@ -24,7 +24,8 @@ import { type TargetTable, TargetSchemaError } from './target-schema';
 
 
 export type LoadResult =
-  | { kind: 'loaded'; rows: number; durationMs: number; drift?: LoadDrift }
+  /** `loadedAt`: when the transaction committed (ISO 8601, this process's clock, as snapshot.load.started's `startedAt`). */
+  | { kind: 'loaded'; rows: number; durationMs: number; loadedAt: string; drift?: LoadDrift }
   | { kind: 'already-loaded'; entry: LedgerEntry }
   /** The target already holds a snapshot dumped later: loading this one would go back in time. */
   | { kind: 'superseded'; by: string };
@@ -165,9 +166,10 @@ export async function loadSnapshot(database: TargetDatabase, request: LoadReques
       ...(request.force && request.reloadSequence !== undefined ? { reloadSeq: request.reloadSequence } : {}),
     });
     await load.commit();
+    const loadedAt = new Date().toISOString();
     phases.mark('commit');
     request.log?.(`${manifest.snapshotId} phases: ${phases.toString()}`);
-    return { kind: 'loaded', rows, durationMs, ...(drift ? { drift } : {}) };
+    return { kind: 'loaded', rows, durationMs, loadedAt, ...(drift ? { drift } : {}) };
   } finally {
     // After a commit this does nothing; otherwise (an error, or nothing to load) nothing changed.
     await load.rollback();

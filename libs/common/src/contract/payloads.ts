@@ -64,6 +64,13 @@ export interface SnapshotLoadedPayload extends LoadRequestFields {
   rows: number;
   durationMs: number;
   attempts: number;
+  /**
+   * When the load committed (ISO 8601): the loader's clock right after COMMIT, or, announced from
+   * the ledger by a later delivery, the ledger's `loaded_at`. The run history ends the step there,
+   * however late the event got through (the broker out at commit, a loader killed before announcing).
+   * Absent in events of loaders from before it existed.
+   */
+  loadedAt?: string;
   /** Present when SCHEMA_DRIFT=common-columns left something out. */
   drift?: LoadDrift;
 }

@@ -1,3 +1,4 @@
+import { formatRunsTable } from '../../../cli/src/runs-table';
 import { applyEvent, dateOfSnapshot, isFinished, newRun, type RunRecord, runDateOf, triggerSeqOf } from './run-record';
 
 type Event = [string, Record<string, unknown>];
@@ -392,6 +393,56 @@ describe('run ledger fold', () => {
       expect(fold([ready(S2, '2024-01-06T00:00:00.000Z')], failedAt).dump).toMatchObject({ state: 'success', snapshotId: S2, attempts: 1 });
       // A snapshot made before the failure is an earlier run's.
       expect(fold([ready(S1, '2024-01-05T00:00:00.000Z')], failedAt).dump).toMatchObject({ state: 'failed' });
+    });
+  });
+
+  describe('a snapshot.loaded announced late (the broker out at commit, or a loader killed after COMMIT)', () => {
+    // A load started at 00:00:11 (the loader's clock) and committed at 00:00:15 in 4 s; its
+    // snapshot.loaded got through at 00:00:46 (a redelivery after ACK_WAIT announcing it from the
+    // ledger, or the publish retried once the broker was back).
+    const startedAt = '2024-01-05T00:00:11.000Z';
+    const loadedAt = '2024-01-05T00:00:15.000Z';
+    const storedAt = '2024-01-05T00:00:46.000Z';
+    const running = () => {
+      let run = newRun('2024-01-05');
+      run = applyEvent(run, 'replication.trigger', { date: '2024-01-05' }, '2024-01-05T00:00:00.000Z', 1);
+      run = applyEvent(run, 'snapshot.ready', { snapshotId: S1, date: '2024-01-05', location: '/s', createdAt: '2024-01-05T00:00:10.000Z', tables: [] }, '2024-01-05T00:00:10.100Z');
+      return applyEvent(run, 'snapshot.load.started', { snapshotId: S1, environment: 'dev', attempt: 1, delivery: 1, startedAt }, '2024-01-05T00:00:11.010Z');
+    };
+    const announced = (extra: Record<string, unknown>) => applyEvent(running(), 'snapshot.loaded', { snapshotId: S1, environment: 'dev', rows: 10, durationMs: 4_000, attempts: 1, ...extra }, storedAt);
+
+    it('ends the load when it committed (loadedAt), not when the event was stored: 4 s, as db_fanout_load_duration_seconds says', () => {
+      const run = announced({ loadedAt });
+      expect(run.loads.dev).toMatchObject({ state: 'success', startedAt, endedAt: loadedAt, rows: 10 });
+      expect(formatRunsTable([run])).toContain('success 4.0s');
+    });
+
+    it('takes loadedAt in any zone, as the instant it names', () => {
+      expect(announced({ loadedAt: '2024-01-05T02:00:15+02:00' }).loads.dev.endedAt).toBe(loadedAt);
+      expect(announced({ loadedAt: '2024-01-05T00:00:15.000123Z' }).loads.dev.endedAt).toBe(loadedAt);
+    });
+
+    it('an event of an older loader (no loadedAt), or one whose loadedAt is no timestamp, ends when the broker stored it', () => {
+      expect(announced({}).loads.dev.endedAt).toBe(storedAt);
+      for (const bad of ['yesterday', '2024-01-05', '1', '2024-13-45T00:00:00Z', '', 1704413715000, null, { at: loadedAt }]) {
+        expect(announced({ loadedAt: bad }).loads.dev.endedAt).toBe(storedAt);
+      }
+    });
+
+    it('a success first seen as an already-loaded skip takes the commit time from the load\'s own report', () => {
+      const skippedFirst = applyEvent(running(), 'snapshot.load.skipped', { snapshotId: S1, environment: 'dev', reason: 'already-loaded' }, '2024-01-05T00:00:40.000Z');
+      expect(skippedFirst.loads.dev.endedAt).toBe('2024-01-05T00:00:40.000Z');
+      const reported = applyEvent(skippedFirst, 'snapshot.loaded', { snapshotId: S1, environment: 'dev', rows: 10, durationMs: 4_000, attempts: 1, loadedAt }, storedAt);
+      expect(reported.loads.dev).toMatchObject({ state: 'success', rows: 10, endedAt: loadedAt });
+      // An older loader's report says no time: the skip's stays.
+      const older = applyEvent(skippedFirst, 'snapshot.loaded', { snapshotId: S1, environment: 'dev', rows: 10, durationMs: 4_000, attempts: 1 }, storedAt);
+      expect(older.loads.dev).toMatchObject({ rows: 10, endedAt: '2024-01-05T00:00:40.000Z' });
+    });
+
+    it('a second announcement of the same load changes nothing', () => {
+      const run = announced({ loadedAt });
+      const again = applyEvent(run, 'snapshot.loaded', { snapshotId: S1, environment: 'dev', rows: 10, durationMs: 4_000, attempts: 1, loadedAt: '2024-01-05T00:01:00.000Z' }, '2024-01-05T00:02:00.000Z');
+      expect(again.loads.dev.endedAt).toBe(loadedAt);
     });
   });
 

@@ -19,6 +19,13 @@ export function dateOfSnapshot(snapshotId: string): string | undefined {
 type Body = Record<string, unknown>;
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+/** An ISO 8601 instant with its time and zone (as `toISOString` writes), normalised; undefined for anything else. */
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+function validIso(v: unknown): string | undefined {
+  if (typeof v !== 'string' || !ISO_INSTANT.test(v)) return undefined;
+  const ms = Date.parse(v);
+  return Number.isFinite(ms) ? new Date(ms).toISOString() : undefined;
+}
 const strings = (v: unknown) => (Array.isArray(v) ? v.filter((item): item is string => typeof item === 'string') : []);
 
 /**
@@ -308,14 +315,19 @@ function loadEvent(run: RunRecord, subject: string, body: Body, at: string): Run
           attempts: outcomeAttempts(step, num(body.attempts)),
           rows: num(body.rows),
           drift: driftOf(body.drift),
-          endedAt: at,
+          // When the load committed (the loader's loadedAt), not when its announcement got through:
+          // that can be much later (the broker out at commit; a loader killed before announcing,
+          // whose load a redelivery announces from the ledger). startedAt is the loader's clock too.
+          // Events of older loaders carry none: when the broker stored the event.
+          endedAt: validIso(body.loadedAt) ?? at,
           error: undefined,
           supersededBy: undefined,
         };
       } else if (step.state === 'success' && step.rows === undefined) {
         // The success was first seen in an already-loaded skip, which carries none of the load's
-        // facts: this is the load's own report of them (its time stays the first report's).
-        step = { ...step, rows: num(body.rows), drift: driftOf(body.drift) };
+        // facts: this is the load's own report of them (its time stays the first report's, unless
+        // it says when the load committed).
+        step = { ...step, rows: num(body.rows), drift: driftOf(body.drift), endedAt: validIso(body.loadedAt) ?? step.endedAt };
       }
       break;
     case SUBJECTS.snapshotLoadFailed:

@@ -104,7 +104,11 @@ export function watchProductionLockWaits(source: DumpSessionSource, pids: number
       stopped = true;
       wake?.();
       // A query stuck on a dead connection must not hold the dump's end: its session is dropped.
-      const ended = await Promise.race([loop.then(() => true), sleep(STOP_WAIT_MS, false)]);
+      // The timer goes as soon as the loop ends: left running, it kept the process (a CLI, a test
+      // runner) alive for STOP_WAIT_MS after every dump.
+      const timer = new AbortController();
+      const ended = await Promise.race([loop.then(() => true), sleep(STOP_WAIT_MS, false, { signal: timer.signal }).catch(() => false)]);
+      timer.abort();
       if (!ended) release(new Error('the lock watch was stopped while its query had not returned'));
     },
   };

@@ -7,6 +7,7 @@ import type { EventPublisher } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
+import { readyPayloadOf } from '../../../test/support/snapshots';
 import { TargetDatabase } from './database/target-database';
 import { LoaderService } from './loader.service';
 
@@ -33,13 +34,7 @@ describe('LoaderService: snapshot.loaded carries the commit time', () => {
       return Promise.resolve();
     },
   } as unknown as EventPublisher;
-  const payload = (): SnapshotReadyPayload => ({
-    snapshotId: snapshot.manifest.snapshotId,
-    date: snapshot.manifest.date,
-    location: snapshot.location,
-    createdAt: snapshot.manifest.createdAt,
-    tables: snapshot.manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
-  });
+  const payload = (): SnapshotReadyPayload => readyPayloadOf(snapshot);
   const service = () => {
     const config = loadLoaderConfig({ TARGET_DATABASE_URL: target.url, LOADER_ENV: 'spec', SNAPSHOT_DIR: dir, RETRIES: '0' });
     // The NATS connection is for object stores only: this one reads a directory.

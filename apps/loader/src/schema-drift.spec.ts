@@ -7,6 +7,7 @@ import type { SnapshotReadyPayload } from '@app/common/contract';
 import { describeFailure } from '@app/common/observability';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
+import { readyPayloadOf } from '../../../test/support/snapshots';
 import { TargetDatabase } from './database/target-database';
 import { loadSnapshot } from './snapshot-load';
 import { directorySource } from './snapshot-files';
@@ -27,13 +28,7 @@ describe('SCHEMA_DRIFT', () => {
   let snapshot: WrittenSnapshot;
   const dir = mkdtempSync(join(tmpdir(), 'db-fanout-drift-'));
   const targets: TestDatabase[] = [];
-  const payload = (): SnapshotReadyPayload => ({
-    snapshotId: snapshot.manifest.snapshotId,
-    date: snapshot.manifest.date,
-    location: snapshot.location,
-    createdAt: snapshot.manifest.createdAt,
-    tables: snapshot.manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
-  });
+  const payload = (): SnapshotReadyPayload => readyPayloadOf(snapshot);
   const load = async (target: TestDatabase, schemaDrift: 'fail' | 'common-columns', triggers?: LoadTriggers) => {
     const database = new TargetDatabase(target.url);
     try {

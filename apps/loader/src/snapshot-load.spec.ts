@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { ADMIN_URL, databaseUrl } from '../../../test/support/databases';
-import { type SnapshotReadyPayload } from '@app/common/contract';
 import { ChecksumMismatchError } from '@app/common/streams';
 import { parseRules } from '@app/common/rules';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
+import { readyPayloadOf as payloadOf } from '../../../test/support/snapshots';
 import { directorySource, SnapshotFileError } from './snapshot-files';
 import { TargetDatabase } from './database/target-database';
 import { loadSnapshot, type LoadRequest, type LoadResult } from './snapshot-load';
@@ -100,16 +100,6 @@ let sourceUrl: string;
 let root: string;
 let snapshotDir: string;
 let snapshot: WrittenSnapshot;
-
-function payloadOf(written: WrittenSnapshot): SnapshotReadyPayload {
-  return {
-    snapshotId: written.manifest.snapshotId,
-    date: written.manifest.date,
-    location: written.location,
-    createdAt: written.manifest.createdAt,
-    tables: written.manifest.tables.map(({ name, file, rows, bytes, sha256 }) => ({ name, file, rows, bytes, sha256 })),
-  };
-}
 
 /** One load through the loader's database layer (its own pool, closed afterwards; `lockTimeoutMs` its sessions' lock_timeout). */
 async function loadInto(targetUrl: string, request: LoadRequest, options: { lockTimeoutMs?: number } = {}): Promise<LoadResult> {

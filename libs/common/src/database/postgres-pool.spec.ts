@@ -58,6 +58,22 @@ describe('createPostgresPool', () => {
     expect(await unpinnedSessionSettings(url.toString(), ['search_path', 'statement_timeout'], 'db-fanout-spec')).toEqual({ search_path: 'elsewhere,public', statement_timeout: '0' });
   });
 
+  it('does the same for a socket URL with a user and no host, which node-postgres reads and WHATWG URL refuses', async () => {
+    const tcp = new URL(db.url);
+    const options = encodeURIComponent('-c search_path=elsewhere -c lock_timeout=0');
+    const socketUrl = `postgresql://${tcp.username}@/${db.name}?host=/var/run/postgresql&options=${options}`;
+    expect(() => new URL(socketUrl)).toThrow();
+    const pool = createPostgresPool(socketUrl, { applicationName: 'db-fanout-spec', lockTimeoutMs: 1234, settings: { row_security: 'off' } });
+    try {
+      const { rows } = await pool.query<Record<string, string>>(
+        "SELECT current_setting('search_path') AS sp, current_setting('lock_timeout') AS lt, current_setting('row_security') AS rls, current_setting('TimeZone') AS tz, current_database() AS db, inet_server_addr() IS NULL AS socket",
+      );
+      expect(rows[0]).toEqual({ sp: 'elsewhere', lt: '1234ms', rls: 'off', tz: 'UTC', db: db.name, socket: true });
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('survives the server terminating a checked-out session: the next query on it fails instead of the process', async () => {
     const pool = createPostgresPool(db.url, { applicationName: 'db-fanout-spec', lockTimeoutMs: 1000 });
     // The database's own statement_timeout (1ms, above) is not the admin's.

@@ -62,16 +62,18 @@ export function startupOptions(settings: Record<string, string>): string {
  * order, so the user's other settings hold and the pinned ones win.
  */
 function withoutUrlOptions(url: string): { url: string; options?: string } {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return { url };
-  }
-  const options = parsed.searchParams.get('options');
+  // Only the query is taken apart: the rest stays as written, in every form node-postgres reads
+  // (a socket URL such as `postgresql://user@/db?host=/var/run/postgresql`, which WHATWG URL refuses).
+  const hash = url.indexOf('#');
+  const end = hash === -1 ? url.length : hash;
+  const start = url.indexOf('?');
+  if (start === -1 || start > end) return { url };
+  const query = new URLSearchParams(url.slice(start + 1, end));
+  const options = query.get('options');
   if (options === null) return { url };
-  parsed.searchParams.delete('options');
-  return { url: parsed.toString(), options };
+  query.delete('options');
+  const rest = query.toString();
+  return { url: url.slice(0, start) + (rest ? `?${rest}` : '') + url.slice(end), options };
 }
 
 /**

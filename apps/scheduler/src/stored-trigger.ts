@@ -36,15 +36,30 @@ export async function storedTriggerIds(connection: NatsConnection, config: Pick<
 const SCHEDULED_ID = /^scheduled:(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)$/;
 
 /**
- * The fire time of the latest scheduled tick the stream holds a trigger for (its `scheduled:<time>`
- * message id), or undefined. Read at startup: a restarted scheduler knows its last tick, so /health
- * and db_fanout_last_trigger_published_timestamp_seconds do not say "never" for up to a day.
+ * The header a scheduled trigger names its schedule in (`SCHEDULE (SCHEDULE_TIMEZONE)`): a restarted
+ * scheduler whose schedule changed meanwhile counts none of the new schedule's ticks as missed.
  */
-export async function lastStoredTick(connection: NatsConnection, config: Pick<SchedulerConfig, 'nats'>, timeoutMs = 10_000): Promise<Date | undefined> {
-  let latest: Date | undefined;
+export const SCHEDULE_HEADER = 'Db-Fanout-Schedule';
+
+/** A schedule as SCHEDULE_HEADER names it. */
+export function scheduleLabel(config: Pick<SchedulerConfig, 'schedule' | 'timeZone'>): string {
+  return `${config.schedule} (${config.timeZone})`;
+}
+
+/**
+ * The latest scheduled tick the stream holds a trigger for: its fire time (its `scheduled:<time>`
+ * message id) and the schedule that fired it (SCHEDULE_HEADER; none from schedulers before it), or
+ * undefined. Read at startup: a restarted scheduler knows its last tick, so /health and
+ * db_fanout_last_trigger_published_timestamp_seconds do not say "never" for up to a day, and it can
+ * tell which ticks passed while no scheduler ran.
+ */
+export async function lastStoredTick(connection: NatsConnection, config: Pick<SchedulerConfig, 'nats'>, timeoutMs = 10_000): Promise<{ fireTime: Date; schedule?: string } | undefined> {
+  let latest: { fireTime: Date; schedule?: string } | undefined;
   await readSubject(connection, config.nats, { filterSubject: `${config.nats.subjectPrefix}${SUBJECTS.trigger}` }, timeoutMs, (message) => {
     const fireTime = SCHEDULED_ID.exec(message.headers?.get('Nats-Msg-Id') ?? '')?.[1];
-    if (fireTime && (!latest || Date.parse(fireTime) > latest.getTime())) latest = new Date(fireTime);
+    if (fireTime && (!latest || Date.parse(fireTime) > latest.fireTime.getTime())) {
+      latest = { fireTime: new Date(fireTime), schedule: message.headers?.get(SCHEDULE_HEADER) || undefined };
+    }
   });
   return latest;
 }

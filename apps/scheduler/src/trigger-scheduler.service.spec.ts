@@ -1,6 +1,6 @@
 import { Test } from '@nestjs/testing';
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
-import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
 import { CronTime } from 'cron';
 import { Settings } from 'luxon';
@@ -252,12 +252,42 @@ describe('TriggerScheduler (real NATS)', () => {
       expect(await counted()).toContain('db_fanout_triggers_total{result="failed"} 1');
       const last = await jsm.streams.getMessage(own.nats.stream, { last_by_subj: `${own.nats.subjectPrefix}replication.trigger` });
       expect({ id: last?.header.get('Nats-Msg-Id'), payload: last?.json() }).toEqual({ id: `scheduled:${day(0).toISOString()}`, payload: { date: day(0).toISOString().slice(0, 10) } });
+      expect(last?.header.get('Db-Fanout-Schedule')).toBe('0 0 * * * (UTC)');
       expect((await jsm.streams.info(own.nats.stream)).state.messages).toBe(2);
       expect(lines.filter((l) => l.startsWith(`gave up on the trigger for ${day(1).toISOString().slice(0, 10)} (scheduled:${day(1).toISOString()})`))).toHaveLength(1);
       expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^the tick at ${day(0).toISOString().replaceAll('.', '\\.')} passed while no scheduler was running`)));
     } finally {
       await app.close();
       await jsm.streams.delete(own.nats.stream).catch(() => undefined);
+      await jsm.streams.delete(`KV_${own.nats.stream}_RUNS`).catch(() => undefined);
+    }
+  });
+
+  it('counts no tick as missed when it starts under another schedule than the last stored tick was fired under', async () => {
+    const own = loadSchedulerConfig({ NATS_URL, NATS_STREAM: `SPEC_RESCHEDULED_${id}`, NATS_SUBJECT_PREFIX: `spec_rescheduled_${id}.`, SCHEDULE: '0 * * * *', SCHEDULE_TIMEZONE: 'UTC' });
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(jsm, own.nats);
+    // Today's midnight tick, fired by @daily; the new schedule is hourly, and midnight is one of its ticks too.
+    const midnight = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate()));
+    const header = headers();
+    header.set('Db-Fanout-Schedule', '@daily (UTC)');
+    await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: midnight.toISOString().slice(0, 10) }), { msgID: `scheduled:${midnight.toISOString()}`, headers: header });
+    const lines: string[] = [];
+    const collect = (message: unknown) => void lines.push(String(message));
+    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
+    moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
+    const app = moduleRef.createNestApplication();
+    await app.init();
+    try {
+      await app.get(TriggerScheduler).whenStarted();
+      expect(lines).toContainEqual(`the last stored tick (${midnight.toISOString()}) was fired under @daily (UTC), not 0 * * * * (UTC): no tick of this one counts as missed`);
+      expect(lines.filter((l) => l.startsWith('gave up'))).toEqual([]);
+      expect(await app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_triggers_total')).not.toContain('result="failed"');
+      expect((await jsm.streams.info(own.nats.stream)).state.messages).toBe(1);
+    } finally {
+      await app.close();
+      await jsm.streams.delete(own.nats.stream).catch(() => undefined);
+      await jsm.streams.delete(`KV_${own.nats.stream}_RUNS`).catch(() => undefined);
     }
   });
 

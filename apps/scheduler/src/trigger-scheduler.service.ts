@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { CronJob, type CronTime } from 'cron';
 import { DateTime } from 'luxon';
 import { Gauge } from 'prom-client';
@@ -13,7 +13,7 @@ import { errorMessage, MetricsService, ReadinessService } from '@app/common/obse
 import { CatchUpService } from './catch-up.service';
 import { nextFireTime, tickDate } from './schedule-ticks';
 import { SCHEDULER_CONFIG } from './scheduler.constants';
-import { lastStoredTick, storedTriggerIds, triggerStored } from './stored-trigger';
+import { lastStoredTick, SCHEDULE_HEADER, scheduleLabel, storedTriggerIds, triggerStored } from './stored-trigger';
 
 /** The trigger for one scheduled fire time, and the message id that makes it happen once. */
 export function scheduledTrigger(
@@ -144,16 +144,27 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
    * Best effort: a stream that cannot be read leaves it to the next tick.
    */
   private async recallLastTick(startedAt: Date, firstScheduled: Date): Promise<void> {
-    let tick: Date | undefined;
+    let stored: Awaited<ReturnType<typeof lastStoredTick>>;
     try {
-      tick = await lastStoredTick(this.connection, this.config);
+      stored = await lastStoredTick(this.connection, this.config);
     } catch (error) {
       this.logger.warn(`could not read the last stored trigger (the next tick sets it, and no tick missed while the scheduler was stopped runs): ${errorMessage(error)}`);
       return;
     }
-    if (!tick) return;
+    if (!stored) return;
+    const tick = stored.fireTime;
     this.recordPublished(tick);
     if (this.config.catchup || !this.job) return;
+    // Fired under another SCHEDULE or SCHEDULE_TIMEZONE (changed since): the new schedule's ticks
+    // since then were never due while a scheduler ran the old one, so none is missed; its next tick
+    // is its first. A trigger without the header (an older scheduler's) counts as the current
+    // schedule's when its time is one of the current schedule's fire times.
+    const current = scheduleLabel(this.config);
+    const onSchedule = nextFireTime(this.job.cronTime, this.config.timeZone, new Date(tick.getTime() - 1)).getTime() === tick.getTime();
+    if ((stored.schedule ?? (onSchedule ? current : undefined)) !== current) {
+      this.logger.log(`the last stored tick (${tick.toISOString()}) was fired under ${stored.schedule ?? 'another schedule'}, not ${current}: no tick of this one counts as missed`);
+      return;
+    }
     const { due, skipped } = dueTick(this.job.cronTime, this.config.timeZone, nextFireTime(this.job.cronTime, this.config.timeZone, tick), startedAt);
     // Once the schedule's own next tick has fired (the read was slow), an older one must not end its publish.
     if (!due || this.nextFire !== firstScheduled || this.stopped.signal.aborted) return;
@@ -272,7 +283,10 @@ export class TriggerScheduler implements OnApplicationBootstrap, OnApplicationSh
         if (tick.signal.aborted) break;
         // The same message id on every attempt: within the stream's duplicate window an attempt whose
         // ack was lost but which was stored is not stored twice; after it, the look-up above is what keeps it once.
-        const publish = this.js.publish(subject, JSON.stringify(trigger.payload), { msgID: trigger.msgID, timeout: PUBLISH_TIMEOUT_MS });
+        // The schedule that fired it: a scheduler started under another schedule counts no tick as missed (recallLastTick).
+        const scheduleHeader = headers();
+        scheduleHeader.set(SCHEDULE_HEADER, scheduleLabel(this.config));
+        const publish = this.js.publish(subject, JSON.stringify(trigger.payload), { msgID: trigger.msgID, timeout: PUBLISH_TIMEOUT_MS, headers: scheduleHeader });
         // The next tick ends this one at once, even with a publish still waiting for its answer.
         const ack = await Promise.race([publish, abortion(tick.signal)]);
         if (ack === 'aborted') {

@@ -139,6 +139,8 @@ describe('TriggerScheduler (real NATS)', () => {
 
   afterAll(async () => {
     await (await jetstreamManager(nc)).streams.delete(config.nats.stream).catch(() => undefined);
+    // The run ledger's KV bucket, which the scheduler makes beside its stream.
+    await (await jetstreamManager(nc)).streams.delete(`KV_${config.nats.stream}_RUNS`).catch(() => undefined);
     await nc.close();
   });
 
@@ -196,6 +198,8 @@ describe('TriggerScheduler (real NATS)', () => {
     } finally {
       await app.close();
       await (await jetstreamManager(nc)).streams.delete(own.nats.stream).catch(() => undefined);
+      // The run ledger's KV bucket, which the scheduler makes beside its stream.
+      await (await jetstreamManager(nc)).streams.delete(`KV_${own.nats.stream}_RUNS`).catch(() => undefined);
     }
   });
 
@@ -337,6 +341,8 @@ describe('TriggerScheduler (real NATS)', () => {
       } finally {
         await app.close();
         await (await jetstreamManager(nc)).streams.delete(late.nats.stream).catch(() => undefined);
+        // The run ledger's KV bucket, which the scheduler makes beside its stream.
+        await (await jetstreamManager(nc)).streams.delete(`KV_${late.nats.stream}_RUNS`).catch(() => undefined);
       }
     });
 
@@ -368,6 +374,8 @@ describe('TriggerScheduler (real NATS)', () => {
         await app.close();
         await proxy.down();
         await (await jetstreamManager(nc)).streams.delete(cutOff.nats.stream).catch(() => undefined);
+        // The run ledger's KV bucket, which the scheduler makes beside its stream.
+        await (await jetstreamManager(nc)).streams.delete(`KV_${cutOff.nats.stream}_RUNS`).catch(() => undefined);
       }
     }, 30_000);
   });
@@ -412,6 +420,8 @@ describe('TriggerScheduler (real NATS)', () => {
       warn.mockRestore();
       await app.close();
       await (await jetstreamManager(nc)).streams.delete(everySecond.nats.stream).catch(() => undefined);
+      // The run ledger's KV bucket, which the scheduler makes beside its stream.
+      await (await jetstreamManager(nc)).streams.delete(`KV_${everySecond.nats.stream}_RUNS`).catch(() => undefined);
     }
   });
 });

@@ -11,9 +11,11 @@ describe('createPostgresPool', () => {
     await db.query(`ALTER DATABASE "${db.name}" SET DateStyle = 'SQL, DMY'`);
     await db.query(`ALTER DATABASE "${db.name}" SET IntervalStyle = 'sql_standard'`);
     await db.query(`ALTER DATABASE "${db.name}" SET extra_float_digits = -3`);
-    await db.query(`ALTER DATABASE "${db.name}" SET statement_timeout = '1ms'`);
     await db.query(`ALTER DATABASE "${db.name}" SET array_nulls = off`);
     await db.query(`ALTER DATABASE "${db.name}" SET xmloption = document`);
+    // Last: a plain session opened after this one (db.query's) gets it, and on a busy machine
+    // 1 ms cancels even an ALTER DATABASE.
+    await db.query(`ALTER DATABASE "${db.name}" SET statement_timeout = '1ms'`);
   });
   afterAll(() => db.drop());
 

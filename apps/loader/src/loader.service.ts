@@ -244,7 +244,7 @@ export class LoaderService implements OnApplicationBootstrap {
         };
         await this.announce(event, key, signal);
         // The process that committed it died before announcing, so before its ANALYZE too.
-        await this.analyzeLoaded(snapshot, entry.drift, label);
+        await this.analyzeLoaded(snapshot, entry.drift, label, signal);
         return { status: 'loaded', event };
       }
       case 'loaded': {
@@ -262,19 +262,29 @@ export class LoaderService implements OnApplicationBootstrap {
         this.logger.log(`loaded ${label}: ${result.rows} rows in ${result.durationMs}ms (attempts: ${attempts})`);
         this.recordSuccess(snapshot, event);
         await this.announce(event, key, signal);
-        await this.analyzeLoaded(snapshot, result.drift, label);
+        await this.analyzeLoaded(snapshot, result.drift, label, signal);
         return { status: 'loaded', event };
       }
     }
   }
 
-  /** Fresh statistics for the tables just loaded, best effort (a failure costs query plans, never data). */
-  private async analyzeLoaded(snapshot: SnapshotReadyPayload, drift: LoadDrift | undefined, label: string): Promise<void> {
+  /**
+   * Fresh statistics for the tables just loaded, best effort (a failure costs query plans, never
+   * data). A stop gives it up: the load is committed and announced, and autovacuum analyzes them.
+   */
+  private async analyzeLoaded(snapshot: SnapshotReadyPayload, drift: LoadDrift | undefined, label: string, signal?: AbortSignal): Promise<void> {
     // Only the tables loaded: a table SCHEMA_DRIFT skipped is not in the environment.
     const skipped = new Set(drift?.skippedTables ?? []);
-    await this.database
-      .analyze(snapshot.tables.map((t) => t.name).filter((name) => !skipped.has(name)))
-      .catch((error: unknown) => this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`));
+    const analyzed = await this.database
+      .analyze(
+        snapshot.tables.map((t) => t.name).filter((name) => !skipped.has(name)),
+        signal,
+      )
+      .catch((error: unknown) => {
+        this.logger.warn(`ANALYZE after loading ${label} failed: ${errorMessage(error)}`);
+        return true;
+      });
+    if (!analyzed) this.logger.warn(`ANALYZE after loading ${label} given up: the app is stopping (autovacuum analyzes the tables later)`);
   }
 
   /**

@@ -126,12 +126,33 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
   /**
    * Fresh planner statistics for the loaded tables. Run after the load is committed and announced:
    * the environment is usable without it, and a failure here costs query plans, never data.
+   * `signal`: the app stopping. ANALYZE then does not start, and one under way is cancelled: it can
+   * wait up to the session's lock_timeout (60 s) behind a VACUUM or a CREATE INDEX CONCURRENTLY, past
+   * the orchestrator's grace period, for statistics autovacuum gathers anyway. Resolves `false`
+   * when the stop ended it, `true` when it ran.
    */
-  async analyze(tableNames: string[]): Promise<void> {
+  async analyze(tableNames: string[], signal?: AbortSignal): Promise<boolean> {
     // A bare ANALYZE would go through the whole database.
-    if (!tableNames.length) return;
-    // The names were validated against the manifest by the load that just committed.
-    await this.pool.query(`ANALYZE ${tableNames.map((name) => quoteQualified(parseQualifiedName(name))).join(', ')}`);
+    if (!tableNames.length) return true;
+    if (signal?.aborted) return false;
+    const client = await this.pool.connect();
+    // The client's backend, cancelled from another session (node-postgres has no cancel of its own).
+    const backend = (client as unknown as { processID: number }).processID;
+    const cancel = () => void this.pool.query('SELECT pg_cancel_backend($1)', [backend]).catch(() => undefined);
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      if (signal?.aborted) return false;
+      // The names were validated against the manifest by the load that just committed.
+      await client.query(`ANALYZE ${tableNames.map((name) => quoteQualified(parseQualifiedName(name))).join(', ')}`);
+      return true;
+    } catch (error) {
+      // 57014: query_canceled, by the stop's cancel.
+      if (signal?.aborted && (error as { code?: unknown }).code === '57014') return false;
+      throw error;
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      client.release();
+    }
   }
 
   /** What the ledger says the target holds (see LedgerRepository.latestLoad). */

@@ -310,4 +310,28 @@ describe('a stop during the last delivery the consumer allows', () => {
     expect(await consumerBacklog(pipeline.namespace.stream, 'loader-qa')).toMatchObject({ pending: 0, unacked: 0 });
     expect(await contentAndSequences(pipeline.targets.qa, DEMO_TABLES)).toEqual(before);
   });
+
+  it('the dumper, stopped while its dump waits for a table production holds, reports snapshot.failed and writes no snapshot', async () => {
+    await held.splice(0).reduce((done, client) => done.then(() => client.end()), Promise.resolve());
+    // No dumper of the tests before takes the trigger; one started and stopped makes the consumer.
+    await pipeline.fleet.stopAll();
+    await (await pipeline.startDumper({}, 'dumper-before-last')).stop();
+    await pipeline.trigger('2024-03-03');
+    await useUpDeliveries(pipeline.namespace, 'dumper');
+    const announced = pipeline.events.of('snapshot.ready').length;
+    await hold(pipeline.source.url, 'LOCK TABLE customers IN ACCESS EXCLUSIVE MODE');
+    const dumper = await pipeline.startDumper({}, 'dumper-last');
+    await until('the dump to wait for the lock', async () => (await appSessions(pipeline.source, 'dumper')).some((session) => session.wait_event === 'relation'));
+    expect(await dumper.stop()).toBe(0);
+
+    await pipeline.events.waitFor('snapshot.failed for 2024-03-03', (c) => c.of('snapshot.failed').some((event) => event.date === '2024-03-03'));
+    expect(pipeline.events.of('snapshot.failed').filter((event) => event.date === '2024-03-03')).toEqual([
+      expect.objectContaining({ code: 'stopped-on-last-delivery', attempts: 1, error: expect.stringContaining('the dump of 2024-03-03 was interrupted') }),
+    ]);
+    expect(pipeline.events.of('snapshot.ready')).toHaveLength(announced);
+    expect(pipeline.readyFor('2024-03-03')).toBeUndefined();
+    // Not a snapshot of the date, not even an interrupted one's leftovers.
+    expect(readdirSync(pipeline.snapshotDir).filter((name) => name.includes('20240303'))).toEqual([]);
+    expect(await consumerBacklog(pipeline.namespace.stream, 'dumper')).toMatchObject({ pending: 0, unacked: 0 });
+  });
 });

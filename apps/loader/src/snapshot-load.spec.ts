@@ -962,32 +962,39 @@ function settledWithin<T>(promise: Promise<T>, ms: number): Promise<{ value: T }
   ]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Stops the app while a load of `target` waits for a lock another session holds (`release` ends that
+ * session's transaction): the load must give up within `withinMs` of the stop with 55P03 and a message
+ * matching `message`, holding no lock, and leave `tables` and the ledger as they were.
+ */
+async function expectStopToEndTheWait({ target, release }: { target: string; release: () => Promise<void> }, tables: string[], withinMs: number, message: RegExp): Promise<void> {
+  const before = await contentsOf(target, tables);
+  const stopping = new AbortController();
+  const loading = loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, signal: stopping.signal });
+  try {
+    await loaderWaitsForLock(target);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const stoppedAt = Date.now();
+    stopping.abort();
+    const outcome = await settledWithin(loading, withinMs * 2);
+    expect(Date.now() - stoppedAt).toBeLessThan(withinMs);
+    expect(outcome).toMatchObject({ error: { code: '55P03' } });
+    expect((outcome as { error: Error }).error.message).toMatch(message);
+    // Nothing of the load is left: no loader session waits or holds a lock on the target.
+    expect(await query(target, "SELECT pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'db-fanout-loader'")).toEqual([]);
+  } finally {
+    // A load that was not cut short is let through before the target is looked at.
+    await release();
+    await loading.catch(() => undefined);
+  }
+  expect(await contentsOf(target, tables)).toEqual(before);
+  expect(await ledgerRows(target)).toEqual([]);
+}
+
 describe("a load waiting for its tables' locks while another session holds one", () => {
   it('gives up within about a second of the app stopping (the load rolls back, the target unchanged)', async () => {
-    await withCustomersHeld(async ({ target, release }) => {
-      const before = await contentsOf(target);
-      const stopping = new AbortController();
-      const loading = loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, signal: stopping.signal });
-      try {
-        await loaderWaitsForLock(target);
-        await new Promise((resolve) => setTimeout(resolve, 1_500));
-        const stoppedAt = Date.now();
-        stopping.abort();
-        // Under the session's 60 s lock_timeout a single LOCK ended only after a minute.
-        const outcome = await settledWithin(loading, 10_000);
-        expect(Date.now() - stoppedAt).toBeLessThan(10_000);
-        expect(outcome).toMatchObject({ error: { code: '55P03' } });
-        expect((outcome as { error: Error }).error.message).toMatch(/stopping.*public\.customers/);
-        // Nothing of the load is left: no loader session waits or holds a lock on the target.
-        expect(await query(target, "SELECT pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'db-fanout-loader'")).toEqual([]);
-      } finally {
-        // A load that was not cut short is let through before the target is looked at.
-        await release();
-        await loading.catch(() => undefined);
-      }
-      expect(await contentsOf(target)).toEqual(before);
-      expect(await ledgerRows(target)).toEqual([]);
-    });
+    // Under the session's 60 s lock_timeout a single LOCK ended only after a minute.
+    await withCustomersHeld((held) => expectStopToEndTheWait(held, TABLES, 10_000, /stopping.*public\.customers/));
   });
 
   it("fails after the session's lock_timeout with 55P03 (retried), naming the table and the session holding it, never its query", async () => {
@@ -1820,28 +1827,10 @@ describe('a load while an app holds a table outside the snapshot that references
   });
 
   it('gives up within about a second of the app stopping (the load rolls back, the environment unchanged)', async () => {
-    await withOutsideTableHeld(NOTES, READ, async ({ target, release }) => {
-      const before = await contentsOf(target, [...TABLES, 'public.env_notes']);
-      const stopping = new AbortController();
-      const loading = loadInto(target, { snapshot: payloadOf(snapshot), dir: snapshot.location, environment: ENVIRONMENT, attempt: 1, signal: stopping.signal });
-      try {
-        await loaderWaitsForLock(target);
-        await new Promise((resolve) => setTimeout(resolve, 1_500));
-        const stoppedAt = Date.now();
-        stopping.abort();
-        // The DROP CONSTRAINT waited for the session's whole 60 s lock_timeout, a stop or not.
-        const outcome = await settledWithin(loading, 5_000);
-        expect(Date.now() - stoppedAt).toBeLessThan(2_500);
-        expect(outcome).toMatchObject({ error: { code: '55P03' } });
-        expect((outcome as { error: Error }).error.message).toMatch(/^the app is stopping: .*public\.env_notes: pid \d+ \(app, .*holds public\.env_notes$/);
-        expect(await query(target, "SELECT pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'db-fanout-loader'")).toEqual([]);
-      } finally {
-        await release();
-        await loading.catch(() => undefined);
-      }
-      expect(await contentsOf(target, [...TABLES, 'public.env_notes'])).toEqual(before);
-      expect(await ledgerRows(target)).toEqual([]);
-    });
+    // The DROP CONSTRAINT waited for the session's whole 60 s lock_timeout, a stop or not.
+    await withOutsideTableHeld(NOTES, READ, (held) =>
+      expectStopToEndTheWait(held, [...TABLES, 'public.env_notes'], 2_500, /^the app is stopping: .*public\.env_notes: pid \d+ \(app, .*holds public\.env_notes$/),
+    );
   });
 });
 

@@ -1,5 +1,6 @@
+import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { jetstream, type JetStreamManager, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
 import { CronTime } from 'cron';
@@ -144,6 +145,35 @@ describe('TriggerScheduler (real NATS)', () => {
     await nc.close();
   });
 
+  /**
+   * A scheduler on a stream of its own (`own`), so the triggers a test stores are no other test's
+   * "last tick": `seed` stores what an earlier run left before the app starts; `work` gets the app
+   * and its log lines. Then the app is closed and the stream and its run ledger's KV bucket deleted.
+   */
+  async function withOwnScheduler(
+    own: SchedulerConfig,
+    seed: () => Promise<unknown>,
+    work: (started: { app: INestApplication; lines: string[]; jsm: JetStreamManager }) => Promise<void>,
+  ): Promise<void> {
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(jsm, own.nats);
+    await seed();
+    const lines: string[] = [];
+    const collect = (message: unknown) => void lines.push(String(message));
+    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
+    moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
+    const app = moduleRef.createNestApplication();
+    await app.init();
+    try {
+      await work({ app, lines, jsm });
+    } finally {
+      await app.close();
+      await jsm.streams.delete(own.nats.stream).catch(() => undefined);
+      // The run ledger's KV bucket, which the scheduler makes beside its stream.
+      await jsm.streams.delete(`KV_${own.nats.stream}_RUNS`).catch(() => undefined);
+    }
+  }
+
   it('registers its cron job and stores one trigger per fire time, however often it fires', async () => {
     const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(config)] }).compile();
     moduleRef.useLogger(false);
@@ -168,24 +198,16 @@ describe('TriggerScheduler (real NATS)', () => {
   });
 
   it('gives up, loudly, only the missed ticks no other scheduler stored; a long pause names the latest ten and sums up the rest', async () => {
-    // A stream of its own: the triggers stored here must not be the next test's "last tick".
     const own = loadSchedulerConfig({ NATS_URL, NATS_STREAM: `SPEC_MISSED_${id}`, NATS_SUBJECT_PREFIX: `spec_missed_${id}.`, SCHEDULE: '0 0 1 1 *' });
-    await ensureStream(await jetstreamManager(nc), own.nats);
     // 14 hourly ticks missed on 2024-03-01; another scheduler stored two of them meanwhile.
     const missed = Array.from({ length: 14 }, (_, hour) => new Date(Date.UTC(2024, 2, 1, hour)));
-    const lines: string[] = [];
-    const collect = (message: unknown) => void lines.push(String(message));
-    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
-    moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
-    const app = moduleRef.createNestApplication();
-    await app.init();
-    // Stored once this scheduler has started: stored before, they would be ticks it missed while
-    // stopped, and it would run the yearly schedule's latest since then at its start.
-    await app.get(TriggerScheduler).whenStarted();
-    for (const fireTime of [missed[3], missed[13]]) {
-      await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-03-01' }), { msgID: `scheduled:${fireTime.toISOString()}` });
-    }
-    try {
+    await withOwnScheduler(own, () => Promise.resolve(), async ({ app, lines }) => {
+      // Stored once this scheduler has started: stored before, they would be ticks it missed while
+      // stopped, and it would run the yearly schedule's latest since then at its start.
+      await app.get(TriggerScheduler).whenStarted();
+      for (const fireTime of [missed[3], missed[13]]) {
+        await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: '2024-03-01' }), { msgID: `scheduled:${fireTime.toISOString()}` });
+      }
       await app.get(TriggerScheduler).reportMissed(missed, new Date(Date.UTC(2024, 2, 1, 14)));
       const counted = await app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_triggers_total');
       expect(counted).toContain('db_fanout_triggers_total{result="already_stored"} 2');
@@ -195,12 +217,7 @@ describe('TriggerScheduler (real NATS)', () => {
       // The latest ten of the twelve lost, by name; the two before them in one line.
       expect(named.map((l) => /\(scheduled:([^)]+)\)/.exec(l)?.[1])).toEqual([2, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((h) => missed[h].toISOString()));
       expect(lines.filter((l) => l.startsWith('gave up on 2 triggers from 2024-03-01T00:00:00.000Z to 2024-03-01T01:00:00.000Z'))).toHaveLength(1);
-    } finally {
-      await app.close();
-      await (await jetstreamManager(nc)).streams.delete(own.nats.stream).catch(() => undefined);
-      // The run ledger's KV bucket, which the scheduler makes beside its stream.
-      await (await jetstreamManager(nc)).streams.delete(`KV_${own.nats.stream}_RUNS`).catch(() => undefined);
-    }
+    });
   });
 
   it('knows the last tick an earlier run stored when it starts again: /health and the metric do not say never', async () => {
@@ -237,18 +254,10 @@ describe('TriggerScheduler (real NATS)', () => {
 
   it('runs the latest tick missed while it was stopped when it starts again, and gives up the ones before it by name', async () => {
     const own = loadSchedulerConfig({ NATS_URL, NATS_STREAM: `SPEC_RESTART_${id}`, NATS_SUBJECT_PREFIX: `spec_restart_${id}.`, SCHEDULE: '0 0 * * *', SCHEDULE_TIMEZONE: 'UTC' });
-    const jsm = await jetstreamManager(nc);
-    await ensureStream(jsm, own.nats);
     // The earlier run stored the tick of two days ago, then was stopped across yesterday's and today's.
     const day = (daysAgo: number) => new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate() - daysAgo));
-    await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: day(2).toISOString().slice(0, 10) }), { msgID: `scheduled:${day(2).toISOString()}` });
-    const lines: string[] = [];
-    const collect = (message: unknown) => void lines.push(String(message));
-    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
-    moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
-    const app = moduleRef.createNestApplication();
-    await app.init();
-    try {
+    const seed = () => jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: day(2).toISOString().slice(0, 10) }), { msgID: `scheduled:${day(2).toISOString()}` });
+    await withOwnScheduler(own, seed, async ({ app, lines, jsm }) => {
       const counted = () => app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_triggers_total');
       const deadline = Date.now() + 15_000;
       while (!((await counted()).includes('result="failed"} 1') && (await counted()).includes('result="published"} 1')) && Date.now() < deadline) await sleep(100);
@@ -260,39 +269,23 @@ describe('TriggerScheduler (real NATS)', () => {
       expect((await jsm.streams.info(own.nats.stream)).state.messages).toBe(2);
       expect(lines.filter((l) => l.startsWith(`gave up on the trigger for ${day(1).toISOString().slice(0, 10)} (scheduled:${day(1).toISOString()})`))).toHaveLength(1);
       expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^the tick at ${day(0).toISOString().replaceAll('.', '\\.')} passed while no scheduler was running`)));
-    } finally {
-      await app.close();
-      await jsm.streams.delete(own.nats.stream).catch(() => undefined);
-      await jsm.streams.delete(`KV_${own.nats.stream}_RUNS`).catch(() => undefined);
-    }
+    });
   });
 
   it('counts no tick as missed when it starts under another schedule than the last stored tick was fired under', async () => {
     const own = loadSchedulerConfig({ NATS_URL, NATS_STREAM: `SPEC_RESCHEDULED_${id}`, NATS_SUBJECT_PREFIX: `spec_rescheduled_${id}.`, SCHEDULE: '0 * * * *', SCHEDULE_TIMEZONE: 'UTC' });
-    const jsm = await jetstreamManager(nc);
-    await ensureStream(jsm, own.nats);
     // Today's midnight tick, fired by @daily; the new schedule is hourly, and midnight is one of its ticks too.
     const midnight = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate()));
     const header = headers();
     header.set('Db-Fanout-Schedule', '@daily (UTC)');
-    await jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: midnight.toISOString().slice(0, 10) }), { msgID: `scheduled:${midnight.toISOString()}`, headers: header });
-    const lines: string[] = [];
-    const collect = (message: unknown) => void lines.push(String(message));
-    const moduleRef = await Test.createTestingModule({ imports: [SchedulerModule.forRoot(own)] }).compile();
-    moduleRef.useLogger({ log: collect, error: collect, warn: collect, debug: () => undefined, verbose: () => undefined });
-    const app = moduleRef.createNestApplication();
-    await app.init();
-    try {
+    const seed = () => jetstream(nc).publish(`${own.nats.subjectPrefix}replication.trigger`, JSON.stringify({ date: midnight.toISOString().slice(0, 10) }), { msgID: `scheduled:${midnight.toISOString()}`, headers: header });
+    await withOwnScheduler(own, seed, async ({ app, lines, jsm }) => {
       await app.get(TriggerScheduler).whenStarted();
       expect(lines).toContainEqual(`the last stored tick (${midnight.toISOString()}) was fired under @daily (UTC), not 0 * * * * (UTC): no tick of this one counts as missed`);
       expect(lines.filter((l) => l.startsWith('gave up'))).toEqual([]);
       expect(await app.get(MetricsService).registry.getSingleMetricAsString('db_fanout_triggers_total')).not.toContain('result="failed"');
       expect((await jsm.streams.info(own.nats.stream)).state.messages).toBe(1);
-    } finally {
-      await app.close();
-      await jsm.streams.delete(own.nats.stream).catch(() => undefined);
-      await jsm.streams.delete(`KV_${own.nats.stream}_RUNS`).catch(() => undefined);
-    }
+    });
   });
 
   describe('after the stream\'s duplicate window (here 1 s) has passed', () => {

@@ -37,6 +37,9 @@ describe('describeFailure', () => {
       expect(await failureOf("SELECT '41111'::smallint")).toEqual({ error: `value ${WITHHELD} is out of range for type smallint`, code: '22003' });
       expect(await failureOf("SELECT '4111e400'::float8")).toEqual({ error: `${WITHHELD} is out of range for type double precision`, code: '22003' });
       expect(await failureOf("SELECT '4111-13-45'::date")).toEqual({ error: `date/time field value out of range: ${WITHHELD}`, code: '22008' });
+      // Unquoted after a colon: make_date over masked columns in a rules file's `sql:`.
+      expect(await failureOf('SELECT make_date(1987, 2, 30)')).toEqual({ error: `date field value out of range: ${WITHHELD}`, code: '22008' });
+      expect(await failureOf('SELECT make_time(24, 61, 0)')).toEqual({ error: `time field value out of range: ${WITHHELD}`, code: '22008' });
       // A value with a quote of its own.
       expect(await failureOf('SELECT \'4111"cd\'::int')).toEqual({ error: `invalid input syntax for type integer: ${WITHHELD}`, code: '22P02' });
       // Encoding errors give the bytes, unquoted; the encodings' names (no data) stay.

@@ -33,6 +33,10 @@ const QUOTED_VALUE = /"[\s\S]*"/;
 const BYTE_SEQUENCE = /0x[0-9a-f]{2}(?: 0x[0-9a-f]{2})*/gi;
 const ENCODING_NAME = /encoding "([A-Z0-9_]+)"/g;
 const WITHHELD = '(value withheld; ERROR_DETAIL=true shows it)';
+// Some give the value unquoted after a colon: `date field value out of range: 1987-02-30` (make_date
+// over masked columns in a rules file's `sql:`), `time field value out of range: 24:61:00`. What
+// follows a data exception's first ": " goes too, unless it was withheld already.
+const AFTER_COLON = /: (?!\(value withheld)[\s\S]*$/;
 
 // Input functions outside class 22 quote the value too: the text-search types and jsonpath report it
 // as a syntax error (42601, `syntax error in tsquery: "alice smith"`), extensions as an internal
@@ -50,7 +54,7 @@ export function quotesRowValue(error: unknown): boolean {
 }
 
 function withholdValues(message: string): string {
-  return message.replace(ENCODING_NAME, 'encoding $1').replace(BYTE_SEQUENCE, WITHHELD).replace(QUOTED_VALUE, WITHHELD);
+  return message.replace(ENCODING_NAME, 'encoding $1').replace(BYTE_SEQUENCE, WITHHELD).replace(QUOTED_VALUE, WITHHELD).replace(AFTER_COLON, `: ${WITHHELD}`);
 }
 
 /**

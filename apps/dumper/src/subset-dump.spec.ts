@@ -390,3 +390,64 @@ subset:
     }
   });
 });
+
+describe('a relations entry to a column with a length or a precision, or of another type of the same kind', () => {
+  // audit.actor (text) holds logins, and text no login is; pay.acct (numeric) holds account ids, and
+  // amounts no id is. A value that references no row references no row left out: it stays.
+  const SQL = `
+    CREATE TABLE public.users (login varchar(5) PRIMARY KEY, created date);
+    INSERT INTO public.users VALUES ('alice', '2020-01-01'), ('bob', '2024-02-01');
+    CREATE TABLE public.audit (id int PRIMARY KEY, actor text);
+    INSERT INTO public.audit VALUES (1, 'alice@example.org'), (2, 'bob'), (3, 'carol'), (4, 'alice');
+    CREATE TABLE public.acct (id int PRIMARY KEY, created date);
+    INSERT INTO public.acct VALUES (1, '2024-02-01'), (2, '2020-01-01');
+    CREATE TABLE public.pay (id int PRIMARY KEY, acct numeric, at timestamp);
+    INSERT INTO public.pay VALUES (10, 1, NULL), (11, 1.5, NULL), (12, 2, NULL), (13, 10000000000, NULL);
+    CREATE TABLE public.days (day date PRIMARY KEY);
+    INSERT INTO public.days VALUES ('2024-02-01'), ('2024-02-02');
+    CREATE TABLE public.visits (id int PRIMARY KEY, at timestamp);
+    INSERT INTO public.visits VALUES (20, '2024-02-01 00:00'), (21, '2024-02-02 10:30'), (22, '2024-02-02 00:00');
+    CREATE DOMAIN public.handle AS varchar(8) CHECK (VALUE ~ '^[a-z]+$');
+    CREATE TABLE public.handles (h public.handle PRIMARY KEY);
+    INSERT INTO public.handles VALUES ('ann'), ('ben');
+    CREATE TABLE public.mentions (id int PRIMARY KEY, who text);
+    INSERT INTO public.mentions VALUES (30, 'ann'), (31, 'ben'), (32, 'Ann Smith');`;
+  const RULES = `
+strict: false
+tables: {}
+relations:
+  - { from: public.audit.actor, to: public.users.login }
+  - { from: public.pay.acct, to: public.acct.id }
+  - { from: public.visits.at, to: public.days.day }
+  - { from: public.mentions.who, to: public.handles.h }
+`;
+  const source = sourceFor('rules_relation_modifier', SQL);
+  const keptIds = async (subset: string) => {
+    const { manifest, location } = await dumpWith(source(), `${RULES}subset:\n${subset}`);
+    const ids = (table: string) => {
+      const file = manifest.tables.find((t) => t.table === table)!;
+      return readFileSync(join(location, file.file), 'utf8').trim().split('\n').slice(1).map((line) => line.split(',')[0]).sort();
+    };
+    return Object.fromEntries(['users', 'audit', 'acct', 'pay', 'days', 'visits', 'handles', 'mentions'].map((t) => [t, ids(t)]));
+  };
+
+  it('compares the values as they are: none is cut to the length, rounded to the precision or truncated to a day, to match a row it does not name', async () => {
+    // 'alice@example.org' is no login (cut to varchar(5) it was 'alice', a user left out), 1.5 no
+    // account (cast to integer it was 2), 2024-02-02 10:30 no day (cast to date it was 2024-02-02);
+    // 10000000000 is no account either (cast to integer it failed the dump, out of range), and
+    // 'Ann Smith' no handle (cast to the domain it failed the dump on the domain's CHECK).
+    const subset = `  public.users: "created >= date '2024-01-01'"\n  public.acct: "created >= date '2024-01-01'"\n  public.days: "day = date '2024-02-01'"\n  public.handles: "h = 'ann'"\n`;
+    expect(await keptIds(subset)).toEqual({
+      users: ['bob'],
+      audit: ['1', '2', '3'],
+      acct: ['1'],
+      pay: ['10', '11', '13'],
+      days: ['2024-02-01'],
+      visits: ['20', '21'],
+      handles: ['ann'],
+      mentions: ['30', '32'],
+    });
+    // Kept by a condition of its own, 'alice@example.org' pulls in no user.
+    expect((await keptIds(`  public.users: "created >= date '2024-01-01'"\n  public.audit: "id = 1"\n`)).users).toEqual(['bob']);
+  });
+});

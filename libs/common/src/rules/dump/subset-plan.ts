@@ -1,7 +1,7 @@
 import type { ClientBase } from 'pg';
 import { quoteIdent, quoteQualified } from '../../database';
 import { describeFailure, quotesRowValue } from '../../observability/failure';
-import { columnKey, RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
+import { type CatalogColumn, columnKey, RulesError, type RulesCatalog, type RulesFile, type TableName, tableKey } from '..';
 import { quoteLiteral } from './masking-sql';
 
 /** A reference between two dumped tables: a declared foreign key (possibly composite) or a `relations` entry. */
@@ -10,8 +10,11 @@ interface Edge {
   fromColumns: string[];
   to: TableName;
   toColumns: string[];
-  /** The referenced columns' types: a `relations` entry compares as the referenced column does (citext stays case-insensitive). */
-  toTypes: string[];
+  /**
+   * Per column, the type a referencing value is cast to before it is compared (see comparedAs);
+   * undefined where it is compared as it is.
+   */
+  casts: (string | undefined)[];
   /**
    * The referenced columns' collations, put on the comparison: two columns of different collations
    * cannot be compared as they are (42P22), and a key is looked up under the referenced column's.
@@ -27,23 +30,66 @@ const same = (a: TableName, b: TableName) => a.schema === b.schema && a.name ===
 /** A column of the catalog, by its table and name. */
 const columnIn = (catalog: RulesCatalog, table: TableName, column: string) => catalog.tables.find((c) => same(c, table))?.columns.find((c) => c.name === column);
 
-function edgesBetween(catalog: RulesCatalog, rules: RulesFile, dumped: TableName[]): Edge[] {
+async function edgesBetween(client: ClientBase, catalog: RulesCatalog, rules: RulesFile, dumped: TableName[]): Promise<Edge[]> {
   const isDumped = (t: TableName) => dumped.some((d) => same(d, t));
   const columnOf = (t: TableName, column: string) => columnIn(catalog, t, column)!;
   const edges = [
     ...catalog.foreignKeys.map((fk) => ({ from: fk.from, fromColumns: fk.fromColumns, to: fk.to, toColumns: fk.toColumns })),
     ...rules.relations.map((r) => ({ from: r.from, fromColumns: [r.from.column], to: r.to, toColumns: [r.to.column] })),
-  ];
-  return edges
-    .filter((e) => isDumped(e.from) && isDumped(e.to))
-    .map((e) => ({ ...e, toTypes: e.toColumns.map((c) => columnOf(e.to, c).type), toCollations: e.toColumns.map((c) => columnOf(e.to, c).collation) }));
+  ].filter((e) => isDumped(e.from) && isDumped(e.to));
+  const castTo = await baseTypes(
+    client,
+    edges.flatMap((e) => e.toColumns.map((column) => ({ ...e.to, column }))),
+  );
+  return edges.map((e) => ({
+    ...e,
+    casts: e.fromColumns.map((c, i) => (comparedAs(columnOf(e.from, c), columnOf(e.to, e.toColumns[i])) === 'cast' ? castTo.get(columnKey({ ...e.to, column: e.toColumns[i] })) : undefined)),
+    toCollations: e.toColumns.map((c) => columnOf(e.to, c).collation),
+  }));
+}
+
+/**
+ * How a referencing column is compared with the column it references. Of one type (a `varchar(40)`
+ * and a `varchar(5)`, a domain and its type), or both numbers (an integer key and a numeric column
+ * holding ids) or both dates and times, as they are: PostgreSQL compares them exactly, where a
+ * cast to the referenced column's type cut 'alice@example.org' to a `varchar(5)` login 'alice',
+ * rounded 1.5 to the integer 2, truncated a timestamp to its day, or failed on 10000000000 (out of
+ * range for an integer), matching a row the value does not name. Otherwise the referencing value is
+ * cast to the referenced column's type, without its modifier and below its domains (see baseTypes):
+ * text to citext compares as the citext key does, case-insensitively; text holding ids converts to
+ * the integer or uuid key (a value that does not is refused first: unconvertibleRelations).
+ */
+function comparedAs(from: CatalogColumn, to: CatalogColumn): 'as is' | 'cast' {
+  if (from.baseType === to.baseType) return 'as is';
+  if (from.category === to.category && (to.category === 'N' || to.category === 'D')) return 'as is';
+  return 'cast';
+}
+
+/**
+ * The type under each column's domains, as PostgreSQL writes it without a modifier
+ * (format_type(type, NULL): `character varying`, `numeric`, `citext`), by columnKey. Below the
+ * domains: a cast to a domain would check its CHECK on values that need only be compared.
+ */
+async function baseTypes(client: ClientBase, columns: (TableName & { column: string })[]): Promise<Map<string, string>> {
+  if (!columns.length) return new Map();
+  const { rows } = await client.query<{ i: string; type: string }>(
+    `WITH RECURSIVE chain(i, oid) AS (
+       SELECT u.i, a.atttypid FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(rel, col, i)
+         JOIN pg_attribute a ON a.attrelid = to_regclass(u.rel) AND a.attname = u.col
+       UNION ALL
+       SELECT chain.i, t.typbasetype FROM chain JOIN pg_type t ON t.oid = chain.oid AND t.typtype = 'd')
+     SELECT chain.i::text AS i, format_type(chain.oid, NULL) AS type FROM chain JOIN pg_type t ON t.oid = chain.oid AND t.typtype <> 'd'`,
+    [columns.map((c) => quoteQualified(c)), columns.map((c) => c.column)],
+  );
+  return new Map(rows.map((r) => [columnKey(columns[Number(r.i) - 1]), r.type]));
 }
 
 const matches = (edge: Edge, child: string, parent: string) =>
   edge.fromColumns
     .map((c, i) => {
       const collation = edge.toCollations[i] ? ` COLLATE ${edge.toCollations[i]}` : '';
-      return `${parent}.${quoteIdent(edge.toColumns[i])} = CAST(${child}.${quoteIdent(c)} AS ${edge.toTypes[i]})${collation}`;
+      const value = edge.casts[i] ? `CAST(${child}.${quoteIdent(c)} AS ${edge.casts[i]})` : `${child}.${quoteIdent(c)}`;
+      return `${parent}.${quoteIdent(edge.toColumns[i])} = ${value}${collation}`;
     })
     .join(' AND ');
 
@@ -58,7 +104,7 @@ const matches = (edge: Edge, child: string, parent: string) =>
 export async function planSubset(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, dumped: TableName[]): Promise<SubsetPlan> {
   const plan: SubsetPlan = new Map();
   if (rules.subset.length === 0) return plan;
-  const edges = edgesBetween(catalog, rules, dumped);
+  const edges = await edgesBetween(client, catalog, rules, dumped);
   const restricted: TableName[] = rules.subset.map((s) => s.table).filter((t) => dumped.some((d) => same(d, t)));
   for (let grew = true; grew; ) {
     grew = false;
@@ -73,7 +119,7 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
   if (partitioned.length) {
     throw new RulesError(rules.file, partitioned.map((t) => `${tableKey(t)}: subset reaches a partitioned table, which is not supported`));
   }
-  const unconvertible = await unconvertibleRelations(client, rules, catalog, restricted);
+  const unconvertible = await unconvertibleRelations(client, rules, catalog, edges, restricted);
   if (unconvertible.length) throw new RulesError(rules.file, unconvertible);
 
   // Every table read below is an ordinary one (partitioned ones are refused above), read ONLY: a
@@ -149,25 +195,28 @@ export async function planSubset(client: ClientBase, rules: RulesFile, catalog: 
 /**
  * A `relations` entry into a restricted table (the only ones the subset follows), between columns
  * of different kinds (text holding ids to an integer key, text to uuid), is followed by casting
- * every referencing value to the referenced column's type. A value that does not convert would fail
+ * every referencing value to the referenced column's type (comparedAs). A value that does not convert would fail
  * the dump with a data error naming neither the rules file nor the entry; each such entry is tried
  * first, in a savepoint (the dump's transaction goes on), so the refusal names it. Columns of one
  * kind (text to citext, int to bigint), and entries into tables that keep every row, are not read.
  */
-async function unconvertibleRelations(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, restricted: TableName[]): Promise<string[]> {
+async function unconvertibleRelations(client: ClientBase, rules: RulesFile, catalog: RulesCatalog, edges: Edge[], restricted: TableName[]): Promise<string[]> {
   const problems: string[] = [];
   for (const { from, to } of rules.relations) {
     // Followed only into a restricted table, from a dumped one (then restricted too: see planSubset).
     if (!restricted.some((t) => same(t, to)) || !restricted.some((t) => same(t, from))) continue;
     const [fromColumn, toColumn] = [columnIn(catalog, from, from.column), columnIn(catalog, to, to.column)];
     if (!fromColumn || !toColumn || fromColumn.category === toColumn.category) continue;
+    // The cast the subset compares with (comparedAs): one kind to another always casts.
+    const type = edges.find((e) => same(e.from, from) && same(e.to, to) && e.fromColumns.length === 1 && e.fromColumns[0] === from.column && e.toColumns[0] === to.column)?.casts[0];
+    if (!type) continue;
     await client.query('SAVEPOINT db_fanout_relation_check');
     try {
-      await client.query(`SELECT count(CAST(${quoteIdent(from.column)} AS ${toColumn.type})) FROM ONLY ${quoteQualified(from)}`);
+      await client.query(`SELECT count(CAST(${quoteIdent(from.column)} AS ${type})) FROM ONLY ${quoteQualified(from)}`);
     } catch (error) {
       if (!quotesRowValue(error)) throw error;
       // The value stays out whatever ERROR_DETAIL says: the entry is what to fix.
-      problems.push(`${columnKey(from)}: relations entry to ${columnKey(to)} does not run: a value does not convert to ${toColumn.type} (${describeFailure(error, { detail: false }).error})`);
+      problems.push(`${columnKey(from)}: relations entry to ${columnKey(to)} does not run: a value does not convert to ${type} (${describeFailure(error, { detail: false }).error})`);
     } finally {
       await client.query('ROLLBACK TO SAVEPOINT db_fanout_relation_check');
       await client.query('RELEASE SAVEPOINT db_fanout_relation_check');

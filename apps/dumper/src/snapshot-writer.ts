@@ -5,8 +5,8 @@ import type { PoolClient } from 'pg';
 import { type LockWatch, watchProductionLockWaits } from './lock-watch';
 import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, type ManifestTable, type SnapshotManifest } from '@app/common/contract';
-import { formatQualifiedName, localPartitionsSql, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
-import { PhaseTimer, ProgressMeter } from '@app/common/observability';
+import { formatIdent, formatQualifiedName, localPartitionsSql, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
+import { locateFailure, PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { COMPRESSED_SUFFIX, compressor, FsSnapshotStore, type SnapshotCompression, type SnapshotStore, type SnapshotUpload } from '@app/common/snapshot-store';
 import type { RulesFile } from '@app/common/rules';
 import { CoalescingStream, DigestStream } from '@app/common/streams';
@@ -123,8 +123,25 @@ async function dumpTable(
     body.destroy(error as Error);
     throw error;
   });
-  const [, stored] = await Promise.all([pipeline([copy, ...stages, body]), storing]);
-  return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256, ...(gzip ? { storedBytes: stored.storedBytes } : {}) };
+  try {
+    const [, stored] = await Promise.all([pipeline([copy, ...stages, body]), storing]);
+    return { rows: copy.rowCount, bytes: digest.bytes, sha256: digest.sha256, ...(gzip ? { storedBytes: stored.storedBytes } : {}) };
+  } catch (error) {
+    throw locateFailure(error, copyLocation(table, error, rules));
+  }
+}
+
+/**
+ * Where a table's COPY failed, in names only: COPY TO gives no CONTEXT, so without it a `division by
+ * zero` among hundreds of tables pointed at no rule. For a data exception (22) or a constraint of a
+ * domain (23), the columns an `sql` rule masks there are named too: a built-in strategy does not
+ * raise them, an expression over the row may. The error keeps its SQLSTATE (transient or not as
+ * before) and its value stays withheld (describeFailure).
+ */
+function copyLocation(table: SourceTable, error: unknown, rules?: DumpRules): string {
+  const code = (error as { code?: unknown }).code;
+  const sqlColumns = rules && typeof code === 'string' && /^2[23]/.test(code) ? rules.sqlColumns(table) : [];
+  return `table ${formatQualifiedName(table)}${sqlColumns.length ? `, columns masked by sql: ${sqlColumns.map(formatIdent).join(', ')}` : ''}`;
 }
 
 /** Listing, locking and re-reading the table list is tried this often when production's DDL keeps changing it. */

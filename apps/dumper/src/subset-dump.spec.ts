@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describeFailure } from '@app/common/observability';
 import { parseRules } from '@app/common/rules';
 import { createDatabase, createDumpSource, type DumpSource, type TestDatabase } from '../../../test/support/databases';
 import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL, MASKING_SEED_SQL } from '../../../test/support/masking-fixture';
@@ -449,5 +450,42 @@ relations:
     });
     // Kept by a condition of its own, 'alice@example.org' pulls in no user.
     expect((await keptIds(`  public.users: "created >= date '2024-01-01'"\n  public.audit: "id = 1"\n`)).users).toEqual(['bob']);
+  });
+});
+
+describe('an sql expression that fails on a row during its COPY', () => {
+  const SQL = `
+    CREATE TABLE public.ok (id int PRIMARY KEY);
+    INSERT INTO public.ok VALUES (1);
+    CREATE TABLE public.acct (id int PRIMARY KEY, bal int, ref text, note text);
+    INSERT INTO public.acct VALUES (1, 10, 'A-7', 'n'), (2, 0, 'A-secret-4111', 'n');`;
+  const source = sourceFor('rules_copy_failure', SQL);
+  const dump = (columns: string, jobs = 1) =>
+    writeSnapshot({
+      date: '2024-01-05',
+      sourceDatabaseUrl: source().url,
+      snapshotDir: source().dir,
+      tables: [],
+      excludeTables: [],
+      rules: parseRules(`strict: true\ntables:\n  public.ok: { id: keep }\n  public.acct: ${columns}\n`, 'rules.yaml'),
+      jobs,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+
+  it('names the table and the columns its sql rules mask, keeping the SQLSTATE, never the value', async () => {
+    for (const jobs of [1, 2]) {
+      const division = await dump('{ id: keep, bal: { sql: "100 / bal" }, ref: keep, note: { sql: "upper(note)" } }', jobs);
+      expect(division).toMatchObject({ code: '22012' });
+      expect(describeFailure(division, { detail: false })).toEqual({ error: 'division by zero (table public.acct, columns masked by sql: bal, note)', code: '22012' });
+
+      const cast = await dump(`{ id: keep, bal: keep, ref: { sql: "split_part(ref, '-', 2)::int" }, note: keep }`, jobs);
+      expect(cast).toMatchObject({ code: '22P02' });
+      const described = describeFailure(cast, { detail: false });
+      expect(described.error).toBe('invalid input syntax for type integer: (value withheld; ERROR_DETAIL=true shows it) (table public.acct, columns masked by sql: ref)');
+      expect(described.error).not.toContain('secret');
+      expect(readdirSync(source().dir)).toEqual([]);
+    }
   });
 });

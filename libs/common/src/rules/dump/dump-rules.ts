@@ -77,6 +77,11 @@ export class DumpRules {
     };
   }
 
+  /** The columns of a table masked by an `sql` expression: where an error its rows raise in the COPY may come from. */
+  sqlColumns(table: TableName): string[] {
+    return this.plans.get(tableKey(table))?.columns.filter((c) => c.strategy.kind === 'sql').map((c) => c.column.name) ?? [];
+  }
+
   /**
    * The query COPY reads a table through: masked columns, and only the kept rows of a subset. An
    * ordinary table is read ONLY (its own rows, as `COPY table TO` reads them): without it an

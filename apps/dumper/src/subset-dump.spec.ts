@@ -489,3 +489,49 @@ describe('an sql expression that fails on a row during its COPY', () => {
     }
   });
 });
+
+describe("masking rules on a column whose domain has a CHECK", () => {
+  // EXPLAIN does not evaluate a domain's CHECK: a strategy whose values the domain refuses passed
+  // the checks and failed every attempt's COPY, naming no table or column.
+  const SQL = `
+    CREATE DOMAIN public.corp_email AS text CHECK (VALUE LIKE '%@corp.example');
+    CREATE DOMAIN public.staff_email AS public.corp_email;
+    CREATE TABLE public.staff (id int PRIMARY KEY, mail public.corp_email, alt public.staff_email, aliases public.corp_email[], note text);
+    INSERT INTO public.staff VALUES (1, NULL, NULL, NULL, 'n'), (2, 'secret.b@corp.example', 'secret.c@corp.example', '{secret.d@corp.example}', 'n');`;
+  const source = sourceFor('rules_domain_check', SQL);
+  const KEY = 'domain spec key 0123';
+  const dump = (columns: string) => dumpWith(source(), `strict: true\ntables:\n  public.staff: ${columns}\n`, KEY).then(() => undefined, (e: unknown) => e as Error & { problems?: string[] });
+  const check = (domain = 'corp_email') => `value for domain ${domain} violates check constraint "corp_email_check"`;
+
+  it('refuses a strategy or a constant that gives values the domain refuses, at any depth or in an array, naming table and column, never a value', async () => {
+    const error = await dump(`{ id: keep, mail: email, alt: { constant: "nobody" }, aliases: { sql: "ARRAY[note]" }, note: keep }`);
+    expect(error).toMatchObject({ name: 'RulesError' });
+    expect(error!.problems).toEqual([
+      `public.staff.mail: email gives a value its domain refuses (${check()})`,
+      `public.staff.alt: constant gives a value its domain refuses (${check('staff_email')})`,
+      `public.staff.aliases: sql gives a value its domain refuses (${check()})`,
+    ]);
+    expect(error!.message).not.toContain('secret');
+    expect(error!.message).not.toContain('example.com');
+    expect(readdirSync(source().dir)).toEqual([]);
+    // A constant is checked without reading rows: on an empty table too.
+    await source().query('CREATE TABLE public.empty (id int PRIMARY KEY, mail public.corp_email); INSERT INTO public.empty VALUES (1, NULL)');
+    try {
+      const empty = await dumpWith(source(), 'strict: false\ntables:\n  public.empty: { mail: { constant: nobody } }\n').then(() => undefined, (e: unknown) => e as Error & { problems?: string[] });
+      expect(empty?.problems).toEqual([`public.empty.mail: constant gives a value its domain refuses (${check()})`]);
+    } finally {
+      await source().query('DROP TABLE public.empty');
+    }
+  });
+
+  it('dumps rules whose values the domain takes', async () => {
+    const rules = `{ id: keep, mail: { sql: "'user' || id || '@corp.example'" }, alt: { constant: "x@corp.example" }, aliases: null, note: keep }`;
+    expect(await dump(rules)).toBeUndefined();
+    const { manifest, location } = await dumpWith(source(), `strict: true\ntables:\n  public.staff: ${rules}\n`, KEY);
+    expect(readFileSync(join(location, manifest.tables[0].file), 'utf8').trim().split('\n')).toEqual(['id,mail,alt,aliases,note', '1,user1@corp.example,x@corp.example,,n', '2,user2@corp.example,x@corp.example,,n']);
+    // Tried on the rows the COPY reads: a row the subset leaves out is not.
+    const leftOut = `{ id: keep, mail: { sql: "CASE WHEN id = 2 THEN 'refused' ELSE mail END" }, alt: keep, aliases: keep, note: keep }`;
+    await expect(dump(`${leftOut}\nsubset:\n  public.staff: "id = 1"`)).resolves.toBeUndefined();
+    expect((await dump(leftOut))?.problems).toEqual([`public.staff.mail: sql gives a value its domain refuses (${check()})`]);
+  });
+});

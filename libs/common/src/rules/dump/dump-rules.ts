@@ -1,6 +1,7 @@
 import type { ClientBase } from 'pg';
 import type { ManifestRules, ManifestTable } from '../../contract';
-import { quoteQualified } from '../../database';
+import { formatIdent, formatQualifiedName, quoteIdent, quoteQualified } from '../../database';
+import { describeFailure, locateFailure } from '../../observability/failure';
 import {
   columnKey,
   describeStrategy,
@@ -59,6 +60,8 @@ export class DumpRules {
     if (expressions.length) throw new RulesError(rules.file, expressions);
     const subset = await planSubset(client, rules, catalog, dumped);
     const key = plan.keyed ? prepareMaskingKey(maskingKey!) : undefined;
+    const domains = await domainProblems(client, plan.tables, readFrom, subset, key);
+    if (domains.length) throw new RulesError(rules.file, domains);
     const manifest: ManifestRules = { digest: rules.digest, ...(key ? { keyId: key.id } : {}), strict: rules.strict };
     return new DumpRules(new Map(plan.tables.map((t) => [tableKey(t.table), t])), subset, key, manifest);
   }
@@ -127,4 +130,79 @@ async function expressionProblems(client: ClientBase, tables: TablePlan[], readF
     }
   }
   return problems;
+}
+
+/** Rows of a table a masked column over a domain with a CHECK is tried on (see domainProblems). */
+const DOMAIN_CHECK_SAMPLE = 1000;
+
+/**
+ * Masked columns whose type is a domain with a CHECK (at any depth: a domain over one, an array of
+ * one), tried on their masked values, each in a savepoint: EXPLAIN never evaluates a domain's CHECK,
+ * so an `email` over a domain that wants `@corp.example`, or a `constant` it refuses, passed every
+ * check above and then failed every attempt's COPY. Refused naming table, column and constraint
+ * (PostgreSQL's message names the domain and the constraint, never the value).
+ *
+ * A `constant` or `null` is tried once, reading no row. Any other strategy on a sample of the rows
+ * the COPY reads (the subset's kept ones), at most DOMAIN_CHECK_SAMPLE of them, those holding a value
+ * (NULL stays NULL) unless an `sql` expression may make one of NULL: a strategy's values have one
+ * shape (user_<hex>@example.com, x for every letter), which a CHECK refuses on the first rows it
+ * meets, at a bounded cost however large the table; reading it whole would compute every keyed hash
+ * of the column twice per dump, holding the dump's locks. A value only some later rows give still
+ * fails the COPY, which names the table.
+ */
+async function domainProblems(
+  client: ClientBase,
+  tables: TablePlan[],
+  readFrom: (table: TablePlan['table']) => string,
+  subset: SubsetPlan,
+  key: MaskingKey | undefined,
+): Promise<string[]> {
+  const masked = tables.flatMap(({ table, columns }) => columns.filter((c) => c.strategy.kind !== 'keep').map((column) => ({ table, column })));
+  const checked = await columnsUnderDomainChecks(client, masked.map(({ table, column }) => ({ ...table, column: column.column.name })));
+  const problems: string[] = [];
+  for (const { table, column } of masked.filter(({ table, column }) => checked.has(columnKey({ ...table, column: column.column.name })))) {
+    const name = quoteIdent(column.column.name);
+    const { kind } = column.strategy;
+    const kept = subset.get(tableKey(table));
+    const conditions = [kind === 'sql' ? '' : `${name} IS NOT NULL`, kept ? subsetWhere(table, kept) : ''].filter(Boolean);
+    const sql =
+      kind === 'constant' || kind === 'null'
+        ? `SELECT ${maskedColumnSql(column)}`
+        : `SELECT count(db_fanout_sample.${name}) FROM (SELECT ${maskedColumnSql(column)} FROM ${readFrom(table)}${conditions.length ? ` WHERE ${conditions.join(' AND ')}` : ''} LIMIT ${DOMAIN_CHECK_SAMPLE}) db_fanout_sample`;
+    await client.query('SAVEPOINT db_fanout_domain_check');
+    try {
+      // The keys for the keyed strategies, local to the savepoint (the sessions get them later).
+      if (key) await loadKeyIntoSession(client, key);
+      await client.query(sql);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      // 23514: the domain's CHECK; 23502: its NOT NULL (an `sql` expression that gives NULL).
+      if (code !== '23514' && code !== '23502') throw locateFailure(error, `table ${formatQualifiedName(table)}, column ${formatIdent(column.column.name)}`);
+      problems.push(`${columnKey({ ...table, column: column.column.name })}: ${kind} gives a value its domain refuses (${describeFailure(error, { detail: false }).error})`);
+    } finally {
+      await client.query('ROLLBACK TO SAVEPOINT db_fanout_domain_check');
+      await client.query('RELEASE SAVEPOINT db_fanout_domain_check');
+    }
+  }
+  return problems;
+}
+
+/**
+ * Which of these columns have a type with a domain's CHECK somewhere in it: the column's domain,
+ * the domains under it, and the element type of an array on the way (a domain over an array of one).
+ */
+async function columnsUnderDomainChecks(client: ClientBase, columns: (TableName & { column: string })[]): Promise<Set<string>> {
+  if (!columns.length) return new Set();
+  const { rows } = await client.query<{ i: string }>(
+    `WITH RECURSIVE chain(i, oid) AS (
+       SELECT u.i, a.atttypid FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(rel, col, i)
+         JOIN pg_attribute a ON a.attrelid = to_regclass(u.rel) AND a.attname = u.col
+       UNION
+       SELECT chain.i, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
+         FROM chain JOIN pg_type t ON t.oid = chain.oid
+        WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0))
+     SELECT DISTINCT chain.i::text AS i FROM chain JOIN pg_constraint c ON c.contypid = chain.oid AND c.contype = 'c'`,
+    [columns.map((c) => quoteQualified(c)), columns.map((c) => c.column)],
+  );
+  return new Set(rows.map((r) => columnKey(columns[Number(r.i) - 1])));
 }

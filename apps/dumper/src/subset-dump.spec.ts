@@ -412,7 +412,11 @@ describe('a relations entry to a column with a length or a precision, or of anot
     CREATE TABLE public.handles (h public.handle PRIMARY KEY);
     INSERT INTO public.handles VALUES ('ann'), ('ben');
     CREATE TABLE public.mentions (id int PRIMARY KEY, who text);
-    INSERT INTO public.mentions VALUES (30, 'ann'), (31, 'ben'), (32, 'Ann Smith');`;
+    INSERT INTO public.mentions VALUES (30, 'ann'), (31, 'ben'), (32, 'Ann Smith');
+    CREATE TABLE public.codes (code char(3) PRIMARY KEY);
+    INSERT INTO public.codes VALUES ('abc'), ('abd');
+    CREATE TABLE public.uses (id int PRIMARY KEY, code text);
+    INSERT INTO public.uses VALUES (40, 'abc'), (41, 'abd'), (42, 'a');`;
   const RULES = `
 strict: false
 tables: {}
@@ -421,6 +425,7 @@ relations:
   - { from: public.pay.acct, to: public.acct.id }
   - { from: public.visits.at, to: public.days.day }
   - { from: public.mentions.who, to: public.handles.h }
+  - { from: public.uses.code, to: public.codes.code }
 `;
   const source = sourceFor('rules_relation_modifier', SQL);
   const keptIds = async (subset: string) => {
@@ -429,15 +434,16 @@ relations:
       const file = manifest.tables.find((t) => t.table === table)!;
       return readFileSync(join(location, file.file), 'utf8').trim().split('\n').slice(1).map((line) => line.split(',')[0]).sort();
     };
-    return Object.fromEntries(['users', 'audit', 'acct', 'pay', 'days', 'visits', 'handles', 'mentions'].map((t) => [t, ids(t)]));
+    return Object.fromEntries(['users', 'audit', 'acct', 'pay', 'days', 'visits', 'handles', 'mentions', 'codes', 'uses'].map((t) => [t, ids(t)]));
   };
 
   it('compares the values as they are: none is cut to the length, rounded to the precision or truncated to a day, to match a row it does not name', async () => {
     // 'alice@example.org' is no login (cut to varchar(5) it was 'alice', a user left out), 1.5 no
     // account (cast to integer it was 2), 2024-02-02 10:30 no day (cast to date it was 2024-02-02);
     // 10000000000 is no account either (cast to integer it failed the dump, out of range), and
-    // 'Ann Smith' no handle (cast to the domain it failed the dump on the domain's CHECK).
-    const subset = `  public.users: "created >= date '2024-01-01'"\n  public.acct: "created >= date '2024-01-01'"\n  public.days: "day = date '2024-02-01'"\n  public.handles: "h = 'ann'"\n`;
+    // 'Ann Smith' no handle (cast to the domain it failed the dump on the domain's CHECK); 'abd'
+    // is a code left out, 'a' none (cast to char(1), every value was 'a').
+    const subset = `  public.users: "created >= date '2024-01-01'"\n  public.acct: "created >= date '2024-01-01'"\n  public.days: "day = date '2024-02-01'"\n  public.handles: "h = 'ann'"\n  public.codes: "code = 'abc'"\n`;
     expect(await keptIds(subset)).toEqual({
       users: ['bob'],
       audit: ['1', '2', '3'],
@@ -447,6 +453,8 @@ relations:
       visits: ['20', '21'],
       handles: ['ann'],
       mentions: ['30', '32'],
+      codes: ['abc'],
+      uses: ['40', '42'],
     });
     // Kept by a condition of its own, 'alice@example.org' pulls in no user.
     expect((await keptIds(`  public.users: "created >= date '2024-01-01'"\n  public.audit: "id = 1"\n`)).users).toEqual(['bob']);

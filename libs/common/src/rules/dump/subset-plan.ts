@@ -67,8 +67,9 @@ function comparedAs(from: CatalogColumn, to: CatalogColumn): 'as is' | 'cast' {
 
 /**
  * The type under each column's domains, as PostgreSQL writes it without a modifier
- * (format_type(type, NULL): `character varying`, `numeric`, `citext`), by columnKey. Below the
- * domains: a cast to a domain would check its CHECK on values that need only be compared.
+ * (`character varying`, `numeric`, `citext`), by columnKey. format_type(type, -1), not NULL: with
+ * NULL a char(n) is written `character`, which a cast reads as char(1); with -1 it is `bpchar`.
+ * Below the domains: a cast to a domain would check its CHECK on values that need only be compared.
  */
 async function baseTypes(client: ClientBase, columns: (TableName & { column: string })[]): Promise<Map<string, string>> {
   if (!columns.length) return new Map();
@@ -78,7 +79,7 @@ async function baseTypes(client: ClientBase, columns: (TableName & { column: str
          JOIN pg_attribute a ON a.attrelid = to_regclass(u.rel) AND a.attname = u.col
        UNION ALL
        SELECT chain.i, t.typbasetype FROM chain JOIN pg_type t ON t.oid = chain.oid AND t.typtype = 'd')
-     SELECT chain.i::text AS i, format_type(chain.oid, NULL) AS type FROM chain JOIN pg_type t ON t.oid = chain.oid AND t.typtype <> 'd'`,
+     SELECT chain.i::text AS i, format_type(chain.oid, -1) AS type FROM chain JOIN pg_type t ON t.oid = chain.oid AND t.typtype <> 'd'`,
     [columns.map((c) => quoteQualified(c)), columns.map((c) => c.column)],
   );
   return new Map(rows.map((r) => [columnKey(columns[Number(r.i) - 1]), r.type]));

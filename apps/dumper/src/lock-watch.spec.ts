@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Pool } from 'pg';
+import { watchProductionLockWaits } from '@app/common/database';
 import { parseRules } from '@app/common/rules';
 import { FsSnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
 import { createDatabase, type TestDatabase } from '../../../test/support/databases';
-import { watchProductionLockWaits } from './lock-watch';
 import { writeSnapshot } from './snapshot-writer';
 
 /**
@@ -219,4 +219,134 @@ describe('the lock watch, once the attempt has ended already', () => {
       await pool.end();
     }
   });
+});
+
+/**
+ * A CREATE INDEX CONCURRENTLY waits for every older snapshot, the dump's included (a virtualxid
+ * lock, not a relation one), while it holds SHARE UPDATE EXCLUSIVE on its table. A DDL that
+ * conflicts with that (a foreign key to the table, a trigger, a plain CREATE INDEX) queues behind
+ * the CIC, and the app's writes queue behind the DDL: nobody waits for the dump directly, and all of
+ * them waited for the whole dump. The watch follows the chain; a CIC with nobody behind it blocks
+ * no query and leaves the dump alone.
+ */
+describe('a dump while production runs a CREATE INDEX CONCURRENTLY', () => {
+  let source: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-lockwatch-cic-'));
+
+  /** The fs store, with every upload held until `gate` opens: the dump holds its snapshot until then. */
+  const gatedStore = (gate: Promise<void>, reached: () => void): SnapshotStore => {
+    const inner = new FsSnapshotStore(dir);
+    return Object.assign(Object.create(inner) as SnapshotStore, {
+      begin: async (snapshotId: string) => {
+        const upload = await inner.begin(snapshotId);
+        return {
+          ...upload,
+          put: async (name: string, body: Readable) => {
+            reached();
+            await gate;
+            return upload.put(name, body);
+          },
+        };
+      },
+    });
+  };
+
+  /** Until the session running `query` waits for a lock of type `locktype` (at most 5 s). */
+  const waitingOn = async (client: Client, query: string, locktype: string) => {
+    for (const deadline = Date.now() + 5_000; ; await sleep(20)) {
+      const { rows } = await client.query(
+        `SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted WHERE a.datname = current_database() AND a.query = $1 AND l.locktype = $2`,
+        [query, locktype],
+      );
+      if (rows.length) return;
+      if (Date.now() > deadline) throw new Error(`${query} never waited on a ${locktype} lock`);
+    }
+  };
+
+  /** A dump whose uploads wait for the gate, and a promise of it once it has reached its first upload. */
+  const gatedDump = (date: string) => {
+    let open!: () => void;
+    let reached!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const atUpload = new Promise<void>((resolve) => (reached = resolve));
+    const started = Date.now();
+    const dumping = writeSnapshot({ date, sourceDatabaseUrl: source.url, snapshotDir: dir, store: gatedStore(gate, reached), tables: [], excludeTables: [], jobs: 1 }).then(
+      (written) => ({ written, error: undefined, at: Date.now() - started }),
+      (error: unknown) => ({ written: undefined, error, at: Date.now() - started }),
+    );
+    return { dumping, atUpload, open };
+  };
+
+  beforeEach(async () => {
+    source = await createDatabase(
+      'lockwatch_cic',
+      `CREATE TABLE public.orders (id int PRIMARY KEY, v text); INSERT INTO public.orders SELECT g, 'x' FROM generate_series(1, 1000) g;
+       CREATE TABLE public.lines (id int PRIMARY KEY, order_id int); INSERT INTO public.lines SELECT g, g FROM generate_series(1, 1000) g;`,
+    );
+  });
+  afterEach(async () => {
+    await source?.drop();
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('ends the attempt when a DDL waits behind a CIC that waits for the dump, and lets the DDL and the writes queued behind it through', async () => {
+    const dump = gatedDump('2024-03-04');
+    // Held for 10 s at most: without the watch, everything below waited exactly that long.
+    const held = setTimeout(dump.open, 10_000);
+    const [cic, ddl, app, observer] = [0, 1, 2, 3].map(() => new Client({ connectionString: source.url }));
+    try {
+      await Promise.all([cic, ddl, app, observer].map((client) => client.connect()));
+      await dump.atUpload;
+      const cicSql = 'CREATE INDEX CONCURRENTLY orders_v ON public.orders (v)';
+      const cicDone = cic.query(cicSql);
+      await waitingOn(observer, cicSql, 'virtualxid');
+      const ddlSql = 'ALTER TABLE public.lines ADD CONSTRAINT lines_order_fk FOREIGN KEY (order_id) REFERENCES public.orders (id)';
+      const ddlIssued = Date.now();
+      const ddlDone = ddl.query(ddlSql).then(() => Date.now() - ddlIssued);
+      await waitingOn(observer, ddlSql, 'relation');
+      const insertIssued = Date.now();
+      const insertDone = app.query("INSERT INTO public.orders VALUES (5000, 'app')").then(() => Date.now() - insertIssued);
+      const [ddlMs, insertMs] = await Promise.all([ddlDone, insertDone, cicDone]);
+      // The held upload is let go only now (the store's put does not watch its body): the attempt had ended before.
+      dump.open();
+      const result = await dump.dumping;
+      expect(result.error).toMatchObject({
+        code: '55P03',
+        message:
+          'a session in production waits for a lock on public.orders behind a session that waits for this dump (such as a CREATE INDEX CONCURRENTLY waiting for its snapshot to end): this attempt ends and lets it through',
+      });
+      // Within about the watch's second, where both waited out the 10 s dump.
+      expect({ ddlMs: ddlMs < 3_000, insertMs: insertMs < 3_000 }).toEqual({ ddlMs: true, insertMs: true });
+      expect(readdirSync(dir).filter((name) => name.startsWith('prod_snapshot_'))).toEqual([]);
+    } finally {
+      clearTimeout(held);
+      dump.open();
+      await dump.dumping;
+      for (const client of [cic, ddl, app, observer]) await client.end().catch(() => undefined);
+    }
+  }, 30_000);
+
+  it('leaves the dump alone while a CIC waits for its snapshot with nobody queued behind it', async () => {
+    const dump = gatedDump('2024-03-05');
+    const [cic, app, observer] = [0, 1, 2].map(() => new Client({ connectionString: source.url }));
+    try {
+      await Promise.all([cic, app, observer].map((client) => client.connect()));
+      await dump.atUpload;
+      const cicSql = 'CREATE INDEX CONCURRENTLY orders_v ON public.orders (v)';
+      const cicDone = cic.query(cicSql);
+      await waitingOn(observer, cicSql, 'virtualxid');
+      // The app's writes go on beside the CIC: they conflict with nothing it holds.
+      await app.query("INSERT INTO public.orders VALUES (5000, 'app')");
+      await sleep(2_500);
+      dump.open();
+      const result = await dump.dumping;
+      expect(result.error).toBeUndefined();
+      expect(result.written?.manifest.tables.map((t) => t.name)).toEqual(['public.lines', 'public.orders']);
+      await cicDone;
+    } finally {
+      dump.open();
+      await dump.dumping;
+      for (const client of [cic, app, observer]) await client.end().catch(() => undefined);
+    }
+  }, 30_000);
 });

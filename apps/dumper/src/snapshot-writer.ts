@@ -2,10 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PoolClient } from 'pg';
-import { type LockWatch, watchProductionLockWaits } from './lock-watch';
 import { to as copyTo } from 'pg-copy-streams';
 import { compactDate, type ManifestTable, type SnapshotManifest } from '@app/common/contract';
-import { formatIdent, formatQualifiedName, localPartitionsSql, quoteIdent, quoteQualified, serverIdentity } from '@app/common/database';
+import { formatIdent, formatQualifiedName, localPartitionsSql, type LockWatch, quoteIdent, quoteQualified, serverIdentity, watchProductionLockWaits } from '@app/common/database';
 import { locateFailure, PhaseTimer, ProgressMeter } from '@app/common/observability';
 import { COMPRESSED_SUFFIX, compressor, FsSnapshotStore, type SnapshotCompression, type SnapshotStore, type SnapshotUpload } from '@app/common/snapshot-store';
 import type { RulesFile } from '@app/common/rules';
@@ -210,8 +209,9 @@ async function lockForWorker(worker: PoolClient, table: SourceTable): Promise<vo
  *
  * The dump never makes production wait for long: every session has lock_timeout (from the pool),
  * workers lock each table NOWAIT before its COPY (as pg_dump -j does), a watch ends the attempt
- * when production waits for any lock the dump holds (lock-watch.ts, from before the first lock),
- * and when any session fails all of them are ended at once, which releases every lock the attempt held.
+ * when production waits for a table because of the dump, for a lock it holds or behind a session
+ * that waits for it (libs/common/src/database/lock-watch.ts, from before the first lock), and
+ * when any session fails all of them are ended at once, which releases every lock the attempt held.
  * The app's stop (`signal`) ends them the same way: a SIGTERM never waits for a COPY or a LOCK.
  */
 export async function writeSnapshot(request: SnapshotRequest): Promise<WrittenSnapshot> {

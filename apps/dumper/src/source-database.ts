@@ -24,7 +24,7 @@ export class SourceDatabase implements DumpSessionSource, OnApplicationShutdown 
 
   /**
    * `jobs`: DUMP_JOBS sessions at once, one that watches production's lock waits during a dump
-   * (lock-watch.ts), and one spare (a retry may connect before the pool dropped a broken one).
+   * (libs/common/src/database/lock-watch.ts), and one spare (a retry may connect before the pool dropped a broken one).
    */
   constructor(url: string, jobs = 1) {
     this.pool = createPostgresPool(url, {

@@ -1,9 +1,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Client } from 'pg';
 import { ADMIN_URL, createDatabase, type TestDatabase } from '../../../../test/support/databases';
 import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL } from '../../../../test/support/masking-fixture';
-import { rulesMain } from './rules-command';
+import { rulesMain, runRulesCommand } from './rules-command';
 
 /** `rules check` in this process, with DUMP_RULES and MASKING_KEY set as given (restored after). */
 async function check(source: string, env: { DUMP_RULES?: string; MASKING_KEY?: string }): Promise<{ code: number; out: string[] }> {
@@ -119,4 +120,86 @@ describe('db-fanout rules check reads the source with row security off, as the d
     expect(result.code).toBe(1);
     expect(result.out.join('\n')).toContain('row-level security');
   });
+});
+
+/**
+ * The check runs the dump's scans on production (a subset's closure: full scans, minutes on a large
+ * table) in one transaction that holds ACCESS SHARE on every table it read until it ends. A
+ * migration's ALTER TABLE waited for the whole check, and every query on the table queued behind
+ * it. It is watched as the dump is: production waiting for it ends it.
+ */
+describe('db-fanout rules check while production runs DDL', () => {
+  let source: TestDatabase;
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-rules-lockwatch-'));
+  const rules = join(dir, 'rules.yaml');
+  const checkSessions = () => source.query<{ pid: number; query: string }>(`SELECT pid, query FROM pg_stat_activity WHERE application_name = 'db-fanout-cli' AND datname = current_database()`);
+
+  beforeAll(async () => {
+    source = await createDatabase('rules_lockwatch', 'CREATE TABLE public.customers (id int PRIMARY KEY, name text); INSERT INTO public.customers SELECT g, \'c\' FROM generate_series(1, 4000) g;');
+    // 4,000 rows at 2 ms each: the subset's scan takes 8 s, as a large table's would take minutes.
+    writeFileSync(rules, ['strict: false', 'subset:', '  public.customers: "pg_sleep(0.002) IS NOT NULL AND id % 2 = 0"', ''].join('\n'));
+  });
+  afterAll(async () => {
+    await source?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ends the check, exit 1, and lets an ALTER TABLE and the queries queued behind it through', async () => {
+    const started = Date.now();
+    const checking = check(source.url, { DUMP_RULES: rules }).then((result) => ({ ...result, at: Date.now() - started }));
+    const production = new Client({ connectionString: source.url });
+    const reader = new Client({ connectionString: source.url });
+    await production.connect();
+    await reader.connect();
+    try {
+      const deadline = Date.now() + 5_000;
+      while (!(await checkSessions()).some((session) => session.query.includes('pg_sleep'))) {
+        if (Date.now() > deadline) throw new Error('the check never reached its subset scan');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const ddlIssued = Date.now();
+      const ddl = production.query('ALTER TABLE public.customers ADD COLUMN note text').then(() => Date.now() - ddlIssued);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const readIssued = Date.now();
+      const read = reader.query('SELECT count(*) FROM public.customers WHERE id = 1').then(() => Date.now() - readIssued);
+      const [ddlMs, readMs, result] = await Promise.all([ddl, read, checking]);
+      expect(result.code).toBe(1);
+      expect(result.out).toEqual([
+        'db-fanout rules: a session in production waits for a lock this check holds on public.customers (DDL or TRUNCATE): the check ends here and lets it through (production needs the table); run it again, at a quieter time',
+      ]);
+      // Within about the watch's second, where both waited for the rest of the 8 s scan.
+      expect({ ddlMs: ddlMs < 2_500, readMs: readMs < 2_500 }).toEqual({ ddlMs: true, readMs: true });
+      expect(result.at).toBeLessThan(5_000);
+      // The check's sessions are gone from the server too, not left running the scan.
+      const gone = Date.now() + 2_000;
+      let left = await checkSessions();
+      while (left.length && Date.now() < gone) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        left = await checkSessions();
+      }
+      expect(left).toEqual([]);
+    } finally {
+      await production.end();
+      await reader.end();
+    }
+  }, 30_000);
+
+  it('gives up a lock wait of its own after lock_timeout, naming the cause', async () => {
+    const holder = new Client({ connectionString: source.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE public.customers IN ACCESS EXCLUSIVE MODE');
+      const out: string[] = [];
+      const started = Date.now();
+      await expect(runRulesCommand('check', { source: source.url, rules, write: (line) => out.push(line), lockTimeoutMs: 300 })).rejects.toThrow(
+        'rules check waited 0.3 s for a lock on a table it reads, which production holds (DDL or a long transaction): it ends without a verdict; run it again, at a quieter time',
+      );
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(out).toEqual([]);
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+  }, 30_000);
 });

@@ -1,8 +1,8 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { Client } from 'pg';
+import type { ClientBase, PoolClient } from 'pg';
 import { loadRulesConfig } from '@app/common/config';
-import { connectionWithSettings, DUMP_SOURCE_SETTINGS, PINNED_SESSION_SETTINGS } from '@app/common/database';
+import { createPostgresPool, DUMP_SOURCE_SETTINGS, LOCK_WATCH_INTERVAL_MS, type LockWatch, type LockWatchWording, watchProductionLockWaits } from '@app/common/database';
 import { describeFailure, errorMessage } from '@app/common/observability';
 import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, type RulesFile, suggestRules } from '@app/common/rules';
 import { DumpRules } from '@app/common/rules/dump';
@@ -16,6 +16,8 @@ export interface RulesCommandOptions {
   rules?: string;
   /** MASKING_KEY, as the dumper would have it: keyed strategies are refused without it. */
   maskingKey?: string;
+  /** How long a lock wait of the check's own lasts before it gives up (tests shorten it). */
+  lockTimeoutMs?: number;
   write: (line: string) => void;
 }
 
@@ -23,24 +25,74 @@ export interface RulesCommandOptions {
 export class RulesUsageError extends Error {}
 
 /**
+ * How long the check waits for a table lock production holds before it gives up, as the dump does
+ * (pg_dump's --lock-wait-timeout): without it, a check that met a migration's ALTER TABLE waited for
+ * it for good, holding the locks of the tables it had read already.
+ */
+export const RULES_LOCK_TIMEOUT_MS = 60_000;
+
+/** What the check says when production waits for it (the lock watch's error). */
+const CHECK_LOCK_WATCH_WORDING: LockWatchWording = {
+  holder: 'this check',
+  outcome: 'the check ends here and lets it through (production needs the table); run it again, at a quieter time',
+};
+
+/**
  * `work` in one read-only snapshot of the source, as the dump reads it: in the dumper's pinned
  * session settings (TimeZone UTC, DateStyle ISO, ..., row security off), under which it runs subset
  * conditions and `sql` expressions. In the role's own, a literal such as '13/01/2024' passed the check on a source
  * whose DateStyle reads day first and then failed the dump.
+ *
+ * The check runs the dump's scans (a subset's closure, jsonb arrays: full scans, minutes on a large
+ * table) and holds ACCESS SHARE on every table it read until it ends, so it is protected as the dump
+ * is: lock_timeout on its own lock waits, and the dump's lock watch, which ends it as soon as a
+ * session in production waits because of it (a migration's ALTER TABLE waited for the whole check,
+ * and every query on the table queued behind the ALTER), and terminates its session on the server.
  */
-async function inSourceSnapshot<T>(source: string, work: (client: Client) => Promise<T>): Promise<T> {
-  const client = new Client({ ...connectionWithSettings(source, { ...PINNED_SESSION_SETTINGS, ...DUMP_SOURCE_SETTINGS }), application_name: 'db-fanout-cli' });
-  client.on('error', () => undefined);
-  await client.connect();
+async function inSourceSnapshot<T>(source: string, lockTimeoutMs: number, work: (client: ClientBase) => Promise<T>): Promise<T> {
+  // Two sessions: the snapshot's and the watch's. Each checks its client once a second (postgres-pool.ts).
+  const pool = createPostgresPool(source, { applicationName: 'db-fanout-cli', lockTimeoutMs, settings: DUMP_SOURCE_SETTINGS, max: 2 });
+  let blocked: Error | undefined;
+  let watch: LockWatch | undefined;
+  let client: PoolClient | undefined;
   try {
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    return await work(client);
+    const session = (client = await pool.connect());
+    const { rows } = await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    watch = watchProductionLockWaits(
+      pool,
+      [rows[0].pid],
+      (error) => {
+        // Closing the connection cuts off the statement in flight; the watch then ends the backend.
+        blocked = error;
+        client = undefined;
+        session.release(error);
+        return true;
+      },
+      LOCK_WATCH_INTERVAL_MS,
+      CHECK_LOCK_WATCH_WORDING,
+    );
+    await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const result = await work(session);
+    if (blocked) throw blocked;
+    return result;
+  } catch (error) {
+    // Whatever the closed connection made of the statement in flight, the watch's reason is the one.
+    if (blocked) throw new Error(blocked.message);
+    if ((error as { code?: unknown } | undefined)?.code === '55P03') {
+      throw new Error(
+        `rules check waited ${lockTimeoutMs / 1000} s for a lock on a table it reads, which production holds (DDL or a long transaction): it ends without a verdict; run it again, at a quieter time`,
+      );
+    }
+    throw error;
   } finally {
-    await client.end();
+    await watch?.stop();
+    // Destroyed, not handed back: its transaction is open. end() waits for both sessions.
+    client?.release(true);
+    await pool.end();
   }
 }
 
-const readCatalog = (source: string): Promise<RulesCatalog> => inSourceSnapshot(source, readRulesCatalog);
+const readCatalog = (source: string, lockTimeoutMs: number): Promise<RulesCatalog> => inSourceSnapshot(source, lockTimeoutMs, readRulesCatalog);
 
 /**
  * What the dump would refuse, found by the dump's own checks (DumpRules.prepare): the plan (a
@@ -48,8 +100,8 @@ const readCatalog = (source: string): Promise<RulesCatalog> => inSourceSnapshot(
  * `sql` and `constant` expressions that do not run, jsonb paths over arrays, subset conditions that
  * do not run. Every table of the source is taken as dumped.
  */
-async function dumpRefusals(source: string, rules: RulesFile, maskingKey: string | undefined): Promise<{ problems: string[]; tables: number; masked: number }> {
-  return inSourceSnapshot(source, async (client) => {
+async function dumpRefusals(source: string, rules: RulesFile, maskingKey: string | undefined, lockTimeoutMs: number): Promise<{ problems: string[]; tables: number; masked: number }> {
+  return inSourceSnapshot(source, lockTimeoutMs, async (client) => {
     const catalog = await readRulesCatalog(client);
     const plan = planRules(rules, catalog, catalog.tables);
     const masked = plan.tables.reduce((n, t) => n + t.columns.filter((c) => c.strategy.kind !== 'keep').length, 0);
@@ -74,7 +126,7 @@ export async function runRulesCommand(action: string | undefined, options: Rules
   }
   if (action === 'init') {
     if (options.out && existsSync(options.out)) throw new RulesUsageError(`${options.out} exists; rules init does not overwrite a rules file`);
-    const text = suggestRules(await readCatalog(options.source));
+    const text = suggestRules(await readCatalog(options.source, options.lockTimeoutMs ?? RULES_LOCK_TIMEOUT_MS));
     if (options.out) {
       writeFileSync(options.out, text, { flag: 'wx' });
       const review = (text.match(/: review$/gm) ?? []).length;
@@ -88,7 +140,7 @@ export async function runRulesCommand(action: string | undefined, options: Rules
   if (!path) throw new RulesUsageError('rules check needs --rules FILE or DUMP_RULES');
   try {
     const rules = loadRulesFile(path);
-    const { problems, tables, masked } = await dumpRefusals(options.source, rules, options.maskingKey);
+    const { problems, tables, masked } = await dumpRefusals(options.source, rules, options.maskingKey, options.lockTimeoutMs ?? RULES_LOCK_TIMEOUT_MS);
     if (problems.length === 0) {
       options.write(`${path}: nothing to refuse (${tables} tables, ${masked} masked columns${rules.strict ? ', strict' : ''})`);
       return 0;

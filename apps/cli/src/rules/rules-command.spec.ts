@@ -203,3 +203,57 @@ describe('db-fanout rules check while production runs DDL', () => {
     }
   }, 30_000);
 });
+
+/** Wrong usage exits 2 before anything connects: no database is needed (the URL's port is closed). */
+describe('db-fanout rules refuses wrong usage (exit 2)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'db-fanout-rules-usage-'));
+  const rules = join(dir, 'rules.yaml');
+  const closed = 'postgres://root@127.0.0.1:1/nowhere';
+
+  beforeAll(() => writeFileSync(rules, 'strict: false\n'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** `db-fanout rules ...argv` with `env` set (restored after). */
+  async function rulesCli(argv: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string[] }> {
+    const saved = Object.fromEntries(Object.keys(env).map((name) => [name, process.env[name]]));
+    const out: string[] = [];
+    try {
+      Object.assign(process.env, env);
+      const code = await rulesMain(argv, (line) => out.push(line), (line) => out.push(line));
+      return { code, out };
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  }
+
+  it("refuses the other command's flag instead of ignoring it", async () => {
+    expect(await rulesCli(['init', '--source', closed, '--rules', rules])).toEqual({
+      code: 2,
+      out: ['db-fanout rules: --rules is for rules check; rules init reads the catalog and writes a rules file (--out FILE)'],
+    });
+    expect(await rulesCli(['check', '--source', closed, '--rules', rules, '--out', join(dir, 'out.yaml')])).toEqual({
+      code: 2,
+      out: ['db-fanout rules: --out is for rules init; rules check writes no file, only what a dump would refuse'],
+    });
+  });
+
+  it('refuses a --source that is no postgres:// URL, as SOURCE_DATABASE_URL is refused', async () => {
+    for (const source of ['http://127.0.0.1:1/nowhere', 'mysql://root@127.0.0.1:1/nowhere']) {
+      expect(await rulesCli(['check', '--source', source, '--rules', rules])).toEqual({ code: 2, out: ['db-fanout rules: --source must be a postgres:// URL'] });
+    }
+  });
+
+  it('takes a bad variable for wrong usage, as the other commands do', async () => {
+    const result = await rulesCli(['check', '--source', closed, '--rules', rules], { ERROR_DETAIL: 'maybe' });
+    expect(result.code).toBe(2);
+    expect(result.out.join('\n')).toContain('ERROR_DETAIL');
+  });
+
+  it('still takes DUMP_RULES for check only: init with DUMP_RULES set is no wrong usage', async () => {
+    // Refused for the closed port (exit 1), not for DUMP_RULES.
+    expect((await rulesCli(['init', '--source', closed], { DUMP_RULES: rules })).code).toBe(1);
+  });
+});

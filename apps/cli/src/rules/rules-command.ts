@@ -1,7 +1,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import type { ClientBase, PoolClient } from 'pg';
-import { loadRulesConfig } from '@app/common/config';
+import { ConfigError, loadRulesConfig } from '@app/common/config';
 import { createPostgresPool, DUMP_SOURCE_SETTINGS, LOCK_WATCH_INTERVAL_MS, type LockWatch, type LockWatchWording, watchProductionLockWaits } from '@app/common/database';
 import { describeFailure, errorMessage } from '@app/common/observability';
 import { loadRulesFile, planRules, readRulesCatalog, type RulesCatalog, RulesError, type RulesFile, suggestRules } from '@app/common/rules';
@@ -118,12 +118,13 @@ async function dumpRefusals(source: string, rules: RulesFile, maskingKey: string
 /** `db-fanout rules init|check`: talks only to the source database, never to NATS. Returns the exit code. */
 export async function runRulesCommand(action: string | undefined, options: RulesCommandOptions): Promise<number> {
   if (action !== 'init' && action !== 'check') throw new RulesUsageError('rules needs init or check');
+  // The other command's flag is a mistake, not something to ignore: `rules init --rules FILE` wrote a
+  // file that ignored FILE, `rules check --out FILE` wrote nothing to FILE.
+  if (action === 'init' && options.rules !== undefined) throw new RulesUsageError('--rules is for rules check; rules init reads the catalog and writes a rules file (--out FILE)');
+  if (action === 'check' && options.out !== undefined) throw new RulesUsageError('--out is for rules init; rules check writes no file, only what a dump would refuse');
   if (!options.source) throw new RulesUsageError(`rules ${action} needs --source URL (the production database, only read)`);
-  try {
-    new URL(options.source);
-  } catch {
-    throw new RulesUsageError('--source must be a postgres:// URL');
-  }
+  // As SOURCE_DATABASE_URL is checked: an http:// or mysql:// URL was connected to as PostgreSQL.
+  if (!isPostgresUrl(options.source)) throw new RulesUsageError('--source must be a postgres:// URL');
   if (action === 'init') {
     if (options.out && existsSync(options.out)) throw new RulesUsageError(`${options.out} exists; rules init does not overwrite a rules file`);
     const text = suggestRules(await readCatalog(options.source, options.lockTimeoutMs ?? RULES_LOCK_TIMEOUT_MS));
@@ -155,6 +156,14 @@ export async function runRulesCommand(action: string | undefined, options: Rules
   }
 }
 
+function isPostgresUrl(value: string): boolean {
+  try {
+    return ['postgres:', 'postgresql:'].includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}
+
 /** `db-fanout rules ...` as argv: parsed with commander, run without NATS. Returns the exit code. */
 export async function rulesMain(argv: string[], write: (line: string) => void, writeError: (line: string) => void): Promise<number> {
   const [action, ...rest] = argv;
@@ -177,13 +186,15 @@ export async function rulesMain(argv: string[], write: (line: string) => void, w
     // The dumper's own reading of DUMP_RULES and MASKING_KEY: the check must judge the key it would use.
     const { rulesFile, maskingKey, errorDetail } = loadRulesConfig();
     detail = errorDetail;
-    return await runRulesCommand(action, { ...options, rules: options.rules ?? rulesFile, maskingKey, write });
+    // DUMP_RULES is check's default; init has no use for it (only a --rules given to init is wrong).
+    return await runRulesCommand(action, { ...options, rules: action === 'check' ? (options.rules ?? rulesFile) : options.rules, maskingKey, write });
   } catch (error) {
     if (error instanceof CommanderError && (error.code === 'commander.helpDisplayed' || error.code === 'commander.help')) {
       write(RULES_USAGE);
       return 0;
     }
     writeError(`db-fanout rules: ${describeFailure(error, { detail }).error}`);
-    return error instanceof CommanderError || error instanceof RulesUsageError ? 2 : 1;
+    // A bad variable (ERROR_DETAIL=maybe) is wrong usage, as in the CLI's other commands.
+    return error instanceof CommanderError || error instanceof RulesUsageError || error instanceof ConfigError ? 2 : 1;
   }
 }

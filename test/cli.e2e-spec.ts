@@ -1,4 +1,8 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { streamSubjects } from '@app/common/contract';
 import type { RunningApp } from './support/apps';
+import { natsNamespace } from './support/nats';
 import { streamEvents } from './support/stream-events';
 import { PipelineHarness, until } from './support/pipeline';
 import { runCli as cli } from './support/cli';
@@ -25,6 +29,33 @@ describe('the db-fanout CLI', () => {
     const result = await cli(['status'], { NATS_URL: 'nats://127.0.0.1:1' });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('cannot connect to NATS at nats://127.0.0.1:1');
+  });
+
+  it('reload: a wrong NATS_STREAM or NATS_SUBJECT_PREFIX is named, not read as "no snapshot has been announced yet" or a broker error', async () => {
+    const namespace = natsNamespace('clireload');
+    try {
+      const nc = await connect({ servers: namespace.url });
+      try {
+        await (await jetstreamManager(nc)).streams.add({ name: namespace.stream, subjects: streamSubjects(namespace.prefix) });
+      } finally {
+        await nc.close();
+      }
+      const ready = `${namespace.prefix}snapshot.ready`;
+      for (const args of [['reload', '--env', 'dev'], ['reload', '--env', 'dev', '--snapshot', '20240101-deadbeef']]) {
+        expect(await cli(args, { ...namespace.env, NATS_STREAM: 'NO_SUCH_STREAM' })).toMatchObject({
+          code: 1,
+          stderr: `db-fanout reload: ${ready} is stored in stream ${namespace.stream}, not in NATS_STREAM NO_SUCH_STREAM: set NATS_STREAM as the apps have it\n`,
+        });
+        expect(await cli(args, { ...namespace.env, NATS_SUBJECT_PREFIX: 'typo_no_stream.' })).toMatchObject({
+          code: 1,
+          stderr: 'db-fanout reload: no stream stores typo_no_stream.snapshot.ready: check NATS_SUBJECT_PREFIX and NATS_STREAM (the apps create the stream when they first start)\n',
+        });
+      }
+      // Right settings, nothing announced yet: that is what it says.
+      expect(await cli(['reload', '--env', 'dev'], namespace.env)).toMatchObject({ code: 1, stderr: expect.stringContaining('no snapshot has been announced yet') });
+    } finally {
+      await namespace.cleanup();
+    }
   });
 
   describe('against a running pipeline', () => {

@@ -1,8 +1,21 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { RunningApp } from './support/apps';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { streamSubjects } from '@app/common/contract';
 import { natsNamespace } from './support/nats';
+
+async function withJetStream<T>(url: string, work: (jsm: JetStreamManager) => Promise<T>): Promise<T> {
+  const nc = await connect({ servers: url.split(',') });
+  try {
+    return await work(await jetstreamManager(nc));
+  } finally {
+    await nc.close();
+  }
+}
 
 /** A missing or invalid value stops the app at boot with one line naming the variable. */
 describe('configuration errors at boot', () => {
@@ -70,6 +83,31 @@ describe('configuration errors at boot', () => {
       expect(lines.join('\n')).toMatch(/scheduler failed to start: cannot serve \/health on HTTP_HOST not-a-host\.invalid HTTP_PORT \d+: .*ENOTFOUND/);
     } finally {
       await namespace.cleanup();
+    }
+  }, 60_000);
+
+  it('stops a scheduler whose NATS_SUBJECT_PREFIX the existing NATS_STREAM does not store, naming both, instead of starting healthy and losing every tick', async () => {
+    const stored = natsNamespace('prefixstored');
+    const other = natsNamespace('prefixother');
+    try {
+      // The stream exists (another app made it) for stored.prefix; this scheduler is given other.prefix.
+      await withJetStream(stored.url, (jsm) => jsm.streams.add({ name: stored.stream, subjects: streamSubjects(stored.prefix) }));
+      const scheduler = await RunningApp.start('scheduler', { ...stored.env, NATS_SUBJECT_PREFIX: other.prefix, SCHEDULE: '*/5 * * * * *' });
+      // Before, it stayed up (healthy) and failed every tick: bounded, so that shows as a failure, not a hang.
+      const code = await Promise.race([scheduler.waitExit(), sleep(15_000, 'still running', { ref: false })]);
+      await scheduler.kill();
+      const lines = scheduler.output.split('\n').filter(Boolean);
+      expect(code).toBe(1);
+      expect(lines.join('\n')).toContain(
+        `scheduler failed to start: cannot set up JetStream stream ${stored.stream}: NATS_STREAM ${stored.stream} does not store the subjects of NATS_SUBJECT_PREFIX "${other.prefix}" ` +
+          `(no stream stores ${other.prefix}replication.trigger, ${other.prefix}snapshot.ready, and 9 more); the stream captures ${stored.prefix}replication.trigger, ${stored.prefix}snapshot.>: ` +
+          'check NATS_SUBJECT_PREFIX and NATS_STREAM, which every app of the pipeline must share',
+      );
+    } finally {
+      // A scheduler that started anyway made its run ledger.
+      await withJetStream(stored.url, (jsm) => jsm.streams.delete(`KV_${stored.stream}_RUNS`).catch(() => false));
+      await stored.cleanup();
+      await other.cleanup();
     }
   }, 60_000);
 });

@@ -4,7 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadCliConfig, type CliConfig } from '@app/common/config';
 import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, reloadSubject, type RunRecord, type SnapshotReadyPayload, SUBJECTS } from '@app/common/contract';
-import { announcedSnapshots, isConsumerNotFound, kvKeys, openNatsConnection } from '@app/common/messaging';
+import { announcedSnapshots, isConsumerNotFound, kvKeys, openNatsConnection, streamStoring } from '@app/common/messaging';
 import { errorMessage } from '@app/common/observability';
 import { rulesMain } from './rules/rules-command';
 import { formatRunsTable } from './runs-table';
@@ -28,6 +28,17 @@ function requireFromStartDate(config: CliConfig, date: string, what: string): vo
 }
 
 /**
+ * Fails, naming NATS_SUBJECT_PREFIX and NATS_STREAM, unless NATS_STREAM is the stream that stores
+ * `subject`: with a wrong one the broker's own answers name neither (`stream not found`, `consumer
+ * filter subject is not a valid subset of the interest subjects`), or read as an empty stream.
+ */
+async function requireStoredInStream(nc: NatsConnection, config: CliConfig, subject: string): Promise<void> {
+  const storedIn = await streamStoring(await jetstreamManager(nc), subject);
+  if (!storedIn) throw new Error(`no stream stores ${subject}: check NATS_SUBJECT_PREFIX and NATS_STREAM (the apps create the stream when they first start)`);
+  if (storedIn !== config.nats.stream) throw new Error(`${subject} is stored in stream ${storedIn}, not in NATS_STREAM ${config.nats.stream}: set NATS_STREAM as the apps have it`);
+}
+
+/**
  * Publishes a trigger; `duplicate` when the stream already had one under the same message id
  * (a backfill of that date within the stream's duplicate window): nothing new is queued then.
  * Fails when no stream, or another stream than NATS_STREAM, stored it: `status` and `runs` read
@@ -36,12 +47,7 @@ function requireFromStartDate(config: CliConfig, date: string, what: string): vo
 async function publishTrigger(nc: NatsConnection, config: CliConfig, date: string, msgID?: string): Promise<{ seq: number; duplicate: boolean }> {
   const subject = `${config.nats.subjectPrefix}${SUBJECTS.trigger}`;
   // Asked before publishing, so a wrong setting queues nothing.
-  const storedIn = await (await jetstreamManager(nc)).streams.find(subject).catch((error: unknown) => {
-    if (/no stream matches subject/i.test(errorMessage(error))) return undefined;
-    throw error;
-  });
-  if (!storedIn) throw new Error(`no stream stores ${subject}: check NATS_SUBJECT_PREFIX and NATS_STREAM (the apps create the stream when they first start)`);
-  if (storedIn !== config.nats.stream) throw new Error(`${subject} is stored in stream ${storedIn}, not in NATS_STREAM ${config.nats.stream}: set NATS_STREAM as the apps have it`);
+  await requireStoredInStream(nc, config, subject);
   const ack = await jetstream(nc).publish(subject, JSON.stringify({ date }), msgID ? { msgID } : undefined);
   if (ack.stream !== config.nats.stream) {
     throw new Error(`the trigger was stored in stream ${ack.stream} (message ${ack.seq}), not in NATS_STREAM ${config.nats.stream}: set NATS_STREAM as the apps have it`);
@@ -69,9 +75,12 @@ async function readRuns(nc: NatsConnection, config: CliConfig): Promise<RunRecor
 async function findSnapshot(nc: NatsConnection, config: CliConfig, snapshotId?: string): Promise<SnapshotReadyPayload> {
   const jsm = await jetstreamManager(nc);
   const subject = `${config.nats.subjectPrefix}${SUBJECTS.snapshotReady}`;
+  // First, so that "not announced" means the stream the apps use holds no announcement.
+  await requireStoredInStream(nc, config, subject);
   if (!snapshotId) {
-    const last = await jsm.streams.getMessage(config.nats.stream, { last_by_subj: subject }).catch(() => null);
-    if (!last) throw new Error('no snapshot has been announced yet');
+    // No message is null; any other failure is the broker's and said as it is.
+    const last = await jsm.streams.getMessage(config.nats.stream, { last_by_subj: subject });
+    if (!last) throw new Error(`no snapshot has been announced yet on stream ${config.nats.stream}`);
     return parseSnapshotReadyPayload(last.json());
   }
   const announced = (await announcedSnapshots(nc, config.nats)).find(({ body }) => body.snapshotId === snapshotId);

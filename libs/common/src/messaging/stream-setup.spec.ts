@@ -1,6 +1,7 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, millis, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { NATS_URL, specNatsConfig } from '../../../../test/support/nats';
+import { streamSubjects } from '../contract/subjects';
 import { type ConsumerBinding, ensureConsumer, ensureStream } from './stream-setup';
 
 describe('ensureConsumer (real NATS)', () => {
@@ -75,5 +76,56 @@ describe('ensureConsumer (real NATS)', () => {
         `remove it (nats consumer rm ${config.stream} loader-dev) to have it created again`,
     );
     expect(millis((await jsm.consumers.info(config.stream, binding.durable)).config.ack_wait!)).toBe(5_000);
+  });
+});
+
+describe('ensureStream (real NATS)', () => {
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  const made: string[] = [];
+
+  beforeAll(async () => {
+    nc = await connect({ servers: NATS_URL });
+    jsm = await jetstreamManager(nc);
+  });
+  afterAll(async () => {
+    for (const stream of made) await jsm.streams.delete(stream).catch(() => undefined);
+    await nc.close();
+  });
+
+  /** A stream made beforehand (as an operator or another pipeline may have) for the subjects of `prefix`. */
+  async function existing(config: { stream: string; subjectPrefix: string }): Promise<void> {
+    made.push(config.stream);
+    await jsm.streams.add({ name: config.stream, subjects: streamSubjects(config.subjectPrefix) });
+  }
+
+  it('creates the stream for the prefix\'s subjects, and accepts it as it is on the next start', async () => {
+    const config = specNatsConfig('ensure');
+    made.push(config.stream);
+    await ensureStream(jsm, config);
+    expect((await jsm.streams.info(config.stream)).config.subjects).toEqual(streamSubjects(config.subjectPrefix));
+    await expect(ensureStream(jsm, config)).resolves.toBeUndefined();
+  });
+
+  it('stops naming NATS_STREAM and NATS_SUBJECT_PREFIX when the existing stream does not store the prefix\'s subjects', async () => {
+    const config = specNatsConfig('otherprefix');
+    const stored = { stream: config.stream, subjectPrefix: `${config.subjectPrefix}a.` };
+    await existing(stored);
+    await expect(ensureStream(jsm, config)).rejects.toThrow(
+      `NATS_STREAM ${config.stream} does not store the subjects of NATS_SUBJECT_PREFIX "${config.subjectPrefix}" ` +
+        `(no stream stores ${config.subjectPrefix}replication.trigger, ${config.subjectPrefix}snapshot.ready, and 9 more); ` +
+        `the stream captures ${streamSubjects(stored.subjectPrefix).join(', ')}: check NATS_SUBJECT_PREFIX and NATS_STREAM, which every app of the pipeline must share`,
+    );
+  });
+
+  it('stops naming the stream that stores the prefix\'s subjects when it is not NATS_STREAM, and creates nothing', async () => {
+    const config = specNatsConfig('otherstream');
+    const other = { stream: `${config.stream}_OTHER`, subjectPrefix: config.subjectPrefix };
+    await existing(other);
+    await expect(ensureStream(jsm, config)).rejects.toThrow(
+      `the subjects of NATS_SUBJECT_PREFIX "${config.subjectPrefix}" are stored in stream ${other.stream}, not in NATS_STREAM ${config.stream} ` +
+        `(${config.subjectPrefix}replication.trigger, ${config.subjectPrefix}snapshot.ready, and 9 more): set NATS_STREAM as the other apps of the pipeline have it`,
+    );
+    await expect(jsm.streams.info(config.stream)).rejects.toThrow('stream not found');
   });
 });

@@ -13,12 +13,15 @@ import {
 } from '@nats-io/jetstream';
 import { millis, nanos } from '@nats-io/transport-node';
 import type { NatsConfig } from '../config/app-config';
-import { streamSubjects } from '../contract/subjects';
+import { streamSubjects, SUBJECTS } from '../contract/subjects';
 import { errorMessage } from '../observability/redact';
 import { type ConsumerSettings, consumerSettings } from './pull-consumer';
 
 const STREAM_NOT_FOUND = 10059;
 const CONSUMER_NOT_FOUND = 10014;
+
+/** The stream's duplicate window: two schedulers firing one tick store one trigger. NATS_STREAM_MAX_AGE may not be shorter. */
+export const STREAM_DUPLICATE_WINDOW_MS = 2 * 60_000;
 
 function isNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === STREAM_NOT_FOUND || error.code === CONSUMER_NOT_FOUND);
@@ -30,16 +33,82 @@ export function isConsumerNotFound(error: unknown): boolean {
 }
 
 /**
+ * The stream that stores `subject` (a wildcard: one that captures any of it), or undefined when the
+ * broker says none does. Anything else (no answer: the broker away) is thrown as it is, so that only
+ * the broker's own answer is ever read as a wrong setting.
+ */
+export async function streamStoring(jsm: JetStreamManager, subject: string): Promise<string | undefined> {
+  try {
+    return await jsm.streams.find(subject);
+  } catch (error) {
+    if (error instanceof JetStreamApiError && error.code === STREAM_NOT_FOUND) return undefined;
+    throw error;
+  }
+}
+
+/** Every subject the apps publish or consume, with the prefix (reloads: any environment's). */
+function pipelineSubjects(prefix: string): string[] {
+  return Object.values(SUBJECTS).map((subject) => `${prefix}${subject === SUBJECTS.reload ? `${subject}.>` : subject}`);
+}
+
+interface Misplaced {
+  subject: string;
+  /** The stream that stores it instead of NATS_STREAM; undefined: none does. */
+  storedIn?: string;
+}
+
+/** The pipeline's subjects that NATS_STREAM does not store. */
+async function misplacedSubjects(jsm: JetStreamManager, config: NatsConfig): Promise<Misplaced[]> {
+  const subjects = pipelineSubjects(config.subjectPrefix);
+  const storedIn = await Promise.all(subjects.map((subject) => streamStoring(jsm, subject)));
+  return subjects.map((subject, i) => ({ subject, storedIn: storedIn[i] })).filter(({ storedIn }) => storedIn !== config.stream);
+}
+
+function someOf(subjects: string[]): string {
+  return subjects.length <= 2 ? subjects.join(', ') : `${subjects.slice(0, 2).join(', ')}, and ${subjects.length - 2} more`;
+}
+
+/**
+ * Why NATS_STREAM and NATS_SUBJECT_PREFIX do not go together, naming both: without this an app
+ * started (healthy) and then failed at every publish or read with the broker's own words, which
+ * name neither (`jetstream is not enabled`, `consumer filter subject is not a valid subset ...`).
+ */
+function describeMisplaced(config: NatsConfig, misplaced: Misplaced[], captures: string[] | undefined): string {
+  const prefix = `NATS_SUBJECT_PREFIX ${JSON.stringify(config.subjectPrefix)}`;
+  const elsewhere = misplaced.filter(({ storedIn }) => storedIn !== undefined);
+  if (elsewhere.length) {
+    const streams = [...new Set(elsewhere.map(({ storedIn }) => storedIn))].join(', ');
+    return (
+      `the subjects of ${prefix} are stored in stream ${streams}, not in NATS_STREAM ${config.stream} ` +
+      `(${someOf(elsewhere.map(({ subject }) => subject))}): set NATS_STREAM as the other apps of the pipeline have it`
+    );
+  }
+  return (
+    `NATS_STREAM ${config.stream} does not store the subjects of ${prefix} (no stream stores ${someOf(misplaced.map(({ subject }) => subject))}); ` +
+    `the stream captures ${captures?.join(', ') || 'no subjects'}: check NATS_SUBJECT_PREFIX and NATS_STREAM, which every app of the pipeline must share`
+  );
+}
+
+/**
  * Creates the pipeline's stream if it does not exist. An existing stream is left as it is:
  * an operator may have tuned it (replicas, limits) and an app must not undo that on restart.
+ * It must store the subjects of NATS_SUBJECT_PREFIX, though, and no other stream may: otherwise
+ * the app stops here, naming both settings, rather than start and lose every message.
  */
 export async function ensureStream(jsm: JetStreamManager, config: NatsConfig): Promise<void> {
+  let captures: string[] | undefined;
   try {
-    await jsm.streams.info(config.stream);
-    return;
+    captures = (await jsm.streams.info(config.stream)).config.subjects;
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
+  const misplaced = await misplacedSubjects(jsm, config);
+  if (captures) {
+    if (misplaced.length) throw new Error(describeMisplaced(config, misplaced, captures));
+    return;
+  }
+  // A new stream cannot capture subjects another stream stores (the broker says only `subjects overlap`).
+  if (misplaced.some(({ storedIn }) => storedIn !== undefined)) throw new Error(describeMisplaced(config, misplaced, undefined));
   try {
     await jsm.streams.add({
       name: config.stream,
@@ -49,7 +118,7 @@ export async function ensureStream(jsm: JetStreamManager, config: NatsConfig): P
       max_age: nanos(config.streamMaxAgeMs),
       num_replicas: config.streamReplicas,
       // Two schedulers firing the same tick publish one Nats-Msg-Id; the server keeps one.
-      duplicate_window: nanos(2 * 60_000),
+      duplicate_window: nanos(STREAM_DUPLICATE_WINDOW_MS),
     });
   } catch (error) {
     // Another app created it between our look-up and our add: that is fine.

@@ -253,6 +253,16 @@ describe('each bad value is one ConfigError, on one line, naming the variable', 
     expect(apps.loader({ ACK_WAIT: '24d' }).nats.ackWaitMs).toBe(24 * 86_400_000);
   });
 
+  it('refuses a NATS_STREAM_MAX_AGE shorter than the stream\'s duplicate window (2m), saying why, in every app', () => {
+    // Accepted before, it stopped the boot with the broker's `duplicates window can not be larger then max age`.
+    for (const load of [apps.scheduler, apps.dumper, apps.loader, loadCliConfig]) {
+      expect(configErrorOf(load, { NATS_STREAM_MAX_AGE: '1m' }).problems).toEqual([
+        'NATS_STREAM_MAX_AGE must be at least 2m, the stream\'s duplicate window that keeps one trigger per message id (got 1m)',
+      ]);
+    }
+    expect(apps.scheduler({ NATS_STREAM_MAX_AGE: '2m' }).nats.streamMaxAgeMs).toBe(120_000);
+  });
+
   it('says what is wrong with LOAD_MAINTENANCE_WORK_MEM: the unit, or PostgreSQL\'s bounds', () => {
     expect(configErrorOf(apps.loader, { LOAD_MAINTENANCE_WORK_MEM: '256' }).problems).toEqual(['LOAD_MAINTENANCE_WORK_MEM must be a size in kB, MB, GB or TB, such as 256MB (got "256")']);
     expect(configErrorOf(apps.loader, { LOAD_MAINTENANCE_WORK_MEM: '512kB' }).problems).toEqual(['LOAD_MAINTENANCE_WORK_MEM must be between 1MB and 2147483647kB (got 512kB)']);

@@ -142,6 +142,12 @@ export const DEFAULTS = {
 /** LOAD_MAINTENANCE_WORK_MEM's default in kB, for loads started without a loader's config (tests, tools). */
 export const DEFAULT_LOAD_MAINTENANCE_WORK_MEM_KB = memorySizeKb(DEFAULTS.LOAD_MAINTENANCE_WORK_MEM)!;
 
+/**
+ * The stream's duplicate window (set when the apps create it): two schedulers firing the same tick
+ * publish one Nats-Msg-Id and the stream keeps one. NATS_STREAM_MAX_AGE may not be shorter.
+ */
+export const STREAM_DUPLICATE_WINDOW_MS = 2 * 60_000;
+
 // Each app's environment as a zod schema, keyed by variable (see env-reader.ts). Problems are listed
 // in the order of these keys; `variablesReadBy` finds the variables by running a loader.
 
@@ -158,7 +164,8 @@ const natsVariables = {
   NATS_CREDS: readableFile(),
   // Handlers send progress every third of it: a timer, so at most the longest wait a timer makes.
   ACK_WAIT: duration(DEFAULTS.ACK_WAIT, 1_000, LONGEST_WAIT),
-  NATS_STREAM_MAX_AGE: duration(DEFAULTS.NATS_STREAM_MAX_AGE, 60_000),
+  // The broker refuses a stream whose max age is below its duplicate window.
+  NATS_STREAM_MAX_AGE: duration(DEFAULTS.NATS_STREAM_MAX_AGE, { ms: STREAM_DUPLICATE_WINDOW_MS, why: "2m, the stream's duplicate window that keeps one trigger per message id" }),
   NATS_STREAM_REPLICAS: integer(1, 1, 5),
 };
 type NatsVariables = z.output<z.ZodObject<typeof natsVariables>>;

@@ -128,7 +128,7 @@ export const boolean = (fallback: boolean) =>
   });
 
 /** In milliseconds, from `500ms`, `30s`, `5m`, `2h`, `7d` (see parseDuration). */
-export const duration = (fallback: string, minMs = 0, max?: { ms: number; why: string }) =>
+export const duration = (fallback: string, min: number | { ms: number; why: string } = 0, max?: { ms: number; why: string }) =>
   field((value = fallback, report) => {
     let ms: number;
     try {
@@ -136,7 +136,8 @@ export const duration = (fallback: string, minMs = 0, max?: { ms: number; why: s
     } catch (error) {
       return report((error as Error).message.replace(/^"/, 'value "'));
     }
-    if (ms < minMs) return report(`must be at least ${minMs}ms (got ${value})`);
+    const least = typeof min === 'number' ? { ms: min, why: `${min}ms` } : min;
+    if (ms < least.ms) return report(`must be at least ${least.why} (got ${value})`);
     return max && ms > max.ms ? report(`must be at most ${max.why} (got ${value})`) : ms;
   });
 

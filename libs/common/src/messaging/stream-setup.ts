@@ -12,16 +12,13 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { millis, nanos } from '@nats-io/transport-node';
-import type { NatsConfig } from '../config/app-config';
+import { type NatsConfig, STREAM_DUPLICATE_WINDOW_MS } from '../config/app-config';
 import { streamSubjects, SUBJECTS } from '../contract/subjects';
 import { errorMessage } from '../observability/redact';
 import { type ConsumerSettings, consumerSettings } from './pull-consumer';
 
 const STREAM_NOT_FOUND = 10059;
 const CONSUMER_NOT_FOUND = 10014;
-
-/** The stream's duplicate window: two schedulers firing one tick store one trigger. NATS_STREAM_MAX_AGE may not be shorter. */
-export const STREAM_DUPLICATE_WINDOW_MS = 2 * 60_000;
 
 function isNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === STREAM_NOT_FOUND || error.code === CONSUMER_NOT_FOUND);

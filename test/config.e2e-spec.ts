@@ -110,4 +110,21 @@ describe('configuration errors at boot', () => {
       await other.cleanup();
     }
   }, 60_000);
+
+  it('names NATS_STREAM_REPLICAS when a single server will not create the stream or, the stream made already, the scheduler\'s run ledger with it', async () => {
+    const namespace = natsNamespace('replicas');
+    try {
+      const refused = 'replicas > 1 not supported in non-clustered mode';
+      const stream = await boot('scheduler', { ...namespace.env, NATS_STREAM_REPLICAS: '3' });
+      expect(stream.code).toBe(1);
+      expect(stream.lines.join('\n')).toContain(`scheduler failed to start: cannot set up JetStream stream ${namespace.stream}: the broker refused to create it with NATS_STREAM_REPLICAS=3: ${refused}`);
+      await withJetStream(namespace.url, (jsm) => jsm.streams.add({ name: namespace.stream, subjects: streamSubjects(namespace.prefix) }));
+      const ledger = await boot('scheduler', { ...namespace.env, NATS_STREAM_REPLICAS: '3' });
+      expect(ledger.code).toBe(1);
+      expect(ledger.lines.join('\n')).toContain(`scheduler failed to start: the broker refused to create KV bucket ${namespace.stream}_RUNS with NATS_STREAM_REPLICAS=3: ${refused}`);
+    } finally {
+      await withJetStream(namespace.url, (jsm) => jsm.streams.delete(`KV_${namespace.stream}_RUNS`).catch(() => false));
+      await namespace.cleanup();
+    }
+  }, 60_000);
 });

@@ -1,6 +1,8 @@
+import { jetstreamManager } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { NatsConfig } from '@app/common/config';
+import { refusedCreation } from '@app/common/messaging';
 
 /**
  * What `<NATS_STREAM>_SNAPSHOTS` remembers of one snapshot of this stream. `seq`: the stream
@@ -23,7 +25,19 @@ export function announcementBucket(nats: NatsConfig): string {
 
 export async function openSnapshotRecords(nc: NatsConnection, nats: NatsConfig): Promise<KV> {
   const kvm = new Kvm(nc);
-  return kvm.create(announcementBucket(nats), { history: 1, replicas: nats.streamReplicas }).catch(() => kvm.open(announcementBucket(nats)));
+  const bucket = announcementBucket(nats);
+  try {
+    return await kvm.create(bucket, { history: 1, replicas: nats.streamReplicas });
+  } catch (error) {
+    // A bucket that exists as made otherwise (an operator's settings) is used as it is. One that does
+    // not exist is said so: open() does not look, and every put then failed naming no setting.
+    const exists = await (await jetstreamManager(nc)).streams.info(`KV_${bucket}`).then(
+      () => true,
+      () => false,
+    );
+    if (!exists) throw refusedCreation(`KV bucket ${bucket}`, 'NATS_STREAM_REPLICAS', nats.streamReplicas, error);
+    return kvm.open(bucket);
+  }
 }
 
 /**

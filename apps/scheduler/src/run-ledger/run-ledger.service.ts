@@ -5,7 +5,7 @@ import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type SchedulerConfig } from '@app/common/config';
 import { dateInTimeZone, isCalendarDate, parseSnapshotReadyPayload, parseTriggerPayload, SUBJECTS } from '@app/common/contract';
-import { ACK, kvKeys, nak, NATS_CONNECTION, PullConsumer } from '@app/common/messaging';
+import { ACK, kvKeys, nak, NATS_CONNECTION, PullConsumer, refusedCreation } from '@app/common/messaging';
 import { errorMessage, ReadinessService } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 import { applyEvent, newRun, type RunRecord, runDateOf, triggerSeqOf } from './run-record';
@@ -48,7 +48,9 @@ export class RunLedgerService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    this.kv = await new Kvm(this.connection).create(this.bucket, { history: 1, replicas: this.config.nats.streamReplicas });
+    this.kv = await new Kvm(this.connection).create(this.bucket, { history: 1, replicas: this.config.nats.streamReplicas }).catch((error: unknown) => {
+      throw refusedCreation(`KV bucket ${this.bucket}`, 'NATS_STREAM_REPLICAS', this.config.nats.streamReplicas, error);
+    });
     await this.ensureConsumer();
     this.readiness.set('run-ledger', true, `bucket ${this.bucket}`);
     this.markOpened();

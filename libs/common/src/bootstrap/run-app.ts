@@ -43,6 +43,9 @@ export async function runApp<C extends { http: HttpConfig; logFormat: LogFormat 
     app.useGlobalGuards(new HttpTokenGuard(config.http));
     attachJetStream(app);
     await app.startAllMicroservices();
+    // What listen() would do first, done apart: a provider failing its bootstrap (a KV bucket the
+    // broker refuses) was reported as `cannot serve /health on HTTP_HOST ... HTTP_PORT ...`.
+    await app.init();
     await app.listen(config.http.port, config.http.host).catch((error: unknown) => {
       // EADDRINUSE, ENOTFOUND: named by the variables that chose them.
       throw new Error(`cannot serve /health on HTTP_HOST ${config.http.host} HTTP_PORT ${config.http.port}: ${errorMessage(error)}`, { cause: error });

@@ -119,8 +119,16 @@ export async function ensureStream(jsm: JetStreamManager, config: NatsConfig): P
     });
   } catch (error) {
     // Another app created it between our look-up and our add: that is fine.
-    if (!(await jsm.streams.info(config.stream).catch(() => undefined))) throw error;
+    if (!(await jsm.streams.info(config.stream).catch(() => undefined))) throw refusedCreation('it', 'NATS_STREAM_REPLICAS', config.streamReplicas, error);
   }
+}
+
+/**
+ * A stream or bucket the broker would not create, naming the variable its replicas come from: the
+ * broker's own words (`replicas > 1 not supported in non-clustered mode`) name neither.
+ */
+export function refusedCreation(what: string, variable: string, replicas: number, error: unknown): Error {
+  return new Error(`the broker refused to create ${what} with ${variable}=${replicas}: ${errorMessage(error)}`, { cause: error });
 }
 
 export interface ConsumerBinding {

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstream, jetstreamManager, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Objm, type ObjectInfo, type ObjectStore } from '@nats-io/obj';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { refusedCreation } from '../messaging/stream-setup';
 import { isTransientError } from '../resilience/retry';
 import { countBytes } from './byte-counter';
 import { readObjectChunks } from './nats-object-reader';
@@ -67,7 +68,11 @@ export class NatsSnapshotStore implements SnapshotStore {
   static async open(connection: NatsConnection, options: NatsSnapshotStoreOptions): Promise<NatsSnapshotStore> {
     // create() opens the bucket when it exists (its replicas then stay as they are).
     const objm = new Objm(connection);
-    const objects = options.create ? await objm.create(options.bucket, { replicas: options.replicas, storage: StorageType.File }) : await objm.open(options.bucket);
+    const objects = options.create
+      ? await objm.create(options.bucket, { replicas: options.replicas, storage: StorageType.File }).catch((error: unknown) => {
+          throw refusedCreation(`Object Store bucket ${options.bucket}`, 'SNAPSHOT_REPLICAS', options.replicas, error);
+        })
+      : await objm.open(options.bucket);
     return new NatsSnapshotStore(objects, await jetstreamManager(connection), jetstream(connection, { timeout: CONSUMER_CREATE_TIMEOUT_MS }), options.bucket);
   }
 

@@ -216,3 +216,20 @@ describe('JetStreamServer, a handler failing on the last delivery (real NATS)', 
     expect(Date.now() - handled).toBeLessThan(1_500);
   });
 });
+
+describe('JetStreamServer with no consumer bindings (a publisher, as the scheduler)', () => {
+  it('reports on /health that it is connected and consumes nothing, not an empty "consuming "', async () => {
+    const config = specNatsConfig('js_none');
+    const moduleRef = await Test.createTestingModule({ imports: [ObservabilityModule.forRoot(), JetStreamModule.forRoot({ config, clientName: 'spec', bindings: [] })] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      attachJetStream(app);
+      await app.startAllMicroservices();
+      await app.init();
+      expect(app.get(ReadinessService).snapshot().nats).toEqual({ ok: true, detail: `connected to NATS at ${new URL(NATS_URL).host}, no consumers bound` });
+    } finally {
+      await stopProbeApp(app, nc, config);
+    }
+  });
+});

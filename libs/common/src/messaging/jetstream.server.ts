@@ -67,7 +67,9 @@ export class JetStreamServer extends Server implements CustomTransportStrategy, 
       consumers.push({ binding, consumer });
     }
     this.loops = consumers.map(({ binding, consumer }) => consumer.run((message, settings) => this.process(binding, message, settings), this.stopSignal.signal));
-    this.readiness.set('nats', true, `consuming ${this.bindings.map((b) => b.durable).join(', ')}`);
+    // A publisher (the scheduler) binds no consumer: said so, not an empty list.
+    const detail = this.bindings.length ? `consuming ${this.bindings.map((b) => b.durable).join(', ')}` : `connected to NATS at ${this.connection.getServer()}, no consumers bound`;
+    this.readiness.set('nats', true, detail);
     void this.watchConnection();
   }
 

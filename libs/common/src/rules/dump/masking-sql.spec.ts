@@ -117,6 +117,10 @@ describe('keyed masking in SQL', () => {
       expect(m).toHaveLength(noted[i].length);
       expect(m!.replace(/[0-9]/g, '9')).toBe(noted[i].replace(/[^-+(). /]/g, '9'));
     });
+    // An empty value stays empty: it has no character to mask (one digit came out of nothing).
+    expect(await mask(['', ' ', null], plan({ kind: 'phone' }))).toEqual(['', ' ', null]);
+    const json = plan({ kind: 'jsonb', paths: [{ path: ['phone'], strategy: { kind: 'phone' } }] }, column('jsonb'));
+    expect(await mask(['{"phone": ""}'], json)).toEqual(['{"phone": ""}']);
     const texts = ['123-45-6789', 'Zoë Łukasz, "quoted"'];
     expect(await mask(texts, plan({ kind: 'redact' }))).toEqual(['xxx-xx-xxxx', 'xxx xxxxxx, "xxxxxx"']);
   });

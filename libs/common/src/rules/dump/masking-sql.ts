@@ -74,7 +74,9 @@ function maskText(kind: 'email' | 'name' | 'phone' | 'hash' | 'redact', v: strin
       // The separators of a phone number (space + ( ) - . /) stay; every other character becomes a
       // digit drawn from the keyed hash. Not only ASCII digits: a note in the field ("ask for
       // Maria") or digits of another script (full-width, Arabic-Indic) would go out as they are.
-      return `(SELECT string_agg(CASE WHEN db_fanout_s.db_fanout_c ~ '^[-+(). /]$' THEN db_fanout_s.db_fanout_c ELSE chr(48 + get_byte(db_fanout_m.db_fanout_h, ((db_fanout_s.db_fanout_i - 1) % 32)::int) % 10) END, '' ORDER BY db_fanout_s.db_fanout_i) FROM (SELECT ${hmac('phone', utf8(v))} AS db_fanout_h) db_fanout_m, regexp_split_to_table(${v}, '') WITH ORDINALITY AS db_fanout_s(db_fanout_c, db_fanout_i))`;
+      // An empty value stays empty: regexp_split_to_table('', '') gives one row, an empty
+      // character, which came out as one digit.
+      return `CASE WHEN ${v} = '' THEN '' ELSE (SELECT string_agg(CASE WHEN db_fanout_s.db_fanout_c ~ '^[-+(). /]$' THEN db_fanout_s.db_fanout_c ELSE chr(48 + get_byte(db_fanout_m.db_fanout_h, ((db_fanout_s.db_fanout_i - 1) % 32)::int) % 10) END, '' ORDER BY db_fanout_s.db_fanout_i) FROM (SELECT ${hmac('phone', utf8(v))} AS db_fanout_h) db_fanout_m, regexp_split_to_table(${v}, '') WITH ORDINALITY AS db_fanout_s(db_fanout_c, db_fanout_i)) END`;
     case 'redact':
       // Same length; ASCII whitespace and punctuation kept, every other character (any script) becomes x.
       return `regexp_replace(${v}, ${REDACT_KEPT}, 'x', 'g')`;

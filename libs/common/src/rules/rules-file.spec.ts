@@ -54,6 +54,26 @@ describe('rules file', () => {
     ]);
   });
 
+  it('refuses a column name YAML reads as other than text (null, a number, a boolean), naming its line and telling to quote it', () => {
+    const text = `tables:
+  public.t:
+    id: keep
+    null: keep
+    01: keep
+    True: keep
+    "02": keep
+    'null': keep
+  public.u: { ~: keep }
+`;
+    expect(problemsOf(text)).toEqual([
+      "line 4: column null is read by YAML as null, not as a name; write it in quotes ('null') to name that column",
+      "line 5: column 01 is read by YAML as the number 1, not as a name; write it in quotes ('01') to name that column",
+      "line 6: column True is read by YAML as the boolean true, not as a name; write it in quotes ('True') to name that column",
+      "line 9: column ~ is read by YAML as null, not as a name; write it in quotes ('~') to name that column",
+    ]);
+    expect(parseRules(`tables:\n  public.t: { "01": keep, 'null': keep }\n`, FILE).tables[0].columns).toEqual(new Map([['01', { kind: 'keep' }], ['null', { kind: 'keep' }]]));
+  });
+
   it('reads every strategy of the documented format', () => {
     const rules = parseRules(MASKING_RULES_YAML, FILE);
     expect(rules.strict).toBe(true);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isScalar, LineCounter, parse as parseYaml, parseDocument, visit } from 'yaml';
+import { isMap, isNode, isScalar, LineCounter, parse as parseYaml, parseDocument, visit } from 'yaml';
 import { formatDottedName, splitDottedName } from './dotted-name';
 
 /** Strategies that need MASKING_KEY: the same key and input give the same output everywhere. */
@@ -193,6 +193,32 @@ function constantsNotAsWritten(text: string): string[] {
   return found;
 }
 
+/**
+ * Column names YAML reads as something else than text: `null` and `~` are null (the column became
+ * `""`), `01` is the number 1 (the rule went to column `1`), `True` the boolean true (`true`). A
+ * rule would silently name another column than written, so each is named with its line, to be quoted.
+ */
+function columnNamesNotText(text: string): string[] {
+  const lines = new LineCounter();
+  const found: string[] = [];
+  const tables = parseDocument(text, { lineCounter: lines }).get('tables');
+  if (!isMap(tables)) return found;
+  for (const table of tables.items) {
+    if (!isMap(table.value)) continue;
+    for (const { key } of table.value.items) {
+      if (isScalar(key) && typeof key.value === 'string') continue;
+      // A key that is no scalar (`? [a, b]`) is a mapping or a list: read as its text, written as in the file.
+      const range = isNode(key) ? key.range : undefined;
+      const written = range ? text.slice(range[0], range[1]).trim() : String(key);
+      const value: unknown = isScalar(key) ? key.value : isNode(key) ? (key.toJSON() as unknown) : key;
+      const read = value === null || value === undefined ? 'null' : typeof value === 'number' ? `the number ${value}` : typeof value === 'boolean' ? `the boolean ${value}` : Array.isArray(value) ? 'a list' : `a ${typeof value}`;
+      const { line } = lines.linePos(range?.[0] ?? 0);
+      found.push(`line ${line}: column ${written} is read by YAML as ${read}, not as a name; write it in quotes ('${written}') to name that column`);
+    }
+  }
+  return found;
+}
+
 /** Parses and validates a rules file's text (YAML, of which JSON is a subset). */
 export function parseRules(text: string, file: string): RulesFile {
   const problems: string[] = [];
@@ -202,7 +228,7 @@ export function parseRules(text: string, file: string): RulesFile {
   } catch (error) {
     throw new RulesError(file, [`not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`]);
   }
-  problems.push(...constantsNotAsWritten(text));
+  problems.push(...constantsNotAsWritten(text), ...columnNamesNotText(text));
   if (!isRecord(document)) throw new RulesError(file, ['must be a mapping with tables (and optionally strict, relations, subset)']);
   for (const key of Object.keys(document)) {
     if (!['strict', 'tables', 'relations', 'subset'].includes(key)) problems.push(`unknown top-level key ${JSON.stringify(key)} (expected strict, tables, relations, subset)`);

@@ -25,16 +25,38 @@ export interface CatalogColumn {
   deterministic: boolean;
 }
 
+/**
+ * A primary key, unique constraint, unique index or exclusion constraint (a partition's own ones
+ * too): what two rows must not share.
+ */
+export interface CatalogKey {
+  /** Its index's name, which is the constraint's for a constraint. */
+  name: string;
+  /** An exclusion constraint (EXCLUDE USING ...), not a unique key. */
+  exclusion: boolean;
+  /** The columns it holds or reads, a stored generated one with the columns it is computed from. */
+  columns: string[];
+  /**
+   * Its key columns held as they are (not through an expression or a generated column), in key
+   * order: a NULL there stays a NULL, which the key compares as distinct (unless nullsNotDistinct).
+   */
+  keyColumns: string[];
+  /** Its INCLUDE columns held as they are: no part of what rows must not share. */
+  includedColumns: string[];
+  /** NULLs are equal (UNIQUE NULLS NOT DISTINCT, PostgreSQL 15): two NULLs collide. */
+  nullsNotDistinct: boolean;
+  /**
+   * Every row of the table has its own value of keyColumns, which are all its key: a primary key,
+   * or a UNIQUE over NOT NULL columns or NULLS NOT DISTINCT, without expression or WHERE, declared
+   * on the table itself (not on one of its partitions only).
+   */
+  identifiesRows: boolean;
+}
+
 export interface CatalogTable extends TableName {
   partitioned: boolean;
   columns: CatalogColumn[];
-  /**
-   * Primary key, unique constraints and unique indexes (a partition's own ones too), as column lists:
-   * the columns they hold or read, a stored generated one with the columns it is computed from.
-   */
-  uniqueKeys: string[][];
-  /** Those of uniqueKeys where NULLs are equal (UNIQUE NULLS NOT DISTINCT, PostgreSQL 15): two NULLs collide. */
-  nullsNotDistinctKeys: string[][];
+  keys: CatalogKey[];
 }
 
 export interface CatalogForeignKey {
@@ -110,7 +132,7 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
   for (const row of columns) {
     let table = byOid.get(row.oid);
     if (!table) {
-      table = { schema: row.schema, name: row.table, partitioned: row.relkind === 'p', columns: [], uniqueKeys: [], nullsNotDistinctKeys: [] };
+      table = { schema: row.schema, name: row.table, partitioned: row.relkind === 'p', columns: [], keys: [] };
       byOid.set(row.oid, table);
     }
     if (row.column === null) continue;
@@ -135,8 +157,29 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
   // One on a single partition counts for its partitioned table (the dump reads the partition through
   // it; a partition's columns have its parent's names); one attached to a parent's index is the
   // parent's, read there. indnullsnotdistinct through to_jsonb: the column is new in PostgreSQL 15.
-  const { rows: unique } = await client.query<{ oid: number; columns: string[]; nulls_not_distinct: boolean }>(`
-    SELECT coalesce(pg_partition_root(i.indrelid), i.indrelid)::int AS oid,
+  // An exclusion constraint counts too: `EXCLUDE USING gist (nick WITH =)` refuses two equal nicks
+  // as a UNIQUE does (its index is not indisunique). Key columns are the first indnkeyatts of
+  // indkey, INCLUDE ones the rest; 0 there is an expression.
+  const { rows: unique } = await client.query<{
+    oid: number;
+    name: string;
+    exclusion: boolean;
+    columns: string[];
+    key_columns: string[];
+    included_columns: string[];
+    nulls_not_distinct: boolean;
+    identifies_rows: boolean;
+  }>(`
+    SELECT coalesce(pg_partition_root(i.indrelid), i.indrelid)::int AS oid, ic.relname AS name, i.indisexclusion AS exclusion,
+           array(SELECT a.attname FROM unnest(k.key_attnums) WITH ORDINALITY u(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.attnum AND a.attgenerated = '' ORDER BY u.ord)::text[] AS key_columns,
+           array(SELECT a.attname FROM unnest(k.included_attnums) WITH ORDINALITY u(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.attnum AND a.attgenerated = '' ORDER BY u.ord)::text[] AS included_columns,
+           NOT i.indisexclusion AND i.indexprs IS NULL AND i.indpred IS NULL AND coalesce(pg_partition_root(i.indrelid), i.indrelid) = i.indrelid
+             AND NOT EXISTS (SELECT 1 FROM unnest(k.key_attnums) u(attnum)
+                              LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.attnum
+                              WHERE a.attname IS NULL OR a.attgenerated <> ''
+                                 OR NOT (a.attnotnull OR coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false))) AS identifies_rows,
            array(SELECT a.attname FROM pg_attribute a
                   WHERE a.attrelid = i.indrelid AND a.attnum > 0
                     AND (a.attnum = ANY(k.attnums)
@@ -147,20 +190,29 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
                                           WHERE ad.adrelid = i.indrelid AND ad.adnum = ANY(k.attnums)))
                   ORDER BY a.attnum)::text[] AS columns,
            coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false) AS nulls_not_distinct
-      FROM pg_index i,
+      FROM pg_index i
+      JOIN pg_class ic ON ic.oid = i.indexrelid,
            LATERAL (SELECT array(SELECT unnest(i.indkey::int2[])::int
                                  UNION
                                  SELECT d.refobjsubid FROM pg_depend d
                                   WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
-                                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid) AS attnums) k
-     WHERE i.indisunique AND coalesce(pg_partition_root(i.indrelid), i.indrelid) = ANY($1::oid[])
+                                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid) AS attnums,
+                           (i.indkey::int2[])[0:i.indnkeyatts - 1]::int[] AS key_attnums,
+                           coalesce((i.indkey::int2[])[i.indnkeyatts:], '{}')::int[] AS included_attnums) k
+     WHERE (i.indisunique OR i.indisexclusion) AND coalesce(pg_partition_root(i.indrelid), i.indrelid) = ANY($1::oid[])
        AND NOT EXISTS (SELECT 1 FROM pg_inherits inh WHERE inh.inhrelid = i.indexrelid)`,
     [[...byOid.keys()]],
   );
   for (const row of unique) {
-    const table = byOid.get(row.oid);
-    table?.uniqueKeys.push(row.columns);
-    if (row.nulls_not_distinct) table?.nullsNotDistinctKeys.push(row.columns);
+    byOid.get(row.oid)?.keys.push({
+      name: row.name,
+      exclusion: row.exclusion,
+      columns: row.columns,
+      keyColumns: row.key_columns,
+      includedColumns: row.included_columns,
+      nullsNotDistinct: row.nulls_not_distinct,
+      identifiesRows: row.identifies_rows,
+    });
   }
 
   // Constraints declared on a partitioned table are inherited by its partitions: read them on the

@@ -70,7 +70,20 @@ beforeAll(async () => {
       // Unique keys on generated columns: directly, and through an expression index over one.
       'CREATE TABLE public.people (id int PRIMARY KEY, ssn text, ssn_digits text GENERATED ALWAYS AS (replace(ssn, \'-\', \'\')) STORED UNIQUE,' +
       ' badge text, badge_upper text GENERATED ALWAYS AS (upper(badge)) STORED, nickname text);' +
-      'CREATE UNIQUE INDEX people_badge_key ON public.people (lower(badge_upper));',
+      'CREATE UNIQUE INDEX people_badge_key ON public.people (lower(badge_upper));' +
+      // NOT NULL columns for { constant: null }.
+      'CREATE TABLE public.staff (id int PRIMARY KEY, ssn text NOT NULL, nickname text);' +
+      // Keys a unique index does not show: an exclusion constraint, an expression over a jsonb
+      // document, an expression and a WHERE that turn NULLs into one value or let more rows in.
+      'CREATE EXTENSION IF NOT EXISTS btree_gist;' +
+      'CREATE TABLE public.rooms (id int PRIMARY KEY, nick text, spare text, EXCLUDE USING gist (nick WITH =));' +
+      'CREATE TABLE public.profiles (id int PRIMARY KEY, doc jsonb, extra jsonb); CREATE UNIQUE INDEX profiles_email_key ON public.profiles ((doc->>\'email\'));' +
+      'CREATE TABLE public.handles (id int PRIMARY KEY, handle text, plain text UNIQUE, tenant int, deleted_at date, note text);' +
+      "CREATE UNIQUE INDEX handles_handle_key ON public.handles ((coalesce(handle, '')));" +
+      'CREATE UNIQUE INDEX handles_active_tenant_key ON public.handles (tenant) INCLUDE (note) WHERE deleted_at IS NULL;' +
+      // Unique keys that hold a kept unique key: rows differ there whatever the other columns become.
+      'CREATE TABLE public.member (id int PRIMARY KEY, org int, code text UNIQUE, display_name text, nick text, alias text,' +
+      ' UNIQUE (id, display_name), UNIQUE (org, nick), UNIQUE (code, alias));',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -113,16 +126,16 @@ describe('rules checked against the source catalog', () => {
 
   it('refuses a strategy that can repeat values on a column a unique expression index reads', () => {
     expect(plan(edited('action: keep', 'action: redact')).problems).toContain(
-      'public.audit_log.action: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.audit_log.action: redact can give two rows the same value, and the column is under a primary key or UNIQUE (audit_log_action_key)',
     );
   });
 
-  it('refuses name, phone, redact and constant under a primary key or UNIQUE, naming the column', () => {
+  it('refuses name, phone, redact and constant under a primary key or UNIQUE, naming the column and the key', () => {
     const yaml = edited('api_token: hash', 'api_token: redact').replace('    id: keep\n    email: email', '    id: { constant: 1 }\n    email: name');
     expect(plan(yaml, ALL.slice(0, 1)).problems).toEqual([
-      'public.customers.id: constant can give two rows the same value, and the column is under a primary key or UNIQUE',
-      'public.customers.email: name can give two rows the same value, and the column is under a primary key or UNIQUE',
-      'public.customers.api_token: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.customers.id: constant can give two rows the same value, and the column is under a primary key or UNIQUE (customers_pkey)',
+      'public.customers.email: name can give two rows the same value, and the column is under a primary key or UNIQUE (customers_email_key)',
+      'public.customers.api_token: redact can give two rows the same value, and the column is under a primary key or UNIQUE (customers_api_token_key)',
       'public.customers.referred_by (keep) references public.customers.id (constant) through customers_referred_by_fkey: both need the same strategy so masked keys still join',
     ]);
   });
@@ -134,8 +147,8 @@ tables:
   public.badges: { holder: null, spare: null }
 `;
     expect(plan(rules, publicTables('events', 'badges')).problems).toEqual([
-      'public.events.code: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
-      'public.badges.holder: null gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT',
+      'public.events.code: redact can give two rows the same value, and the column is under a primary key or UNIQUE (events_2024_code_key)',
+      'public.badges.holder: null gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT (badges_holder_key)',
     ]);
   });
 
@@ -194,7 +207,7 @@ tables:
 `;
     // logins.token is varchar(40) like accounts.token: both keep the same 40 digits, and join.
     expect(plan(rules, tables).problems).toEqual([
-      'public.accounts.owner: name can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.accounts.owner: name can give two rows the same value, and the column is under a primary key or UNIQUE (accounts_owner_key)',
       'public.sessions.owner (text) references public.accounts.owner (character varying(12)) through sessions_owner_fkey: name would be cut to different lengths at the two ends, and the masked keys would no longer join; give both columns the same length',
       'public.sessions.token (text) references public.accounts.token (character varying(40)) through sessions_token_fkey: hash would be cut to different lengths at the two ends, and the masked keys would no longer join; give both columns the same length',
     ]);
@@ -285,13 +298,75 @@ tables:
     // ssn_digits (UNIQUE) is replace(ssn, '-', ''): '123-45-6789' and '987-65-4321' both become xxxxxxxxx.
     // badge_upper is read by a unique expression index, lower(badge_upper). nickname is under no key.
     expect(plan(rules('redact', 'name'), publicTables('people')).problems).toEqual([
-      'public.people.ssn: redact can give two rows the same value, and the column is under a primary key or UNIQUE',
-      'public.people.badge: name can give two rows the same value, and the column is under a primary key or UNIQUE',
+      'public.people.ssn: redact can give two rows the same value, and the column is under a primary key or UNIQUE (people_ssn_digits_key)',
+      'public.people.badge: name can give two rows the same value, and the column is under a primary key or UNIQUE (people_badge_key)',
     ]);
     expect(plan(rules('hash', 'hash'), publicTables('people')).problems).toEqual([]);
     // rules init suggests hash, not redact, for the ssn it would have suggested redact for.
     const suggested = parseRules(suggestRules(catalog), 'init.yaml').tables.find((t) => t.table.name === 'people')!;
     expect(suggested.columns.get('ssn')).toEqual({ kind: 'hash' });
+  });
+
+  it('refuses { constant: null } where null is refused: NOT NULL on the column, its domain or a partition, and UNIQUE NULLS NOT DISTINCT', () => {
+    const rules = `strict: true
+tables:
+  public.staff: { id: keep, ssn: { constant: null }, nickname: { constant: null } }
+  public.notes: { body: { constant: null }, memo: keep, plain: keep }
+  public.calls: { id: keep, region: keep, note: { constant: null }, memo: keep, detail: keep }
+  public.badges: { holder: { constant: null }, spare: { constant: null } }
+`;
+    // spare: NULLs are distinct under a plain UNIQUE, as for null.
+    expect(plan(rules, publicTables('staff', 'notes', 'calls', 'badges')).problems).toEqual([
+      'public.staff.ssn: constant null on a NOT NULL column',
+      'public.notes.body: constant null on a NOT NULL column',
+      'public.calls.note: constant null on a NOT NULL column',
+      'public.badges.holder: constant null gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT (badges_holder_key)',
+    ]);
+  });
+
+  it('refuses a strategy that repeats values under an exclusion constraint, naming it', () => {
+    const rules = (nick: string) => `strict: true\ntables:\n  public.rooms: { id: keep, nick: ${nick}, spare: { constant: same } }\n`;
+    expect(plan(rules('{ constant: same }'), publicTables('rooms')).problems).toEqual([
+      'public.rooms.nick: constant can give two rows the same value, and the column is under an exclusion constraint (rooms_nick_excl)',
+    ]);
+    // A NULL makes the operator NULL: no conflict, as under a UNIQUE.
+    expect(plan(rules('null'), publicTables('rooms')).problems).toEqual([]);
+    expect(plan(rules('hash'), publicTables('rooms')).problems).toEqual([]);
+  });
+
+  it('refuses a jsonb path strategy that repeats values when the column is under a unique key', () => {
+    const rules = (email: string) => `strict: true\ntables:\n  public.profiles: { id: keep, doc: { jsonb: { email: ${email}, name: keep } }, extra: { jsonb: { email: redact } } }\n`;
+    expect(plan(rules('redact'), publicTables('profiles')).problems).toEqual([
+      'public.profiles.doc: jsonb path email (redact) can give two rows the same value, and the column is under a primary key or UNIQUE (profiles_email_key)',
+    ]);
+    // JSON null is a value: two documents that differed only there become equal.
+    expect(plan(rules('{ constant: null }'), publicTables('profiles')).problems).toEqual([
+      'public.profiles.doc: jsonb path email (constant) can give two rows the same value, and the column is under a primary key or UNIQUE (profiles_email_key)',
+    ]);
+    expect(plan(rules('email'), publicTables('profiles')).problems).toEqual([]);
+    expect(plan(rules('hash'), publicTables('profiles')).problems).toEqual([]);
+  });
+
+  it('refuses null on a column a unique expression or WHERE reads, where NULLs can become one value, and accepts it on a plain key or INCLUDE column', () => {
+    const rules = (columns: string) => `strict: true\ntables:\n  public.handles: { id: keep, ${columns} }\n`;
+    expect(plan(rules('handle: null, plain: null, tenant: null, deleted_at: { constant: null }, note: null'), publicTables('handles')).problems).toEqual([
+      "public.handles.handle: null gives every row the same NULL, and the column is read by an expression or WHERE of a primary key or UNIQUE (handles_handle_key), which can make the NULLs one value (coalesce(x, '')) or let more rows in",
+      "public.handles.deleted_at: constant null gives every row the same NULL, and the column is read by an expression or WHERE of a primary key or UNIQUE (handles_active_tenant_key), which can make the NULLs one value (coalesce(x, '')) or let more rows in",
+    ]);
+  });
+
+  it('accepts a strategy that repeats values under a unique key that holds a kept unique key, whose rows differ anyway', () => {
+    const rules = (id: string) => `strict: true\ntables:\n  public.member: { id: ${id}, org: keep, code: keep, display_name: name, nick: name, alias: name }\n`;
+    // (id, display_name) holds the kept primary key; (org, nick) holds no unique key; (code, alias)
+    // holds code, unique but nullable: two rows with no code may get the same alias.
+    expect(plan(rules('keep'), publicTables('member')).problems).toEqual([
+      'public.member.nick: name can give two rows the same value, and the column is under a primary key or UNIQUE (member_org_nick_key)',
+      'public.member.alias: name can give two rows the same value, and the column is under a primary key or UNIQUE (member_code_alias_key)',
+    ]);
+    // Once id is masked, nothing says the rows differ.
+    expect(plan(rules('{ sql: "id + 1" }'), publicTables('member')).problems).toContain(
+      'public.member.display_name: name can give two rows the same value, and the column is under a primary key or UNIQUE (member_id_display_name_key)',
+    );
   });
 
   it('masks on the lower-cased value for citext and for every column that references one', () => {

@@ -1,4 +1,4 @@
-import type { CatalogColumn, CatalogTable, RulesCatalog } from './rules-catalog';
+import type { CatalogColumn, CatalogKey, CatalogTable, RulesCatalog } from './rules-catalog';
 import {
   type ColumnName,
   columnKey,
@@ -89,20 +89,68 @@ export function typeProblem(strategy: Strategy, column: CatalogColumn): string |
       return ['json', 'jsonb'].includes(column.baseType) ? undefined : `jsonb needs a json or jsonb column, not ${column.type}`;
     case 'null':
       return column.notNull ? 'null on a NOT NULL column' : undefined;
+    case 'constant':
+      // A NULL for every row, as null writes: refused where null is (the load failed on 23502).
+      return strategy.value === null && column.notNull ? 'constant null on a NOT NULL column' : undefined;
     case 'keep':
     case 'review':
-    case 'constant':
     case 'sql':
       return undefined;
   }
 }
 
-/** Why `strategy` would break a unique key over `column` (two rows the same value), or undefined. */
-export function uniqueProblem(strategy: Strategy, table: CatalogTable, column: CatalogColumn): string | undefined {
-  const under = (keys: string[][]) => keys.some((key) => key.includes(column.name));
-  if (NOT_UNIQUE.has(strategy.kind) && under(table.uniqueKeys)) return `${strategy.kind} can give two rows the same value, and the column is under a primary key or UNIQUE`;
-  // NULLs are distinct under a plain UNIQUE, so null is safe there; not under NULLS NOT DISTINCT.
-  if (strategy.kind === 'null' && under(table.nullsNotDistinctKeys)) return 'null gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT';
+/** `null`, or `{ constant: null }`: a NULL for every row. How the rules wrote it, or undefined. */
+const writesNull = (strategy: Strategy): string | undefined =>
+  strategy.kind === 'null' ? 'null' : strategy.kind === 'constant' && strategy.value === null ? 'constant null' : undefined;
+/** Inside a document, keep, email and hash keep distinct values apart; JSON null is a value like any other. */
+const leafRepeats = (leaf: LeafStrategy): boolean => !['keep', 'email', 'hash'].includes(leaf.kind);
+const describeKey = (key: CatalogKey): string => (key.exclusion ? `an exclusion constraint (${key.name})` : `a primary key or UNIQUE (${key.name})`);
+
+/**
+ * Rows that differ on a unique key whose columns `key` holds as they are, all kept, differ on `key`
+ * too, whatever its other columns become: `UNIQUE (id, display_name)` with `id` the primary key.
+ * Not for an exclusion constraint, whose operators need not be equality.
+ */
+function holdsKeptKey(key: CatalogKey, table: CatalogTable, strategyOf: (column: string) => Strategy | undefined): boolean {
+  if (key.exclusion) return false;
+  return table.keys.some(
+    (other) =>
+      other !== key &&
+      other.identifiesRows &&
+      other.keyColumns.length > 0 &&
+      other.keyColumns.every((c) => key.keyColumns.includes(c) && (strategyOf(c) ?? { kind: 'keep' }).kind === 'keep'),
+  );
+}
+
+/**
+ * Why `strategy` would break a unique key or exclusion constraint over `column` (two rows the same
+ * value), or undefined. `strategyOf` gives the table's other columns' strategies: without it, no
+ * key is taken to be kept.
+ */
+export function uniqueProblem(strategy: Strategy, table: CatalogTable, column: CatalogColumn, strategyOf?: (column: string) => Strategy | undefined): string | undefined {
+  const keys = table.keys.filter((key) => key.columns.includes(column.name) && !(strategyOf && holdsKeptKey(key, table, strategyOf)));
+  const [first] = keys;
+  if (!first) return undefined;
+  if (NOT_UNIQUE.has(strategy.kind) && !writesNull(strategy)) return `${strategy.kind} can give two rows the same value, and the column is under ${describeKey(first)}`;
+  if (strategy.kind === 'jsonb') {
+    const repeating = strategy.paths.filter((p) => leafRepeats(p.strategy));
+    if (repeating.length) {
+      const paths = repeating.map((p) => `${p.path.join('.')} (${p.strategy.kind})`).join(', ');
+      return `jsonb path${repeating.length > 1 ? 's' : ''} ${paths} can give two rows the same value, and the column is under ${describeKey(first)}`;
+    }
+  }
+  const nulls = writesNull(strategy);
+  if (!nulls) return undefined;
+  // NULLs are distinct under a plain UNIQUE (and make an exclusion's operator NULL), so null is safe
+  // on a column the key holds as it is; not under NULLS NOT DISTINCT. Nor on one its expression or
+  // WHERE reads (or a generated column in it is computed from): `coalesce(handle, '')` makes every
+  // NULL one value, `WHERE deleted_at IS NULL` lets every row in.
+  const equal = keys.find((key) => key.nullsNotDistinct);
+  if (equal) return `${nulls} gives every row the same NULL, and the column is under a UNIQUE NULLS NOT DISTINCT (${equal.name})`;
+  const read = keys.find((key) => !key.keyColumns.includes(column.name) && !key.includedColumns.includes(column.name));
+  if (read) {
+    return `${nulls} gives every row the same NULL, and the column is read by an expression or WHERE of ${describeKey(read)}, which can make the NULLs one value (coalesce(x, '')) or let more rows in`;
+  }
   return undefined;
 }
 
@@ -185,12 +233,12 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
       }
       const mismatch = typeProblem(strategy, column);
       if (mismatch) problems.push(`${columnKey(name)}: ${mismatch}`);
-      const repeats = uniqueProblem(strategy, table, column);
+      const repeats = uniqueProblem(strategy, table, column, (c) => (c === column.name ? strategy : ruleOf({ ...table, column: c })));
       if (repeats) problems.push(`${columnKey(name)}: ${repeats}`);
       const foldCase = folds.has(columnKey(name));
       // Masked on its lower-cased value (joined to a citext column), but unique case-sensitively:
       // 'Bob' and 'bob' are two rows here, and would become one masked value twice.
-      if (foldCase && column.baseType !== 'citext' && usesKey(strategy) && table.uniqueKeys.some((key) => key.includes(column.name))) {
+      if (foldCase && column.baseType !== 'citext' && usesKey(strategy) && table.keys.some((key) => key.columns.includes(column.name))) {
         problems.push(
           `${columnKey(name)}: ${strategy.kind} masks it on its lower-cased value (it is joined to a citext column), but it is under a case-sensitive primary key or UNIQUE, so two rows differing only in case would get the same value; make it citext too, or leave out the relation if the two are not joined case-insensitively`,
         );

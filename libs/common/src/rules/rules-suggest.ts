@@ -16,7 +16,7 @@ const PERSONAL: [RegExp, string][] = [
 ];
 
 const KEEP_CATEGORIES = new Set(['N', 'D', 'B']); // numbers, dates and times, booleans
-const isKey = (table: CatalogTable, column: CatalogColumn) => table.uniqueKeys.some((key) => key.includes(column.name)) || column.name === 'id' || column.name.endsWith('_id');
+const isKey = (table: CatalogTable, column: CatalogColumn) => table.keys.some((key) => key.columns.includes(column.name)) || column.name === 'id' || column.name.endsWith('_id');
 
 /** A starting strategy for one column: personal-looking names first, then plain keys and numbers, else review. */
 export function suggestStrategy(table: CatalogTable, column: CatalogColumn): unknown {
@@ -26,7 +26,7 @@ export function suggestStrategy(table: CatalogTable, column: CatalogColumn): unk
     if (!pattern.test(name)) continue;
     if (!text && !(strategy === 'hash' && ['uuid', 'bytea'].includes(column.baseType))) return 'review';
     // name, phone and redact can repeat values: a unique column gets a keyed hash instead.
-    const pick = ['name', 'phone', 'redact'].includes(strategy) && table.uniqueKeys.some((key) => key.includes(column.name)) ? 'hash' : strategy;
+    const pick = ['name', 'phone', 'redact'].includes(strategy) && table.keys.some((key) => key.columns.includes(column.name)) ? 'hash' : strategy;
     // One the check would refuse (an email into varchar(20)) is left for a person to decide.
     return typeProblem({ kind: pick as WordStrategy }, column) ? 'review' : pick;
   }

@@ -81,10 +81,20 @@ tables:
     expect(rows).toEqual({ people: 1, staff: 1 });
   });
 
-  it("subsets the parent by its own rows (a child's row positions repeat the parent's)", async () => {
-    const { people, rows } = await dump('subset:\n  public.people: "id = 1"\n');
+  it("subsets the parent by its own rows (a child's row positions repeat the parent's), each child by its own condition", async () => {
+    const { people, staff, rows } = await dump('subset:\n  public.people: "id = 1"\n  public.staff: "id > 2"\n');
     expect(people.trim().split('\n')).toEqual(['id,email', '1,parent@example.org']);
-    expect(rows.people).toBe(1);
+    expect(staff.trim().split('\n')).toEqual(['id,email,badge']);
+    expect(rows).toEqual({ people: 1, staff: 0 });
+  });
+
+  it('refuses a subset of the parent while a child has no condition of its own: the child would go out whole', async () => {
+    await expect(dump('subset:\n  public.people: "id = 1"\n')).rejects.toMatchObject({
+      name: 'RulesError',
+      problems: [
+        'public.people: subset of an inheritance parent whose children public.staff have no subset condition: the dump reads each table on its own (ONLY), so they would keep every row; give each of them a condition of its own (the same one, if that is what is meant)',
+      ],
+    });
   });
 });
 

@@ -73,6 +73,10 @@ export interface RulesCatalog {
   foreignKeys: CatalogForeignKey[];
   /** Partitions, by their partitioned table (not in `tables`: the dump reads them through it). */
   partitions: { table: TableName; root: TableName }[];
+  /** Inheritance children (INHERITS) of ordinary tables: each is dumped on its own, read ONLY. */
+  inheritance: { table: TableName; parent: TableName }[];
+  /** Views, materialized views and foreign tables: relations the dump does not copy. */
+  notCopied: { table: TableName; kind: 'view' | 'materialized view' | 'foreign table' }[];
 }
 
 const USER_TABLES = `
@@ -237,6 +241,18 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
      WHERE c.relispartition AND pg_partition_root(c.oid) = ANY($1::oid[])`,
     [[...byOid.keys()]],
   );
+  // Inheritance children of the tables above (a partitioned table's children are its partitions).
+  const { rows: children } = await client.query<{ oid: number; parent: number }>(`
+    SELECT inh.inhrelid::int AS oid, inh.inhparent::int AS parent
+      FROM pg_inherits inh JOIN pg_class p ON p.oid = inh.inhparent
+     WHERE p.relkind = 'r' AND inh.inhparent = ANY($1::oid[]) AND inh.inhrelid = ANY($1::oid[])
+     ORDER BY inh.inhparent, inh.inhseqno, inh.inhrelid`,
+    [[...byOid.keys()]],
+  );
+  const { rows: notCopied } = await client.query<{ schema: string; name: string; relkind: 'v' | 'm' | 'f' }>(`
+    SELECT n.nspname AS schema, c.relname AS name, c.relkind
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('v', 'm', 'f') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema')`);
   const tableOf = (oid: number): TableName => {
     const { schema, name } = byOid.get(oid)!;
     return { schema, name };
@@ -251,5 +267,10 @@ export async function readRulesCatalog(client: ClientBase): Promise<RulesCatalog
       toColumns: fk.to_columns,
     })),
     partitions: partitions.map((p) => ({ table: { schema: p.schema, name: p.name }, root: tableOf(p.root) })),
+    inheritance: children.map((c) => ({ table: tableOf(c.oid), parent: tableOf(c.parent) })),
+    notCopied: notCopied.map((r) => ({
+      table: { schema: r.schema, name: r.name },
+      kind: ({ v: 'view', m: 'materialized view', f: 'foreign table' } as const)[r.relkind],
+    })),
   };
 }

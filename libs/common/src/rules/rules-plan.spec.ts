@@ -83,7 +83,10 @@ beforeAll(async () => {
       'CREATE UNIQUE INDEX handles_active_tenant_key ON public.handles (tenant) INCLUDE (note) WHERE deleted_at IS NULL;' +
       // Unique keys that hold a kept unique key: rows differ there whatever the other columns become.
       'CREATE TABLE public.member (id int PRIMARY KEY, org int, code text UNIQUE, display_name text, nick text, alias text,' +
-      ' UNIQUE (id, display_name), UNIQUE (org, nick), UNIQUE (code, alias));',
+      ' UNIQUE (id, display_name), UNIQUE (org, nick), UNIQUE (code, alias));' +
+      // Inheritance: a parent with two children, which the dump reads each on its own (ONLY).
+      'CREATE TABLE public.ev (id int PRIMARY KEY, who text); CREATE TABLE public.ev_2020 () INHERITS (public.ev); CREATE TABLE public.ev_2021 () INHERITS (public.ev);' +
+      'CREATE VIEW public.staff_view AS SELECT id FROM public.staff; CREATE MATERIALIZED VIEW public.staff_counts AS SELECT count(*) FROM public.staff;',
   );
   const client = new Client({ connectionString: db.url });
   await client.connect();
@@ -367,6 +370,27 @@ tables:
     expect(plan(rules('{ sql: "id + 1" }'), publicTables('member')).problems).toContain(
       'public.member.display_name: name can give two rows the same value, and the column is under a primary key or UNIQUE (member_id_display_name_key)',
     );
+  });
+
+  it('refuses a subset on an inheritance parent unless each of its dumped children has a condition of its own', () => {
+    const rules = (subset: string) => `strict: false\nsubset:\n${subset}`;
+    expect(plan(rules('  public.ev: "id < 50"\n'), publicTables('ev', 'ev_2020', 'ev_2021')).problems).toEqual([
+      'public.ev: subset of an inheritance parent whose children public.ev_2020, public.ev_2021 have no subset condition: the dump reads each table on its own (ONLY), so they would keep every row; give each of them a condition of its own (the same one, if that is what is meant)',
+    ]);
+    expect(plan(rules('  public.ev: "id < 50"\n  public.ev_2020: "id < 50"\n'), publicTables('ev', 'ev_2020', 'ev_2021')).problems).toEqual([
+      'public.ev: subset of an inheritance parent whose children public.ev_2021 have no subset condition: the dump reads each table on its own (ONLY), so they would keep every row; give each of them a condition of its own (the same one, if that is what is meant)',
+    ]);
+    // A child left out of the dump keeps no rows at all.
+    expect(plan(rules('  public.ev: "id < 50"\n  public.ev_2020: "id < 50"\n'), publicTables('ev', 'ev_2020')).problems).toEqual([]);
+  });
+
+  it('names a view in the rules as a view, which the dump does not copy', () => {
+    const rules = 'strict: false\ntables:\n  public.staff_view: { id: keep }\n  public.staff_counts: { count: keep }\nsubset:\n  public.staff_view: "id < 5"\n';
+    expect(plan(rules, publicTables('staff')).problems).toEqual([
+      'public.staff_view: the rules name a view, which the dump does not copy',
+      'public.staff_counts: the rules name a materialized view, which the dump does not copy',
+      'public.staff_view: subset names a view, which the dump does not copy',
+    ]);
   });
 
   it('masks on the lower-cased value for citext and for every column that references one', () => {

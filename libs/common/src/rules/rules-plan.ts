@@ -167,9 +167,9 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
   // A partition is read through its partitioned table, whose rules (and names) it takes.
   const notATable = (table: TableName, what: string) => {
     const partition = catalog.partitions.find((p) => p.table.schema === table.schema && p.table.name === table.name);
-    return partition
-      ? `${tableKey(table)}: ${what} a partition of ${tableKey(partition.root)}; the dump reads it through ${tableKey(partition.root)}, so name that table instead`
-      : `${tableKey(table)}: ${what} a table that does not exist`;
+    if (partition) return `${tableKey(table)}: ${what} a partition of ${tableKey(partition.root)}; the dump reads it through ${tableKey(partition.root)}, so name that table instead`;
+    const other = catalog.notCopied.find((r) => r.table.schema === table.schema && r.table.name === table.name);
+    return other ? `${tableKey(table)}: ${what} a ${other.kind}, which the dump does not copy` : `${tableKey(table)}: ${what} a table that does not exist`;
   };
   for (const { table, columns } of rules.tables) {
     const found = find(table);
@@ -190,6 +190,18 @@ export function planRules(rules: RulesFile, catalog: RulesCatalog, dumped: Table
     const found = find(table);
     if (!found) problems.push(notATable(table, 'subset names'));
     else if (found.partitioned) problems.push(`${tableKey(table)}: subset of a partitioned table is not supported`);
+    else {
+      // Each table is read ONLY (its own rows): the condition restricts the parent's rows, not its
+      // children's, which went out whole while the manifest said subset.
+      const unrestricted = catalog.inheritance
+        .filter((i) => tableKey(i.parent) === tableKey(table) && isDumped(i.table) && !rules.subset.some((s) => tableKey(s.table) === tableKey(i.table)))
+        .map((i) => tableKey(i.table));
+      if (unrestricted.length) {
+        problems.push(
+          `${tableKey(table)}: subset of an inheritance parent whose children ${unrestricted.join(', ')} have no subset condition: the dump reads each table on its own (ONLY), so they would keep every row; give each of them a condition of its own (the same one, if that is what is meant)`,
+        );
+      }
+    }
   }
 
   const references: ColumnReference[] = [

@@ -205,6 +205,34 @@ describe('SCHEMA_DRIFT', () => {
     expect(await env.query('SELECT id, name FROM public.people')).toEqual([{ id: 9, name: 'stale' }]);
   });
 
+  it('common-columns fails, as COPY would, on a value too long for a column whose type is a domain over a narrower varchar, naming the column', async () => {
+    // An explicit cast to the domain would have cut 'Ada' to 'Ad' (through both domains) and loaded it.
+    const env = await target(`CREATE DOMAIN public.short_name AS varchar(2); CREATE DOMAIN public.person_name AS public.short_name CHECK (VALUE <> '');
+      ${DRIFTED_SQL.replace('name text', 'name public.person_name')} INSERT INTO public.people (id, name) VALUES (9, 'st');`);
+    const error = await load(env, 'common-columns').catch((e: unknown) => e);
+    expect(describeFailure(error, { detail: false })).toEqual({ error: 'value too long for type character varying(2) (table public.people, column name)', code: '22001' });
+    expect(await env.query('SELECT id, name FROM public.people')).toEqual([{ id: 9, name: 'st' }]);
+    // The domain's own CHECK still applies to what the staging table gives it.
+    const checked = await target(`CREATE DOMAIN public.no_zoe AS text CHECK (VALUE <> 'Zoë'); ${DRIFTED_SQL.replace('name text', 'name public.no_zoe')}`);
+    expect(describeFailure(await load(checked, 'common-columns').catch((e: unknown) => e), { detail: false })).toEqual({
+      error: 'value for domain no_zoe violates check constraint "no_zoe_check" (table public.people, column name)',
+      code: '23514',
+    });
+  });
+
+  it("common-columns gives a NOT NULL target column the snapshot lacks its domain's default, as fail mode's COPY would", async () => {
+    const env = await target(`${DRIFTED_SQL} CREATE DOMAIN public.region AS text DEFAULT 'eu'; ALTER TABLE public.people ADD COLUMN region public.region NOT NULL;`);
+    expect(await load(env, 'common-columns')).toMatchObject({ kind: 'loaded', drift: { defaultedColumns: ['public.people."added_at"', 'public.people."region"'] } });
+    expect(await env.query('SELECT id, region FROM public.people ORDER BY id')).toEqual([
+      { id: 1, region: 'eu' },
+      { id: 2, region: 'eu' },
+    ]);
+    // PostgreSQL takes the column's own type's default only: a domain over it that dropped its default has none.
+    const dropped = await target(`${DRIFTED_SQL} CREATE DOMAIN public.region AS text DEFAULT 'eu'; CREATE DOMAIN public.zone AS public.region;
+      ALTER DOMAIN public.zone DROP DEFAULT; ALTER TABLE public.people ADD COLUMN zone public.zone NOT NULL;`);
+    await expect(load(dropped, 'common-columns')).rejects.toThrow('public.people."zone" is NOT NULL without a default and not in the snapshot');
+  });
+
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {
     const env = await target(`${DRIFTED_SQL} ALTER TABLE public.people ADD COLUMN region text NOT NULL;`);
     await expect(load(env, 'common-columns')).rejects.toThrow('public.people."region" is NOT NULL without a default and not in the snapshot');

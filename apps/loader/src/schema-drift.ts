@@ -15,7 +15,9 @@ export interface DriftTarget extends TargetTable {
   leftOut: string[];
   /**
    * The target's type of each column it takes, without its modifier (`pg_catalog.varchar`, not
-   * `character varying(5)`): an explicit cast to a length truncates, where COPY refuses.
+   * `character varying(5)`): an explicit cast to a length truncates, where COPY refuses. A domain's
+   * is its base type's, down the chain of domains: an explicit cast to a domain over varchar(5)
+   * truncates too, where the assignment to the column applies its length and its checks.
    */
   types: Record<string, string>;
 }
@@ -24,7 +26,7 @@ export interface DriftTarget extends TargetTable {
  * The target tables a load writes, under SCHEMA_DRIFT. `fail` is the loader's old rule (every
  * snapshot table and column must exist). `common-columns` leaves out snapshot tables and columns
  * the target lacks, lets target columns the snapshot lacks take their defaults (a NOT NULL one
- * without a default fails the load, named), and reports all of it.
+ * without a default, its own or its domain's, fails the load, named), and reports all of it.
  */
 export async function resolveWithDrift(client: Queryable, tables: ManifestTable[], mode: SchemaDriftMode): Promise<{ targets: DriftTarget[]; drift?: LoadDrift }> {
   if (mode === 'fail') {
@@ -40,11 +42,22 @@ export async function resolveWithDrift(client: Queryable, tables: ManifestTable[
       continue;
     }
     const { oid } = found;
+    // A column of a domain type takes the domain's own default where it has none (PostgreSQL reads
+    // the column's type's typdefaultbin alone; CREATE DOMAIN copies its base domain's into it).
     const { rows: columns } = await client.query<{ name: string; type: string; insertable: boolean; required: boolean }>(
-      `SELECT attname AS name, quote_ident(tn.nspname) || '.' || quote_ident(t.typname) AS type, attgenerated = '' AS insertable,
-              attnotnull AND NOT atthasdef AND attidentity = '' AND attgenerated = '' AS required
-         FROM pg_attribute JOIN pg_type t ON t.oid = atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
-        WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+      `WITH RECURSIVE chain(attnum, typid) AS (
+         SELECT attnum, atttypid FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+         UNION ALL
+         SELECT chain.attnum, d.typbasetype FROM chain JOIN pg_type d ON d.oid = chain.typid AND d.typtype = 'd'
+       )
+       SELECT a.attname AS name, quote_ident(tn.nspname) || '.' || quote_ident(t.typname) AS type, a.attgenerated = '' AS insertable,
+              a.attnotnull AND NOT a.atthasdef AND own.typdefaultbin IS NULL AND a.attidentity = '' AND a.attgenerated = '' AS required
+         FROM pg_attribute a
+         JOIN pg_type own ON own.oid = a.atttypid
+         JOIN chain ON chain.attnum = a.attnum
+         JOIN pg_type t ON t.oid = chain.typid AND t.typtype <> 'd'
+         JOIN pg_namespace tn ON tn.oid = t.typnamespace
+        WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
       [oid],
     );
     const insertable = new Set(columns.filter((c) => c.insertable).map((c) => c.name));

@@ -23,6 +23,9 @@ describe('the runs table (db-fanout status, runs)', () => {
       '2024-06-01  success 1.5s  success 0.4s (2 tries)  success 1.0s, drift: 1 table skipped, 2 columns left out',
     ]);
     expect(formatRunsTable([])).toBe('no runs yet');
+    // A sequence of production's that the load left unset is counted too.
+    const unset: RunRecord = { ...run, loads: { qa: { ...run.loads.qa, drift: { skippedTables: ['public.audit'], leftOutColumns: [], defaultedColumns: [], unsetSequences: ['public.audit_id_seq'] } } } };
+    expect(formatRunsTable([unset]).split('\n')[1]).toBe('2024-06-01  success 1.5s  success 1.0s, drift: 1 table skipped, 1 sequence left unset');
   });
 
   it('marks a load that a `db-fanout reload` asked for, and a message that came again after its worker died', () => {

@@ -8,6 +8,7 @@ function driftSummary(drift: LoadDrift | undefined): string {
     ...count(drift.skippedTables, 'table skipped', 'tables skipped'),
     ...count(drift.leftOutColumns, 'column left out', 'columns left out'),
     ...count(drift.defaultedColumns, 'column defaulted', 'columns defaulted'),
+    ...count(drift.unsetSequences, 'sequence left unset', 'sequences left unset'),
   ];
   return counts.length ? `, drift: ${counts.join(', ')}` : '';
 }

@@ -1,11 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { LoadTriggers } from '@app/common/config';
 import type { SnapshotReadyPayload } from '@app/common/contract';
 import { describeFailure } from '@app/common/observability';
-import { createDatabase, type TestDatabase } from '../../../test/support/databases';
+import { createDatabase, sequenceStates, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot, type WrittenSnapshot } from '../../dumper/src/snapshot-writer';
 import { readyPayloadOf } from '../../../test/support/snapshots';
 import { TargetDatabase } from './database/target-database';
@@ -29,10 +29,11 @@ describe('SCHEMA_DRIFT', () => {
   const dir = mkdtempSync(join(tmpdir(), 'db-fanout-drift-'));
   const targets: TestDatabase[] = [];
   const payload = (): SnapshotReadyPayload => readyPayloadOf(snapshot);
-  const load = async (target: TestDatabase, schemaDrift: 'fail' | 'common-columns', triggers?: LoadTriggers) => {
+  const load = async (target: TestDatabase, schemaDrift: 'fail' | 'common-columns', triggers?: LoadTriggers, from?: { snapshot?: WrittenSnapshot; log?: (line: string) => void }) => {
     const database = new TargetDatabase(target.url);
+    const written = from?.snapshot ?? snapshot;
     try {
-      return await loadSnapshot(database, { snapshot: payload(), dir: snapshot.location, environment: 'spec', attempt: 1, schemaDrift, triggers });
+      return await loadSnapshot(database, { snapshot: readyPayloadOf(written), dir: written.location, environment: 'spec', attempt: 1, schemaDrift, triggers, log: from?.log });
     } finally {
       await database.close();
     }
@@ -41,6 +42,15 @@ describe('SCHEMA_DRIFT', () => {
     const db = await createDatabase('drift_env', sql);
     targets.push(db);
     return db;
+  };
+
+  /** A snapshot of another production, built by `sql`, in a directory of its own. */
+  const snapshotOf = async (sql: string) => {
+    const prod = await createDatabase('drift_prod', sql);
+    targets.push(prod);
+    const own = join(dir, prod.name);
+    mkdirSync(own);
+    return writeSnapshot({ date: '2024-01-05', sourceDatabaseUrl: prod.url, snapshotDir: own, tables: [], excludeTables: [] });
   };
 
   beforeAll(async () => {
@@ -90,11 +100,21 @@ describe('SCHEMA_DRIFT', () => {
 
   it('common-columns loads what both have, defaults the rest, and reports every difference', async () => {
     const env = await target(DRIFTED_SQL);
-    const result = await load(env, 'common-columns');
+    const log: string[] = [];
+    const result = await load(env, 'common-columns', undefined, { log: (line) => log.push(line) });
     expect(result).toMatchObject({
       kind: 'loaded',
-      drift: { skippedTables: ['public.only_in_prod'], leftOutColumns: ['public.people."legacy_code"'], defaultedColumns: ['public.people."added_at"'] },
+      drift: {
+        skippedTables: ['public.only_in_prod'],
+        leftOutColumns: ['public.people."legacy_code"'],
+        defaultedColumns: ['public.people."added_at"'],
+        // The skipped table's serial: the environment has no such sequence.
+        unsetSequences: ['public.only_in_prod_id_seq'],
+      },
     });
+    expect(log).toContain(
+      'sequence(s) of production that only a skipped table or a left-out column uses, none of the target\'s loaded columns, left unset: public.only_in_prod_id_seq',
+    );
     expect(await env.query('SELECT id, name, note, added_at::text FROM public.people ORDER BY id')).toEqual([
       { id: 1, name: 'Ada', note: 'it\'s "quoted", \\ too', added_at: '2024-01-01' },
       { id: 2, name: 'Zoë', note: null, added_at: '2024-01-01' },
@@ -203,6 +223,50 @@ describe('SCHEMA_DRIFT', () => {
     expect(error).toBeInstanceOf(TargetSchemaError);
     expect((error as Error).message).toBe('the INSERT from the staging table wrote 1 of its 2 rows into public.people');
     expect(await env.query('SELECT id, name FROM public.people')).toEqual([{ id: 9, name: 'stale' }]);
+  });
+
+  it("common-columns sets a sequence credited to a skipped table that a loaded column draws from in the environment, and names those it leaves unset", async () => {
+    // Production: orders draws from legacy_orders' serial (3 + 5 ids: at 8), b_items shares a
+    // sequence with a_legacy, which the dump credits (the older table: 5 + 5 ids, at 10).
+    const written = await snapshotOf(`
+      CREATE TABLE public.legacy_orders (id serial PRIMARY KEY, v text);
+      CREATE TABLE public.orders (id int PRIMARY KEY DEFAULT nextval('public.legacy_orders_id_seq'), v text);
+      CREATE SEQUENCE public.global_id_seq;
+      CREATE TABLE public.a_legacy (id bigint PRIMARY KEY DEFAULT nextval('public.global_id_seq'));
+      CREATE TABLE public.b_items (id bigint PRIMARY KEY DEFAULT nextval('public.global_id_seq'));
+      CREATE TABLE public.old_only (id serial PRIMARY KEY);
+      INSERT INTO public.legacy_orders (v) SELECT 'old' FROM generate_series(1, 3);
+      INSERT INTO public.orders (v) SELECT 'new' FROM generate_series(1, 5);
+      INSERT INTO public.b_items SELECT FROM generate_series(1, 5);
+      INSERT INTO public.a_legacy SELECT FROM generate_series(1, 5);
+      INSERT INTO public.old_only SELECT FROM generate_series(1, 2);`);
+    expect(written.manifest.sequences.map((s) => `${s.sequence} ${s.table}`)).toEqual([
+      'public.global_id_seq public.a_legacy',
+      'public.legacy_orders_id_seq public.legacy_orders',
+      'public.old_only_id_seq public.old_only',
+    ]);
+    // The environment migrated ahead: the sequence moved to orders, the old tables dropped; it keeps
+    // a sequence of old_only's name that no table uses.
+    const env = await target(`
+      CREATE TABLE public.legacy_orders (id serial PRIMARY KEY, v text);
+      CREATE TABLE public.orders (id int PRIMARY KEY DEFAULT nextval('public.legacy_orders_id_seq'), v text);
+      ALTER SEQUENCE public.legacy_orders_id_seq OWNED BY public.orders.id;
+      DROP TABLE public.legacy_orders;
+      CREATE SEQUENCE public.global_id_seq;
+      CREATE TABLE public.b_items (id bigint PRIMARY KEY DEFAULT nextval('public.global_id_seq'));
+      CREATE SEQUENCE public.old_only_id_seq;`);
+    const log: string[] = [];
+    expect(await load(env, 'common-columns', undefined, { snapshot: written, log: (line) => log.push(line) })).toMatchObject({
+      kind: 'loaded',
+      drift: { skippedTables: ['public.a_legacy', 'public.legacy_orders', 'public.old_only'], leftOutColumns: [], defaultedColumns: [], unsetSequences: ['public.old_only_id_seq'] },
+    });
+    expect(await sequenceStates(env)).toEqual(['global_id_seq 10 true', 'legacy_orders_id_seq 8 true', 'old_only_id_seq 1 false']);
+    expect(log.filter((line) => line.includes('left unset'))).toEqual([
+      "sequence(s) of production that only a skipped table or a left-out column uses, none of the target's loaded columns, left unset: public.old_only_id_seq",
+    ]);
+    // The application's next rows take ids after production's, not the loaded ones.
+    expect(await env.query("INSERT INTO public.orders (v) VALUES ('app') RETURNING id")).toEqual([{ id: 9 }]);
+    expect(await env.query('INSERT INTO public.b_items DEFAULT VALUES RETURNING id::int AS id')).toEqual([{ id: 11 }]);
   });
 
   it('common-columns fails, as COPY would, on a value too long for a column whose type is a domain over a narrower varchar, naming the column', async () => {

@@ -1,9 +1,9 @@
 import type { LoadDrift, ManifestSequence, ManifestTable } from '@app/common/contract';
-import { formatIdent, quoteIdent, quoteQualified } from '@app/common/database';
+import { formatIdent, parseQualifiedName, quoteIdent, quoteQualified } from '@app/common/database';
 import { locateFailure } from '@app/common/observability';
 import type { Queryable } from './database/queryable';
 import { disableInsertRules, insertRules, restoreInsertRules } from './load/insert-rules';
-import { findTargetTable, TargetCatalog, TargetSchemaError, type TargetTable } from './target-schema';
+import { findTargetTable, TargetCatalog, TargetSchemaError, type TargetSequence, type TargetTable } from './target-schema';
 
 /** SCHEMA_DRIFT: `fail` (an error naming what differs, nothing changes) or `common-columns`. */
 export type SchemaDriftMode = 'fail' | 'common-columns';
@@ -77,15 +77,69 @@ export async function resolveWithDrift(client: Queryable, tables: ManifestTable[
 }
 
 /**
- * The manifest's sequences the load sets: under common-columns, not those of a skipped table or a
- * left-out column (the environment lacks what they number; a sequence another loaded column also
- * uses has an entry of its own and is still set).
+ * The manifest's sequences the load sets, under common-columns. The dump lists each sequence once,
+ * credited to one column (its owner, else the oldest table's column whose default calls it): those
+ * whose column the target loads are resolved as without drift (`credited`). A sequence credited to
+ * a skipped table or a left-out column may still number a column the load fills with production's
+ * values: one shared with a loaded table (both defaults call it), or moved to it before the
+ * environment dropped the old table (`ALTER SEQUENCE ... OWNED BY orders.id`). Left unset, the
+ * environment's next inserts would draw ids the load just wrote. So it is set, by its name
+ * (`shared`), where the target has it and a loaded column there owns it or its default calls it;
+ * else it numbers nothing the load wrote and is left unset, named (`unset`: the log and the drift).
  */
-export function sequencesToSet(sequences: ManifestSequence[], drift: LoadDrift | undefined): ManifestSequence[] {
-  if (!drift) return sequences;
+export async function sequencesToSet(
+  client: Queryable,
+  sequences: ManifestSequence[],
+  targets: DriftTarget[],
+  drift: LoadDrift | undefined,
+): Promise<{ credited: ManifestSequence[]; shared: TargetSequence[]; unset: string[] }> {
+  if (!drift) return { credited: sequences, shared: [], unset: [] };
   const skipped = new Set(drift.skippedTables);
   const leftOut = new Set(drift.leftOutColumns);
-  return sequences.filter((s) => !skipped.has(s.table) && !leftOut.has(`${s.table}.${quoteIdent(s.column)}`));
+  const credited: ManifestSequence[] = [];
+  const shared: TargetSequence[] = [];
+  const unset: string[] = [];
+  for (const sequence of sequences) {
+    if (!skipped.has(sequence.table) && !leftOut.has(`${sequence.table}.${quoteIdent(sequence.column)}`)) {
+      credited.push(sequence);
+      continue;
+    }
+    // Manifests of earlier releases do not name the sequence: it cannot be found by name.
+    const name = sequence.sequence ? await sequenceOfLoadedColumn(client, sequence.sequence, targets) : undefined;
+    if (name) shared.push({ name, lastValue: sequence.lastValue, isCalled: sequence.isCalled });
+    else unset.push(sequence.sequence ?? `the sequence of ${sequence.table}.${quoteIdent(sequence.column)}`);
+  }
+  return { credited, shared, unset };
+}
+
+/**
+ * The target's sequence of production's name `sequence`, quoted, where a column the load fills
+ * (one of `targets`' `columns`, in the table or one of its partitions) owns it or calls it in its
+ * default; else undefined.
+ */
+async function sequenceOfLoadedColumn(client: Queryable, sequence: string, targets: DriftTarget[]): Promise<string | undefined> {
+  const loaded = targets.flatMap((t) => t.columns.map((column) => ({ oid: t.oid, column })));
+  const { rows } = await client.query<{ name: string }>(
+    `WITH seq AS (
+       SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = to_regclass($1) AND c.relkind = 'S'
+     ), loaded(relid, attname) AS (
+       SELECT l.root, l.attname FROM unnest($2::oid[], $3::text[]) AS l(root, attname)
+       UNION
+       SELECT tree.relid, l.attname FROM unnest($2::oid[], $3::text[]) AS l(root, attname), pg_partition_tree(l.root) tree
+     ), uses(relid, attnum) AS (
+       SELECT d.refobjid, d.refobjsubid FROM pg_depend d JOIN seq ON seq.oid = d.objid
+        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+       UNION
+       SELECT ad.adrelid, ad.adnum FROM pg_attrdef ad
+         JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+         JOIN seq ON seq.oid = d.refobjid
+     )
+     SELECT seq.name FROM seq
+      WHERE EXISTS (SELECT 1 FROM uses JOIN pg_attribute a ON a.attrelid = uses.relid AND a.attnum = uses.attnum JOIN loaded ON loaded.relid = a.attrelid AND loaded.attname = a.attname)`,
+    [quoteQualified(parseQualifiedName(sequence)), loaded.map((l) => l.oid), loaded.map((l) => l.column)],
+  );
+  return rows[0]?.name;
 }
 
 /** ` (a, b)`, or nothing for no columns: PostgreSQL refuses an empty list `()` in COPY and INSERT. */

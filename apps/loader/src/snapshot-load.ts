@@ -210,9 +210,15 @@ async function loadTables(
   // to or from a locked table can be added or dropped any more, so foreignKeysTouching below reads
   // the keys these locks cover.
   await lockAgainstChanges(client, targets, lockWait);
+  const toSet = await sequencesToSet(client, manifest.sequences, targets, drift);
+  if (drift && toSet.unset.length) drift.unsetSequences = toSet.unset;
   if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
+  if (toSet.unset.length) {
+    hooks.log?.(`sequence(s) of production that only a skipped table or a left-out column uses, none of the target's loaded columns, left unset: ${toSet.unset.join(', ')}`);
+  }
   const oids = targets.map((t) => t.oid);
-  const sequences = await catalog.resolveSequences(sequencesToSet(manifest.sequences, drift));
+  const sequences = await catalog.resolveSequences(toSet.credited);
+  for (const sequence of toSet.shared) if (!sequences.some((s) => s.name === sequence.name)) sequences.push(sequence);
   const standalone = await catalog.resolveStandaloneSequences(manifest.standaloneSequences ?? []);
   // A sequence no loaded column uses is no table's data: one the environment lacks, or the loader's
   // role does not own, is left unset, said in the log, and never fails the load (snapshots of

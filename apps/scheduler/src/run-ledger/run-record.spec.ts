@@ -245,7 +245,10 @@ describe('run ledger fold', () => {
     it('keeps only lists of names from a drift (anyone on the stream can publish one), and none when all are empty', () => {
       const odd = { skippedTables: 'public.audit', leftOutColumns: ['public.products."attrs"', 7, { html: '<b>' }, null], defaultedColumns: undefined, extra: ['x'] };
       expect(fold([loadedWithDrift(odd)]).loads.dev.drift).toEqual({ skippedTables: [], leftOutColumns: ['public.products."attrs"'], defaultedColumns: [] });
-      for (const none of [{ skippedTables: [], leftOutColumns: [], defaultedColumns: [] }, 'drift', null, [], { leftOutColumns: [1, 2] }]) {
+      // The sequences it left unset (a newer loader's), only where it names any.
+      expect(fold([loadedWithDrift({ ...drift, unsetSequences: ['public.audit_id_seq', 3] })]).loads.dev.drift).toEqual({ ...drift, unsetSequences: ['public.audit_id_seq'] });
+      expect(fold([loadedWithDrift({ ...drift, unsetSequences: [] })]).loads.dev.drift).toEqual(drift);
+      for (const none of [{ skippedTables: [], leftOutColumns: [], defaultedColumns: [] }, 'drift', null, [], { leftOutColumns: [1, 2] }, { unsetSequences: [4] }]) {
         expect(JSON.parse(JSON.stringify(fold([loadedWithDrift(none as Record<string, unknown>)]).loads.dev))).not.toHaveProperty('drift');
       }
     });

@@ -29,14 +29,17 @@ function validIso(v: unknown): string | undefined {
 const strings = (v: unknown) => (Array.isArray(v) ? v.filter((item): item is string => typeof item === 'string') : []);
 
 /**
- * The `drift` of a snapshot.loaded: its three lists of names, keeping only strings (anyone who may
+ * The `drift` of a snapshot.loaded: its lists of names, keeping only strings (anyone who may
  * publish on the stream can put anything there), or undefined when nothing was left out.
+ * `unsetSequences` only where it names any (older loaders never send it).
  */
 function driftOf(value: unknown): LoadDrift | undefined {
   if (!value || typeof value !== 'object') return undefined;
   const body = value as Body;
   const drift: LoadDrift = { skippedTables: strings(body.skippedTables), leftOutColumns: strings(body.leftOutColumns), defaultedColumns: strings(body.defaultedColumns) };
-  return drift.skippedTables.length + drift.leftOutColumns.length + drift.defaultedColumns.length > 0 ? drift : undefined;
+  const unset = strings(body.unsetSequences);
+  if (unset.length) drift.unsetSequences = unset;
+  return drift.skippedTables.length + drift.leftOutColumns.length + drift.defaultedColumns.length + unset.length > 0 ? drift : undefined;
 }
 
 const LOAD_SUBJECTS: readonly string[] = [SUBJECTS.loadStarted, SUBJECTS.loadRetrying, SUBJECTS.snapshotLoaded, SUBJECTS.snapshotLoadFailed, SUBJECTS.loadSkipped];

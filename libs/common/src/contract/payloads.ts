@@ -45,6 +45,11 @@ export interface LoadDrift {
   leftOutColumns: string[];
   /** Target columns the snapshot lacks, given their defaults. */
   defaultedColumns: string[];
+  /**
+   * Production's sequences (`schema.name`) of a skipped table or a left-out column that no loaded
+   * column of the target draws from, left unset. Absent when none (and from older loaders).
+   */
+  unsetSequences?: string[];
 }
 
 /**

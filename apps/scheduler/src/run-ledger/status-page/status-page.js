@@ -94,7 +94,7 @@
     return out;
   }
   // SCHEMA_DRIFT=common-columns: what a load left out, as [what, names] for each list that has any.
-  var DRIFT = [['skippedTables', 'skipped tables', 'table skipped', 'tables skipped'], ['leftOutColumns', 'left-out columns', 'column left out', 'columns left out'], ['defaultedColumns', 'defaulted columns', 'column defaulted', 'columns defaulted']];
+  var DRIFT = [['skippedTables', 'skipped tables', 'table skipped', 'tables skipped'], ['leftOutColumns', 'left-out columns', 'column left out', 'columns left out'], ['defaultedColumns', 'defaulted columns', 'column defaulted', 'columns defaulted'], ['unsetSequences', 'sequences left unset', 'sequence left unset', 'sequences left unset']];
   function driftOf(step) {
     var drift = own(step, 'drift');
     return DRIFT.map(function (kind) {

@@ -297,6 +297,27 @@ describe('SCHEMA_DRIFT', () => {
     await expect(load(dropped, 'common-columns')).rejects.toThrow('public.people."zone" is NOT NULL without a default and not in the snapshot');
   });
 
+  it('a view where the snapshot has a table: fail names it and what it is; common-columns skips it, writing nothing through it', async () => {
+    const sql = `${DRIFTED_SQL} CREATE TABLE public.env_rows (id int); CREATE VIEW public.only_in_prod AS SELECT id FROM public.env_rows;`;
+    const failing = await target(sql);
+    const error = await load(failing, 'fail').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TargetSchemaError);
+    expect((error as Error).message).toBe('public.only_in_prod is a view in the target, not a table; column(s) public.people."legacy_code" missing in the target');
+
+    const env = await target(sql);
+    const log: string[] = [];
+    expect(await load(env, 'common-columns', undefined, { log: (line) => log.push(line) })).toMatchObject({
+      kind: 'loaded',
+      drift: { skippedTables: ['public.only_in_prod'], unsetSequences: ['public.only_in_prod_id_seq'] },
+    });
+    expect(log).toContain('skipped (SCHEMA_DRIFT=common-columns): public.only_in_prod is a view in the target, not a table');
+    expect(await env.query('SELECT id FROM public.env_rows')).toEqual([]);
+    expect(await env.query('SELECT id FROM public.people ORDER BY id')).toEqual([{ id: 1 }, { id: 2 }]);
+
+    const materialized = await target(`${SOURCE_SQL.split('INSERT')[0].replace('CREATE TABLE public.only_in_prod (id serial PRIMARY KEY);', 'CREATE MATERIALIZED VIEW public.only_in_prod AS SELECT 1 AS id;')}`);
+    await expect(load(materialized, 'fail')).rejects.toThrow(/^public\.only_in_prod is a materialized view in the target, not a table$/);
+  });
+
   it('common-columns fails, named, on a NOT NULL target column without a default that the snapshot lacks', async () => {
     const env = await target(`${DRIFTED_SQL} ALTER TABLE public.people ADD COLUMN region text NOT NULL;`);
     await expect(load(env, 'common-columns')).rejects.toThrow('public.people."region" is NOT NULL without a default and not in the snapshot');

@@ -3,7 +3,7 @@ import { formatIdent, parseQualifiedName, quoteIdent, quoteQualified } from '@ap
 import { locateFailure } from '@app/common/observability';
 import type { Queryable } from './database/queryable';
 import { disableInsertRules, insertRules, restoreInsertRules } from './load/insert-rules';
-import { findTargetTable, TargetCatalog, TargetSchemaError, type TargetSequence, type TargetTable } from './target-schema';
+import { findTargetTable, notATableMessage, TargetCatalog, TargetSchemaError, type TargetSequence, type TargetTable } from './target-schema';
 
 /** SCHEMA_DRIFT: `fail` (an error naming what differs, nothing changes) or `common-columns`. */
 export type SchemaDriftMode = 'fail' | 'common-columns';
@@ -26,18 +26,28 @@ export interface DriftTarget extends TargetTable {
  * The target tables a load writes, under SCHEMA_DRIFT. `fail` is the loader's old rule (every
  * snapshot table and column must exist). `common-columns` leaves out snapshot tables and columns
  * the target lacks, lets target columns the snapshot lacks take their defaults (a NOT NULL one
- * without a default, its own or its domain's, fails the load, named), and reports all of it.
+ * without a default, its own or its domain's, fails the load, named), and reports all of it. A
+ * snapshot table whose name the target gives to a view (or a foreign table, ...) is a table the
+ * target lacks: `fail` refuses it, naming what is there; common-columns skips it, as it skips one
+ * dropped, and says what is there in `notTables` (for the log): loading it would write through the
+ * view's rules into other tables, or into a foreign server.
  */
-export async function resolveWithDrift(client: Queryable, tables: ManifestTable[], mode: SchemaDriftMode): Promise<{ targets: DriftTarget[]; drift?: LoadDrift }> {
+export async function resolveWithDrift(
+  client: Queryable,
+  tables: ManifestTable[],
+  mode: SchemaDriftMode,
+): Promise<{ targets: DriftTarget[]; drift?: LoadDrift; notTables?: string[] }> {
   if (mode === 'fail') {
     return { targets: (await new TargetCatalog(client).resolveTables(tables)).map((t) => ({ ...t, columns: t.manifest.columns, leftOut: [], types: {} })) };
   }
   const drift: LoadDrift = { skippedTables: [], leftOutColumns: [], defaultedColumns: [] };
   const problems: string[] = [];
   const targets: DriftTarget[] = [];
+  const notTables: string[] = [];
   for (const table of tables) {
     const found = await findTargetTable(client, table);
-    if (!found) {
+    if (!found || found.notATable) {
+      if (found?.notATable) notTables.push(notATableMessage(table, found.notATable));
       drift.skippedTables.push(table.name);
       continue;
     }
@@ -73,7 +83,7 @@ export async function resolveWithDrift(client: Queryable, tables: ManifestTable[
   }
   if (problems.length) throw new TargetSchemaError(problems.join('; '));
   const drifted = drift.skippedTables.length + drift.leftOutColumns.length + drift.defaultedColumns.length > 0;
-  return { targets, ...(drifted ? { drift } : {}) };
+  return { targets, ...(drifted ? { drift } : {}), ...(notTables.length ? { notTables } : {}) };
 }
 
 /**

@@ -204,7 +204,7 @@ async function loadTables(
   await lockAgainstChanges(client, (await resolveWithDrift(client, manifest.tables, mode)).targets, lockWait);
   // Resolved again under the lock, which took the tables by name: a table swapped while the load
   // waited (renamed aside, a new one created) is the new one, its own triggers and indexes included.
-  const { targets, drift } = await resolveWithDrift(client, manifest.tables, mode);
+  const { targets, drift, notTables } = await resolveWithDrift(client, manifest.tables, mode);
   // The new one's keys may lead to tables outside the snapshot the first lock did not take: they are
   // taken now (what is held already is granted at once), within what is left of the same 60 s. No key
   // to or from a locked table can be added or dropped any more, so foreignKeysTouching below reads
@@ -212,6 +212,7 @@ async function loadTables(
   await lockAgainstChanges(client, targets, lockWait);
   const toSet = await sequencesToSet(client, manifest.sequences, targets, drift);
   if (drift && toSet.unset.length) drift.unsetSequences = toSet.unset;
+  if (notTables) hooks.log?.(`skipped (SCHEMA_DRIFT=common-columns): ${notTables.join('; ')}`);
   if (drift) hooks.log?.(`schema drift (SCHEMA_DRIFT=common-columns): ${JSON.stringify(drift)}`);
   if (toSet.unset.length) {
     hooks.log?.(`sequence(s) of production that only a skipped table or a left-out column uses, none of the target's loaded columns, left unset: ${toSet.unset.join(', ')}`);

@@ -32,14 +32,39 @@ export interface TargetTable {
   manifest: ManifestTable;
 }
 
-/** The target's table for a snapshot table, by its schema-qualified name, or undefined when it has none. */
-export async function findTargetTable(client: Queryable, table: ManifestTable): Promise<{ oid: number; partitioned: boolean } | undefined> {
-  const { rows } = await client.query<{ oid: number | null; partitioned: boolean }>(
-    "SELECT c.oid::int AS oid, c.relkind = 'p' AS partitioned FROM pg_class c WHERE c.oid = to_regclass($1)",
-    [quoteQualified({ schema: table.schema, name: table.table })],
-  );
+/** What the target has at a snapshot table's name that is no table, said in its messages. */
+const NOT_A_TABLE: Readonly<Record<string, string>> = {
+  v: 'a view',
+  m: 'a materialized view',
+  f: 'a foreign table',
+  S: 'a sequence',
+  c: 'a composite type',
+  i: 'an index',
+  I: 'a partitioned index',
+  t: 'a TOAST table',
+};
+
+/**
+ * The target's table for a snapshot table, by its schema-qualified name, or undefined when it has
+ * none. Where the name is some other relation (a view, a foreign table: to_regclass finds any),
+ * `notATable` says what it is: the load never writes through it (a view's rules or a foreign
+ * server would take production's rows elsewhere), and PostgreSQL's own refusal (42809, `"users"
+ * is not a table`) would name neither the schema nor what is there.
+ */
+export async function findTargetTable(client: Queryable, table: ManifestTable): Promise<{ oid: number; partitioned: boolean; notATable?: string } | undefined> {
+  const { rows } = await client.query<{ oid: number | null; relkind: string }>('SELECT c.oid::int AS oid, c.relkind::text AS relkind FROM pg_class c WHERE c.oid = to_regclass($1)', [
+    quoteQualified({ schema: table.schema, name: table.table }),
+  ]);
   const row = rows[0];
-  return row?.oid ? { oid: row.oid, partitioned: row.partitioned } : undefined;
+  if (!row?.oid) return undefined;
+  const partitioned = row.relkind === 'p';
+  if (row.relkind === 'r' || partitioned) return { oid: row.oid, partitioned };
+  return { oid: row.oid, partitioned, notATable: NOT_A_TABLE[row.relkind] ?? `a relation of kind ${row.relkind}` };
+}
+
+/** `public.users is a view in the target, not a table`. */
+export function notATableMessage(table: ManifestTable, kind: string): string {
+  return `${table.name} is ${kind} in the target, not a table`;
 }
 
 /**
@@ -53,6 +78,10 @@ async function resolveTargetTables(client: Queryable, tables: ManifestTable[]): 
     const found = await findTargetTable(client, table);
     if (!found) {
       problems.push(`table ${table.name} does not exist in the target`);
+      continue;
+    }
+    if (found.notATable) {
+      problems.push(notATableMessage(table, found.notATable));
       continue;
     }
     const { oid } = found;

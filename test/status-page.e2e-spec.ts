@@ -270,17 +270,17 @@ describe('the status page on GET /', () => {
     const column = 'public.t."<img src=x onerror=window.injected=3>"';
     await plainPublish(
       `${pipeline.namespace.prefix}snapshot.loaded`,
-      JSON.stringify({ snapshotId: '20240604-0badc0de', environment: 'dev', rows: 1, durationMs: 1, attempts: 1, drift: { skippedTables: ['<b>t</b>'], leftOutColumns: [column], defaultedColumns: [] } }),
+      JSON.stringify({ snapshotId: '20240604-0badc0de', environment: 'dev', rows: 1, durationMs: 1, attempts: 1, drift: { skippedTables: ['<b>t</b>'], leftOutColumns: [column], defaultedColumns: [], unsetSequences: ['public."<i>t_id_seq</i>"'] } }),
       undefined,
       pipeline.namespace.url,
     );
     const drifted = envCell('2024-06-04', 'dev');
     await drifted.and(page.locator('[data-state="success"]')).waitFor({ timeout: 15_000 });
-    expect(await drifted.locator('.drift').textContent()).toBe('drift: 1 table skipped, 1 column left out');
-    expect(await drifted.getAttribute('title')).toContain(`drift, skipped tables: <b>t</b>\ndrift, left-out columns: ${column}`);
+    expect(await drifted.locator('.drift').textContent()).toBe('drift: 1 table skipped, 1 column left out, 1 sequence left unset');
+    expect(await drifted.getAttribute('title')).toContain(`drift, skipped tables: <b>t</b>\ndrift, left-out columns: ${column}\ndrift, sequences left unset: public."<i>t_id_seq</i>"`);
     await drifted.click();
-    expect(await page.locator('#details ul.drift li').allTextContents()).toEqual(['skipped tables: <b>t</b>', `left-out columns: ${column}`]);
-    expect(await page.locator('#grid img, #grid script, #grid b, #details script, #details b, #details img').count()).toBe(0);
+    expect(await page.locator('#details ul.drift li').allTextContents()).toEqual(['skipped tables: <b>t</b>', `left-out columns: ${column}`, 'sequences left unset: public."<i>t_id_seq</i>"']);
+    expect(await page.locator('#grid img, #grid script, #grid b, #grid i, #details script, #details b, #details i, #details img').count()).toBe(0);
     expect(await page.evaluate(() => (window as unknown as { injected?: number }).injected)).toBeUndefined();
     expect(browserErrors).toEqual([]);
   }, 30_000);

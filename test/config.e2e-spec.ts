@@ -65,10 +65,11 @@ describe('configuration errors at boot', () => {
     try {
       const dumper = await boot('dumper', { ...namespace.env, SOURCE_DATABASE_URL: 'postgres://h/db', SNAPSHOT_DIR: '/nonexistent/db-fanout-snapshots' });
       expect(dumper.code).toBe(1);
-      expect(dumper.lines.join('\n')).toContain('SNAPSHOT_DIR /nonexistent/db-fanout-snapshots does not exist: the dumper writes its snapshots there');
+      expect(dumper.lines.join('\n')).toContain('dumper failed to start: SNAPSHOT_DIR /nonexistent/db-fanout-snapshots does not exist: the dumper writes its snapshots there');
       const loader = await boot('loader', { ...namespace.env, TARGET_DATABASE_URL: 'postgres://h/db', LOADER_ENV: 'dev', SNAPSHOT_DIR: file });
       expect(loader.code).toBe(1);
-      expect(loader.lines.join('\n')).toContain(`SNAPSHOT_DIR ${file} is not a directory: the loader reads the snapshots there`);
+      // The whole error from its start: a boot check is not an HTTP listen failure (`cannot serve /health on ...: SNAPSHOT_DIR ...`).
+      expect(loader.lines.join('\n')).toContain(`loader failed to start: SNAPSHOT_DIR ${file} is not a directory: the loader reads the snapshots there`);
     } finally {
       rmSync(file, { force: true });
       await namespace.cleanup();

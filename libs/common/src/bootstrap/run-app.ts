@@ -43,8 +43,9 @@ export async function runApp<C extends { http: HttpConfig; logFormat: LogFormat 
     app.useGlobalGuards(new HttpTokenGuard(config.http));
     attachJetStream(app);
     await app.startAllMicroservices();
-    // What listen() would do first, done apart: a provider failing its bootstrap (a KV bucket the
-    // broker refuses) was reported as `cannot serve /health on HTTP_HOST ... HTTP_PORT ...`.
+    // The lifecycle hooks (a loader's SNAPSHOT_DIR or S3 bucket check, a KV bucket the broker
+    // refuses) run here, not inside listen(): their errors are not about serving /health and must not
+    // be named as such.
     await app.init();
     await app.listen(config.http.port, config.http.host).catch((error: unknown) => {
       // EADDRINUSE, ENOTFOUND: named by the variables that chose them.

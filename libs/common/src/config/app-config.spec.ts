@@ -341,6 +341,20 @@ describe('TABLES and EXCLUDE_TABLES', () => {
     ]);
   });
 
+  it('take a quoted name with a comma in it as one name: a list is split only at commas outside quotes', () => {
+    const config = loadDumperConfig({ ...DUMPER_REQUIRED, TABLES: '"a,b".t, public."x, y"', EXCLUDE_TABLES: '"q""u,o".te,public.z' });
+    expect(config.tables).toEqual([
+      { schema: 'a,b', name: 't' },
+      { schema: 'public', name: 'x, y' },
+    ]);
+    expect(config.excludeTables).toEqual([
+      { schema: 'q"u,o', name: 'te' },
+      { schema: 'public', name: 'z' },
+    ]);
+    // An unterminated quote runs to the end of the list: one bad entry, named whole.
+    expect(configErrorOf(loadDumperConfig, { ...DUMPER_REQUIRED, TABLES: 'public.ok,"a,b.t' }).problems).toEqual(['TABLES has a bad entry: unterminated quote in table name "\\"a,b.t"']);
+  });
+
   it('report every bad entry, naming the variable and the entry', () => {
     const error = configErrorOf(loadDumperConfig, { ...DUMPER_REQUIRED, TABLES: 'customers,public.ok,a.b.c', EXCLUDE_TABLES: '"x.y' });
     expect(error.problems).toEqual([

@@ -2,7 +2,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { z } from 'zod';
 import { parseDuration } from './duration';
 import { isCalendarDate, isValidTimeZone } from '../contract/dates';
-import { parseQualifiedName } from '../database/sql';
+import { parseQualifiedName, splitQualifiedNames } from '../database/sql';
 
 // The field types of the environment schemas (app-config.ts): each reads one variable and reports
 // what is wrong with it in the words the operator sees, `<VARIABLE> <problem>`.
@@ -192,11 +192,13 @@ export const list = () =>
       .filter(Boolean),
   );
 
-/** A comma list of `schema.table` (quoted where needed); every bad entry is its own problem. */
+/**
+ * A comma list of `schema.table` (quoted where needed, and then a comma may be part of a name);
+ * every bad entry is its own problem.
+ */
 export const tables = () =>
   field((value, report) => {
-    const entries = (value ?? '')
-      .split(',')
+    const entries = splitQualifiedNames(value ?? '')
       .map((s) => s.trim())
       .filter(Boolean);
     const parsed: { schema: string; name: string }[] = [];

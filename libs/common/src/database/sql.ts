@@ -51,6 +51,27 @@ export function parseQualifiedName(text: string): { schema: string; name: string
   return { schema: parts[0], name: parts[1] };
 }
 
+/**
+ * Splits a comma list of qualified names (TABLES, EXCLUDE_TABLES) at the commas outside double
+ * quotes: `"a,b".t` is one name, as quoting promises for odd names. A doubled quote inside a quoted
+ * name toggles twice, so it changes nothing; an unterminated quote runs to the end, one entry that
+ * parseQualifiedName then rejects, named.
+ */
+export function splitQualifiedNames(text: string): string[] {
+  const entries: string[] = [];
+  let quoted = false;
+  let start = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '"') quoted = !quoted;
+    else if (text[i] === ',' && !quoted) {
+      entries.push(text.slice(start, i));
+      start = i + 1;
+    }
+  }
+  entries.push(text.slice(start));
+  return entries;
+}
+
 /** A name as PostgreSQL prints it: bare where it may be, else quoted (`sku`, `"Sku code"`). */
 export function formatIdent(name: string): string {
   return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;

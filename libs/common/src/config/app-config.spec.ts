@@ -365,6 +365,22 @@ describe('TABLES and EXCLUDE_TABLES', () => {
   });
 });
 
+/** README's configuration table states these bounds: each is taken at its edge and refused past it. */
+describe('the limits the configuration table states', () => {
+  it.each([
+    ['RETRIES', ['0', '100'], ['-1', '101'], 'must be between 0 and 100'],
+    ['DUMP_JOBS', ['1', '32'], ['0', '33'], 'must be between 1 and 32'],
+    ['NATS_STREAM_REPLICAS', ['1', '5'], ['0', '6'], 'must be between 1 and 5'],
+    ['SNAPSHOT_REPLICAS', ['1', '5'], ['0', '6'], 'must be between 1 and 5'],
+    ['ACK_WAIT', ['1s', '24d'], ['999ms', '25d'], 'must be at'],
+    ['SNAPSHOT_RETENTION', ['1m'], ['59s'], 'must be at least'],
+    ['SNAPSHOT_BUCKET', ['abc', 'a-b', 'a'.repeat(63)], ['ab', 'a'.repeat(64), '-ab', 'ab-', 'aBc', 'a_b'], 'must be lowercase letters, digits and -, 3 to 63 characters, the first and last a letter or digit'],
+  ])('%s', (variable, accepted, refused, message) => {
+    for (const value of accepted) expect(() => loadDumperConfig({ ...DUMPER_REQUIRED, [variable]: value })).not.toThrow();
+    for (const value of refused) expect(configErrorOf(loadDumperConfig, { ...DUMPER_REQUIRED, [variable]: value }).problems).toEqual([expect.stringContaining(`${variable} ${message}`)]);
+  });
+});
+
 describe('TARGET_HOST_ALLOWLIST', () => {
   it('lets the loader start when the target host is listed (hosts compared case-insensitively)', () => {
     const config = loadLoaderConfig({ ...LOADER_REQUIRED, TARGET_DATABASE_URL: 'postgres://loader@Dev-DB:5432/app', TARGET_HOST_ALLOWLIST: 'qa-db, DEV-db' });

@@ -219,7 +219,7 @@ const snapshotStoreVariables = {
   SNAPSHOT_DIR: text(DEFAULTS.SNAPSHOT_DIR),
   SNAPSHOT_STORE: matching(/^(fs|nats|s3)$/, 'fs, nats or s3', DEFAULTS.SNAPSHOT_STORE).transform((kind) => kind as SnapshotStoreConfig['kind']),
   // Valid as a JetStream Object Store name and as an S3 bucket name alike.
-  SNAPSHOT_BUCKET: matching(/^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/, 'lowercase letters, digits and -, 3 to 63 characters', DEFAULTS.SNAPSHOT_BUCKET),
+  SNAPSHOT_BUCKET: matching(/^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/, 'lowercase letters, digits and -, 3 to 63 characters, the first and last a letter or digit', DEFAULTS.SNAPSHOT_BUCKET),
   S3_ENDPOINT: optionalUrl(['http', 'https']),
   S3_REGION: optionalText(),
   S3_FORCE_PATH_STYLE: boolean(false),

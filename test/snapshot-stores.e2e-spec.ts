@@ -6,10 +6,11 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { SnapshotManifest } from '@app/common/contract';
 import { NatsSnapshotStore, S3SnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
+import { RunningApp } from './support/apps';
 import { runCli } from './support/cli';
 import { contentAndSequences, tableContent, type TestDatabase } from './support/databases';
 import { DEMO_TABLES } from './support/fixtures';
-import { NATS_URL } from './support/nats';
+import { NATS_URL, natsNamespace } from './support/nats';
 import { PipelineHarness, until } from './support/pipeline';
 import { OwnS3Server } from './support/s3-server';
 import { TcpProxy } from './support/tcp-proxy';
@@ -251,4 +252,40 @@ describe('an S3 store out when a loader opens the snapshot', () => {
     expect(pipeline.loadedIn('qa')[0]).toMatchObject({ attempts: 2 });
     expect(await contentOf(pipeline.targets.qa)).toEqual(await contentOf(pipeline.source));
   });
+});
+
+/**
+ * An S3 bucket that was never made: the dumper and the loader stop at boot naming it (db-fanout
+ * makes no S3 bucket). Before, the dumper answered /health and its first dump failed with the
+ * SDK's `The specified bucket does not exist`, naming neither the bucket nor the variable.
+ */
+describe('an S3 bucket that does not exist', () => {
+  const bucket = `fx-s3-missing-${randomBytes(4).toString('hex')}`;
+  let s3: OwnS3Server;
+
+  beforeAll(async () => {
+    s3 = await new OwnS3Server().start();
+  });
+  afterAll(async () => {
+    await s3?.stop();
+  });
+
+  it('stops the dumper and the loader at boot, naming SNAPSHOT_BUCKET and the endpoint', async () => {
+    const namespace = natsNamespace('fx_s3_nobucket');
+    const env = { ...namespace.env, ...s3.env(), SNAPSHOT_STORE: 's3', SNAPSHOT_BUCKET: bucket, SNAPSHOT_DIR: NO_DIR };
+    const expected = `SNAPSHOT_BUCKET ${bucket} does not exist at S3_ENDPOINT ${s3.endpoint}: db-fanout does not create S3 buckets`;
+    try {
+      for (const [app, own] of [
+        ['dumper', { SOURCE_DATABASE_URL: 'postgres://127.0.0.1:1/db' }],
+        ['loader', { TARGET_DATABASE_URL: 'postgres://127.0.0.1:1/db', LOADER_ENV: 'dev' }],
+      ] as const) {
+        const running = await RunningApp.start(app, { ...env, ...own });
+        expect([app, await running.waitExit()]).toEqual([app, 1]);
+        expect(running.output).toContain(`${app} failed to start: ${expected}`);
+        expect(running.output).not.toContain('S3RVER');
+      }
+    } finally {
+      await namespace.cleanup();
+    }
+  }, 60_000);
 });

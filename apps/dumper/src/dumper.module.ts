@@ -1,4 +1,4 @@
-import { DynamicModule, Module } from '@nestjs/common';
+import { DynamicModule, Logger, Module } from '@nestjs/common';
 import { serviceModule } from '@app/common/bootstrap';
 import { type DumperConfig } from '@app/common/config';
 import { SUBJECTS } from '@app/common/contract';
@@ -23,9 +23,11 @@ export class DumperModule {
         { provide: DUMPER_CONFIG, useValue: config },
         DumperService,
         {
-          // The dumper creates the Object Store bucket (with SNAPSHOT_REPLICAS); a bucket it cannot create stops it at boot.
+          // The dumper creates the Object Store bucket (with SNAPSHOT_REPLICAS); a bucket it cannot create stops it at boot,
+          // and so does an S3 bucket that does not exist (db-fanout makes none).
           provide: SNAPSHOT_STORE,
-          useFactory: (connection: NatsConnection) => openSnapshotStore(config.snapshotStore, connection, { create: true, replicas: config.snapshotReplicas }),
+          useFactory: (connection: NatsConnection) =>
+            openSnapshotStore(config.snapshotStore, connection, { create: true, replicas: config.snapshotReplicas, checkBucket: (warning) => new Logger('Dumper').warn(warning) }),
           inject: [NATS_CONNECTION],
         },
         { provide: SourceDatabase, useFactory: () => new SourceDatabase(config.sourceDatabaseUrl, config.dumpJobs) },

@@ -66,6 +66,11 @@ export class LoaderService implements OnApplicationBootstrap {
    */
   async onApplicationBootstrap(): Promise<void> {
     if (this.config.snapshotStore.kind === 'fs') await checkSnapshotDir(this.config.snapshotDir, 'read');
+    // An S3 bucket that does not exist stops the loader here, named, rather than every load failing
+    // as snapshot-not-found. (An Object Store bucket is the dumper's to create: opened at the first load.)
+    if (this.config.snapshotStore.kind === 's3') {
+      this.store = await openSnapshotStore(this.config.snapshotStore, this.connection, { create: false, checkBucket: (warning) => this.logger.warn(warning) });
+    }
     try {
       await this.recordLatestLoad();
     } catch (error) {

@@ -91,6 +91,13 @@ describe('isTransientError', () => {
     expect(isTransientError(new JetStreamApiError({ code: 500, err_code: 10023, description: 'insufficient resources' }))).toBe(false);
   });
 
+  it("treats an S3 code of throttling or the service's fault as transient without the SDK's fields (a key DeleteObjects refused), a refusal not", () => {
+    expect(isTransientError(Object.assign(new Error('S3 refused to delete 1 of 1 object(s)'), { code: 'SlowDown' }))).toBe(true);
+    expect(isTransientError(Object.assign(new Error('S3 refused to delete 1 of 1 object(s)'), { code: 'InternalError' }))).toBe(true);
+    expect(isTransientError(Object.assign(new Error('S3 refused to delete 1 of 1 object(s)'), { code: 'AccessDenied' }))).toBe(false);
+    expect(isTransientError(Object.assign(new Error('S3 upload failed'), { code: 'NoSuchBucket' }))).toBe(false);
+  });
+
   it('looks inside an AggregateError (several addresses refused)', () => {
     const none = new AggregateError([new Error('bad'), new Error('worse')], 'all failed');
     const some = new AggregateError([new Error('bad'), coded('ECONNREFUSED')], 'all failed');

@@ -22,11 +22,27 @@ const TRANSIENT_ERROR_NAMES = new Set(['TimeoutError', 'NoResponders']);
  */
 const TRANSIENT_JETSTREAM_CODES = new Set([10008]);
 
+/**
+ * S3 (AWS SDK) errors once the SDK's own 3 tries are spent: the service's fault (5xx: InternalError,
+ * ServiceUnavailable, SlowDown) or throttling (429) is an outage to wait out. A client fault
+ * (NoSuchBucket, AccessDenied, a bad request) fails the same way every time. The codes are for our
+ * own errors that carry one without the SDK's fields (a DeleteObjects key refused with SlowDown).
+ */
+const TRANSIENT_S3_CODES = new Set(['InternalError', 'ServiceUnavailable', 'SlowDown', 'Throttling', 'ThrottlingException', 'RequestTimeout']);
+
+function isTransientSdkError(error: object): boolean {
+  const { $fault, $metadata, $retryable } = error as { $fault?: unknown; $metadata?: { httpStatusCode?: unknown }; $retryable?: { throttling?: unknown } };
+  if ($fault === undefined) return false;
+  const status = $metadata?.httpStatusCode;
+  return $fault === 'server' || status === 429 || (typeof status === 'number' && status >= 500) || $retryable?.throttling === true;
+}
+
 export function isTransientError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return false;
   const { code, message } = error as { code?: unknown; message?: unknown };
+  if (isTransientSdkError(error)) return true;
   if (typeof code === 'string') {
-    if (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_NODE_CODES.has(code)) return true;
+    if (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_NODE_CODES.has(code) || TRANSIENT_S3_CODES.has(code)) return true;
     // A few classes are transient as a whole; check them only for real 5-character SQLSTATEs.
     if (/^[0-9A-Z]{5}$/.test(code) && TRANSIENT_SQLSTATE_CLASSES.some((prefix) => code.startsWith(prefix))) return true;
   }

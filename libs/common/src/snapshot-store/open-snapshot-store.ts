@@ -25,15 +25,32 @@ export async function checkSnapshotDir(dir: string, need: 'write' | 'read'): Pro
   if (problem) throw new Error(`SNAPSHOT_DIR ${dir} ${problem}${need === 'write' ? ': the dumper writes its snapshots there' : ': the loader reads the snapshots there'} (mount the snapshot volume, or set SNAPSHOT_STORE)`);
 }
 
-/** The store SNAPSHOT_STORE names. `create`: the dumper makes the Object Store bucket; loaders only open it. */
-export async function openSnapshotStore(config: SnapshotStoreConfig, connection: NatsConnection, options: { create: boolean; replicas?: number }): Promise<SnapshotStore> {
+/**
+ * The store SNAPSHOT_STORE names. `create`: the dumper makes the Object Store bucket; loaders only
+ * open it. `checkBucket` (at boot): an S3 bucket that does not exist rejects, named; what could not
+ * be checked (403, S3 out) goes to it as a warning and the store opens.
+ */
+export async function openSnapshotStore(
+  config: SnapshotStoreConfig,
+  connection: NatsConnection,
+  options: { create: boolean; replicas?: number; checkBucket?: (warning: string) => void },
+): Promise<SnapshotStore> {
   switch (config.kind) {
     case 'fs':
       await checkSnapshotDir(config.dir, options.create ? 'write' : 'read');
       return new FsSnapshotStore(config.dir);
     case 'nats':
       return NatsSnapshotStore.open(connection, { bucket: config.bucket, replicas: options.replicas ?? 1, create: options.create });
-    case 's3':
-      return new S3SnapshotStore({ bucket: config.bucket, ...config.s3 });
+    case 's3': {
+      const store = new S3SnapshotStore({ bucket: config.bucket, ...config.s3 });
+      if (options.checkBucket) {
+        const warning = await store.checkBucket().catch((error: unknown) => {
+          store.destroy();
+          throw error;
+        });
+        if (warning) options.checkBucket(warning);
+      }
+      return store;
+    }
   }
 }

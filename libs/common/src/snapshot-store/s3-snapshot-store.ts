@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type * as ClientS3 from '@aws-sdk/client-s3';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import type * as LibStorage from '@aws-sdk/lib-storage';
+import { redactSecrets } from '../observability/redact';
 import { countBytes } from './byte-counter';
 import { assertObjectName, MANIFEST_OBJECT, parseBucketLocation, SNAPSHOT_PREFIX, type SnapshotSource, type SnapshotStore, type SnapshotUpload, snapshotIdOf, snapshotName, type StoredSnapshot } from './snapshot-store';
 
@@ -37,6 +38,11 @@ export interface S3SnapshotStoreOptions {
  */
 export const S3_REQUEST_TIMEOUT_MS = 120_000;
 const S3_CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * The bucket check at boot gives up after this (with a warning): an endpoint that does not answer
+ * must not hold a dumper or loader from serving /health for the SDK's 3 x 2 minutes.
+ */
+export const S3_BOOT_CHECK_TIMEOUT_MS = 15_000;
 
 /** Multipart parts in flight per object: memory stays at about partSize x queueSize whatever the size. */
 const PART_SIZE = 8 * 1024 * 1024;
@@ -80,6 +86,28 @@ interface UploadsNotListed {
 }
 
 const LIFECYCLE_REMEDY = 'or use a lifecycle rule that aborts incomplete multipart uploads';
+
+/** The SDK's own error (an answer of the service, or a request that failed): it carries `$metadata`. */
+function isSdkError(error: unknown): error is Error & { code?: unknown; $fault?: unknown } {
+  return error instanceof Error && typeof (error as { $metadata?: unknown }).$metadata === 'object';
+}
+
+/**
+ * An SDK error as the dumper and loader report it. The SDK's says `The specified bucket does not
+ * exist` and no more: no bucket, no key, and no `code` for the failure event. This one names them
+ * and carries the S3 error code (NoSuchBucket, AccessDenied, SlowDown) or the network one
+ * (ECONNREFUSED) as `code`; the SDK's error stays its cause, and isTransientError reads that (a 5xx
+ * or throttling is transient, a missing bucket or a refusal is not). Anything else (the body's own
+ * stream failing an upload: a COPY error) passes through as it is.
+ */
+export function s3Failure(error: unknown, action: string, bucket: string, key?: string): unknown {
+  if (!isSdkError(error)) return error;
+  const code = typeof error.code === 'string' ? error.code : error.$fault !== undefined && error.name !== 'Error' ? error.name : undefined;
+  const what = key ? `${key} in SNAPSHOT_BUCKET ${bucket}` : `SNAPSHOT_BUCKET ${bucket}`;
+  // An answer without a body (to a HEAD) has no message of its own: the SDK says UnknownError.
+  const why = !code || code === error.message ? error.message : error.message === 'UnknownError' ? code : `${code} (${error.message})`;
+  return Object.assign(new Error(`S3 ${action} of ${what} failed: ${why}`, { cause: error }), code ? { code } : {});
+}
 
 function isNotFound(error: unknown): boolean {
   const name = (error as { name?: string }).name;
@@ -125,12 +153,18 @@ export class S3SnapshotStore implements SnapshotStore {
       put: async (name, body) => {
         assertObjectName(name);
         const counted = countBytes(body);
-        const upload = new this.sdk.storage.Upload({ client: this.client, params: { Bucket: this.bucket, Key: `${prefix}/${name}`, Body: counted.stream }, partSize: PART_SIZE, queueSize: QUEUE_SIZE });
-        await upload.done();
+        const key = `${prefix}/${name}`;
+        const upload = new this.sdk.storage.Upload({ client: this.client, params: { Bucket: this.bucket, Key: key, Body: counted.stream }, partSize: PART_SIZE, queueSize: QUEUE_SIZE });
+        await upload.done().catch((error: unknown) => {
+          throw s3Failure(error, 'upload', this.bucket, key);
+        });
         return { storedBytes: counted.bytes() };
       },
       commit: async (manifest) => {
-        await this.client.send(new this.sdk.s3.PutObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${MANIFEST_OBJECT}`, Body: manifest, ContentType: 'application/json' }));
+        const key = `${prefix}/${MANIFEST_OBJECT}`;
+        await this.client.send(new this.sdk.s3.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: manifest, ContentType: 'application/json' })).catch((error: unknown) => {
+          throw s3Failure(error, 'PutObject', this.bucket, key);
+        });
       },
       abort: () => this.remove(snapshotId).catch(() => undefined),
     });
@@ -144,7 +178,7 @@ export class S3SnapshotStore implements SnapshotStore {
         return result.Body as Readable;
       } catch (error) {
         if (isNotFound(error)) throw Object.assign(new Error(`${location}/${name} is not in the bucket`), { code: 'ENOENT', cause: error });
-        throw error;
+        throw s3Failure(error, 'GetObject', this.bucket, `${prefix}/${name}`);
       }
     };
     const size = async (key: string): Promise<number | undefined> => {
@@ -152,7 +186,7 @@ export class S3SnapshotStore implements SnapshotStore {
         return (await this.client.send(new this.sdk.s3.HeadObjectCommand({ Bucket: this.bucket, Key: `${prefix}/${key}` }))).ContentLength;
       } catch (error) {
         if (isNotFound(error)) return undefined;
-        throw error;
+        throw s3Failure(error, 'HeadObject', this.bucket, `${prefix}/${key}`);
       }
     };
     // Not there (yet): an upload still running; the caller decides to retry.
@@ -173,7 +207,9 @@ export class S3SnapshotStore implements SnapshotStore {
   private async *keys(prefix: string): AsyncGenerator<{ key: string; modifiedAt: Date }> {
     let token: string | undefined;
     do {
-      const page = await this.client.send(new this.sdk.s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      const page = await this.client.send(new this.sdk.s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token })).catch((error: unknown) => {
+        throw s3Failure(error, 'ListObjectsV2', this.bucket);
+      });
       for (const object of page.Contents ?? []) {
         if (object.Key) yield { key: object.Key, modifiedAt: object.LastModified ?? new Date(0) };
       }
@@ -226,7 +262,7 @@ export class S3SnapshotStore implements SnapshotStore {
         if (isNotImplemented(error)) return { notListed: 'this S3 server does not list them (NotImplemented)' };
         const denied = deniedCode(error);
         if (denied) return { notListed: `${denied} (grant s3:ListBucketMultipartUploads, ${LIFECYCLE_REMEDY})` };
-        throw error;
+        throw s3Failure(error, 'ListMultipartUploads', this.bucket);
       }
       for (const upload of page.Uploads ?? []) {
         const snapshotId = snapshotIdOf((upload.Key ?? '').split('/', 1)[0]);
@@ -256,7 +292,7 @@ export class S3SnapshotStore implements SnapshotStore {
       } catch (error) {
         const denied = deniedCode(error);
         if (denied) throw new PartsNotListed(denied);
-        throw error;
+        throw s3Failure(error, 'ListParts', this.bucket, key);
       }
       for (const part of page.Parts ?? []) if (part.LastModified && part.LastModified > newest) newest = part.LastModified;
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
@@ -275,7 +311,9 @@ export class S3SnapshotStore implements SnapshotStore {
     if (!Array.isArray(uploads)) return [`unfinished multipart uploads not checked: ${uploads.notListed}`];
     let aborted = 0;
     for (const upload of uploads.filter((u) => u.lastWrite < idleSince)) {
-      await this.client.send(new this.sdk.s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId }));
+      await this.client.send(new this.sdk.s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId })).catch((error: unknown) => {
+        throw s3Failure(error, 'AbortMultipartUpload', this.bucket, upload.key);
+      });
       aborted += 1;
     }
     return aborted ? [`${aborted} unfinished multipart upload(s): aborted`] : [];
@@ -298,11 +336,55 @@ export class S3SnapshotStore implements SnapshotStore {
    * removed and forget it was ever announced while it still lay in the bucket, complete.
    */
   private async deleteObjects(keys: string[]): Promise<void> {
-    const result = await this.client.send(new this.sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })) } }));
+    const result = await this.client.send(new this.sdk.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })) } })).catch((error: unknown) => {
+      throw s3Failure(error, 'DeleteObjects', this.bucket);
+    });
     const refused = result.Errors ?? [];
     if (refused.length === 0) return;
     const [first] = refused;
-    throw new Error(`S3 refused to delete ${refused.length} of ${keys.length} object(s) in bucket ${this.bucket}, the first ${first.Key ?? '?'}: ${first.Code ?? 'error'} (${first.Message ?? 'no message'})`);
+    const error = new Error(`S3 refused to delete ${refused.length} of ${keys.length} object(s) in bucket ${this.bucket}, the first ${first.Key ?? '?'}: ${first.Code ?? 'error'} (${first.Message ?? 'no message'})`);
+    throw first.Code ? Object.assign(error, { code: first.Code }) : error;
+  }
+
+  /** Where the bucket is looked for, for messages: S3_ENDPOINT (credentials masked) or the AWS region. */
+  private async whereBucket(): Promise<string> {
+    if (this.options.endpoint) return `S3_ENDPOINT ${redactSecrets(this.options.endpoint)}`;
+    const region = await this.client.config.region().catch(() => undefined);
+    return `AWS region ${region ?? '(none set)'}`;
+  }
+
+  /**
+   * At boot (dumper and loader): HeadBucket. A bucket that does not exist stops the app, named:
+   * unchecked, the dumper answered /health and its first dump failed, and a loader never saw a
+   * snapshot. Anything else only resolves with a warning to log, and the app starts: a 403 (the
+   * policy lacks s3:ListBucket, which both apps' documented policy has; or a bucket of another
+   * account), an endpoint that does not answer (the dumps' and loads' retries ride out an S3
+   * outage, as they do a database's), an answer HeadBucket cannot tell (a wrong region's 301).
+   */
+  async checkBucket(): Promise<string | undefined> {
+    try {
+      await this.client.send(new this.sdk.s3.HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: AbortSignal.timeout(S3_BOOT_CHECK_TIMEOUT_MS) });
+      return undefined;
+    } catch (error) {
+      const name = (error as { name?: string }).name;
+      const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      const where = await this.whereBucket();
+      if (name === 'NotFound' || name === 'NoSuchBucket' || status === 404) {
+        throw Object.assign(
+          new Error(`SNAPSHOT_BUCKET ${this.bucket} does not exist at ${where}: db-fanout does not create S3 buckets; make it beforehand, or set SNAPSHOT_BUCKET, S3_ENDPOINT and S3_REGION to where it is`),
+          { code: 'NoSuchBucket', cause: error },
+        );
+      }
+      if (status === 403) {
+        return `SNAPSHOT_BUCKET ${this.bucket} at ${where} not checked at boot: HeadBucket answered 403 (grant s3:ListBucket on arn:aws:s3:::${this.bucket}, which the dumper and the loader need; or the bucket is another account's, or the credentials are refused); starting anyway`;
+      }
+      const why = status
+        ? `${name ?? 'error'} (HTTP ${status})`
+        : name === 'AbortError'
+          ? `no answer within ${S3_BOOT_CHECK_TIMEOUT_MS / 1000} s`
+          : redactSecrets(error instanceof Error ? error.message : String(error));
+      return `SNAPSHOT_BUCKET ${this.bucket} at ${where} not checked at boot: ${why}; starting anyway (dumps and loads retry while S3 is out)`;
+    }
   }
 
   destroy(): void {

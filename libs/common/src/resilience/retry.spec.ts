@@ -91,6 +91,18 @@ describe('isTransientError', () => {
     expect(isTransientError(new JetStreamApiError({ code: 500, err_code: 10023, description: 'insufficient resources' }))).toBe(false);
   });
 
+  it("treats the AWS SDK's server faults and throttling as transient, but not 501 NotImplemented (a feature the store lacks)", () => {
+    const sdk = (name: string, status: number, fault: 'client' | 'server') => Object.assign(new Error(name), { name, $fault: fault, $metadata: { httpStatusCode: status } });
+    expect(isTransientError(sdk('ServiceUnavailable', 503, 'server'))).toBe(true);
+    expect(isTransientError(sdk('SlowDown', 503, 'server'))).toBe(true);
+    expect(isTransientError(sdk('TooManyRequests', 429, 'client'))).toBe(true);
+    expect(isTransientError(sdk('NotImplemented', 501, 'server'))).toBe(false);
+    expect(isTransientError(sdk('HttpVersionNotSupported', 505, 'server'))).toBe(false);
+    expect(isTransientError(sdk('NoSuchBucket', 404, 'client'))).toBe(false);
+    // Wrapped by the store, the SDK's error its cause.
+    expect(isTransientError(new Error('S3 PutObject failed: NotImplemented', { cause: sdk('NotImplemented', 501, 'server') }))).toBe(false);
+  });
+
   it("treats an S3 code of throttling or the service's fault as transient without the SDK's fields (a key DeleteObjects refused), a refusal not", () => {
     expect(isTransientError(Object.assign(new Error('S3 refused to delete 1 of 1 object(s)'), { code: 'SlowDown' }))).toBe(true);
     expect(isTransientError(Object.assign(new Error('S3 refused to delete 1 of 1 object(s)'), { code: 'InternalError' }))).toBe(true);

@@ -30,10 +30,17 @@ const TRANSIENT_JETSTREAM_CODES = new Set([10008]);
  */
 const TRANSIENT_S3_CODES = new Set(['InternalError', 'ServiceUnavailable', 'SlowDown', 'Throttling', 'ThrottlingException', 'RequestTimeout']);
 
+/**
+ * 501 NotImplemented and 505 are server faults that come back the same every time: an
+ * S3-compatible store without a feature the request uses (a checksum or a streaming trailer).
+ */
+const PERMANENT_S3_STATUSES = new Set([501, 505]);
+
 function isTransientSdkError(error: object): boolean {
-  const { $fault, $metadata, $retryable } = error as { $fault?: unknown; $metadata?: { httpStatusCode?: unknown }; $retryable?: { throttling?: unknown } };
+  const { $fault, $metadata, $retryable, name } = error as { $fault?: unknown; $metadata?: { httpStatusCode?: unknown }; $retryable?: { throttling?: unknown }; name?: unknown };
   if ($fault === undefined) return false;
   const status = $metadata?.httpStatusCode;
+  if (name === 'NotImplemented' || (typeof status === 'number' && PERMANENT_S3_STATUSES.has(status))) return false;
   return $fault === 'server' || status === 429 || (typeof status === 'number' && status >= 500) || $retryable?.throttling === true;
 }
 

@@ -356,6 +356,9 @@ tables:
       "public.handles.handle: null gives every row the same NULL, and the column is read by an expression or WHERE of a primary key or UNIQUE (handles_handle_key), which can make the NULLs one value (coalesce(x, '')) or let more rows in",
       "public.handles.deleted_at: constant null gives every row the same NULL, and the column is read by an expression or WHERE of a primary key or UNIQUE (handles_active_tenant_key), which can make the NULLs one value (coalesce(x, '')) or let more rows in",
     ]);
+    // An INCLUDE column is no part of what rows must not share: any strategy may repeat there.
+    expect(plan(rules('handle: keep, plain: keep, note: name, tenant: keep, deleted_at: keep'), publicTables('handles')).problems).toEqual([]);
+    expect(plan(rules('handle: keep, plain: keep, note: { constant: same }, tenant: keep, deleted_at: keep'), publicTables('handles')).problems).toEqual([]);
   });
 
   it('accepts a strategy that repeats values under a unique key that holds a kept unique key, whose rows differ anyway', () => {

@@ -128,7 +128,9 @@ function holdsKeptKey(key: CatalogKey, table: CatalogTable, strategyOf: (column:
  * key is taken to be kept.
  */
 export function uniqueProblem(strategy: Strategy, table: CatalogTable, column: CatalogColumn, strategyOf?: (column: string) => Strategy | undefined): string | undefined {
-  const keys = table.keys.filter((key) => key.columns.includes(column.name) && !(strategyOf && holdsKeptKey(key, table, strategyOf)));
+  // An INCLUDE column is carried, not compared: whatever it becomes, rows differ where they did.
+  const onlyIncluded = (key: CatalogKey) => key.includedColumns.includes(column.name) && !key.keyColumns.includes(column.name);
+  const keys = table.keys.filter((key) => key.columns.includes(column.name) && !onlyIncluded(key) && !(strategyOf && holdsKeptKey(key, table, strategyOf)));
   const [first] = keys;
   if (!first) return undefined;
   if (NOT_UNIQUE.has(strategy.kind) && !writesNull(strategy)) return `${strategy.kind} can give two rows the same value, and the column is under ${describeKey(first)}`;

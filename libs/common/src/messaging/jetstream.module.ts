@@ -13,7 +13,7 @@ import { type ConsumerBinding, ensureStream } from './stream-setup';
 async function connectAndEnsureStream(config: NatsConfig, clientName: string): Promise<NatsConnection> {
   const connection = await openNatsConnection(config, clientName);
   try {
-    await ensureStream(await jetstreamManager(connection), config);
+    await ensureStream(await jetstreamManager(connection), config, (message) => new Logger('JetStream').warn(message));
   } catch (error) {
     await connection.close();
     throw new Error(`cannot set up JetStream stream ${config.stream}: ${(error as Error).message}`, { cause: error });

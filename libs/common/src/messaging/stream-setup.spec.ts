@@ -1,6 +1,10 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, millis, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { NATS_URL, specNatsConfig } from '../../../../test/support/nats';
+import { OwnNatsServer } from '../../../../test/support/nats-server';
 import { streamSubjects } from '../contract/subjects';
 import { type ConsumerBinding, ensureConsumer, ensureStream } from './stream-setup';
 
@@ -133,5 +137,38 @@ describe('ensureStream (real NATS)', () => {
         `(${config.subjectPrefix}replication.trigger, ${config.subjectPrefix}snapshot.ready, and 9 more): set NATS_STREAM as the other apps of the pipeline have it`,
     );
     await expect(jsm.streams.info(config.stream)).rejects.toThrow('stream not found');
+  });
+
+  it('stops when NATS_STREAM is a stream that captures no subjects (a mirror), which stores none of the pipeline\'s', async () => {
+    const config = specNatsConfig('mirror');
+    const source = { stream: `${config.stream}_SRC`, subjectPrefix: `${config.subjectPrefix}src.` };
+    await existing(source);
+    made.push(config.stream);
+    await jsm.streams.add({ name: config.stream, mirror: { name: source.stream } });
+    await expect(ensureStream(jsm, config)).rejects.toThrow(`NATS_STREAM ${config.stream} does not store the subjects of NATS_SUBJECT_PREFIX "${config.subjectPrefix}"`);
+    await expect(ensureStream(jsm, config)).rejects.toThrow('the stream captures no subjects');
+  });
+
+  it('boots unchecked, with a warning, when the NATS user may not list streams ($JS.API.STREAM.NAMES)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'db-fanout-nats-perms-'));
+    const file = join(dir, 'server.conf');
+    writeFileSync(file, 'authorization { users = [ { user: app, password: app, permissions: { publish: { deny: ["$JS.API.STREAM.NAMES"] } } } ] }\n');
+    const server = await OwnNatsServer.start(['-c', file]);
+    const app = await connect({ servers: server.url, user: 'app', pass: 'app' });
+    try {
+      const config = specNatsConfig('perms');
+      const appJsm = await jetstreamManager(app);
+      const warnings: string[] = [];
+      await ensureStream(appJsm, config, (message) => warnings.push(message));
+      expect((await appJsm.streams.info(config.stream)).config.subjects).toEqual(streamSubjects(config.subjectPrefix));
+      await ensureStream(appJsm, config, (message) => warnings.push(message));
+      // Created on the first start, accepted as it is on the second: each start says what it could not check.
+      const warning = `could not check that NATS_STREAM ${config.stream} stores the subjects of NATS_SUBJECT_PREFIX "${config.subjectPrefix}": this NATS user may not list streams ($JS.API.STREAM.NAMES)`;
+      expect(warnings).toEqual([warning, warning]);
+    } finally {
+      await app.close();
+      await server.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -11,7 +11,7 @@ import {
   RetentionPolicy,
   StorageType,
 } from '@nats-io/jetstream';
-import { millis, nanos } from '@nats-io/transport-node';
+import { millis, nanos, PermissionViolationError } from '@nats-io/transport-node';
 import { type NatsConfig, STREAM_DUPLICATE_WINDOW_MS } from '../config/app-config';
 import { streamSubjects, SUBJECTS } from '../contract/subjects';
 import { errorMessage } from '../observability/redact';
@@ -54,11 +54,26 @@ interface Misplaced {
   storedIn?: string;
 }
 
-/** The pipeline's subjects that NATS_STREAM does not store. */
-async function misplacedSubjects(jsm: JetStreamManager, config: NatsConfig): Promise<Misplaced[]> {
+/** Whether `error` (or one it wraps) is the broker refusing this connection's user a subject. */
+function isPermissionViolation(error: unknown): boolean {
+  for (let e = error; e instanceof Error; e = e.cause === e ? undefined : e.cause) if (e instanceof PermissionViolationError) return true;
+  return false;
+}
+
+/**
+ * The pipeline's subjects that NATS_STREAM does not store; undefined when the connection's user may
+ * not ask (a NATS account whose permissions do not allow `$JS.API.STREAM.NAMES`, which the apps
+ * did not need before this check): such a setup booted before, so it still does, unchecked.
+ */
+async function misplacedSubjects(jsm: JetStreamManager, config: NatsConfig): Promise<Misplaced[] | undefined> {
   const subjects = pipelineSubjects(config.subjectPrefix);
-  const storedIn = await Promise.all(subjects.map((subject) => streamStoring(jsm, subject)));
-  return subjects.map((subject, i) => ({ subject, storedIn: storedIn[i] })).filter(({ storedIn }) => storedIn !== config.stream);
+  try {
+    const storedIn = await Promise.all(subjects.map((subject) => streamStoring(jsm, subject)));
+    return subjects.map((subject, i) => ({ subject, storedIn: storedIn[i] })).filter(({ storedIn }) => storedIn !== config.stream);
+  } catch (error) {
+    if (isPermissionViolation(error)) return undefined;
+    throw error;
+  }
 }
 
 function someOf(subjects: string[]): string {
@@ -92,20 +107,24 @@ function describeMisplaced(config: NatsConfig, misplaced: Misplaced[], captures:
  * It must store the subjects of NATS_SUBJECT_PREFIX, though, and no other stream may: otherwise
  * the app stops here, naming both settings, rather than start and lose every message.
  */
-export async function ensureStream(jsm: JetStreamManager, config: NatsConfig): Promise<void> {
+export async function ensureStream(jsm: JetStreamManager, config: NatsConfig, warn: (message: string) => void = () => undefined): Promise<void> {
+  // The subjects an existing stream captures: none for a mirror or a stream that only sources others.
   let captures: string[] | undefined;
   try {
-    captures = (await jsm.streams.info(config.stream)).config.subjects;
+    captures = (await jsm.streams.info(config.stream)).config.subjects ?? [];
   } catch (error) {
     if (!isNotFound(error)) throw error;
   }
   const misplaced = await misplacedSubjects(jsm, config);
+  if (!misplaced) {
+    warn(`could not check that NATS_STREAM ${config.stream} stores the subjects of NATS_SUBJECT_PREFIX ${JSON.stringify(config.subjectPrefix)}: this NATS user may not list streams ($JS.API.STREAM.NAMES)`);
+  }
   if (captures) {
-    if (misplaced.length) throw new Error(describeMisplaced(config, misplaced, captures));
+    if (misplaced?.length) throw new Error(describeMisplaced(config, misplaced, captures));
     return;
   }
   // A new stream cannot capture subjects another stream stores (the broker says only `subjects overlap`).
-  if (misplaced.some(({ storedIn }) => storedIn !== undefined)) throw new Error(describeMisplaced(config, misplaced, undefined));
+  if (misplaced?.some(({ storedIn }) => storedIn !== undefined)) throw new Error(describeMisplaced(config, misplaced, undefined));
   try {
     await jsm.streams.add({
       name: config.stream,

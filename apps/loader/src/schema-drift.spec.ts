@@ -284,6 +284,23 @@ describe('SCHEMA_DRIFT', () => {
     });
   });
 
+  it('common-columns fails on a value too long for an array of a domain over a narrower varchar, and loads what fits', async () => {
+    const prod = await snapshotOf(`CREATE TABLE public.tags (id int PRIMARY KEY, names text[], legacy text); INSERT INTO public.tags VALUES (1, '{ab,abcdefgh}', 'x');`);
+    // Never cut short, as an explicit cast of text[] to the array of the domain would ('{ab,abcde}').
+    const env = await target(`CREATE DOMAIN public.tag AS varchar(5); CREATE TABLE public.tags (id int PRIMARY KEY, names public.tag[]);`);
+    const error = await load(env, 'common-columns', undefined, { snapshot: prod }).catch((e: unknown) => e);
+    expect(describeFailure(error, { detail: false })).toEqual({ error: 'value too long for type character varying(5) (table public.tags, column names)', code: '22001' });
+    expect(await env.query('SELECT id FROM public.tags')).toEqual([]);
+    const fits = await snapshotOf(`CREATE TABLE public.tags (id int PRIMARY KEY, names text[], legacy text); INSERT INTO public.tags VALUES (1, '{ab,abcde}', 'x');`);
+    expect(await load(env, 'common-columns', undefined, { snapshot: fits })).toMatchObject({ kind: 'loaded' });
+    expect(await env.query('SELECT names::text AS names FROM public.tags')).toEqual([{ names: '{ab,abcde}' }]);
+  });
+
+  it('common-columns refuses a target column the snapshot lacks whose domain is NOT NULL without a default, up front', async () => {
+    const env = await target(`${DRIFTED_SQL} CREATE DOMAIN public.region AS text NOT NULL; ALTER TABLE public.people ADD COLUMN region public.region;`);
+    await expect(load(env, 'common-columns')).rejects.toThrow('public.people."region" is NOT NULL without a default and not in the snapshot');
+  });
+
   it("common-columns gives a NOT NULL target column the snapshot lacks its domain's default, as fail mode's COPY would", async () => {
     const env = await target(`${DRIFTED_SQL} CREATE DOMAIN public.region AS text DEFAULT 'eu'; ALTER TABLE public.people ADD COLUMN region public.region NOT NULL;`);
     expect(await load(env, 'common-columns')).toMatchObject({ kind: 'loaded', drift: { defaultedColumns: ['public.people."added_at"', 'public.people."region"'] } });

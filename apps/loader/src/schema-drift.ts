@@ -53,15 +53,20 @@ export async function resolveWithDrift(
     }
     const { oid } = found;
     // A column of a domain type takes the domain's own default where it has none (PostgreSQL reads
-    // the column's type's typdefaultbin alone; CREATE DOMAIN copies its base domain's into it).
+    // the column's type's typdefaultbin alone; CREATE DOMAIN copies its base domain's into it), and
+    // any domain on the way may be NOT NULL (attnotnull does not show it). `type`: what a staged
+    // text value is cast to before it is assigned to the column, below every domain and with no
+    // length, so the assignment applies the column's length and its domains' checks (an explicit
+    // cast of text to a varchar(5) domain cuts the value short). An array of such a domain needs
+    // nothing of the kind: text is read into it by its input function, which refuses a long element.
     const { rows: columns } = await client.query<{ name: string; type: string; insertable: boolean; required: boolean }>(
-      `WITH RECURSIVE chain(attnum, typid) AS (
-         SELECT attnum, atttypid FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+      `WITH RECURSIVE chain(attnum, typid, not_null) AS (
+         SELECT attnum, atttypid, false FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
          UNION ALL
-         SELECT chain.attnum, d.typbasetype FROM chain JOIN pg_type d ON d.oid = chain.typid AND d.typtype = 'd'
+         SELECT chain.attnum, d.typbasetype, chain.not_null OR d.typnotnull FROM chain JOIN pg_type d ON d.oid = chain.typid AND d.typtype = 'd'
        )
        SELECT a.attname AS name, quote_ident(tn.nspname) || '.' || quote_ident(t.typname) AS type, a.attgenerated = '' AS insertable,
-              a.attnotnull AND NOT a.atthasdef AND own.typdefaultbin IS NULL AND a.attidentity = '' AND a.attgenerated = '' AS required
+              (a.attnotnull OR chain.not_null) AND NOT a.atthasdef AND own.typdefaultbin IS NULL AND a.attidentity = '' AND a.attgenerated = '' AS required
          FROM pg_attribute a
          JOIN pg_type own ON own.oid = a.atttypid
          JOIN chain ON chain.attnum = a.attnum

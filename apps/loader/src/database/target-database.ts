@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import type { Pool } from 'pg';
 import { createPostgresPool, parseQualifiedName, quoteQualified, serverIdentity, type ServerIdentity, unpinnedSessionSettings } from '@app/common/database';
@@ -10,6 +11,9 @@ import { TargetLoad } from '../load/target-load';
  * load's waits for the ledger's lock (unbounded) and its tables' locks (bounded by it) are sliced.
  */
 export const TARGET_LOCK_TIMEOUT_MS = 60_000;
+
+/** How often a stop's cancel of the post-load ANALYZE is sent again while the statement goes on. */
+const CANCEL_REPEAT_MS = 250;
 
 /**
  * The environment's database: the loader's one `pg.Pool` (created through createPostgresPool, so
@@ -137,9 +141,20 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
     if (signal?.aborted) return false;
     const client = await this.pool.connect();
     // The client's backend, cancelled from another session (node-postgres has no cancel of its own).
+    // A cancel that arrives before the backend starts the statement is ignored, so it is sent again
+    // every CANCEL_REPEAT_MS until the statement ends, and the client goes back to the pool only
+    // once no cancel can reach it.
     const backend = (client as unknown as { processID: number }).processID;
-    const cancel = () => void this.pool.query('SELECT pg_cancel_backend($1)', [backend]).catch(() => undefined);
-    signal?.addEventListener('abort', cancel, { once: true });
+    let settled = false;
+    const cancel = async () => {
+      while (!settled) {
+        await this.pool.query('SELECT pg_cancel_backend($1)', [backend]).catch(() => undefined);
+        await sleep(CANCEL_REPEAT_MS);
+      }
+    };
+    let cancelling: Promise<void> | undefined;
+    const onAbort = () => void (cancelling = cancel());
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
       if (signal?.aborted) return false;
       // The names were validated against the manifest by the load that just committed.
@@ -150,7 +165,10 @@ export class TargetDatabase implements OnModuleInit, OnApplicationShutdown {
       if (signal?.aborted && (error as { code?: unknown }).code === '57014') return false;
       throw error;
     } finally {
-      signal?.removeEventListener('abort', cancel);
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      // A cancel still on its way could hit the backend's next statement once it is the pool's.
+      await cancelling;
       client.release();
     }
   }

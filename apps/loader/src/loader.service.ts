@@ -55,7 +55,19 @@ export class LoaderService implements OnApplicationBootstrap {
     @Inject(NATS_CONNECTION) private readonly connection: NatsConnection,
   ) {}
 
-  private store?: SnapshotStore;
+  /**
+   * The object store, opened once: by the start-up check (s3) or the first load, whichever comes
+   * first (the consumers may pull before start-up ends). A failed opening is tried again by the next.
+   */
+  private storeOpening?: Promise<SnapshotStore>;
+
+  private openStore(options: Parameters<typeof openSnapshotStore>[2]): Promise<SnapshotStore> {
+    this.storeOpening ??= openSnapshotStore(this.config.snapshotStore, this.connection, options).catch((error: unknown) => {
+      this.storeOpening = undefined;
+      throw error;
+    });
+    return this.storeOpening;
+  }
 
   /**
    * db_fanout_snapshot_age_seconds and db_fanout_last_load_success_timestamp_seconds from the
@@ -69,7 +81,7 @@ export class LoaderService implements OnApplicationBootstrap {
     // An S3 bucket that does not exist stops the loader here, named, rather than every load failing
     // as snapshot-not-found. (An Object Store bucket is the dumper's to create: opened at the first load.)
     if (this.config.snapshotStore.kind === 's3') {
-      this.store = await openSnapshotStore(this.config.snapshotStore, this.connection, { create: false, checkBucket: (warning) => this.logger.warn(warning) });
+      await this.openStore({ create: false, checkBucket: (warning) => this.logger.warn(warning) });
     }
     try {
       await this.recordLatestLoad();
@@ -100,8 +112,8 @@ export class LoaderService implements OnApplicationBootstrap {
     for (let attempt = 1; ; attempt++) {
       try {
         // The dumper creates the bucket; a loader only opens it.
-        this.store ??= await openSnapshotStore(config, this.connection, { create: false });
-        return { label: snapshot.location, ...(await this.store.open(snapshot.location)) };
+        const store = await this.openStore({ create: false });
+        return { label: snapshot.location, ...(await store.open(snapshot.location)) };
       } catch (error) {
         if (error instanceof SnapshotStoreMismatchError) throw error;
         if (error instanceof SnapshotLocationError) throw new InvalidMessageError(error.message);

@@ -118,7 +118,7 @@ describe('configuration errors at boot', () => {
       const refused = 'replicas > 1 not supported in non-clustered mode';
       const stream = await boot('scheduler', { ...namespace.env, NATS_STREAM_REPLICAS: '3' });
       expect(stream.code).toBe(1);
-      expect(stream.lines.join('\n')).toContain(`scheduler failed to start: cannot set up JetStream stream ${namespace.stream}: the broker refused to create it with NATS_STREAM_REPLICAS=3: ${refused}`);
+      expect(stream.lines.join('\n')).toContain(`scheduler failed to start: cannot set up JetStream stream ${namespace.stream}: the broker refused to create stream ${namespace.stream} with NATS_STREAM_REPLICAS=3: ${refused}`);
       await withJetStream(namespace.url, (jsm) => jsm.streams.add({ name: namespace.stream, subjects: streamSubjects(namespace.prefix) }));
       const ledger = await boot('scheduler', { ...namespace.env, NATS_STREAM_REPLICAS: '3' });
       expect(ledger.code).toBe(1);

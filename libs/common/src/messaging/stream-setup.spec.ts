@@ -125,7 +125,7 @@ describe('ensureStream (real NATS)', () => {
   it('names NATS_STREAM_REPLICAS and its value when the broker will not create the stream with them (a single server)', async () => {
     const config = { ...specNatsConfig('replicas'), streamReplicas: 3 };
     made.push(config.stream);
-    await expect(ensureStream(jsm, config)).rejects.toThrow('the broker refused to create it with NATS_STREAM_REPLICAS=3: replicas > 1 not supported in non-clustered mode');
+    await expect(ensureStream(jsm, config)).rejects.toThrow(`the broker refused to create stream ${config.stream} with NATS_STREAM_REPLICAS=3: replicas > 1 not supported in non-clustered mode`);
   });
 
   it('stops naming the stream that stores the prefix\'s subjects when it is not NATS_STREAM, and creates nothing', async () => {

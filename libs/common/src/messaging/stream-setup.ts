@@ -138,16 +138,18 @@ export async function ensureStream(jsm: JetStreamManager, config: NatsConfig, wa
     });
   } catch (error) {
     // Another app created it between our look-up and our add: that is fine.
-    if (!(await jsm.streams.info(config.stream).catch(() => undefined))) throw refusedCreation('it', 'NATS_STREAM_REPLICAS', config.streamReplicas, error);
+    if (!(await jsm.streams.info(config.stream).catch(() => undefined))) throw refusedCreation(`stream ${config.stream}`, 'NATS_STREAM_REPLICAS', config.streamReplicas, error);
   }
 }
 
 /**
- * A stream or bucket the broker would not create, naming the variable its replicas come from: the
- * broker's own words (`replicas > 1 not supported in non-clustered mode`) name neither.
+ * A stream or bucket that could not be created. With more than one replica, naming the variable
+ * they come from: the broker's own words (`replicas > 1 not supported in non-clustered mode`) name
+ * neither. With one, the replicas are not what went wrong (a permission, no answer in time).
  */
 export function refusedCreation(what: string, variable: string, replicas: number, error: unknown): Error {
-  return new Error(`the broker refused to create ${what} with ${variable}=${replicas}: ${errorMessage(error)}`, { cause: error });
+  const why = replicas > 1 ? `the broker refused to create ${what} with ${variable}=${replicas}` : `could not create ${what}`;
+  return new Error(`${why}: ${errorMessage(error)}`, { cause: error });
 }
 
 export interface ConsumerBinding {

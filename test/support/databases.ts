@@ -104,3 +104,17 @@ export async function sequenceStates(db: TestDatabase): Promise<string[]> {
 export async function contentAndSequences(db: TestDatabase, tables: string[]): Promise<unknown[]> {
   return [...(await Promise.all(tables.map((table) => tableContent(db, table)))), await sequenceStates(db)];
 }
+
+/**
+ * What `list` still returns after up to `withinMs` of looking again every 50 ms (empty as soon as it
+ * is): sessions a test expects the server to end, which it does a little after their client goes.
+ */
+export async function remainingAfter<T>(list: () => Promise<T[]>, withinMs = 2_000): Promise<T[]> {
+  const deadline = Date.now() + withinMs;
+  let left = await list();
+  while (left.length && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    left = await list();
+  }
+  return left;
+}

@@ -7,8 +7,25 @@ import { Client, Pool } from 'pg';
 import { watchProductionLockWaits } from '@app/common/database';
 import { parseRules } from '@app/common/rules';
 import { FsSnapshotStore, type SnapshotStore } from '@app/common/snapshot-store';
-import { createDatabase, type TestDatabase } from '../../../test/support/databases';
+import { createDatabase, remainingAfter, type TestDatabase } from '../../../test/support/databases';
 import { writeSnapshot } from './snapshot-writer';
+
+/** The fs store in `dir`, each upload's put of a table waiting for `beforePut` first: a slow or held-back store. */
+function storeWithPutHook(dir: string, beforePut: (name: string) => Promise<void>): SnapshotStore {
+  const inner = new FsSnapshotStore(dir);
+  return Object.assign(Object.create(inner) as SnapshotStore, {
+    begin: async (snapshotId: string) => {
+      const upload = await inner.begin(snapshotId);
+      return {
+        ...upload,
+        put: async (name: string, body: Readable) => {
+          await beforePut(name);
+          return upload.put(name, body);
+        },
+      };
+    },
+  });
+}
 
 /**
  * A DDL in production while the dump still holds its locks, on a table the dump has read already
@@ -20,21 +37,10 @@ describe('a dump while production runs DDL', () => {
   const dir = mkdtempSync(join(tmpdir(), 'db-fanout-lockwatch-'));
 
   /** The fs store, with the big table's upload held back `holdMs` (a slow store): the dump lasts that long. */
-  const slowStore = (holdMs: number): SnapshotStore => {
-    const inner = new FsSnapshotStore(dir);
-    return Object.assign(Object.create(inner) as SnapshotStore, {
-      begin: async (snapshotId: string) => {
-        const upload = await inner.begin(snapshotId);
-        return {
-          ...upload,
-          put: async (name: string, body: Readable) => {
-            if (name.includes('big')) await sleep(holdMs);
-            return upload.put(name, body);
-          },
-        };
-      },
+  const slowStore = (holdMs: number): SnapshotStore =>
+    storeWithPutHook(dir, async (name) => {
+      if (name.includes('big')) await sleep(holdMs);
     });
-  };
 
   beforeAll(async () => {
     source = await createDatabase(
@@ -165,13 +171,7 @@ describe('a dump preparing its rules while production runs DDL', () => {
       expect(readdirSync(dir)).toEqual([]);
       // The dump's sessions are ended on the server too, not left running the scan (they notice
       // their closed connection only when they next write to it).
-      const gone = Date.now() + 2_000;
-      let left = await dumperSessions();
-      while (left.length && Date.now() < gone) {
-        await sleep(50);
-        left = await dumperSessions();
-      }
-      expect(left).toEqual([]);
+      expect(await remainingAfter(dumperSessions)).toEqual([]);
     } finally {
       await production.end();
       await reader.end();
@@ -234,22 +234,11 @@ describe('a dump while production runs a CREATE INDEX CONCURRENTLY', () => {
   const dir = mkdtempSync(join(tmpdir(), 'db-fanout-lockwatch-cic-'));
 
   /** The fs store, with every upload held until `gate` opens: the dump holds its snapshot until then. */
-  const gatedStore = (gate: Promise<void>, reached: () => void): SnapshotStore => {
-    const inner = new FsSnapshotStore(dir);
-    return Object.assign(Object.create(inner) as SnapshotStore, {
-      begin: async (snapshotId: string) => {
-        const upload = await inner.begin(snapshotId);
-        return {
-          ...upload,
-          put: async (name: string, body: Readable) => {
-            reached();
-            await gate;
-            return upload.put(name, body);
-          },
-        };
-      },
+  const gatedStore = (gate: Promise<void>, reached: () => void): SnapshotStore =>
+    storeWithPutHook(dir, async () => {
+      reached();
+      await gate;
     });
-  };
 
   /** Until the session running `query` waits for a lock of type `locktype` (at most 5 s). */
   const waitingOn = async (client: Client, query: string, locktype: string) => {

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { ADMIN_URL, createDatabase, type TestDatabase } from '../../../../test/support/databases';
+import { ADMIN_URL, createDatabase, remainingAfter, type TestDatabase } from '../../../../test/support/databases';
 import { MASKING_RULES_YAML, MASKING_SCHEMA_SQL } from '../../../../test/support/masking-fixture';
 import { rulesMain, runRulesCommand } from './rules-command';
 
@@ -171,13 +171,7 @@ describe('db-fanout rules check while production runs DDL', () => {
       expect({ ddlMs: ddlMs < 2_500, readMs: readMs < 2_500 }).toEqual({ ddlMs: true, readMs: true });
       expect(result.at).toBeLessThan(5_000);
       // The check's sessions are gone from the server too, not left running the scan.
-      const gone = Date.now() + 2_000;
-      let left = await checkSessions();
-      while (left.length && Date.now() < gone) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        left = await checkSessions();
-      }
-      expect(left).toEqual([]);
+      expect(await remainingAfter(checkSessions)).toEqual([]);
     } finally {
       await production.end();
       await reader.end();

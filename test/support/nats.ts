@@ -15,6 +15,11 @@ export function specNatsConfig(label: string, ackWaitMs = 1_000): NatsConfig {
   return { servers: [NATS_URL], stream: `SPEC_${id}`.toUpperCase(), subjectPrefix: `spec_${id}.`, ackWaitMs, streamMaxAgeMs: 3_600_000, streamReplicas: 1 };
 }
 
+/** The KV buckets the apps make beside a stream (`<NATS_STREAM>_RUNS`, `<NATS_STREAM>_SNAPSHOTS`). */
+export function pipelineBuckets(stream: string): string[] {
+  return [`${stream}_RUNS`, `${stream}_SNAPSHOTS`];
+}
+
 /** A stream and subject prefix of this test's own, so test files never share broker state. */
 export interface NatsNamespace {
   url: string;
@@ -38,6 +43,9 @@ export function natsNamespace(label: string, url: string = NATS_URL): NatsNamesp
       try {
         const jsm = await jetstreamManager(nc);
         await jsm.streams.delete(stream).catch(() => undefined);
+        // The KV buckets the apps make beside the stream: the scheduler's run ledger, the dumper's
+        // snapshot records. Left behind, every test run added them to the broker for good.
+        for (const bucket of pipelineBuckets(stream)) await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
       } finally {
         await nc.close();
       }

@@ -140,6 +140,7 @@ describe('DumperService.dump of a redelivered trigger (real NATS)', () => {
   });
   afterAll(async () => {
     await (await jetstreamManager(nc)).streams.delete(nats.stream).catch(() => undefined);
+    await (await jetstreamManager(nc)).streams.delete(`KV_${announcementBucket(nats)}`).catch(() => undefined);
     await nc?.close();
     await source?.end();
     await db?.drop();

@@ -9,8 +9,8 @@ import { ensureStream, EventPublisher } from '@app/common/messaging';
 import { MetricsService } from '@app/common/observability';
 import { CatchUpService } from './catch-up.service';
 import { SchedulerModule } from './scheduler.module';
+import { NATS_URL, pipelineBuckets } from '../../../test/support/nats';
 
-const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
 describe('CatchUpService (real NATS)', () => {
   const id = randomBytes(4).toString('hex');
@@ -61,6 +61,7 @@ describe('CatchUpService (real NATS)', () => {
       stop.abort();
       await app.close();
       await (await jetstreamManager(nc)).streams.delete(config.nats.stream).catch(() => undefined);
+      for (const bucket of pipelineBuckets(config.nats.stream)) await (await jetstreamManager(nc)).streams.delete(`KV_${bucket}`).catch(() => undefined);
     }
   });
 });

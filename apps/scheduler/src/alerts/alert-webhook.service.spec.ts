@@ -10,8 +10,8 @@ import { ObservabilityModule } from '@app/common/observability';
 import { SCHEDULER_CONFIG } from '../scheduler.constants';
 import { SchedulerModule } from '../scheduler.module';
 import { ALERT_CONSUMER, ALERT_WEBHOOK_OPTIONS, alertBody, type AlertWebhookOptions, AlertWebhookService, webhookRequest } from './alert-webhook.service';
+import { NATS_URL, pipelineBuckets } from '../../../../test/support/nats';
 
-const NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
 async function waitFor(description: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -195,6 +195,7 @@ describe('AlertWebhookService (real NATS, local webhook)', () => {
 
   afterAll(async () => {
     await (await jetstreamManager(nc)).streams.delete(stream).catch(() => undefined);
+    for (const bucket of pipelineBuckets(stream)) await (await jetstreamManager(nc)).streams.delete(`KV_${bucket}`).catch(() => undefined);
     await nc.close();
     await webhook.close();
   });
